@@ -1,0 +1,13 @@
+//! sipshard: a high-throughput, sharded SIP dialog layer (RFC 3261).
+//!
+//! The crate is built in layers, each a module with a narrow face (see
+//! `../shared/design/ARCHITECTURE.md`):
+//!
+//! - [`message`]: zero-copy parsing of SIP messages over [`bytes::Bytes`], typed header
+//!   views, a builder, and id generators.
+//!
+//! Later layers (transactions, dialogs, the shard, the runtime) build on it.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod message;

@@ -1,0 +1,394 @@
+//! Writing messages into a caller-owned [`BytesMut`]: a request or response start line, header
+//! lines, then Content-Length (always computed, never taken from the caller) and the body.
+//! [`ResponseBuilder::to_request`] copies what RFC 3261 §8.2.6.2 says a response copies.
+
+use bytes::{BufMut, BytesMut};
+
+use super::error::ParseError;
+use super::header::HeaderName;
+use super::lex;
+use super::{Message, NameAddr};
+
+/// Why a builder refused to finish.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// A header name is not a token.
+    InvalidHeaderName,
+    /// A header value holds a CR or LF that is not line folding, or a NUL.
+    InvalidHeaderValue,
+    /// The status code is outside 100-699.
+    InvalidStatusCode,
+    /// The request being answered lacks a header a response must copy.
+    Request(ParseError),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::InvalidHeaderName => f.write_str("header name is not a token"),
+            BuildError::InvalidHeaderValue => f.write_str("header value holds CR, LF or NUL"),
+            BuildError::InvalidStatusCode => f.write_str("status code outside 100-699"),
+            BuildError::Request(e) => write!(f, "cannot answer request: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Shared state of both builders: where the message starts in the buffer, and the first
+/// error met (reported by `finish`, so that calls can be chained).
+struct Writer<'a> {
+    out: &'a mut BytesMut,
+    start: usize,
+    error: Option<BuildError>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(out: &'a mut BytesMut) -> Self {
+        let start = out.len();
+        Writer {
+            out,
+            start,
+            error: None,
+        }
+    }
+
+    fn fail(&mut self, e: BuildError) {
+        self.error.get_or_insert(e);
+    }
+
+    fn header(&mut self, name: &[u8], value: &[u8]) {
+        if !lex::is_token(name) {
+            return self.fail(BuildError::InvalidHeaderName);
+        }
+        if !value_is_safe(value) {
+            return self.fail(BuildError::InvalidHeaderValue);
+        }
+        if HeaderName::from_bytes(name) == HeaderName::ContentLength {
+            return; // written by finish
+        }
+        self.out.reserve(name.len() + value.len() + 4);
+        self.out.put_slice(name);
+        self.out.put_slice(b": ");
+        self.out.put_slice(value);
+        self.out.put_slice(b"\r\n");
+    }
+
+    fn finish(self, body: &[u8]) -> Result<usize, BuildError> {
+        if let Some(e) = self.error {
+            self.out.truncate(self.start);
+            return Err(e);
+        }
+        self.out.reserve(24 + body.len());
+        self.out.put_slice(b"Content-Length: ");
+        put_decimal(self.out, body.len() as u64);
+        self.out.put_slice(b"\r\n\r\n");
+        self.out.put_slice(body);
+        Ok(self.out.len() - self.start)
+    }
+}
+
+/// A CR or LF is only allowed as folding (CRLF followed by SP/HT); NUL never.
+fn value_is_safe(v: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(p) = memchr::memchr3(b'\r', b'\n', 0, &v[i..]) {
+        let at = i + p;
+        let ok = v[at] == b'\r'
+            && v.get(at + 1) == Some(&b'\n')
+            && matches!(v.get(at + 2), Some(b' ' | b'\t'));
+        if !ok {
+            return false;
+        }
+        i = at + 3;
+    }
+    true
+}
+
+fn put_decimal(out: &mut BytesMut, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&buf[i..]);
+}
+
+/// Builds a request into a caller-owned buffer.
+///
+/// ```
+/// # use bytes::BytesMut;
+/// # use sipshard::message::RequestBuilder;
+/// let mut buf = BytesMut::new();
+/// let mut b = RequestBuilder::new(&mut buf, b"OPTIONS", b"sip:bob@example.com");
+/// b.header("Via", b"SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKabc")
+///     .header("Call-ID", b"x@y");
+/// let len = b.finish(b"").unwrap();
+/// assert_eq!(len, buf.len());
+/// ```
+pub struct RequestBuilder<'a> {
+    w: Writer<'a>,
+}
+
+impl<'a> RequestBuilder<'a> {
+    /// Starts `METHOD uri SIP/2.0`.
+    pub fn new(out: &'a mut BytesMut, method: &[u8], uri: &[u8]) -> Self {
+        let mut w = Writer::new(out);
+        if !lex::is_token(method) {
+            w.fail(BuildError::InvalidHeaderName);
+        }
+        if uri.is_empty() || uri.iter().any(|&b| b <= b' ') {
+            w.fail(BuildError::InvalidHeaderValue);
+        }
+        w.out.reserve(method.len() + uri.len() + 12);
+        w.out.put_slice(method);
+        w.out.put_u8(b' ');
+        w.out.put_slice(uri);
+        w.out.put_slice(b" SIP/2.0\r\n");
+        RequestBuilder { w }
+    }
+
+    /// Adds a header line. Content-Length is ignored: `finish` writes the right one.
+    pub fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        self.w.header(name.as_bytes(), value);
+        self
+    }
+
+    /// Adds a header line by [`HeaderName`] (canonical spelling).
+    pub fn header_named(&mut self, name: HeaderName, value: &[u8]) -> &mut Self {
+        self.w.header(name.as_str().as_bytes(), value);
+        self
+    }
+
+    /// Writes Content-Length and the body; returns the message length, or the first error
+    /// (in which case nothing of this message stays in the buffer).
+    pub fn finish(self, body: &[u8]) -> Result<usize, BuildError> {
+        self.w.finish(body)
+    }
+}
+
+/// Builds a response into a caller-owned buffer.
+pub struct ResponseBuilder<'a> {
+    w: Writer<'a>,
+}
+
+impl<'a> ResponseBuilder<'a> {
+    /// Starts `SIP/2.0 code reason`; `reason` defaults to the RFC 3261 phrase.
+    pub fn new(out: &'a mut BytesMut, code: u16, reason: Option<&[u8]>) -> Self {
+        let mut w = Writer::new(out);
+        if !(100..=699).contains(&code) {
+            w.fail(BuildError::InvalidStatusCode);
+        }
+        let reason = reason.unwrap_or(default_reason(code).as_bytes());
+        if memchr::memchr2(b'\r', b'\n', reason).is_some() {
+            w.fail(BuildError::InvalidHeaderValue);
+        }
+        w.out.reserve(reason.len() + 14);
+        w.out.put_slice(b"SIP/2.0 ");
+        put_decimal(w.out, u64::from(code.min(999)));
+        w.out.put_u8(b' ');
+        w.out.put_slice(reason);
+        w.out.put_slice(b"\r\n");
+        ResponseBuilder { w }
+    }
+
+    /// Starts a response to `request` (RFC 3261 §8.2.6.2): copies every Via in order, From,
+    /// To, Call-ID and CSeq, and Timestamp on a 100 (§8.2.6.1). When the request's To has no
+    /// tag and the response is not a 100, `to_tag` is appended as the dialog's local tag.
+    pub fn to_request(
+        out: &'a mut BytesMut,
+        request: &Message,
+        code: u16,
+        reason: Option<&[u8]>,
+        to_tag: Option<&[u8]>,
+    ) -> Self {
+        let mut b = ResponseBuilder::new(out, code, reason);
+        for via in request.header_values(HeaderName::Via) {
+            b.w.header(b"Via", via);
+        }
+        let copy = |b: &mut ResponseBuilder<'_>, name: HeaderName| match request.header(name)
+        {
+            Some(v) => {
+                b.w.header(name.as_str().as_bytes(), v);
+                Some(v)
+            }
+            None => {
+                b.w.fail(BuildError::Request(ParseError::MissingHeader(name)));
+                None
+            }
+        };
+        copy(&mut b, HeaderName::From);
+        if let Some(to) = request.header(HeaderName::To) {
+            let has_tag = NameAddr::parse(to).is_ok_and(|a| a.tag().is_some());
+            match to_tag {
+                Some(tag) if !has_tag && code != 100 => {
+                    b.w.out.put_slice(b"To: ");
+                    b.w.out.put_slice(to);
+                    b.w.out.put_slice(b";tag=");
+                    b.w.out.put_slice(tag);
+                    b.w.out.put_slice(b"\r\n");
+                    if !lex::is_token(tag) {
+                        b.w.fail(BuildError::InvalidHeaderValue);
+                    }
+                }
+                _ => b.w.header(b"To", to),
+            }
+        } else {
+            b.w.fail(BuildError::Request(ParseError::MissingHeader(HeaderName::To)));
+        }
+        copy(&mut b, HeaderName::CallId);
+        copy(&mut b, HeaderName::CSeq);
+        if code == 100
+            && let Some(ts) = request.header(HeaderName::Timestamp)
+        {
+            b.w.header(b"Timestamp", ts);
+        }
+        b
+    }
+
+    /// Adds a header line. Content-Length is ignored: `finish` writes the right one.
+    pub fn header(&mut self, name: &str, value: &[u8]) -> &mut Self {
+        self.w.header(name.as_bytes(), value);
+        self
+    }
+
+    /// Adds a header line by [`HeaderName`] (canonical spelling).
+    pub fn header_named(&mut self, name: HeaderName, value: &[u8]) -> &mut Self {
+        self.w.header(name.as_str().as_bytes(), value);
+        self
+    }
+
+    /// Writes Content-Length and the body; returns the message length, or the first error
+    /// (in which case nothing of this message stays in the buffer).
+    pub fn finish(self, body: &[u8]) -> Result<usize, BuildError> {
+        self.w.finish(body)
+    }
+}
+
+/// The reason phrase RFC 3261 §21 (and the registry for later codes) gives a status code;
+/// the class name for codes without one.
+pub fn default_reason(code: u16) -> &'static str {
+    match code {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        204 => "No Notification",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        305 => "Use Proxy",
+        380 => "Alternative Service",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        421 => "Extension Required",
+        422 => "Session Interval Too Small",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        489 => "Bad Event",
+        491 => "Request Pending",
+        493 => "Undecipherable",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        100..=199 => "Provisional",
+        200..=299 => "Success",
+        300..=399 => "Redirection",
+        400..=499 => "Client Error",
+        500..=599 => "Server Error",
+        _ => "Global Failure",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8\r\n\
+        Via: SIP/2.0/UDP proxy.atlanta.com;branch=z9hG4bK77ef4c2312983.1\r\n\
+        Max-Forwards: 70\r\nTo: Bob <sip:bob@biloxi.com>\r\n\
+        From: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+        Call-ID: a84b4c76e66710\r\nCSeq: 314159 INVITE\r\nTimestamp: 54\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn response_copies_and_tags() {
+        let req = Message::parse(Bytes::from_static(INVITE)).unwrap();
+        let mut buf = BytesMut::new();
+        ResponseBuilder::to_request(&mut buf, &req, 180, None, Some(b"a6c85cf"))
+            .finish(b"")
+            .unwrap();
+        let resp = Message::parse(buf.split().freeze()).unwrap();
+        assert_eq!(resp.status(), Some(180));
+        assert_eq!(resp.reason(), Some(&b"Ringing"[..]));
+        assert_eq!(resp.vias().count(), 2);
+        assert_eq!(resp.to_tag().unwrap(), Some(&b"a6c85cf"[..]));
+        assert_eq!(resp.from_tag().unwrap(), Some(&b"1928301774"[..]));
+        assert_eq!(resp.call_id(), req.call_id());
+        assert_eq!(resp.cseq().unwrap(), req.cseq().unwrap());
+        assert_eq!(resp.header(HeaderName::Timestamp), None);
+        assert_eq!(resp.check_response(), Ok(()));
+
+        ResponseBuilder::to_request(&mut buf, &req, 100, None, Some(b"x"))
+            .finish(b"")
+            .unwrap();
+        let trying = Message::parse(buf.split().freeze()).unwrap();
+        assert_eq!(trying.to_tag().unwrap(), None);
+        assert_eq!(trying.header(HeaderName::Timestamp), Some(&b"54"[..]));
+    }
+
+    #[test]
+    fn content_length_is_computed_and_injection_refused() {
+        let mut buf = BytesMut::new();
+        let mut b = RequestBuilder::new(&mut buf, b"MESSAGE", b"sip:a@b");
+        b.header("Content-Length", b"999").header("Content-Type", b"text/plain");
+        b.finish(b"hello").unwrap();
+        let m = Message::parse(buf.split().freeze()).unwrap();
+        assert_eq!(m.content_length(), Some(5));
+        assert_eq!(m.body_bytes(), b"hello");
+
+        let mut b = RequestBuilder::new(&mut buf, b"MESSAGE", b"sip:a@b");
+        b.header("Subject", b"hi\r\nVia: evil");
+        assert_eq!(b.finish(b""), Err(BuildError::InvalidHeaderValue));
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,201 @@
+//! Header names: the ones sipshard gives typed views for, their compact forms (RFC 3261
+//! §7.3.3 and the IANA registry), and case-insensitive classification without allocation.
+
+use std::fmt;
+
+macro_rules! header_names {
+    ($( $variant:ident => $canonical:literal $(, compact $compact:literal)? ;)*) => {
+        /// A header name, classified case-insensitively; compact forms map to the long name.
+        ///
+        /// [`HeaderName::Other`] is any header sipshard has no typed view for; its name is
+        /// still available as written from the message.
+        #[non_exhaustive]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum HeaderName {
+            $(
+                #[doc = concat!("`", $canonical, "`")]
+                $variant,
+            )*
+            /// A header sipshard does not know by name.
+            Other,
+        }
+
+        impl HeaderName {
+            /// Every known name, in declaration order (not including `Other`).
+            pub const KNOWN: &'static [HeaderName] = &[$(HeaderName::$variant,)*];
+
+            /// Number of known names (the size of per-name index tables).
+            pub const COUNT: usize = Self::KNOWN.len();
+
+            /// The canonical spelling used when sipshard writes this header.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(HeaderName::$variant => $canonical,)*
+                    HeaderName::Other => "",
+                }
+            }
+
+            /// The compact form (RFC 3261 §7.3.3), if the header has one.
+            pub fn compact(self) -> Option<u8> {
+                match self {
+                    $($(HeaderName::$variant => Some($compact),)?)*
+                    _ => None,
+                }
+            }
+
+            fn from_compact(b: u8) -> HeaderName {
+                match b.to_ascii_lowercase() {
+                    $($($compact => HeaderName::$variant,)?)*
+                    _ => HeaderName::Other,
+                }
+            }
+
+
+        }
+    };
+}
+
+header_names! {
+    Via => "Via", compact b'v';
+    From => "From", compact b'f';
+    To => "To", compact b't';
+    CallId => "Call-ID", compact b'i';
+    CSeq => "CSeq";
+    Contact => "Contact", compact b'm';
+    MaxForwards => "Max-Forwards";
+    ContentLength => "Content-Length", compact b'l';
+    ContentType => "Content-Type", compact b'c';
+    Route => "Route";
+    RecordRoute => "Record-Route";
+    Expires => "Expires";
+    MinExpires => "Min-Expires";
+    Require => "Require";
+    ProxyRequire => "Proxy-Require";
+    Supported => "Supported", compact b'k';
+    Unsupported => "Unsupported";
+    Allow => "Allow";
+    AllowEvents => "Allow-Events", compact b'u';
+    Event => "Event", compact b'o';
+    SubscriptionState => "Subscription-State";
+    ReferTo => "Refer-To", compact b'r';
+    ReferredBy => "Referred-By", compact b'b';
+    Replaces => "Replaces";
+    RSeq => "RSeq";
+    RAck => "RAck";
+    SessionExpires => "Session-Expires", compact b'x';
+    MinSE => "Min-SE";
+    Authorization => "Authorization";
+    WwwAuthenticate => "WWW-Authenticate";
+    ProxyAuthorization => "Proxy-Authorization";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    Accept => "Accept";
+    ContentEncoding => "Content-Encoding", compact b'e';
+    Subject => "Subject", compact b's';
+    Date => "Date";
+    RetryAfter => "Retry-After";
+    Warning => "Warning";
+    Timestamp => "Timestamp";
+    UserAgent => "User-Agent";
+    Server => "Server";
+    AcceptContact => "Accept-Contact", compact b'a';
+    RejectContact => "Reject-Contact", compact b'j';
+    RequestDisposition => "Request-Disposition", compact b'd';
+    Identity => "Identity", compact b'y';
+}
+
+const MAX_NAME_LEN: usize = 20;
+const BUCKET: usize = 6;
+
+/// Known names bucketed by length, as indices into [`HeaderName::KNOWN`] (`u8::MAX` = empty).
+static BY_LEN: [[u8; BUCKET]; MAX_NAME_LEN + 1] = {
+    let mut t = [[u8::MAX; BUCKET]; MAX_NAME_LEN + 1];
+    let mut i = 0;
+    while i < HeaderName::COUNT {
+        let len = HeaderName::KNOWN[i].as_str().len();
+        assert!(len <= MAX_NAME_LEN, "header name longer than MAX_NAME_LEN");
+        let mut slot = 0;
+        while t[len][slot] != u8::MAX {
+            slot += 1;
+            assert!(slot < BUCKET, "too many header names of one length");
+        }
+        t[len][slot] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+impl HeaderName {
+    fn from_long(name: &[u8]) -> HeaderName {
+        let Some(bucket) = BY_LEN.get(name.len()) else {
+            return HeaderName::Other;
+        };
+        for &idx in bucket {
+            if idx == u8::MAX {
+                break;
+            }
+            let h = HeaderName::KNOWN[idx as usize];
+            if name.eq_ignore_ascii_case(h.as_str().as_bytes()) {
+                return h;
+            }
+        }
+        HeaderName::Other
+    }
+
+    /// Classifies a header name as written (long or compact form, any case).
+    #[inline]
+    pub fn from_bytes(name: &[u8]) -> HeaderName {
+        if name.len() == 1 {
+            return Self::from_compact(name[0]);
+        }
+        Self::from_long(name)
+    }
+
+    /// Index into per-name tables; `None` for [`HeaderName::Other`].
+    #[inline]
+    pub(crate) fn index(self) -> Option<usize> {
+        match self {
+            HeaderName::Other => None,
+            known => Some(known as usize),
+        }
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeaderName::Other => f.write_str("extension"),
+            known => f.write_str(known.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_and_compact_forms_classify_alike() {
+        for &h in HeaderName::KNOWN {
+            assert_eq!(HeaderName::from_bytes(h.as_str().as_bytes()), h);
+            assert_eq!(
+                HeaderName::from_bytes(h.as_str().to_ascii_uppercase().as_bytes()),
+                h
+            );
+            if let Some(c) = h.compact() {
+                assert_eq!(HeaderName::from_bytes(&[c]), h);
+                assert_eq!(HeaderName::from_bytes(&[c.to_ascii_uppercase()]), h);
+            }
+        }
+        assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
+    }
+
+    #[test]
+    fn indices_are_dense() {
+        for (i, &h) in HeaderName::KNOWN.iter().enumerate() {
+            assert_eq!(h.index(), Some(i));
+        }
+        assert_eq!(HeaderName::Other.index(), None);
+    }
+}

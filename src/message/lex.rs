@@ -1,0 +1,495 @@
+//! Lexical building blocks of the RFC 3261 §25 grammar: byte classes, linear white space
+//! (including folded lines), quoted strings, comma-separated lists and `;name=value`
+//! parameter lists, and bounded decimal numbers.
+//!
+//! Everything here works on borrowed slices of the datagram and never allocates. Header
+//! values handed to these helpers may still contain the CRLF of a folded line: a CR or LF can
+//! only survive header splitting as part of folding, so it counts as white space here.
+
+use super::error::ValueError;
+
+const TOKEN: u8 = 1;
+const WORD: u8 = 2;
+const HOSTCHAR: u8 = 4;
+const URI_USER: u8 = 8;
+const URI_PASSWORD: u8 = 16;
+const URI_PARAM: u8 = 32;
+const URI_HEADER: u8 = 64;
+const SCHEME: u8 = 128;
+
+const fn build_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let alnum = c.is_ascii_alphanumeric();
+        // unreserved = alphanum / mark ; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
+        let mark = matches!(c, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')');
+        let unreserved = alnum || mark;
+        let mut v = 0u8;
+        if alnum || matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+        {
+            v |= TOKEN | WORD;
+        }
+        if matches!(
+            c,
+            b'(' | b')'
+                | b'<'
+                | b'>'
+                | b':'
+                | b'\\'
+                | b'"'
+                | b'/'
+                | b'['
+                | b']'
+                | b'?'
+                | b'{'
+                | b'}'
+        ) {
+            v |= WORD;
+        }
+        // Liberal hostname chars: RFC 3261 allows alphanum, '-' and '.'; '_' is common in
+        // the wild (and in RFC 5118's own examples), so it is accepted too.
+        if alnum || matches!(c, b'-' | b'.' | b'_') {
+            v |= HOSTCHAR;
+        }
+        // user = 1*( unreserved / escaped / user-unreserved ); escapes checked separately.
+        if unreserved || matches!(c, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
+            v |= URI_USER;
+        }
+        if unreserved || matches!(c, b'&' | b'=' | b'+' | b'$' | b',') {
+            v |= URI_PASSWORD;
+        }
+        // paramchar = param-unreserved / unreserved / escaped
+        if unreserved || matches!(c, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$') {
+            v |= URI_PARAM;
+        }
+        // hname/hvalue = hnv-unreserved / unreserved / escaped
+        if unreserved || matches!(c, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$') {
+            v |= URI_HEADER;
+        }
+        if alnum || matches!(c, b'+' | b'-' | b'.') {
+            v |= SCHEME;
+        }
+        t[b] = v;
+        b += 1;
+    }
+    t
+}
+
+static CLASSES: [u8; 256] = build_classes();
+
+#[inline]
+pub(crate) fn is_token_char(b: u8) -> bool {
+    CLASSES[b as usize] & TOKEN != 0
+}
+
+#[inline]
+pub(crate) fn is_word_char(b: u8) -> bool {
+    CLASSES[b as usize] & WORD != 0
+}
+
+#[inline]
+pub(crate) fn is_host_char(b: u8) -> bool {
+    CLASSES[b as usize] & HOSTCHAR != 0
+}
+
+#[inline]
+pub(crate) fn is_scheme_char(b: u8) -> bool {
+    CLASSES[b as usize] & SCHEME != 0
+}
+
+/// SP, HTAB, and the CR/LF of a folded line.
+#[inline]
+pub(crate) fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Which URI component a run of characters belongs to, for [`check_uri_chars`].
+#[derive(Clone, Copy)]
+pub(crate) enum UriPart {
+    User,
+    Password,
+    Param,
+    Header,
+}
+
+/// Checks that `s` consists of the characters allowed in `part`, with every `%` starting a
+/// valid `%HEX HEX` escape.
+pub(crate) fn check_uri_chars(s: &[u8], part: UriPart) -> bool {
+    let mask = match part {
+        UriPart::User => URI_USER,
+        UriPart::Password => URI_PASSWORD,
+        UriPart::Param => URI_PARAM,
+        UriPart::Header => URI_HEADER,
+    };
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        if c == b'%' {
+            match (s.get(i + 1), s.get(i + 2)) {
+                (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => i += 3,
+                _ => return false,
+            }
+        } else if CLASSES[c as usize] & mask != 0 {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline]
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token_char(b))
+}
+
+#[inline]
+pub(crate) fn is_word(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_word_char(b))
+}
+
+#[inline]
+pub(crate) fn trim_start_lws(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| is_lws(b)).count();
+    &s[n..]
+}
+
+#[inline]
+pub(crate) fn trim_end_lws(s: &[u8]) -> &[u8] {
+    let n = s.iter().rev().take_while(|&&b| is_lws(b)).count();
+    &s[..s.len() - n]
+}
+
+#[inline]
+pub(crate) fn trim_lws(s: &[u8]) -> &[u8] {
+    trim_end_lws(trim_start_lws(s))
+}
+
+/// Length of the quoted string at the start of `s` (which must start with `"`), including
+/// both quotes. Escapes (`\` followed by any octet but CR/LF) are honoured.
+pub(crate) fn quoted_len(s: &[u8]) -> Result<usize, ValueError> {
+    debug_assert_eq!(s.first(), Some(&b'"'));
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Ok(i + 1),
+            b'\\' => {
+                match s.get(i + 1) {
+                    Some(b'\r') | Some(b'\n') | None => return Err(ValueError::UnterminatedQuote),
+                    Some(_) => {}
+                }
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    Err(ValueError::UnterminatedQuote)
+}
+
+/// Position of the first `delim` in `s` that is outside quoted strings and `<...>`.
+/// An unterminated quote is an error; an unterminated `<` just ends the search.
+pub(crate) fn find_outside(s: &[u8], delim: u8) -> Result<Option<usize>, ValueError> {
+    let mut i = 0;
+    let mut in_angle = false;
+    while i < s.len() {
+        let c = s[i];
+        if c == b'"' {
+            i += quoted_len(&s[i..])?;
+            continue;
+        }
+        if in_angle {
+            if c == b'>' {
+                in_angle = false;
+            }
+        } else if c == b'<' {
+            in_angle = true;
+        } else if c == delim {
+            return Ok(Some(i));
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+/// Splits a header value list at commas outside quotes and angle brackets.
+/// Yields trimmed elements; an empty element is an error (`a,,b`).
+#[derive(Clone, Debug)]
+pub(crate) struct ListSplit<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> ListSplit<'a> {
+    pub(crate) fn new(value: &'a [u8]) -> Self {
+        ListSplit { rest: Some(value) }
+    }
+}
+
+impl<'a> Iterator for ListSplit<'a> {
+    type Item = Result<&'a [u8], ValueError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest?;
+        let (item, tail) = match find_outside(rest, b',') {
+            Ok(Some(pos)) => (&rest[..pos], Some(&rest[pos + 1..])),
+            Ok(None) => (rest, None),
+            Err(e) => {
+                self.rest = None;
+                return Some(Err(e));
+            }
+        };
+        self.rest = tail;
+        let item = trim_lws(item);
+        if item.is_empty() {
+            self.rest = None;
+            return Some(Err(ValueError::EmptyListElement));
+        }
+        Some(Ok(item))
+    }
+}
+
+/// Parses a `1*DIGIT` run into a u64 no larger than `max`.
+pub(crate) fn parse_decimal(s: &[u8], max: u64) -> Result<u64, ValueError> {
+    if s.is_empty() {
+        return Err(ValueError::Syntax);
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return Err(ValueError::Syntax);
+        }
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+            .ok_or(ValueError::OutOfRange)?;
+        if v > max {
+            return Err(ValueError::OutOfRange);
+        }
+    }
+    Ok(v)
+}
+
+/// A validated `;name[=value]` parameter list (header params or URI params).
+///
+/// Construction checks the whole list once; iteration afterwards cannot fail. The raw slice
+/// starts just after the first `;` (or is empty).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Params<'a> {
+    raw: &'a [u8],
+}
+
+/// How strictly a parameter list is checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParamKind {
+    /// generic-param: token [ "=" ( token / host / quoted-string ) ], LWS allowed around.
+    Header,
+    /// uri-parameter: 1*paramchar [ "=" 1*paramchar ], no LWS.
+    Uri,
+    /// via-params: generic-param, plus `received` may be an IPv6 address without brackets
+    /// (RFC 3261 grammar; RFC 5118 §4.5), so ':' is accepted in unquoted values.
+    Via,
+}
+
+impl<'a> Params<'a> {
+    /// Parses `s`, which must start with `;` or be empty, up to its end.
+    pub(crate) fn parse(s: &'a [u8], kind: ParamKind) -> Result<Self, ValueError> {
+        if s.is_empty() {
+            return Ok(Params { raw: s });
+        }
+        if s[0] != b';' {
+            return Err(ValueError::Syntax);
+        }
+        let raw = &s[1..];
+        let mut rest = raw;
+        loop {
+            let end = if kind == ParamKind::Uri {
+                memchr::memchr(b';', rest)
+            } else {
+                find_outside(rest, b';')?
+            };
+            let one = match end {
+                Some(e) => &rest[..e],
+                None => rest,
+            };
+            check_param(one, kind)?;
+            match end {
+                Some(e) => rest = &rest[e + 1..],
+                None => break,
+            }
+        }
+        Ok(Params { raw })
+    }
+
+    /// The raw text after the leading `;`, as written.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// True when there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Iterates over `(name, value)`; names and values are trimmed, quotes kept on values.
+    pub fn iter(&self) -> ParamIter<'a> {
+        ParamIter {
+            rest: if self.raw.is_empty() {
+                None
+            } else {
+                Some(self.raw)
+            },
+        }
+    }
+
+    /// The first parameter named `name` (case-insensitive): `Some(None)` for a flag such as
+    /// `;lr`, `Some(Some(value))` for `name=value`.
+    pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// True when a parameter named `name` is present (with or without a value).
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+fn check_param(one: &[u8], kind: ParamKind) -> Result<(), ValueError> {
+    let (name, value) = match memchr::memchr(b'=', one) {
+        Some(eq) => (&one[..eq], Some(&one[eq + 1..])),
+        None => (one, None),
+    };
+    match kind {
+        ParamKind::Header | ParamKind::Via => {
+            if !is_token(trim_lws(name)) {
+                return Err(ValueError::InvalidParam);
+            }
+            if let Some(v) = value {
+                let v = trim_lws(v);
+                let ok = if v.first() == Some(&b'"') {
+                    quoted_len(v)? == v.len()
+                } else if v.first() == Some(&b'[') {
+                    // host = IPv6reference
+                    v.last() == Some(&b']')
+                        && v[1..v.len() - 1]
+                            .iter()
+                            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                } else if kind == ParamKind::Via {
+                    !v.is_empty() && v.iter().all(|&b| is_token_char(b) || b == b':')
+                } else {
+                    is_token(v)
+                };
+                if !ok {
+                    return Err(ValueError::InvalidParam);
+                }
+            }
+        }
+        ParamKind::Uri => {
+            if name.is_empty() || !check_uri_chars(name, UriPart::Param) {
+                return Err(ValueError::InvalidParam);
+            }
+            if let Some(v) = value
+                && (v.is_empty() || !check_uri_chars(v, UriPart::Param))
+            {
+                return Err(ValueError::InvalidParam);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Iterator over a validated parameter list.
+#[derive(Clone, Debug)]
+pub struct ParamIter<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.rest?;
+        // The list was validated, so an unterminated quote cannot occur; treat it as the end.
+        let end = find_outside(rest, b';').ok().flatten();
+        let one = match end {
+            Some(e) => {
+                self.rest = Some(&rest[e + 1..]);
+                &rest[..e]
+            }
+            None => {
+                self.rest = None;
+                rest
+            }
+        };
+        Some(match memchr::memchr(b'=', one) {
+            Some(eq) => (trim_lws(&one[..eq]), Some(trim_lws(&one[eq + 1..]))),
+            None => (trim_lws(one), None),
+        })
+    }
+}
+
+/// Removes the quotes and unescapes nothing: returns the content between the quotes of a
+/// quoted string (escapes kept as written), or `s` itself when it is not quoted.
+pub fn unquote(s: &[u8]) -> &[u8] {
+    if s.len() >= 2 && s[0] == b'"' && s[s.len() - 1] == b'"' {
+        &s[1..s.len() - 1]
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_split_respects_quotes_and_angles() {
+        let v = br#""a, b" <sip:x@y;p=1,2>;q=1 , <sip:z>"#;
+        let parts: Vec<_> = ListSplit::new(v).map(|r| r.unwrap()).collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1], b"<sip:z>");
+    }
+
+    #[test]
+    fn list_split_rejects_empty_elements() {
+        let mut it = ListSplit::new(b"a,,b");
+        assert!(it.next().unwrap().is_ok());
+        assert_eq!(it.next().unwrap(), Err(ValueError::EmptyListElement));
+    }
+
+    #[test]
+    fn quoted_strings_honour_escapes() {
+        assert_eq!(quoted_len(br#""a\"b" x"#), Ok(6));
+        assert_eq!(quoted_len(br#""abc"#), Err(ValueError::UnterminatedQuote));
+    }
+
+    #[test]
+    fn header_params_validate_and_lookup() {
+        let p = Params::parse(b";tag=abc ; lr; x=\"q;v\"", ParamKind::Header).unwrap();
+        assert_eq!(p.get("TAG"), Some(Some(&b"abc"[..])));
+        assert_eq!(p.get("lr"), Some(None));
+        assert_eq!(p.get("x"), Some(Some(&b"\"q;v\""[..])));
+        assert!(Params::parse(b";;", ParamKind::Header).is_err());
+        assert!(Params::parse(b";a=", ParamKind::Header).is_err());
+    }
+
+    #[test]
+    fn decimal_bounds() {
+        assert_eq!(parse_decimal(b"0070", 255), Ok(70));
+        assert_eq!(parse_decimal(b"300", 255), Err(ValueError::OutOfRange));
+        assert_eq!(
+            parse_decimal(b"36893488147419103232", u64::MAX),
+            Err(ValueError::OutOfRange)
+        );
+        assert_eq!(parse_decimal(b"-1", 10), Err(ValueError::Syntax));
+    }
+
+    #[test]
+    fn uri_chars_check_escapes() {
+        assert!(check_uri_chars(b"user%20x", UriPart::User));
+        assert!(!check_uri_chars(b"user%2", UriPart::User));
+        assert!(!check_uri_chars(b"us er", UriPart::User));
+    }
+}

@@ -1,0 +1,647 @@
+//! The message layer: zero-copy parsing of one SIP message out of a datagram, typed views of
+//! its headers, a builder that writes messages into a caller-owned buffer, and generators for
+//! branch ids, tags and Call-IDs.
+//!
+//! # What it owns, what it may not touch
+//! This module owns the bytes-to-structure boundary. It allocates at most once per parsed
+//! message (the header index), never per header; it never panics on input; it knows nothing
+//! of transactions, dialogs, clocks or sockets.
+//!
+//! # Three levels of checking
+//! 1. [`Message::parse`] frames the datagram (RFC 3261 §18.3), checks the start line strictly
+//!    (method token, Request-URI grammar, version, status code), splits and classifies the
+//!    header lines, and applies Content-Length. This is all the hot path pays for.
+//! 2. Typed views ([`Message::cseq`], [`Message::top_via`], [`Message::from_header`], …) parse one
+//!    header on demand and return a typed [`ParseError`] when its value is malformed.
+//!    [`Message::validate`] runs every view sipshard knows, for callers that want the whole
+//!    message checked.
+//! 3. [`Message::check_request`] applies RFC 3261's semantic rules that turn a well-formed
+//!    request into an error response (505, 416, 400 for missing, duplicated or mismatched
+//!    headers), as a [`Rejection`] carrying the status code.
+
+mod access;
+mod build;
+mod error;
+mod header;
+mod ids;
+mod lex;
+mod method;
+mod name_addr;
+mod scan;
+mod uri;
+mod validate;
+mod values;
+mod via;
+
+use std::fmt;
+
+use bytes::Bytes;
+
+pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
+pub use error::{ParseError, RejectReason, Rejection, UriError, ValueError};
+pub use header::HeaderName;
+pub use ids::{Branch, CallIdValue, IdGenerator, Tag};
+pub use lex::{ParamIter, Params, unquote};
+pub use method::Method;
+pub use name_addr::{Contact, NameAddr};
+pub use scan::find_call_id;
+pub use uri::{AbsoluteUri, Host, SipUri, Uri};
+pub use values::{
+    Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires, SubscriptionState, TokenList,
+};
+pub use via::{Via, ViaIter};
+
+/// Limits applied while parsing. Beyond them parsing fails with a typed error; nothing grows
+/// in proportion to the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Largest datagram accepted, in bytes (default 64 KiB, the largest UDP payload).
+    pub max_message_size: usize,
+    /// Most header lines accepted (default 256).
+    pub max_headers: usize,
+}
+
+impl Default for ParseLimits {
+    fn default() -> Self {
+        ParseLimits {
+            max_message_size: 65_536,
+            max_headers: 256,
+        }
+    }
+}
+
+/// Byte range in the datagram. u32 is enough: messages are limited far below 4 GiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Span {
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    #[inline]
+    fn get(self, buf: &[u8]) -> &[u8] {
+        &buf[self.start as usize..self.end as usize]
+    }
+}
+
+/// One header line: its name and its value with surrounding LWS trimmed.
+#[derive(Clone, Copy, Debug)]
+struct HeaderEntry {
+    name: HeaderName,
+    name_span: Span,
+    value: Span,
+}
+
+const EMPTY_ENTRY: HeaderEntry = HeaderEntry {
+    name: HeaderName::Other,
+    name_span: Span { start: 0, end: 0 },
+    value: Span { start: 0, end: 0 },
+};
+
+/// Header lines kept on the stack while parsing; more than this spills to one bounded Vec.
+const INLINE_HEADERS: usize = 64;
+const NO_INDEX: u16 = u16::MAX;
+
+#[derive(Clone, Copy, Debug)]
+enum StartLine {
+    Request {
+        method: Method,
+        method_span: Span,
+        uri: Span,
+    },
+    Response {
+        code: u16,
+        reason: Span,
+    },
+}
+
+/// One parsed SIP message: the datagram's bytes plus an index of spans into them.
+#[derive(Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    version: Span,
+    headers: Vec<HeaderEntry>,
+    /// Index of the first header of each known name, or `NO_INDEX`.
+    first: [u16; HeaderName::COUNT],
+    content_length: Option<u32>,
+    body: Span,
+}
+
+/// A header line as seen by [`Message::headers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The classified name.
+    pub name: HeaderName,
+    /// The name as written (`v`, `VIA`, `X-Custom`).
+    pub name_bytes: &'a [u8],
+    /// The value, LWS-trimmed; folded lines keep their CRLF + white space.
+    pub value: &'a [u8],
+}
+
+impl Message {
+    /// Parses one datagram with the default [`ParseLimits`].
+    pub fn parse(datagram: Bytes) -> Result<Message, ParseError> {
+        Self::parse_with(datagram, &ParseLimits::default())
+    }
+
+    /// Parses one datagram: UDP framing (RFC 3261 §18.3), start line, header index.
+    pub fn parse_with(datagram: Bytes, limits: &ParseLimits) -> Result<Message, ParseError> {
+        let data: &[u8] = &datagram;
+        if data.len() > limits.max_message_size || data.len() > u32::MAX as usize {
+            return Err(ParseError::TooLarge {
+                size: data.len(),
+                limit: limits.max_message_size,
+            });
+        }
+        // §7.5: CRLFs before the start line are ignored (keep-alives, stream leftovers).
+        let pos = data
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        if pos == data.len() {
+            return Err(ParseError::Empty);
+        }
+        let nl = memchr::memchr(b'\n', &data[pos..]).ok_or(ParseError::TruncatedHeaders)?;
+        let line_end = pos + nl;
+        let line_end_trim = if line_end > pos && data[line_end - 1] == b'\r' {
+            line_end - 1
+        } else {
+            line_end
+        };
+        let (start, version) = parse_start_line(data, pos, line_end_trim)?;
+
+        let mut inline = [EMPTY_ENTRY; INLINE_HEADERS];
+        let mut spilled: Vec<HeaderEntry> = Vec::new();
+        let mut count = 0usize;
+        let mut first = [NO_INDEX; HeaderName::COUNT];
+        let mut content_length: Option<u32> = None;
+        let mut cur = line_end + 1;
+        let mut line_no: u32 = 1;
+        let body_start = loop {
+            line_no += 1;
+            match data.get(cur) {
+                // The datagram ends after a complete header line without the empty line:
+                // tolerated as an empty body (RFC 4475 baddn.dat ends like this).
+                None => break cur,
+                Some(b'\n') => break cur + 1,
+                Some(b'\r') if data.get(cur + 1) == Some(&b'\n') => break cur + 2,
+                Some(b' ' | b'\t') => return Err(ParseError::InvalidHeaderLine { line: line_no }),
+                Some(_) => {}
+            }
+            // End of the logical line: an LF not followed by SP/HT (folding, §7.3.1).
+            let mut search = cur;
+            let lf = loop {
+                let i = memchr::memchr(b'\n', &data[search..]).ok_or(ParseError::TruncatedHeaders)?;
+                let lf = search + i;
+                match data.get(lf + 1) {
+                    Some(b' ' | b'\t') => {
+                        line_no += 1;
+                        search = lf + 1;
+                    }
+                    _ => break lf,
+                }
+            };
+            let line = &data[cur..lf];
+            let colon = memchr::memchr(b':', line)
+                .ok_or(ParseError::InvalidHeaderLine { line: line_no })?;
+            let name_raw = &line[..colon];
+            let name_len = name_raw
+                .iter()
+                .rposition(|&b| b != b' ' && b != b'\t')
+                .map_or(0, |p| p + 1);
+            let name = &name_raw[..name_len];
+            if !lex::is_token(name) {
+                return Err(ParseError::InvalidHeaderLine { line: line_no });
+            }
+            let value_raw = &line[colon + 1..];
+            let lead = value_raw.iter().take_while(|&&b| lex::is_lws(b)).count();
+            let trail = value_raw[lead..]
+                .iter()
+                .rev()
+                .take_while(|&&b| lex::is_lws(b))
+                .count();
+            let v_start = cur + colon + 1 + lead;
+            let v_end = cur + colon + 1 + value_raw.len() - trail;
+            let kind = HeaderName::from_bytes(name);
+            if kind == HeaderName::ContentLength {
+                let v = lex::parse_decimal(&data[v_start..v_end], u64::from(u32::MAX))
+                    .map_err(|_| ParseError::InvalidContentLength)? as u32;
+                match content_length {
+                    Some(prev) if prev != v => return Err(ParseError::ConflictingContentLength),
+                    _ => content_length = Some(v),
+                }
+            }
+            if count >= limits.max_headers {
+                return Err(ParseError::TooManyHeaders {
+                    limit: limits.max_headers,
+                });
+            }
+            let entry = HeaderEntry {
+                name: kind,
+                name_span: Span::new(cur, cur + name_len),
+                value: Span::new(v_start, v_end),
+            };
+            if count < INLINE_HEADERS {
+                inline[count] = entry;
+            } else {
+                if spilled.is_empty() {
+                    // One allocation, bounded by the configured limit, not by the input.
+                    spilled.reserve_exact(limits.max_headers);
+                    spilled.extend_from_slice(&inline);
+                }
+                spilled.push(entry);
+            }
+            if let Some(i) = kind.index()
+                && first[i] == NO_INDEX
+            {
+                first[i] = count as u16;
+            }
+            count += 1;
+            cur = lf + 1;
+        };
+
+        let available = data.len() - body_start;
+        let body_len = match content_length {
+            Some(cl) if cl as usize > available => {
+                return Err(ParseError::ContentLengthExceedsDatagram {
+                    declared: cl as usize,
+                    available,
+                });
+            }
+            Some(cl) => cl as usize,
+            None => available,
+        };
+        let headers = if spilled.is_empty() {
+            inline[..count].to_vec()
+        } else {
+            spilled
+        };
+        Ok(Message {
+            start,
+            version,
+            headers,
+            first,
+            content_length,
+            body: Span::new(body_start, body_start + body_len),
+            buf: datagram,
+        })
+    }
+
+    /// The whole datagram this message was parsed from (trailing octets beyond
+    /// Content-Length included).
+    pub fn datagram(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// The message's own bytes: start line, headers and body, without trailing octets.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.body.end as usize]
+    }
+
+    /// True for requests, false for responses.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The request method; `None` for responses.
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The method as written; `None` for responses.
+    pub fn method_bytes(&self) -> Option<&[u8]> {
+        match self.start {
+            StartLine::Request { method_span, .. } => Some(method_span.get(&self.buf)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The Request-URI as written; `None` for responses.
+    pub fn request_uri_bytes(&self) -> Option<&[u8]> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri.get(&self.buf)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The parsed Request-URI; `None` for responses.
+    pub fn request_uri(&self) -> Option<Uri<'_>> {
+        // The URI was checked by `parse`, so this parse succeeds; `ok()` keeps it panic-free.
+        self.request_uri_bytes().and_then(|u| Uri::parse(u).ok())
+    }
+
+    /// The status code; `None` for requests.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase as written (may be empty or UTF-8); `None` for requests.
+    pub fn reason(&self) -> Option<&[u8]> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(reason.get(&self.buf)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The SIP-Version as written (`SIP/2.0`).
+    pub fn version(&self) -> &[u8] {
+        self.version.get(&self.buf)
+    }
+
+    /// All header lines in order.
+    pub fn headers(&self) -> impl Iterator<Item = Header<'_>> + '_ {
+        self.headers.iter().map(move |h| self.entry(h))
+    }
+
+    /// Number of header lines.
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// The value of the first header named `name`.
+    #[inline]
+    pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
+        let i = name.index()?;
+        let idx = self.first[i];
+        if idx == NO_INDEX {
+            return None;
+        }
+        Some(self.headers[idx as usize].value.get(&self.buf))
+    }
+
+    /// The values of every header line named `name`, in order.
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
+        let start = name
+            .index()
+            .map(|i| self.first[i])
+            .filter(|&i| i != NO_INDEX)
+            .map_or(self.headers.len(), usize::from);
+        self.headers[start..]
+            .iter()
+            .filter(move |h| h.name == name && name != HeaderName::Other)
+            .map(move |h| h.value.get(&self.buf))
+    }
+
+    /// The values of every header line whose name is `name` (case-insensitive, as written;
+    /// for extension headers).
+    pub fn header_values_by_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.headers
+            .iter()
+            .filter(move |h| h.name_span.get(&self.buf).eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |h| h.value.get(&self.buf))
+    }
+
+    /// How many header lines are named `name`.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.header_values(name).count()
+    }
+
+    /// Content-Length as written, when present.
+    pub fn content_length(&self) -> Option<u32> {
+        self.content_length
+    }
+
+    /// The body as a zero-copy slice of the datagram.
+    pub fn body(&self) -> Bytes {
+        self.buf
+            .slice(self.body.start as usize..self.body.end as usize)
+    }
+
+    /// The body's bytes.
+    pub fn body_bytes(&self) -> &[u8] {
+        self.body.get(&self.buf)
+    }
+
+    fn entry<'a>(&'a self, h: &HeaderEntry) -> Header<'a> {
+        Header {
+            name: h.name,
+            name_bytes: h.name_span.get(&self.buf),
+            value: h.value.get(&self.buf),
+        }
+    }
+}
+
+impl fmt::Debug for Message {
+    /// Prints the start line and header names only: SIP carries phone numbers, and logs at
+    /// info level must not dump whole messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Message");
+        match self.start {
+            StartLine::Request { method, .. } => d.field("method", &method),
+            StartLine::Response { code, .. } => d.field("status", &code),
+        };
+        d.field("headers", &self.headers.len())
+            .field("body_len", &(self.body.end - self.body.start))
+            .finish()
+    }
+}
+
+fn parse_start_line(
+    data: &[u8],
+    start: usize,
+    end: usize,
+) -> Result<(StartLine, Span), ParseError> {
+    let line = &data[start..end];
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase. Liberal in white space
+        // between elements (RFC 3665 §3.9 prints "SIP/2.0  486 Busy Here").
+        let sp = memchr::memchr(b' ', line).ok_or(ParseError::InvalidStartLine)?;
+        let version = &line[..sp];
+        check_version(version)?;
+        let rest = &line[sp..];
+        let skip = rest.iter().take_while(|&&b| b == b' ').count();
+        let rest = &rest[skip..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits != 3 {
+            return Err(ParseError::InvalidStatusCode);
+        }
+        let code = u16::from(rest[0] - b'0') * 100
+            + u16::from(rest[1] - b'0') * 10
+            + u16::from(rest[2] - b'0');
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::InvalidStatusCode);
+        }
+        let after = &rest[3..];
+        let reason_off = match after.first() {
+            None => 0,
+            Some(b' ') => 1,
+            Some(_) => return Err(ParseError::InvalidStatusCode),
+        };
+        let reason_start = end - after.len() + reason_off;
+        let version_span = Span::new(start, start + sp);
+        return Ok((
+            StartLine::Response {
+                code,
+                reason: Span::new(reason_start, end),
+            },
+            version_span,
+        ));
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP between elements
+    // and none after (RFC 4475 §3.1.2.8-10 reject the other forms).
+    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::InvalidStartLine)?;
+    let method = &line[..sp1];
+    let rest = &line[sp1 + 1..];
+    let sp2 = memchr::memchr(b' ', rest).ok_or(ParseError::InvalidStartLine)?;
+    let uri = &rest[..sp2];
+    let version = &rest[sp2 + 1..];
+    if uri.is_empty() || memchr::memchr2(b' ', b'\t', version).is_some() {
+        return Err(ParseError::InvalidStartLine);
+    }
+    if !lex::is_token(method) {
+        return Err(if method.is_empty() {
+            ParseError::InvalidStartLine
+        } else {
+            ParseError::InvalidMethod
+        });
+    }
+    check_version(version)?;
+    Uri::parse(uri).map_err(ParseError::InvalidRequestUri)?;
+    let uri_start = start + sp1 + 1;
+    let version_start = uri_start + sp2 + 1;
+    Ok((
+        StartLine::Request {
+            method: Method::from_bytes(method),
+            method_span: Span::new(start, start + sp1),
+            uri: Span::new(uri_start, uri_start + sp2),
+        },
+        Span::new(version_start, end),
+    ))
+}
+
+/// SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT (case-insensitive "SIP").
+fn check_version(v: &[u8]) -> Result<(), ParseError> {
+    if v.len() < 7 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
+        return Err(ParseError::InvalidVersion);
+    }
+    let nums = &v[4..];
+    let dot = memchr::memchr(b'.', nums).ok_or(ParseError::InvalidVersion)?;
+    let (major, minor) = (&nums[..dot], &nums[dot + 1..]);
+    if major.is_empty()
+        || minor.is_empty()
+        || !major.iter().all(u8::is_ascii_digit)
+        || !minor.iter().all(u8::is_ascii_digit)
+    {
+        return Err(ParseError::InvalidVersion);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Message, ParseError> {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    const OPTIONS: &str = "OPTIONS sip:bob@example.com SIP/2.0\r\n\
+        Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bK776asdhds\r\n\
+        Max-Forwards: 70\r\n\
+        To: <sip:bob@example.com>\r\n\
+        From: Alice <sip:alice@example.com>;tag=1928301774\r\n\
+        Call-ID: a84b4c76e66710\r\n\
+        CSeq: 63104 OPTIONS\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn parses_request_line_and_headers() {
+        let m = parse(OPTIONS).unwrap();
+        assert!(m.is_request());
+        assert_eq!(m.method(), Some(Method::Options));
+        assert_eq!(m.request_uri_bytes(), Some(&b"sip:bob@example.com"[..]));
+        assert_eq!(m.header(HeaderName::CallId), Some(&b"a84b4c76e66710"[..]));
+        assert_eq!(m.header_count(), 7);
+        assert!(m.body_bytes().is_empty());
+    }
+
+    #[test]
+    fn folding_and_leading_crlf() {
+        let m = parse("\r\n\r\nOPTIONS sip:a@b SIP/2.0\r\nSubject: one\r\n  two\r\nl: 0\r\n\r\n")
+            .unwrap();
+        assert_eq!(m.header(HeaderName::Subject), Some(&b"one\r\n  two"[..]));
+        assert_eq!(m.content_length(), Some(0));
+    }
+
+    #[test]
+    fn udp_framing_rules() {
+        let short = "MESSAGE sip:a@b SIP/2.0\r\nl: 3\r\n\r\nhello";
+        assert_eq!(parse(short).unwrap().body_bytes(), b"hel");
+        let none = "MESSAGE sip:a@b SIP/2.0\r\nc: text/plain\r\n\r\nhello";
+        assert_eq!(parse(none).unwrap().body_bytes(), b"hello");
+        let long = "MESSAGE sip:a@b SIP/2.0\r\nl: 9\r\n\r\nhello";
+        assert_eq!(
+            parse(long).unwrap_err(),
+            ParseError::ContentLengthExceedsDatagram {
+                declared: 9,
+                available: 5
+            }
+        );
+    }
+
+    #[test]
+    fn start_line_errors() {
+        assert_eq!(parse("").unwrap_err(), ParseError::Empty);
+        assert_eq!(parse("\r\n\r\n").unwrap_err(), ParseError::Empty);
+        assert_eq!(
+            parse("INVITE  sip:a@b SIP/2.0\r\n\r\n").unwrap_err(),
+            ParseError::InvalidStartLine
+        );
+        assert_eq!(
+            parse("SIP/2.0 4294967301 Huge\r\n\r\n").unwrap_err(),
+            ParseError::InvalidStatusCode
+        );
+        assert_eq!(
+            parse("INVITE sip:a@b SIP/2\r\n\r\n").unwrap_err(),
+            ParseError::InvalidVersion
+        );
+        let r = parse("SIP/2.0 100 \r\nl: 0\r\n\r\n").unwrap();
+        assert_eq!(r.status(), Some(100));
+        assert_eq!(r.reason(), Some(&b""[..]));
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits = ParseLimits {
+            max_message_size: 64,
+            max_headers: 2,
+        };
+        let big = Bytes::from(vec![b'A'; 65]);
+        assert!(matches!(
+            Message::parse_with(big, &limits),
+            Err(ParseError::TooLarge { .. })
+        ));
+        let many = Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n");
+        assert_eq!(
+            Message::parse_with(many, &limits).unwrap_err(),
+            ParseError::TooManyHeaders { limit: 2 }
+        );
+    }
+
+    #[test]
+    fn many_headers_spill_once() {
+        let mut s = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
+        for i in 0..100 {
+            s.push_str(&format!("X-H{i}: {i}\r\n"));
+        }
+        s.push_str("Call-ID: spill\r\n\r\n");
+        let m = parse(&s).unwrap();
+        assert_eq!(m.header_count(), 101);
+        assert_eq!(m.header(HeaderName::CallId), Some(&b"spill"[..]));
+        assert_eq!(m.header_values_by_name("x-h99").next(), Some(&b"99"[..]));
+    }
+}

@@ -1,0 +1,203 @@
+//! `name-addr` / `addr-spec` values: From, To, Contact, Route, Record-Route, Refer-To,
+//! Referred-By (RFC 3261 §20 and §25.1).
+//!
+//! `"Display" <uri>;params`, `token words <uri>;params` and bare `uri;params` are accepted.
+//! A bare URI cannot carry `?headers` (§20: such a URI must be in angle brackets), and no LWS
+//! is allowed inside the brackets (RFC 4475 §3.1.2.14).
+
+use super::error::ValueError;
+use super::lex::{self, ParamKind, Params};
+use super::uri::Uri;
+
+/// A parsed name-addr or addr-spec with its header parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// Display name: for a quoted one, the text between the quotes (escapes kept); for an
+    /// unquoted one, the tokens as written.
+    pub display: Option<&'a [u8]>,
+    /// The URI as written.
+    pub uri_bytes: &'a [u8],
+    /// The parsed URI.
+    pub uri: Uri<'a>,
+    /// True when the URI was in angle brackets.
+    pub bracketed: bool,
+    /// Header parameters after the URI (`;tag=…`, `;expires=…`, `;lr` on a bare route…).
+    pub params: Params<'a>,
+}
+
+impl<'a> NameAddr<'a> {
+    /// Parses one value (one element of a list header).
+    pub fn parse(value: &'a [u8]) -> Result<NameAddr<'a>, ValueError> {
+        let s = lex::trim_lws(value);
+        if s.is_empty() {
+            return Err(ValueError::Empty);
+        }
+        let (display, angle_part) = if s[0] == b'"' {
+            let q = lex::quoted_len(s)?;
+            let rest = lex::trim_start_lws(&s[q..]);
+            if rest.first() != Some(&b'<') {
+                return Err(ValueError::Syntax);
+            }
+            (Some(&s[1..q - 1]), Some(rest))
+        } else if let Some(lt) = memchr::memchr(b'<', s) {
+            let name = lex::trim_end_lws(&s[..lt]);
+            // display-name = *(token LWS); UTF-8 octets are tolerated unquoted.
+            if !name
+                .iter()
+                .all(|&b| lex::is_token_char(b) || lex::is_lws(b) || b >= 0x80)
+            {
+                return Err(ValueError::Syntax);
+            }
+            ((!name.is_empty()).then_some(name), Some(&s[lt..]))
+        } else {
+            (None, None)
+        };
+        match angle_part {
+            Some(rest) => {
+                let gt = memchr::memchr(b'>', rest).ok_or(ValueError::Syntax)?;
+                let uri_bytes = &rest[1..gt];
+                let uri = Uri::parse(uri_bytes).map_err(ValueError::Uri)?;
+                let params = Params::parse(lex::trim_start_lws(&rest[gt + 1..]), ParamKind::Header)?;
+                Ok(NameAddr {
+                    display,
+                    uri_bytes,
+                    uri,
+                    bracketed: true,
+                    params,
+                })
+            }
+            None => {
+                let semi = memchr::memchr(b';', s).unwrap_or(s.len());
+                let uri_bytes = lex::trim_end_lws(&s[..semi]);
+                let uri = Uri::parse(uri_bytes).map_err(ValueError::Uri)?;
+                if let Uri::Sip(u) = &uri
+                    && u.headers.is_some()
+                {
+                    return Err(ValueError::Syntax);
+                }
+                let params = Params::parse(&s[semi..], ParamKind::Header)?;
+                Ok(NameAddr {
+                    display: None,
+                    uri_bytes,
+                    uri,
+                    bracketed: false,
+                    params,
+                })
+            }
+        }
+    }
+
+    /// The `tag` parameter (From/To).
+    pub fn tag(&self) -> Option<&'a [u8]> {
+        self.params.get("tag").flatten()
+    }
+}
+
+/// One Contact value: `*` or an address with `expires` and `q`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contact<'a> {
+    /// `Contact: *` (REGISTER removing all bindings).
+    Star,
+    /// An address.
+    Addr(NameAddr<'a>),
+}
+
+impl<'a> Contact<'a> {
+    /// Parses one Contact value, checking `expires` and `q` when present.
+    pub fn parse(value: &'a [u8]) -> Result<Contact<'a>, ValueError> {
+        if lex::trim_lws(value) == b"*" {
+            return Ok(Contact::Star);
+        }
+        let addr = NameAddr::parse(value)?;
+        let c = Contact::Addr(addr);
+        c.expires()?;
+        c.q()?;
+        Ok(c)
+    }
+
+    /// The address, unless this is `*`.
+    pub fn addr(&self) -> Option<&NameAddr<'a>> {
+        match self {
+            Contact::Star => None,
+            Contact::Addr(a) => Some(a),
+        }
+    }
+
+    /// The `expires` parameter in seconds (delta-seconds, at most 2^32-1).
+    pub fn expires(&self) -> Result<Option<u32>, ValueError> {
+        let Some(v) = self.addr().and_then(|a| a.params.get("expires")) else {
+            return Ok(None);
+        };
+        let v = v.ok_or(ValueError::InvalidParam)?;
+        Ok(Some(lex::parse_decimal(v, u64::from(u32::MAX))? as u32))
+    }
+
+    /// The `q` parameter in thousandths (`q=0.7` is 700), from 0 to 1000.
+    pub fn q(&self) -> Result<Option<u16>, ValueError> {
+        let Some(v) = self.addr().and_then(|a| a.params.get("q")) else {
+            return Ok(None);
+        };
+        let v = v.ok_or(ValueError::InvalidParam)?;
+        parse_qvalue(v).map(Some)
+    }
+}
+
+/// qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ), in thousandths.
+fn parse_qvalue(v: &[u8]) -> Result<u16, ValueError> {
+    let (int, frac) = match memchr::memchr(b'.', v) {
+        Some(d) => (&v[..d], &v[d + 1..]),
+        None => (v, &v[v.len()..]),
+    };
+    if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
+        return Err(ValueError::InvalidParam);
+    }
+    let mut thousandths = 0u16;
+    for i in 0..3 {
+        thousandths = thousandths * 10 + frac.get(i).map_or(0, |d| u16::from(d - b'0'));
+    }
+    match int {
+        b"0" => Ok(thousandths),
+        b"1" if thousandths == 0 => Ok(1000),
+        _ => Err(ValueError::InvalidParam),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_of_name_addr() {
+        let a = NameAddr::parse(br#""Bell, Alexander" <sip:a.g.bell@example.com>;tag=43"#)
+            .unwrap();
+        assert_eq!(a.display, Some(&b"Bell, Alexander"[..]));
+        assert_eq!(a.tag(), Some(&b"43"[..]));
+        let b = NameAddr::parse(b"caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(b.display, Some(&b"caller"[..]));
+        let c = NameAddr::parse(b"sip:caller@example.net ;tag=9").unwrap();
+        assert!(!c.bracketed);
+        assert_eq!(c.tag(), Some(&b"9"[..]));
+    }
+
+    #[test]
+    fn malformed_name_addr() {
+        assert!(NameAddr::parse(b"Bell, Alexander <sip:a@b>").is_err());
+        assert!(NameAddr::parse(br#""Watson" < sip:t@example.org >"#).is_err());
+        assert!(NameAddr::parse(br#""Mr. J. User <sip:j@example.com>"#).is_err());
+        assert!(NameAddr::parse(b"sip:user@example.com?Route=%3Csip:x%3E").is_err());
+        assert!(NameAddr::parse(br#""Joe" <sip:joe@example.org>;;;;"#).is_err());
+    }
+
+    #[test]
+    fn contact_params() {
+        let c = Contact::parse(b"<sip:u@h>;expires=3600;q=0.7").unwrap();
+        assert_eq!(c.expires(), Ok(Some(3600)));
+        assert_eq!(c.q(), Ok(Some(700)));
+        assert_eq!(Contact::parse(b" * "), Ok(Contact::Star));
+        assert_eq!(
+            Contact::parse(b"<sip:u@h>;expires=280297596632815"),
+            Err(ValueError::OutOfRange)
+        );
+        assert!(Contact::parse(b"<sip:u@h>;q=1.5").is_err());
+    }
+}

@@ -1,0 +1,339 @@
+//! URIs: SIP and SIPS URIs parsed into their parts (RFC 3261 §19.1), and every other scheme
+//! (tel:, http:, anything) kept as an absolute URI so that the dialog layer can answer 416.
+//!
+//! Parts are slices of the datagram as written: escapes (`%41`) are not decoded, so two URIs
+//! that differ only in escaping compare unequal here; §19.1.4 comparison belongs to callers.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::error::UriError;
+use super::lex::{self, ParamKind, Params, UriPart};
+
+/// A parsed URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Uri<'a> {
+    /// `sip:` or `sips:`.
+    Sip(SipUri<'a>),
+    /// Any other scheme, kept whole.
+    Absolute(AbsoluteUri<'a>),
+}
+
+/// A `sip:`/`sips:` URI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SipUri<'a> {
+    /// True for `sips:`.
+    pub secure: bool,
+    /// The user part, escapes kept.
+    pub user: Option<&'a [u8]>,
+    /// The password, escapes kept.
+    pub password: Option<&'a [u8]>,
+    /// The host.
+    pub host: Host<'a>,
+    /// The port, when written.
+    pub port: Option<u16>,
+    /// URI parameters (`;transport=udp;lr`).
+    pub params: Params<'a>,
+    /// The `?name=value&…` part without its `?`, when present.
+    pub headers: Option<&'a [u8]>,
+}
+
+/// A URI of a scheme other than sip/sips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbsoluteUri<'a> {
+    /// The scheme, as written (`tel`, `http`, `soap.beep`, …).
+    pub scheme: &'a [u8],
+    /// Everything after the `:`.
+    pub rest: &'a [u8],
+}
+
+/// A host: a domain name, an IPv4 address or an IPv6 reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host<'a> {
+    /// A host name as written (case-insensitive).
+    Domain(&'a [u8]),
+    /// An IPv4 address.
+    V4(Ipv4Addr),
+    /// An IPv6 address (written in brackets in URIs and Via).
+    V6(Ipv6Addr),
+}
+
+impl Host<'_> {
+    /// The address, when the host is an IP literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Host::Domain(_) => None,
+            Host::V4(a) => Some(IpAddr::V4(*a)),
+            Host::V6(a) => Some(IpAddr::V6(*a)),
+        }
+    }
+}
+
+impl<'a> Uri<'a> {
+    /// Parses a complete URI (no surrounding white space or angle brackets).
+    pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        let colon = memchr::memchr(b':', s).ok_or(UriError::InvalidScheme)?;
+        let scheme = &s[..colon];
+        if scheme.is_empty()
+            || !scheme[0].is_ascii_alphabetic()
+            || !scheme.iter().all(|&b| lex::is_scheme_char(b))
+        {
+            return Err(UriError::InvalidScheme);
+        }
+        let rest = &s[colon + 1..];
+        if scheme.eq_ignore_ascii_case(b"sip") {
+            SipUri::parse_after_scheme(rest, false).map(Uri::Sip)
+        } else if scheme.eq_ignore_ascii_case(b"sips") {
+            SipUri::parse_after_scheme(rest, true).map(Uri::Sip)
+        } else {
+            if rest.is_empty()
+                || rest
+                    .iter()
+                    .any(|&b| b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f))
+            {
+                return Err(UriError::InvalidOpaque);
+            }
+            Ok(Uri::Absolute(AbsoluteUri { scheme, rest }))
+        }
+    }
+
+    /// The SIP URI, if this is one.
+    pub fn as_sip(&self) -> Option<&SipUri<'a>> {
+        match self {
+            Uri::Sip(u) => Some(u),
+            Uri::Absolute(_) => None,
+        }
+    }
+
+    /// True for sip: and sips: URIs.
+    pub fn is_sip(&self) -> bool {
+        matches!(self, Uri::Sip(_))
+    }
+}
+
+impl<'a> SipUri<'a> {
+    fn parse_after_scheme(s: &'a [u8], secure: bool) -> Result<SipUri<'a>, UriError> {
+        // '@' cannot appear unescaped in host, params or headers, so the first one ends
+        // the userinfo (whose user part may itself hold ';' and '?', RFC 4475 §3.1.1.9).
+        let (user, password, rest) = match memchr::memchr(b'@', s) {
+            Some(at) => {
+                let userinfo = &s[..at];
+                let (user, password) = match memchr::memchr(b':', userinfo) {
+                    Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
+                    None => (userinfo, None),
+                };
+                if user.is_empty() || !lex::check_uri_chars(user, UriPart::User) {
+                    return Err(UriError::InvalidUser);
+                }
+                if let Some(p) = password
+                    && !lex::check_uri_chars(p, UriPart::Password)
+                {
+                    return Err(UriError::InvalidPassword);
+                }
+                (Some(user), password, &s[at + 1..])
+            }
+            None => (None, None, s),
+        };
+        let (hostport, after) = match rest.iter().position(|&b| b == b';' || b == b'?') {
+            Some(p) => (&rest[..p], &rest[p..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        let (host, port) = parse_hostport(hostport)?;
+        let (params_raw, headers) = match memchr::memchr(b'?', after) {
+            Some(q) => (&after[..q], Some(&after[q + 1..])),
+            None => (after, None),
+        };
+        let params =
+            Params::parse(params_raw, ParamKind::Uri).map_err(|_| UriError::InvalidParam)?;
+        if let Some(h) = headers {
+            check_uri_headers(h)?;
+        }
+        Ok(SipUri {
+            secure,
+            user,
+            password,
+            host,
+            port,
+            params,
+            headers,
+        })
+    }
+
+    /// `transport` parameter.
+    pub fn transport(&self) -> Option<&'a [u8]> {
+        self.params.get("transport").flatten()
+    }
+
+    /// True when the `lr` parameter is present (a loose router, RFC 3261 §16.12.1.1).
+    pub fn lr(&self) -> bool {
+        self.params.contains("lr")
+    }
+
+    /// `maddr` parameter.
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.get("maddr").flatten()
+    }
+
+    /// `user` parameter (`phone`, `ip`, …).
+    pub fn user_param(&self) -> Option<&'a [u8]> {
+        self.params.get("user").flatten()
+    }
+
+    /// `method` parameter.
+    pub fn method_param(&self) -> Option<&'a [u8]> {
+        self.params.get("method").flatten()
+    }
+
+    /// `ttl` parameter, when it is a number from 0 to 255.
+    pub fn ttl(&self) -> Option<u8> {
+        let v = self.params.get("ttl").flatten()?;
+        lex::parse_decimal(v, 255).ok().map(|v| v as u8)
+    }
+}
+
+fn check_uri_headers(h: &[u8]) -> Result<(), UriError> {
+    // headers = hname "=" hvalue *( "&" hname "=" hvalue ); hvalue may be empty.
+    for pair in h.split(|&b| b == b'&') {
+        let eq = memchr::memchr(b'=', pair).ok_or(UriError::InvalidHeaders)?;
+        let (name, value) = (&pair[..eq], &pair[eq + 1..]);
+        if name.is_empty()
+            || !lex::check_uri_chars(name, UriPart::Header)
+            || !lex::check_uri_chars(value, UriPart::Header)
+        {
+            return Err(UriError::InvalidHeaders);
+        }
+    }
+    Ok(())
+}
+
+/// Splits `host[:port]` and parses both parts.
+pub(crate) fn parse_hostport(s: &[u8]) -> Result<(Host<'_>, Option<u16>), UriError> {
+    let (host, port) = if s.first() == Some(&b'[') {
+        let close = memchr::memchr(b']', s).ok_or(UriError::InvalidHost)?;
+        let after = &s[close + 1..];
+        let port = match after {
+            [] => None,
+            [b':', digits @ ..] => Some(digits),
+            _ => return Err(UriError::InvalidHost),
+        };
+        (&s[..=close], port)
+    } else {
+        match memchr::memchr(b':', s) {
+            Some(c) => (&s[..c], Some(&s[c + 1..])),
+            None => (s, None),
+        }
+    };
+    let host = parse_host(host)?;
+    let port = match port {
+        Some(p) => Some(
+            lex::parse_decimal(p, u64::from(u16::MAX)).map_err(|_| UriError::InvalidPort)? as u16,
+        ),
+        None => None,
+    };
+    Ok((host, port))
+}
+
+/// Parses a host exactly as written: `[IPv6]`, dotted IPv4, or a host name.
+pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
+    if s.is_empty() {
+        return Err(UriError::InvalidHost);
+    }
+    if s[0] == b'[' {
+        if s.len() < 3 || s[s.len() - 1] != b']' {
+            return Err(UriError::InvalidHost);
+        }
+        return parse_ipv6(&s[1..s.len() - 1]).map(Host::V6);
+    }
+    if s.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+        let text = std::str::from_utf8(s).map_err(|_| UriError::InvalidHost)?;
+        return text
+            .parse::<Ipv4Addr>()
+            .map(Host::V4)
+            .map_err(|_| UriError::InvalidHost);
+    }
+    // hostname = *( domainlabel "." ) toplabel [ "." ]: labels are non-empty.
+    let name = s.strip_suffix(b".").unwrap_or(s);
+    if name.is_empty()
+        || !name.iter().all(|&b| lex::is_host_char(b))
+        || name.split(|&b| b == b'.').any(|label| label.is_empty())
+    {
+        return Err(UriError::InvalidHost);
+    }
+    Ok(Host::Domain(s))
+}
+
+/// Parses the text of an IPv6 address (no brackets). Rejects what RFC 5118 §4.10 shows the
+/// RFC 3261 ABNF admits by mistake (`2001:db8:::192.0.2.1`).
+pub(crate) fn parse_ipv6(s: &[u8]) -> Result<Ipv6Addr, UriError> {
+    let text = std::str::from_utf8(s).map_err(|_| UriError::InvalidHost)?;
+    text.parse::<Ipv6Addr>().map_err(|_| UriError::InvalidHost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sip(s: &str) -> SipUri<'_> {
+        match Uri::parse(s.as_bytes()) {
+            Ok(Uri::Sip(u)) => u,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_sip_uri() {
+        let u = sip("sips:alice:secret@atlanta.com:5061;transport=tcp;lr?subject=project");
+        assert!(u.secure);
+        assert_eq!(u.user, Some(&b"alice"[..]));
+        assert_eq!(u.password, Some(&b"secret"[..]));
+        assert_eq!(u.host, Host::Domain(b"atlanta.com"));
+        assert_eq!(u.port, Some(5061));
+        assert_eq!(u.transport(), Some(&b"tcp"[..]));
+        assert!(u.lr());
+        assert_eq!(u.headers, Some(&b"subject=project"[..]));
+    }
+
+    #[test]
+    fn user_part_may_hold_semicolons() {
+        let u = sip("sip:user;par=u%40example.net@example.com");
+        assert_eq!(u.user, Some(&b"user;par=u%40example.net"[..]));
+        assert_eq!(u.host, Host::Domain(b"example.com"));
+        assert!(u.params.is_empty());
+    }
+
+    #[test]
+    fn ipv6_references() {
+        let u = sip("sip:[2001:db8::10]:5070");
+        assert_eq!(u.host, Host::V6("2001:db8::10".parse().unwrap()));
+        assert_eq!(u.port, Some(5070));
+        let u = sip("sip:[2001:db8::10:5070]");
+        assert_eq!(u.port, None);
+        assert_eq!(Uri::parse(b"sip:2001:db8::10"), Err(UriError::InvalidHost));
+        assert_eq!(
+            Uri::parse(b"sip:user@[2001:db8:::192.0.2.1]"),
+            Err(UriError::InvalidHost)
+        );
+        assert!(Uri::parse(b"sip:user@[2001:db8::192.0.2.1]").is_ok());
+    }
+
+    #[test]
+    fn other_schemes_are_absolute() {
+        match Uri::parse(b"soap.beep://192.0.2.103:3002").unwrap() {
+            Uri::Absolute(a) => assert_eq!(a.scheme, b"soap.beep"),
+            u => panic!("{u:?}"),
+        }
+        assert!(matches!(
+            Uri::parse(b"tel:+1-555-0100"),
+            Ok(Uri::Absolute(_))
+        ));
+        assert_eq!(Uri::parse(b"<sip:a@b>"), Err(UriError::InvalidScheme));
+        assert_eq!(Uri::parse(b"sip:a@b c"), Err(UriError::InvalidHost));
+    }
+
+    #[test]
+    fn bad_ports_and_hosts() {
+        assert_eq!(Uri::parse(b"sip:a@b:65536"), Err(UriError::InvalidPort));
+        assert_eq!(Uri::parse(b"sip:a@b..c"), Err(UriError::InvalidHost));
+        assert_eq!(Uri::parse(b"sip:a@1.2.3.256"), Err(UriError::InvalidHost));
+        assert_eq!(Uri::parse(b"sip:a@b;;"), Err(UriError::InvalidParam));
+    }
+}

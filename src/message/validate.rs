@@ -1,0 +1,180 @@
+//! Whole-message checks: every typed view at once ([`Message::validate`]) and RFC 3261's
+//! semantic rules for requests and responses ([`Message::check_request`],
+//! [`Message::check_response`]).
+
+use super::access::ListValues;
+use super::error::{ParseError, RejectReason, Rejection, ValueError};
+use super::header::HeaderName;
+use super::name_addr::{Contact, NameAddr};
+use super::uri::Uri;
+use super::values::{self, Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires};
+use super::{Message, Method};
+
+/// Headers without which no request or response can be processed (RFC 3261 §8.1.1; Max-Forwards
+/// is left out so that RFC 2543 requests, RFC 4475 §3.4.1, are still served).
+const MANDATORY: [HeaderName; 5] = [
+    HeaderName::Via,
+    HeaderName::From,
+    HeaderName::To,
+    HeaderName::CallId,
+    HeaderName::CSeq,
+];
+
+/// Headers that may appear at most once.
+const SINGLE: [HeaderName; 15] = [
+    HeaderName::CallId,
+    HeaderName::From,
+    HeaderName::To,
+    HeaderName::CSeq,
+    HeaderName::MaxForwards,
+    HeaderName::ContentType,
+    HeaderName::Expires,
+    HeaderName::MinExpires,
+    HeaderName::RSeq,
+    HeaderName::RAck,
+    HeaderName::Event,
+    HeaderName::SubscriptionState,
+    HeaderName::ReferTo,
+    HeaderName::Replaces,
+    HeaderName::SessionExpires,
+];
+
+impl Message {
+    /// Checks every header sipshard has a typed view for against its grammar, in message
+    /// order, and reports the first failure. Unknown headers are not checked.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        for h in self.headers.iter() {
+            let v = h.value.get(&self.buf);
+            let res: Result<(), ValueError> = match h.name {
+                HeaderName::CallId => values::check_call_id(v),
+                HeaderName::CSeq => CSeq::parse(v).map(drop),
+                HeaderName::From
+                | HeaderName::To
+                | HeaderName::ReferTo
+                | HeaderName::ReferredBy => NameAddr::parse(v).map(drop),
+                HeaderName::MaxForwards => values::parse_max_forwards(v).map(drop),
+                HeaderName::Expires | HeaderName::MinExpires => {
+                    values::parse_delta_seconds(v).map(drop)
+                }
+                HeaderName::ContentType => MediaType::parse(v).map(drop),
+                HeaderName::Event => Event::parse(v).map(drop),
+                HeaderName::SubscriptionState => {
+                    super::values::SubscriptionState::parse(v).map(drop)
+                }
+                HeaderName::Replaces => Replaces::parse(v).map(drop),
+                HeaderName::RSeq => values::parse_rseq(v).map(drop),
+                HeaderName::RAck => RAck::parse(v).map(drop),
+                HeaderName::SessionExpires | HeaderName::MinSE => {
+                    SessionExpires::parse(v).map(drop)
+                }
+                HeaderName::Authorization
+                | HeaderName::ProxyAuthorization
+                | HeaderName::WwwAuthenticate
+                | HeaderName::ProxyAuthenticate => Auth::parse(v).map(drop),
+                HeaderName::Date => values::check_date(v),
+                HeaderName::RetryAfter => values::check_retry_after(v),
+                HeaderName::Warning => values::check_warning(v),
+                HeaderName::Accept => values::check_accept(v),
+                _ => Ok(()),
+            };
+            res.map_err(|error| ParseError::InvalidHeader {
+                name: h.name,
+                error,
+            })?;
+        }
+        // List headers: every element of every line.
+        for v in self.vias() {
+            v?;
+        }
+        for c in self.contacts() {
+            c?;
+        }
+        for r in self.routes().chain(self.record_routes()) {
+            r?;
+        }
+        for name in [
+            HeaderName::Require,
+            HeaderName::ProxyRequire,
+            HeaderName::Supported,
+            HeaderName::Unsupported,
+            HeaderName::Allow,
+        ] {
+            for t in super::values::TokenList::new(ListValues::new(self, name)) {
+                t?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies RFC 3261's rules that turn a well-formed request into an error response:
+    /// 505 for a version other than 2.0, 400 for missing, repeated, malformed or
+    /// inconsistent headers, 400 for headers in the Request-URI, 416 for a Request-URI scheme
+    /// other than sip/sips. Method-specific rules (405, 420, 481, …) belong to the dialog
+    /// layer. Calling this on a response is a 400 with `MissingHeader` at worst; use
+    /// [`Message::check_response`] for responses.
+    pub fn check_request(&self) -> Result<(), Rejection> {
+        let bad = |reason| Rejection { code: 400, reason };
+        if !self.version().eq_ignore_ascii_case(b"SIP/2.0") {
+            return Err(Rejection {
+                code: 505,
+                reason: RejectReason::VersionNotSupported,
+            });
+        }
+        self.check_common()
+            .map_err(|reason| bad(reason))?;
+        let cseq = self
+            .cseq()
+            .map_err(|e| bad(RejectReason::Malformed(e)))?;
+        if Some(cseq.method_bytes) != self.method_bytes() {
+            return Err(bad(RejectReason::CSeqMethodMismatch));
+        }
+        // A dialog-creating request names exactly one target (§8.1.1.8).
+        if matches!(
+            self.method(),
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        ) && self.contacts().count() > 1
+        {
+            return Err(bad(RejectReason::DuplicateHeader(HeaderName::Contact)));
+        }
+        match self.request_uri() {
+            Some(Uri::Sip(u)) if u.headers.is_some() => {
+                Err(bad(RejectReason::HeadersInRequestUri))
+            }
+            Some(Uri::Sip(_)) => Ok(()),
+            _ => Err(Rejection {
+                code: 416,
+                reason: RejectReason::UnsupportedUriScheme,
+            }),
+        }
+    }
+
+    /// Checks a response before it is matched to a transaction: mandatory headers present,
+    /// single-valued ones not repeated, every typed header well-formed. A response that fails
+    /// is discarded (RFC 3261 §18.1.2, RFC 4475 §3.1.2.5), so this returns why.
+    pub fn check_response(&self) -> Result<(), RejectReason> {
+        if !self.version().eq_ignore_ascii_case(b"SIP/2.0") {
+            return Err(RejectReason::VersionNotSupported);
+        }
+        self.check_common()
+    }
+
+    fn check_common(&self) -> Result<(), RejectReason> {
+        for name in MANDATORY {
+            if self.header(name).is_none() {
+                return Err(RejectReason::MissingHeader(name));
+            }
+        }
+        for name in SINGLE {
+            if self.count(name) > 1 {
+                return Err(RejectReason::DuplicateHeader(name));
+            }
+        }
+        self.validate().map_err(RejectReason::Malformed)
+    }
+
+    /// True when the request carries a `Contact: *` (valid only in REGISTER with Expires 0,
+    /// §10.2.2).
+    pub fn has_star_contact(&self) -> bool {
+        self.contacts().any(|c| matches!(c, Ok(Contact::Star)))
+    }
+}

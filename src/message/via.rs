@@ -1,0 +1,221 @@
+//! Via values (RFC 3261 §20.42, §18.2.1, RFC 3581 rport, RFC 5118 §4.5 received).
+
+use std::net::IpAddr;
+
+use super::error::{ParseError, ValueError};
+use super::header::HeaderName;
+use super::access::ListValues;
+use super::lex::{self, ParamKind, Params};
+use super::uri::{self, Host};
+
+/// The RFC 3261 branch prefix that marks a globally unique transaction id.
+pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
+
+/// One Via value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// Protocol name and version as written (`SIP` and `2.0`).
+    pub protocol: (&'a [u8], &'a [u8]),
+    /// Transport as written (`UDP`, `TCP`, `TLS`, `SCTP`, `WS`, or any token).
+    pub transport: &'a [u8],
+    /// sent-by host as written (brackets kept for IPv6).
+    pub host_bytes: &'a [u8],
+    /// sent-by host.
+    pub host: Host<'a>,
+    /// sent-by port, when written.
+    pub port: Option<u16>,
+    /// Via parameters.
+    pub params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one Via value (one element of the comma-separated list).
+    pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ValueError> {
+        let s = lex::trim_lws(value);
+        let (name, s) = take_token(s)?;
+        let s = expect_slash(s)?;
+        let (version, s) = take_token(s)?;
+        let s = expect_slash(s)?;
+        let (transport, s) = take_token(s)?;
+        let trimmed = lex::trim_start_lws(s);
+        if trimmed.len() == s.len() {
+            return Err(ValueError::Syntax); // LWS between sent-protocol and sent-by
+        }
+        let s = trimmed;
+        let semi = memchr::memchr(b';', s).unwrap_or(s.len());
+        // COLON = SWS ":" SWS would allow `host : port`; such a rare sent-by is rejected
+        // rather than rebuilt, because views are zero-copy.
+        let sent_by = lex::trim_end_lws(&s[..semi]);
+        let (host, port) = uri::parse_hostport(sent_by).map_err(ValueError::Uri)?;
+        let host_len = match port {
+            Some(_) => sent_by.iter().rposition(|&b| b == b':').unwrap_or(sent_by.len()),
+            None => sent_by.len(),
+        };
+        let params = Params::parse(&s[semi..], ParamKind::Via)?;
+        let via = Via {
+            protocol: (name, version),
+            transport,
+            host_bytes: &sent_by[..host_len],
+            host,
+            port,
+            params,
+        };
+        via.check_params()?;
+        Ok(via)
+    }
+
+    fn check_params(&self) -> Result<(), ValueError> {
+        for (name, value) in self.params.iter() {
+            let ok = if name.eq_ignore_ascii_case(b"branch") {
+                value.is_some_and(lex::is_token)
+            } else if name.eq_ignore_ascii_case(b"ttl") {
+                value.is_some_and(|v| lex::parse_decimal(v, 255).is_ok())
+            } else if name.eq_ignore_ascii_case(b"maddr") {
+                value.is_some_and(|v| uri::parse_host(v).is_ok())
+            } else if name.eq_ignore_ascii_case(b"received") {
+                value.is_some_and(|v| parse_received(v).is_some())
+            } else if name.eq_ignore_ascii_case(b"rport") {
+                value.is_none_or(|v| lex::parse_decimal(v, u64::from(u16::MAX)).is_ok())
+            } else {
+                true
+            };
+            if !ok {
+                return Err(ValueError::InvalidParam);
+            }
+        }
+        Ok(())
+    }
+
+    /// The `branch` parameter.
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.params.get("branch").flatten()
+    }
+
+    /// True when the branch starts with the magic cookie and has something after it, so
+    /// that RFC 3261 §17.2.3 matching applies (RFC 4475 §3.2.1: the bare cookie does not).
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch()
+            .is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
+    }
+
+    /// The `received` parameter (IPv4, or IPv6 with or without brackets).
+    pub fn received(&self) -> Option<IpAddr> {
+        self.params.get("received").flatten().and_then(parse_received)
+    }
+
+    /// `rport`: `None` when absent, `Some(None)` when present without a value (a request
+    /// for symmetric response routing, RFC 3581), `Some(Some(port))` once filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(|v| lex::parse_decimal(v, u64::from(u16::MAX)).ok().map(|p| p as u16)))
+    }
+
+    /// The `maddr` parameter.
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.get("maddr").flatten()
+    }
+
+    /// The `ttl` parameter.
+    pub fn ttl(&self) -> Option<u8> {
+        let v = self.params.get("ttl").flatten()?;
+        lex::parse_decimal(v, 255).ok().map(|v| v as u8)
+    }
+}
+
+fn parse_received(v: &[u8]) -> Option<IpAddr> {
+    let inner = v
+        .strip_prefix(b"[")
+        .and_then(|v| v.strip_suffix(b"]"))
+        .unwrap_or(v);
+    if memchr::memchr(b':', inner).is_some() {
+        uri::parse_ipv6(inner).ok().map(IpAddr::V6)
+    } else {
+        match uri::parse_host(inner) {
+            Ok(Host::V4(a)) => Some(IpAddr::V4(a)),
+            _ => None,
+        }
+    }
+}
+
+fn take_token(s: &[u8]) -> Result<(&[u8], &[u8]), ValueError> {
+    let n = s.iter().take_while(|&&b| lex::is_token_char(b)).count();
+    if n == 0 {
+        return Err(ValueError::Syntax);
+    }
+    Ok((&s[..n], &s[n..]))
+}
+
+fn expect_slash(s: &[u8]) -> Result<&[u8], ValueError> {
+    match lex::trim_start_lws(s) {
+        [b'/', rest @ ..] => Ok(lex::trim_start_lws(rest)),
+        _ => Err(ValueError::Syntax),
+    }
+}
+
+/// Iterator over every Via value of a message, across lines and commas, top first.
+pub struct ViaIter<'a> {
+    values: ListValues<'a>,
+}
+
+impl<'a> ViaIter<'a> {
+    pub(crate) fn new(values: ListValues<'a>) -> Self {
+        ViaIter { values }
+    }
+}
+
+impl<'a> Iterator for ViaIter<'a> {
+    type Item = Result<Via<'a>, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.values.next()?;
+        Some(item.and_then(|v| {
+            Via::parse(v).map_err(|error| ParseError::InvalidHeader {
+                name: HeaderName::Via,
+                error,
+            })
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_via_with_params() {
+        let v = Via::parse(b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776;received=192.0.2.1;rport")
+            .unwrap();
+        assert_eq!(v.transport, b"UDP");
+        assert_eq!(v.host, Host::Domain(b"pc33.atlanta.com"));
+        assert_eq!(v.host_bytes, b"pc33.atlanta.com");
+        assert_eq!(v.port, Some(5066));
+        assert_eq!(v.branch(), Some(&b"z9hG4bK776"[..]));
+        assert_eq!(v.rport(), Some(None));
+        assert!(v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn lws_inside_sent_protocol() {
+        let v = Via::parse(b"SIP  /   2.0  / UDP\r\n 192.0.2.2;branch=z9hG4bK").unwrap();
+        assert_eq!(v.protocol, (&b"SIP"[..], &b"2.0"[..]));
+        assert!(!v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn received_ipv6_with_and_without_brackets() {
+        let a = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255]").unwrap();
+        let b = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255").unwrap();
+        assert_eq!(a.received(), b.received());
+        assert!(a.received().is_some());
+        assert_eq!(a.host_bytes, b"[2001:db8::9:1]");
+    }
+
+    #[test]
+    fn malformed_vias() {
+        assert!(Via::parse(b"SIP/2.0/UDP 192.0.2.15;;").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP").is_err());
+        assert!(Via::parse(b"SIP/2.0/UDP host;ttl=300").is_err());
+        assert!(Via::parse(b"SIP/2.0 UDP host").is_err());
+    }
+}
