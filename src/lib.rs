@@ -11,3 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod message;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -15,7 +15,7 @@ use super::{Message, NameAddr};
 pub enum BuildError {
     /// A header name is not a token.
     InvalidHeaderName,
-    /// A header value holds a CR or LF that is not line folding, or a NUL.
+    /// A header value holds a NUL, or a reason phrase or Request-URI holds a line break.
     InvalidHeaderValue,
     /// The status code is outside 100-699.
     InvalidStatusCode,
@@ -27,7 +27,7 @@ impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BuildError::InvalidHeaderName => f.write_str("header name is not a token"),
-            BuildError::InvalidHeaderValue => f.write_str("header value holds CR, LF or NUL"),
+            BuildError::InvalidHeaderValue => f.write_str("NUL or line break where none may be"),
             BuildError::InvalidStatusCode => f.write_str("status code outside 100-699"),
             BuildError::Request(e) => write!(f, "cannot answer request: {e}"),
         }
@@ -62,7 +62,7 @@ impl<'a> Writer<'a> {
         if !lex::is_token(name) {
             return self.fail(BuildError::InvalidHeaderName);
         }
-        if !value_is_safe(value) {
+        if memchr::memchr(0, value).is_some() {
             return self.fail(BuildError::InvalidHeaderValue);
         }
         if HeaderName::from_bytes(name) == HeaderName::ContentLength {
@@ -71,7 +71,7 @@ impl<'a> Writer<'a> {
         self.out.reserve(name.len() + value.len() + 4);
         self.out.put_slice(name);
         self.out.put_slice(b": ");
-        self.out.put_slice(value);
+        put_folded(self.out, value);
         self.out.put_slice(b"\r\n");
     }
 
@@ -89,20 +89,17 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// A CR or LF is only allowed as folding (CRLF followed by SP/HT); NUL never.
-fn value_is_safe(v: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(p) = memchr::memchr3(b'\r', b'\n', 0, &v[i..]) {
-        let at = i + p;
-        let ok = v[at] == b'\r'
-            && v.get(at + 1) == Some(&b'\n')
-            && matches!(v.get(at + 2), Some(b' ' | b'\t'));
-        if !ok {
-            return false;
-        }
-        i = at + 3;
+/// Writes a header value so that every line break in it is a fold (CRLF SP): a value can
+/// never end its header line early and inject another header (or the body).
+fn put_folded(out: &mut BytesMut, value: &[u8]) {
+    let mut rest = value;
+    while let Some(p) = memchr::memchr2(b'\r', b'\n', rest) {
+        out.put_slice(&rest[..p]);
+        let ws = rest[p..].iter().take_while(|&&b| lex::is_lws(b)).count();
+        out.put_slice(b"\r\n ");
+        rest = &rest[p + ws..];
     }
-    true
+    out.put_slice(rest);
 }
 
 fn put_decimal(out: &mut BytesMut, mut n: u64) {
@@ -211,8 +208,7 @@ impl<'a> ResponseBuilder<'a> {
         for via in request.header_values(HeaderName::Via) {
             b.w.header(b"Via", via);
         }
-        let copy = |b: &mut ResponseBuilder<'_>, name: HeaderName| match request.header(name)
-        {
+        let copy = |b: &mut ResponseBuilder<'_>, name: HeaderName| match request.header(name) {
             Some(v) => {
                 b.w.header(name.as_str().as_bytes(), v);
                 Some(v)
@@ -239,7 +235,9 @@ impl<'a> ResponseBuilder<'a> {
                 _ => b.w.header(b"To", to),
             }
         } else {
-            b.w.fail(BuildError::Request(ParseError::MissingHeader(HeaderName::To)));
+            b.w.fail(BuildError::Request(ParseError::MissingHeader(
+                HeaderName::To,
+            )));
         }
         copy(&mut b, HeaderName::CallId);
         copy(&mut b, HeaderName::CSeq);
@@ -328,12 +326,14 @@ pub fn default_reason(code: u16) -> &'static str {
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
         606 => "Not Acceptable",
-        100..=199 => "Provisional",
-        200..=299 => "Success",
-        300..=399 => "Redirection",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
-        _ => "Global Failure",
+        _ => match code / 100 {
+            1 => "Provisional",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            5 => "Server Error",
+            _ => "Global Failure",
+        },
     }
 }
 
@@ -380,14 +380,25 @@ mod tests {
     fn content_length_is_computed_and_injection_refused() {
         let mut buf = BytesMut::new();
         let mut b = RequestBuilder::new(&mut buf, b"MESSAGE", b"sip:a@b");
-        b.header("Content-Length", b"999").header("Content-Type", b"text/plain");
+        b.header("Content-Length", b"999")
+            .header("Content-Type", b"text/plain");
         b.finish(b"hello").unwrap();
         let m = Message::parse(buf.split().freeze()).unwrap();
         assert_eq!(m.content_length(), Some(5));
         assert_eq!(m.body_bytes(), b"hello");
 
         let mut b = RequestBuilder::new(&mut buf, b"MESSAGE", b"sip:a@b");
-        b.header("Subject", b"hi\r\nVia: evil");
+        b.header("Subject", b"hi\r\nVia: evil\nX: y");
+        b.finish(b"").unwrap();
+        let m = Message::parse(buf.split().freeze()).unwrap();
+        assert_eq!(m.count(HeaderName::Via), 0, "line breaks become folds");
+        assert_eq!(
+            m.header(HeaderName::Subject),
+            Some(&b"hi\r\n Via: evil\r\n X: y"[..])
+        );
+
+        let mut b = RequestBuilder::new(&mut buf, b"MESSAGE", b"sip:a@b");
+        b.header("Subject", b"nul\0");
         assert_eq!(b.finish(b""), Err(BuildError::InvalidHeaderValue));
         assert!(buf.is_empty());
     }

@@ -178,7 +178,9 @@ impl fmt::Display for ParseError {
                 "Content-Length {declared} exceeds the {available} body bytes received"
             ),
             ParseError::MissingHeader(h) => write!(f, "missing {h} header"),
-            ParseError::InvalidHeader { name, error } => write!(f, "invalid {name} header: {error}"),
+            ParseError::InvalidHeader { name, error } => {
+                write!(f, "invalid {name} header: {error}")
+            }
         }
     }
 }

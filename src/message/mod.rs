@@ -198,8 +198,17 @@ impl Message {
             }
             // End of the logical line: an LF not followed by SP/HT (folding, §7.3.1).
             let mut search = cur;
+            let lost_fold = data[cur] == b'<' && count > 0 && {
+                let prev = if count <= INLINE_HEADERS {
+                    &inline[count - 1]
+                } else {
+                    &spilled[count - 1]
+                };
+                prev.value.get(data).last() == Some(&b',')
+            };
             let lf = loop {
-                let i = memchr::memchr(b'\n', &data[search..]).ok_or(ParseError::TruncatedHeaders)?;
+                let i =
+                    memchr::memchr(b'\n', &data[search..]).ok_or(ParseError::TruncatedHeaders)?;
                 let lf = search + i;
                 match data.get(lf + 1) {
                     Some(b' ' | b'\t') => {
@@ -209,6 +218,20 @@ impl Message {
                     _ => break lf,
                 }
             };
+            if lost_fold {
+                // A list element on a line of its own after "…,": the fold lost its leading
+                // white space (RFC 3665 §3.10 F4 is printed so). '<' cannot start a header
+                // name, so the line can only continue the previous list; it is joined to it.
+                let end = cur + lex::trim_end_lws(&data[cur..lf]).len();
+                let prev = if count <= INLINE_HEADERS {
+                    &mut inline[count - 1]
+                } else {
+                    &mut spilled[count - 1]
+                };
+                prev.value.end = end as u32;
+                cur = lf + 1;
+                continue;
+            }
             let line = &data[cur..lf];
             let colon = memchr::memchr(b':', line)
                 .ok_or(ParseError::InvalidHeaderLine { line: line_no })?;
@@ -401,7 +424,11 @@ impl Message {
     pub fn header_values_by_name<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
         self.headers
             .iter()
-            .filter(move |h| h.name_span.get(&self.buf).eq_ignore_ascii_case(name.as_bytes()))
+            .filter(move |h| {
+                h.name_span
+                    .get(&self.buf)
+                    .eq_ignore_ascii_case(name.as_bytes())
+            })
             .map(move |h| h.value.get(&self.buf))
     }
 
@@ -575,6 +602,24 @@ mod tests {
             .unwrap();
         assert_eq!(m.header(HeaderName::Subject), Some(&b"one\r\n  two"[..]));
         assert_eq!(m.content_length(), Some(0));
+    }
+
+    #[test]
+    fn lost_fold_in_a_list_is_joined_but_other_colonless_lines_fail() {
+        let m = parse(
+            "INVITE sip:a@b SIP/2.0\r\nRecord-Route: <sip:p1;lr>,\r\n<sip:p2;lr>\r\nl: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(m.record_routes().count(), 2);
+        assert_eq!(
+            parse("INVITE sip:a@b SIP/2.0\r\nRoute: <sip:p1;lr>\r\n<sip:p2;lr>\r\n\r\n")
+                .unwrap_err(),
+            ParseError::InvalidHeaderLine { line: 3 }
+        );
+        assert_eq!(
+            parse("INVITE sip:a@b SIP/2.0\r\nFoobar roobar\r\n\r\n").unwrap_err(),
+            ParseError::InvalidHeaderLine { line: 2 }
+        );
     }
 
     #[test]

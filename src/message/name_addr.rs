@@ -57,7 +57,8 @@ impl<'a> NameAddr<'a> {
                 let gt = memchr::memchr(b'>', rest).ok_or(ValueError::Syntax)?;
                 let uri_bytes = &rest[1..gt];
                 let uri = Uri::parse(uri_bytes).map_err(ValueError::Uri)?;
-                let params = Params::parse(lex::trim_start_lws(&rest[gt + 1..]), ParamKind::Header)?;
+                let params =
+                    Params::parse(lex::trim_start_lws(&rest[gt + 1..]), ParamKind::Header)?;
                 Ok(NameAddr {
                     display,
                     uri_bytes,
@@ -168,8 +169,7 @@ mod tests {
 
     #[test]
     fn forms_of_name_addr() {
-        let a = NameAddr::parse(br#""Bell, Alexander" <sip:a.g.bell@example.com>;tag=43"#)
-            .unwrap();
+        let a = NameAddr::parse(br#""Bell, Alexander" <sip:a.g.bell@example.com>;tag=43"#).unwrap();
         assert_eq!(a.display, Some(&b"Bell, Alexander"[..]));
         assert_eq!(a.tag(), Some(&b"43"[..]));
         let b = NameAddr::parse(b"caller<sip:caller@example.com>;tag=323").unwrap();

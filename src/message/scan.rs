@@ -35,7 +35,10 @@ pub fn find_call_id(datagram: &[u8]) -> Option<&[u8]> {
 
 /// `rest` follows a candidate header name: `*(SP/HT) ":" value CRLF`, folding allowed.
 fn value_after_colon(rest: &[u8]) -> Option<&[u8]> {
-    let ws = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    let ws = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
     if rest.get(ws) != Some(&b':') {
         return None;
     }

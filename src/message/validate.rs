@@ -120,11 +120,8 @@ impl Message {
                 reason: RejectReason::VersionNotSupported,
             });
         }
-        self.check_common()
-            .map_err(|reason| bad(reason))?;
-        let cseq = self
-            .cseq()
-            .map_err(|e| bad(RejectReason::Malformed(e)))?;
+        self.check_common().map_err(bad)?;
+        let cseq = self.cseq().map_err(|e| bad(RejectReason::Malformed(e)))?;
         if Some(cseq.method_bytes) != self.method_bytes() {
             return Err(bad(RejectReason::CSeqMethodMismatch));
         }
@@ -137,9 +134,7 @@ impl Message {
             return Err(bad(RejectReason::DuplicateHeader(HeaderName::Contact)));
         }
         match self.request_uri() {
-            Some(Uri::Sip(u)) if u.headers.is_some() => {
-                Err(bad(RejectReason::HeadersInRequestUri))
-            }
+            Some(Uri::Sip(u)) if u.headers.is_some() => Err(bad(RejectReason::HeadersInRequestUri)),
             Some(Uri::Sip(_)) => Ok(()),
             _ => Err(Rejection {
                 code: 416,

@@ -115,8 +115,7 @@ impl<'a> TokenList<'a> {
     /// True when `token` is listed (exact, case-sensitive comparison, as for option tags
     /// and methods).
     pub fn contains(&self, token: &str) -> bool {
-        self.clone()
-            .any(|t| t.is_ok_and(|t| t == token.as_bytes()))
+        self.clone().any(|t| t.is_ok_and(|t| t == token.as_bytes()))
     }
 }
 
@@ -416,19 +415,16 @@ pub(crate) fn check_retry_after(v: &[u8]) -> Result<(), ValueError> {
 pub(crate) fn check_warning(v: &[u8]) -> Result<(), ValueError> {
     for item in ListSplit::new(v) {
         let item = item?;
-        let ok = item.len() > 4
-            && item[..3].iter().all(u8::is_ascii_digit)
-            && item[3] == b' '
-            && {
-                let rest = &item[4..];
-                match memchr::memchr(b' ', rest) {
-                    Some(sp) => {
-                        let text = &rest[sp + 1..];
-                        sp > 0 && text.first() == Some(&b'"') && lex::quoted_len(text)? == text.len()
-                    }
-                    None => false,
+        let ok = item.len() > 4 && item[..3].iter().all(u8::is_ascii_digit) && item[3] == b' ' && {
+            let rest = &item[4..];
+            match memchr::memchr(b' ', rest) {
+                Some(sp) => {
+                    let text = &rest[sp + 1..];
+                    sp > 0 && text.first() == Some(&b'"') && lex::quoted_len(text)? == text.len()
                 }
-            };
+                None => false,
+            }
+        };
         if !ok {
             return Err(ValueError::Syntax);
         }
@@ -455,7 +451,10 @@ mod tests {
     fn cseq_bounds_and_form() {
         let c = CSeq::parse(b"0009 INVITE").unwrap();
         assert_eq!((c.seq, c.method), (9, Method::Invite));
-        assert_eq!(CSeq::parse(b"2147483648 INVITE"), Err(ValueError::OutOfRange));
+        assert_eq!(
+            CSeq::parse(b"2147483648 INVITE"),
+            Err(ValueError::OutOfRange)
+        );
         assert!(CSeq::parse(b"1INVITE").is_err());
         assert!(CSeq::parse(b"1 INVITE x").is_err());
     }
@@ -480,8 +479,9 @@ mod tests {
 
     #[test]
     fn auth_params() {
-        let a = Auth::parse(br#"Digest username="bob", realm="atlanta.example.com", nonce="ea9c8e88""#)
-            .unwrap();
+        let a =
+            Auth::parse(br#"Digest username="bob", realm="atlanta.example.com", nonce="ea9c8e88""#)
+                .unwrap();
         assert_eq!(a.scheme, b"Digest");
         assert_eq!(a.param("realm"), Some(&b"atlanta.example.com"[..]));
         assert!(Auth::parse(b"NoOneKnowsThisScheme opaque-data=here").is_ok());

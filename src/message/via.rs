@@ -2,9 +2,9 @@
 
 use std::net::IpAddr;
 
+use super::access::ListValues;
 use super::error::{ParseError, ValueError};
 use super::header::HeaderName;
-use super::access::ListValues;
 use super::lex::{self, ParamKind, Params};
 use super::uri::{self, Host};
 
@@ -48,7 +48,10 @@ impl<'a> Via<'a> {
         let sent_by = lex::trim_end_lws(&s[..semi]);
         let (host, port) = uri::parse_hostport(sent_by).map_err(ValueError::Uri)?;
         let host_len = match port {
-            Some(_) => sent_by.iter().rposition(|&b| b == b':').unwrap_or(sent_by.len()),
+            Some(_) => sent_by
+                .iter()
+                .rposition(|&b| b == b':')
+                .unwrap_or(sent_by.len()),
             None => sent_by.len(),
         };
         let params = Params::parse(&s[semi..], ParamKind::Via)?;
@@ -100,15 +103,22 @@ impl<'a> Via<'a> {
 
     /// The `received` parameter (IPv4, or IPv6 with or without brackets).
     pub fn received(&self) -> Option<IpAddr> {
-        self.params.get("received").flatten().and_then(parse_received)
+        self.params
+            .get("received")
+            .flatten()
+            .and_then(parse_received)
     }
 
     /// `rport`: `None` when absent, `Some(None)` when present without a value (a request
     /// for symmetric response routing, RFC 3581), `Some(Some(port))` once filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params
-            .get("rport")
-            .map(|v| v.and_then(|v| lex::parse_decimal(v, u64::from(u16::MAX)).ok().map(|p| p as u16)))
+        self.params.get("rport").map(|v| {
+            v.and_then(|v| {
+                lex::parse_decimal(v, u64::from(u16::MAX))
+                    .ok()
+                    .map(|p| p as u16)
+            })
+        })
     }
 
     /// The `maddr` parameter.
@@ -184,8 +194,10 @@ mod tests {
 
     #[test]
     fn parses_via_with_params() {
-        let v = Via::parse(b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776;received=192.0.2.1;rport")
-            .unwrap();
+        let v = Via::parse(
+            b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776;received=192.0.2.1;rport",
+        )
+        .unwrap();
         assert_eq!(v.transport, b"UDP");
         assert_eq!(v.host, Host::Domain(b"pc33.atlanta.com"));
         assert_eq!(v.host_bytes, b"pc33.atlanta.com");
