@@ -4,7 +4,7 @@
 use super::error::{ParseError, ValueError};
 use super::header::HeaderName;
 use super::lex::{self, ListSplit};
-use super::name_addr::{Contact, NameAddr};
+use super::name_addr::{self, Contact, NameAddr};
 use super::values::{
     self, Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires, SubscriptionState,
     TokenList,
@@ -110,14 +110,15 @@ impl Message {
         NameAddr::parse(self.required(HeaderName::To)?).map_err(invalid(HeaderName::To))
     }
 
-    /// The From tag, if any.
+    /// The From tag, if any. Checks From's structure and parameters, not its URI (the
+    /// cheap path for matching; [`Message::from_header`] or [`Message::validate`] check all).
     pub fn from_tag(&self) -> Result<Option<&[u8]>, ParseError> {
-        self.from_header().map(|a| a.tag())
+        name_addr::tag_param(self.required(HeaderName::From)?).map_err(invalid(HeaderName::From))
     }
 
-    /// The To tag, if any.
+    /// The To tag, if any; checked like [`Message::from_tag`].
     pub fn to_tag(&self) -> Result<Option<&[u8]>, ParseError> {
-        self.to_header().map(|a| a.tag())
+        name_addr::tag_param(self.required(HeaderName::To)?).map_err(invalid(HeaderName::To))
     }
 
     /// The topmost Via value (the first element of the first Via line).

@@ -105,37 +105,50 @@ header_names! {
 }
 
 const MAX_NAME_LEN: usize = 20;
-const BUCKET: usize = 6;
+const SLOTS: usize = 2;
 
-/// Known names bucketed by length, as indices into [`HeaderName::KNOWN`] (`u8::MAX` = empty).
-static BY_LEN: [[u8; BUCKET]; MAX_NAME_LEN + 1] = {
-    let mut t = [[u8::MAX; BUCKET]; MAX_NAME_LEN + 1];
+/// Known names keyed by (length, first letter): at most two candidates per key, told apart by
+/// their last letter before the one full comparison. Indices into [`HeaderName::KNOWN`];
+/// `u8::MAX` is empty. Built at compile time; a collision of three fails the build.
+static BY_LEN_FIRST: [[u8; SLOTS]; (MAX_NAME_LEN + 1) * 32] = {
+    let mut t = [[u8::MAX; SLOTS]; (MAX_NAME_LEN + 1) * 32];
     let mut i = 0;
     while i < HeaderName::COUNT {
-        let len = HeaderName::KNOWN[i].as_str().len();
-        assert!(len <= MAX_NAME_LEN, "header name longer than MAX_NAME_LEN");
+        let name = HeaderName::KNOWN[i].as_str().as_bytes();
+        assert!(
+            name.len() <= MAX_NAME_LEN,
+            "header name longer than MAX_NAME_LEN"
+        );
+        let key = name.len() * 32 + (name[0] & 31) as usize;
         let mut slot = 0;
-        while t[len][slot] != u8::MAX {
+        while t[key][slot] != u8::MAX {
             slot += 1;
-            assert!(slot < BUCKET, "too many header names of one length");
+            assert!(
+                slot < SLOTS,
+                "too many header names share length and first letter"
+            );
         }
-        t[len][slot] = i as u8;
+        t[key][slot] = i as u8;
         i += 1;
     }
     t
 };
 
 impl HeaderName {
+    #[inline]
     fn from_long(name: &[u8]) -> HeaderName {
-        let Some(bucket) = BY_LEN.get(name.len()) else {
+        if name.len() > MAX_NAME_LEN {
             return HeaderName::Other;
-        };
-        for &idx in bucket {
+        }
+        let key = name.len() * 32 + (name[0] & 31) as usize;
+        let last = name[name.len() - 1] | 0x20;
+        for &idx in &BY_LEN_FIRST[key] {
             if idx == u8::MAX {
                 break;
             }
             let h = HeaderName::KNOWN[idx as usize];
-            if name.eq_ignore_ascii_case(h.as_str().as_bytes()) {
+            let known = h.as_str().as_bytes();
+            if known[known.len() - 1] | 0x20 == last && name.eq_ignore_ascii_case(known) {
                 return h;
             }
         }
@@ -145,10 +158,11 @@ impl HeaderName {
     /// Classifies a header name as written (long or compact form, any case).
     #[inline]
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        if name.len() == 1 {
-            return Self::from_compact(name[0]);
+        match name.len() {
+            0 => HeaderName::Other,
+            1 => Self::from_compact(name[0]),
+            _ => Self::from_long(name),
         }
-        Self::from_long(name)
     }
 
     /// Index into per-name tables; `None` for [`HeaderName::Other`].

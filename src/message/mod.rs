@@ -35,6 +35,7 @@ mod via;
 
 use std::fmt;
 
+use arrayvec::ArrayVec;
 use bytes::Bytes;
 
 pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
@@ -98,12 +99,6 @@ struct HeaderEntry {
     name_span: Span,
     value: Span,
 }
-
-const EMPTY_ENTRY: HeaderEntry = HeaderEntry {
-    name: HeaderName::Other,
-    name_span: Span { start: 0, end: 0 },
-    value: Span { start: 0, end: 0 },
-};
 
 /// Header lines kept on the stack while parsing; more than this spills to one bounded Vec.
 const INLINE_HEADERS: usize = 64;
@@ -178,9 +173,11 @@ impl Message {
         };
         let (start, version) = parse_start_line(data, pos, line_end_trim)?;
 
-        let mut inline = [EMPTY_ENTRY; INLINE_HEADERS];
+        // Header lines are collected on the stack (uninitialised slots cost nothing) and
+        // copied once into an exact Vec: the message's one allocation. A message with more
+        // lines spills to one Vec sized by the configured limit instead.
+        let mut inline: ArrayVec<HeaderEntry, INLINE_HEADERS> = ArrayVec::new();
         let mut spilled: Vec<HeaderEntry> = Vec::new();
-        let mut count = 0usize;
         let mut first = [NO_INDEX; HeaderName::COUNT];
         let mut content_length: Option<u32> = None;
         let mut cur = line_end + 1;
@@ -198,14 +195,6 @@ impl Message {
             }
             // End of the logical line: an LF not followed by SP/HT (folding, §7.3.1).
             let mut search = cur;
-            let lost_fold = data[cur] == b'<' && count > 0 && {
-                let prev = if count <= INLINE_HEADERS {
-                    &inline[count - 1]
-                } else {
-                    &spilled[count - 1]
-                };
-                prev.value.get(data).last() == Some(&b',')
-            };
             let lf = loop {
                 let i =
                     memchr::memchr(b'\n', &data[search..]).ok_or(ParseError::TruncatedHeaders)?;
@@ -218,42 +207,43 @@ impl Message {
                     _ => break lf,
                 }
             };
-            if lost_fold {
-                // A list element on a line of its own after "…,": the fold lost its leading
-                // white space (RFC 3665 §3.10 F4 is printed so). '<' cannot start a header
-                // name, so the line can only continue the previous list; it is joined to it.
-                let end = cur + lex::trim_end_lws(&data[cur..lf]).len();
-                let prev = if count <= INLINE_HEADERS {
-                    &mut inline[count - 1]
-                } else {
-                    &mut spilled[count - 1]
-                };
-                prev.value.end = end as u32;
-                cur = lf + 1;
-                continue;
+            // header-name = token, then *(SP/HT) ":" (HCOLON), in one pass.
+            let mut i = cur;
+            while i < lf && lex::is_token_char(data[i]) {
+                i += 1;
             }
-            let line = &data[cur..lf];
-            let colon = memchr::memchr(b':', line)
-                .ok_or(ParseError::InvalidHeaderLine { line: line_no })?;
-            let name_raw = &line[..colon];
-            let name_len = name_raw
-                .iter()
-                .rposition(|&b| b != b' ' && b != b'\t')
-                .map_or(0, |p| p + 1);
-            let name = &name_raw[..name_len];
-            if !lex::is_token(name) {
+            let name_end = i;
+            while i < lf && (data[i] == b' ' || data[i] == b'\t') {
+                i += 1;
+            }
+            if name_end == cur || i == lf || data[i] != b':' {
+                let prev = match spilled.last_mut() {
+                    Some(p) => Some(p),
+                    None => inline.last_mut(),
+                };
+                if data[cur] == b'<'
+                    && let Some(prev) = prev
+                    && prev.value.get(data).last() == Some(&b',')
+                {
+                    // A list element on a line of its own after "…,": the fold lost its
+                    // leading white space (RFC 3665 §3.10 F4 is printed so). '<' cannot start
+                    // a header name, so the line can only continue the previous list.
+                    let end = cur + lex::trim_end_lws(&data[cur..lf]).len();
+                    prev.value.end = end as u32;
+                    cur = lf + 1;
+                    continue;
+                }
                 return Err(ParseError::InvalidHeaderLine { line: line_no });
             }
-            let value_raw = &line[colon + 1..];
-            let lead = value_raw.iter().take_while(|&&b| lex::is_lws(b)).count();
-            let trail = value_raw[lead..]
-                .iter()
-                .rev()
-                .take_while(|&&b| lex::is_lws(b))
-                .count();
-            let v_start = cur + colon + 1 + lead;
-            let v_end = cur + colon + 1 + value_raw.len() - trail;
-            let kind = HeaderName::from_bytes(name);
+            let mut v_start = i + 1;
+            while v_start < lf && lex::is_lws(data[v_start]) {
+                v_start += 1;
+            }
+            let mut v_end = lf;
+            while v_end > v_start && lex::is_lws(data[v_end - 1]) {
+                v_end -= 1;
+            }
+            let kind = HeaderName::from_bytes(&data[cur..name_end]);
             if kind == HeaderName::ContentLength {
                 let v = lex::parse_decimal(&data[v_start..v_end], u64::from(u32::MAX))
                     .map_err(|_| ParseError::InvalidContentLength)? as u32;
@@ -262,35 +252,38 @@ impl Message {
                     _ => content_length = Some(v),
                 }
             }
+            let count = if spilled.is_empty() { inline.len() } else { spilled.len() };
             if count >= limits.max_headers {
                 return Err(ParseError::TooManyHeaders {
                     limit: limits.max_headers,
                 });
             }
+            if let Some(idx) = kind.index()
+                && first[idx] == NO_INDEX
+            {
+                first[idx] = count as u16;
+            }
             let entry = HeaderEntry {
                 name: kind,
-                name_span: Span::new(cur, cur + name_len),
+                name_span: Span::new(cur, name_end),
                 value: Span::new(v_start, v_end),
             };
-            if count < INLINE_HEADERS {
-                inline[count] = entry;
-            } else {
-                if spilled.is_empty() {
-                    // One allocation, bounded by the configured limit, not by the input.
-                    spilled.reserve_exact(limits.max_headers);
-                    spilled.extend_from_slice(&inline);
-                }
+            if !spilled.is_empty() {
                 spilled.push(entry);
+            } else if let Err(full) = inline.try_push(entry) {
+                // Bounded by the configured limit, not by the input.
+                spilled.reserve_exact(limits.max_headers);
+                spilled.extend_from_slice(&inline);
+                spilled.push(full.element());
             }
-            if let Some(i) = kind.index()
-                && first[i] == NO_INDEX
-            {
-                first[i] = count as u16;
-            }
-            count += 1;
             cur = lf + 1;
         };
 
+        let headers = if spilled.is_empty() {
+            inline.to_vec()
+        } else {
+            spilled
+        };
         let available = data.len() - body_start;
         let body_len = match content_length {
             Some(cl) if cl as usize > available => {
@@ -301,11 +294,6 @@ impl Message {
             }
             Some(cl) => cl as usize,
             None => available,
-        };
-        let headers = if spilled.is_empty() {
-            inline[..count].to_vec()
-        } else {
-            spilled
         };
         Ok(Message {
             start,

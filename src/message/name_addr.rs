@@ -25,67 +25,90 @@ pub struct NameAddr<'a> {
     pub params: Params<'a>,
 }
 
+/// The parts of a name-addr/addr-spec, located but not yet parsed.
+struct Parts<'a> {
+    display: Option<&'a [u8]>,
+    uri_bytes: &'a [u8],
+    bracketed: bool,
+    params_raw: &'a [u8],
+}
+
+/// Locates display name, URI and parameters (§20.10: without angle brackets, everything after
+/// the first `;` is a header parameter).
+fn split(value: &[u8]) -> Result<Parts<'_>, ValueError> {
+    let s = lex::trim_lws(value);
+    if s.is_empty() {
+        return Err(ValueError::Empty);
+    }
+    let (display, angle_part) = if s[0] == b'"' {
+        let q = lex::quoted_len(s)?;
+        let rest = lex::trim_start_lws(&s[q..]);
+        if rest.first() != Some(&b'<') {
+            return Err(ValueError::Syntax);
+        }
+        (Some(&s[1..q - 1]), Some(rest))
+    } else if let Some(lt) = memchr::memchr(b'<', s) {
+        let name = lex::trim_end_lws(&s[..lt]);
+        // display-name = *(token LWS); UTF-8 octets are tolerated unquoted.
+        if !name
+            .iter()
+            .all(|&b| lex::is_token_char(b) || lex::is_lws(b) || b >= 0x80)
+        {
+            return Err(ValueError::Syntax);
+        }
+        ((!name.is_empty()).then_some(name), Some(&s[lt..]))
+    } else {
+        (None, None)
+    };
+    Ok(match angle_part {
+        Some(rest) => {
+            let gt = memchr::memchr(b'>', rest).ok_or(ValueError::Syntax)?;
+            Parts {
+                display,
+                uri_bytes: &rest[1..gt],
+                bracketed: true,
+                params_raw: lex::trim_start_lws(&rest[gt + 1..]),
+            }
+        }
+        None => {
+            let semi = memchr::memchr(b';', s).unwrap_or(s.len());
+            Parts {
+                display: None,
+                uri_bytes: lex::trim_end_lws(&s[..semi]),
+                bracketed: false,
+                params_raw: &s[semi..],
+            }
+        }
+    })
+}
+
+/// The `tag` parameter of a From/To value, checking the parameters but not the URI: the
+/// cheap path for matching. [`NameAddr::parse`] checks everything.
+pub(crate) fn tag_param(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
+    let parts = split(value)?;
+    Ok(Params::parse(parts.params_raw, ParamKind::Header)?
+        .get("tag")
+        .flatten())
+}
+
 impl<'a> NameAddr<'a> {
     /// Parses one value (one element of a list header).
     pub fn parse(value: &'a [u8]) -> Result<NameAddr<'a>, ValueError> {
-        let s = lex::trim_lws(value);
-        if s.is_empty() {
-            return Err(ValueError::Empty);
+        let parts = split(value)?;
+        let uri = Uri::parse(parts.uri_bytes).map_err(ValueError::Uri)?;
+        if !parts.bracketed
+            && let Uri::Sip(u) = &uri
+            && u.headers.is_some()
+        {
+            return Err(ValueError::Syntax);
         }
-        let (display, angle_part) = if s[0] == b'"' {
-            let q = lex::quoted_len(s)?;
-            let rest = lex::trim_start_lws(&s[q..]);
-            if rest.first() != Some(&b'<') {
-                return Err(ValueError::Syntax);
-            }
-            (Some(&s[1..q - 1]), Some(rest))
-        } else if let Some(lt) = memchr::memchr(b'<', s) {
-            let name = lex::trim_end_lws(&s[..lt]);
-            // display-name = *(token LWS); UTF-8 octets are tolerated unquoted.
-            if !name
-                .iter()
-                .all(|&b| lex::is_token_char(b) || lex::is_lws(b) || b >= 0x80)
-            {
-                return Err(ValueError::Syntax);
-            }
-            ((!name.is_empty()).then_some(name), Some(&s[lt..]))
-        } else {
-            (None, None)
-        };
-        match angle_part {
-            Some(rest) => {
-                let gt = memchr::memchr(b'>', rest).ok_or(ValueError::Syntax)?;
-                let uri_bytes = &rest[1..gt];
-                let uri = Uri::parse(uri_bytes).map_err(ValueError::Uri)?;
-                let params =
-                    Params::parse(lex::trim_start_lws(&rest[gt + 1..]), ParamKind::Header)?;
-                Ok(NameAddr {
-                    display,
-                    uri_bytes,
-                    uri,
-                    bracketed: true,
-                    params,
-                })
-            }
-            None => {
-                let semi = memchr::memchr(b';', s).unwrap_or(s.len());
-                let uri_bytes = lex::trim_end_lws(&s[..semi]);
-                let uri = Uri::parse(uri_bytes).map_err(ValueError::Uri)?;
-                if let Uri::Sip(u) = &uri
-                    && u.headers.is_some()
-                {
-                    return Err(ValueError::Syntax);
-                }
-                let params = Params::parse(&s[semi..], ParamKind::Header)?;
-                Ok(NameAddr {
-                    display: None,
-                    uri_bytes,
-                    uri,
-                    bracketed: false,
-                    params,
-                })
-            }
-        }
+        Ok(NameAddr {
+            display: parts.display,
+            uri_bytes: parts.uri_bytes,
+            uri,
+            bracketed: parts.bracketed,
+            params: Params::parse(parts.params_raw, ParamKind::Header)?,
+        })
     }
 
     /// The `tag` parameter (From/To).

@@ -26,6 +26,8 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// Via parameters.
     pub params: Params<'a>,
+    /// The branch, found while the parameters were checked.
+    branch: Option<&'a [u8]>,
 }
 
 impl<'a> Via<'a> {
@@ -55,43 +57,20 @@ impl<'a> Via<'a> {
             None => sent_by.len(),
         };
         let params = Params::parse(&s[semi..], ParamKind::Via)?;
-        let via = Via {
+        Ok(Via {
             protocol: (name, version),
             transport,
             host_bytes: &sent_by[..host_len],
             host,
             port,
             params,
-        };
-        via.check_params()?;
-        Ok(via)
-    }
-
-    fn check_params(&self) -> Result<(), ValueError> {
-        for (name, value) in self.params.iter() {
-            let ok = if name.eq_ignore_ascii_case(b"branch") {
-                value.is_some_and(lex::is_token)
-            } else if name.eq_ignore_ascii_case(b"ttl") {
-                value.is_some_and(|v| lex::parse_decimal(v, 255).is_ok())
-            } else if name.eq_ignore_ascii_case(b"maddr") {
-                value.is_some_and(|v| uri::parse_host(v).is_ok())
-            } else if name.eq_ignore_ascii_case(b"received") {
-                value.is_some_and(|v| parse_received(v).is_some())
-            } else if name.eq_ignore_ascii_case(b"rport") {
-                value.is_none_or(|v| lex::parse_decimal(v, u64::from(u16::MAX)).is_ok())
-            } else {
-                true
-            };
-            if !ok {
-                return Err(ValueError::InvalidParam);
-            }
-        }
-        Ok(())
+            branch: check_params(params)?,
+        })
     }
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.params.get("branch").flatten()
+        self.branch
     }
 
     /// True when the branch starts with the magic cookie and has something after it, so
@@ -131,6 +110,33 @@ impl<'a> Via<'a> {
         let v = self.params.get("ttl").flatten()?;
         lex::parse_decimal(v, 255).ok().map(|v| v as u8)
     }
+}
+
+/// Checks the values of the parameters RFC 3261 and RFC 3581 define; returns the branch.
+fn check_params(params: Params<'_>) -> Result<Option<&[u8]>, ValueError> {
+    let mut branch = None;
+    for (name, value) in params.iter() {
+        let ok = if name.eq_ignore_ascii_case(b"branch") {
+            if branch.is_none() {
+                branch = value;
+            }
+            value.is_some_and(lex::is_token)
+        } else if name.eq_ignore_ascii_case(b"ttl") {
+            value.is_some_and(|v| lex::parse_decimal(v, 255).is_ok())
+        } else if name.eq_ignore_ascii_case(b"maddr") {
+            value.is_some_and(|v| uri::parse_host(v).is_ok())
+        } else if name.eq_ignore_ascii_case(b"received") {
+            value.is_some_and(|v| parse_received(v).is_some())
+        } else if name.eq_ignore_ascii_case(b"rport") {
+            value.is_none_or(|v| lex::parse_decimal(v, u64::from(u16::MAX)).is_ok())
+        } else {
+            true
+        };
+        if !ok {
+            return Err(ValueError::InvalidParam);
+        }
+    }
+    Ok(branch)
 }
 
 fn parse_received(v: &[u8]) -> Option<IpAddr> {
