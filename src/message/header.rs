@@ -134,7 +134,26 @@ static BY_LEN_FIRST: [[u8; SLOTS]; (MAX_NAME_LEN + 1) * 32] = {
     t
 };
 
+/// Lowercase spelling of every known name, zero-padded.
+static LOWER: [[u8; MAX_NAME_LEN]; HeaderName::COUNT] = {
+    let mut t = [[0u8; MAX_NAME_LEN]; HeaderName::COUNT];
+    let mut i = 0;
+    while i < HeaderName::COUNT {
+        let name = HeaderName::KNOWN[i].as_str().as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            t[i][j] = name[j].to_ascii_lowercase();
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
 impl HeaderName {
+    /// `name` must be a token. Known names hold only letters and '-', and for token
+    /// characters `b | 0x20` equals a lowercase letter or '-' only when `b` is that letter
+    /// (either case) or '-', so one OR per byte compares case-insensitively, branch-free.
     #[inline]
     fn from_long(name: &[u8]) -> HeaderName {
         if name.len() > MAX_NAME_LEN {
@@ -146,18 +165,32 @@ impl HeaderName {
             if idx == u8::MAX {
                 break;
             }
-            let h = HeaderName::KNOWN[idx as usize];
-            let known = h.as_str().as_bytes();
-            if known[known.len() - 1] | 0x20 == last && name.eq_ignore_ascii_case(known) {
-                return h;
+            let lower = &LOWER[idx as usize][..name.len()];
+            if lower[name.len() - 1] == last
+                && name
+                    .iter()
+                    .zip(lower)
+                    .fold(0u8, |acc, (&a, &b)| acc | ((a | 0x20) ^ b))
+                    == 0
+            {
+                return HeaderName::KNOWN[idx as usize];
             }
         }
         HeaderName::Other
     }
 
-    /// Classifies a header name as written (long or compact form, any case).
-    #[inline]
+    /// Classifies a header name as written (long or compact form, any case). A name that is
+    /// not a token is [`HeaderName::Other`].
     pub fn from_bytes(name: &[u8]) -> HeaderName {
+        if !crate::message::lex::is_token(name) {
+            return HeaderName::Other;
+        }
+        Self::from_token(name)
+    }
+
+    /// Classifies a name already known to be a token (the parser checked it).
+    #[inline]
+    pub(crate) fn from_token(name: &[u8]) -> HeaderName {
         match name.len() {
             0 => HeaderName::Other,
             1 => Self::from_compact(name[0]),
@@ -203,6 +236,9 @@ mod tests {
         }
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Call\rID"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Call_ID"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
     }
 
     #[test]

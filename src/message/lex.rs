@@ -199,23 +199,16 @@ pub(crate) fn quoted_len(s: &[u8]) -> Result<usize, ValueError> {
 /// An unterminated quote is an error; an unterminated `<` just ends the search.
 pub(crate) fn find_outside(s: &[u8], delim: u8) -> Result<Option<usize>, ValueError> {
     let mut i = 0;
-    let mut in_angle = false;
-    while i < s.len() {
-        let c = s[i];
-        if c == b'"' {
-            i += quoted_len(&s[i..])?;
-            continue;
+    while let Some(p) = memchr::memchr3(delim, b'"', b'<', &s[i..]) {
+        let at = i + p;
+        match s[at] {
+            b'"' => i = at + quoted_len(&s[at..])?,
+            b'<' => match memchr::memchr(b'>', &s[at..]) {
+                Some(gt) => i = at + gt + 1,
+                None => return Ok(None),
+            },
+            _ => return Ok(Some(at)),
         }
-        if in_angle {
-            if c == b'>' {
-                in_angle = false;
-            }
-        } else if c == b'<' {
-            in_angle = true;
-        } else if c == delim {
-            return Ok(Some(i));
-        }
-        i += 1;
     }
     Ok(None)
 }
@@ -301,6 +294,16 @@ pub(crate) enum ParamKind {
 impl<'a> Params<'a> {
     /// Parses `s`, which must start with `;` or be empty, up to its end.
     pub(crate) fn parse(s: &'a [u8], kind: ParamKind) -> Result<Self, ValueError> {
+        Self::parse_visit(s, kind, |_, _| Ok(()))
+    }
+
+    /// Parses like [`Params::parse`] and shows every `(name, value)` (trimmed) to `visit`
+    /// in the same pass, so callers can check or pick parameters without a second walk.
+    pub(crate) fn parse_visit(
+        s: &'a [u8],
+        kind: ParamKind,
+        mut visit: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Result<(), ValueError>,
+    ) -> Result<Self, ValueError> {
         if s.is_empty() {
             return Ok(Params { raw: s });
         }
@@ -319,7 +322,8 @@ impl<'a> Params<'a> {
                 Some(e) => &rest[..e],
                 None => rest,
             };
-            check_param(one, kind)?;
+            let (name, value) = check_param(one, kind)?;
+            visit(name, value)?;
             match end {
                 Some(e) => rest = &rest[e + 1..],
                 None => break,
@@ -363,18 +367,18 @@ impl<'a> Params<'a> {
     }
 }
 
-fn check_param(one: &[u8], kind: ParamKind) -> Result<(), ValueError> {
+/// Checks one parameter; returns its name and value, trimmed.
+fn check_param(one: &[u8], kind: ParamKind) -> Result<(&[u8], Option<&[u8]>), ValueError> {
     let (name, value) = match memchr::memchr(b'=', one) {
-        Some(eq) => (&one[..eq], Some(&one[eq + 1..])),
-        None => (one, None),
+        Some(eq) => (trim_lws(&one[..eq]), Some(trim_lws(&one[eq + 1..]))),
+        None => (trim_lws(one), None),
     };
     match kind {
         ParamKind::Header | ParamKind::Via => {
-            if !is_token(trim_lws(name)) {
+            if !is_token(name) {
                 return Err(ValueError::InvalidParam);
             }
             if let Some(v) = value {
-                let v = trim_lws(v);
                 let ok = if v.first() == Some(&b'"') {
                     quoted_len(v)? == v.len()
                 } else if v.first() == Some(&b'[') {
@@ -404,7 +408,7 @@ fn check_param(one: &[u8], kind: ParamKind) -> Result<(), ValueError> {
             }
         }
     }
-    Ok(())
+    Ok((name, value))
 }
 
 /// Iterator over a validated parameter list.

@@ -243,7 +243,7 @@ impl Message {
             while v_end > v_start && lex::is_lws(data[v_end - 1]) {
                 v_end -= 1;
             }
-            let kind = HeaderName::from_bytes(&data[cur..name_end]);
+            let kind = HeaderName::from_token(&data[cur..name_end]);
             if kind == HeaderName::ContentLength {
                 let v = lex::parse_decimal(&data[v_start..v_end], u64::from(u32::MAX))
                     .map_err(|_| ParseError::InvalidContentLength)? as u32;
@@ -252,7 +252,11 @@ impl Message {
                     _ => content_length = Some(v),
                 }
             }
-            let count = if spilled.is_empty() { inline.len() } else { spilled.len() };
+            let count = if spilled.is_empty() {
+                inline.len()
+            } else {
+                spilled.len()
+            };
             if count >= limits.max_headers {
                 return Err(ParseError::TooManyHeaders {
                     limit: limits.max_headers,

@@ -86,9 +86,14 @@ fn split(value: &[u8]) -> Result<Parts<'_>, ValueError> {
 /// cheap path for matching. [`NameAddr::parse`] checks everything.
 pub(crate) fn tag_param(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
     let parts = split(value)?;
-    Ok(Params::parse(parts.params_raw, ParamKind::Header)?
-        .get("tag")
-        .flatten())
+    let mut tag = None;
+    Params::parse_visit(parts.params_raw, ParamKind::Header, |name, value| {
+        if tag.is_none() && name.eq_ignore_ascii_case(b"tag") {
+            tag = Some(value);
+        }
+        Ok(())
+    })?;
+    Ok(tag.flatten())
 }
 
 impl<'a> NameAddr<'a> {

@@ -56,7 +56,10 @@ impl<'a> Via<'a> {
                 .unwrap_or(sent_by.len()),
             None => sent_by.len(),
         };
-        let params = Params::parse(&s[semi..], ParamKind::Via)?;
+        let mut branch = None;
+        let params = Params::parse_visit(&s[semi..], ParamKind::Via, |name, value| {
+            check_param(name, value, &mut branch)
+        })?;
         Ok(Via {
             protocol: (name, version),
             transport,
@@ -64,7 +67,7 @@ impl<'a> Via<'a> {
             host,
             port,
             params,
-            branch: check_params(params)?,
+            branch,
         })
     }
 
@@ -112,31 +115,33 @@ impl<'a> Via<'a> {
     }
 }
 
-/// Checks the values of the parameters RFC 3261 and RFC 3581 define; returns the branch.
-fn check_params(params: Params<'_>) -> Result<Option<&[u8]>, ValueError> {
-    let mut branch = None;
-    for (name, value) in params.iter() {
-        let ok = if name.eq_ignore_ascii_case(b"branch") {
-            if branch.is_none() {
-                branch = value;
-            }
-            value.is_some_and(lex::is_token)
-        } else if name.eq_ignore_ascii_case(b"ttl") {
-            value.is_some_and(|v| lex::parse_decimal(v, 255).is_ok())
-        } else if name.eq_ignore_ascii_case(b"maddr") {
-            value.is_some_and(|v| uri::parse_host(v).is_ok())
-        } else if name.eq_ignore_ascii_case(b"received") {
-            value.is_some_and(|v| parse_received(v).is_some())
-        } else if name.eq_ignore_ascii_case(b"rport") {
-            value.is_none_or(|v| lex::parse_decimal(v, u64::from(u16::MAX)).is_ok())
-        } else {
-            true
-        };
-        if !ok {
-            return Err(ValueError::InvalidParam);
+/// Checks the value of a parameter RFC 3261 or RFC 3581 defines; remembers the branch.
+fn check_param<'a>(
+    name: &'a [u8],
+    value: Option<&'a [u8]>,
+    branch: &mut Option<&'a [u8]>,
+) -> Result<(), ValueError> {
+    let ok = if name.eq_ignore_ascii_case(b"branch") {
+        if branch.is_none() {
+            *branch = value;
         }
+        value.is_some_and(lex::is_token)
+    } else if name.eq_ignore_ascii_case(b"ttl") {
+        value.is_some_and(|v| lex::parse_decimal(v, 255).is_ok())
+    } else if name.eq_ignore_ascii_case(b"maddr") {
+        value.is_some_and(|v| uri::parse_host(v).is_ok())
+    } else if name.eq_ignore_ascii_case(b"received") {
+        value.is_some_and(|v| parse_received(v).is_some())
+    } else if name.eq_ignore_ascii_case(b"rport") {
+        value.is_none_or(|v| lex::parse_decimal(v, u64::from(u16::MAX)).is_ok())
+    } else {
+        true
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ValueError::InvalidParam)
     }
-    Ok(branch)
 }
 
 fn parse_received(v: &[u8]) -> Option<IpAddr> {
