@@ -92,12 +92,23 @@ impl Span {
     }
 }
 
-/// One header line: its name and its value with surrounding LWS trimmed.
+/// One header line: its name and its value with surrounding LWS trimmed. Packed into 16
+/// bytes so that building one is a single vector store (a 20-byte entry cost a
+/// store-forwarding stall per header).
 #[derive(Clone, Copy, Debug)]
 struct HeaderEntry {
-    name: HeaderName,
-    name_span: Span,
     value: Span,
+    name_start: u32,
+    name_len: u16,
+    name: HeaderName,
+}
+
+impl HeaderEntry {
+    #[inline]
+    fn name_bytes(self, buf: &[u8]) -> &[u8] {
+        let start = self.name_start as usize;
+        &buf[start..start + usize::from(self.name_len)]
+    }
 }
 
 /// Header lines kept on the stack while parsing; more than this spills to one bounded Vec.
@@ -243,6 +254,10 @@ impl Message {
             while v_end > v_start && lex::is_lws(data[v_end - 1]) {
                 v_end -= 1;
             }
+            let name_len = name_end - cur;
+            if name_len > usize::from(u16::MAX) {
+                return Err(ParseError::InvalidHeaderLine { line: line_no });
+            }
             let kind = HeaderName::from_token(&data[cur..name_end]);
             if kind == HeaderName::ContentLength {
                 let v = lex::parse_decimal(&data[v_start..v_end], u64::from(u32::MAX))
@@ -269,7 +284,8 @@ impl Message {
             }
             let entry = HeaderEntry {
                 name: kind,
-                name_span: Span::new(cur, name_end),
+                name_start: cur as u32,
+                name_len: name_len as u16,
                 value: Span::new(v_start, v_end),
             };
             if !spilled.is_empty() {
@@ -417,8 +433,7 @@ impl Message {
         self.headers
             .iter()
             .filter(move |h| {
-                h.name_span
-                    .get(&self.buf)
+                h.name_bytes(&self.buf)
                     .eq_ignore_ascii_case(name.as_bytes())
             })
             .map(move |h| h.value.get(&self.buf))
@@ -448,7 +463,7 @@ impl Message {
     fn entry<'a>(&'a self, h: &HeaderEntry) -> Header<'a> {
         Header {
             name: h.name,
-            name_bytes: h.name_span.get(&self.buf),
+            name_bytes: h.name_bytes(&self.buf),
             value: h.value.get(&self.buf),
         }
     }
@@ -576,6 +591,11 @@ mod tests {
         Call-ID: a84b4c76e66710\r\n\
         CSeq: 63104 OPTIONS\r\n\
         Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn header_entries_are_sixteen_bytes() {
+        assert_eq!(std::mem::size_of::<HeaderEntry>(), 16);
+    }
 
     #[test]
     fn parses_request_line_and_headers() {

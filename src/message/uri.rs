@@ -244,21 +244,45 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
         return parse_ipv6(&s[1..s.len() - 1]).map(Host::V6);
     }
     if s.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
-        let text = std::str::from_utf8(s).map_err(|_| UriError::InvalidHost)?;
-        return text
-            .parse::<Ipv4Addr>()
-            .map(Host::V4)
-            .map_err(|_| UriError::InvalidHost);
+        return parse_ipv4(s).map(Host::V4).ok_or(UriError::InvalidHost);
     }
     // hostname = *( domainlabel "." ) toplabel [ "." ]: labels are non-empty.
     let name = s.strip_suffix(b".").unwrap_or(s);
-    if name.is_empty()
-        || !name.iter().all(|&b| lex::is_host_char(b))
-        || name.split(|&b| b == b'.').any(|label| label.is_empty())
-    {
+    let mut prev_dot = true; // an empty first label is an error too
+    for &b in name {
+        if b == b'.' {
+            if prev_dot {
+                return Err(UriError::InvalidHost);
+            }
+            prev_dot = true;
+        } else if lex::is_host_char(b) {
+            prev_dot = false;
+        } else {
+            return Err(UriError::InvalidHost);
+        }
+    }
+    if prev_dot {
         return Err(UriError::InvalidHost);
     }
     Ok(Host::Domain(s))
+}
+
+/// Dotted-decimal IPv4: four numbers 0-255 of one to three digits.
+pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&b| b == b'.');
+    for o in &mut octets {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let v = p.iter().fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
+        *o = u8::try_from(v).ok()?;
+    }
+    match parts.next() {
+        None => Some(Ipv4Addr::from(octets)),
+        Some(_) => None,
+    }
 }
 
 /// Parses the text of an IPv6 address (no brackets). Rejects what RFC 5118 §4.10 shows the
@@ -334,6 +358,11 @@ mod tests {
         assert_eq!(Uri::parse(b"sip:a@b:65536"), Err(UriError::InvalidPort));
         assert_eq!(Uri::parse(b"sip:a@b..c"), Err(UriError::InvalidHost));
         assert_eq!(Uri::parse(b"sip:a@1.2.3.256"), Err(UriError::InvalidHost));
+        assert_eq!(Uri::parse(b"sip:a@1.2.3"), Err(UriError::InvalidHost));
+        assert_eq!(Uri::parse(b"sip:a@1.2.3.4.5"), Err(UriError::InvalidHost));
+        assert_eq!(Uri::parse(b"sip:a@.b"), Err(UriError::InvalidHost));
+        assert!(matches!(Uri::parse(b"sip:a@b.c."), Ok(Uri::Sip(_))));
+        assert_eq!(parse_ipv4(b"192.0.2.255"), Some(Ipv4Addr::new(192, 0, 2, 255)));
         assert_eq!(Uri::parse(b"sip:a@b;;"), Err(UriError::InvalidParam));
     }
 }

@@ -152,10 +152,7 @@ fn parse_received(v: &[u8]) -> Option<IpAddr> {
     if memchr::memchr(b':', inner).is_some() {
         uri::parse_ipv6(inner).ok().map(IpAddr::V6)
     } else {
-        match uri::parse_host(inner) {
-            Ok(Host::V4(a)) => Some(IpAddr::V4(a)),
-            _ => None,
-        }
+        uri::parse_ipv4(inner).map(IpAddr::V4)
     }
 }
 
