@@ -62,10 +62,10 @@ impl<'a> Iterator for ListValues<'a> {
             let msg = self.msg;
             let pos = msg.headers[self.next_line..]
                 .iter()
-                .position(|h| h.name == self.name)?;
+                .position(|h| h.name() == self.name)?;
             let line = self.next_line + pos;
             self.next_line = line + 1;
-            self.current = Some(ListSplit::new(msg.headers[line].value.get(&msg.buf)));
+            self.current = Some(ListSplit::new(msg.headers[line].value().get(&msg.buf)));
         }
     }
 }

@@ -44,8 +44,8 @@ impl Message {
     /// order, and reports the first failure. Unknown headers are not checked.
     pub fn validate(&self) -> Result<(), ParseError> {
         for h in self.headers.iter() {
-            let v = h.value.get(&self.buf);
-            let res: Result<(), ValueError> = match h.name {
+            let v = h.value().get(&self.buf);
+            let res: Result<(), ValueError> = match h.name() {
                 HeaderName::CallId => values::check_call_id(v),
                 HeaderName::CSeq => CSeq::parse(v).map(drop),
                 HeaderName::From
@@ -78,7 +78,7 @@ impl Message {
                 _ => Ok(()),
             };
             res.map_err(|error| ParseError::InvalidHeader {
-                name: h.name,
+                name: h.name(),
                 error,
             })?;
         }
