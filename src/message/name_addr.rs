@@ -47,7 +47,7 @@ fn split(value: &[u8]) -> Result<Parts<'_>, ValueError> {
             return Err(ValueError::Syntax);
         }
         (Some(&s[1..q - 1]), Some(rest))
-    } else if let Some(lt) = memchr::memchr(b'<', s) {
+    } else if let Some(lt) = lex::find_byte(b'<', s) {
         let name = lex::trim_end_lws(&s[..lt]);
         // display-name = *(token LWS); UTF-8 octets are tolerated unquoted.
         if !name
@@ -62,7 +62,7 @@ fn split(value: &[u8]) -> Result<Parts<'_>, ValueError> {
     };
     Ok(match angle_part {
         Some(rest) => {
-            let gt = memchr::memchr(b'>', rest).ok_or(ValueError::Syntax)?;
+            let gt = lex::find_byte(b'>', rest).ok_or(ValueError::Syntax)?;
             Parts {
                 display,
                 uri_bytes: &rest[1..gt],
@@ -71,7 +71,7 @@ fn split(value: &[u8]) -> Result<Parts<'_>, ValueError> {
             }
         }
         None => {
-            let semi = memchr::memchr(b';', s).unwrap_or(s.len());
+            let semi = lex::find_byte(b';', s).unwrap_or(s.len());
             Parts {
                 display: None,
                 uri_bytes: lex::trim_end_lws(&s[..semi]),
@@ -173,7 +173,7 @@ impl<'a> Contact<'a> {
 
 /// qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ), in thousandths.
 fn parse_qvalue(v: &[u8]) -> Result<u16, ValueError> {
-    let (int, frac) = match memchr::memchr(b'.', v) {
+    let (int, frac) = match lex::find_byte(b'.', v) {
         Some(d) => (&v[..d], &v[d + 1..]),
         None => (v, &v[v.len()..]),
     };

@@ -71,7 +71,7 @@ impl Host<'_> {
 impl<'a> Uri<'a> {
     /// Parses a complete URI (no surrounding white space or angle brackets).
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, UriError> {
-        let colon = memchr::memchr(b':', s).ok_or(UriError::InvalidScheme)?;
+        let colon = lex::find_byte(b':', s).ok_or(UriError::InvalidScheme)?;
         let scheme = &s[..colon];
         if scheme.is_empty()
             || !scheme[0].is_ascii_alphabetic()
@@ -114,10 +114,10 @@ impl<'a> SipUri<'a> {
     fn parse_after_scheme(s: &'a [u8], secure: bool) -> Result<SipUri<'a>, UriError> {
         // '@' cannot appear unescaped in host, params or headers, so the first one ends
         // the userinfo (whose user part may itself hold ';' and '?', RFC 4475 §3.1.1.9).
-        let (user, password, rest) = match memchr::memchr(b'@', s) {
+        let (user, password, rest) = match lex::find_byte(b'@', s) {
             Some(at) => {
                 let userinfo = &s[..at];
-                let (user, password) = match memchr::memchr(b':', userinfo) {
+                let (user, password) = match lex::find_byte(b':', userinfo) {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
                 };
@@ -138,7 +138,7 @@ impl<'a> SipUri<'a> {
             None => (rest, &rest[rest.len()..]),
         };
         let (host, port) = parse_hostport(hostport)?;
-        let (params_raw, headers) = match memchr::memchr(b'?', after) {
+        let (params_raw, headers) = match lex::find_byte(b'?', after) {
             Some(q) => (&after[..q], Some(&after[q + 1..])),
             None => (after, None),
         };
@@ -193,7 +193,7 @@ impl<'a> SipUri<'a> {
 fn check_uri_headers(h: &[u8]) -> Result<(), UriError> {
     // headers = hname "=" hvalue *( "&" hname "=" hvalue ); hvalue may be empty.
     for pair in h.split(|&b| b == b'&') {
-        let eq = memchr::memchr(b'=', pair).ok_or(UriError::InvalidHeaders)?;
+        let eq = lex::find_byte(b'=', pair).ok_or(UriError::InvalidHeaders)?;
         let (name, value) = (&pair[..eq], &pair[eq + 1..]);
         if name.is_empty()
             || !lex::check_uri_chars(name, UriPart::Header)
@@ -208,7 +208,7 @@ fn check_uri_headers(h: &[u8]) -> Result<(), UriError> {
 /// Splits `host[:port]` and parses both parts.
 pub(crate) fn parse_hostport(s: &[u8]) -> Result<(Host<'_>, Option<u16>), UriError> {
     let (host, port) = if s.first() == Some(&b'[') {
-        let close = memchr::memchr(b']', s).ok_or(UriError::InvalidHost)?;
+        let close = lex::find_byte(b']', s).ok_or(UriError::InvalidHost)?;
         let after = &s[close + 1..];
         let port = match after {
             [] => None,
@@ -217,7 +217,7 @@ pub(crate) fn parse_hostport(s: &[u8]) -> Result<(Host<'_>, Option<u16>), UriErr
         };
         (&s[..=close], port)
     } else {
-        match memchr::memchr(b':', s) {
+        match lex::find_byte(b':', s) {
             Some(c) => (&s[..c], Some(&s[c + 1..])),
             None => (s, None),
         }

@@ -78,10 +78,10 @@ impl<'a> MediaType<'a> {
     /// Parses `type "/" subtype *(";" param)`.
     pub fn parse(value: &'a [u8]) -> Result<MediaType<'a>, ValueError> {
         let s = lex::trim_lws(value);
-        let slash = memchr::memchr(b'/', s).ok_or(ValueError::Syntax)?;
+        let slash = lex::find_byte(b'/', s).ok_or(ValueError::Syntax)?;
         let mtype = lex::trim_end_lws(&s[..slash]);
         let rest = lex::trim_start_lws(&s[slash + 1..]);
-        let semi = memchr::memchr(b';', rest).unwrap_or(rest.len());
+        let semi = lex::find_byte(b';', rest).unwrap_or(rest.len());
         let subtype = lex::trim_end_lws(&rest[..semi]);
         if !lex::is_token(mtype) || !lex::is_token(subtype) {
             return Err(ValueError::Syntax);
@@ -208,7 +208,7 @@ impl<'a> Replaces<'a> {
     /// Parses `callid *(";" replaces-param)`; both tags are required.
     pub fn parse(value: &'a [u8]) -> Result<Replaces<'a>, ValueError> {
         let s = lex::trim_lws(value);
-        let semi = memchr::memchr(b';', s).unwrap_or(s.len());
+        let semi = lex::find_byte(b';', s).unwrap_or(s.len());
         let call_id = lex::trim_end_lws(&s[..semi]);
         check_call_id(call_id)?;
         let params = Params::parse(&s[semi..], ParamKind::Header)?;
@@ -280,7 +280,7 @@ impl<'a> SessionExpires<'a> {
     /// Parses `delta-seconds *(";" param)`.
     pub fn parse(value: &'a [u8]) -> Result<SessionExpires<'a>, ValueError> {
         let s = lex::trim_lws(value);
-        let semi = memchr::memchr(b';', s).unwrap_or(s.len());
+        let semi = lex::find_byte(b';', s).unwrap_or(s.len());
         let seconds = parse_delta_seconds(&s[..semi])?;
         let params = Params::parse(&s[semi..], ParamKind::Header)?;
         Ok(SessionExpires { seconds, params })
@@ -319,7 +319,7 @@ impl<'a> Auth<'a> {
         if !params_raw.is_empty() {
             for p in ListSplit::new(params_raw) {
                 let p = p?;
-                let eq = memchr::memchr(b'=', p).ok_or(ValueError::InvalidParam)?;
+                let eq = lex::find_byte(b'=', p).ok_or(ValueError::InvalidParam)?;
                 let name = lex::trim_lws(&p[..eq]);
                 let v = lex::trim_lws(&p[eq + 1..]);
                 let ok_value = if v.first() == Some(&b'"') {
@@ -339,7 +339,7 @@ impl<'a> Auth<'a> {
     pub fn param(&self, name: &str) -> Option<&'a [u8]> {
         ListSplit::new(self.params_raw).find_map(|p| {
             let p = p.ok()?;
-            let eq = memchr::memchr(b'=', p)?;
+            let eq = lex::find_byte(b'=', p)?;
             lex::trim_lws(&p[..eq])
                 .eq_ignore_ascii_case(name.as_bytes())
                 .then(|| lex::unquote(lex::trim_lws(&p[eq + 1..])))
@@ -349,7 +349,7 @@ impl<'a> Auth<'a> {
 
 fn token_with_params(value: &[u8]) -> Result<(&[u8], Params<'_>), ValueError> {
     let s = lex::trim_lws(value);
-    let semi = memchr::memchr(b';', s).unwrap_or(s.len());
+    let semi = lex::find_byte(b';', s).unwrap_or(s.len());
     let token = lex::trim_end_lws(&s[..semi]);
     if !lex::is_token(token) {
         return Err(ValueError::Syntax);
@@ -359,7 +359,7 @@ fn token_with_params(value: &[u8]) -> Result<(&[u8], Params<'_>), ValueError> {
 
 /// callid = word [ "@" word ].
 pub(crate) fn check_call_id(v: &[u8]) -> Result<(), ValueError> {
-    let ok = match memchr::memchr(b'@', v) {
+    let ok = match lex::find_byte(b'@', v) {
         Some(at) => lex::is_word(&v[..at]) && lex::is_word(&v[at + 1..]),
         None => lex::is_word(v),
     };
@@ -417,7 +417,7 @@ pub(crate) fn check_warning(v: &[u8]) -> Result<(), ValueError> {
         let item = item?;
         let ok = item.len() > 4 && item[..3].iter().all(u8::is_ascii_digit) && item[3] == b' ' && {
             let rest = &item[4..];
-            match memchr::memchr(b' ', rest) {
+            match lex::find_byte(b' ', rest) {
                 Some(sp) => {
                     let text = &rest[sp + 1..];
                     sp > 0 && text.first() == Some(&b'"') && lex::quoted_len(text)? == text.len()

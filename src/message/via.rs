@@ -44,7 +44,7 @@ impl<'a> Via<'a> {
             return Err(ValueError::Syntax); // LWS between sent-protocol and sent-by
         }
         let s = trimmed;
-        let semi = memchr::memchr(b';', s).unwrap_or(s.len());
+        let semi = lex::find_byte(b';', s).unwrap_or(s.len());
         // COLON = SWS ":" SWS would allow `host : port`; such a rare sent-by is rejected
         // rather than rebuilt, because views are zero-copy.
         let sent_by = lex::trim_end_lws(&s[..semi]);
@@ -149,7 +149,7 @@ fn parse_received(v: &[u8]) -> Option<IpAddr> {
         .strip_prefix(b"[")
         .and_then(|v| v.strip_suffix(b"]"))
         .unwrap_or(v);
-    if memchr::memchr(b':', inner).is_some() {
+    if lex::find_byte(b':', inner).is_some() {
         uri::parse_ipv6(inner).ok().map(IpAddr::V6)
     } else {
         uri::parse_ipv4(inner).map(IpAddr::V4)
