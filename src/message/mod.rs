@@ -58,7 +58,8 @@ pub use via::{Via, ViaIter};
 pub struct ParseLimits {
     /// Largest datagram accepted, in bytes (default 64 KiB, the largest UDP payload).
     pub max_message_size: usize,
-    /// Most header lines accepted (default 256).
+    /// Most header lines accepted (default 256; at most 65,534, since the header index holds
+    /// positions as u16).
     pub max_headers: usize,
 }
 
@@ -217,6 +218,7 @@ impl Message {
         // Header lines are collected on the stack (uninitialised slots cost nothing) and
         // copied once into an exact Vec: the message's one allocation. A message with more
         // lines spills to one Vec sized by the configured limit instead.
+        let max_headers = limits.max_headers.min(usize::from(NO_INDEX) - 1);
         let mut inline: ArrayVec<HeaderEntry, INLINE_HEADERS> = ArrayVec::new();
         let mut spilled: Vec<HeaderEntry> = Vec::new();
         let mut first = [NO_INDEX; HeaderName::COUNT];
@@ -302,10 +304,8 @@ impl Message {
             } else {
                 spilled.len()
             };
-            if count >= limits.max_headers {
-                return Err(ParseError::TooManyHeaders {
-                    limit: limits.max_headers,
-                });
+            if count >= max_headers {
+                return Err(ParseError::TooManyHeaders { limit: max_headers });
             }
             if let Some(idx) = kind.index()
                 && first[idx] == NO_INDEX
@@ -316,8 +316,9 @@ impl Message {
             if !spilled.is_empty() {
                 spilled.push(entry);
             } else if let Err(full) = inline.try_push(entry) {
-                // Bounded by the configured limit, not by the input.
-                spilled.reserve_exact(limits.max_headers);
+                // Bounded by the configured limit and by what the datagram can hold (a header
+                // line takes at least 3 bytes, "a:\n").
+                spilled.reserve_exact(max_headers.min(data.len() / 3 + 1));
                 spilled.extend_from_slice(&inline);
                 spilled.push(full.element());
             }
@@ -718,6 +719,21 @@ mod tests {
             Message::parse_with(many, &limits).unwrap_err(),
             ParseError::TooManyHeaders { limit: 2 }
         );
+    }
+
+    #[test]
+    fn huge_limits_are_capped_not_trusted() {
+        let limits = ParseLimits {
+            max_message_size: usize::MAX,
+            max_headers: usize::MAX,
+        };
+        let mut s = String::from("OPTIONS sip:a@b SIP/2.0\r\n");
+        for i in 0..100 {
+            s.push_str(&format!("X-H{i}: {i}\r\n"));
+        }
+        s.push_str("\r\n");
+        let m = Message::parse_with(Bytes::from(s), &limits).unwrap();
+        assert_eq!(m.header_count(), 100);
     }
 
     #[test]
