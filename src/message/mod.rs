@@ -266,11 +266,15 @@ impl Message {
                 };
                 if data[cur] == b'<'
                     && let Some(prev) = prev
+                    && matches!(
+                        prev.name(),
+                        HeaderName::Route | HeaderName::RecordRoute | HeaderName::Contact
+                    )
                     && prev.value().get(data).last() == Some(&b',')
                 {
-                    // A list element on a line of its own after "…,": the fold lost its
-                    // leading white space (RFC 3665 §3.10 F4 is printed so). '<' cannot start
-                    // a header name, so the line can only continue the previous list.
+                    // An address on a line of its own after "…," in an address list: the
+                    // fold lost its leading white space (RFC 3665 §3.10 F4 is printed so).
+                    // '<' cannot start a header name, so the line can only continue the list.
                     let end = cur + lex::trim_end_lws(&data[cur..lf]).len();
                     prev.set_value_end(end as u32);
                     cur = lf + 1;
