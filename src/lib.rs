@@ -5,12 +5,14 @@
 //!
 //! - [`message`]: zero-copy parsing of SIP messages over [`bytes::Bytes`], typed header
 //!   views, a builder, and id generators.
+//! - [`timer`]: the hierarchical timer wheel each shard owns.
 //!
 //! Later layers (transactions, dialogs, the shard, the runtime) build on it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod message;
+pub mod timer;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
