@@ -6,6 +6,7 @@
 //! - [`message`]: zero-copy parsing of SIP messages over [`bytes::Bytes`], typed header
 //!   views, a builder, and id generators.
 //! - [`timer`]: the hierarchical timer wheel each shard owns.
+//! - [`transaction`]: RFC 3261 §17 client and server transactions (RFC 6026), sans-IO.
 //!
 //! Later layers (transactions, dialogs, the shard, the runtime) build on it.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@
 
 pub mod message;
 pub mod timer;
+pub mod transaction;
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

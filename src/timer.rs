@@ -160,7 +160,8 @@ impl<T> TimerWheel<T> {
         if self.expired_head != NIL {
             return Some(self.instant_of(self.elapsed));
         }
-        self.next_due_slot().map(|(_, _, tick)| self.instant_of(tick))
+        self.next_due_slot()
+            .map(|(_, _, tick)| self.instant_of(tick))
     }
 
     /// Hands out the next timer due at `now`, in deadline order; `None` when no more are due.
@@ -333,10 +334,16 @@ mod tests {
         w.insert(t0 + Duration::from_millis(10), "b");
         assert_eq!(w.next_deadline(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(w.poll_expired(t0 + Duration::from_millis(9)), None);
-        assert_eq!(w.poll_expired(t0 + Duration::from_millis(10)).map(|x| x.1), Some("b"));
+        assert_eq!(
+            w.poll_expired(t0 + Duration::from_millis(10)).map(|x| x.1),
+            Some("b")
+        );
         assert_eq!(w.next_deadline(), Some(t0 + Duration::from_millis(30)));
         assert_eq!(w.poll_expired(t0 + Duration::from_millis(29)), None);
-        assert_eq!(w.poll_expired(t0 + Duration::from_millis(30)).map(|x| x.1), Some("a"));
+        assert_eq!(
+            w.poll_expired(t0 + Duration::from_millis(30)).map(|x| x.1),
+            Some("a")
+        );
         assert!(w.is_empty());
     }
 
@@ -348,7 +355,11 @@ mod tests {
         assert_eq!(w.cancel(h), Some(1));
         assert_eq!(w.cancel(h), None);
         let h2 = w.insert(t0 + Duration::from_secs(1), 2); // reuses the slab slot
-        assert_eq!(w.cancel(h), None, "old generation must not cancel the new timer");
+        assert_eq!(
+            w.cancel(h),
+            None,
+            "old generation must not cancel the new timer"
+        );
         assert_eq!(w.len(), 1);
         let (fired, v) = w.poll_expired(t0 + Duration::from_secs(2)).unwrap();
         assert_eq!((fired, v), (h2, 2));
@@ -367,7 +378,11 @@ mod tests {
         while let Some(d) = w.next_deadline() {
             // A wake-up may only cascade timers down a level; it never fires one early.
             while let Some((_, v)) = w.poll_expired(d) {
-                assert_eq!(d, t0 + Duration::from_secs(v), "fires exactly on a tick boundary");
+                assert_eq!(
+                    d,
+                    t0 + Duration::from_secs(v),
+                    "fires exactly on a tick boundary"
+                );
                 fired.push(v);
             }
             wakeups += 1;
@@ -404,7 +419,10 @@ mod tests {
                         id += 1;
                     }
                     5..=6 => {
-                        if let Some((&k, &h)) = model.iter().nth(rng.next_u32() as usize % model.len().max(1)) {
+                        if let Some((&k, &h)) = model
+                            .iter()
+                            .nth(rng.next_u32() as usize % model.len().max(1))
+                        {
                             assert_eq!(w.cancel(h), Some(k.1));
                             model.remove(&k);
                         }
@@ -440,17 +458,29 @@ mod tests {
                         // Deadline order across ticks.
                         let ticks: Vec<u64> = fired
                             .iter()
-                            .map(|v| due.iter().find(|k| k.1 == *v).map(|k| k.0.div_ceil(res_ns)).unwrap_or(0))
+                            .map(|v| {
+                                due.iter()
+                                    .find(|k| k.1 == *v)
+                                    .map(|k| k.0.div_ceil(res_ns))
+                                    .unwrap_or(0)
+                            })
                             .collect();
-                        assert!(ticks.windows(2).all(|p| p[0] <= p[1]), "seed {seed}: out of order");
+                        assert!(
+                            ticks.windows(2).all(|p| p[0] <= p[1]),
+                            "seed {seed}: out of order"
+                        );
                     }
                 }
                 assert_eq!(w.len(), model.len());
-                if let (Some(next), Some(((d, _), _))) = (w.next_deadline(), model.first_key_value()) {
+                if let (Some(next), Some(((d, _), _))) =
+                    (w.next_deadline(), model.first_key_value())
+                {
                     // The wheel's next deadline is never later than the earliest model timer's
                     // tick (it may be earlier: a cascade point).
                     let res_ns = RES.as_nanos() as u64;
-                    assert!(next.duration_since(t0).as_nanos() as u64 <= d.div_ceil(res_ns) * res_ns);
+                    assert!(
+                        next.duration_since(t0).as_nanos() as u64 <= d.div_ceil(res_ns) * res_ns
+                    );
                 }
             }
         }

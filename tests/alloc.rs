@@ -48,7 +48,12 @@ fn allocations_during<T>(f: impl FnOnce() -> T) -> (usize, T) {
 fn check(name: &str, data: Bytes) {
     let (n, parsed) = allocations_during(|| Message::parse(data.clone()));
     let m = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(n, 1, "{name}: {n} allocations to parse {} headers", m.header_count());
+    assert_eq!(
+        n,
+        1,
+        "{name}: {n} allocations to parse {} headers",
+        m.header_count()
+    );
     let (n, _) = allocations_during(|| {
         let keys = (
             m.call_id().map(<[u8]>::len),
@@ -57,7 +62,11 @@ fn check(name: &str, data: Bytes) {
             m.to_tag().map(|t| t.map(<[u8]>::len)),
             m.top_via().map(|v| v.branch().map(<[u8]>::len)),
         );
-        let all = (m.validate(), m.check_request().err(), m.check_response().err());
+        let all = (
+            m.validate(),
+            m.check_request().err(),
+            m.check_response().err(),
+        );
         let lists = m.vias().count() + m.contacts().count() + m.record_routes().count();
         let scan = find_call_id(&data).map(<[u8]>::len);
         std::hint::black_box((keys, all, lists, scan))
@@ -69,7 +78,10 @@ fn check(name: &str, data: Bytes) {
 fn one_allocation_per_message() {
     for (name, data) in [
         ("invite", &include_bytes!("../benches/data/invite.sip")[..]),
-        ("response_200", &include_bytes!("../benches/data/response_200.sip")[..]),
+        (
+            "response_200",
+            &include_bytes!("../benches/data/response_200.sip")[..],
+        ),
         ("ack", &include_bytes!("../benches/data/ack.sip")[..]),
     ] {
         check(name, Bytes::from_static(data));

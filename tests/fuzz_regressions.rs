@@ -16,7 +16,11 @@ fn check(data: &[u8]) {
     }
     let mut buf = BytesMut::new();
     let built = if m.is_request() {
-        let mut b = RequestBuilder::new(&mut buf, m.method_bytes().unwrap(), m.request_uri_bytes().unwrap());
+        let mut b = RequestBuilder::new(
+            &mut buf,
+            m.method_bytes().unwrap(),
+            m.request_uri_bytes().unwrap(),
+        );
         for h in m.headers() {
             b.header(std::str::from_utf8(h.name_bytes).unwrap(), h.value);
         }
@@ -32,8 +36,13 @@ fn check(data: &[u8]) {
         let again = Message::parse(buf.freeze()).unwrap();
         assert_eq!(m.body_bytes(), again.body_bytes());
         assert_eq!(
-            m.headers().filter(|h| h.name != HeaderName::ContentLength).count(),
-            again.headers().filter(|h| h.name != HeaderName::ContentLength).count()
+            m.headers()
+                .filter(|h| h.name != HeaderName::ContentLength)
+                .count(),
+            again
+                .headers()
+                .filter(|h| h.name != HeaderName::ContentLength)
+                .count()
         );
     }
 }

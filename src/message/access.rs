@@ -131,6 +131,16 @@ impl Message {
         Via::parse(first).map_err(invalid(HeaderName::Via))
     }
 
+    /// The topmost Via value as written (for copying into an ACK or CANCEL).
+    pub fn top_via_bytes(&self) -> Option<&[u8]> {
+        let line = self.header(HeaderName::Via)?;
+        match lex::find_outside(line, b',') {
+            Ok(Some(comma)) => Some(lex::trim_lws(&line[..comma])),
+            Ok(None) => Some(line),
+            Err(_) => None,
+        }
+    }
+
     /// Every Via value, top first.
     pub fn vias(&self) -> ViaIter<'_> {
         ViaIter::new(ListValues::new(self, HeaderName::Via))

@@ -119,7 +119,10 @@ impl HeaderEntry {
     #[inline]
     fn name(self) -> HeaderName {
         let idx = usize::from((self.hi >> 48) as u8);
-        HeaderName::KNOWN.get(idx).copied().unwrap_or(HeaderName::Other)
+        HeaderName::KNOWN
+            .get(idx)
+            .copied()
+            .unwrap_or(HeaderName::Other)
     }
 
     #[inline]

@@ -362,7 +362,10 @@ mod tests {
         assert_eq!(Uri::parse(b"sip:a@1.2.3.4.5"), Err(UriError::InvalidHost));
         assert_eq!(Uri::parse(b"sip:a@.b"), Err(UriError::InvalidHost));
         assert!(matches!(Uri::parse(b"sip:a@b.c."), Ok(Uri::Sip(_))));
-        assert_eq!(parse_ipv4(b"192.0.2.255"), Some(Ipv4Addr::new(192, 0, 2, 255)));
+        assert_eq!(
+            parse_ipv4(b"192.0.2.255"),
+            Some(Ipv4Addr::new(192, 0, 2, 255))
+        );
         assert_eq!(Uri::parse(b"sip:a@b;;"), Err(UriError::InvalidParam));
     }
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the conformance tests: where the shared corpus lives, and reading it
-//! byte-exact.
+//! byte-exact, and the simulated network.
 #![allow(dead_code)]
+
+pub mod sim;
 
 use std::path::PathBuf;
 

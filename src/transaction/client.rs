@@ -1,0 +1,432 @@
+//! Client transactions: INVITE (§17.1.1, RFC 6026 Accepted) and non-INVITE (§17.1.2).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{
+    ClientTxnId, Retransmit, SlotId, State, Transaction, TransactionLayer, TxnError, TxnEvent,
+    TxnId, key,
+};
+use crate::message::{HeaderName, Message, Method, RequestBuilder};
+use crate::timer::TimerHandle;
+use crate::transaction::TimerName;
+
+/// INVITE client transaction states (Terminated = removed from the table).
+#[derive(Debug)]
+pub(super) enum ClientInvite {
+    /// Request sent; Timer A (unreliable only) retransmits, Timer B times out.
+    Calling {
+        retransmit: Option<Retransmit>,
+        timeout: TimerHandle,
+    },
+    /// A provisional response arrived: no more retransmissions, no timeout here.
+    Proceeding,
+    /// A 300-699 arrived and was ACKed; Timer D absorbs its retransmissions.
+    Completed { ack: Bytes, wait: TimerHandle },
+    /// A 2xx arrived (RFC 6026): further 2xx pass up until Timer M.
+    Accepted { wait: TimerHandle },
+}
+
+/// Non-INVITE client transaction states.
+#[derive(Debug)]
+pub(super) enum ClientNonInvite {
+    /// Request sent; Timer E retransmits (unreliable only), Timer F times out.
+    Trying {
+        retransmit: Option<Retransmit>,
+        timeout: TimerHandle,
+    },
+    /// A provisional response arrived; E keeps retransmitting at T2.
+    Proceeding {
+        retransmit: Option<Retransmit>,
+        timeout: TimerHandle,
+    },
+    /// A final response arrived; Timer K absorbs its retransmissions.
+    Completed { wait: TimerHandle },
+}
+
+impl ClientInvite {
+    pub(super) fn timers(&self) -> [Option<TimerHandle>; 2] {
+        match self {
+            ClientInvite::Calling {
+                retransmit,
+                timeout,
+            } => [retransmit.map(|r| r.timer), Some(*timeout)],
+            ClientInvite::Proceeding => [None, None],
+            ClientInvite::Completed { wait, .. } | ClientInvite::Accepted { wait } => {
+                [Some(*wait), None]
+            }
+        }
+    }
+}
+
+impl ClientNonInvite {
+    pub(super) fn timers(&self) -> [Option<TimerHandle>; 2] {
+        match self {
+            ClientNonInvite::Trying {
+                retransmit,
+                timeout,
+            }
+            | ClientNonInvite::Proceeding {
+                retransmit,
+                timeout,
+            } => [retransmit.map(|r| r.timer), Some(*timeout)],
+            ClientNonInvite::Completed { wait } => [Some(*wait), None],
+        }
+    }
+}
+
+impl TransactionLayer {
+    /// Starts a client transaction: sends `request` (built by the caller, whose top Via
+    /// carries `branch`) to `destination` and retransmits it as §17.1 says. `method` is the
+    /// request's method as written. ACK is not a transaction: use
+    /// [`TransactionLayer::send_stateless`].
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        reliable: bool,
+        method: &[u8],
+        branch: &[u8],
+        request: Bytes,
+    ) -> Result<ClientTxnId, TxnError> {
+        let kind = Method::from_bytes(method);
+        if kind == Method::Ack {
+            return Err(TxnError::InvalidState {
+                current: "ACK has no transaction",
+            });
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        key::client_key(&mut scratch, branch, method);
+        let duplicate = self.by_key.contains_key(scratch.as_slice());
+        let key: Box<[u8]> = scratch.as_slice().into();
+        self.scratch = scratch;
+        if duplicate {
+            return Err(TxnError::DuplicateBranch);
+        }
+        // Placeholder state; replaced below once the timers (which need the id) exist.
+        let id = self.insert(Transaction {
+            key,
+            peer: destination,
+            reliable,
+            request: request.clone(),
+            state: State::ClientInvite(ClientInvite::Proceeding),
+        });
+        self.stats.client_created += 1;
+        self.transmit(destination, request);
+        let timeout = self.set_timer(
+            now,
+            id,
+            if kind == Method::Invite {
+                TimerName::B
+            } else {
+                TimerName::F
+            },
+            self.config.timeout(),
+        );
+        let retransmit = self
+            .config
+            .first_retransmit(reliable)
+            .map(|interval| Retransmit {
+                timer: self.set_timer(
+                    now,
+                    id,
+                    if kind == Method::Invite {
+                        TimerName::A
+                    } else {
+                        TimerName::E
+                    },
+                    interval,
+                ),
+                interval,
+            });
+        let state = if kind == Method::Invite {
+            State::ClientInvite(ClientInvite::Calling {
+                retransmit,
+                timeout,
+            })
+        } else {
+            State::ClientNonInvite(ClientNonInvite::Trying {
+                retransmit,
+                timeout,
+            })
+        };
+        if let Some(txn) = self.get_mut(id) {
+            txn.state = state;
+        }
+        Ok(ClientTxnId(id))
+    }
+
+    pub(super) fn client_invite_timer(&mut self, now: Instant, id: SlotId, name: TimerName) {
+        let Some(txn) = self.get_mut(id) else { return };
+        let State::ClientInvite(state) = &mut txn.state else {
+            return;
+        };
+        match (name, state) {
+            (
+                TimerName::A,
+                ClientInvite::Calling {
+                    retransmit: Some(r),
+                    ..
+                },
+            ) => {
+                // Timer A doubles without a cap (§17.1.1.2); only E and G stop at T2.
+                r.interval *= 2;
+                let (peer, request, interval) = (txn.peer, txn.request.clone(), r.interval);
+                let timer = self.set_timer(now, id, TimerName::A, interval);
+                if let Some(Transaction {
+                    state:
+                        State::ClientInvite(ClientInvite::Calling {
+                            retransmit: Some(r),
+                            ..
+                        }),
+                    ..
+                }) = self.get_mut(id)
+                {
+                    r.timer = timer;
+                }
+                self.stats.request_retransmissions += 1;
+                self.transmit(peer, request);
+            }
+            (TimerName::B, ClientInvite::Calling { .. }) => {
+                self.stats.timeouts += 1;
+                self.events.push_back(TxnEvent::Timeout {
+                    txn: TxnId::Client(ClientTxnId(id)),
+                });
+                self.terminate(id);
+            }
+            (TimerName::D, ClientInvite::Completed { .. })
+            | (TimerName::M, ClientInvite::Accepted { .. }) => self.terminate(id),
+            _ => {}
+        }
+    }
+
+    pub(super) fn client_non_invite_timer(&mut self, now: Instant, id: SlotId, name: TimerName) {
+        let t2 = self.config.t2;
+        let Some(txn) = self.get_mut(id) else { return };
+        let State::ClientNonInvite(state) = &mut txn.state else {
+            return;
+        };
+        match (name, state) {
+            (
+                TimerName::E,
+                ClientNonInvite::Trying {
+                    retransmit: Some(r),
+                    ..
+                },
+            ) => {
+                r.interval = (r.interval * 2).min(t2);
+            }
+            (
+                TimerName::E,
+                ClientNonInvite::Proceeding {
+                    retransmit: Some(r),
+                    ..
+                },
+            ) => {
+                r.interval = t2;
+            }
+            (TimerName::F, ClientNonInvite::Trying { .. } | ClientNonInvite::Proceeding { .. }) => {
+                self.stats.timeouts += 1;
+                self.events.push_back(TxnEvent::Timeout {
+                    txn: TxnId::Client(ClientTxnId(id)),
+                });
+                return self.terminate(id);
+            }
+            (TimerName::K, ClientNonInvite::Completed { .. }) => return self.terminate(id),
+            _ => return,
+        }
+        // Timer E fired: retransmit and re-arm with the interval chosen above. The first
+        // transmission waited T1; each later one waits the interval it was re-armed with.
+        let (peer, request) = (txn.peer, txn.request.clone());
+        let interval = match &txn.state {
+            State::ClientNonInvite(
+                ClientNonInvite::Trying {
+                    retransmit: Some(r),
+                    ..
+                }
+                | ClientNonInvite::Proceeding {
+                    retransmit: Some(r),
+                    ..
+                },
+            ) => r.interval,
+            _ => return,
+        };
+        let timer = self.set_timer(now, id, TimerName::E, interval);
+        if let Some(Transaction {
+            state:
+                State::ClientNonInvite(
+                    ClientNonInvite::Trying {
+                        retransmit: Some(r),
+                        ..
+                    }
+                    | ClientNonInvite::Proceeding {
+                        retransmit: Some(r),
+                        ..
+                    },
+                ),
+            ..
+        }) = self.get_mut(id)
+        {
+            r.timer = timer;
+        }
+        self.stats.request_retransmissions += 1;
+        self.transmit(peer, request);
+    }
+
+    pub(super) fn client_invite_response(&mut self, now: Instant, id: SlotId, response: Message) {
+        let Some(code) = response.status() else {
+            return;
+        };
+        let Some(txn) = self.get_mut(id) else { return };
+        let State::ClientInvite(state) = &mut txn.state else {
+            return;
+        };
+        let txn_id = ClientTxnId(id);
+        match state {
+            ClientInvite::Calling { .. } | ClientInvite::Proceeding => {
+                let old = std::mem::replace(state, ClientInvite::Proceeding);
+                let reliable = txn.reliable;
+                let request = txn.request.clone();
+                let peer = txn.peer;
+                for t in old.timers().into_iter().flatten() {
+                    self.timers.cancel(t);
+                }
+                match code {
+                    100..=199 => {}
+                    200..=299 => {
+                        let wait = self.set_timer(now, id, TimerName::M, self.config.timeout());
+                        self.set_client_invite(id, ClientInvite::Accepted { wait });
+                    }
+                    _ => {
+                        let ack = build_ack(&request, &response);
+                        if let Some(ack) = &ack {
+                            self.transmit(peer, ack.clone());
+                        }
+                        let d = self.config.d(reliable);
+                        self.events.push_back(TxnEvent::Response {
+                            txn: txn_id,
+                            response,
+                        });
+                        if d.is_zero() {
+                            return self.terminate(id);
+                        }
+                        let wait = self.set_timer(now, id, TimerName::D, d);
+                        self.set_client_invite(
+                            id,
+                            ClientInvite::Completed {
+                                ack: ack.unwrap_or_default(),
+                                wait,
+                            },
+                        );
+                        return;
+                    }
+                }
+                self.events.push_back(TxnEvent::Response {
+                    txn: txn_id,
+                    response,
+                });
+            }
+            ClientInvite::Completed { ack, .. } => {
+                // A retransmitted non-2xx final: ACK it again, do not pass it up.
+                let (peer, ack) = (txn.peer, ack.clone());
+                self.stats.responses_absorbed += 1;
+                if code >= 300 && !ack.is_empty() {
+                    self.transmit(peer, ack);
+                }
+            }
+            ClientInvite::Accepted { .. } => {
+                if (200..300).contains(&code) {
+                    self.events.push_back(TxnEvent::Response {
+                        txn: txn_id,
+                        response,
+                    });
+                } else {
+                    self.stats.responses_absorbed += 1;
+                }
+            }
+        }
+    }
+
+    fn set_client_invite(&mut self, id: SlotId, state: ClientInvite) {
+        if let Some(txn) = self.get_mut(id) {
+            txn.state = State::ClientInvite(state);
+        }
+    }
+
+    pub(super) fn client_non_invite_response(
+        &mut self,
+        now: Instant,
+        id: SlotId,
+        response: Message,
+    ) {
+        let Some(code) = response.status() else {
+            return;
+        };
+        let Some(txn) = self.get_mut(id) else { return };
+        let State::ClientNonInvite(state) = &mut txn.state else {
+            return;
+        };
+        let reliable = txn.reliable;
+        match state {
+            ClientNonInvite::Completed { .. } => {
+                self.stats.responses_absorbed += 1;
+                return;
+            }
+            ClientNonInvite::Trying {
+                retransmit,
+                timeout,
+            } if code < 200 => {
+                *state = ClientNonInvite::Proceeding {
+                    retransmit: *retransmit,
+                    timeout: *timeout,
+                };
+            }
+            ClientNonInvite::Proceeding { .. } if code < 200 => {}
+            _ => {
+                for t in state.timers().into_iter().flatten() {
+                    self.timers.cancel(t);
+                }
+                self.events.push_back(TxnEvent::Response {
+                    txn: ClientTxnId(id),
+                    response,
+                });
+                let k = self.config.i_k(reliable);
+                if k.is_zero() {
+                    return self.terminate(id);
+                }
+                let wait = self.set_timer(now, id, TimerName::K, k);
+                if let Some(txn) = self.get_mut(id) {
+                    txn.state = State::ClientNonInvite(ClientNonInvite::Completed { wait });
+                }
+                return;
+            }
+        }
+        self.events.push_back(TxnEvent::Response {
+            txn: ClientTxnId(id),
+            response,
+        });
+    }
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): Request-URI, Call-ID, From, CSeq
+/// number and the top Via of the request (same branch), To of the response, the request's
+/// Route headers.
+fn build_ack(request: &Bytes, response: &Message) -> Option<Bytes> {
+    let req = Message::parse(request.clone()).ok()?;
+    let cseq = req.cseq().ok()?;
+    let mut buf = BytesMut::with_capacity(request.len().min(1024));
+    let mut b = RequestBuilder::new(&mut buf, b"ACK", req.request_uri_bytes()?);
+    b.header("Via", req.top_via_bytes()?);
+    for route in req.header_values(HeaderName::Route) {
+        b.header("Route", route);
+    }
+    b.header("Max-Forwards", b"70")
+        .header("From", req.header(HeaderName::From)?)
+        .header("To", response.header(HeaderName::To)?)
+        .header("Call-ID", req.call_id()?)
+        .header("CSeq", format!("{} ACK", cseq.seq).as_bytes());
+    b.finish(b"").ok()?;
+    Some(buf.freeze())
+}

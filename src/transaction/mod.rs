@@ -1,0 +1,515 @@
+//! The transaction layer (RFC 3261 §17, RFC 6026): client and server, INVITE and non-INVITE,
+//! timers A–M, matching, retransmission and absorption, on one shard.
+//!
+//! # What it owns, what it may not touch
+//! The shard's transaction table and its timer wheel (which the dialog layer shares through
+//! [`TransactionLayer::schedule`]). It is sans-IO: time comes in as `now`, datagrams come in
+//! already parsed, and what must go out is queued for [`TransactionLayer::poll_transmit`]. It
+//! never reads the clock, touches a socket, spawns or locks.
+//!
+//! # Driving it
+//! After every `handle_*` or `send_*` call, and after [`TransactionLayer::handle_timeout`],
+//! drain [`TransactionLayer::poll_transmit`] and [`TransactionLayer::poll_event`], then sleep
+//! until [`TransactionLayer::poll_timeout`].
+//!
+//! # States
+//! Each machine's states are an enum whose variants hold exactly the timers and messages that
+//! state needs; Terminated is the transaction's removal from the table (with a
+//! [`TxnEvent::Terminated`]).
+
+mod client;
+mod config;
+mod key;
+mod server;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::message::{Message, Method, ParseError};
+use crate::timer::{TimerHandle, TimerWheel};
+
+pub use config::{TimerConfig, TimerName};
+
+use client::{ClientInvite, ClientNonInvite};
+use server::{ServerInvite, ServerNonInvite};
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The bytes (usually a zero-copy handle on a message built or received earlier).
+    pub payload: Bytes,
+}
+
+/// A slab position plus generation: a stale id never reaches a newer transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct SlotId {
+    index: u32,
+    generation: u32,
+}
+
+/// A client transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientTxnId(SlotId);
+
+/// A server transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServerTxnId(SlotId);
+
+/// Either kind of transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TxnId {
+    /// A client transaction.
+    Client(ClientTxnId),
+    /// A server transaction.
+    Server(ServerTxnId),
+}
+
+/// What the transaction layer tells its user (the dialog layer, or a test).
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum TxnEvent {
+    /// A request that created a server transaction (not ACK, not CANCEL). Answer it with
+    /// [`TransactionLayer::send_response`].
+    Request {
+        /// The new server transaction.
+        txn: ServerTxnId,
+        /// The request.
+        request: Message,
+        /// Where it came from.
+        from: SocketAddr,
+    },
+    /// A CANCEL (its own server transaction) and the INVITE transaction it cancels, if that
+    /// is still known (§9.2). Answer the CANCEL; answer the INVITE 487 if it is pending.
+    Cancel {
+        /// The CANCEL's server transaction.
+        txn: ServerTxnId,
+        /// The INVITE server transaction with the same branch and sent-by, if any.
+        invite: Option<ServerTxnId>,
+        /// The CANCEL.
+        request: Message,
+        /// Where it came from.
+        from: SocketAddr,
+    },
+    /// An ACK the transaction layer does not absorb: the ACK to a 2xx (its own branch, so it
+    /// matches no transaction), or one reaching an INVITE server transaction in Accepted.
+    Ack {
+        /// The ACK.
+        request: Message,
+        /// Where it came from.
+        from: SocketAddr,
+    },
+    /// A response passed up by a client transaction, including 2xx retransmissions and 2xx
+    /// from other forks while the INVITE transaction is Accepted (RFC 6026).
+    Response {
+        /// The client transaction.
+        txn: ClientTxnId,
+        /// The response.
+        response: Message,
+    },
+    /// A response that matches no client transaction (a 2xx retransmitted after Timer M):
+    /// the dialog layer re-sends its ACK (§13.2.2.4).
+    StrayResponse {
+        /// The response.
+        response: Message,
+        /// Where it came from.
+        from: SocketAddr,
+    },
+    /// Timer B or F (no final response), or Timer H (no ACK for a non-2xx final).
+    Timeout {
+        /// The transaction, which is now terminated.
+        txn: TxnId,
+    },
+    /// The runtime reported that a message of this transaction could not be sent.
+    TransportError {
+        /// The transaction, which is now terminated.
+        txn: TxnId,
+    },
+    /// The transaction ended (after any Timeout or TransportError for it).
+    Terminated {
+        /// The transaction.
+        txn: TxnId,
+    },
+    /// A timer scheduled with [`TransactionLayer::schedule`] fired.
+    UserTimer {
+        /// The token given to `schedule`.
+        token: u64,
+    },
+}
+
+/// Why a command from the transaction user was refused.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnError {
+    /// No such transaction (never existed, or terminated).
+    UnknownTransaction,
+    /// The transaction cannot take this: e.g. a second final response.
+    InvalidState {
+        /// The state the transaction is in.
+        current: &'static str,
+    },
+    /// The status code is outside 100-699.
+    InvalidStatus,
+    /// A client transaction with this branch and method already exists.
+    DuplicateBranch,
+}
+
+impl std::fmt::Display for TxnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TxnError::UnknownTransaction => f.write_str("unknown transaction"),
+            TxnError::InvalidState { current } => write!(f, "transaction is {current}"),
+            TxnError::InvalidStatus => f.write_str("status code outside 100-699"),
+            TxnError::DuplicateBranch => f.write_str("branch already in use"),
+        }
+    }
+}
+
+impl std::error::Error for TxnError {}
+
+/// Counters of one transaction layer (one shard); summed across shards on demand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TxnStats {
+    /// Client transactions created.
+    pub client_created: u64,
+    /// Server transactions created.
+    pub server_created: u64,
+    /// Requests re-sent by Timer A or E.
+    pub request_retransmissions: u64,
+    /// Responses re-sent by Timer G or for a retransmitted request.
+    pub response_retransmissions: u64,
+    /// Retransmitted requests absorbed by a server transaction.
+    pub requests_absorbed: u64,
+    /// Retransmitted responses absorbed by a client transaction.
+    pub responses_absorbed: u64,
+    /// 100 Trying sent on the TU's behalf.
+    pub trying_sent: u64,
+    /// Timers B, F and H.
+    pub timeouts: u64,
+    /// Responses matching no transaction.
+    pub stray_responses: u64,
+}
+
+/// The state of one transaction: the four machines of RFC 3261 §17, named as the RFC names
+/// them.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug)]
+enum State {
+    ClientInvite(ClientInvite),
+    ClientNonInvite(ClientNonInvite),
+    ServerInvite(ServerInvite),
+    ServerNonInvite(ServerNonInvite),
+}
+
+#[derive(Debug)]
+struct Transaction {
+    key: Box<[u8]>,
+    /// Client: where the request goes. Server: where responses go (§18.2.2, RFC 3581).
+    peer: SocketAddr,
+    reliable: bool,
+    /// Client: the request, for retransmission and for building the ACK to a non-2xx.
+    /// Server: the request, for building a 100 Trying.
+    request: Bytes,
+    state: State,
+}
+
+struct Slot {
+    generation: u32,
+    txn: Option<Transaction>,
+}
+
+/// What a timer in the wheel stands for.
+#[derive(Clone, Copy, Debug)]
+enum TimerEntry {
+    Txn { id: SlotId, name: TimerName },
+    User { token: u64 },
+}
+
+/// A retransmission timer and its current interval.
+#[derive(Clone, Copy, Debug)]
+struct Retransmit {
+    timer: TimerHandle,
+    interval: Duration,
+}
+
+/// The transaction table of one shard.
+pub struct TransactionLayer {
+    config: TimerConfig,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_key: ahash::HashMap<Box<[u8]>, u32>,
+    timers: TimerWheel<TimerEntry>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<TxnEvent>,
+    scratch: Vec<u8>,
+    stats: TxnStats,
+}
+
+impl TransactionLayer {
+    /// An empty layer whose timer wheel starts at `now`.
+    pub fn new(now: Instant, config: TimerConfig) -> Self {
+        TransactionLayer {
+            timers: TimerWheel::new(now, config.resolution),
+            config,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_key: ahash::HashMap::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            scratch: Vec::with_capacity(128),
+            stats: TxnStats::default(),
+        }
+    }
+
+    /// The timer configuration.
+    pub fn config(&self) -> &TimerConfig {
+        &self.config
+    }
+
+    /// Live transactions.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True when no transaction is live.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &TxnStats {
+        &self.stats
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the transaction user.
+    pub fn poll_event(&mut self) -> Option<TxnEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`TransactionLayer::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Sends a datagram outside any transaction (the ACK to a 2xx, a stateless 400).
+    pub fn send_stateless(&mut self, destination: SocketAddr, payload: Bytes) {
+        self.transmits.push_back(Transmit {
+            destination,
+            payload,
+        });
+    }
+
+    /// Schedules a timer for the transaction user on the shard's wheel; it comes back as
+    /// [`TxnEvent::UserTimer`].
+    pub fn schedule(&mut self, deadline: Instant, token: u64) -> TimerHandle {
+        self.timers.insert(deadline, TimerEntry::User { token })
+    }
+
+    /// Cancels a timer from [`TransactionLayer::schedule`]; stale handles are ignored.
+    pub fn cancel_timer(&mut self, handle: TimerHandle) {
+        self.timers.cancel(handle);
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((_, entry)) = self.timers.poll_expired(now) {
+            match entry {
+                TimerEntry::User { token } => self.events.push_back(TxnEvent::UserTimer { token }),
+                TimerEntry::Txn { id, name } => {
+                    if self.get(id).is_some() {
+                        self.on_timer(now, id, name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request from the network. Errors mean the key headers (Via, CSeq, …) are malformed:
+    /// the caller answers 400 statelessly or drops the request.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        reliable: bool,
+        request: Message,
+    ) -> Result<(), ParseError> {
+        match request.method() {
+            Some(Method::Ack) => self.on_ack(now, from, request),
+            Some(Method::Cancel) => self.on_cancel(now, from, reliable, request),
+            _ => self.on_request(now, from, reliable, request),
+        }
+    }
+
+    /// A response from the network.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        response: Message,
+    ) -> Result<(), ParseError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let found = key::response_key(&mut scratch, &response)
+            .map(|()| self.by_key.get(scratch.as_slice()).copied());
+        self.scratch = scratch;
+        match found? {
+            Some(index) => {
+                let id = self.id_of(index);
+                self.on_response(now, id, response);
+            }
+            None => {
+                self.stats.stray_responses += 1;
+                self.events
+                    .push_back(TxnEvent::StrayResponse { response, from });
+            }
+        }
+        Ok(())
+    }
+
+    /// The runtime could not send for `txn`: the transaction ends (§17.1.4, §17.2.4).
+    pub fn transport_error(&mut self, txn: TxnId) {
+        let id = match txn {
+            TxnId::Client(ClientTxnId(id)) | TxnId::Server(ServerTxnId(id)) => id,
+        };
+        if self.get(id).is_some() {
+            self.events.push_back(TxnEvent::TransportError { txn });
+            self.terminate(id);
+        }
+    }
+
+    // ---- table plumbing -------------------------------------------------------------
+
+    fn id_of(&self, index: u32) -> SlotId {
+        SlotId {
+            index,
+            generation: self.slots[index as usize].generation,
+        }
+    }
+
+    fn get(&self, id: SlotId) -> Option<&Transaction> {
+        let slot = self.slots.get(id.index as usize)?;
+        (slot.generation == id.generation)
+            .then_some(slot.txn.as_ref())
+            .flatten()
+    }
+
+    fn get_mut(&mut self, id: SlotId) -> Option<&mut Transaction> {
+        let slot = self.slots.get_mut(id.index as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.txn.as_mut()
+    }
+
+    /// Inserts a transaction under the key in `self.scratch`.
+    fn insert(&mut self, txn: Transaction) -> SlotId {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    txn: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_key.insert(txn.key.clone(), index);
+        let slot = &mut self.slots[index as usize];
+        slot.txn = Some(txn);
+        SlotId {
+            index,
+            generation: slot.generation,
+        }
+    }
+
+    fn set_timer(
+        &mut self,
+        now: Instant,
+        id: SlotId,
+        name: TimerName,
+        after: Duration,
+    ) -> TimerHandle {
+        self.timers
+            .insert(now + after, TimerEntry::Txn { id, name })
+    }
+
+    fn cancel(&mut self, handle: Option<TimerHandle>) {
+        if let Some(h) = handle {
+            self.timers.cancel(h);
+        }
+    }
+
+    fn transmit(&mut self, destination: SocketAddr, payload: Bytes) {
+        self.transmits.push_back(Transmit {
+            destination,
+            payload,
+        });
+    }
+
+    /// Removes the transaction, cancels its timers, and tells the TU.
+    fn terminate(&mut self, id: SlotId) {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return;
+        };
+        if slot.generation != id.generation {
+            return;
+        }
+        let Some(txn) = slot.txn.take() else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+        self.by_key.remove(&txn.key);
+        let kind = match &txn.state {
+            State::ClientInvite(_) | State::ClientNonInvite(_) => TxnId::Client(ClientTxnId(id)),
+            State::ServerInvite(_) | State::ServerNonInvite(_) => TxnId::Server(ServerTxnId(id)),
+        };
+        for timer in state_timers(&txn.state).into_iter().flatten() {
+            self.timers.cancel(timer);
+        }
+        self.events.push_back(TxnEvent::Terminated { txn: kind });
+    }
+
+    fn on_timer(&mut self, now: Instant, id: SlotId, name: TimerName) {
+        match name {
+            TimerName::A | TimerName::B | TimerName::D | TimerName::M => {
+                self.client_invite_timer(now, id, name)
+            }
+            TimerName::E | TimerName::F | TimerName::K => {
+                self.client_non_invite_timer(now, id, name)
+            }
+            TimerName::G | TimerName::H | TimerName::I | TimerName::L | TimerName::Trying => {
+                self.server_invite_timer(now, id, name)
+            }
+            TimerName::J => self.terminate(id),
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, id: SlotId, response: Message) {
+        let Some(txn) = self.get(id) else { return };
+        match txn.state {
+            State::ClientInvite(_) => self.client_invite_response(now, id, response),
+            State::ClientNonInvite(_) => self.client_non_invite_response(now, id, response),
+            // A server key can never be found by a response key: the first bytes differ.
+            State::ServerInvite(_) | State::ServerNonInvite(_) => {}
+        }
+    }
+}
+
+/// Every timer a state holds, so that termination can cancel them all.
+fn state_timers(state: &State) -> [Option<TimerHandle>; 2] {
+    match state {
+        State::ClientInvite(s) => s.timers(),
+        State::ClientNonInvite(s) => s.timers(),
+        State::ServerInvite(s) => s.timers(),
+        State::ServerNonInvite(s) => s.timers(),
+    }
+}
