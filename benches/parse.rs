@@ -5,6 +5,10 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
+/// The allocator the `sipshard` binaries use, so the figures match the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sipshard::message::{Message, find_call_id};
 

@@ -210,18 +210,26 @@ pub(crate) fn quoted_len(s: &[u8]) -> Result<usize, ValueError> {
 /// An unterminated quote is an error; an unterminated `<` just ends the search.
 pub(crate) fn find_outside(s: &[u8], delim: u8) -> Result<Option<usize>, ValueError> {
     let mut i = 0;
-    while let Some(p) = memchr::memchr3(delim, b'"', b'<', &s[i..]) {
+    loop {
+        // Short values (most parameters) are scanned inline; long ones jump with memchr3.
+        let rest = &s[i..];
+        let hit = if rest.len() < 48 {
+            rest.iter()
+                .position(|&b| b == delim || b == b'"' || b == b'<')
+        } else {
+            memchr::memchr3(delim, b'"', b'<', rest)
+        };
+        let Some(p) = hit else { return Ok(None) };
         let at = i + p;
         match s[at] {
             b'"' => i = at + quoted_len(&s[at..])?,
-            b'<' => match memchr::memchr(b'>', &s[at..]) {
+            b'<' => match find_byte(b'>', &s[at..]) {
                 Some(gt) => i = at + gt + 1,
                 None => return Ok(None),
             },
             _ => return Ok(Some(at)),
         }
     }
-    Ok(None)
 }
 
 /// Splits a header value list at commas outside quotes and angle brackets.
@@ -288,12 +296,14 @@ pub(crate) fn parse_decimal(s: &[u8], max: u64) -> Result<u64, ValueError> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Params<'a> {
     raw: &'a [u8],
+    kind: ParamKind,
 }
 
 /// How strictly a parameter list is checked.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) enum ParamKind {
     /// generic-param: token [ "=" ( token / host / quoted-string ) ], LWS allowed around.
+    #[default]
     Header,
     /// uri-parameter: 1*paramchar [ "=" 1*paramchar ], no LWS.
     Uri,
@@ -316,31 +326,24 @@ impl<'a> Params<'a> {
         mut visit: impl FnMut(&'a [u8], Option<&'a [u8]>) -> Result<(), ValueError>,
     ) -> Result<Self, ValueError> {
         if s.is_empty() {
-            return Ok(Params { raw: s });
+            return Ok(Params { raw: s, kind });
         }
         if s[0] != b';' {
             return Err(ValueError::Syntax);
         }
         let raw = &s[1..];
-        let mut rest = raw;
-        loop {
-            let end = if kind == ParamKind::Uri {
-                find_byte(b';', rest)
-            } else {
-                find_outside(rest, b';')?
-            };
-            let one = match end {
-                Some(e) => &rest[..e],
-                None => rest,
-            };
-            let (name, value) = check_param(one, kind)?;
-            visit(name, value)?;
-            match end {
-                Some(e) => rest = &rest[e + 1..],
-                None => break,
+        if kind == ParamKind::Uri {
+            for one in raw.split(|&b| b == b';') {
+                let (name, value) = check_uri_param(one)?;
+                visit(name, value)?;
             }
+            return Ok(Params { raw, kind });
         }
-        Ok(Params { raw })
+        let mut i = 0;
+        while let Some((name, value)) = next_param(raw, &mut i, kind)? {
+            visit(name, value)?;
+        }
+        Ok(Params { raw, kind })
     }
 
     /// The raw text after the leading `;`, as written.
@@ -361,6 +364,8 @@ impl<'a> Params<'a> {
             } else {
                 Some(self.raw)
             },
+            pos: 0,
+            kind: self.kind,
         }
     }
 
@@ -378,77 +383,122 @@ impl<'a> Params<'a> {
     }
 }
 
-/// Checks one parameter; returns its name and value, trimmed.
-fn check_param(one: &[u8], kind: ParamKind) -> Result<(&[u8], Option<&[u8]>), ValueError> {
+/// Checks one URI parameter (`1*paramchar [ "=" 1*paramchar ]`, no LWS).
+fn check_uri_param(one: &[u8]) -> Result<(&[u8], Option<&[u8]>), ValueError> {
     let (name, value) = match find_byte(b'=', one) {
-        Some(eq) => (trim_lws(&one[..eq]), Some(trim_lws(&one[eq + 1..]))),
-        None => (trim_lws(one), None),
+        Some(eq) => (&one[..eq], Some(&one[eq + 1..])),
+        None => (one, None),
     };
-    match kind {
-        ParamKind::Header | ParamKind::Via => {
-            if !is_token(name) {
-                return Err(ValueError::InvalidParam);
-            }
-            if let Some(v) = value {
-                let ok = if v.first() == Some(&b'"') {
-                    quoted_len(v)? == v.len()
-                } else if v.first() == Some(&b'[') {
-                    // host = IPv6reference
-                    v.last() == Some(&b']')
-                        && v[1..v.len() - 1]
-                            .iter()
-                            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-                } else if kind == ParamKind::Via {
-                    !v.is_empty() && v.iter().all(|&b| is_token_char(b) || b == b':')
-                } else {
-                    is_token(v)
-                };
-                if !ok {
+    if name.is_empty() || !check_uri_chars(name, UriPart::Param) {
+        return Err(ValueError::InvalidParam);
+    }
+    if let Some(v) = value
+        && (v.is_empty() || !check_uri_chars(v, UriPart::Param))
+    {
+        return Err(ValueError::InvalidParam);
+    }
+    Ok((name, value))
+}
+
+/// Reads the header parameter at `*i` in `b` (the list after its first `;`), one pass:
+/// `LWS token LWS [ "=" LWS ( token / quoted-string / "[" IPv6 "]" ) LWS ] ( ";" / end )`.
+/// Via parameters also take unbracketed IPv6 values (`received`, RFC 5118 §4.5).
+/// Returns `None` at the end of the list.
+fn next_param<'a>(
+    b: &'a [u8],
+    i: &mut usize,
+    kind: ParamKind,
+) -> Result<Option<(&'a [u8], Option<&'a [u8]>)>, ValueError> {
+    let n = b.len();
+    if *i > n {
+        return Ok(None);
+    }
+    let mut j = *i;
+    while j < n && is_lws(b[j]) {
+        j += 1;
+    }
+    let name_start = j;
+    while j < n && is_token_char(b[j]) {
+        j += 1;
+    }
+    if j == name_start {
+        return Err(ValueError::InvalidParam);
+    }
+    let name = &b[name_start..j];
+    while j < n && is_lws(b[j]) {
+        j += 1;
+    }
+    let mut value = None;
+    if j < n && b[j] == b'=' {
+        j += 1;
+        while j < n && is_lws(b[j]) {
+            j += 1;
+        }
+        let v_start = j;
+        match b.get(j) {
+            Some(b'"') => j += quoted_len(&b[j..])?,
+            Some(b'[') => {
+                let close = find_byte(b']', &b[j..]).ok_or(ValueError::InvalidParam)?;
+                if !b[j + 1..j + close]
+                    .iter()
+                    .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+                {
                     return Err(ValueError::InvalidParam);
+                }
+                j += close + 1;
+            }
+            _ => {
+                let via = kind == ParamKind::Via;
+                while j < n && (is_token_char(b[j]) || (via && b[j] == b':')) {
+                    j += 1;
                 }
             }
         }
-        ParamKind::Uri => {
-            if name.is_empty() || !check_uri_chars(name, UriPart::Param) {
-                return Err(ValueError::InvalidParam);
-            }
-            if let Some(v) = value
-                && (v.is_empty() || !check_uri_chars(v, UriPart::Param))
-            {
-                return Err(ValueError::InvalidParam);
-            }
+        if j == v_start {
+            return Err(ValueError::InvalidParam);
+        }
+        value = Some(&b[v_start..j]);
+        while j < n && is_lws(b[j]) {
+            j += 1;
         }
     }
-    Ok((name, value))
+    if j < n && b[j] != b';' {
+        return Err(ValueError::InvalidParam);
+    }
+    *i = j + 1;
+    Ok(Some((name, value)))
 }
 
 /// Iterator over a validated parameter list.
 #[derive(Clone, Debug)]
 pub struct ParamIter<'a> {
     rest: Option<&'a [u8]>,
+    pos: usize,
+    kind: ParamKind,
 }
 
 impl<'a> Iterator for ParamIter<'a> {
     type Item = (&'a [u8], Option<&'a [u8]>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let rest = self.rest?;
-        // The list was validated, so an unterminated quote cannot occur; treat it as the end.
-        let end = find_outside(rest, b';').ok().flatten();
-        let one = match end {
-            Some(e) => {
-                self.rest = Some(&rest[e + 1..]);
-                &rest[..e]
-            }
-            None => {
+        let raw = self.rest?;
+        if self.kind == ParamKind::Uri {
+            let rest = raw.get(self.pos..)?;
+            let one = &rest[..find_byte(b';', rest).unwrap_or(rest.len())];
+            self.pos += one.len() + 1;
+            return Some(match find_byte(b'=', one) {
+                Some(eq) => (&one[..eq], Some(&one[eq + 1..])),
+                None => (one, None),
+            });
+        }
+        // The list was validated, so an error cannot occur here; it would just end the walk.
+        match next_param(raw, &mut self.pos, self.kind) {
+            Ok(Some(p)) => Some(p),
+            _ => {
                 self.rest = None;
-                rest
+                None
             }
-        };
-        Some(match find_byte(b'=', one) {
-            Some(eq) => (trim_lws(&one[..eq]), Some(trim_lws(&one[eq + 1..]))),
-            None => (trim_lws(one), None),
-        })
+        }
     }
 }
 

@@ -34,10 +34,16 @@ impl<'a> Via<'a> {
     /// Parses one Via value (one element of the comma-separated list).
     pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ValueError> {
         let s = lex::trim_lws(value);
-        let (name, s) = take_token(s)?;
-        let s = expect_slash(s)?;
-        let (version, s) = take_token(s)?;
-        let s = expect_slash(s)?;
+        let (name, version, s) = match s.get(..8) {
+            // The usual form, without LWS inside sent-protocol.
+            Some(p) if p.eq_ignore_ascii_case(b"SIP/2.0/") => (&s[..3], &s[4..7], &s[8..]),
+            _ => {
+                let (name, s) = take_token(s)?;
+                let s = expect_slash(s)?;
+                let (version, s) = take_token(s)?;
+                (name, version, expect_slash(s)?)
+            }
+        };
         let (transport, s) = take_token(s)?;
         let trimmed = lex::trim_start_lws(s);
         if trimmed.len() == s.len() {
@@ -121,21 +127,21 @@ fn check_param<'a>(
     value: Option<&'a [u8]>,
     branch: &mut Option<&'a [u8]>,
 ) -> Result<(), ValueError> {
-    let ok = if name.eq_ignore_ascii_case(b"branch") {
-        if branch.is_none() {
-            *branch = value;
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    let ok = match name.len() {
+        6 if is(b"branch") => {
+            if branch.is_none() {
+                *branch = value;
+            }
+            value.is_some_and(lex::is_token)
         }
-        value.is_some_and(lex::is_token)
-    } else if name.eq_ignore_ascii_case(b"ttl") {
-        value.is_some_and(|v| lex::parse_decimal(v, 255).is_ok())
-    } else if name.eq_ignore_ascii_case(b"maddr") {
-        value.is_some_and(|v| uri::parse_host(v).is_ok())
-    } else if name.eq_ignore_ascii_case(b"received") {
-        value.is_some_and(|v| parse_received(v).is_some())
-    } else if name.eq_ignore_ascii_case(b"rport") {
-        value.is_none_or(|v| lex::parse_decimal(v, u64::from(u16::MAX)).is_ok())
-    } else {
-        true
+        3 if is(b"ttl") => value.is_some_and(|v| lex::parse_decimal(v, 255).is_ok()),
+        5 if is(b"maddr") => value.is_some_and(|v| uri::parse_host(v).is_ok()),
+        8 if is(b"received") => value.is_some_and(|v| parse_received(v).is_some()),
+        5 if is(b"rport") => {
+            value.is_none_or(|v| lex::parse_decimal(v, u64::from(u16::MAX)).is_ok())
+        }
+        _ => true,
     };
     if ok {
         Ok(())

@@ -99,8 +99,8 @@ impl TransactionLayer {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         key::client_key(&mut scratch, branch, method);
-        let duplicate = self.by_key.contains_key(scratch.as_slice());
-        let key: Box<[u8]> = scratch.as_slice().into();
+        let duplicate = self.lookup(&scratch).is_some();
+        let key = super::Key::new(&scratch);
         self.scratch = scratch;
         if duplicate {
             return Err(TxnError::DuplicateBranch);

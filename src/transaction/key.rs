@@ -8,7 +8,7 @@
 //! left out, since the ACK to a non-2xx carries the tag the INVITE lacked).
 //! Client keys: our own branch + CSeq method.
 
-use crate::message::{Message, Method, ParseError};
+use crate::message::{Message, Method, ParseError, Via};
 
 /// First byte of a key, so the kinds can never collide.
 const SERVER_3261: u8 = b'S';
@@ -24,14 +24,14 @@ pub(crate) enum KeyMethod<'a> {
     Fixed(&'a [u8]),
 }
 
-/// Writes the server transaction key of `msg` into `out` (cleared first).
+/// Writes the server transaction key of `msg`, whose top Via is `via`, into `out`.
 pub(crate) fn server_key(
     out: &mut Vec<u8>,
     msg: &Message,
+    via: &Via<'_>,
     method: KeyMethod<'_>,
 ) -> Result<(), ParseError> {
     out.clear();
-    let via = msg.top_via()?;
     let method = match method {
         KeyMethod::Fixed(m) => m,
         KeyMethod::OfRequest => match msg.method() {

@@ -205,9 +205,32 @@ enum State {
     ServerNonInvite(ServerNonInvite),
 }
 
+/// A transaction key, inline when it fits (almost always: branch + host + port + method).
+#[derive(Debug)]
+enum Key {
+    Inline(arrayvec::ArrayVec<u8, 80>),
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    fn new(bytes: &[u8]) -> Key {
+        match arrayvec::ArrayVec::try_from(bytes) {
+            Ok(inline) => Key::Inline(inline),
+            Err(_) => Key::Heap(bytes.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Key::Inline(k) => k,
+            Key::Heap(k) => k,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Transaction {
-    key: Box<[u8]>,
+    key: Key,
     /// Client: where the request goes. Server: where responses go (§18.2.2, RFC 3581).
     peer: SocketAddr,
     reliable: bool,
@@ -241,7 +264,9 @@ pub struct TransactionLayer {
     config: TimerConfig,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_key: ahash::HashMap<Box<[u8]>, u32>,
+    /// Slab indices by key; the key itself lives once, in the transaction.
+    by_key: hashbrown::HashTable<u32>,
+    hasher: ahash::RandomState,
     timers: TimerWheel<TimerEntry>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxnEvent>,
@@ -257,7 +282,8 @@ impl TransactionLayer {
             config,
             slots: Vec::new(),
             free: Vec::new(),
-            by_key: ahash::HashMap::default(),
+            by_key: hashbrown::HashTable::new(),
+            hasher: ahash::RandomState::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             scratch: Vec::with_capacity(128),
@@ -357,8 +383,7 @@ impl TransactionLayer {
         response: Message,
     ) -> Result<(), ParseError> {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let found = key::response_key(&mut scratch, &response)
-            .map(|()| self.by_key.get(scratch.as_slice()).copied());
+        let found = key::response_key(&mut scratch, &response).map(|()| self.lookup(&scratch));
         self.scratch = scratch;
         match found? {
             Some(index) => {
@@ -409,8 +434,31 @@ impl TransactionLayer {
         slot.txn.as_mut()
     }
 
-    /// Inserts a transaction under the key in `self.scratch`.
+    /// The slab index of the transaction with this key.
+    fn lookup(&self, key: &[u8]) -> Option<u32> {
+        self.lookup_hashed(self.hasher.hash_one(key), key)
+    }
+
+    fn lookup_hashed(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_key
+            .find(hash, |&i| {
+                slots[i as usize]
+                    .txn
+                    .as_ref()
+                    .is_some_and(|t| t.key.as_bytes() == key)
+            })
+            .copied()
+    }
+
+    /// Inserts a transaction under its key (which the caller checked is not taken).
     fn insert(&mut self, txn: Transaction) -> SlotId {
+        let hash = self.hasher.hash_one(txn.key.as_bytes());
+        self.insert_hashed(hash, txn)
+    }
+
+    /// Inserts a transaction whose key hashes to `hash`.
+    fn insert_hashed(&mut self, hash: u64, txn: Transaction) -> SlotId {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -421,13 +469,20 @@ impl TransactionLayer {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_key.insert(txn.key.clone(), index);
         let slot = &mut self.slots[index as usize];
         slot.txn = Some(txn);
-        SlotId {
+        let id = SlotId {
             index,
             generation: slot.generation,
-        }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.by_key.insert_unique(hash, index, |&i| {
+            slots[i as usize]
+                .txn
+                .as_ref()
+                .map_or(0, |t| hasher.hash_one(t.key.as_bytes()))
+        });
+        id
     }
 
     fn set_timer(
@@ -467,7 +522,10 @@ impl TransactionLayer {
         };
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.index);
-        self.by_key.remove(&txn.key);
+        let hash = self.hasher.hash_one(txn.key.as_bytes());
+        if let Ok(entry) = self.by_key.find_entry(hash, |&i| i == id.index) {
+            entry.remove();
+        }
         let kind = match &txn.state {
             State::ClientInvite(_) | State::ClientNonInvite(_) => TxnId::Client(ClientTxnId(id)),
             State::ServerInvite(_) | State::ServerNonInvite(_) => TxnId::Server(ServerTxnId(id)),

@@ -11,7 +11,7 @@ use super::{
     Retransmit, ServerTxnId, SlotId, State, Transaction, TransactionLayer, TxnError, TxnEvent,
     TxnId,
 };
-use crate::message::{Message, Method, ParseError, ResponseBuilder};
+use crate::message::{Message, Method, ParseError, ResponseBuilder, Via};
 use crate::timer::TimerHandle;
 use crate::transaction::TimerName;
 
@@ -85,12 +85,11 @@ impl ServerNonInvite {
 /// Where responses to this request go: back to the source when the top Via asks for it with
 /// rport (RFC 3581), else to the source address (the `received` of §18.2.1) at the sent-by
 /// port (§18.2.2).
-fn response_destination(request: &Message, from: SocketAddr) -> Result<SocketAddr, ParseError> {
-    let via = request.top_via()?;
-    Ok(match via.rport() {
+fn response_destination(via: &Via<'_>, from: SocketAddr) -> SocketAddr {
+    match via.rport() {
         Some(_) => from,
         None => SocketAddr::new(from.ip(), via.port.unwrap_or(5060)),
-    })
+    }
 }
 
 impl TransactionLayer {
@@ -102,21 +101,25 @@ impl TransactionLayer {
         reliable: bool,
         request: Message,
     ) -> Result<(), ParseError> {
+        let via = request.top_via()?;
         let mut scratch = std::mem::take(&mut self.scratch);
-        let found = key::server_key(&mut scratch, &request, KeyMethod::OfRequest)
-            .map(|()| self.by_key.get(scratch.as_slice()).copied());
-        let key: Option<Box<[u8]>> = match &found {
-            Ok(None) => Some(scratch.as_slice().into()),
+        let found = key::server_key(&mut scratch, &request, &via, KeyMethod::OfRequest).map(|()| {
+            let hash = self.hasher.hash_one(scratch.as_slice());
+            (hash, self.lookup_hashed(hash, &scratch))
+        });
+        let key = match &found {
+            Ok((_, None)) => Some(super::Key::new(&scratch)),
             _ => None,
         };
         self.scratch = scratch;
-        if let Some(index) = found? {
+        let (hash, found) = found?;
+        if let Some(index) = found {
             let id = self.id_of(index);
             self.absorb_retransmission(id);
             return Ok(());
         }
         let Some(key) = key else { return Ok(()) };
-        let peer = response_destination(&request, from)?;
+        let peer = response_destination(&via, from);
         let is_invite = request.method() == Some(Method::Invite);
         let state = if is_invite {
             State::ServerInvite(ServerInvite::Proceeding {
@@ -126,13 +129,16 @@ impl TransactionLayer {
         } else {
             State::ServerNonInvite(ServerNonInvite::Trying)
         };
-        let id = self.insert(Transaction {
-            key,
-            peer,
-            reliable,
-            request: request.datagram().clone(),
-            state,
-        });
+        let id = self.insert_hashed(
+            hash,
+            Transaction {
+                key,
+                peer,
+                reliable,
+                request: request.datagram().clone(),
+                state,
+            },
+        );
         self.stats.server_created += 1;
         if is_invite {
             let trying = self.set_timer(now, id, TimerName::Trying, self.config.trying_delay);
@@ -185,9 +191,10 @@ impl TransactionLayer {
         from: SocketAddr,
         request: Message,
     ) -> Result<(), ParseError> {
+        let via = request.top_via()?;
         let mut scratch = std::mem::take(&mut self.scratch);
-        let found = key::server_key(&mut scratch, &request, KeyMethod::OfRequest)
-            .map(|()| self.by_key.get(scratch.as_slice()).copied());
+        let found = key::server_key(&mut scratch, &request, &via, KeyMethod::OfRequest)
+            .map(|()| self.lookup(&scratch));
         self.scratch = scratch;
         let Some(index) = found? else {
             self.events.push_back(TxnEvent::Ack { request, from });
@@ -232,9 +239,10 @@ impl TransactionLayer {
         reliable: bool,
         request: Message,
     ) -> Result<(), ParseError> {
+        let via = request.top_via()?;
         let mut scratch = std::mem::take(&mut self.scratch);
-        let invite = key::server_key(&mut scratch, &request, KeyMethod::Fixed(b"INVITE"))
-            .map(|()| self.by_key.get(scratch.as_slice()).copied());
+        let invite = key::server_key(&mut scratch, &request, &via, KeyMethod::Fixed(b"INVITE"))
+            .map(|()| self.lookup(&scratch));
         self.scratch = scratch;
         let invite = invite?.map(|i| self.id_of(i)).filter(|&id| {
             matches!(
