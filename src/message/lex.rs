@@ -400,6 +400,9 @@ fn check_uri_param(one: &[u8]) -> Result<(&[u8], Option<&[u8]>), ValueError> {
     Ok((name, value))
 }
 
+/// One parameter: its name and, unless it is a flag, its value.
+type Param<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// Reads the header parameter at `*i` in `b` (the list after its first `;`), one pass:
 /// `LWS token LWS [ "=" LWS ( token / quoted-string / "[" IPv6 "]" ) LWS ] ( ";" / end )`.
 /// Via parameters also take unbracketed IPv6 values (`received`, RFC 5118 §4.5).
@@ -408,7 +411,7 @@ fn next_param<'a>(
     b: &'a [u8],
     i: &mut usize,
     kind: ParamKind,
-) -> Result<Option<(&'a [u8], Option<&'a [u8]>)>, ValueError> {
+) -> Result<Option<Param<'a>>, ValueError> {
     let n = b.len();
     if *i > n {
         return Ok(None);
