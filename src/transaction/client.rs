@@ -125,22 +125,14 @@ impl TransactionLayer {
             },
             self.config.timeout(),
         );
-        let retransmit = self
-            .config
-            .first_retransmit(reliable)
-            .map(|interval| Retransmit {
-                timer: self.set_timer(
-                    now,
-                    id,
-                    if kind == Method::Invite {
-                        TimerName::A
-                    } else {
-                        TimerName::E
-                    },
-                    interval,
-                ),
-                interval,
-            });
+        let retransmit = self.config.first_retransmit(reliable).map(|interval| {
+            let name = if kind == Method::Invite {
+                TimerName::A
+            } else {
+                TimerName::E
+            };
+            Retransmit::new(self.set_timer(now, id, name, interval), interval)
+        });
         let state = if kind == Method::Invite {
             State::ClientInvite(ClientInvite::Calling {
                 retransmit,
@@ -172,8 +164,8 @@ impl TransactionLayer {
                 },
             ) => {
                 // Timer A doubles without a cap (§17.1.1.2); only E and G stop at T2.
-                r.interval *= 2;
-                let (peer, request, interval) = (txn.peer, txn.request.clone(), r.interval);
+                r.set_interval(r.interval() * 2);
+                let (peer, request, interval) = (txn.peer, txn.request.clone(), r.interval());
                 let timer = self.set_timer(now, id, TimerName::A, interval);
                 if let Some(Transaction {
                     state:
@@ -216,7 +208,7 @@ impl TransactionLayer {
                     ..
                 },
             ) => {
-                r.interval = (r.interval * 2).min(t2);
+                r.set_interval((r.interval() * 2).min(t2));
             }
             (
                 TimerName::E,
@@ -225,7 +217,7 @@ impl TransactionLayer {
                     ..
                 },
             ) => {
-                r.interval = t2;
+                r.set_interval(t2);
             }
             (TimerName::F, ClientNonInvite::Trying { .. } | ClientNonInvite::Proceeding { .. }) => {
                 self.stats.timeouts += 1;
@@ -250,7 +242,7 @@ impl TransactionLayer {
                     retransmit: Some(r),
                     ..
                 },
-            ) => r.interval,
+            ) => r.interval(),
             _ => return,
         };
         let timer = self.set_timer(now, id, TimerName::E, interval);

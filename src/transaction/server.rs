@@ -300,13 +300,12 @@ impl TransactionLayer {
                     } else {
                         self.cancel(trying);
                         let timeout = self.set_timer(now, id, TimerName::H, self.config.timeout());
-                        let retransmit =
-                            self.config
-                                .first_retransmit(reliable)
-                                .map(|interval| Retransmit {
-                                    timer: self.set_timer(now, id, TimerName::G, interval),
-                                    interval,
-                                });
+                        let retransmit = self.config.first_retransmit(reliable).map(|interval| {
+                            Retransmit::new(
+                                self.set_timer(now, id, TimerName::G, interval),
+                                interval,
+                            )
+                        });
                         self.set_server_invite(
                             id,
                             ServerInvite::Completed {
@@ -407,8 +406,8 @@ impl TransactionLayer {
                     ..
                 },
             ) => {
-                r.interval = (r.interval * 2).min(t2);
-                let (interval, bytes) = (r.interval, response.clone());
+                r.set_interval((r.interval() * 2).min(t2));
+                let (interval, bytes) = (r.interval(), response.clone());
                 let timer = self.set_timer(now, id, TimerName::G, interval);
                 if let Some(Transaction {
                     state:
