@@ -46,7 +46,7 @@ fn table() -> Vec<(&'static str, Expect)> {
                 let vias: Vec<_> = m.vias().map(|v| v.unwrap()).collect();
                 assert_eq!(vias.len(), 3);
                 assert_eq!(vias[0].transport, b"UDP");
-                assert_eq!(vias[0].host, Host::V4("192.0.2.2".parse().unwrap()));
+                assert_eq!(vias[0].host(), Host::V4("192.0.2.2".parse().unwrap()));
                 assert_eq!(vias[1].branch(), Some(&b"z9hG4bK9ikj8"[..]));
                 assert_eq!(vias[2].branch(), Some(&b"z9hG4bK30239"[..]));
                 let c = m.contacts().next().unwrap().unwrap();
@@ -373,7 +373,7 @@ fn table() -> Vec<(&'static str, Expect)> {
             "bcast.dat",
             Detectable(|m| {
                 let second = m.vias().nth(1).unwrap().unwrap();
-                second.host == Host::V4(std::net::Ipv4Addr::BROADCAST)
+                second.host() == Host::V4(std::net::Ipv4Addr::BROADCAST)
             }),
         ),
         (

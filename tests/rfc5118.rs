@@ -33,7 +33,7 @@ fn request_uri_host(m: &Message) -> (Host<'_>, Option<u16>) {
 fn s4_1_valid_ipv6_references() {
     let m = valid("ipv6-good");
     assert_eq!(request_uri_host(&m), (v6("2001:db8::10"), None));
-    assert_eq!(m.top_via().unwrap().host, v6("2001:db8::9:1"));
+    assert_eq!(m.top_via().unwrap().host(), v6("2001:db8::9:1"));
     let c = m.contacts().next().unwrap().unwrap();
     assert_eq!(
         c.addr().unwrap().uri.as_sip().unwrap().host,
@@ -102,10 +102,10 @@ fn s4_7_multiple_ip_versions_in_vias() {
     let vias: Vec<_> = m.vias().map(|v| v.unwrap()).collect();
     assert_eq!(vias.len(), 3);
     assert_eq!(
-        (vias[0].host, vias[0].port),
+        (vias[0].host(), vias[0].port),
         (v6("2001:db8::9:1"), Some(6050))
     );
-    assert_eq!(vias[1].host, Host::V4("192.0.2.1".parse().unwrap()));
+    assert_eq!(vias[1].host(), Host::V4("192.0.2.1".parse().unwrap()));
     assert_eq!(vias[2].received(), Some("192.0.2.200".parse().unwrap()));
 }
 
@@ -117,7 +117,10 @@ fn s4_8_and_4_9_bodies_shorter_than_the_datagram() {
     let m = valid("ipv4-mapped-ipv6");
     assert_eq!(m.body_bytes().len(), 236);
     let top = m.top_via().unwrap();
-    assert_eq!((top.host, top.port), (v6("::ffff:192.0.2.10"), Some(19823)));
+    assert_eq!(
+        (top.host(), top.port),
+        (v6("::ffff:192.0.2.10"), Some(19823))
+    );
 }
 
 #[test]

@@ -267,22 +267,32 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
     Ok(Host::Domain(s))
 }
 
-/// Dotted-decimal IPv4: four numbers 0-255 of one to three digits.
+/// Dotted-decimal IPv4: four numbers 0-255 of one to three digits, in one pass.
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut parts = s.split(|&b| b == b'.');
-    for o in &mut octets {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || !p.iter().all(u8::is_ascii_digit) {
-            return None;
+    let (mut idx, mut value, mut digits) = (0usize, 0u16, 0u8);
+    for &b in s {
+        match b {
+            b'0'..=b'9' => {
+                value = value * 10 + u16::from(b - b'0');
+                digits += 1;
+                if digits > 3 || value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && idx < 3 => {
+                octets[idx] = value as u8;
+                idx += 1;
+                (value, digits) = (0, 0);
+            }
+            _ => return None,
         }
-        let v = p.iter().fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
-        *o = u8::try_from(v).ok()?;
     }
-    match parts.next() {
-        None => Some(Ipv4Addr::from(octets)),
-        Some(_) => None,
+    if idx != 3 || digits == 0 {
+        return None;
     }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// Parses the text of an IPv6 address (no brackets). Rejects what RFC 5118 §4.10 shows the

@@ -18,10 +18,8 @@ pub struct Via<'a> {
     pub protocol: (&'a [u8], &'a [u8]),
     /// Transport as written (`UDP`, `TCP`, `TLS`, `SCTP`, `WS`, or any token).
     pub transport: &'a [u8],
-    /// sent-by host as written (brackets kept for IPv6).
+    /// sent-by host as written (brackets kept for IPv6); see [`Via::host`].
     pub host_bytes: &'a [u8],
-    /// sent-by host.
-    pub host: Host<'a>,
     /// sent-by port, when written.
     pub port: Option<u16>,
     /// Via parameters.
@@ -54,7 +52,9 @@ impl<'a> Via<'a> {
         // COLON = SWS ":" SWS would allow `host : port`; such a rare sent-by is rejected
         // rather than rebuilt, because views are zero-copy.
         let sent_by = lex::trim_end_lws(&s[..semi]);
-        let (host, port) = uri::parse_hostport(sent_by).map_err(ValueError::Uri)?;
+        // The parsed host is not kept: a `Host` (address bytes unaligned after its tag)
+        // copied out of here cost a store-forwarding stall; `host()` re-reads host_bytes.
+        let (_, port) = uri::parse_hostport(sent_by).map_err(ValueError::Uri)?;
         let host_len = match port {
             Some(_) => sent_by
                 .iter()
@@ -70,7 +70,6 @@ impl<'a> Via<'a> {
             protocol: (name, version),
             transport,
             host_bytes: &sent_by[..host_len],
-            host,
             port,
             params,
             branch,
@@ -80,6 +79,11 @@ impl<'a> Via<'a> {
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a [u8]> {
         self.branch
+    }
+
+    /// The sent-by host (checked when the Via was parsed).
+    pub fn host(&self) -> Host<'a> {
+        uri::parse_host(self.host_bytes).unwrap_or(Host::Domain(self.host_bytes))
     }
 
     /// True when the branch starts with the magic cookie and has something after it, so
@@ -213,7 +217,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.transport, b"UDP");
-        assert_eq!(v.host, Host::Domain(b"pc33.atlanta.com"));
+        assert_eq!(v.host(), Host::Domain(b"pc33.atlanta.com"));
         assert_eq!(v.host_bytes, b"pc33.atlanta.com");
         assert_eq!(v.port, Some(5066));
         assert_eq!(v.branch(), Some(&b"z9hG4bK776"[..]));
