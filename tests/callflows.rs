@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::BytesMut;
-use sipshard::message::{HeaderName, Message, RejectReason, RequestBuilder, ResponseBuilder};
+use sipshard::message::{HeaderName, Message, RejectReason};
 
 /// Messages the RFCs print with an error of their own, and what our checks say of them.
 const KNOWN_TYPOS: &[(&str, &str)] = &[(
@@ -25,32 +25,8 @@ fn files() -> Vec<String> {
 
 fn rebuild(m: &Message) -> Message {
     let mut buf = BytesMut::new();
-    let headers: Vec<_> = m
-        .headers()
-        .filter(|h| h.name != HeaderName::ContentLength)
-        .collect();
-    let name = |b: &[u8]| {
-        std::str::from_utf8(b)
-            .expect("header names are ASCII")
-            .to_owned()
-    };
-    if m.is_request() {
-        let mut b = RequestBuilder::new(
-            &mut buf,
-            m.method_bytes().unwrap(),
-            m.request_uri_bytes().unwrap(),
-        );
-        for h in &headers {
-            b.header(&name(h.name_bytes), h.value);
-        }
-        b.finish(m.body_bytes()).unwrap();
-    } else {
-        let mut b = ResponseBuilder::new(&mut buf, m.status().unwrap(), m.reason());
-        for h in &headers {
-            b.header(&name(h.name_bytes), h.value);
-        }
-        b.finish(m.body_bytes()).unwrap();
-    }
+    m.write_to(&mut buf)
+        .expect("corpus messages can be written again");
     Message::parse(buf.freeze()).expect("built message parses")
 }
 

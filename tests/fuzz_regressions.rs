@@ -3,7 +3,7 @@
 //! parse → build → parse keeps the fields.
 
 use bytes::{Bytes, BytesMut};
-use sipshard::message::{HeaderName, Message, RequestBuilder, ResponseBuilder, find_call_id};
+use sipshard::message::{HeaderName, Message, find_call_id};
 
 fn check(data: &[u8]) {
     let scanned = find_call_id(data);
@@ -15,23 +15,7 @@ fn check(data: &[u8]) {
         assert_eq!(scanned, Some(cid));
     }
     let mut buf = BytesMut::new();
-    let built = if m.is_request() {
-        let mut b = RequestBuilder::new(
-            &mut buf,
-            m.method_bytes().unwrap(),
-            m.request_uri_bytes().unwrap(),
-        );
-        for h in m.headers() {
-            b.header(std::str::from_utf8(h.name_bytes).unwrap(), h.value);
-        }
-        b.finish(m.body_bytes())
-    } else {
-        let mut b = ResponseBuilder::new(&mut buf, m.status().unwrap(), m.reason());
-        for h in m.headers() {
-            b.header(std::str::from_utf8(h.name_bytes).unwrap(), h.value);
-        }
-        b.finish(m.body_bytes())
-    };
+    let built = m.write_to(&mut buf);
     if built.is_ok() {
         let again = Message::parse(buf.freeze()).unwrap();
         assert_eq!(m.body_bytes(), again.body_bytes());

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use common::sim::{Conditions, Network};
 use sipshard::message::{Message, ResponseBuilder};
 use sipshard::transaction::{
-    ServerTxnId, TimerConfig, TransactionLayer, TxnError, TxnEvent, TxnId,
+    ClientTxnId, ServerTxnId, TimerConfig, TransactionLayer, TxnError, TxnEvent, TxnId,
 };
 
 fn client_addr() -> SocketAddr {
@@ -124,6 +124,27 @@ impl Solo {
             .collect()
     }
 
+    /// Starts a client transaction for a fresh `method` request with `branch` (UDP).
+    fn send(&mut self, method: &str, branch: &str) -> (ClientTxnId, Bytes) {
+        self.send_over(method, branch, false)
+    }
+
+    fn send_over(&mut self, method: &str, branch: &str, reliable: bool) -> (ClientTxnId, Bytes) {
+        let req = request(method, branch, 1);
+        let txn = self
+            .layer
+            .send_request(
+                self.now,
+                server_addr(),
+                reliable,
+                method.as_bytes(),
+                branch.as_bytes(),
+                req.clone(),
+            )
+            .unwrap();
+        (txn, req)
+    }
+
     fn deliver_request(&mut self, req: &Bytes) {
         self.layer
             .handle_request(self.now, client_addr(), false, parse(req))
@@ -158,10 +179,7 @@ fn secs(list: &[f64]) -> Vec<Duration> {
 #[test]
 fn timer_a_doubles_without_cap_and_timer_b_ends_at_64_t1() {
     let mut s = Solo::new(TimerConfig::default());
-    let inv = request("INVITE", "z9hG4bKa", 1);
-    s.layer
-        .send_request(s.now, server_addr(), false, b"INVITE", b"z9hG4bKa", inv)
-        .unwrap();
+    s.send("INVITE", "z9hG4bKa");
     s.run_until(Duration::from_secs(40));
     assert_eq!(s.sent_times(), secs(&[0.0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]));
     assert_eq!(s.event_times("Timeout"), secs(&[32.0]));
@@ -172,10 +190,7 @@ fn timer_a_doubles_without_cap_and_timer_b_ends_at_64_t1() {
 #[test]
 fn timer_a_is_not_used_on_reliable_transports() {
     let mut s = Solo::new(TimerConfig::default());
-    let inv = request("INVITE", "z9hG4bKr", 1);
-    s.layer
-        .send_request(s.now, server_addr(), true, b"INVITE", b"z9hG4bKr", inv)
-        .unwrap();
+    s.send_over("INVITE", "z9hG4bKr", true);
     s.run_until(Duration::from_secs(40));
     assert_eq!(s.sent_times(), secs(&[0.0]));
     assert_eq!(s.event_times("Timeout"), secs(&[32.0]));
@@ -184,10 +199,7 @@ fn timer_a_is_not_used_on_reliable_transports() {
 #[test]
 fn timer_e_caps_at_t2_and_timer_f_ends_at_64_t1() {
     let mut s = Solo::new(TimerConfig::default());
-    let opt = request("OPTIONS", "z9hG4bKe", 1);
-    s.layer
-        .send_request(s.now, server_addr(), false, b"OPTIONS", b"z9hG4bKe", opt)
-        .unwrap();
+    s.send("OPTIONS", "z9hG4bKe");
     s.run_until(Duration::from_secs(40));
     assert_eq!(
         s.sent_times(),
@@ -199,17 +211,7 @@ fn timer_e_caps_at_t2_and_timer_f_ends_at_64_t1() {
 #[test]
 fn timer_e_in_proceeding_retransmits_every_t2() {
     let mut s = Solo::new(TimerConfig::default());
-    let opt = request("OPTIONS", "z9hG4bKp", 1);
-    s.layer
-        .send_request(
-            s.now,
-            server_addr(),
-            false,
-            b"OPTIONS",
-            b"z9hG4bKp",
-            opt.clone(),
-        )
-        .unwrap();
+    let (_, opt) = s.send("OPTIONS", "z9hG4bKp");
     s.at(ms(200));
     s.deliver_response(&response(&opt, 100));
     s.run_until(Duration::from_secs(40));
@@ -225,17 +227,7 @@ fn timer_e_in_proceeding_retransmits_every_t2() {
 #[test]
 fn timer_d_waits_32s_and_acks_every_retransmitted_final() {
     let mut s = Solo::new(TimerConfig::default());
-    let inv = request("INVITE", "z9hG4bKd", 1);
-    s.layer
-        .send_request(
-            s.now,
-            server_addr(),
-            false,
-            b"INVITE",
-            b"z9hG4bKd",
-            inv.clone(),
-        )
-        .unwrap();
+    let (_, inv) = s.send("INVITE", "z9hG4bKd");
     s.at(ms(100));
     let busy = response(&inv, 486);
     s.deliver_response(&busy);
@@ -268,17 +260,7 @@ fn timer_d_waits_32s_and_acks_every_retransmitted_final() {
 #[test]
 fn timer_d_is_zero_on_reliable_transports() {
     let mut s = Solo::new(TimerConfig::default());
-    let inv = request("INVITE", "z9hG4bKdr", 1);
-    s.layer
-        .send_request(
-            s.now,
-            server_addr(),
-            true,
-            b"INVITE",
-            b"z9hG4bKdr",
-            inv.clone(),
-        )
-        .unwrap();
+    let (_, inv) = s.send_over("INVITE", "z9hG4bKdr", true);
     s.deliver_response(&response(&inv, 603));
     assert_eq!(s.event_times("Terminated"), secs(&[0.0]));
 }
@@ -355,17 +337,7 @@ fn timer_j_answers_retransmissions_for_64_t1() {
 #[test]
 fn timer_k_absorbs_responses_for_t4() {
     let mut s = Solo::new(TimerConfig::default());
-    let bye = request("BYE", "z9hG4bKk", 2);
-    s.layer
-        .send_request(
-            s.now,
-            server_addr(),
-            false,
-            b"BYE",
-            b"z9hG4bKk",
-            bye.clone(),
-        )
-        .unwrap();
+    let (_, bye) = s.send("BYE", "z9hG4bKk");
     s.at(ms(300));
     let ok = response(&bye, 200);
     s.deliver_response(&ok);
@@ -412,17 +384,7 @@ fn timer_l_accepted_server_absorbs_invites_passes_acks() {
 #[test]
 fn timer_m_accepted_client_passes_2xx_retransmissions_up() {
     let mut s = Solo::new(TimerConfig::default());
-    let inv = request("INVITE", "z9hG4bKm", 1);
-    s.layer
-        .send_request(
-            s.now,
-            server_addr(),
-            false,
-            b"INVITE",
-            b"z9hG4bKm",
-            inv.clone(),
-        )
-        .unwrap();
+    let (_, inv) = s.send("INVITE", "z9hG4bKm");
     s.at(ms(100));
     let ok = response(&inv, 200);
     s.deliver_response(&ok);
@@ -507,17 +469,7 @@ fn provisional_then_final_on_both_machines() {
 #[test]
 fn client_invite_proceeding_then_final() {
     let mut s = Solo::new(TimerConfig::default());
-    let inv = request("INVITE", "z9hG4bKcp", 1);
-    s.layer
-        .send_request(
-            s.now,
-            server_addr(),
-            false,
-            b"INVITE",
-            b"z9hG4bKcp",
-            inv.clone(),
-        )
-        .unwrap();
+    let (_, inv) = s.send("INVITE", "z9hG4bKcp");
     s.at(ms(100));
     s.deliver_response(&response(&inv, 180));
     s.run_until(Duration::from_secs(60));
@@ -563,17 +515,7 @@ fn cancel_finds_its_invite() {
 #[test]
 fn transport_error_terminates() {
     let mut s = Solo::new(TimerConfig::default());
-    let txn = s
-        .layer
-        .send_request(
-            s.now,
-            server_addr(),
-            false,
-            b"INVITE",
-            b"z9hG4bKx",
-            request("INVITE", "z9hG4bKx", 1),
-        )
-        .unwrap();
+    let (txn, _) = s.send("INVITE", "z9hG4bKx");
     s.layer.transport_error(TxnId::Client(txn));
     s.drain();
     let kinds: Vec<_> = s.events.iter().map(|(_, e)| kind(e)).collect();
@@ -620,17 +562,7 @@ fn rfc2543_requests_match_without_a_magic_cookie() {
 #[test]
 fn duplicate_branch_and_ack_are_refused() {
     let mut s = Solo::new(TimerConfig::default());
-    let r = request("OPTIONS", "z9hG4bKdup", 1);
-    s.layer
-        .send_request(
-            s.now,
-            server_addr(),
-            false,
-            b"OPTIONS",
-            b"z9hG4bKdup",
-            r.clone(),
-        )
-        .unwrap();
+    let (_, r) = s.send("OPTIONS", "z9hG4bKdup");
     assert_eq!(
         s.layer.send_request(
             s.now,

@@ -4,9 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use sipshard::message::{
-    HeaderName, Message, ParseLimits, RequestBuilder, ResponseBuilder,
-};
+use sipshard::message::{HeaderName, Message, ParseLimits};
 
 fn collapse(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
@@ -34,23 +32,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut buf = BytesMut::new();
-    let built = if m.is_request() {
-        let mut b = RequestBuilder::new(
-            &mut buf,
-            m.method_bytes().unwrap_or_default(),
-            m.request_uri_bytes().unwrap_or_default(),
-        );
-        for h in m.headers() {
-            b.header(std::str::from_utf8(h.name_bytes).unwrap_or("X"), h.value);
-        }
-        b.finish(m.body_bytes())
-    } else {
-        let mut b = ResponseBuilder::new(&mut buf, m.status().unwrap_or(500), m.reason());
-        for h in m.headers() {
-            b.header(std::str::from_utf8(h.name_bytes).unwrap_or("X"), h.value);
-        }
-        b.finish(m.body_bytes())
-    };
+    let built = m.write_to(&mut buf);
     if built.is_err() {
         return; // NUL in a value, or a line break in the reason phrase: refused, not written
     }

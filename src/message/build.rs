@@ -268,6 +268,23 @@ impl<'a> ResponseBuilder<'a> {
     }
 }
 
+impl Message {
+    /// Writes this message again through the builder: the start line and every header as
+    /// parsed (line breaks in values become folds), a freshly computed Content-Length, the
+    /// body. Returns the written length.
+    pub fn write_to(&self, out: &mut BytesMut) -> Result<usize, BuildError> {
+        let mut w = match (self.method_bytes(), self.request_uri_bytes(), self.status()) {
+            (Some(method), Some(uri), _) => RequestBuilder::new(out, method, uri).w,
+            (_, _, Some(code)) => ResponseBuilder::new(out, code, self.reason()).w,
+            _ => return Err(BuildError::InvalidStatusCode),
+        };
+        for h in self.headers() {
+            w.header(h.name_bytes, h.value);
+        }
+        w.finish(self.body_bytes())
+    }
+}
+
 /// The reason phrase RFC 3261 §21 (and the registry for later codes) gives a status code;
 /// the class name for codes without one.
 pub fn default_reason(code: u16) -> &'static str {

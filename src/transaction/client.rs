@@ -164,29 +164,13 @@ impl TransactionLayer {
                 },
             ) => {
                 // Timer A doubles without a cap (§17.1.1.2); only E and G stop at T2.
-                r.set_interval(r.interval() * 2);
-                let (peer, request, interval) = (txn.peer, txn.request.clone(), r.interval());
-                let timer = self.set_timer(now, id, TimerName::A, interval);
-                if let Some(Transaction {
-                    state:
-                        State::ClientInvite(ClientInvite::Calling {
-                            retransmit: Some(r),
-                            ..
-                        }),
-                    ..
-                }) = self.get_mut(id)
-                {
-                    r.timer = timer;
-                }
-                self.stats.request_retransmissions += 1;
-                self.transmit(peer, request);
+                let interval = r.interval() * 2;
+                r.set_interval(interval);
+                let request = txn.request.clone();
+                self.retransmit(now, id, TimerName::A, interval, request);
             }
             (TimerName::B, ClientInvite::Calling { .. }) => {
-                self.stats.timeouts += 1;
-                self.events.push_back(TxnEvent::Timeout {
-                    txn: TxnId::Client(ClientTxnId(id)),
-                });
-                self.terminate(id);
+                self.time_out(TxnId::Client(ClientTxnId(id)))
             }
             (TimerName::D, ClientInvite::Completed { .. })
             | (TimerName::M, ClientInvite::Accepted { .. }) => self.terminate(id),
@@ -201,6 +185,7 @@ impl TransactionLayer {
             return;
         };
         match (name, state) {
+            // Timer E: the next interval doubles up to T2 in Trying, is T2 in Proceeding.
             (
                 TimerName::E,
                 ClientNonInvite::Trying {
@@ -208,7 +193,10 @@ impl TransactionLayer {
                     ..
                 },
             ) => {
-                r.set_interval((r.interval() * 2).min(t2));
+                let interval = (r.interval() * 2).min(t2);
+                r.set_interval(interval);
+                let request = txn.request.clone();
+                self.retransmit(now, id, TimerName::E, interval, request);
             }
             (
                 TimerName::E,
@@ -218,53 +206,15 @@ impl TransactionLayer {
                 },
             ) => {
                 r.set_interval(t2);
+                let request = txn.request.clone();
+                self.retransmit(now, id, TimerName::E, t2, request);
             }
             (TimerName::F, ClientNonInvite::Trying { .. } | ClientNonInvite::Proceeding { .. }) => {
-                self.stats.timeouts += 1;
-                self.events.push_back(TxnEvent::Timeout {
-                    txn: TxnId::Client(ClientTxnId(id)),
-                });
-                return self.terminate(id);
+                self.time_out(TxnId::Client(ClientTxnId(id)))
             }
-            (TimerName::K, ClientNonInvite::Completed { .. }) => return self.terminate(id),
-            _ => return,
+            (TimerName::K, ClientNonInvite::Completed { .. }) => self.terminate(id),
+            _ => {}
         }
-        // Timer E fired: retransmit and re-arm with the interval chosen above. The first
-        // transmission waited T1; each later one waits the interval it was re-armed with.
-        let (peer, request) = (txn.peer, txn.request.clone());
-        let interval = match &txn.state {
-            State::ClientNonInvite(
-                ClientNonInvite::Trying {
-                    retransmit: Some(r),
-                    ..
-                }
-                | ClientNonInvite::Proceeding {
-                    retransmit: Some(r),
-                    ..
-                },
-            ) => r.interval(),
-            _ => return,
-        };
-        let timer = self.set_timer(now, id, TimerName::E, interval);
-        if let Some(Transaction {
-            state:
-                State::ClientNonInvite(
-                    ClientNonInvite::Trying {
-                        retransmit: Some(r),
-                        ..
-                    }
-                    | ClientNonInvite::Proceeding {
-                        retransmit: Some(r),
-                        ..
-                    },
-                ),
-            ..
-        }) = self.get_mut(id)
-        {
-            r.timer = timer;
-        }
-        self.stats.request_retransmissions += 1;
-        self.transmit(peer, request);
     }
 
     pub(super) fn client_invite_response(&mut self, now: Instant, id: SlotId, response: Message) {

@@ -455,6 +455,65 @@ impl TransactionLayer {
         slot.txn.as_mut()
     }
 
+    /// Writes the server key of `request` (top Via `via`) into `self.scratch` and looks it
+    /// up; returns the key's hash (for an insert) and the slab index if found.
+    fn find_server(
+        &mut self,
+        request: &Message,
+        via: &crate::message::Via<'_>,
+        method: key::KeyMethod<'_>,
+    ) -> Result<(u64, Option<u32>), ParseError> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let written = key::server_key(&mut scratch, request, via, method);
+        self.scratch = scratch;
+        written?;
+        let hash = self.hasher.hash_one(self.scratch.as_slice());
+        Ok((hash, self.lookup_hashed(hash, &self.scratch)))
+    }
+
+    /// Ends a transaction whose Timer B, F or H fired.
+    fn time_out(&mut self, txn: TxnId) {
+        let id = match txn {
+            TxnId::Client(ClientTxnId(id)) | TxnId::Server(ServerTxnId(id)) => id,
+        };
+        self.stats.timeouts += 1;
+        self.events.push_back(TxnEvent::Timeout { txn });
+        self.terminate(id);
+    }
+
+    /// Re-arms the retransmission timer of the transaction's current state with `interval`
+    /// and sends `payload` to its peer again.
+    fn retransmit(
+        &mut self,
+        now: Instant,
+        id: SlotId,
+        name: TimerName,
+        interval: Duration,
+        payload: Bytes,
+    ) {
+        let timer = self.set_timer(now, id, name, interval);
+        let Some(txn) = self.get_mut(id) else { return };
+        let slot = match &mut txn.state {
+            State::ClientInvite(ClientInvite::Calling { retransmit, .. })
+            | State::ClientNonInvite(
+                ClientNonInvite::Trying { retransmit, .. }
+                | ClientNonInvite::Proceeding { retransmit, .. },
+            )
+            | State::ServerInvite(ServerInvite::Completed { retransmit, .. }) => retransmit,
+            _ => return,
+        };
+        if let Some(r) = slot {
+            r.timer = timer;
+        }
+        let peer = txn.peer;
+        if matches!(txn.state, State::ServerInvite(_)) {
+            self.stats.response_retransmissions += 1;
+        } else {
+            self.stats.request_retransmissions += 1;
+        }
+        self.transmit(peer, payload);
+    }
+
     /// The slab index of the transaction with this key.
     fn lookup(&self, key: &[u8]) -> Option<u32> {
         self.lookup_hashed(self.hasher.hash_one(key), key)

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::key::{self, KeyMethod};
+use super::key::KeyMethod;
 use super::{
     Retransmit, ServerTxnId, SlotId, State, Transaction, TransactionLayer, TxnError, TxnEvent,
     TxnId,
@@ -102,23 +102,13 @@ impl TransactionLayer {
         request: Message,
     ) -> Result<(), ParseError> {
         let via = request.top_via()?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let found = key::server_key(&mut scratch, &request, &via, KeyMethod::OfRequest).map(|()| {
-            let hash = self.hasher.hash_one(scratch.as_slice());
-            (hash, self.lookup_hashed(hash, &scratch))
-        });
-        let key = match &found {
-            Ok((_, None)) => Some(super::Key::new(&scratch)),
-            _ => None,
-        };
-        self.scratch = scratch;
-        let (hash, found) = found?;
+        let (hash, found) = self.find_server(&request, &via, KeyMethod::OfRequest)?;
         if let Some(index) = found {
             let id = self.id_of(index);
             self.absorb_retransmission(id);
             return Ok(());
         }
-        let Some(key) = key else { return Ok(()) };
+        let key = super::Key::new(&self.scratch);
         let peer = response_destination(&via, from);
         let is_invite = request.method() == Some(Method::Invite);
         let state = if is_invite {
@@ -192,11 +182,7 @@ impl TransactionLayer {
         request: Message,
     ) -> Result<(), ParseError> {
         let via = request.top_via()?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let found = key::server_key(&mut scratch, &request, &via, KeyMethod::OfRequest)
-            .map(|()| self.lookup(&scratch));
-        self.scratch = scratch;
-        let Some(index) = found? else {
+        let Some(index) = self.find_server(&request, &via, KeyMethod::OfRequest)?.1 else {
             self.events.push_back(TxnEvent::Ack { request, from });
             return Ok(());
         };
@@ -240,11 +226,8 @@ impl TransactionLayer {
         request: Message,
     ) -> Result<(), ParseError> {
         let via = request.top_via()?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let invite = key::server_key(&mut scratch, &request, &via, KeyMethod::Fixed(b"INVITE"))
-            .map(|()| self.lookup(&scratch));
-        self.scratch = scratch;
-        let invite = invite?.map(|i| self.id_of(i)).filter(|&id| {
+        let (_, invite) = self.find_server(&request, &via, KeyMethod::Fixed(b"INVITE"))?;
+        let invite = invite.map(|i| self.id_of(i)).filter(|&id| {
             matches!(
                 self.get(id),
                 Some(Transaction {
@@ -406,29 +389,13 @@ impl TransactionLayer {
                     ..
                 },
             ) => {
-                r.set_interval((r.interval() * 2).min(t2));
-                let (interval, bytes) = (r.interval(), response.clone());
-                let timer = self.set_timer(now, id, TimerName::G, interval);
-                if let Some(Transaction {
-                    state:
-                        State::ServerInvite(ServerInvite::Completed {
-                            retransmit: Some(r),
-                            ..
-                        }),
-                    ..
-                }) = self.get_mut(id)
-                {
-                    r.timer = timer;
-                }
-                self.stats.response_retransmissions += 1;
-                self.transmit(peer, bytes);
+                let interval = (r.interval() * 2).min(t2);
+                r.set_interval(interval);
+                let bytes = response.clone();
+                self.retransmit(now, id, TimerName::G, interval, bytes);
             }
             (TimerName::H, ServerInvite::Completed { .. }) => {
-                self.stats.timeouts += 1;
-                self.events.push_back(TxnEvent::Timeout {
-                    txn: TxnId::Server(ServerTxnId(id)),
-                });
-                self.terminate(id);
+                self.time_out(TxnId::Server(ServerTxnId(id)))
             }
             (TimerName::I, ServerInvite::Confirmed { .. })
             | (TimerName::L, ServerInvite::Accepted { .. }) => self.terminate(id),
