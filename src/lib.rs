@@ -7,12 +7,16 @@
 //!   views, a builder, and id generators.
 //! - [`timer`]: the hierarchical timer wheel each shard owns.
 //! - [`transaction`]: RFC 3261 §17 client and server transactions (RFC 6026), sans-IO.
+//! - [`dialog`] and [`shard`]: dialogs (§12–§15) and the per-core shard that owns them
+//!   (in progress: see the shard module's "Scope so far").
 //!
 //! Later layers (transactions, dialogs, the shard, the runtime) build on it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dialog;
 pub mod message;
+pub mod shard;
 pub mod timer;
 pub mod transaction;
 

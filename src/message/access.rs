@@ -146,6 +146,14 @@ impl Message {
         ViaIter::new(ListValues::new(self, HeaderName::Via))
     }
 
+    /// The comma-separated elements of every line of header `name`, as written (trimmed).
+    pub fn list_values(
+        &self,
+        name: HeaderName,
+    ) -> impl Iterator<Item = Result<&[u8], ParseError>> + '_ {
+        ListValues::new(self, name)
+    }
+
     /// Every Contact value.
     pub fn contacts(&self) -> impl Iterator<Item = Result<Contact<'_>, ParseError>> + '_ {
         self.name_addr_list(HeaderName::Contact, Contact::parse)

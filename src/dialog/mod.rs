@@ -1,0 +1,319 @@
+//! Dialogs (RFC 3261 §12): identity, state, and what a dialog must remember to build its
+//! in-dialog requests: CSeqs, local and remote URIs, remote target, route set, secure flag.
+//!
+//! # What it owns, what it may not touch
+//! One dialog's state, stored compactly (the strings it keeps are copied into one
+//! allocation, never a whole datagram). It knows nothing of threads, channels, sockets or the
+//! clock; the [`crate::shard`] drives it.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::message::{BuildError, HeaderName, Message, NameAddr, RequestBuilder, Uri};
+
+/// A dialog's identity: Call-ID, local tag, remote tag (§12). The remote tag is empty for a
+/// call we placed that no response has established yet. Cheap to clone (one shared buffer).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct DialogId {
+    /// `call-id \0 local-tag \0 remote-tag`: also the dialog table key.
+    key: Bytes,
+    call_id_len: u16,
+    local_len: u16,
+}
+
+impl DialogId {
+    /// A dialog id from its three parts.
+    pub fn new(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> DialogId {
+        let mut key = Vec::with_capacity(call_id.len() + local_tag.len() + remote_tag.len() + 2);
+        key.extend_from_slice(call_id);
+        key.push(0);
+        key.extend_from_slice(local_tag);
+        key.push(0);
+        key.extend_from_slice(remote_tag);
+        DialogId {
+            key: Bytes::from(key),
+            call_id_len: call_id.len().min(u16::MAX as usize) as u16,
+            local_len: local_tag.len().min(u16::MAX as usize) as u16,
+        }
+    }
+
+    /// The Call-ID (what the runtime hashes to find the owning shard).
+    pub fn call_id(&self) -> &[u8] {
+        &self.key[..usize::from(self.call_id_len)]
+    }
+
+    /// Our tag.
+    pub fn local_tag(&self) -> &[u8] {
+        let start = usize::from(self.call_id_len) + 1;
+        &self.key[start..start + usize::from(self.local_len)]
+    }
+
+    /// The peer's tag (empty until a response established the dialog, on the UAC side).
+    pub fn remote_tag(&self) -> &[u8] {
+        &self.key[usize::from(self.call_id_len) + usize::from(self.local_len) + 2..]
+    }
+
+    /// The table key.
+    pub(crate) fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+impl fmt::Debug for DialogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DialogId({}, {}, {})",
+            String::from_utf8_lossy(self.call_id()),
+            String::from_utf8_lossy(self.local_tag()),
+            String::from_utf8_lossy(self.remote_tag())
+        )
+    }
+}
+
+/// Dialog state (§12): early after a provisional with a To tag, confirmed after a 2xx.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DialogState {
+    /// Created by a 1xx, or (UAS) by an INVITE not yet answered with a final response.
+    Early,
+    /// A 2xx was sent or received.
+    Confirmed,
+    /// Ended; no request can be sent in it.
+    Terminated,
+}
+
+/// Which side of the dialog-creating INVITE we were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// We sent the INVITE.
+    Uac,
+    /// We received it.
+    Uas,
+}
+
+/// Offsets of the strings a dialog keeps, inside its one `strings` buffer.
+#[derive(Clone, Copy, Debug, Default)]
+struct Layout {
+    /// local name-addr with ;tag (our From/To value), remote likewise, remote target URI.
+    local_end: u32,
+    remote_end: u32,
+    target_end: u32,
+    // the route set follows, as one comma-separated Route value
+}
+
+/// One dialog's state.
+#[derive(Debug)]
+pub struct Dialog {
+    /// Its identity.
+    pub id: DialogId,
+    /// Its state.
+    pub state: DialogState,
+    /// Our side.
+    pub role: Role,
+    /// Last CSeq we used.
+    pub local_cseq: u32,
+    /// Last CSeq the peer used, once it sent a request in the dialog.
+    pub remote_cseq: Option<u32>,
+    /// True when the dialog was created over SIPS (§12.1.1).
+    pub secure: bool,
+    /// Where in-dialog requests go (see [`Dialog::new`]).
+    pub peer: SocketAddr,
+    strings: Box<[u8]>,
+    layout: Layout,
+}
+
+impl Dialog {
+    /// A dialog from the values RFC 3261 §12.1 says to keep. `local`/`remote` are our and
+    /// the peer's name-addr *with* tags (the From/To values we put in requests), `target`
+    /// the remote target URI (the peer's Contact), `route_set` the Route values in the
+    /// order in-dialog requests carry them. `peer` is where requests are sent: the caller
+    /// resolves the first route or the target (sipshard does no DNS).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: DialogId,
+        role: Role,
+        state: DialogState,
+        local_cseq: u32,
+        remote_cseq: Option<u32>,
+        local: &[u8],
+        remote: &[u8],
+        target: &[u8],
+        route_set: &[&[u8]],
+        secure: bool,
+        peer: SocketAddr,
+    ) -> Dialog {
+        let routes_len: usize = route_set.iter().map(|r| r.len() + 1).sum();
+        let mut strings =
+            Vec::with_capacity(local.len() + remote.len() + target.len() + routes_len);
+        strings.extend_from_slice(local);
+        let local_end = strings.len() as u32;
+        strings.extend_from_slice(remote);
+        let remote_end = strings.len() as u32;
+        strings.extend_from_slice(target);
+        let target_end = strings.len() as u32;
+        for (i, r) in route_set.iter().enumerate() {
+            if i > 0 {
+                strings.push(b',');
+            }
+            strings.extend_from_slice(r);
+        }
+        Dialog {
+            id,
+            state,
+            role,
+            local_cseq,
+            remote_cseq,
+            secure,
+            peer,
+            strings: strings.into_boxed_slice(),
+            layout: Layout {
+                local_end,
+                remote_end,
+                target_end,
+            },
+        }
+    }
+
+    /// Our From (UAC) or To (UAS) value, with our tag.
+    pub fn local(&self) -> &[u8] {
+        &self.strings[..self.layout.local_end as usize]
+    }
+
+    /// The peer's value, with its tag.
+    pub fn remote(&self) -> &[u8] {
+        &self.strings[self.layout.local_end as usize..self.layout.remote_end as usize]
+    }
+
+    /// The remote target URI (from the peer's Contact).
+    pub fn remote_target(&self) -> &[u8] {
+        &self.strings[self.layout.remote_end as usize..self.layout.target_end as usize]
+    }
+
+    /// The route set as one comma-separated Route value (empty when there is none).
+    pub fn route_set(&self) -> &[u8] {
+        &self.strings[self.layout.target_end as usize..]
+    }
+
+    /// Heap bytes this dialog holds beyond its struct (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.strings.len() + self.id.key().len()
+    }
+
+    /// Builds an in-dialog request (§12.2.1.1) into `out`: Request-URI and Route from the
+    /// remote target and route set (loose routing, or strict routing when the first route
+    /// lacks `lr`), From/To/Call-ID from the dialog, a new CSeq (the INVITE's for an ACK),
+    /// our Via (`via`, with the branch) and Contact. Extra headers and the body are the
+    /// caller's.
+    pub fn build_request(
+        &mut self,
+        out: &mut BytesMut,
+        method: &[u8],
+        via: &[u8],
+        contact: &[u8],
+        extra: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> Result<usize, BuildError> {
+        let is_ack = method == b"ACK";
+        if !is_ack {
+            self.local_cseq = self.local_cseq.wrapping_add(1) & 0x7fff_ffff;
+        }
+        let routes = self.route_set().to_vec();
+        let first = routes
+            .split(|&b| b == b',')
+            .next()
+            .filter(|r| !r.is_empty())
+            .and_then(|r| NameAddr::parse(r).ok());
+        let strict = first
+            .as_ref()
+            .is_some_and(|r| matches!(&r.uri, Uri::Sip(u) if !u.lr()));
+        let target = self.remote_target().to_vec();
+        let (request_uri, route): (Vec<u8>, Vec<u8>) = match (&first, strict) {
+            // §12.2.1.1 strict routing: the first route becomes the Request-URI, the remote
+            // target goes last in Route.
+            (Some(r), true) => {
+                let rest = routes
+                    .splitn(2, |&b| b == b',')
+                    .nth(1)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default();
+                let mut route = rest;
+                if !route.is_empty() {
+                    route.push(b',');
+                }
+                route.push(b'<');
+                route.extend_from_slice(&target);
+                route.push(b'>');
+                (r.uri_bytes.to_vec(), route)
+            }
+            _ => (target, routes),
+        };
+        let mut b = RequestBuilder::new(out, method, &request_uri);
+        b.header("Via", via).header("Max-Forwards", b"70");
+        if !route.is_empty() {
+            b.header("Route", &route);
+        }
+        let cseq = format!("{} {}", self.local_cseq, String::from_utf8_lossy(method));
+        b.header("From", self.local())
+            .header("To", self.remote())
+            .header("Call-ID", self.id.call_id())
+            .header("CSeq", cseq.as_bytes());
+        if !contact.is_empty() && !is_ack {
+            b.header("Contact", contact);
+        }
+        for (name, value) in extra {
+            b.header(name, value);
+        }
+        b.finish(body)
+    }
+}
+
+/// The route set a UAS keeps from a dialog-creating request: its Record-Route values in
+/// order, each as written (`<uri;lr>` with its parameters) (§12.1.1).
+pub fn uas_route_set(request: &Message) -> Vec<&[u8]> {
+    request
+        .list_values(HeaderName::RecordRoute)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// The route set a UAC keeps from a dialog-creating response: its Record-Route values in
+/// reverse order (§12.1.2).
+pub fn uac_route_set(response: &Message) -> Vec<&[u8]> {
+    let mut v = uas_route_set(response);
+    v.reverse();
+    v
+}
+
+/// The first Contact URI of a message (the remote target), as written.
+pub fn contact_uri(msg: &Message) -> Option<&[u8]> {
+    msg.contacts().next()?.ok()?.addr().map(|a| a.uri_bytes)
+}
+
+/// The value of a To or From header with `;tag=` appended when it has none.
+pub fn with_tag(value: &[u8], tag: &[u8]) -> Vec<u8> {
+    let mut v = value.to_vec();
+    if NameAddr::parse(value).is_ok_and(|a| a.tag().is_none()) {
+        v.extend_from_slice(b";tag=");
+        v.extend_from_slice(tag);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialog_id_parts() {
+        let id = DialogId::new(b"abc@h", b"loc", b"rem");
+        assert_eq!(id.call_id(), b"abc@h");
+        assert_eq!(id.local_tag(), b"loc");
+        assert_eq!(id.remote_tag(), b"rem");
+        let early = DialogId::new(b"abc@h", b"loc", b"");
+        assert_eq!(early.remote_tag(), b"");
+        assert_ne!(id, early);
+    }
+}

@@ -1,0 +1,587 @@
+//! The shard: everything one core owns for its Call-IDs. The transaction table, the dialog
+//! table and the timer wheel (inside the transaction layer), and the dialog behaviour of
+//! RFC 3261 §12–§15 as UAS and UAC.
+//!
+//! # What it owns, what it may not touch
+//! All state of its dialogs and transactions; nothing is shared with another shard. It is
+//! sans-IO like the layers below: datagrams and commands come in with `now`, transmits and
+//! session events go out through `poll_*`. No threads, channels, sockets or clock reads.
+//!
+//! # Driving it
+//! Call [`Shard::handle_datagram`], [`Shard::handle_command`] or [`Shard::handle_timeout`],
+//! then drain [`Shard::poll_transmit`] and [`Shard::poll_event`], then sleep until
+//! [`Shard::poll_timeout`].
+//!
+//! # Scope so far
+//! UAS: INVITE → [`SessionEvent::IncomingCall`]; ringing, answer (2xx retransmitted until
+//! the ACK, BYE after 64·T1 without one), reject; CANCEL (200, then 487 for the INVITE);
+//! BYE; 481 for requests outside any dialog; 500 for an out-of-order CSeq; OPTIONS 200;
+//! 405 with Allow for other methods; 503 with Retry-After over the dialog limit.
+//! UAC: make a call, early dialog on a tagged 1xx, confirmed on 2xx with the ACK (and the ACK
+//! again for each retransmitted 2xx), BYE, CANCEL, failure on a non-2xx final.
+//! Not yet: forking (a second To tag), re-INVITE and glare (answered 501 for now), UPDATE,
+//! PRACK, SUBSCRIBE/NOTIFY, REFER, REGISTER (answered 405), Require/420, merged-request 482.
+
+mod uac;
+mod uas;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::dialog::{Dialog, DialogId, DialogState};
+use crate::message::{BuildError, IdGenerator, Message};
+use crate::timer::TimerHandle;
+use crate::transaction::{
+    ClientTxnId, ServerTxnId, TimerConfig, TransactionLayer, Transmit, TxnError, TxnEvent,
+};
+
+/// Settings of one shard.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Our address: Via sent-by and Contact.
+    pub local_addr: SocketAddr,
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Most dialogs this shard keeps; a new INVITE over it gets 503.
+    pub max_dialogs: usize,
+    /// Retry-After (seconds) on a 503 for overload.
+    pub retry_after: u32,
+}
+
+impl ShardConfig {
+    /// Defaults for a shard at `local_addr`: RFC timers, 1,000,000 dialogs, Retry-After 5.
+    pub fn new(local_addr: SocketAddr) -> Self {
+        ShardConfig {
+            local_addr,
+            timers: TimerConfig::default(),
+            max_dialogs: 1_000_000,
+            retry_after: 5,
+        }
+    }
+}
+
+/// Why a dialog ended.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TerminationReason {
+    /// We sent BYE.
+    LocalBye,
+    /// The peer sent BYE.
+    RemoteBye,
+    /// We answered 2xx and no ACK came within 64·T1 (§13.3.1.4); we sent BYE.
+    AckTimeout,
+    /// Our request got no final response (Timer B or F).
+    Timeout,
+    /// The INVITE was answered (by us or the peer) with this final status.
+    Rejected(u16),
+    /// The peer cancelled the INVITE (we answered 487).
+    Cancelled,
+    /// The runtime could not send.
+    TransportError,
+}
+
+/// What the shard tells the application (names as the reference's session coordination).
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// A new INVITE: answer with [`DialogCommand::Ringing`], [`DialogCommand::Answer`] or
+    /// [`DialogCommand::Reject`].
+    IncomingCall {
+        /// The dialog it will create.
+        dialog: DialogId,
+        /// Where it came from.
+        from: SocketAddr,
+        /// The INVITE (headers and SDP offer).
+        request: Message,
+    },
+    /// A tagged provisional response created an early dialog for our call.
+    CallRinging {
+        /// The early dialog (with the peer's tag).
+        dialog: DialogId,
+        /// The handle [`DialogCommand::MakeCall`] returned.
+        call: DialogId,
+    },
+    /// The call is answered: we received the 2xx (UAC) or sent it (UAS).
+    CallAnswered {
+        /// The confirmed dialog.
+        dialog: DialogId,
+        /// The handle MakeCall returned (UAC), or the dialog itself (UAS).
+        call: DialogId,
+        /// The SDP of the 2xx (UAC) or the answer we sent (UAS).
+        sdp: Bytes,
+    },
+    /// The ACK for our 2xx arrived.
+    AckReceived {
+        /// The dialog.
+        dialog: DialogId,
+        /// SDP carried in the ACK, if any.
+        sdp: Bytes,
+    },
+    /// The peer cancelled an INVITE we had not answered finally.
+    CallCancelled {
+        /// The dialog that will not be.
+        dialog: DialogId,
+    },
+    /// The dialog ended.
+    CallTerminated {
+        /// The dialog (for a call that never got a tag: the MakeCall handle).
+        dialog: DialogId,
+        /// Why.
+        reason: TerminationReason,
+    },
+}
+
+/// What the application asks of the shard.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub enum DialogCommand {
+    /// Place a call: INVITE `request_uri` at `destination`.
+    MakeCall {
+        /// From value without tag (`"Alice" <sip:alice@example.com>`).
+        from: Bytes,
+        /// To value (`<sip:bob@example.com>`).
+        to: Bytes,
+        /// Request-URI.
+        request_uri: Bytes,
+        /// Where to send it (sipshard does no DNS).
+        destination: SocketAddr,
+        /// SDP offer (empty for none).
+        sdp: Bytes,
+    },
+    /// Send 180 Ringing for an incoming call.
+    Ringing {
+        /// The dialog from IncomingCall.
+        dialog: DialogId,
+    },
+    /// Answer an incoming call with 200 OK.
+    Answer {
+        /// The dialog from IncomingCall.
+        dialog: DialogId,
+        /// SDP answer (empty for none).
+        sdp: Bytes,
+    },
+    /// Refuse an incoming call with a final status (300-699).
+    Reject {
+        /// The dialog from IncomingCall.
+        dialog: DialogId,
+        /// The status code.
+        status: u16,
+    },
+    /// Cancel a call we placed that has no final response yet.
+    Cancel {
+        /// The MakeCall handle.
+        call: DialogId,
+    },
+    /// End a confirmed dialog with BYE.
+    Bye {
+        /// The dialog.
+        dialog: DialogId,
+    },
+}
+
+/// What a command produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandOutcome {
+    /// Done.
+    Done,
+    /// MakeCall: the handle of the new call.
+    Call(DialogId),
+}
+
+/// Why a command was refused.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DialogError {
+    /// No such dialog in this shard.
+    DialogNotFound,
+    /// The dialog is not in a state that allows the command.
+    InvalidDialogState {
+        /// Where it is.
+        current: &'static str,
+        /// What the command needs.
+        expected: &'static str,
+    },
+    /// The transaction layer refused.
+    TransactionError(TxnError),
+    /// A message could not be built from what the command gave.
+    InvalidInput(BuildError),
+    /// The shard is at its dialog limit.
+    Overloaded,
+}
+
+impl DialogError {
+    /// True when retrying later (or with other input) may succeed: overload and transient
+    /// transaction trouble; false for unknown dialogs and wrong states.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(
+            self,
+            DialogError::Overloaded | DialogError::TransactionError(_)
+        )
+    }
+}
+
+impl std::fmt::Display for DialogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DialogError::DialogNotFound => f.write_str("dialog not found"),
+            DialogError::InvalidDialogState { current, expected } => {
+                write!(f, "dialog is {current}, needs {expected}")
+            }
+            DialogError::TransactionError(e) => write!(f, "transaction: {e}"),
+            DialogError::InvalidInput(e) => write!(f, "cannot build message: {e}"),
+            DialogError::Overloaded => f.write_str("shard overloaded"),
+        }
+    }
+}
+
+impl std::error::Error for DialogError {}
+
+/// Counters of one shard, summed across shards on demand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Datagrams handed to the shard.
+    pub datagrams_in: u64,
+    /// Datagrams that did not parse, or whose key headers were malformed (dropped).
+    pub parse_errors: u64,
+    /// Dialogs created (both roles).
+    pub dialogs_created: u64,
+    /// New INVITEs refused with 503 at the dialog limit.
+    pub overload_rejections: u64,
+    /// Requests refused by RFC 3261 checks (400/416/420/481/500/505 …).
+    pub requests_rejected: u64,
+    /// 2xx retransmissions sent by the UAS core.
+    pub ok_retransmissions: u64,
+}
+
+/// Where a dialog is in its INVITE life.
+#[derive(Debug)]
+enum Phase {
+    /// UAS: INVITE received, no final response yet.
+    Incoming {
+        invite: ServerTxnId,
+        request: Message,
+    },
+    /// UAS: 2xx sent, waiting for the ACK (§13.3.1.4).
+    Answered {
+        invite: ServerTxnId,
+        ok: Bytes,
+        interval: Duration,
+        retransmit: TimerHandle,
+        give_up: TimerHandle,
+    },
+    /// UAC: INVITE sent, no final response yet (its transaction is in `by_client_txn`).
+    Calling { request: Bytes, branch: Bytes },
+    /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
+    Established { ack: Option<Bytes> },
+    /// BYE sent, waiting for its response.
+    Terminating { reason: TerminationReason },
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Incoming { .. } => "incoming",
+            Phase::Answered { .. } => "answered",
+            Phase::Calling { .. } => "calling",
+            Phase::Established { .. } => "established",
+            Phase::Terminating { .. } => "terminating",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    dialog: Dialog,
+    phase: Phase,
+    /// The MakeCall handle (UAC) so events can name the call the app knows.
+    call: Option<DialogId>,
+}
+
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+/// Timer kinds the shard schedules on the wheel (low byte of the token).
+const TIMER_RETRANSMIT_2XX: u64 = 1;
+const TIMER_ACK_GIVE_UP: u64 = 2;
+
+/// One shard.
+pub struct Shard {
+    config: ShardConfig,
+    txn: TransactionLayer,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_key: ahash::HashMap<Bytes, u32>,
+    by_client_txn: ahash::HashMap<ClientTxnId, u32>,
+    /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
+    by_server_txn: ahash::HashMap<ServerTxnId, u32>,
+    ids: IdGenerator,
+    events: VecDeque<SessionEvent>,
+    buf: BytesMut,
+    stats: ShardStats,
+    live: usize,
+}
+
+impl Shard {
+    /// A shard whose clock starts at `now`, with ids from OS entropy.
+    pub fn new(now: Instant, config: ShardConfig) -> Self {
+        let ids = IdGenerator::from_entropy()
+            .unwrap_or_else(|_| IdGenerator::from_seed(seed_from_time(now)));
+        Self::with_ids(now, config, ids)
+    }
+
+    /// A shard with a given id generator (tests and simulations that must repeat).
+    pub fn with_ids(now: Instant, config: ShardConfig, ids: IdGenerator) -> Self {
+        Shard {
+            txn: TransactionLayer::new(now, config.timers),
+            config,
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_key: ahash::HashMap::default(),
+            by_client_txn: ahash::HashMap::default(),
+            by_server_txn: ahash::HashMap::default(),
+            ids,
+            events: VecDeque::new(),
+            buf: BytesMut::with_capacity(4096),
+            stats: ShardStats::default(),
+            live: 0,
+        }
+    }
+
+    /// Live dialogs (any phase).
+    pub fn dialog_count(&self) -> usize {
+        self.live
+    }
+
+    /// Live transactions.
+    pub fn transaction_count(&self) -> usize {
+        self.txn.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    /// The state of a dialog, if this shard has it.
+    pub fn dialog_state(&self, dialog: &DialogId) -> Option<DialogState> {
+        let i = *self.by_key.get(dialog.key())?;
+        self.slots[i as usize]
+            .entry
+            .as_ref()
+            .map(|e| e.dialog.state)
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.txn.poll_transmit()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Shard::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.txn.poll_timeout()
+    }
+
+    /// A datagram from `from`, received at `now` (UDP).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: Bytes) {
+        self.stats.datagrams_in += 1;
+        let Ok(msg) = Message::parse(datagram) else {
+            self.stats.parse_errors += 1;
+            return;
+        };
+        let handled = if msg.is_request() {
+            self.txn.handle_request(now, from, false, msg)
+        } else {
+            self.txn.handle_response(now, from, msg)
+        };
+        if handled.is_err() {
+            self.stats.parse_errors += 1;
+        }
+        self.drain(now);
+    }
+
+    /// Fires due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.txn.handle_timeout(now);
+        self.drain(now);
+    }
+
+    /// Applies a command from the application.
+    pub fn handle_command(
+        &mut self,
+        now: Instant,
+        command: DialogCommand,
+    ) -> Result<CommandOutcome, DialogError> {
+        let out = match command {
+            DialogCommand::MakeCall {
+                from,
+                to,
+                request_uri,
+                destination,
+                sdp,
+            } => self
+                .make_call(now, &from, &to, &request_uri, destination, sdp)
+                .map(CommandOutcome::Call),
+            DialogCommand::Ringing { dialog } => {
+                self.ringing(now, &dialog).map(|()| CommandOutcome::Done)
+            }
+            DialogCommand::Answer { dialog, sdp } => self
+                .answer(now, &dialog, sdp)
+                .map(|()| CommandOutcome::Done),
+            DialogCommand::Reject { dialog, status } => self
+                .reject(now, &dialog, status)
+                .map(|()| CommandOutcome::Done),
+            DialogCommand::Cancel { call } => {
+                self.cancel(now, &call).map(|()| CommandOutcome::Done)
+            }
+            DialogCommand::Bye { dialog } => self.bye(now, &dialog).map(|()| CommandOutcome::Done),
+        };
+        self.drain(now);
+        out
+    }
+
+    /// Processes what the transaction layer reported.
+    fn drain(&mut self, now: Instant) {
+        while let Some(ev) = self.txn.poll_event() {
+            match ev {
+                TxnEvent::Request { txn, request, from } => {
+                    self.on_request(now, txn, request, from)
+                }
+                TxnEvent::Cancel {
+                    txn,
+                    invite,
+                    request,
+                    ..
+                } => self.on_cancel(now, txn, invite, request),
+                TxnEvent::Ack { request, .. } => self.on_ack(request),
+                TxnEvent::Response { txn, response } => self.on_response(now, txn, response),
+                TxnEvent::StrayResponse { response, .. } => self.on_stray_response(response),
+                TxnEvent::Timeout { txn } | TxnEvent::TransportError { txn } => {
+                    self.on_txn_failure(txn)
+                }
+                TxnEvent::Terminated { txn } => {
+                    if let crate::transaction::TxnId::Client(c) = txn {
+                        self.by_client_txn.remove(&c);
+                    }
+                }
+                TxnEvent::UserTimer { token } => self.on_timer(now, token),
+            }
+        }
+    }
+
+    // ---- dialog table ---------------------------------------------------------------
+
+    fn insert(&mut self, entry: Entry) -> u32 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    entry: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_key
+            .insert(Bytes::copy_from_slice(entry.dialog.id.key()), index);
+        self.slots[index as usize].entry = Some(entry);
+        self.live += 1;
+        self.stats.dialogs_created += 1;
+        index
+    }
+
+    fn find(&self, id: &DialogId) -> Option<u32> {
+        self.by_key.get(id.key()).copied()
+    }
+
+    fn find_parts(&self, call_id: &[u8], local: &[u8], remote: &[u8]) -> Option<u32> {
+        self.find(&DialogId::new(call_id, local, remote))
+    }
+
+    fn entry_mut(&mut self, index: u32) -> Option<&mut Entry> {
+        self.slots.get_mut(index as usize)?.entry.as_mut()
+    }
+
+    /// Removes a dialog; its timers die with it (stale handles are ignored by the wheel).
+    fn remove(&mut self, index: u32) -> Option<Entry> {
+        let slot = self.slots.get_mut(index as usize)?;
+        let mut entry = slot.entry.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(index);
+        self.live -= 1;
+        self.by_key.remove(entry.dialog.id.key());
+        entry.dialog.state = DialogState::Terminated;
+        if let Phase::Incoming { invite, .. } = &entry.phase {
+            self.by_server_txn.remove(invite);
+        }
+        if let Phase::Answered {
+            retransmit,
+            give_up,
+            ..
+        } = entry.phase
+        {
+            self.txn.cancel_timer(retransmit);
+            self.txn.cancel_timer(give_up);
+        }
+        Some(entry)
+    }
+
+    /// Changes a dialog's key (a UAC dialog learning the peer's tag).
+    fn rekey(&mut self, index: u32, id: DialogId) {
+        if let Some(entry) = self
+            .slots
+            .get_mut(index as usize)
+            .and_then(|s| s.entry.as_mut())
+        {
+            self.by_key.remove(entry.dialog.id.key());
+            self.by_key.insert(Bytes::copy_from_slice(id.key()), index);
+            entry.dialog.id = id;
+        }
+    }
+
+    fn token(&self, index: u32, kind: u64) -> u64 {
+        let generation = self.slots[index as usize].generation;
+        (u64::from(index) << 32) | (u64::from(generation & 0x00ff_ffff) << 8) | kind
+    }
+
+    fn entry_for_token(&self, token: u64) -> Option<u32> {
+        let index = (token >> 32) as u32;
+        let generation = ((token >> 8) & 0x00ff_ffff) as u32;
+        let slot = self.slots.get(index as usize)?;
+        (slot.entry.is_some() && slot.generation & 0x00ff_ffff == generation).then_some(index)
+    }
+
+    /// Our Via value with a fresh branch; returns (via, branch).
+    fn via(&mut self) -> (Vec<u8>, Bytes) {
+        let branch = self.ids.branch();
+        let via = format!(
+            "SIP/2.0/UDP {};branch={};rport",
+            self.config.local_addr,
+            branch.as_str()
+        );
+        (via.into_bytes(), Bytes::copy_from_slice(branch.as_bytes()))
+    }
+
+    fn contact(&self) -> Vec<u8> {
+        format!("<sip:{}>", self.config.local_addr).into_bytes()
+    }
+}
+
+/// A fallback seed when the OS has no entropy to give (never expected on Linux).
+fn seed_from_time(now: Instant) -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    let t = format!("{now:?}{:?}", std::thread::current().id());
+    for (i, b) in t.bytes().enumerate() {
+        seed[i % 32] ^= b;
+    }
+    seed
+}

@@ -1,0 +1,509 @@
+//! The shard as UAS: incoming INVITEs, answers, 2xx retransmission until the ACK
+//! (§13.3.1.4), CANCEL (§9.2), in-dialog requests (§12.2.2) and out-of-dialog ones.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{
+    DialogError, Entry, Phase, SessionEvent, Shard, TIMER_ACK_GIVE_UP, TIMER_RETRANSMIT_2XX,
+    TerminationReason,
+};
+use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
+use crate::message::{HeaderName, Message, Method, ResponseBuilder, Uri};
+use crate::transaction::{ServerTxnId, TxnId};
+
+/// A response the UAS core sends: status, our To tag (a fresh one when `None`), extra
+/// headers, body.
+pub(super) struct Reply<'a> {
+    status: u16,
+    to_tag: Option<&'a [u8]>,
+    headers: &'a [(&'a str, &'a [u8])],
+    body: &'a [u8],
+}
+
+impl<'a> Reply<'a> {
+    fn new(status: u16, to_tag: Option<&'a [u8]>) -> Self {
+        Reply {
+            status,
+            to_tag,
+            headers: &[],
+            body: b"",
+        }
+    }
+
+    fn headers(mut self, headers: &'a [(&'a str, &'a [u8])]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    fn body(mut self, body: &'a [u8]) -> Self {
+        self.body = body;
+        self
+    }
+}
+
+/// What we answer in Allow.
+const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
+
+impl Shard {
+    /// Sends `reply` to `request` on its server transaction; returns the bytes sent.
+    pub(super) fn respond(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: &Message,
+        reply: Reply<'_>,
+    ) -> Option<Bytes> {
+        let fresh;
+        let tag = match reply.to_tag {
+            Some(t) => t,
+            None => {
+                fresh = self.ids.tag();
+                fresh.as_bytes()
+            }
+        };
+        let mut b =
+            ResponseBuilder::to_request(&mut self.buf, request, reply.status, None, Some(tag));
+        for (name, value) in reply.headers {
+            b.header(name, value);
+        }
+        b.finish(reply.body).ok()?;
+        let bytes = self.buf.split().freeze();
+        self.txn
+            .send_response(now, txn, reply.status, bytes.clone())
+            .ok()?;
+        Some(bytes)
+    }
+
+    fn reject_request(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: &Message,
+        status: u16,
+        extra: &[(&str, &[u8])],
+    ) {
+        self.stats.requests_rejected += 1;
+        self.respond(now, txn, request, Reply::new(status, None).headers(extra));
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        from: SocketAddr,
+    ) {
+        if let Err(rejection) = request.check_request() {
+            return self.reject_request(now, txn, &request, rejection.code, &[]);
+        }
+        let to_tag = request.to_tag().ok().flatten().map(<[u8]>::to_vec);
+        match (request.method(), to_tag) {
+            (_, Some(local)) => self.in_dialog_request(now, txn, request, &local),
+            (Some(Method::Invite), None) => self.incoming_invite(now, txn, request, from),
+            (Some(Method::Options), None) => {
+                let headers: &[(&str, &[u8])] = &[("Allow", ALLOW), ("Accept", b"application/sdp")];
+                self.respond(now, txn, &request, Reply::new(200, None).headers(headers));
+            }
+            // §15.1.2 and §12.2.2: a BYE (or other in-dialog method) without To tag matches
+            // no dialog.
+            (Some(Method::Bye), None) => self.reject_request(now, txn, &request, 481, &[]),
+            _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
+        }
+    }
+
+    fn incoming_invite(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        from: SocketAddr,
+    ) {
+        if self.live >= self.config.max_dialogs {
+            self.stats.overload_rejections += 1;
+            let retry = self.config.retry_after.to_string();
+            return self.reject_request(
+                now,
+                txn,
+                &request,
+                503,
+                &[("Retry-After", retry.as_bytes())],
+            );
+        }
+        let (Some(call_id), Ok(Some(remote_tag)), Some(target), Some(to), Some(remote), Ok(cseq)) = (
+            request.call_id(),
+            request.from_tag(),
+            dialog::contact_uri(&request),
+            request.header(HeaderName::To),
+            request.header(HeaderName::From),
+            request.cseq(),
+        ) else {
+            // An INVITE must carry a Contact and a From tag to make a dialog.
+            return self.reject_request(now, txn, &request, 400, &[]);
+        };
+        let tag = self.ids.tag();
+        let id = DialogId::new(call_id, tag.as_bytes(), remote_tag);
+        let secure = matches!(request.request_uri(), Some(Uri::Sip(u)) if u.secure);
+        let local = dialog::with_tag(to, tag.as_bytes());
+        let routes = dialog::uas_route_set(&request);
+        let d = Dialog::new(
+            id.clone(),
+            Role::Uas,
+            DialogState::Early,
+            0,
+            Some(cseq.seq),
+            &local,
+            remote,
+            target,
+            &routes,
+            secure,
+            from,
+        );
+        let index = self.insert(Entry {
+            dialog: d,
+            phase: Phase::Incoming {
+                invite: txn,
+                request: request.clone(),
+            },
+            call: None,
+        });
+        self.by_server_txn.insert(txn, index);
+        self.events.push_back(SessionEvent::IncomingCall {
+            dialog: id,
+            from,
+            request,
+        });
+    }
+
+    fn in_dialog_request(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        local: &[u8],
+    ) {
+        let (Some(call_id), Ok(Some(remote)), Ok(cseq)) =
+            (request.call_id(), request.from_tag(), request.cseq())
+        else {
+            return self.reject_request(now, txn, &request, 400, &[]);
+        };
+        let Some(index) = self.find_parts(call_id, local, remote) else {
+            return self.reject_request(now, txn, &request, 481, &[]);
+        };
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        // §12.2.2: a lower CSeq than the last one is out of order.
+        if entry.dialog.remote_cseq.is_some_and(|last| cseq.seq < last) {
+            return self.reject_request(now, txn, &request, 500, &[]);
+        }
+        entry.dialog.remote_cseq = Some(cseq.seq);
+        let local = entry.dialog.id.local_tag().to_vec();
+        match request.method() {
+            Some(Method::Bye) => {
+                self.respond(now, txn, &request, Reply::new(200, Some(&local)));
+                if let Some(e) = self.remove(index) {
+                    self.events.push_back(SessionEvent::CallTerminated {
+                        dialog: e.dialog.id,
+                        reason: TerminationReason::RemoteBye,
+                    });
+                }
+            }
+            Some(Method::Options) => {
+                let headers: &[(&str, &[u8])] = &[("Allow", ALLOW)];
+                self.respond(
+                    now,
+                    txn,
+                    &request,
+                    Reply::new(200, Some(&local)).headers(headers),
+                );
+            }
+            // Not yet: re-INVITE (and glare), UPDATE, INFO, REFER, NOTIFY.
+            Some(Method::Invite) => self.reject_request(now, txn, &request, 501, &[]),
+            _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
+        }
+    }
+
+    /// CANCEL: 200 to the CANCEL; if the INVITE is still unanswered, 487 to it (§9.2).
+    pub(super) fn on_cancel(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        invite: Option<ServerTxnId>,
+        request: Message,
+    ) {
+        // O(1): pending INVITE server transactions are indexed to their dialog.
+        let pending = invite.and_then(|inv| self.by_server_txn.get(&inv).copied());
+        let Some(index) = pending else {
+            let status = if invite.is_some() { 200 } else { 481 };
+            return self.reject_request(now, txn, &request, status, &[]);
+        };
+        self.respond(now, txn, &request, Reply::new(200, None));
+        if let Some(e) = self.remove(index)
+            && let Phase::Incoming {
+                invite,
+                request: inv,
+            } = e.phase
+        {
+            let local = e.dialog.id.local_tag().to_vec();
+            self.respond(now, invite, &inv, Reply::new(487, Some(&local)));
+            self.events.push_back(SessionEvent::CallCancelled {
+                dialog: e.dialog.id,
+            });
+        }
+    }
+
+    /// An ACK outside the transaction layer: the ACK for our 2xx (§13.3.1.4).
+    pub(super) fn on_ack(&mut self, request: Message) {
+        let (Some(call_id), Ok(Some(local)), Ok(Some(remote))) =
+            (request.call_id(), request.to_tag(), request.from_tag())
+        else {
+            return;
+        };
+        let Some(index) = self.find_parts(call_id, local, remote) else {
+            return;
+        };
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        if let Phase::Answered {
+            retransmit,
+            give_up,
+            ..
+        } = entry.phase
+        {
+            entry.phase = Phase::Established { ack: None };
+            let id = entry.dialog.id.clone();
+            self.txn.cancel_timer(retransmit);
+            self.txn.cancel_timer(give_up);
+            self.events.push_back(SessionEvent::AckReceived {
+                dialog: id,
+                sdp: request.body(),
+            });
+        }
+    }
+
+    pub(super) fn ringing(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
+        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let contact = self.contact();
+        let Some(Entry {
+            phase: Phase::Incoming { invite, request },
+            dialog,
+            ..
+        }) = self.entry_mut(index)
+        else {
+            return Err(self.wrong_state(index, "incoming"));
+        };
+        let (invite, request, local) = (*invite, request.clone(), dialog.id.local_tag().to_vec());
+        let headers: &[(&str, &[u8])] = &[("Contact", &contact)];
+        self.respond(
+            now,
+            invite,
+            &request,
+            Reply::new(180, Some(&local)).headers(headers),
+        );
+        Ok(())
+    }
+
+    pub(super) fn answer(
+        &mut self,
+        now: Instant,
+        id: &DialogId,
+        sdp: Bytes,
+    ) -> Result<(), DialogError> {
+        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let contact = self.contact();
+        let Some(Entry {
+            phase: Phase::Incoming { invite, request },
+            dialog,
+            ..
+        }) = self.entry_mut(index)
+        else {
+            return Err(self.wrong_state(index, "incoming"));
+        };
+        let (invite, request, local) = (*invite, request.clone(), dialog.id.local_tag().to_vec());
+        let mut extra: Vec<(&str, &[u8])> = vec![("Contact", &contact)];
+        if !sdp.is_empty() {
+            extra.push(("Content-Type", b"application/sdp"));
+        }
+        let ok = self
+            .respond(
+                now,
+                invite,
+                &request,
+                Reply::new(200, Some(&local)).headers(&extra).body(&sdp),
+            )
+            .ok_or(DialogError::InvalidDialogState {
+                current: "transaction gone",
+                expected: "incoming",
+            })?;
+        let t1 = self.config.timers.t1;
+        let retransmit = self
+            .txn
+            .schedule(now + t1, self.token(index, TIMER_RETRANSMIT_2XX));
+        let give_up = self.txn.schedule(
+            now + self.config.timers.timeout(),
+            self.token(index, TIMER_ACK_GIVE_UP),
+        );
+        self.by_server_txn.remove(&invite);
+        if let Some(entry) = self.entry_mut(index) {
+            entry.dialog.state = DialogState::Confirmed;
+            entry.phase = Phase::Answered {
+                invite,
+                ok,
+                interval: t1,
+                retransmit,
+                give_up,
+            };
+            let dialog = entry.dialog.id.clone();
+            self.events.push_back(SessionEvent::CallAnswered {
+                call: dialog.clone(),
+                dialog,
+                sdp,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn reject(
+        &mut self,
+        now: Instant,
+        id: &DialogId,
+        status: u16,
+    ) -> Result<(), DialogError> {
+        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        if !matches!(
+            self.entry_mut(index).map(|e| &e.phase),
+            Some(Phase::Incoming { .. })
+        ) {
+            return Err(self.wrong_state(index, "incoming"));
+        }
+        if !(300..=699).contains(&status) {
+            return Err(DialogError::InvalidInput(
+                crate::message::BuildError::InvalidStatusCode,
+            ));
+        }
+        if let Some(e) = self.remove(index)
+            && let Phase::Incoming { invite, request } = e.phase
+        {
+            let local = e.dialog.id.local_tag().to_vec();
+            self.respond(now, invite, &request, Reply::new(status, Some(&local)));
+            self.events.push_back(SessionEvent::CallTerminated {
+                dialog: e.dialog.id,
+                reason: TerminationReason::Rejected(status),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn wrong_state(&mut self, index: u32, expected: &'static str) -> DialogError {
+        DialogError::InvalidDialogState {
+            current: self.entry_mut(index).map_or("gone", |e| e.phase.name()),
+            expected,
+        }
+    }
+
+    /// Shard timers: 2xx retransmission (T1 doubling to T2) and the 64·T1 ACK deadline.
+    pub(super) fn on_timer(&mut self, now: Instant, token: u64) {
+        let Some(index) = self.entry_for_token(token) else {
+            return;
+        };
+        let kind = token & 0xff;
+        let t2 = self.config.timers.t2;
+        let next_token = self.token(index, TIMER_RETRANSMIT_2XX);
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        let Phase::Answered {
+            invite,
+            ok,
+            interval,
+            retransmit,
+            ..
+        } = &mut entry.phase
+        else {
+            return;
+        };
+        match kind {
+            TIMER_RETRANSMIT_2XX => {
+                *interval = (*interval * 2).min(t2);
+                let (invite, ok, wait) = (*invite, ok.clone(), *interval);
+                let timer = self.txn.schedule(now + wait, next_token);
+                if let Some(Entry {
+                    phase: Phase::Answered { retransmit, .. },
+                    ..
+                }) = self.entry_mut(index)
+                {
+                    *retransmit = timer;
+                }
+                self.stats.ok_retransmissions += 1;
+                // RFC 6026: the INVITE transaction (Accepted) sends the TU's 2xx again.
+                let _ = self.txn.send_response(now, invite, 200, ok);
+            }
+            TIMER_ACK_GIVE_UP => {
+                let retransmit = *retransmit;
+                entry.phase = Phase::Established { ack: None };
+                self.txn.cancel_timer(retransmit);
+                // §13.3.1.4: confirmed without ACK, but the session ends with a BYE. If the
+                // BYE cannot even be sent, the dialog ends here.
+                if self
+                    .send_bye(now, index, TerminationReason::AckTimeout)
+                    .is_err()
+                    && let Some(e) = self.remove(index)
+                {
+                    self.events.push_back(SessionEvent::CallTerminated {
+                        dialog: e.dialog.id,
+                        reason: TerminationReason::AckTimeout,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends BYE in the dialog at `index`; the dialog ends when the BYE transaction does.
+    pub(super) fn send_bye(
+        &mut self,
+        now: Instant,
+        index: u32,
+        reason: TerminationReason,
+    ) -> Result<(), DialogError> {
+        let (via, branch) = self.via();
+        let Some(entry) = self.entry_mut(index) else {
+            return Err(DialogError::DialogNotFound);
+        };
+        let mut buf = bytes::BytesMut::new();
+        entry
+            .dialog
+            .build_request(&mut buf, b"BYE", &via, b"", &[], b"")
+            .map_err(DialogError::InvalidInput)?;
+        let peer = entry.dialog.peer;
+        entry.phase = Phase::Terminating { reason };
+        let txn = self
+            .txn
+            .send_request(now, peer, false, b"BYE", &branch, buf.freeze())
+            .map_err(DialogError::TransactionError)?;
+        self.by_client_txn.insert(txn, index);
+        Ok(())
+    }
+
+    /// Timeout or transport error on a transaction the shard waits on.
+    pub(super) fn on_txn_failure(&mut self, txn: TxnId) {
+        let TxnId::Client(client) = txn else { return };
+        let Some(index) = self.by_client_txn.remove(&client) else {
+            return;
+        };
+        if let Some(e) = self.remove(index) {
+            let reason = match e.phase {
+                Phase::Terminating { reason } => reason,
+                _ => TerminationReason::Timeout,
+            };
+            self.events.push_back(SessionEvent::CallTerminated {
+                dialog: e.call.unwrap_or(e.dialog.id),
+                reason,
+            });
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Two shards, UAC and UAS, over the simulated network (`Pair`, in the style of quinn's
+//! tests): whole calls on simulated time, with and without loss, duplication and reordering.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::sim::{Conditions, Network};
+use sipshard::dialog::DialogId;
+use sipshard::message::{IdGenerator, Message};
+use sipshard::shard::{
+    CommandOutcome, DialogCommand, SessionEvent, Shard, ShardConfig, TerminationReason,
+};
+
+fn uac_addr() -> SocketAddr {
+    "127.0.0.1:5070".parse().unwrap()
+}
+
+fn uas_addr() -> SocketAddr {
+    "127.0.0.1:5080".parse().unwrap()
+}
+
+const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+/// What the UAS application does with each incoming call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UasPolicy {
+    /// 180, then 200 at once.
+    Answer,
+    /// 180 only (the test decides later).
+    Ring,
+    /// Final refusal with this status.
+    Reject(u16),
+}
+
+struct Pair {
+    now: Instant,
+    uac: Shard,
+    uas: Shard,
+    net: Network,
+    policy: UasPolicy,
+    /// UAC hangs up as soon as the call is answered.
+    bye_on_answer: bool,
+    uac_events: Vec<SessionEvent>,
+    uas_events: Vec<SessionEvent>,
+}
+
+impl Pair {
+    fn new(seed: u64, conditions: Conditions, policy: UasPolicy) -> Self {
+        let now = Instant::now();
+        let mut s1 = [0u8; 32];
+        s1[0] = seed as u8;
+        let mut s2 = s1;
+        s2[1] = 1;
+        Pair {
+            now,
+            uac: Shard::with_ids(
+                now,
+                ShardConfig::new(uac_addr()),
+                IdGenerator::from_seed(s1),
+            ),
+            uas: Shard::with_ids(
+                now,
+                ShardConfig::new(uas_addr()),
+                IdGenerator::from_seed(s2),
+            ),
+            net: Network::new(seed, conditions),
+            policy,
+            bye_on_answer: true,
+            uac_events: Vec::new(),
+            uas_events: Vec::new(),
+        }
+    }
+
+    fn call(&mut self) -> DialogId {
+        let out = self
+            .uac
+            .handle_command(
+                self.now,
+                DialogCommand::MakeCall {
+                    from: Bytes::from_static(b"\"Alice\" <sip:alice@127.0.0.1:5070>"),
+                    to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
+                    request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
+                    destination: uas_addr(),
+                    sdp: Bytes::from_static(SDP),
+                },
+            )
+            .unwrap();
+        match out {
+            CommandOutcome::Call(id) => id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn flush(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.uac.poll_transmit() {
+                self.net
+                    .send(self.now, uac_addr(), t.destination, t.payload);
+                moved = true;
+            }
+            while let Some(t) = self.uas.poll_transmit() {
+                self.net
+                    .send(self.now, uas_addr(), t.destination, t.payload);
+                moved = true;
+            }
+            while let Some(e) = self.uas.poll_event() {
+                moved = true;
+                if let SessionEvent::IncomingCall { dialog, .. } = &e {
+                    let dialog = dialog.clone();
+                    self.uas
+                        .handle_command(
+                            self.now,
+                            DialogCommand::Ringing {
+                                dialog: dialog.clone(),
+                            },
+                        )
+                        .unwrap();
+                    match self.policy {
+                        UasPolicy::Answer => {
+                            self.uas
+                                .handle_command(
+                                    self.now,
+                                    DialogCommand::Answer {
+                                        dialog,
+                                        sdp: Bytes::from_static(SDP),
+                                    },
+                                )
+                                .unwrap();
+                        }
+                        UasPolicy::Reject(status) => {
+                            self.uas
+                                .handle_command(self.now, DialogCommand::Reject { dialog, status })
+                                .unwrap();
+                        }
+                        UasPolicy::Ring => {}
+                    }
+                }
+                self.uas_events.push(e);
+            }
+            while let Some(e) = self.uac.poll_event() {
+                moved = true;
+                if self.bye_on_answer
+                    && let SessionEvent::CallAnswered { dialog, .. } = &e
+                {
+                    self.uac
+                        .handle_command(
+                            self.now,
+                            DialogCommand::Bye {
+                                dialog: dialog.clone(),
+                            },
+                        )
+                        .unwrap();
+                }
+                self.uac_events.push(e);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Advances to the next event (delivery or timer); false when nothing is left.
+    fn step(&mut self) -> bool {
+        self.flush();
+        let next = [
+            self.net.next_delivery(),
+            self.uac.poll_timeout(),
+            self.uas.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else { return false };
+        self.now = self.now.max(next);
+        for d in self.net.due(self.now) {
+            let shard = if d.to == uas_addr() {
+                &mut self.uas
+            } else {
+                &mut self.uac
+            };
+            shard.handle_datagram(self.now, d.from, d.payload);
+        }
+        self.uac.handle_timeout(self.now);
+        self.uas.handle_timeout(self.now);
+        self.flush();
+        true
+    }
+
+    fn run(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        while self.now < end && self.step() {}
+    }
+
+    fn count(events: &[SessionEvent], f: impl Fn(&SessionEvent) -> bool) -> usize {
+        events.iter().filter(|e| f(e)).count()
+    }
+}
+
+#[test]
+fn a_basic_call_with_ringing_answer_ack_and_bye() {
+    let mut p = Pair::new(1, Conditions::perfect(), UasPolicy::Answer);
+    let call = p.call();
+    p.run(Duration::from_secs(60));
+    let kinds: Vec<_> = p
+        .uac_events
+        .iter()
+        .map(|e| {
+            format!("{e:?}")
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["CallRinging", "CallAnswered", "CallTerminated"],
+        "{:?}",
+        p.uac_events
+    );
+    match &p.uac_events[1] {
+        SessionEvent::CallAnswered {
+            call: c,
+            dialog,
+            sdp,
+        } => {
+            assert_eq!(c, &call);
+            assert_eq!(dialog.call_id(), call.call_id());
+            assert!(!dialog.remote_tag().is_empty());
+            assert_eq!(&sdp[..], SDP);
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(matches!(
+        p.uac_events[2],
+        SessionEvent::CallTerminated {
+            reason: TerminationReason::LocalBye,
+            ..
+        }
+    ));
+    let uas: Vec<_> = p
+        .uas_events
+        .iter()
+        .map(|e| {
+            format!("{e:?}")
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        uas,
+        [
+            "IncomingCall",
+            "CallAnswered",
+            "AckReceived",
+            "CallTerminated"
+        ]
+    );
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+    assert_eq!(
+        (p.uac.transaction_count(), p.uas.transaction_count()),
+        (0, 0)
+    );
+}
+
+#[test]
+fn rejected_and_cancelled_calls() {
+    let mut p = Pair::new(2, Conditions::perfect(), UasPolicy::Reject(486));
+    p.call();
+    p.run(Duration::from_secs(60));
+    assert_eq!(
+        Pair::count(&p.uac_events, |e| matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::Rejected(486),
+                ..
+            }
+        )),
+        1
+    );
+    assert_eq!(p.uas.dialog_count(), 0);
+
+    let mut p = Pair::new(3, Conditions::perfect(), UasPolicy::Ring);
+    let call = p.call();
+    p.run(Duration::from_millis(100));
+    assert_eq!(
+        Pair::count(&p.uac_events, |e| matches!(
+            e,
+            SessionEvent::CallRinging { .. }
+        )),
+        1
+    );
+    p.uac
+        .handle_command(p.now, DialogCommand::Cancel { call })
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(
+        Pair::count(&p.uas_events, |e| matches!(
+            e,
+            SessionEvent::CallCancelled { .. }
+        )),
+        1
+    );
+    assert_eq!(
+        Pair::count(&p.uac_events, |e| matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::Cancelled,
+                ..
+            }
+        )),
+        1
+    );
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+}
+
+#[test]
+fn the_uas_retransmits_2xx_and_byes_when_no_ack_comes() {
+    // The UAS alone: an INVITE arrives, the app answers, the ACK never comes.
+    let t0 = Instant::now();
+    let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
+    let invite = Bytes::from_static(
+        b"INVITE sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKnoack;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: noack@test\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n",
+    );
+    uas.handle_datagram(t0, uac_addr(), invite);
+    let Some(SessionEvent::IncomingCall { dialog, .. }) = uas.poll_event() else {
+        panic!()
+    };
+    uas.handle_command(
+        t0,
+        DialogCommand::Answer {
+            dialog,
+            sdp: Bytes::new(),
+        },
+    )
+    .unwrap();
+    let mut oks = Vec::new();
+    let mut byes = Vec::new();
+    let mut now = t0;
+    let mut terminated = None;
+    loop {
+        while let Some(t) = uas.poll_transmit() {
+            let m = Message::parse(t.payload).unwrap();
+            match (m.status(), m.method_bytes()) {
+                (Some(200), _) => oks.push(now - t0),
+                (_, Some(b"BYE")) => byes.push(now - t0),
+                _ => {}
+            }
+        }
+        while let Some(e) = uas.poll_event() {
+            if let SessionEvent::CallTerminated { reason, .. } = e {
+                terminated = Some((now - t0, reason));
+            }
+        }
+        match uas.poll_timeout() {
+            Some(next) if next - t0 <= Duration::from_secs(100) => {
+                now = next;
+                uas.handle_timeout(now);
+            }
+            _ => break,
+        }
+    }
+    let secs = |v: &[f64]| {
+        v.iter()
+            .map(|s| Duration::from_secs_f64(*s))
+            .collect::<Vec<_>>()
+    };
+    // 2xx at 0, then T1 doubling to T2 (§13.3.1.4) until 64·T1.
+    assert_eq!(
+        oks,
+        secs(&[0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5])
+    );
+    assert_eq!(byes.first(), Some(&Duration::from_secs(32)), "BYE at 64·T1");
+    // Nobody answers the BYE either: its transaction times out (Timer F) and the dialog ends.
+    assert_eq!(
+        terminated,
+        Some((Duration::from_secs(64), TerminationReason::AckTimeout))
+    );
+    assert_eq!(uas.dialog_count(), 0);
+}
+
+#[test]
+fn requests_outside_a_dialog_get_481_and_options_200() {
+    let t0 = Instant::now();
+    let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
+    let req = |method: &str, to_tag: &str| {
+        Bytes::from(format!(
+            "{method} sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{method}x;rport\r\n\
+Max-Forwards: 0\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>{to_tag}\r\nCall-ID: x@test\r\n\
+CSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let status_of = |uas: &mut Shard, datagram: Bytes| {
+        uas.handle_datagram(t0, uac_addr(), datagram);
+        Message::parse(uas.poll_transmit().unwrap().payload)
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status_of(&mut uas, req("BYE", ";tag=nope")), Some(481));
+    // §11: an OPTIONS addressed to us is answered even with Max-Forwards 0.
+    assert_eq!(status_of(&mut uas, req("OPTIONS", "")), Some(200));
+    assert_eq!(status_of(&mut uas, req("SUBSCRIBE", "")), Some(405));
+}
+
+#[test]
+fn a_thousand_calls_complete_over_a_lossy_network() {
+    let conditions = Conditions {
+        loss: 0.10,
+        duplicate: 0.05,
+        min_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(60),
+    };
+    let mut p = Pair::new(7, conditions, UasPolicy::Answer);
+    for _ in 0..1000 {
+        p.call();
+    }
+    p.run(Duration::from_secs(600));
+    let answered = Pair::count(&p.uac_events, |e| {
+        matches!(e, SessionEvent::CallAnswered { .. })
+    });
+    let ended = Pair::count(&p.uac_events, |e| {
+        matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::LocalBye,
+                ..
+            }
+        )
+    });
+    let failed: Vec<_> = p
+        .uac_events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::CallTerminated { reason, .. } if *reason != TerminationReason::LocalBye))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert_eq!(answered, 1000);
+    assert_eq!(ended, 1000);
+    let uas_ended = Pair::count(&p.uas_events, |e| {
+        matches!(e, SessionEvent::CallTerminated { .. })
+    });
+    assert_eq!(uas_ended, 1000);
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+    eprintln!(
+        "1000 calls: {} datagrams, {} dropped, {} duplicated; uas {:?}",
+        p.net.sent,
+        p.net.dropped,
+        p.net.duplicated,
+        p.uas.stats()
+    );
+}
