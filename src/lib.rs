@@ -7,6 +7,7 @@
 //!   views, a builder, and id generators.
 //! - [`timer`]: the hierarchical timer wheel each shard owns.
 //! - [`transaction`]: RFC 3261 §17 client and server transactions (RFC 6026), sans-IO.
+//! - [`registrar`]: REGISTER bindings (§10.3), used by the shard in registrar mode.
 //! - [`dialog`] and [`shard`]: dialogs (§12–§15) and the per-core shard that owns them
 //!   (in progress: see the shard module's "Scope so far").
 //!
@@ -16,6 +17,7 @@
 
 pub mod dialog;
 pub mod message;
+pub mod registrar;
 pub mod shard;
 pub mod timer;
 pub mod transaction;

@@ -461,3 +461,78 @@ fn a_thousand_calls_complete_over_a_lossy_network() {
         p.uas.stats()
     );
 }
+
+fn register(cseq: u32, contact: &str, expires: u32) -> Bytes {
+    Bytes::from(format!(
+        "REGISTER sip:127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKreg{cseq};rport\r\n\
+Max-Forwards: 70\r\nTo: <sip:bob@example.com>\r\nFrom: <sip:bob@example.com>;tag=r1\r\nCall-ID: reg@test\r\n\
+CSeq: {cseq} REGISTER\r\nContact: {contact}\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
+    ))
+}
+
+#[test]
+fn registrar_mode_binds_answers_423_and_expires_by_timer() {
+    use sipshard::registrar::RegistrarConfig;
+    use sipshard::shard::RegisterMode;
+    let t0 = Instant::now();
+    let config = ShardConfig {
+        register: RegisterMode::Registrar(RegistrarConfig::default()),
+        ..ShardConfig::new(uas_addr())
+    };
+    let mut shard = Shard::new(t0, config);
+    let answer = |shard: &mut Shard, at: Instant, datagram: Bytes| {
+        shard.handle_datagram(at, uac_addr(), datagram);
+        Message::parse(shard.poll_transmit().unwrap().payload).unwrap()
+    };
+    let ok = answer(&mut shard, t0, register(1, "<sip:bob@192.0.2.4:5060>", 120));
+    assert_eq!(ok.status(), Some(200));
+    let c = ok.contacts().next().unwrap().unwrap();
+    assert_eq!(c.expires(), Ok(Some(120)));
+    let brief = answer(&mut shard, t0, register(2, "<sip:bob@192.0.2.4:5060>", 5));
+    assert_eq!(brief.status(), Some(423));
+    assert_eq!(brief.min_expires().unwrap(), Some(60));
+    assert_eq!(shard.registrar().unwrap().aor_count(), 1);
+    // The binding lapses by the shard's own timer.
+    let mut now = t0;
+    while let Some(next) = shard.poll_timeout() {
+        if next - t0 > Duration::from_secs(200) {
+            break;
+        }
+        now = next;
+        shard.handle_timeout(now);
+    }
+    assert!(now - t0 >= Duration::from_secs(120));
+    assert_eq!(shard.registrar().unwrap().aor_count(), 0);
+}
+
+#[test]
+fn event_mode_hands_register_to_the_application() {
+    use sipshard::shard::RegisterMode;
+    let t0 = Instant::now();
+    let config = ShardConfig {
+        register: RegisterMode::Event,
+        ..ShardConfig::new(uas_addr())
+    };
+    let mut shard = Shard::new(t0, config);
+    shard.handle_datagram(t0, uac_addr(), register(1, "<sip:bob@192.0.2.4>", 300));
+    let Some(SessionEvent::RegistrationRequest { txn, request, .. }) = shard.poll_event() else {
+        panic!("no RegistrationRequest")
+    };
+    assert_eq!(request.expires().unwrap(), Some(300));
+    shard
+        .handle_command(
+            t0,
+            DialogCommand::Respond {
+                txn,
+                status: 200,
+                headers: vec![(
+                    "Contact".into(),
+                    Bytes::from_static(b"<sip:bob@192.0.2.4>;expires=300"),
+                )],
+            },
+        )
+        .unwrap();
+    let ok = Message::parse(shard.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.contacts().count(), 1);
+}

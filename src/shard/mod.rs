@@ -19,9 +19,13 @@
 //! 405 with Allow for other methods; 503 with Retry-After over the dialog limit.
 //! UAC: make a call, early dialog on a tagged 1xx, confirmed on 2xx with the ACK (and the ACK
 //! again for each retransmitted 2xx), BYE, CANCEL, failure on a non-2xx final.
+//! REGISTER: refused (405), served by the registrar's binding table, or handed to the
+//! application ([`RegisterMode`]).
 //! Not yet: forking (a second To tag), re-INVITE and glare (answered 501 for now), UPDATE,
-//! PRACK, SUBSCRIBE/NOTIFY, REFER, REGISTER (answered 405), Require/420, merged-request 482.
+//! PRACK, SUBSCRIBE/NOTIFY, REFER, Require/420, merged-request 482, the RFC 3665 flow
+//! replays, the memory and throughput targets of `shard/call_flow`.
 
+mod register;
 mod uac;
 mod uas;
 
@@ -49,6 +53,20 @@ pub struct ShardConfig {
     pub max_dialogs: usize,
     /// Retry-After (seconds) on a 503 for overload.
     pub retry_after: u32,
+    /// What REGISTER requests get.
+    pub register: RegisterMode,
+}
+
+/// How a shard handles REGISTER.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterMode {
+    /// 405 Method Not Allowed: this UA is no registrar.
+    Refuse,
+    /// The shard is a registrar with its own binding table (§10.3).
+    Registrar(crate::registrar::RegistrarConfig),
+    /// Each REGISTER becomes a [`SessionEvent::RegistrationRequest`]; the application
+    /// answers with [`DialogCommand::Respond`].
+    Event,
 }
 
 impl ShardConfig {
@@ -59,6 +77,7 @@ impl ShardConfig {
             timers: TimerConfig::default(),
             max_dialogs: 1_000_000,
             retry_after: 5,
+            register: RegisterMode::Refuse,
         }
     }
 }
@@ -125,6 +144,15 @@ pub enum SessionEvent {
         /// The dialog that will not be.
         dialog: DialogId,
     },
+    /// A REGISTER, in [`RegisterMode::Event`]: answer with [`DialogCommand::Respond`].
+    RegistrationRequest {
+        /// The server transaction to answer on.
+        txn: ServerTxnId,
+        /// The REGISTER.
+        request: Message,
+        /// Where it came from.
+        from: SocketAddr,
+    },
     /// The dialog ended.
     CallTerminated {
         /// The dialog (for a call that never got a tag: the MakeCall handle).
@@ -179,6 +207,15 @@ pub enum DialogCommand {
     Bye {
         /// The dialog.
         dialog: DialogId,
+    },
+    /// Answer a request the application was handed (RegistrationRequest).
+    Respond {
+        /// Its server transaction.
+        txn: ServerTxnId,
+        /// Status code.
+        status: u16,
+        /// Extra headers (e.g. Contact with expires for a 200 to REGISTER).
+        headers: Vec<(String, Bytes)>,
     },
 }
 
@@ -308,6 +345,8 @@ struct Slot {
 /// Timer kinds the shard schedules on the wheel (low byte of the token).
 const TIMER_RETRANSMIT_2XX: u64 = 1;
 const TIMER_ACK_GIVE_UP: u64 = 2;
+/// The registrar's expiry sweep: not tied to a dialog slot.
+const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 
 /// One shard.
 pub struct Shard {
@@ -319,6 +358,11 @@ pub struct Shard {
     by_client_txn: ahash::HashMap<ClientTxnId, u32>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
+    /// The binding table, in registrar mode, and its expiry timer.
+    registrar: Option<crate::registrar::Registrar>,
+    registrar_timer: Option<(TimerHandle, Instant)>,
+    /// Requests handed to the application (event mode), awaiting `Respond`.
+    pending: ahash::HashMap<ServerTxnId, Message>,
     ids: IdGenerator,
     events: VecDeque<SessionEvent>,
     buf: BytesMut,
@@ -336,6 +380,10 @@ impl Shard {
 
     /// A shard with a given id generator (tests and simulations that must repeat).
     pub fn with_ids(now: Instant, config: ShardConfig, ids: IdGenerator) -> Self {
+        let registrar = match config.register {
+            RegisterMode::Registrar(c) => Some(crate::registrar::Registrar::new(c)),
+            _ => None,
+        };
         Shard {
             txn: TransactionLayer::new(now, config.timers),
             config,
@@ -344,6 +392,9 @@ impl Shard {
             by_key: ahash::HashMap::default(),
             by_client_txn: ahash::HashMap::default(),
             by_server_txn: ahash::HashMap::default(),
+            registrar,
+            registrar_timer: None,
+            pending: ahash::HashMap::default(),
             ids,
             events: VecDeque::new(),
             buf: BytesMut::with_capacity(4096),
@@ -444,6 +495,13 @@ impl Shard {
                 self.cancel(now, &call).map(|()| CommandOutcome::Done)
             }
             DialogCommand::Bye { dialog } => self.bye(now, &dialog).map(|()| CommandOutcome::Done),
+            DialogCommand::Respond {
+                txn,
+                status,
+                headers,
+            } => self
+                .respond_pending(now, txn, status, &headers)
+                .map(|()| CommandOutcome::Done),
         };
         self.drain(now);
         out

@@ -24,7 +24,7 @@ pub(super) struct Reply<'a> {
 }
 
 impl<'a> Reply<'a> {
-    fn new(status: u16, to_tag: Option<&'a [u8]>) -> Self {
+    pub(super) fn new(status: u16, to_tag: Option<&'a [u8]>) -> Self {
         Reply {
             status,
             to_tag,
@@ -33,7 +33,7 @@ impl<'a> Reply<'a> {
         }
     }
 
-    fn headers(mut self, headers: &'a [(&'a str, &'a [u8])]) -> Self {
+    pub(super) fn headers(mut self, headers: &'a [(&'a str, &'a [u8])]) -> Self {
         self.headers = headers;
         self
     }
@@ -45,7 +45,7 @@ impl<'a> Reply<'a> {
 }
 
 /// What we answer in Allow.
-const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
+pub(super) const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
 
 impl Shard {
     /// Sends `reply` to `request` on its server transaction; returns the bytes sent.
@@ -77,7 +77,7 @@ impl Shard {
         Some(bytes)
     }
 
-    fn reject_request(
+    pub(super) fn reject_request(
         &mut self,
         now: Instant,
         txn: ServerTxnId,
@@ -103,6 +103,7 @@ impl Shard {
         match (request.method(), to_tag) {
             (_, Some(local)) => self.in_dialog_request(now, txn, request, &local),
             (Some(Method::Invite), None) => self.incoming_invite(now, txn, request, from),
+            (Some(Method::Register), None) => self.on_register(now, txn, request, from),
             (Some(Method::Options), None) => {
                 let headers: &[(&str, &[u8])] = &[("Allow", ALLOW), ("Accept", b"application/sdp")];
                 self.respond(now, txn, &request, Reply::new(200, None).headers(headers));
@@ -407,6 +408,9 @@ impl Shard {
 
     /// Shard timers: 2xx retransmission (T1 doubling to T2) and the 64·T1 ACK deadline.
     pub(super) fn on_timer(&mut self, now: Instant, token: u64) {
+        if token == super::TIMER_REGISTRAR {
+            return self.registrar_sweep(now);
+        }
         let Some(index) = self.entry_for_token(token) else {
             return;
         };

@@ -1,0 +1,120 @@
+//! REGISTER in the shard: refused, served by the registrar (§10.3), or handed to the
+//! application, per [`super::RegisterMode`].
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::uas::{ALLOW, Reply};
+use super::{DialogError, RegisterMode, SessionEvent, Shard, TIMER_REGISTRAR};
+use crate::message::Message;
+use crate::registrar::{self, RegisterOutcome};
+use crate::transaction::ServerTxnId;
+
+impl Shard {
+    pub(super) fn on_register(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        from: SocketAddr,
+    ) {
+        match self.config.register {
+            RegisterMode::Refuse => {
+                self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)])
+            }
+            RegisterMode::Event => {
+                self.pending.insert(txn, request.clone());
+                self.events
+                    .push_back(SessionEvent::RegistrationRequest { txn, request, from });
+            }
+            RegisterMode::Registrar(_) => {
+                let Some(table) = self.registrar.as_mut() else {
+                    return;
+                };
+                match table.register(now, &request) {
+                    RegisterOutcome::Ok(bindings) => {
+                        let contact = registrar::contact_header(&bindings);
+                        let headers: Vec<(&str, &[u8])> = if contact.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![("Contact", &contact)]
+                        };
+                        self.respond(now, txn, &request, Reply::new(200, None).headers(&headers));
+                    }
+                    RegisterOutcome::IntervalTooBrief(min) => {
+                        let min = min.to_string();
+                        self.reject_request(
+                            now,
+                            txn,
+                            &request,
+                            423,
+                            &[("Min-Expires", min.as_bytes())],
+                        );
+                    }
+                    RegisterOutcome::Error(status) => {
+                        self.reject_request(now, txn, &request, status, &[])
+                    }
+                }
+                self.rearm_registrar(now);
+            }
+        }
+    }
+
+    /// Keeps one wheel timer at the registrar's next expiry.
+    fn rearm_registrar(&mut self, _now: Instant) {
+        let next = self.registrar.as_ref().and_then(|r| r.next_expiry());
+        match (next, self.registrar_timer) {
+            (Some(at), Some((_, armed))) if armed <= at => {}
+            (Some(at), old) => {
+                if let Some((h, _)) = old {
+                    self.txn.cancel_timer(h);
+                }
+                let h = self.txn.schedule(at, TIMER_REGISTRAR);
+                self.registrar_timer = Some((h, at));
+            }
+            (None, _) => {}
+        }
+    }
+
+    pub(super) fn registrar_sweep(&mut self, now: Instant) {
+        self.registrar_timer = None;
+        if let Some(r) = self.registrar.as_mut() {
+            r.expire(now);
+        }
+        self.rearm_registrar(now);
+    }
+
+    /// Answers a request handed to the application (event mode).
+    pub(super) fn respond_pending(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        status: u16,
+        headers: &[(String, Bytes)],
+    ) -> Result<(), DialogError> {
+        let request = self
+            .pending
+            .remove(&txn)
+            .ok_or(DialogError::DialogNotFound)?;
+        let headers: Vec<(&str, &[u8])> =
+            headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+        self.respond(
+            now,
+            txn,
+            &request,
+            Reply::new(status, None).headers(&headers),
+        )
+        .map(drop)
+        .ok_or(DialogError::InvalidDialogState {
+            current: "answered",
+            expected: "pending",
+        })
+    }
+
+    /// The registrar's bindings for an AOR (registrar mode), for tests and status.
+    pub fn registrar(&self) -> Option<&registrar::Registrar> {
+        self.registrar.as_ref()
+    }
+}
