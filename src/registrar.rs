@@ -50,11 +50,22 @@ pub struct Binding {
     pub q: Option<u16>,
 }
 
+/// One binding as a 200 to REGISTER lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Granted {
+    /// The contact URI.
+    pub contact: Box<[u8]>,
+    /// Seconds left.
+    pub expires: u32,
+    /// Preference in thousandths, when given.
+    pub q: Option<u16>,
+}
+
 /// What the registrar answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegisterOutcome {
-    /// 200 OK listing every current binding of the AOR: (contact URI, seconds left, q).
-    Ok(Vec<(Box<[u8]>, u32, Option<u16>)>),
+    /// 200 OK listing every current binding of the AOR.
+    Ok(Vec<Granted>),
     /// 423 Interval Too Brief with this Min-Expires.
     IntervalTooBrief(u32),
     /// A final error status: 400 (malformed, not a SIP AOR, `*` misused) or 500 (an
@@ -192,7 +203,11 @@ impl Registrar {
             .iter()
             .map(|b| {
                 let left = b.expires_at.saturating_duration_since(now).as_secs();
-                (b.contact.clone(), left.min(u64::from(u32::MAX)) as u32, b.q)
+                Granted {
+                    contact: b.contact.clone(),
+                    expires: left.min(u64::from(u32::MAX)) as u32,
+                    q: b.q,
+                }
             })
             .collect();
         if list.is_empty() {
@@ -225,9 +240,17 @@ pub fn aor_of(uri: &Uri<'_>) -> Option<Vec<u8>> {
 }
 
 /// The Contact header values of a 200 to REGISTER: `<uri>;expires=N[;q=0.x]`, comma-joined.
-pub fn contact_header(bindings: &[(Box<[u8]>, u32, Option<u16>)]) -> Vec<u8> {
+pub fn contact_header(bindings: &[Granted]) -> Vec<u8> {
     let mut v = Vec::new();
-    for (i, (uri, left, q)) in bindings.iter().enumerate() {
+    for (
+        i,
+        Granted {
+            contact: uri,
+            expires: left,
+            q,
+        },
+    ) in bindings.iter().enumerate()
+    {
         if i > 0 {
             v.extend_from_slice(b", ");
         }
@@ -297,7 +320,11 @@ mod tests {
         );
         assert_eq!(r.bindings(AOR).len(), 1);
         assert_eq!(
-            contact_header(&[(b"sip:a@b".to_vec().into(), 60, Some(500))]),
+            contact_header(&[Granted {
+                contact: b"sip:a@b".to_vec().into(),
+                expires: 60,
+                q: Some(500)
+            }]),
             b"<sip:a@b>;expires=60;q=0.500"
         );
     }
@@ -361,7 +388,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(list[0].1, 7200);
+        assert_eq!(list[0].expires, 7200);
     }
 
     #[test]
