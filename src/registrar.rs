@@ -305,7 +305,11 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert_eq!(
             list[0],
-            (b"sip:bob@192.0.2.4".to_vec().into(), 600, Some(700))
+            Granted {
+                contact: b"sip:bob@192.0.2.4".to_vec().into(),
+                expires: 600,
+                q: Some(700)
+            }
         );
         assert_eq!(r.bindings(AOR).len(), 2, "host canonicalised to lower case");
         // A query (no Contact) lists the bindings unchanged.
