@@ -536,3 +536,33 @@ fn event_mode_hands_register_to_the_application() {
     assert_eq!(ok.status(), Some(200));
     assert_eq!(ok.contacts().count(), 1);
 }
+
+#[test]
+fn require_gets_420_and_a_merged_invite_gets_482() {
+    let t0 = Instant::now();
+    let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
+    let invite = |branch: &str, extra: &str| {
+        Bytes::from(format!(
+            "INVITE sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: merge@test\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\n{extra}Content-Length: 0\r\n\r\n"
+        ))
+    };
+    uas.handle_datagram(t0, uac_addr(), invite("req", "Require: 100rel, foo\r\n"));
+    let r = Message::parse(uas.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(r.status(), Some(420));
+    assert_eq!(
+        r.unsupported().filter_map(Result::ok).collect::<Vec<_>>(),
+        [&b"100rel"[..], b"foo"]
+    );
+
+    uas.handle_datagram(t0, uac_addr(), invite("one", ""));
+    assert!(matches!(
+        uas.poll_event(),
+        Some(SessionEvent::IncomingCall { .. })
+    ));
+    uas.handle_datagram(t0, uac_addr(), invite("two", ""));
+    let r = Message::parse(uas.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(r.status(), Some(482));
+    assert_eq!(uas.dialog_count(), 1);
+}

@@ -16,14 +16,16 @@
 //! UAS: INVITE → [`SessionEvent::IncomingCall`]; ringing, answer (2xx retransmitted until
 //! the ACK, BYE after 64·T1 without one), reject; CANCEL (200, then 487 for the INVITE);
 //! BYE; 481 for requests outside any dialog; 500 for an out-of-order CSeq; OPTIONS 200;
-//! 405 with Allow for other methods; 503 with Retry-After over the dialog limit.
+//! 405 with Allow for other methods; 503 with Retry-After over the dialog limit; 420 with
+//! Unsupported for any Require (no extension is supported yet); 482 for a merged INVITE;
+//! 400/416/505 from the message layer's checks.
 //! UAC: make a call, early dialog on a tagged 1xx, confirmed on 2xx with the ACK (and the ACK
 //! again for each retransmitted 2xx), BYE, CANCEL, failure on a non-2xx final.
 //! REGISTER: refused (405), served by the registrar's binding table, or handed to the
 //! application ([`RegisterMode`]).
 //! Not yet: forking (a second To tag), re-INVITE and glare (answered 501 for now), UPDATE,
-//! PRACK, SUBSCRIBE/NOTIFY, REFER, Require/420, merged-request 482, the RFC 3665 flow
-//! replays, the memory and throughput targets of `shard/call_flow`.
+//! PRACK, SUBSCRIBE/NOTIFY, REFER, the RFC 3665 flow replays, the memory and throughput
+//! targets of `shard/call_flow`.
 
 mod register;
 mod uac;
@@ -358,6 +360,9 @@ pub struct Shard {
     by_client_txn: ahash::HashMap<ClientTxnId, u32>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
+    /// Unanswered INVITEs by (Call-ID, From tag, CSeq): a second INVITE with the same
+    /// origin but another branch is a merged request (§8.2.2.2, 482).
+    by_origin: ahash::HashMap<Bytes, u32>,
     /// The binding table, in registrar mode, and its expiry timer.
     registrar: Option<crate::registrar::Registrar>,
     registrar_timer: Option<(TimerHandle, Instant)>,
@@ -392,6 +397,7 @@ impl Shard {
             by_key: ahash::HashMap::default(),
             by_client_txn: ahash::HashMap::default(),
             by_server_txn: ahash::HashMap::default(),
+            by_origin: ahash::HashMap::default(),
             registrar,
             registrar_timer: None,
             pending: ahash::HashMap::default(),
@@ -578,8 +584,9 @@ impl Shard {
         self.live -= 1;
         self.by_key.remove(entry.dialog.id.key());
         entry.dialog.state = DialogState::Terminated;
-        if let Phase::Incoming { invite, .. } = &entry.phase {
+        if let Phase::Incoming { invite, request } = &entry.phase {
             self.by_server_txn.remove(invite);
+            self.by_origin.remove(&origin_key(request));
         }
         if let Phase::Answered {
             retransmit,
@@ -632,6 +639,17 @@ impl Shard {
     fn contact(&self) -> Vec<u8> {
         format!("<sip:{}>", self.config.local_addr).into_bytes()
     }
+}
+
+/// (Call-ID, From tag, CSeq number) of a request, as a map key.
+fn origin_key(request: &Message) -> Bytes {
+    let mut k = Vec::with_capacity(64);
+    k.extend_from_slice(request.call_id().unwrap_or_default());
+    k.push(0);
+    k.extend_from_slice(request.from_tag().ok().flatten().unwrap_or_default());
+    k.push(0);
+    k.extend_from_slice(&request.cseq().map_or(0, |c| c.seq).to_be_bytes());
+    Bytes::from(k)
 }
 
 /// A fallback seed when the OS has no entropy to give (never expected on Linux).

@@ -99,6 +99,12 @@ impl Shard {
         if let Err(rejection) = request.check_request() {
             return self.reject_request(now, txn, &request, rejection.code, &[]);
         }
+        // §8.2.2.3: sipshard supports no option tags yet, so any Require is unsupported.
+        let required: Vec<&[u8]> = request.require().filter_map(Result::ok).collect();
+        if !required.is_empty() {
+            let unsupported = required.join(&b", "[..]);
+            return self.reject_request(now, txn, &request, 420, &[("Unsupported", &unsupported)]);
+        }
         let to_tag = request.to_tag().ok().flatten().map(<[u8]>::to_vec);
         match (request.method(), to_tag) {
             (_, Some(local)) => self.in_dialog_request(now, txn, request, &local),
@@ -122,6 +128,12 @@ impl Shard {
         request: Message,
         from: SocketAddr,
     ) {
+        let origin = super::origin_key(&request);
+        if self.by_origin.contains_key(&origin) {
+            // §8.2.2.2: same From tag, Call-ID and CSeq as a pending INVITE, another
+            // branch: the request forked and merged back here.
+            return self.reject_request(now, txn, &request, 482, &[]);
+        }
         if self.live >= self.config.max_dialogs {
             self.stats.overload_rejections += 1;
             let retry = self.config.retry_after.to_string();
@@ -171,6 +183,7 @@ impl Shard {
             call: None,
         });
         self.by_server_txn.insert(txn, index);
+        self.by_origin.insert(origin, index);
         self.events.push_back(SessionEvent::IncomingCall {
             dialog: id,
             from,
@@ -349,6 +362,7 @@ impl Shard {
             self.token(index, TIMER_ACK_GIVE_UP),
         );
         self.by_server_txn.remove(&invite);
+        self.by_origin.remove(&super::origin_key(&request));
         if let Some(entry) = self.entry_mut(index) {
             entry.dialog.state = DialogState::Confirmed;
             entry.phase = Phase::Answered {
