@@ -566,3 +566,97 @@ CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\n{extra}Content-Length: 
     assert_eq!(r.status(), Some(482));
     assert_eq!(uas.dialog_count(), 1);
 }
+
+#[test]
+fn forked_invite_makes_one_dialog_per_tag_and_byes_the_late_2xx() {
+    use bytes::BytesMut;
+    use sipshard::message::ResponseBuilder;
+    let t0 = Instant::now();
+    let mut uac = Shard::new(t0, ShardConfig::new(uac_addr()));
+    let call = match uac
+        .handle_command(
+            t0,
+            DialogCommand::MakeCall {
+                from: Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
+                to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
+                request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
+                destination: uas_addr(),
+                sdp: Bytes::new(),
+            },
+        )
+        .unwrap()
+    {
+        CommandOutcome::Call(c) => c,
+        o => panic!("{o:?}"),
+    };
+    let invite = Message::parse(uac.poll_transmit().unwrap().payload).unwrap();
+    let respond = |uac: &mut Shard, code: u16, tag: &str, contact: &str| {
+        let mut buf = BytesMut::new();
+        let mut b =
+            ResponseBuilder::to_request(&mut buf, &invite, code, None, Some(tag.as_bytes()));
+        b.header("Contact", contact.as_bytes());
+        b.finish(b"").unwrap();
+        uac.handle_datagram(t0, uas_addr(), buf.freeze());
+    };
+    respond(&mut uac, 180, "forkA", "<sip:bob@192.0.2.10>");
+    respond(&mut uac, 180, "forkB", "<sip:bob@192.0.2.11>");
+    respond(&mut uac, 180, "forkB", "<sip:bob@192.0.2.11>"); // same fork again: no new event
+    respond(&mut uac, 200, "forkB", "<sip:bob@192.0.2.11>");
+    respond(&mut uac, 200, "forkA", "<sip:bob@192.0.2.10>");
+    let events: Vec<_> = std::iter::from_fn(|| uac.poll_event()).collect();
+    let ringing: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::CallRinging { dialog, call: c } => {
+                assert_eq!(c, &call);
+                Some(dialog.remote_tag().to_vec())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ringing, [b"forkA".to_vec(), b"forkB".to_vec()]);
+    let answered: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::CallAnswered { dialog, .. } => Some(dialog.remote_tag().to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        [b"forkB".to_vec()],
+        "only the first 2xx is announced"
+    );
+    // Sent: ACK to B, ACK to A, then BYE to A.
+    let sent: Vec<_> = std::iter::from_fn(|| uac.poll_transmit())
+        .map(|t| {
+            let m = Message::parse(t.payload).unwrap();
+            (
+                m.method_bytes().unwrap().to_vec(),
+                m.to_tag().unwrap().unwrap().to_vec(),
+                m.request_uri_bytes().unwrap().to_vec(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (
+                b"ACK".to_vec(),
+                b"forkB".to_vec(),
+                b"sip:bob@192.0.2.11".to_vec()
+            ),
+            (
+                b"ACK".to_vec(),
+                b"forkA".to_vec(),
+                b"sip:bob@192.0.2.10".to_vec()
+            ),
+            (
+                b"BYE".to_vec(),
+                b"forkA".to_vec(),
+                b"sip:bob@192.0.2.10".to_vec()
+            ),
+        ]
+    );
+    assert_eq!(uac.dialog_count(), 2);
+}

@@ -19,11 +19,12 @@
 //! 405 with Allow for other methods; 503 with Retry-After over the dialog limit; 420 with
 //! Unsupported for any Require (no extension is supported yet); 482 for a merged INVITE;
 //! 400/416/505 from the message layer's checks.
-//! UAC: make a call, early dialog on a tagged 1xx, confirmed on 2xx with the ACK (and the ACK
-//! again for each retransmitted 2xx), BYE, CANCEL, failure on a non-2xx final.
+//! UAC: make a call, an early dialog per To tag (forking), confirmed on the first 2xx with
+//! the ACK (and the ACK again for each retransmitted 2xx), a later fork's 2xx ACKed then
+//! BYE'd, BYE, CANCEL, failure on a non-2xx final or Timer B.
 //! REGISTER: refused (405), served by the registrar's binding table, or handed to the
 //! application ([`RegisterMode`]).
-//! Not yet: forking (a second To tag), re-INVITE and glare (answered 501 for now), UPDATE,
+//! Not yet: re-INVITE and glare (answered 501 for now), 481/408 to our in-dialog requests, UPDATE,
 //! PRACK, SUBSCRIBE/NOTIFY, REFER, the RFC 3665 flow replays, the memory and throughput
 //! targets of `shard/call_flow`.
 
@@ -102,6 +103,9 @@ pub enum TerminationReason {
     Cancelled,
     /// The runtime could not send.
     TransportError,
+    /// Another fork of our INVITE answered first: this early dialog ends, or (a second
+    /// 2xx) is ACKed and then ended with BYE (§13.2.2.4).
+    OtherForkAnswered,
 }
 
 /// What the shard tells the application (names as the reference's session coordination).
@@ -311,8 +315,10 @@ enum Phase {
         retransmit: TimerHandle,
         give_up: TimerHandle,
     },
-    /// UAC: INVITE sent, no final response yet (its transaction is in `by_client_txn`).
+    /// UAC: INVITE sent, no final response yet (its transaction is in `calls`).
     Calling { request: Bytes, branch: Bytes },
+    /// UAC: an early dialog created by a fork of our INVITE (another To tag).
+    Early,
     /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
     Established { ack: Option<Bytes> },
     /// BYE sent, waiting for its response.
@@ -325,10 +331,21 @@ impl Phase {
             Phase::Incoming { .. } => "incoming",
             Phase::Answered { .. } => "answered",
             Phase::Calling { .. } => "calling",
+            Phase::Early => "early",
             Phase::Established { .. } => "established",
             Phase::Terminating { .. } => "terminating",
         }
     }
+}
+
+/// A call we placed, while its INVITE transaction lives: the dialog MakeCall created
+/// (`primary`, which takes the first To tag), one more per other To tag (forks), and which
+/// of them a 2xx confirmed first.
+#[derive(Debug)]
+struct Call {
+    primary: u32,
+    forks: Vec<u32>,
+    answered: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -357,7 +374,10 @@ pub struct Shard {
     slots: Vec<Slot>,
     free: Vec<u32>,
     by_key: ahash::HashMap<Bytes, u32>,
+    /// BYE transactions → their dialog.
     by_client_txn: ahash::HashMap<ClientTxnId, u32>,
+    /// Our INVITE transactions → the call they place (its dialogs, one per To tag).
+    calls: ahash::HashMap<ClientTxnId, Call>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
     /// Unanswered INVITEs by (Call-ID, From tag, CSeq): a second INVITE with the same
@@ -396,6 +416,7 @@ impl Shard {
             free: Vec::new(),
             by_key: ahash::HashMap::default(),
             by_client_txn: ahash::HashMap::default(),
+            calls: ahash::HashMap::default(),
             by_server_txn: ahash::HashMap::default(),
             by_origin: ahash::HashMap::default(),
             registrar,
@@ -529,12 +550,14 @@ impl Shard {
                 TxnEvent::Ack { request, .. } => self.on_ack(request),
                 TxnEvent::Response { txn, response } => self.on_response(now, txn, response),
                 TxnEvent::StrayResponse { response, .. } => self.on_stray_response(response),
-                TxnEvent::Timeout { txn } | TxnEvent::TransportError { txn } => {
-                    self.on_txn_failure(txn)
+                TxnEvent::Timeout { txn } => self.on_txn_failure(txn, TerminationReason::Timeout),
+                TxnEvent::TransportError { txn } => {
+                    self.on_txn_failure(txn, TerminationReason::TransportError)
                 }
                 TxnEvent::Terminated { txn } => {
                     if let crate::transaction::TxnId::Client(c) = txn {
                         self.by_client_txn.remove(&c);
+                        self.invite_ended(c);
                     }
                 }
                 TxnEvent::UserTimer { token } => self.on_timer(now, token),

@@ -66,7 +66,14 @@ impl Shard {
             phase: Phase::Calling { request, branch },
             call: Some(id.clone()),
         });
-        self.by_client_txn.insert(invite, index);
+        self.calls.insert(
+            invite,
+            super::Call {
+                primary: index,
+                forks: Vec::new(),
+                answered: None,
+            },
+        );
         Ok(id)
     }
 
@@ -120,75 +127,190 @@ impl Shard {
     }
 
     pub(super) fn on_response(&mut self, now: Instant, txn: ClientTxnId, response: Message) {
+        if self.calls.contains_key(&txn) {
+            return self.invite_response(now, txn, &response);
+        }
+        // A BYE's response: any final ends the dialog.
         let Some(&index) = self.by_client_txn.get(&txn) else {
             return;
         };
+        if response.status().is_some_and(|c| c >= 200) {
+            self.by_client_txn.remove(&txn);
+            if let Some(e) = self.remove(index)
+                && let Phase::Terminating { reason } = e.phase
+            {
+                self.events.push_back(SessionEvent::CallTerminated {
+                    dialog: e.dialog.id,
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// A response to our INVITE (§13.2.2): early and confirmed dialogs per To tag.
+    fn invite_response(&mut self, now: Instant, txn: ClientTxnId, response: &Message) {
         let Some(code) = response.status() else {
             return;
         };
-        let phase = self.entry_mut(index).map(|e| e.phase.name());
-        match (phase, code) {
-            (Some("calling"), 101..=199) => self.early(index, &response),
-            (Some("calling"), 200..=299) => self.confirmed(now, index, &response),
-            (Some("calling"), 300..=699) => {
-                self.by_client_txn.remove(&txn);
-                if let Some(e) = self.remove(index) {
-                    let reason = if code == 487 {
-                        TerminationReason::Cancelled
-                    } else {
-                        TerminationReason::Rejected(code)
-                    };
-                    self.events.push_back(SessionEvent::CallTerminated {
-                        dialog: e.call.unwrap_or(e.dialog.id),
-                        reason,
-                    });
+        let to_tag = response.to_tag().ok().flatten();
+        match (code, to_tag) {
+            (101..=199, Some(tag)) => {
+                if let Some((index, new)) = self.dialog_for_tag(txn, tag, response)
+                    && new
+                    && let Some(e) = self.entry_mut(index)
+                {
+                    let dialog = e.dialog.id.clone();
+                    let call = e.call.clone().unwrap_or_else(|| dialog.clone());
+                    self.events
+                        .push_back(SessionEvent::CallRinging { dialog, call });
                 }
             }
-            // A 2xx retransmission reaching the Accepted INVITE transaction: ACK again.
-            (Some("established"), 200..=299) => self.ack_again(index),
-            (Some("terminating"), 200..=699) => {
-                self.by_client_txn.remove(&txn);
-                if let Some(e) = self.remove(index)
-                    && let Phase::Terminating { reason } = e.phase
-                {
-                    self.events.push_back(SessionEvent::CallTerminated {
-                        dialog: e.dialog.id,
-                        reason,
-                    });
+            (200..=299, Some(tag)) => {
+                let Some((index, _)) = self.dialog_for_tag(txn, tag, response) else {
+                    return;
+                };
+                let answered = self.calls.get(&txn).and_then(|c| c.answered);
+                match answered {
+                    None => {
+                        if let Some(call) = self.calls.get_mut(&txn) {
+                            call.answered = Some(index);
+                        }
+                        self.confirm(index, response, true);
+                    }
+                    Some(first) if first == index => self.ack_again(index),
+                    // §13.2.2.4: a 2xx from another fork is ACKed, then ended with BYE.
+                    Some(_) => {
+                        if matches!(
+                            self.entry_mut(index).map(|e| &e.phase),
+                            Some(Phase::Established { .. })
+                        ) {
+                            self.ack_again(index);
+                        } else {
+                            self.confirm(index, response, false);
+                            let _ = self.send_bye(now, index, TerminationReason::OtherForkAnswered);
+                        }
+                    }
                 }
+            }
+            (300..=699, _) => {
+                let reason = if code == 487 {
+                    TerminationReason::Cancelled
+                } else {
+                    TerminationReason::Rejected(code)
+                };
+                self.end_unanswered(txn, reason);
             }
             _ => {}
         }
     }
 
-    /// A tagged 1xx: the call's dialog becomes early with the peer's tag. (A second,
-    /// different tag would be a fork: not handled yet.)
-    fn early(&mut self, index: u32, response: &Message) {
-        let Ok(Some(remote_tag)) = response.to_tag() else {
+    /// The dialog of our call with the peer's tag `tag`: the primary (learning the tag from
+    /// the first tagged response), an existing fork, or a new fork. Returns it and whether
+    /// it is new to the application.
+    fn dialog_for_tag(
+        &mut self,
+        txn: ClientTxnId,
+        tag: &[u8],
+        response: &Message,
+    ) -> Option<(u32, bool)> {
+        let call = self.calls.get(&txn)?;
+        let primary = call.primary;
+        let forks = call.forks.clone();
+        let p = self.entry_mut(primary)?;
+        if p.dialog.id.remote_tag().is_empty() {
+            self.learn_remote(primary, response, tag);
+            return Some((primary, true));
+        }
+        if p.dialog.id.remote_tag() == tag {
+            return Some((primary, false));
+        }
+        for f in forks {
+            if self
+                .entry_mut(f)
+                .is_some_and(|e| e.dialog.id.remote_tag() == tag)
+            {
+                return Some((f, false));
+            }
+        }
+        // A new fork: a dialog of its own with the primary's local side.
+        let p = self.entry_mut(primary)?;
+        let id = DialogId::new(p.dialog.id.call_id(), p.dialog.id.local_tag(), tag);
+        let target = dialog::contact_uri(response)
+            .unwrap_or(p.dialog.remote_target())
+            .to_vec();
+        let remote = response
+            .header(HeaderName::To)
+            .unwrap_or(p.dialog.remote())
+            .to_vec();
+        let routes = dialog::uac_route_set(response);
+        let (local, cseq, secure, peer, call) = (
+            p.dialog.local().to_vec(),
+            p.dialog.local_cseq,
+            p.dialog.secure,
+            p.dialog.peer,
+            p.call.clone(),
+        );
+        let d = Dialog::new(
+            id,
+            Role::Uac,
+            DialogState::Early,
+            cseq,
+            None,
+            &local,
+            &remote,
+            &target,
+            &routes,
+            secure,
+            peer,
+        );
+        let index = self.insert(Entry {
+            dialog: d,
+            phase: Phase::Early,
+            call,
+        });
+        if let Some(c) = self.calls.get_mut(&txn) {
+            c.forks.push(index);
+        }
+        Some((index, true))
+    }
+
+    /// The INVITE failed (non-2xx final, Timer B, transport error): every dialog of the call
+    /// that no 2xx confirmed ends.
+    pub(super) fn end_unanswered(&mut self, txn: ClientTxnId, reason: TerminationReason) {
+        let Some(call) = self.calls.remove(&txn) else {
             return;
         };
-        if !self.learn_remote(index, response, remote_tag) {
-            return;
-        }
-        if let Some(e) = self.entry_mut(index) {
-            let (dialog, call) = (
-                e.dialog.id.clone(),
-                e.call.clone().unwrap_or_else(|| e.dialog.id.clone()),
-            );
-            self.events
-                .push_back(SessionEvent::CallRinging { dialog, call });
+        for index in std::iter::once(call.primary).chain(call.forks) {
+            if matches!(
+                self.entry_mut(index).map(|e| &e.phase),
+                Some(Phase::Calling { .. } | Phase::Early)
+            ) && let Some(e) = self.remove(index)
+            {
+                let dialog = match e.phase {
+                    Phase::Calling { .. } => e.call.unwrap_or(e.dialog.id),
+                    _ => e.dialog.id,
+                };
+                self.events
+                    .push_back(SessionEvent::CallTerminated { dialog, reason });
+            }
         }
     }
 
-    /// Fills in the peer's tag, To, target and route set from the first tagged response;
-    /// false when the response carries a different tag than the dialog already has.
-    fn learn_remote(&mut self, index: u32, response: &Message, remote_tag: &[u8]) -> bool {
-        let Some(e) = self.entry_mut(index) else {
-            return false;
-        };
-        if !e.dialog.id.remote_tag().is_empty() {
-            return e.dialog.id.remote_tag() == remote_tag;
+    /// Our INVITE transaction ended (after Timer M or D): early dialogs of other forks that
+    /// never got a 2xx end too.
+    pub(super) fn invite_ended(&mut self, txn: ClientTxnId) {
+        if self.calls.get(&txn).is_some_and(|c| c.answered.is_some()) {
+            self.end_unanswered(txn, TerminationReason::OtherForkAnswered);
+        } else {
+            self.calls.remove(&txn);
         }
+    }
+
+    /// Fills in the peer's tag, To, target and route set from the first tagged response.
+    fn learn_remote(&mut self, index: u32, response: &Message, remote_tag: &[u8]) {
+        let Some(e) = self.entry_mut(index) else {
+            return;
+        };
         let id = DialogId::new(e.dialog.id.call_id(), e.dialog.id.local_tag(), remote_tag);
         let target = dialog::contact_uri(response)
             .unwrap_or(e.dialog.remote_target())
@@ -213,21 +335,36 @@ impl Shard {
             e.dialog.peer,
         );
         self.rekey(index, id);
-        true
     }
 
-    /// A 2xx: the dialog is confirmed and the ACK goes out (§13.2.2.4).
-    fn confirmed(&mut self, _now: Instant, index: u32, response: &Message) {
-        let Ok(Some(remote_tag)) = response.to_tag() else {
-            return;
-        };
-        if !self.learn_remote(index, response, remote_tag) {
-            return;
-        }
+    /// A 2xx confirms the dialog at `index`: the ACK goes out (§13.2.2.4) and, when
+    /// `announce`, the application hears CallAnswered.
+    fn confirm(&mut self, index: u32, response: &Message, announce: bool) {
         let (via, _) = self.via();
         let Some(e) = self.entry_mut(index) else {
             return;
         };
+        // The 2xx may carry a target and route set the 1xx did not.
+        if let Some(target) = dialog::contact_uri(response)
+            && target != e.dialog.remote_target()
+        {
+            let remote = e.dialog.remote().to_vec();
+            let local = e.dialog.local().to_vec();
+            let routes = dialog::uac_route_set(response);
+            e.dialog = Dialog::new(
+                e.dialog.id.clone(),
+                Role::Uac,
+                e.dialog.state,
+                e.dialog.local_cseq,
+                None,
+                &local,
+                &remote,
+                target,
+                &routes,
+                e.dialog.secure,
+                e.dialog.peer,
+            );
+        }
         let mut buf = BytesMut::new();
         if e.dialog
             .build_request(&mut buf, b"ACK", &via, b"", &[], b"")
@@ -241,16 +378,16 @@ impl Shard {
         e.phase = Phase::Established {
             ack: Some(ack.clone()),
         };
-        let (dialog, call) = (
-            e.dialog.id.clone(),
-            e.call.clone().unwrap_or_else(|| e.dialog.id.clone()),
-        );
+        let dialog = e.dialog.id.clone();
+        let call = e.call.clone().unwrap_or_else(|| dialog.clone());
         self.txn.send_stateless(peer, ack);
-        self.events.push_back(SessionEvent::CallAnswered {
-            dialog,
-            call,
-            sdp: response.body(),
-        });
+        if announce {
+            self.events.push_back(SessionEvent::CallAnswered {
+                dialog,
+                call,
+                sdp: response.body(),
+            });
+        }
     }
 
     fn ack_again(&mut self, index: u32) {

@@ -508,15 +508,18 @@ impl Shard {
     }
 
     /// Timeout or transport error on a transaction the shard waits on.
-    pub(super) fn on_txn_failure(&mut self, txn: TxnId) {
+    pub(super) fn on_txn_failure(&mut self, txn: TxnId, reason: TerminationReason) {
         let TxnId::Client(client) = txn else { return };
+        if self.calls.contains_key(&client) {
+            return self.end_unanswered(client, reason);
+        }
         let Some(index) = self.by_client_txn.remove(&client) else {
             return;
         };
         if let Some(e) = self.remove(index) {
             let reason = match e.phase {
                 Phase::Terminating { reason } => reason,
-                _ => TerminationReason::Timeout,
+                _ => reason,
             };
             self.events.push_back(SessionEvent::CallTerminated {
                 dialog: e.call.unwrap_or(e.dialog.id),
