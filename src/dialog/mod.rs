@@ -59,6 +59,11 @@ impl DialogId {
     pub(crate) fn key(&self) -> &[u8] {
         &self.key
     }
+
+    /// The table key as a shared handle (no copy).
+    pub(crate) fn key_bytes(&self) -> Bytes {
+        self.key.clone()
+    }
 }
 
 impl fmt::Debug for DialogId {

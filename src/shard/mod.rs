@@ -302,10 +302,11 @@ pub struct ShardStats {
 /// Where a dialog is in its INVITE life.
 #[derive(Debug)]
 enum Phase {
-    /// UAS: INVITE received, no final response yet.
+    /// UAS: INVITE received, no final response yet. The request is boxed: every dialog
+    /// slot is as large as the largest phase, and a Message is 192 bytes.
     Incoming {
         invite: ServerTxnId,
-        request: Message,
+        request: Box<Message>,
     },
     /// UAS: 2xx sent, waiting for the ACK (§13.3.1.4).
     Answered {
@@ -578,8 +579,7 @@ impl Shard {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_key
-            .insert(Bytes::copy_from_slice(entry.dialog.id.key()), index);
+        self.by_key.insert(entry.dialog.id.key_bytes(), index);
         self.slots[index as usize].entry = Some(entry);
         self.live += 1;
         self.stats.dialogs_created += 1;
@@ -631,7 +631,7 @@ impl Shard {
             .and_then(|s| s.entry.as_mut())
         {
             self.by_key.remove(entry.dialog.id.key());
-            self.by_key.insert(Bytes::copy_from_slice(id.key()), index);
+            self.by_key.insert(id.key_bytes(), index);
             entry.dialog.id = id;
         }
     }

@@ -178,7 +178,7 @@ impl Shard {
             dialog: d,
             phase: Phase::Incoming {
                 invite: txn,
-                request: request.clone(),
+                request: Box::new(request.clone()),
             },
             call: None,
         });
