@@ -139,6 +139,17 @@ impl Pair {
                         UasPolicy::Ring => {}
                     }
                 }
+                if let SessionEvent::ReInvite { dialog, .. } = &e {
+                    self.uas
+                        .handle_command(
+                            self.now,
+                            DialogCommand::Answer {
+                                dialog: dialog.clone(),
+                                sdp: Bytes::from_static(SDP),
+                            },
+                        )
+                        .unwrap();
+                }
                 self.uas_events.push(e);
             }
             while let Some(e) = self.uac.poll_event() {
@@ -151,6 +162,17 @@ impl Pair {
                             self.now,
                             DialogCommand::Bye {
                                 dialog: dialog.clone(),
+                            },
+                        )
+                        .unwrap();
+                }
+                if let SessionEvent::ReInvite { dialog, .. } = &e {
+                    self.uac
+                        .handle_command(
+                            self.now,
+                            DialogCommand::Answer {
+                                dialog: dialog.clone(),
+                                sdp: Bytes::from_static(SDP),
                             },
                         )
                         .unwrap();
@@ -659,4 +681,120 @@ fn forked_invite_makes_one_dialog_per_tag_and_byes_the_late_2xx() {
         ]
     );
     assert_eq!(uac.dialog_count(), 2);
+}
+
+/// Establishes one call without hanging up; returns (UAC's dialog, UAS's dialog).
+fn established(p: &mut Pair) -> (DialogId, DialogId) {
+    p.bye_on_answer = false;
+    p.call();
+    p.run(Duration::from_secs(1));
+    let uac = p.uac_events.iter().find_map(|e| match e {
+        SessionEvent::CallAnswered { dialog, .. } => Some(dialog.clone()),
+        _ => None,
+    });
+    let uas = p.uas_events.iter().find_map(|e| match e {
+        SessionEvent::AckReceived { dialog, .. } => Some(dialog.clone()),
+        _ => None,
+    });
+    (uac.expect("answered"), uas.expect("acked"))
+}
+
+fn reinvite_results(events: &[SessionEvent]) -> Vec<u16> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::ReInviteResult { status, .. } => Some(*status),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn reinvite_in_both_directions() {
+    let mut p = Pair::new(11, Conditions::perfect(), UasPolicy::Answer);
+    let (uac_dialog, uas_dialog) = established(&mut p);
+    p.uac
+        .handle_command(
+            p.now,
+            DialogCommand::ReInvite {
+                dialog: uac_dialog.clone(),
+                sdp: Bytes::from_static(SDP),
+            },
+        )
+        .unwrap();
+    p.run(Duration::from_secs(1));
+    assert_eq!(reinvite_results(&p.uac_events), [200]);
+    assert_eq!(
+        Pair::count(&p.uas_events, |e| matches!(
+            e,
+            SessionEvent::ReInvite { .. }
+        )),
+        1
+    );
+    assert_eq!(
+        Pair::count(&p.uas_events, |e| matches!(
+            e,
+            SessionEvent::AckReceived { .. }
+        )),
+        2
+    );
+    // The other way: the UAS side re-INVITEs.
+    p.uas
+        .handle_command(
+            p.now,
+            DialogCommand::ReInvite {
+                dialog: uas_dialog,
+                sdp: Bytes::from_static(SDP),
+            },
+        )
+        .unwrap();
+    p.run(Duration::from_secs(1));
+    assert_eq!(reinvite_results(&p.uas_events), [200]);
+    // And the dialog still ends normally.
+    p.uac
+        .handle_command(p.now, DialogCommand::Bye { dialog: uac_dialog })
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+}
+
+#[test]
+fn reinvite_glare_resolves_with_491_and_random_waits() {
+    let mut p = Pair::new(12, Conditions::perfect(), UasPolicy::Answer);
+    let (uac_dialog, uas_dialog) = established(&mut p);
+    // Both send a re-INVITE at the same instant: each gets 491 (§14.2), then retries
+    // after its §14.1 wait (Call-ID owner 2.1-4 s, the other 0-2 s).
+    p.uac
+        .handle_command(
+            p.now,
+            DialogCommand::ReInvite {
+                dialog: uac_dialog,
+                sdp: Bytes::from_static(SDP),
+            },
+        )
+        .unwrap();
+    p.uas
+        .handle_command(
+            p.now,
+            DialogCommand::ReInvite {
+                dialog: uas_dialog,
+                sdp: Bytes::from_static(SDP),
+            },
+        )
+        .unwrap();
+    let start = p.now;
+    p.run(Duration::from_secs(10));
+    assert_eq!(
+        reinvite_results(&p.uac_events),
+        [200],
+        "UAC's re-INVITE succeeded in the end"
+    );
+    assert_eq!(
+        reinvite_results(&p.uas_events),
+        [200],
+        "UAS's re-INVITE succeeded in the end"
+    );
+    // Each side refused the other's first attempt with 491, so the retries took a wait.
+    assert!(p.uac.stats().requests_rejected >= 1 && p.uas.stats().requests_rejected >= 1);
+    assert!(p.now - start >= Duration::from_millis(100));
 }

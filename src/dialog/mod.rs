@@ -202,6 +202,28 @@ impl Dialog {
         &self.strings[self.layout.target_end as usize..]
     }
 
+    /// Replaces the remote target (a target refresh: the Contact of a re-INVITE or its 2xx,
+    /// §12.2).
+    pub fn set_remote_target(&mut self, target: &[u8]) {
+        if target == self.remote_target() {
+            return;
+        }
+        let (local, remote, routes) = (
+            self.local().to_vec(),
+            self.remote().to_vec(),
+            self.route_set().to_vec(),
+        );
+        let mut strings =
+            Vec::with_capacity(local.len() + remote.len() + target.len() + routes.len());
+        strings.extend_from_slice(&local);
+        strings.extend_from_slice(&remote);
+        strings.extend_from_slice(target);
+        let target_end = strings.len() as u32;
+        strings.extend_from_slice(&routes);
+        self.strings = strings.into_boxed_slice();
+        self.layout.target_end = target_end;
+    }
+
     /// Heap bytes this dialog holds beyond its struct (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         self.strings.len() + self.id.key().len()

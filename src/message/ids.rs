@@ -121,6 +121,11 @@ impl IdGenerator {
         self.fill(&mut id);
         CallIdValue(id)
     }
+
+    /// A random number (for protocol waits such as §14.1's glare back-off).
+    pub fn random(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
 }
 
 #[cfg(test)]

@@ -24,11 +24,13 @@
 //! BYE'd, BYE, CANCEL, failure on a non-2xx final or Timer B.
 //! REGISTER: refused (405), served by the registrar's binding table, or handed to the
 //! application ([`RegisterMode`]).
-//! Not yet: re-INVITE and glare (answered 501 for now), 481/408 to our in-dialog requests, UPDATE,
-//! PRACK, SUBSCRIBE/NOTIFY, REFER, the RFC 3665 flow replays, the memory and throughput
-//! targets of `shard/call_flow`.
+//! re-INVITE both ways (§14): target refresh, answer/refuse, 500 and 491 on overlap, our
+//! retry after 491 with the §14.1 wait, dialog end on 481/408/timeout.
+//! Not yet: UPDATE, PRACK, SUBSCRIBE/NOTIFY, REFER, Replaces, INFO/MESSAGE in dialog, the
+//! RFC 3665 flow replays, and the throughput target of `shard/call_flow`.
 
 mod register;
+mod reinvite;
 mod uac;
 mod uas;
 
@@ -138,6 +140,23 @@ pub enum SessionEvent {
         /// The SDP of the 2xx (UAC) or the answer we sent (UAS).
         sdp: Bytes,
     },
+    /// A re-INVITE in a confirmed dialog (§14.2): answer with [`DialogCommand::Answer`] or
+    /// [`DialogCommand::Reject`] (the dialog stays either way).
+    ReInvite {
+        /// The dialog.
+        dialog: DialogId,
+        /// The re-INVITE (its SDP is the new offer).
+        request: Message,
+    },
+    /// The outcome of our re-INVITE (after any 491 retries, §14.1).
+    ReInviteResult {
+        /// The dialog.
+        dialog: DialogId,
+        /// The final status.
+        status: u16,
+        /// SDP of the 2xx, if any.
+        sdp: Bytes,
+    },
     /// The ACK for our 2xx arrived.
     AckReceived {
         /// The dialog.
@@ -208,6 +227,13 @@ pub enum DialogCommand {
     Cancel {
         /// The MakeCall handle.
         call: DialogId,
+    },
+    /// Send a re-INVITE in a confirmed dialog (new offer in `sdp`).
+    ReInvite {
+        /// The dialog.
+        dialog: DialogId,
+        /// SDP offer (empty for none).
+        sdp: Bytes,
     },
     /// End a confirmed dialog with BYE.
     Bye {
@@ -349,10 +375,33 @@ struct Call {
     answered: Option<u32>,
 }
 
+/// re-INVITEs in progress on a confirmed dialog (boxed in the entry: most dialogs have
+/// none). The two directions are separate: ours may wait out its §14.1 back-off while the
+/// peer's is being answered.
+#[derive(Debug, Default)]
+struct Reinvite {
+    /// The peer's, waiting for the application's answer.
+    incoming: Option<(ServerTxnId, Box<Message>)>,
+    /// Ours.
+    outgoing: Outgoing,
+}
+
+/// Our re-INVITE's progress.
+#[derive(Debug, Default)]
+enum Outgoing {
+    #[default]
+    Idle,
+    /// Sent with this offer, waiting for its final response.
+    InProgress { sdp: Bytes },
+    /// Got 491; goes again with this offer when the §14.1 wait ends.
+    RetryPending { sdp: Bytes },
+}
+
 #[derive(Debug)]
 struct Entry {
     dialog: Dialog,
     phase: Phase,
+    reinvite: Option<Box<Reinvite>>,
     /// The MakeCall handle (UAC) so events can name the call the app knows.
     call: Option<DialogId>,
 }
@@ -365,6 +414,7 @@ struct Slot {
 /// Timer kinds the shard schedules on the wheel (low byte of the token).
 const TIMER_RETRANSMIT_2XX: u64 = 1;
 const TIMER_ACK_GIVE_UP: u64 = 2;
+const TIMER_REINVITE_RETRY: u64 = 4;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 
@@ -379,6 +429,8 @@ pub struct Shard {
     by_client_txn: ahash::HashMap<ClientTxnId, u32>,
     /// Our INVITE transactions → the call they place (its dialogs, one per To tag).
     calls: ahash::HashMap<ClientTxnId, Call>,
+    /// Our re-INVITE transactions → their dialog.
+    reinvites: ahash::HashMap<ClientTxnId, u32>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
     /// Unanswered INVITEs by (Call-ID, From tag, CSeq): a second INVITE with the same
@@ -418,6 +470,7 @@ impl Shard {
             by_key: ahash::HashMap::default(),
             by_client_txn: ahash::HashMap::default(),
             calls: ahash::HashMap::default(),
+            reinvites: ahash::HashMap::default(),
             by_server_txn: ahash::HashMap::default(),
             by_origin: ahash::HashMap::default(),
             registrar,
@@ -523,6 +576,9 @@ impl Shard {
                 self.cancel(now, &call).map(|()| CommandOutcome::Done)
             }
             DialogCommand::Bye { dialog } => self.bye(now, &dialog).map(|()| CommandOutcome::Done),
+            DialogCommand::ReInvite { dialog, sdp } => self
+                .send_reinvite(now, &dialog, sdp)
+                .map(|()| CommandOutcome::Done),
             DialogCommand::Respond {
                 txn,
                 status,
@@ -558,6 +614,7 @@ impl Shard {
                 TxnEvent::Terminated { txn } => {
                     if let crate::transaction::TxnId::Client(c) = txn {
                         self.by_client_txn.remove(&c);
+                        self.reinvites.remove(&c);
                         self.invite_ended(c);
                     }
                 }

@@ -65,6 +65,7 @@ impl Shard {
             dialog: d,
             phase: Phase::Calling { request, branch },
             call: Some(id.clone()),
+            reinvite: None,
         });
         self.calls.insert(
             invite,
@@ -129,6 +130,9 @@ impl Shard {
     pub(super) fn on_response(&mut self, now: Instant, txn: ClientTxnId, response: Message) {
         if self.calls.contains_key(&txn) {
             return self.invite_response(now, txn, &response);
+        }
+        if let Some(&index) = self.reinvites.get(&txn) {
+            return self.reinvite_response(now, index, &response);
         }
         // A BYE's response: any final ends the dialog.
         let Some(&index) = self.by_client_txn.get(&txn) else {
@@ -266,6 +270,7 @@ impl Shard {
         let index = self.insert(Entry {
             dialog: d,
             phase: Phase::Early,
+            reinvite: None,
             call,
         });
         if let Some(c) = self.calls.get_mut(&txn) {
@@ -390,7 +395,7 @@ impl Shard {
         }
     }
 
-    fn ack_again(&mut self, index: u32) {
+    pub(super) fn ack_again(&mut self, index: u32) {
         if let Some(Entry {
             phase: Phase::Established { ack: Some(ack) },
             dialog,

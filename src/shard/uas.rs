@@ -38,7 +38,7 @@ impl<'a> Reply<'a> {
         self
     }
 
-    fn body(mut self, body: &'a [u8]) -> Self {
+    pub(super) fn body(mut self, body: &'a [u8]) -> Self {
         self.body = body;
         self
     }
@@ -181,6 +181,7 @@ impl Shard {
                 request: Box::new(request.clone()),
             },
             call: None,
+            reinvite: None,
         });
         self.by_server_txn.insert(txn, index);
         self.by_origin.insert(origin, index);
@@ -234,8 +235,8 @@ impl Shard {
                     Reply::new(200, Some(&local)).headers(headers),
                 );
             }
-            // Not yet: re-INVITE (and glare), UPDATE, INFO, REFER, NOTIFY.
-            Some(Method::Invite) => self.reject_request(now, txn, &request, 501, &[]),
+            Some(Method::Invite) => self.incoming_reinvite(now, txn, request, index),
+            // Not yet: UPDATE, INFO, REFER, NOTIFY.
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }
     }
@@ -328,6 +329,9 @@ impl Shard {
         sdp: Bytes,
     ) -> Result<(), DialogError> {
         let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        if self.has_incoming_reinvite(index) {
+            return self.answer_reinvite(now, index, sdp);
+        }
         let contact = self.contact();
         let Some(Entry {
             phase: Phase::Incoming { invite, request },
@@ -389,6 +393,9 @@ impl Shard {
         status: u16,
     ) -> Result<(), DialogError> {
         let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        if self.has_incoming_reinvite(index) {
+            return self.reject_reinvite(now, index, status);
+        }
         if !matches!(
             self.entry_mut(index).map(|e| &e.phase),
             Some(Phase::Incoming { .. })
@@ -428,6 +435,9 @@ impl Shard {
         let Some(index) = self.entry_for_token(token) else {
             return;
         };
+        if token & 0xff == super::TIMER_REINVITE_RETRY {
+            return self.retry_reinvite(now, index);
+        }
         let kind = token & 0xff;
         let t2 = self.config.timers.t2;
         let next_token = self.token(index, TIMER_RETRANSMIT_2XX);
@@ -512,6 +522,16 @@ impl Shard {
         let TxnId::Client(client) = txn else { return };
         if self.calls.contains_key(&client) {
             return self.end_unanswered(client, reason);
+        }
+        if let Some(index) = self.reinvites.remove(&client) {
+            // §12.2.1.2: no response to an in-dialog request ends the dialog.
+            if let Some(e) = self.remove(index) {
+                self.events.push_back(SessionEvent::CallTerminated {
+                    dialog: e.dialog.id,
+                    reason,
+                });
+            }
+            return;
         }
         let Some(index) = self.by_client_txn.remove(&client) else {
             return;

@@ -1,0 +1,322 @@
+//! re-INVITE in a confirmed dialog (RFC 3261 §14): the peer's (target refresh, answer or
+//! refusal, 500 and 491 when INVITEs overlap) and ours (ACK for its 2xx, §14.1 random wait and
+//! retry after 491, dialog end after 481/408 or no answer).
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::uas::Reply;
+use super::{
+    DialogError, Entry, Outgoing, Phase, Reinvite, SessionEvent, Shard, TIMER_ACK_GIVE_UP,
+    TIMER_REINVITE_RETRY, TIMER_RETRANSMIT_2XX, TerminationReason,
+};
+use crate::dialog::{self, DialogId, Role};
+use crate::message::Message;
+use crate::transaction::ServerTxnId;
+
+impl Shard {
+    pub(super) fn has_incoming_reinvite(&mut self, index: u32) -> bool {
+        self.entry_mut(index)
+            .and_then(|e| e.reinvite.as_deref())
+            .is_some_and(|r| r.incoming.is_some())
+    }
+
+    /// The entry's re-INVITE state, created on first use.
+    fn reinvite_state(entry: &mut Entry) -> &mut Reinvite {
+        entry.reinvite.get_or_insert_with(Box::default)
+    }
+
+    /// The peer's re-INVITE (§14.2).
+    pub(super) fn incoming_reinvite(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        index: u32,
+    ) {
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        let (incoming, outgoing) = match entry.reinvite.as_deref() {
+            Some(r) => (
+                r.incoming.is_some(),
+                matches!(r.outgoing, Outgoing::InProgress { .. }),
+            ),
+            None => (false, false),
+        };
+        if incoming {
+            // A second INVITE before our final response to the first: 500 + Retry-After 0-10 s.
+            let wait = (self.ids.random() % 11).to_string();
+            return self.reject_request(
+                now,
+                txn,
+                &request,
+                500,
+                &[("Retry-After", wait.as_bytes())],
+            );
+        }
+        if outgoing || !matches!(entry.phase, Phase::Established { .. }) {
+            // Ours is in progress (glare), or the dialog is not settled yet: 491.
+            return self.reject_request(now, txn, &request, 491, &[]);
+        }
+        if let Some(target) = dialog::contact_uri(&request) {
+            entry.dialog.set_remote_target(target);
+        }
+        let id = entry.dialog.id.clone();
+        Self::reinvite_state(entry).incoming = Some((txn, Box::new(request.clone())));
+        self.events.push_back(SessionEvent::ReInvite {
+            dialog: id,
+            request,
+        });
+    }
+
+    /// 200 to the peer's re-INVITE; retransmitted until its ACK like any 2xx (§13.3.1.4).
+    pub(super) fn answer_reinvite(
+        &mut self,
+        now: Instant,
+        index: u32,
+        sdp: Bytes,
+    ) -> Result<(), DialogError> {
+        let contact = self.contact();
+        let Some(entry) = self.entry_mut(index) else {
+            return Err(DialogError::DialogNotFound);
+        };
+        let Some((txn, request)) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) else {
+            return Err(DialogError::InvalidDialogState {
+                current: "no re-INVITE pending",
+                expected: "re-INVITE pending",
+            });
+        };
+        let local = entry.dialog.id.local_tag().to_vec();
+        let mut headers: Vec<(&str, &[u8])> = vec![("Contact", &contact)];
+        if !sdp.is_empty() {
+            headers.push(("Content-Type", b"application/sdp"));
+        }
+        let ok = self
+            .respond(
+                now,
+                txn,
+                &request,
+                Reply::new(200, Some(&local)).headers(&headers).body(&sdp),
+            )
+            .ok_or(DialogError::InvalidDialogState {
+                current: "transaction gone",
+                expected: "re-INVITE pending",
+            })?;
+        let t1 = self.config.timers.t1;
+        let retransmit = self
+            .txn
+            .schedule(now + t1, self.token(index, TIMER_RETRANSMIT_2XX));
+        let give_up = self.txn.schedule(
+            now + self.config.timers.timeout(),
+            self.token(index, TIMER_ACK_GIVE_UP),
+        );
+        if let Some(entry) = self.entry_mut(index) {
+            entry.phase = Phase::Answered {
+                invite: txn,
+                ok,
+                interval: t1,
+                retransmit,
+                give_up,
+            };
+        }
+        Ok(())
+    }
+
+    /// A final refusal of the peer's re-INVITE; the dialog goes on as before (§14.2).
+    pub(super) fn reject_reinvite(
+        &mut self,
+        now: Instant,
+        index: u32,
+        status: u16,
+    ) -> Result<(), DialogError> {
+        if !(300..=699).contains(&status) {
+            return Err(DialogError::InvalidInput(
+                crate::message::BuildError::InvalidStatusCode,
+            ));
+        }
+        let Some(entry) = self.entry_mut(index) else {
+            return Err(DialogError::DialogNotFound);
+        };
+        if let Some((txn, request)) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {
+            let local = entry.dialog.id.local_tag().to_vec();
+            self.respond(now, txn, &request, Reply::new(status, Some(&local)));
+        }
+        Ok(())
+    }
+
+    /// Our re-INVITE (§14.1): only on a confirmed dialog with no INVITE in progress.
+    pub(super) fn send_reinvite(
+        &mut self,
+        now: Instant,
+        id: &DialogId,
+        sdp: Bytes,
+    ) -> Result<(), DialogError> {
+        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        match self.entry_mut(index) {
+            Some(Entry {
+                phase: Phase::Established { .. },
+                reinvite,
+                ..
+            }) if reinvite
+                .as_deref()
+                .is_none_or(|r| r.incoming.is_none() && matches!(r.outgoing, Outgoing::Idle)) => {}
+            Some(_) => {
+                return Err(self.wrong_state(index, "established with no INVITE in progress"));
+            }
+            None => return Err(DialogError::DialogNotFound),
+        }
+        self.transmit_reinvite(now, index, sdp)
+    }
+
+    fn transmit_reinvite(
+        &mut self,
+        now: Instant,
+        index: u32,
+        sdp: Bytes,
+    ) -> Result<(), DialogError> {
+        let (via, branch) = self.via();
+        let contact = self.contact();
+        let Some(entry) = self.entry_mut(index) else {
+            return Err(DialogError::DialogNotFound);
+        };
+        let mut buf = BytesMut::with_capacity(512 + sdp.len());
+        let content_type: &[(&str, &[u8])] = if sdp.is_empty() {
+            &[]
+        } else {
+            &[("Content-Type", b"application/sdp")]
+        };
+        entry
+            .dialog
+            .build_request(&mut buf, b"INVITE", &via, &contact, content_type, &sdp)
+            .map_err(DialogError::InvalidInput)?;
+        let peer = entry.dialog.peer;
+        // The offer is kept in case a 491 asks for a retry.
+        Self::reinvite_state(entry).outgoing = Outgoing::InProgress { sdp };
+        let txn = self
+            .txn
+            .send_request(now, peer, false, b"INVITE", &branch, buf.freeze())
+            .map_err(DialogError::TransactionError)?;
+        self.reinvites.insert(txn, index);
+        Ok(())
+    }
+
+    /// A response to our re-INVITE.
+    pub(super) fn reinvite_response(&mut self, now: Instant, index: u32, response: &Message) {
+        let Some(code) = response.status() else {
+            return;
+        };
+        if code < 200 {
+            return;
+        }
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        let was = entry
+            .reinvite
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.outgoing))
+            .unwrap_or_default();
+        let dialog = entry.dialog.id.clone();
+        match (code, was) {
+            (200..=299, Outgoing::InProgress { .. }) => {
+                if let Some(target) = dialog::contact_uri(response) {
+                    entry.dialog.set_remote_target(target);
+                }
+                let (via, _) = self.via();
+                let Some(entry) = self.entry_mut(index) else {
+                    return;
+                };
+                let mut buf = BytesMut::new();
+                if entry
+                    .dialog
+                    .build_request(&mut buf, b"ACK", &via, b"", &[], b"")
+                    .is_ok()
+                {
+                    let ack = buf.freeze();
+                    let peer = entry.dialog.peer;
+                    entry.phase = Phase::Established {
+                        ack: Some(ack.clone()),
+                    };
+                    self.txn.send_stateless(peer, ack);
+                }
+                self.events.push_back(SessionEvent::ReInviteResult {
+                    dialog,
+                    status: code,
+                    sdp: response.body(),
+                });
+            }
+            // A retransmitted 2xx: the same ACK again.
+            (200..=299, other) => {
+                self.restore_outgoing(index, other);
+                self.ack_again(index);
+            }
+            (491, Outgoing::InProgress { sdp }) => {
+                self.schedule_retry(now, index);
+                if let Some(entry) = self.entry_mut(index) {
+                    Self::reinvite_state(entry).outgoing = Outgoing::RetryPending { sdp };
+                }
+            }
+            // §12.2.1.2: 481 or 408 means the dialog is gone.
+            (481 | 408, _) => {
+                if let Some(e) = self.remove(index) {
+                    self.events.push_back(SessionEvent::CallTerminated {
+                        dialog: e.dialog.id,
+                        reason: TerminationReason::Rejected(code),
+                    });
+                }
+            }
+            (_, _) => self.events.push_back(SessionEvent::ReInviteResult {
+                dialog,
+                status: code,
+                sdp: Bytes::new(),
+            }),
+        }
+    }
+
+    fn restore_outgoing(&mut self, index: u32, outgoing: Outgoing) {
+        if let Some(entry) = self.entry_mut(index) {
+            Self::reinvite_state(entry).outgoing = outgoing;
+        }
+    }
+
+    /// §14.1: the Call-ID's owner waits 2.1-4 s, the other side 0-2 s, in 10 ms steps.
+    fn schedule_retry(&mut self, now: Instant, index: u32) {
+        let owner = self
+            .entry_mut(index)
+            .is_some_and(|e| e.dialog.role == Role::Uac);
+        let steps = if owner {
+            210 + self.ids.random() % 191
+        } else {
+            self.ids.random() % 201
+        };
+        let token = self.token(index, TIMER_REINVITE_RETRY);
+        self.txn
+            .schedule(now + Duration::from_millis(steps * 10), token);
+    }
+
+    /// The §14.1 wait after a 491 ended: send the re-INVITE again, or wait once more if the
+    /// peer's re-INVITE is being answered.
+    pub(super) fn retry_reinvite(&mut self, now: Instant, index: u32) {
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        let Some(r) = entry.reinvite.as_mut() else {
+            return;
+        };
+        if !matches!(r.outgoing, Outgoing::RetryPending { .. }) {
+            return;
+        }
+        let busy = r.incoming.is_some() || !matches!(entry.phase, Phase::Established { .. });
+        if busy {
+            return self.schedule_retry(now, index);
+        }
+        let Outgoing::RetryPending { sdp } = std::mem::take(&mut r.outgoing) else {
+            return;
+        };
+        if self.transmit_reinvite(now, index, sdp).is_err() {
+            self.restore_outgoing(index, Outgoing::Idle);
+        }
+    }
+}
