@@ -798,3 +798,45 @@ fn reinvite_glare_resolves_with_491_and_random_waits() {
     assert!(p.uac.stats().requests_rejected >= 1 && p.uas.stats().requests_rejected >= 1);
     assert!(p.now - start >= Duration::from_millis(100));
 }
+
+#[test]
+fn a_nul_in_a_quoted_to_is_copied_and_nothing_leaks() {
+    // RFC 4475 §3.1.1.2: an extension method whose To display name holds NUL, BEL, DEL in
+    // quoted-pairs. The 405 must copy that To; a shard once failed to build it and left the
+    // server transaction waiting forever (found by the shard fuzz target).
+    let t0 = Instant::now();
+    let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
+    uas.handle_datagram(t0, uac_addr(), common::read("rfc4475/intmeth.dat"));
+    let r = Message::parse(uas.poll_transmit().expect("a response").payload).unwrap();
+    assert_eq!(r.status(), Some(405));
+    assert!(
+        r.header(sipshard::message::HeaderName::To)
+            .unwrap()
+            .contains(&0)
+    );
+    uas.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(uas.transaction_count(), 0);
+}
+
+#[test]
+fn a_request_the_application_never_answers_does_not_leak() {
+    use sipshard::shard::RegisterMode;
+    let t0 = Instant::now();
+    let config = ShardConfig {
+        register: RegisterMode::Event,
+        ..ShardConfig::new(uas_addr())
+    };
+    let mut uas = Shard::new(t0, config);
+    uas.handle_datagram(t0, uac_addr(), register(1, "<sip:bob@192.0.2.4>", 300));
+    assert!(matches!(
+        uas.poll_event(),
+        Some(SessionEvent::RegistrationRequest { .. })
+    ));
+    assert_eq!(uas.transaction_count(), 1);
+    uas.handle_timeout(t0 + Duration::from_secs(33));
+    assert_eq!(
+        uas.transaction_count(),
+        0,
+        "the TU deadline (64·T1) ended it"
+    );
+}

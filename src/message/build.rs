@@ -15,7 +15,9 @@ use super::{Message, NameAddr};
 pub enum BuildError {
     /// A header name is not a token.
     InvalidHeaderName,
-    /// A header value holds a NUL, or a reason phrase or Request-URI holds a line break.
+    /// A reason phrase or Request-URI holds a line break (or a Request-URI white space), or
+    /// a To tag is not a token. (Header values may hold any octet: line breaks in them are
+    /// written as folds, and a NUL is legal in a quoted string, RFC 4475 §3.1.1.2.)
     InvalidHeaderValue,
     /// The status code is outside 100-699.
     InvalidStatusCode,
@@ -27,7 +29,9 @@ impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BuildError::InvalidHeaderName => f.write_str("header name is not a token"),
-            BuildError::InvalidHeaderValue => f.write_str("NUL or line break where none may be"),
+            BuildError::InvalidHeaderValue => {
+                f.write_str("line break or white space where none may be")
+            }
             BuildError::InvalidStatusCode => f.write_str("status code outside 100-699"),
             BuildError::Request(e) => write!(f, "cannot answer request: {e}"),
         }
@@ -61,9 +65,6 @@ impl<'a> Writer<'a> {
     fn header(&mut self, name: &[u8], value: &[u8]) {
         if !lex::is_token(name) {
             return self.fail(BuildError::InvalidHeaderName);
-        }
-        if memchr::memchr(0, value).is_some() {
-            return self.fail(BuildError::InvalidHeaderValue);
         }
         if HeaderName::from_bytes(name) == HeaderName::ContentLength {
             return; // written by finish
@@ -414,8 +415,14 @@ mod tests {
             Some(&b"hi\r\n Via: evil\r\n X: y"[..])
         );
 
+        // A NUL is copied as is (legal inside a quoted string).
         let mut b = RequestBuilder::new(&mut buf, b"MESSAGE", b"sip:a@b");
-        b.header("Subject", b"nul\0");
+        b.header("To", b"\"a\\\0b\" <sip:a@b>");
+        b.finish(b"").unwrap();
+        buf.clear();
+
+        let mut b = RequestBuilder::new(&mut buf, b"MESSAGE", b"sip:a@b c");
+        b.header("Subject", b"x");
         assert_eq!(b.finish(b""), Err(BuildError::InvalidHeaderValue));
         assert!(buf.is_empty());
     }

@@ -97,4 +97,7 @@ pub enum TimerName {
     M,
     /// INVITE server: send 100 Trying if the TU has not answered (§17.2.1).
     Trying,
+    /// Non-INVITE server: the TU's deadline to answer (64·T1; not in RFC 3261, which leaves
+    /// these states without a timer).
+    TuDeadline,
 }

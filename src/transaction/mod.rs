@@ -192,6 +192,8 @@ pub struct TxnStats {
     pub timeouts: u64,
     /// Responses matching no transaction.
     pub stray_responses: u64,
+    /// Non-INVITE server transactions the TU never answered, ended after 64·T1.
+    pub tu_deadlines: u64,
 }
 
 /// The state of one transaction: the four machines of RFC 3261 §17, named as the RFC names
@@ -628,6 +630,10 @@ impl TransactionLayer {
                 self.server_invite_timer(now, id, name)
             }
             TimerName::J => self.terminate(id),
+            TimerName::TuDeadline => {
+                self.stats.tu_deadlines += 1;
+                self.terminate(id)
+            }
         }
     }
 

@@ -37,13 +37,18 @@ pub(super) enum ServerInvite {
     Accepted { wait: TimerHandle },
 }
 
-/// Non-INVITE server transaction states.
+/// Non-INVITE server transaction states. Trying and Proceeding carry a deadline for the TU
+/// (64·T1: by then the client's Timer F has given up), so a TU that never answers cannot
+/// leak transactions; RFC 3261 itself gives these states no timer.
 #[derive(Debug)]
 pub(super) enum ServerNonInvite {
     /// Waiting for the TU; retransmissions are absorbed.
-    Trying,
+    Trying { deadline: Option<TimerHandle> },
     /// A provisional was sent; retransmissions get it again.
-    Proceeding { provisional: Bytes },
+    Proceeding {
+        provisional: Bytes,
+        deadline: Option<TimerHandle>,
+    },
     /// A final was sent; retransmissions get it again until Timer J.
     Completed { response: Bytes, wait: TimerHandle },
 }
@@ -77,7 +82,9 @@ impl ServerNonInvite {
     pub(super) fn timers(&self) -> [Option<TimerHandle>; 2] {
         match self {
             ServerNonInvite::Completed { wait, .. } => [Some(*wait), None],
-            _ => [None, None],
+            ServerNonInvite::Trying { deadline } | ServerNonInvite::Proceeding { deadline, .. } => {
+                [*deadline, None]
+            }
         }
     }
 }
@@ -117,7 +124,7 @@ impl TransactionLayer {
                 provisional: None,
             })
         } else {
-            State::ServerNonInvite(ServerNonInvite::Trying)
+            State::ServerNonInvite(ServerNonInvite::Trying { deadline: None })
         };
         let id = self.insert_hashed(
             hash,
@@ -139,6 +146,15 @@ impl TransactionLayer {
             {
                 *t = Some(trying);
             }
+        } else {
+            let timer = self.set_timer(now, id, TimerName::TuDeadline, self.config.timeout());
+            if let Some(Transaction {
+                state: State::ServerNonInvite(ServerNonInvite::Trying { deadline }),
+                ..
+            }) = self.get_mut(id)
+            {
+                *deadline = Some(timer);
+            }
         }
         self.events.push_back(TxnEvent::Request {
             txn: ServerTxnId(id),
@@ -158,7 +174,7 @@ impl TransactionLayer {
                 provisional.clone()
             }
             State::ServerInvite(ServerInvite::Completed { response, .. }) => Some(response.clone()),
-            State::ServerNonInvite(ServerNonInvite::Proceeding { provisional }) => {
+            State::ServerNonInvite(ServerNonInvite::Proceeding { provisional, .. }) => {
                 Some(provisional.clone())
             }
             State::ServerNonInvite(ServerNonInvite::Completed { response, .. }) => {
@@ -309,12 +325,16 @@ impl TransactionLayer {
                 }
             },
             State::ServerNonInvite(state) => match state {
-                ServerNonInvite::Trying | ServerNonInvite::Proceeding { .. } => {
+                ServerNonInvite::Trying { deadline }
+                | ServerNonInvite::Proceeding { deadline, .. } => {
+                    let deadline = *deadline;
                     if status < 200 {
                         *state = ServerNonInvite::Proceeding {
                             provisional: response.clone(),
+                            deadline,
                         };
                     } else {
+                        self.cancel(deadline);
                         let j = self.config.j(reliable);
                         if j.is_zero() {
                             self.transmit(peer, response);
