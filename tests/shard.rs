@@ -840,3 +840,38 @@ fn a_request_the_application_never_answers_does_not_leak() {
         "the TU deadline (64·T1) ended it"
     );
 }
+
+#[test]
+fn an_invite_without_from_to_call_id_gets_400_and_nothing_leaks() {
+    // RFC 4475 §3.3.1: the 400 copies what the request has (found by the shard fuzz target:
+    // the INVITE server transaction once stayed in Proceeding forever).
+    let t0 = Instant::now();
+    let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
+    uas.handle_datagram(t0, uac_addr(), common::read("rfc4475/insuf.dat"));
+    let r = Message::parse(uas.poll_transmit().expect("a 400").payload).unwrap();
+    assert_eq!(r.status(), Some(400));
+    uas.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(uas.transaction_count(), 0);
+}
+
+#[test]
+fn an_unanswered_call_is_refused_after_the_ring_timeout() {
+    let mut p = Pair::new(13, Conditions::perfect(), UasPolicy::Ring);
+    p.call();
+    p.run(Duration::from_secs(400));
+    assert_eq!(
+        Pair::count(&p.uac_events, |e| matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::Rejected(480),
+                ..
+            }
+        )),
+        1
+    );
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+    assert_eq!(
+        (p.uac.transaction_count(), p.uas.transaction_count()),
+        (0, 0)
+    );
+}

@@ -60,6 +60,9 @@ pub struct ShardConfig {
     pub retry_after: u32,
     /// What REGISTER requests get.
     pub register: RegisterMode,
+    /// How long an incoming call may stay unanswered before the shard refuses it with 480
+    /// (so an application that never answers cannot hold transactions forever).
+    pub ring_timeout: Duration,
 }
 
 /// How a shard handles REGISTER.
@@ -83,6 +86,7 @@ impl ShardConfig {
             max_dialogs: 1_000_000,
             retry_after: 5,
             register: RegisterMode::Refuse,
+            ring_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -415,6 +419,7 @@ struct Slot {
 const TIMER_RETRANSMIT_2XX: u64 = 1;
 const TIMER_ACK_GIVE_UP: u64 = 2;
 const TIMER_REINVITE_RETRY: u64 = 4;
+const TIMER_RING_TIMEOUT: u64 = 5;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 

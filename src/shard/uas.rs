@@ -69,12 +69,42 @@ impl Shard {
         for (name, value) in reply.headers {
             b.header(name, value);
         }
-        b.finish(reply.body).ok()?;
-        let bytes = self.buf.split().freeze();
+        let bytes = match b.finish(reply.body) {
+            Ok(_) => self.buf.split().freeze(),
+            // The request lacks what a response copies (RFC 4475 §3.3.1 has no From, To or
+            // Call-ID): answer with what it has, or end the transaction without an answer.
+            Err(_) => match self.bare_response(request, reply.status) {
+                Some(bytes) => bytes,
+                None => {
+                    self.txn.discard(txn);
+                    return None;
+                }
+            },
+        };
         self.txn
             .send_response(now, txn, reply.status, bytes.clone())
             .ok()?;
         Some(bytes)
+    }
+
+    /// A response copying only the Via, From, To, Call-ID and CSeq the request has.
+    fn bare_response(&mut self, request: &Message, status: u16) -> Option<Bytes> {
+        let mut b = ResponseBuilder::new(&mut self.buf, status, None);
+        for via in request.header_values(HeaderName::Via) {
+            b.header_named(HeaderName::Via, via);
+        }
+        for name in [
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ] {
+            if let Some(v) = request.header(name) {
+                b.header_named(name, v);
+            }
+        }
+        b.finish(b"").ok()?;
+        Some(self.buf.split().freeze())
     }
 
     pub(super) fn reject_request(
@@ -185,6 +215,8 @@ impl Shard {
         });
         self.by_server_txn.insert(txn, index);
         self.by_origin.insert(origin, index);
+        let token = self.token(index, super::TIMER_RING_TIMEOUT);
+        self.txn.schedule(now + self.config.ring_timeout, token);
         self.events.push_back(SessionEvent::IncomingCall {
             dialog: id,
             from,
@@ -437,6 +469,16 @@ impl Shard {
         };
         if token & 0xff == super::TIMER_REINVITE_RETRY {
             return self.retry_reinvite(now, index);
+        }
+        if token & 0xff == super::TIMER_RING_TIMEOUT {
+            // Still unanswered: refuse it (480) and end the dialog-to-be.
+            if let Some(e) = self.entry_mut(index)
+                && matches!(e.phase, Phase::Incoming { .. })
+            {
+                let id = e.dialog.id.clone();
+                let _ = self.reject(now, &id, 480);
+            }
+            return;
         }
         let kind = token & 0xff;
         let t2 = self.config.timers.t2;

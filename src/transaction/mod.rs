@@ -194,6 +194,8 @@ pub struct TxnStats {
     pub stray_responses: u64,
     /// Non-INVITE server transactions the TU never answered, ended after 64·T1.
     pub tu_deadlines: u64,
+    /// Server transactions ended without a response ([`TransactionLayer::discard`]).
+    pub discarded: u64,
 }
 
 /// The state of one transaction: the four machines of RFC 3261 §17, named as the RFC names
@@ -420,6 +422,15 @@ impl TransactionLayer {
             }
         }
         Ok(())
+    }
+
+    /// Ends a server transaction without a response: for requests so broken that no
+    /// response can be built for them. Counted in [`TxnStats::discarded`].
+    pub fn discard(&mut self, txn: ServerTxnId) {
+        if self.get(txn.0).is_some() {
+            self.stats.discarded += 1;
+            self.terminate(txn.0);
+        }
     }
 
     /// The runtime could not send for `txn`: the transaction ends (§17.1.4, §17.2.4).
