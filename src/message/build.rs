@@ -205,9 +205,26 @@ impl<'a> ResponseBuilder<'a> {
         reason: Option<&[u8]>,
         to_tag: Option<&[u8]>,
     ) -> Self {
+        Self::to_request_from(out, request, None, code, reason, to_tag)
+    }
+
+    /// Like [`ResponseBuilder::to_request`], for a request received from `source`: the top
+    /// Via gets `received` when its sent-by is a name or another address (§18.2.1), and a
+    /// bare `rport` gets the source port (RFC 3581).
+    pub fn to_request_from(
+        out: &'a mut BytesMut,
+        request: &Message,
+        source: Option<std::net::SocketAddr>,
+        code: u16,
+        reason: Option<&[u8]>,
+        to_tag: Option<&[u8]>,
+    ) -> Self {
         let mut b = ResponseBuilder::new(out, code, reason);
-        for via in request.header_values(HeaderName::Via) {
-            b.w.header(b"Via", via);
+        for (i, via) in request.header_values(HeaderName::Via).enumerate() {
+            match (i, source) {
+                (0, Some(src)) => b.top_via(via, src),
+                _ => b.w.header(b"Via", via),
+            }
         }
         let copy = |b: &mut ResponseBuilder<'_>, name: HeaderName| match request.header(name) {
             Some(v) => {
@@ -283,6 +300,45 @@ impl Message {
             w.header(h.name_bytes, h.value);
         }
         w.finish(self.body_bytes())
+    }
+}
+
+impl ResponseBuilder<'_> {
+    /// Copies the first Via line, adding `received` and filling `rport` on its first value.
+    fn top_via(&mut self, line: &[u8], source: std::net::SocketAddr) {
+        let (first, rest) = match lex::find_outside(line, b',') {
+            Ok(Some(comma)) => (lex::trim_lws(&line[..comma]), Some(&line[comma + 1..])),
+            _ => (line, None),
+        };
+        let Ok(via) = super::Via::parse(first) else {
+            return self.w.header(b"Via", line);
+        };
+        let mut value = Vec::with_capacity(line.len() + 40);
+        // A bare `rport` becomes `rport=<port>`; every other parameter is kept as written.
+        let bare_rport = via.rport() == Some(None);
+        let params = via.params.as_bytes();
+        let head_len = first.len() - params.len() - usize::from(!params.is_empty());
+        value.extend_from_slice(lex::trim_end_lws(&first[..head_len]));
+        for (name, v) in via.params.iter() {
+            value.push(b';');
+            value.extend_from_slice(name);
+            if name.eq_ignore_ascii_case(b"rport") && bare_rport {
+                value.extend_from_slice(format!("={}", source.port()).as_bytes());
+            } else if let Some(v) = v {
+                value.push(b'=');
+                value.extend_from_slice(v);
+            }
+        }
+        let same_ip = via.host().ip() == Some(source.ip());
+        if (!same_ip || bare_rport) && via.received().is_none() {
+            value.extend_from_slice(b";received=");
+            value.extend_from_slice(source.ip().to_string().as_bytes());
+        }
+        if let Some(rest) = rest {
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(lex::trim_lws(rest));
+        }
+        self.w.header(b"Via", &value);
     }
 }
 
@@ -392,6 +448,42 @@ mod tests {
         let trying = Message::parse(buf.split().freeze()).unwrap();
         assert_eq!(trying.to_tag().unwrap(), None);
         assert_eq!(trying.header(HeaderName::Timestamp), Some(&b"54"[..]));
+    }
+
+    #[test]
+    fn received_and_rport_are_added_to_the_top_via() {
+        let req = Message::parse(Bytes::from_static(
+            b"OPTIONS sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK1;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK0\r\n\
+Via: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKz\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        ))
+        .unwrap();
+        let mut buf = BytesMut::new();
+        let src = "192.0.2.7:6000".parse().unwrap();
+        ResponseBuilder::to_request_from(&mut buf, &req, Some(src), 200, None, Some(b"t"))
+            .finish(b"")
+            .unwrap();
+        let r = Message::parse(buf.freeze()).unwrap();
+        let vias: Vec<_> = r.vias().map(|v| v.unwrap()).collect();
+        assert_eq!(vias.len(), 3);
+        assert_eq!(vias[0].rport(), Some(Some(6000)));
+        assert_eq!(vias[0].received(), Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(vias[0].branch(), Some(&b"z9hG4bK1"[..]));
+        assert_eq!(vias[1].received(), None, "only the top value");
+        // Same IP as the sent-by and no rport: nothing added.
+        let mut buf = BytesMut::new();
+        let src = "10.0.0.2:5060".parse().unwrap();
+        let req2 = Message::parse(Bytes::from_static(
+            b"OPTIONS sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK2\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        ))
+        .unwrap();
+        ResponseBuilder::to_request_from(&mut buf, &req2, Some(src), 200, None, Some(b"t"))
+            .finish(b"")
+            .unwrap();
+        let r = Message::parse(buf.freeze()).unwrap();
+        assert_eq!(
+            r.header(HeaderName::Via),
+            Some(&b"SIP/2.0/UDP 10.0.0.2:5060;branch=z9hG4bK2"[..])
+        );
     }
 
     #[test]

@@ -64,8 +64,15 @@ impl Shard {
                 fresh.as_bytes()
             }
         };
-        let mut b =
-            ResponseBuilder::to_request(&mut self.buf, request, reply.status, None, Some(tag));
+        let source = self.txn.response_target(txn);
+        let mut b = ResponseBuilder::to_request_from(
+            &mut self.buf,
+            request,
+            source,
+            reply.status,
+            None,
+            Some(tag),
+        );
         for (name, value) in reply.headers {
             b.header(name, value);
         }
@@ -287,7 +294,12 @@ impl Shard {
             let status = if invite.is_some() { 200 } else { 481 };
             return self.reject_request(now, txn, &request, status, &[]);
         };
-        self.respond(now, txn, &request, Reply::new(200, None));
+        // §9.2: the 200 to the CANCEL carries the To tag the INVITE's response carries.
+        let local = self
+            .entry_mut(index)
+            .map(|e| e.dialog.id.local_tag().to_vec())
+            .unwrap_or_default();
+        self.respond(now, txn, &request, Reply::new(200, Some(&local)));
         if let Some(e) = self.remove(index)
             && let Phase::Incoming {
                 invite,

@@ -424,6 +424,13 @@ impl TransactionLayer {
         Ok(())
     }
 
+    /// Where a server transaction's responses go: the request's source address (with the
+    /// source port when the top Via asked for rport). It is the `received`/`rport` the
+    /// response's top Via must carry (§18.2.1, RFC 3581).
+    pub fn response_target(&self, txn: ServerTxnId) -> Option<SocketAddr> {
+        self.get(txn.0).map(|t| t.peer)
+    }
+
     /// Ends a server transaction without a response: for requests so broken that no
     /// response can be built for them. Counted in [`TxnStats::discarded`].
     pub fn discard(&mut self, txn: ServerTxnId) {

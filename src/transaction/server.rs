@@ -388,7 +388,7 @@ impl TransactionLayer {
                 *trying = None;
                 if provisional.is_none() {
                     let request = txn.request.clone();
-                    if let Some(bytes) = build_trying(&request) {
+                    if let Some(bytes) = build_trying(&request, peer) {
                         self.stats.trying_sent += 1;
                         if let Some(Transaction {
                             state: State::ServerInvite(ServerInvite::Proceeding { provisional, .. }),
@@ -425,10 +425,10 @@ impl TransactionLayer {
 }
 
 /// 100 Trying for a stored INVITE (§8.2.6.1: no To tag, Timestamp copied).
-fn build_trying(request: &Bytes) -> Option<Bytes> {
+fn build_trying(request: &Bytes, source: SocketAddr) -> Option<Bytes> {
     let req = Message::parse(request.clone()).ok()?;
     let mut buf = BytesMut::with_capacity(512);
-    ResponseBuilder::to_request(&mut buf, &req, 100, None, None)
+    ResponseBuilder::to_request_from(&mut buf, &req, Some(source), 100, None, None)
         .finish(b"")
         .ok()?;
     Some(buf.freeze())
