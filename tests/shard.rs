@@ -875,3 +875,65 @@ fn an_unanswered_call_is_refused_after_the_ring_timeout() {
         (0, 0)
     );
 }
+
+#[test]
+fn stats_count_methods_classes_and_states() {
+    let mut p = Pair::new(21, Conditions::perfect(), UasPolicy::Answer);
+    p.bye_on_answer = false;
+    p.call();
+    p.run(Duration::from_secs(1));
+    let s = p.uas.stats();
+    assert_eq!((s.dialogs_confirmed, s.dialogs_early), (1, 0));
+    assert_eq!(s.requests_in[0], 1, "one INVITE");
+    assert_eq!(s.requests_in[1], 1, "one ACK");
+    assert_eq!(s.responses_out[0], 1, "one 180 (1xx)");
+    assert_eq!(s.responses_out[1], 1, "one 200 (2xx)");
+    assert_eq!(p.uac.stats().responses_in[..2], [1, 1]);
+    let mut total = p.uac.stats();
+    total.merge(&p.uas.stats());
+    assert_eq!(total.dialogs_confirmed, 2);
+    assert_eq!(total.transactions.server_created, 1);
+}
+
+#[test]
+fn over_the_dialog_limit_new_invites_get_503_and_existing_calls_go_on() {
+    let mut p = Pair::new(22, Conditions::perfect(), UasPolicy::Answer);
+    p.uas = Shard::new(
+        p.now,
+        ShardConfig {
+            max_dialogs: 1,
+            ..ShardConfig::new(uas_addr())
+        },
+    );
+    p.bye_on_answer = false;
+    p.call();
+    p.run(Duration::from_secs(1));
+    p.call();
+    p.run(Duration::from_secs(1));
+    assert_eq!(p.uas.stats().overload_rejections, 1);
+    assert_eq!(
+        Pair::count(&p.uac_events, |e| matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::Rejected(503),
+                ..
+            }
+        )),
+        1
+    );
+    // The first call is still up and ends normally.
+    let first = p.uac_events.iter().find_map(|e| match e {
+        SessionEvent::CallAnswered { dialog, .. } => Some(dialog.clone()),
+        _ => None,
+    });
+    p.uac
+        .handle_command(
+            p.now,
+            DialogCommand::Bye {
+                dialog: first.unwrap(),
+            },
+        )
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+}

@@ -56,6 +56,8 @@ pub struct ShardConfig {
     pub timers: TimerConfig,
     /// Most dialogs this shard keeps; a new INVITE over it gets 503.
     pub max_dialogs: usize,
+    /// Most live transactions; a new INVITE over it gets 503 (and MakeCall `Overloaded`).
+    pub max_transactions: usize,
     /// Retry-After (seconds) on a 503 for overload.
     pub retry_after: u32,
     /// What REGISTER requests get.
@@ -84,6 +86,7 @@ impl ShardConfig {
             local_addr,
             timers: TimerConfig::default(),
             max_dialogs: 1_000_000,
+            max_transactions: 2_000_000,
             retry_after: 5,
             register: RegisterMode::Refuse,
             ring_timeout: Duration::from_secs(180),
@@ -327,6 +330,57 @@ pub struct ShardStats {
     pub requests_rejected: u64,
     /// 2xx retransmissions sent by the UAS core.
     pub ok_retransmissions: u64,
+    /// Live dialogs in the early state (including unanswered incoming calls).
+    pub dialogs_early: u64,
+    /// Live confirmed dialogs.
+    pub dialogs_confirmed: u64,
+    /// Requests received, by method: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, other.
+    pub requests_in: [u64; 7],
+    /// Responses received, by class 1xx..6xx.
+    pub responses_in: [u64; 6],
+    /// Responses sent by the dialog layer, by class 1xx..6xx (the transaction layer's own
+    /// 100 Trying and retransmissions are in [`crate::transaction::TxnStats`]).
+    pub responses_out: [u64; 6],
+    /// Transaction-layer counters of this shard.
+    pub transactions: crate::transaction::TxnStats,
+}
+
+impl ShardStats {
+    /// Adds another shard's counters (for totals across shards).
+    pub fn merge(&mut self, other: &ShardStats) {
+        let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        self.datagrams_in += other.datagrams_in;
+        self.parse_errors += other.parse_errors;
+        self.dialogs_created += other.dialogs_created;
+        self.overload_rejections += other.overload_rejections;
+        self.requests_rejected += other.requests_rejected;
+        self.ok_retransmissions += other.ok_retransmissions;
+        self.dialogs_early += other.dialogs_early;
+        self.dialogs_confirmed += other.dialogs_confirmed;
+        add(&mut self.requests_in, &other.requests_in);
+        add(&mut self.responses_in, &other.responses_in);
+        add(&mut self.responses_out, &other.responses_out);
+        self.transactions.merge(&other.transactions);
+    }
+}
+
+/// Index into [`ShardStats::requests_in`].
+fn method_slot(m: Option<crate::message::Method>) -> usize {
+    use crate::message::Method;
+    match m {
+        Some(Method::Invite) => 0,
+        Some(Method::Ack) => 1,
+        Some(Method::Bye) => 2,
+        Some(Method::Cancel) => 3,
+        Some(Method::Options) => 4,
+        Some(Method::Register) => 5,
+        _ => 6,
+    }
+}
+
+/// Index into the by-class arrays (1xx → 0 … 6xx → 5).
+fn class_slot(code: u16) -> usize {
+    usize::from(code / 100).clamp(1, 6) - 1
 }
 
 /// Where a dialog is in its INVITE life.
@@ -451,6 +505,7 @@ pub struct Shard {
     buf: BytesMut,
     stats: ShardStats,
     live: usize,
+    confirmed: usize,
 }
 
 impl Shard {
@@ -486,6 +541,7 @@ impl Shard {
             buf: BytesMut::with_capacity(4096),
             stats: ShardStats::default(),
             live: 0,
+            confirmed: 0,
         }
     }
 
@@ -499,9 +555,26 @@ impl Shard {
         self.txn.len()
     }
 
-    /// Counters.
+    /// Counters (dialogs by state kept as they change: no scan).
     pub fn stats(&self) -> ShardStats {
-        self.stats
+        let mut s = self.stats;
+        s.dialogs_confirmed = self.confirmed as u64;
+        s.dialogs_early = (self.live - self.confirmed) as u64;
+        s.transactions = *self.txn.stats();
+        s
+    }
+
+    /// Marks a dialog confirmed (keeps the by-state count).
+    fn set_confirmed(&mut self, index: u32) {
+        if let Some(e) = self
+            .slots
+            .get_mut(index as usize)
+            .and_then(|s| s.entry.as_mut())
+            && e.dialog.state != DialogState::Confirmed
+        {
+            e.dialog.state = DialogState::Confirmed;
+            self.confirmed += 1;
+        }
     }
 
     /// The state of a dialog, if this shard has it.
@@ -535,6 +608,10 @@ impl Shard {
             self.stats.parse_errors += 1;
             return;
         };
+        match msg.status() {
+            Some(code) => self.stats.responses_in[class_slot(code)] += 1,
+            None => self.stats.requests_in[method_slot(msg.method())] += 1,
+        }
         let handled = if msg.is_request() {
             self.txn.handle_request(now, from, false, msg)
         } else {
@@ -667,6 +744,9 @@ impl Shard {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(index);
         self.live -= 1;
+        if entry.dialog.state == DialogState::Confirmed {
+            self.confirmed -= 1;
+        }
         self.by_key.remove(entry.dialog.id.key());
         entry.dialog.state = DialogState::Terminated;
         if let Phase::Incoming { invite, request } = &entry.phase {

@@ -21,7 +21,7 @@ impl Shard {
         destination: SocketAddr,
         sdp: Bytes,
     ) -> Result<DialogId, DialogError> {
-        if self.live >= self.config.max_dialogs {
+        if self.live >= self.config.max_dialogs || self.txn.len() >= self.config.max_transactions {
             return Err(DialogError::Overloaded);
         }
         let call_id = self.ids.call_id();
@@ -379,12 +379,12 @@ impl Shard {
         }
         let ack = buf.freeze();
         let peer = e.dialog.peer;
-        e.dialog.state = DialogState::Confirmed;
         e.phase = Phase::Established {
             ack: Some(ack.clone()),
         };
         let dialog = e.dialog.id.clone();
         let call = e.call.clone().unwrap_or_else(|| dialog.clone());
+        self.set_confirmed(index);
         self.txn.send_stateless(peer, ack);
         if announce {
             self.events.push_back(SessionEvent::CallAnswered {

@@ -91,6 +91,7 @@ impl Shard {
         self.txn
             .send_response(now, txn, reply.status, bytes.clone())
             .ok()?;
+        self.stats.responses_out[super::class_slot(reply.status)] += 1;
         Some(bytes)
     }
 
@@ -171,7 +172,7 @@ impl Shard {
             // branch: the request forked and merged back here.
             return self.reject_request(now, txn, &request, 482, &[]);
         }
-        if self.live >= self.config.max_dialogs {
+        if self.live >= self.config.max_dialogs || self.txn.len() > self.config.max_transactions {
             self.stats.overload_rejections += 1;
             let retry = self.config.retry_after.to_string();
             return self.reject_request(
@@ -411,8 +412,8 @@ impl Shard {
         );
         self.by_server_txn.remove(&invite);
         self.by_origin.remove(&super::origin_key(&request));
+        self.set_confirmed(index);
         if let Some(entry) = self.entry_mut(index) {
-            entry.dialog.state = DialogState::Confirmed;
             entry.phase = Phase::Answered {
                 invite,
                 ok,

@@ -198,6 +198,23 @@ pub struct TxnStats {
     pub discarded: u64,
 }
 
+impl TxnStats {
+    /// Adds another layer's counters (for totals across shards).
+    pub fn merge(&mut self, o: &TxnStats) {
+        self.client_created += o.client_created;
+        self.server_created += o.server_created;
+        self.request_retransmissions += o.request_retransmissions;
+        self.response_retransmissions += o.response_retransmissions;
+        self.requests_absorbed += o.requests_absorbed;
+        self.responses_absorbed += o.responses_absorbed;
+        self.trying_sent += o.trying_sent;
+        self.timeouts += o.timeouts;
+        self.stray_responses += o.stray_responses;
+        self.tu_deadlines += o.tu_deadlines;
+        self.discarded += o.discarded;
+    }
+}
+
 /// The state of one transaction: the four machines of RFC 3261 §17, named as the RFC names
 /// them.
 #[allow(clippy::enum_variant_names)]
