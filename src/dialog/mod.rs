@@ -282,11 +282,14 @@ impl Dialog {
         if !route.is_empty() {
             b.header("Route", &route);
         }
-        let cseq = format!("{} {}", self.local_cseq, String::from_utf8_lossy(method));
+        let mut cseq = Vec::with_capacity(16 + method.len());
+        crate::message::push_decimal(&mut cseq, u64::from(self.local_cseq));
+        cseq.push(b' ');
+        cseq.extend_from_slice(method);
         b.header("From", self.local())
             .header("To", self.remote())
             .header("Call-ID", self.id.call_id())
-            .header("CSeq", cseq.as_bytes());
+            .header("CSeq", &cseq);
         if !contact.is_empty() && !is_ack {
             b.header("Contact", contact);
         }

@@ -103,6 +103,36 @@ fn put_folded(out: &mut BytesMut, value: &[u8]) {
     out.put_slice(rest);
 }
 
+/// Appends `n` in decimal.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends an address as text (dotted IPv4 without the formatting machinery).
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(o));
+            }
+        }
+        std::net::IpAddr::V6(a) => out.extend_from_slice(a.to_string().as_bytes()),
+    }
+}
+
 fn put_decimal(out: &mut BytesMut, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
@@ -323,7 +353,8 @@ impl ResponseBuilder<'_> {
             value.push(b';');
             value.extend_from_slice(name);
             if name.eq_ignore_ascii_case(b"rport") && bare_rport {
-                value.extend_from_slice(format!("={}", source.port()).as_bytes());
+                value.push(b'=');
+                push_decimal(&mut value, u64::from(source.port()));
             } else if let Some(v) = v {
                 value.push(b'=');
                 value.extend_from_slice(v);
@@ -332,7 +363,7 @@ impl ResponseBuilder<'_> {
         let same_ip = via.host().ip() == Some(source.ip());
         if (!same_ip || bare_rport) && via.received().is_none() {
             value.extend_from_slice(b";received=");
-            value.extend_from_slice(source.ip().to_string().as_bytes());
+            push_ip(&mut value, source.ip());
         }
         if let Some(rest) = rest {
             value.extend_from_slice(b", ");

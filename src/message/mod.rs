@@ -38,6 +38,7 @@ use std::fmt;
 use arrayvec::ArrayVec;
 use bytes::Bytes;
 
+pub(crate) use build::push_decimal;
 pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
 pub use error::{ParseError, RejectReason, Rejection, UriError, ValueError};
 pub use header::HeaderName;

@@ -506,6 +506,9 @@ pub struct Shard {
     stats: ShardStats,
     live: usize,
     confirmed: usize,
+    /// `SIP/2.0/UDP <local>;branch=` and `<sip:<local>>`, written once.
+    via_prefix: Box<[u8]>,
+    contact: Box<[u8]>,
 }
 
 impl Shard {
@@ -518,6 +521,12 @@ impl Shard {
 
     /// A shard with a given id generator (tests and simulations that must repeat).
     pub fn with_ids(now: Instant, config: ShardConfig, ids: IdGenerator) -> Self {
+        let via_prefix = format!("SIP/2.0/UDP {};branch=", config.local_addr)
+            .into_bytes()
+            .into_boxed_slice();
+        let contact = format!("<sip:{}>", config.local_addr)
+            .into_bytes()
+            .into_boxed_slice();
         let registrar = match config.register {
             RegisterMode::Registrar(c) => Some(crate::registrar::Registrar::new(c)),
             _ => None,
@@ -542,6 +551,8 @@ impl Shard {
             stats: ShardStats::default(),
             live: 0,
             confirmed: 0,
+            via_prefix,
+            contact,
         }
     }
 
@@ -793,16 +804,15 @@ impl Shard {
     /// Our Via value with a fresh branch; returns (via, branch).
     fn via(&mut self) -> (Vec<u8>, Bytes) {
         let branch = self.ids.branch();
-        let via = format!(
-            "SIP/2.0/UDP {};branch={};rport",
-            self.config.local_addr,
-            branch.as_str()
-        );
-        (via.into_bytes(), Bytes::copy_from_slice(branch.as_bytes()))
+        let mut via = Vec::with_capacity(self.via_prefix.len() + 32);
+        via.extend_from_slice(&self.via_prefix);
+        via.extend_from_slice(branch.as_bytes());
+        via.extend_from_slice(b";rport");
+        (via, Bytes::copy_from_slice(branch.as_bytes()))
     }
 
     fn contact(&self) -> Vec<u8> {
-        format!("<sip:{}>", self.config.local_addr).into_bytes()
+        self.contact.to_vec()
     }
 }
 
