@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::uas::Reply;
 use super::{
-    DialogError, Entry, Outgoing, Phase, Reinvite, SessionEvent, Shard, TIMER_ACK_GIVE_UP,
-    TIMER_REINVITE_RETRY, TIMER_RETRANSMIT_2XX, TerminationReason,
+    DialogError, Entry, Outgoing, Phase, Reinvite, SessionEvent, Shard, TIMER_REINVITE_RETRY,
+    TerminationReason,
 };
 use crate::dialog::{self, DialogId, Role};
 use crate::message::Message;
@@ -78,7 +78,6 @@ impl Shard {
         index: u32,
         sdp: Bytes,
     ) -> Result<(), DialogError> {
-        let contact = self.contact();
         let Some(entry) = self.entry_mut(index) else {
             return Err(DialogError::DialogNotFound);
         };
@@ -89,39 +88,7 @@ impl Shard {
             });
         };
         let local = entry.dialog.id.local_tag().to_vec();
-        let mut headers: Vec<(&str, &[u8])> = vec![("Contact", &contact)];
-        if !sdp.is_empty() {
-            headers.push(("Content-Type", b"application/sdp"));
-        }
-        let ok = self
-            .respond(
-                now,
-                txn,
-                &request,
-                Reply::new(200, Some(&local)).headers(&headers).body(&sdp),
-            )
-            .ok_or(DialogError::InvalidDialogState {
-                current: "transaction gone",
-                expected: "re-INVITE pending",
-            })?;
-        let t1 = self.config.timers.t1;
-        let retransmit = self
-            .txn
-            .schedule(now + t1, self.token(index, TIMER_RETRANSMIT_2XX));
-        let give_up = self.txn.schedule(
-            now + self.config.timers.timeout(),
-            self.token(index, TIMER_ACK_GIVE_UP),
-        );
-        if let Some(entry) = self.entry_mut(index) {
-            entry.phase = Phase::Answered {
-                invite: txn,
-                ok,
-                interval: t1,
-                retransmit,
-                give_up,
-            };
-        }
-        Ok(())
+        self.send_2xx(now, index, txn, &request, &local, &sdp)
     }
 
     /// A final refusal of the peer's re-INVITE; the dialog goes on as before (§14.2).

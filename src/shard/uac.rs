@@ -238,35 +238,8 @@ impl Shard {
         }
         // A new fork: a dialog of its own with the primary's local side.
         let p = self.entry_mut(primary)?;
-        let id = DialogId::new(p.dialog.id.call_id(), p.dialog.id.local_tag(), tag);
-        let target = dialog::contact_uri(response)
-            .unwrap_or(p.dialog.remote_target())
-            .to_vec();
-        let remote = response
-            .header(HeaderName::To)
-            .unwrap_or(p.dialog.remote())
-            .to_vec();
-        let routes = dialog::uac_route_set(response);
-        let (local, cseq, secure, peer, call) = (
-            p.dialog.local().to_vec(),
-            p.dialog.local_cseq,
-            p.dialog.secure,
-            p.dialog.peer,
-            p.call.clone(),
-        );
-        let d = Dialog::new(
-            id,
-            Role::Uac,
-            DialogState::Early,
-            cseq,
-            None,
-            &local,
-            &remote,
-            &target,
-            &routes,
-            secure,
-            peer,
-        );
+        let d = dialog_from_response(&p.dialog, tag, response);
+        let call = p.call.clone();
         let index = self.insert(Entry {
             dialog: d,
             phase: Phase::Early,
@@ -316,29 +289,9 @@ impl Shard {
         let Some(e) = self.entry_mut(index) else {
             return;
         };
-        let id = DialogId::new(e.dialog.id.call_id(), e.dialog.id.local_tag(), remote_tag);
-        let target = dialog::contact_uri(response)
-            .unwrap_or(e.dialog.remote_target())
-            .to_vec();
-        let remote = response
-            .header(HeaderName::To)
-            .unwrap_or(e.dialog.remote())
-            .to_vec();
-        let routes = dialog::uac_route_set(response);
-        let local = e.dialog.local().to_vec();
-        e.dialog = Dialog::new(
-            id.clone(),
-            Role::Uac,
-            e.dialog.state,
-            e.dialog.local_cseq,
-            None,
-            &local,
-            &remote,
-            &target,
-            &routes,
-            e.dialog.secure,
-            e.dialog.peer,
-        );
+        let d = dialog_from_response(&e.dialog, remote_tag, response);
+        let id = d.id.clone();
+        e.dialog = d;
         self.rekey(index, id);
     }
 
@@ -422,6 +375,29 @@ impl Shard {
             self.ack_again(index);
         }
     }
+}
+
+/// A UAC dialog for the peer tag `tag` of a response to our INVITE (§12.1.2): early, our side
+/// from `base`, the peer's To, remote target from its Contact (else `base`'s), route set from
+/// its Record-Route reversed. (Always early: a fork may answer after another confirmed.)
+fn dialog_from_response(base: &Dialog, tag: &[u8], response: &Message) -> Dialog {
+    let id = DialogId::new(base.id.call_id(), base.id.local_tag(), tag);
+    let target = dialog::contact_uri(response).unwrap_or(base.remote_target());
+    let remote = response.header(HeaderName::To).unwrap_or(base.remote());
+    let routes = dialog::uac_route_set(response);
+    Dialog::new(
+        id,
+        Role::Uac,
+        DialogState::Early,
+        base.local_cseq,
+        None,
+        base.local(),
+        remote,
+        target,
+        &routes,
+        base.secure,
+        base.peer,
+    )
 }
 
 /// CANCEL for an INVITE we sent (§9.1): same Request-URI, Call-ID, To, From, CSeq number and

@@ -345,18 +345,25 @@ impl Shard {
         }
     }
 
+    /// The pending INVITE of an incoming call: its transaction, the request, our tag.
+    fn incoming_parts(
+        &mut self,
+        index: u32,
+    ) -> Result<(ServerTxnId, Message, Vec<u8>), DialogError> {
+        match self.entry_mut(index) {
+            Some(Entry {
+                phase: Phase::Incoming { invite, request },
+                dialog,
+                ..
+            }) => Ok((*invite, (**request).clone(), dialog.id.local_tag().to_vec())),
+            _ => Err(self.wrong_state(index, "incoming")),
+        }
+    }
+
     pub(super) fn ringing(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
         let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let (invite, request, local) = self.incoming_parts(index)?;
         let contact = self.contact();
-        let Some(Entry {
-            phase: Phase::Incoming { invite, request },
-            dialog,
-            ..
-        }) = self.entry_mut(index)
-        else {
-            return Err(self.wrong_state(index, "incoming"));
-        };
-        let (invite, request, local) = (*invite, request.clone(), dialog.id.local_tag().to_vec());
         let headers: &[(&str, &[u8])] = &[("Contact", &contact)];
         self.respond(
             now,
@@ -377,30 +384,48 @@ impl Shard {
         if self.has_incoming_reinvite(index) {
             return self.answer_reinvite(now, index, sdp);
         }
+        let (invite, request, local) = self.incoming_parts(index)?;
+        self.send_2xx(now, index, invite, &request, &local, &sdp)?;
+        self.by_server_txn.remove(&invite);
+        self.by_origin.remove(&super::origin_key(&request));
+        self.set_confirmed(index);
+        if let Some(entry) = self.entry_mut(index) {
+            let dialog = entry.dialog.id.clone();
+            self.events.push_back(SessionEvent::CallAnswered {
+                call: dialog.clone(),
+                dialog,
+                sdp,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends 200 (Contact, SDP) to an INVITE or re-INVITE and waits for its ACK: the 2xx is
+    /// retransmitted T1 doubling to T2, and 64·T1 without ACK ends the session (§13.3.1.4).
+    pub(super) fn send_2xx(
+        &mut self,
+        now: Instant,
+        index: u32,
+        invite: ServerTxnId,
+        request: &Message,
+        local: &[u8],
+        sdp: &Bytes,
+    ) -> Result<(), DialogError> {
         let contact = self.contact();
-        let Some(Entry {
-            phase: Phase::Incoming { invite, request },
-            dialog,
-            ..
-        }) = self.entry_mut(index)
-        else {
-            return Err(self.wrong_state(index, "incoming"));
-        };
-        let (invite, request, local) = (*invite, request.clone(), dialog.id.local_tag().to_vec());
-        let mut extra: Vec<(&str, &[u8])> = vec![("Contact", &contact)];
+        let mut headers: Vec<(&str, &[u8])> = vec![("Contact", &contact)];
         if !sdp.is_empty() {
-            extra.push(("Content-Type", b"application/sdp"));
+            headers.push(("Content-Type", b"application/sdp"));
         }
         let ok = self
             .respond(
                 now,
                 invite,
-                &request,
-                Reply::new(200, Some(&local)).headers(&extra).body(&sdp),
+                request,
+                Reply::new(200, Some(local)).headers(&headers).body(sdp),
             )
             .ok_or(DialogError::InvalidDialogState {
                 current: "transaction gone",
-                expected: "incoming",
+                expected: "an INVITE to answer",
             })?;
         let t1 = self.config.timers.t1;
         let retransmit = self
@@ -410,9 +435,6 @@ impl Shard {
             now + self.config.timers.timeout(),
             self.token(index, TIMER_ACK_GIVE_UP),
         );
-        self.by_server_txn.remove(&invite);
-        self.by_origin.remove(&super::origin_key(&request));
-        self.set_confirmed(index);
         if let Some(entry) = self.entry_mut(index) {
             entry.phase = Phase::Answered {
                 invite,
@@ -421,12 +443,6 @@ impl Shard {
                 retransmit,
                 give_up,
             };
-            let dialog = entry.dialog.id.clone();
-            self.events.push_back(SessionEvent::CallAnswered {
-                call: dialog.clone(),
-                dialog,
-                sdp,
-            });
         }
         Ok(())
     }
