@@ -937,3 +937,58 @@ fn over_the_dialog_limit_new_invites_get_503_and_existing_calls_go_on() {
     p.run(Duration::from_secs(60));
     assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
 }
+
+#[test]
+fn cancel_waits_for_a_provisional_and_old_handles_do_not_alias() {
+    // §9.1: a CANCEL before any provisional response is held until the first 1xx.
+    let t0 = Instant::now();
+    let mut uac = Shard::new(t0, ShardConfig::new(uac_addr()));
+    let make = |uac: &mut Shard| match uac
+        .handle_command(
+            t0,
+            DialogCommand::MakeCall {
+                from: Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
+                to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
+                request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
+                destination: uas_addr(),
+                sdp: Bytes::new(),
+            },
+        )
+        .unwrap()
+    {
+        CommandOutcome::Call(c) => c,
+        o => panic!("{o:?}"),
+    };
+    let call = make(&mut uac);
+    let invite = Message::parse(uac.poll_transmit().unwrap().payload).unwrap();
+    uac.handle_command(t0, DialogCommand::Cancel { call: call.clone() })
+        .unwrap();
+    assert!(
+        uac.poll_transmit().is_none(),
+        "no CANCEL before a provisional"
+    );
+    let mut buf = bytes::BytesMut::new();
+    sipshard::message::ResponseBuilder::to_request(&mut buf, &invite, 100, None, None)
+        .finish(b"")
+        .unwrap();
+    uac.handle_datagram(t0, uas_addr(), buf.freeze());
+    let cancel =
+        Message::parse(uac.poll_transmit().expect("CANCEL after the 100").payload).unwrap();
+    assert_eq!(cancel.method_bytes(), Some(&b"CANCEL"[..]));
+    assert_eq!(
+        cancel.top_via().unwrap().branch(),
+        invite.top_via().unwrap().branch()
+    );
+    // 487 ends the call; its handle then finds nothing, even after its slot is reused.
+    let mut buf = bytes::BytesMut::new();
+    sipshard::message::ResponseBuilder::to_request(&mut buf, &invite, 487, None, Some(b"x"))
+        .finish(b"")
+        .unwrap();
+    uac.handle_datagram(t0, uas_addr(), buf.freeze());
+    assert_eq!(uac.dialog_count(), 0);
+    let _second = make(&mut uac);
+    assert_eq!(
+        uac.handle_command(t0, DialogCommand::Cancel { call }),
+        Err(sipshard::shard::DialogError::DialogNotFound)
+    );
+}

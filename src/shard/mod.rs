@@ -401,7 +401,14 @@ enum Phase {
         give_up: TimerHandle,
     },
     /// UAC: INVITE sent, no final response yet (its transaction is in `calls`).
-    Calling { request: Bytes, branch: Bytes },
+    Calling {
+        request: Bytes,
+        branch: Bytes,
+        /// A provisional response (any 1xx) has arrived: a CANCEL may be sent (§9.1).
+        provisional: bool,
+        /// The application asked to cancel before any provisional: sent on the first one.
+        cancel_pending: bool,
+    },
     /// UAC: an early dialog created by a fork of our INVITE (another To tag).
     Early,
     /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
@@ -759,6 +766,15 @@ impl Shard {
             self.confirmed -= 1;
         }
         self.by_key.remove(entry.dialog.id.key());
+        if let Some(call) = &entry.call
+            && self.by_key.get(call.key()) == Some(&index)
+        {
+            self.by_key.remove(call.key());
+        }
+        debug_assert!(
+            self.live != 0 || self.by_key.is_empty(),
+            "dialog keys outlived their dialogs"
+        );
         entry.dialog.state = DialogState::Terminated;
         if let Phase::Incoming { invite, request } = &entry.phase {
             self.by_server_txn.remove(invite);
@@ -777,15 +793,20 @@ impl Shard {
     }
 
     /// Changes a dialog's key (a UAC dialog learning the peer's tag).
-    fn rekey(&mut self, index: u32, id: DialogId) {
+    /// Replaces the dialog at `index` (a UAC dialog learning the peer's tag) and re-keys it.
+    /// The MakeCall handle stays mapped as an alias while the dialog lives, so call-level
+    /// commands (Cancel) keep finding it.
+    fn replace_dialog(&mut self, index: u32, dialog: Dialog) {
         if let Some(entry) = self
             .slots
             .get_mut(index as usize)
             .and_then(|s| s.entry.as_mut())
         {
-            self.by_key.remove(entry.dialog.id.key());
-            self.by_key.insert(id.key_bytes(), index);
-            entry.dialog.id = id;
+            let old = std::mem::replace(&mut entry.dialog, dialog);
+            if entry.call.as_ref() != Some(&old.id) {
+                self.by_key.remove(old.id.key());
+            }
+            self.by_key.insert(entry.dialog.id.key_bytes(), index);
         }
     }
 

@@ -63,7 +63,12 @@ impl Shard {
         );
         let index = self.insert(Entry {
             dialog: d,
-            phase: Phase::Calling { request, branch },
+            phase: Phase::Calling {
+                request,
+                branch,
+                provisional: false,
+                cancel_pending: false,
+            },
             call: Some(id.clone()),
             reinvite: None,
         });
@@ -81,6 +86,29 @@ impl Shard {
     pub(super) fn cancel(&mut self, now: Instant, call: &DialogId) -> Result<(), DialogError> {
         let index = self.find(call).ok_or(DialogError::DialogNotFound)?;
         let Some(Entry {
+            phase:
+                Phase::Calling {
+                    provisional,
+                    cancel_pending,
+                    ..
+                },
+            ..
+        }) = self.entry_mut(index)
+        else {
+            return Err(self.wrong_state(index, "calling"));
+        };
+        if !*provisional {
+            // §9.1: no CANCEL before a provisional response; it goes out with the first.
+            *cancel_pending = true;
+            return Ok(());
+        }
+        self.send_cancel(now, index)
+    }
+
+    /// Sends the CANCEL for the INVITE of the call at `index` (its own transaction with the
+    /// INVITE's branch; the INVITE then ends with 487, which terminates the call).
+    fn send_cancel(&mut self, now: Instant, index: u32) -> Result<(), DialogError> {
+        let Some(Entry {
             phase: Phase::Calling {
                 request, branch, ..
             },
@@ -95,8 +123,6 @@ impl Shard {
             current: "calling",
             expected: "a parseable INVITE",
         })?;
-        // The CANCEL is its own transaction with the INVITE's branch; the INVITE then ends
-        // with 487, which terminates the call.
         self.txn
             .send_request(now, peer, false, b"CANCEL", &branch, cancel)
             .map_err(DialogError::TransactionError)?;
@@ -157,6 +183,23 @@ impl Shard {
             return;
         };
         let to_tag = response.to_tag().ok().flatten();
+        if code < 200
+            && let Some(primary) = self.calls.get(&txn).map(|c| c.primary)
+            && let Some(Entry {
+                phase:
+                    Phase::Calling {
+                        provisional,
+                        cancel_pending,
+                        ..
+                    },
+                ..
+            }) = self.entry_mut(primary)
+        {
+            *provisional = true;
+            if std::mem::take(cancel_pending) {
+                let _ = self.send_cancel(now, primary);
+            }
+        }
         match (code, to_tag) {
             (101..=199, Some(tag)) => {
                 if let Some((index, new)) = self.dialog_for_tag(txn, tag, response)
@@ -290,9 +333,7 @@ impl Shard {
             return;
         };
         let d = dialog_from_response(&e.dialog, remote_tag, response);
-        let id = d.id.clone();
-        e.dialog = d;
-        self.rekey(index, id);
+        self.replace_dialog(index, d);
     }
 
     /// A 2xx confirms the dialog at `index`: the ACK goes out (§13.2.2.4) and, when
