@@ -992,3 +992,96 @@ fn cancel_waits_for_a_provisional_and_old_handles_do_not_alias() {
         Err(sipshard::shard::DialogError::DialogNotFound)
     );
 }
+
+#[test]
+fn in_dialog_requests_reach_the_application_and_481_ends_the_dialog() {
+    let mut p = Pair::new(31, Conditions::perfect(), UasPolicy::Answer);
+    let (uac_dialog, _) = established(&mut p);
+    p.uac
+        .handle_command(
+            p.now,
+            DialogCommand::SendRequest {
+                dialog: uac_dialog.clone(),
+                method: Bytes::from_static(b"INFO"),
+                headers: vec![(
+                    "Content-Type".into(),
+                    Bytes::from_static(b"application/dtmf-relay"),
+                )],
+                body: Bytes::from_static(b"Signal=5\r\nDuration=160\r\n"),
+            },
+        )
+        .unwrap();
+    // The UAS application answers the INFO 200.
+    p.flush();
+    let mut delivered = false;
+    for _ in 0..20 {
+        p.step();
+        while let Some(pos) = p
+            .uas_events
+            .iter()
+            .position(|e| matches!(e, SessionEvent::DialogRequest { .. }))
+        {
+            if let SessionEvent::DialogRequest { txn, request, .. } = p.uas_events.remove(pos) {
+                assert_eq!(request.method_bytes(), Some(&b"INFO"[..]));
+                assert_eq!(request.body_bytes(), b"Signal=5\r\nDuration=160\r\n");
+                p.uas
+                    .handle_command(
+                        p.now,
+                        DialogCommand::Respond {
+                            txn,
+                            status: 200,
+                            headers: vec![],
+                        },
+                    )
+                    .unwrap();
+                delivered = true;
+            }
+        }
+    }
+    assert!(delivered);
+    p.run(Duration::from_secs(1));
+    assert!(
+        p.uac_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RequestResult { status: 200, .. }))
+    );
+    // The peer forgets the dialog (restarts): our next request gets 481 and ends ours.
+    p.uas = Shard::new(p.now, ShardConfig::new(uas_addr()));
+    p.uac
+        .handle_command(
+            p.now,
+            DialogCommand::SendRequest {
+                dialog: uac_dialog,
+                method: Bytes::from_static(b"MESSAGE"),
+                headers: vec![("Content-Type".into(), Bytes::from_static(b"text/plain"))],
+                body: Bytes::from_static(b"hello"),
+            },
+        )
+        .unwrap();
+    p.run(Duration::from_secs(1));
+    assert!(
+        p.uac_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RequestResult { status: 481, .. }))
+    );
+    assert_eq!(p.uac.dialog_count(), 0);
+}
+
+#[test]
+fn terminate_ends_a_call_in_any_state() {
+    let mut p = Pair::new(32, Conditions::perfect(), UasPolicy::Ring);
+    let call = p.call();
+    p.run(Duration::from_millis(100));
+    p.uac
+        .handle_command(p.now, DialogCommand::Terminate { dialog: call })
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+    let mut p = Pair::new(33, Conditions::perfect(), UasPolicy::Answer);
+    let (d, _) = established(&mut p);
+    p.uac
+        .handle_command(p.now, DialogCommand::Terminate { dialog: d })
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+}

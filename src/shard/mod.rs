@@ -26,11 +26,18 @@
 //! application ([`RegisterMode`]).
 //! re-INVITE both ways (§14): target refresh, answer/refuse, 500 and 491 on overlap, our
 //! retry after 491 with the §14.1 wait, dialog end on 481/408/timeout.
-//! Not yet: UPDATE, PRACK, SUBSCRIBE/NOTIFY, REFER, Replaces, INFO/MESSAGE in dialog, the
-//! RFC 3665 flow replays, and the throughput target of `shard/call_flow`.
+//! In-dialog INFO, MESSAGE, UPDATE (a target refresh), NOTIFY and REFER from the peer go to
+//! the application ([`SessionEvent::DialogRequest`], answered with `Respond`); ours are sent
+//! with `SendRequest`, and 481/408/no answer ends the dialog (§12.2.1.2). `Terminate` ends a
+//! call in any state.
+//! Not yet: PRACK and reliable provisionals (RFC 3262), UPDATE offer/answer rules (RFC 3311
+//! 491), SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER's implicit subscription (RFC 3515),
+//! Replaces (RFC 3891), out-of-dialog MESSAGE, and the throughput target of
+//! `shard/call_flow`.
 
 mod register;
 mod reinvite;
+mod requests;
 mod uac;
 mod uas;
 
@@ -176,6 +183,25 @@ pub enum SessionEvent {
         /// The dialog that will not be.
         dialog: DialogId,
     },
+    /// An in-dialog INFO, MESSAGE, UPDATE, NOTIFY or REFER for the application: answer with
+    /// [`DialogCommand::Respond`]. (UPDATE's Contact has already refreshed the target.)
+    DialogRequest {
+        /// The dialog.
+        dialog: DialogId,
+        /// The server transaction to answer on.
+        txn: ServerTxnId,
+        /// The request.
+        request: Message,
+    },
+    /// The final response to a request sent with [`DialogCommand::SendRequest`].
+    RequestResult {
+        /// The dialog.
+        dialog: DialogId,
+        /// The final status (408 when none came).
+        status: u16,
+        /// The response, when one came.
+        response: Option<Message>,
+    },
     /// A REGISTER, in [`RegisterMode::Event`]: answer with [`DialogCommand::Respond`].
     RegistrationRequest {
         /// The server transaction to answer on.
@@ -247,7 +273,25 @@ pub enum DialogCommand {
         /// The dialog.
         dialog: DialogId,
     },
-    /// Answer a request the application was handed (RegistrationRequest).
+    /// Send a non-INVITE request (INFO, MESSAGE, UPDATE, NOTIFY, REFER, OPTIONS …) in a
+    /// confirmed dialog; the outcome comes as [`SessionEvent::RequestResult`].
+    SendRequest {
+        /// The dialog.
+        dialog: DialogId,
+        /// The method (not INVITE, ACK, CANCEL or BYE: they have their own commands).
+        method: Bytes,
+        /// Extra headers.
+        headers: Vec<(String, Bytes)>,
+        /// Body (with its Content-Type among `headers`).
+        body: Bytes,
+    },
+    /// End a call whatever its state: CANCEL while calling, refuse (480) while incoming,
+    /// BYE once confirmed.
+    Terminate {
+        /// The dialog, or the MakeCall handle.
+        dialog: DialogId,
+    },
+    /// Answer a request the application was handed (RegistrationRequest, DialogRequest).
     Respond {
         /// Its server transaction.
         txn: ServerTxnId,
@@ -497,6 +541,8 @@ pub struct Shard {
     calls: ahash::HashMap<ClientTxnId, Call>,
     /// Our re-INVITE transactions → their dialog.
     reinvites: ahash::HashMap<ClientTxnId, u32>,
+    /// Our other in-dialog requests (SendRequest) → their dialog.
+    requests: ahash::HashMap<ClientTxnId, u32>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
     /// Unanswered INVITEs by (Call-ID, From tag, CSeq): a second INVITE with the same
@@ -547,6 +593,7 @@ impl Shard {
             by_client_txn: ahash::HashMap::default(),
             calls: ahash::HashMap::default(),
             reinvites: ahash::HashMap::default(),
+            requests: ahash::HashMap::default(),
             by_server_txn: ahash::HashMap::default(),
             by_origin: ahash::HashMap::default(),
             registrar,
@@ -679,6 +726,17 @@ impl Shard {
             DialogCommand::ReInvite { dialog, sdp } => self
                 .send_reinvite(now, &dialog, sdp)
                 .map(|()| CommandOutcome::Done),
+            DialogCommand::SendRequest {
+                dialog,
+                method,
+                headers,
+                body,
+            } => self
+                .send_in_dialog(now, &dialog, &method, &headers, &body)
+                .map(|()| CommandOutcome::Done),
+            DialogCommand::Terminate { dialog } => {
+                self.terminate(now, &dialog).map(|()| CommandOutcome::Done)
+            }
             DialogCommand::Respond {
                 txn,
                 status,
@@ -715,6 +773,7 @@ impl Shard {
                     if let crate::transaction::TxnId::Client(c) = txn {
                         self.by_client_txn.remove(&c);
                         self.reinvites.remove(&c);
+                        self.requests.remove(&c);
                         self.invite_ended(c);
                     }
                 }

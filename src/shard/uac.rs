@@ -160,6 +160,13 @@ impl Shard {
         if let Some(&index) = self.reinvites.get(&txn) {
             return self.reinvite_response(now, index, &response);
         }
+        if let Some(&index) = self.requests.get(&txn) {
+            if response.status().is_some_and(|c| c >= 200) {
+                self.requests.remove(&txn);
+                return self.request_result(index, response);
+            }
+            return;
+        }
         // A BYE's response: any final ends the dialog.
         let Some(&index) = self.by_client_txn.get(&txn) else {
             return;

@@ -45,7 +45,8 @@ impl<'a> Reply<'a> {
 }
 
 /// What we answer in Allow.
-pub(super) const ALLOW: &[u8] = b"INVITE, ACK, CANCEL, BYE, OPTIONS";
+pub(super) const ALLOW: &[u8] =
+    b"INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, MESSAGE, UPDATE, NOTIFY, REFER";
 
 impl Shard {
     /// Sends `reply` to `request` on its server transaction; returns the bytes sent.
@@ -276,6 +277,9 @@ impl Shard {
                 );
             }
             Some(Method::Invite) => self.incoming_reinvite(now, txn, request, index),
+            Some(
+                Method::Info | Method::Message | Method::Update | Method::Notify | Method::Refer,
+            ) => self.dialog_request(txn, request, index),
             // Not yet: UPDATE, INFO, REFER, NOTIFY.
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }
@@ -593,6 +597,10 @@ impl Shard {
         let TxnId::Client(client) = txn else { return };
         if self.calls.contains_key(&client) {
             return self.end_unanswered(client, reason);
+        }
+        if let Some(index) = self.requests.remove(&client) {
+            // §12.2.1.2: no response to an in-dialog request ends the dialog.
+            return self.request_failed(index, 408, None);
         }
         if let Some(index) = self.reinvites.remove(&client) {
             // §12.2.1.2: no response to an in-dialog request ends the dialog.

@@ -1,0 +1,122 @@
+//! In-dialog requests other than INVITE and BYE (RFC 3261 §12.2): the peer's INFO, MESSAGE,
+//! UPDATE, NOTIFY and REFER go to the application; ours are sent with `SendRequest`, and a
+//! 481, 408 or no answer ends the dialog (§12.2.1.2). Also `Terminate`.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::{DialogError, Phase, SessionEvent, Shard, TerminationReason};
+use crate::dialog::{self, DialogId};
+use crate::message::{Message, Method};
+use crate::transaction::ServerTxnId;
+
+impl Shard {
+    /// The peer's in-dialog request for the application.
+    pub(super) fn dialog_request(&mut self, txn: ServerTxnId, request: Message, index: u32) {
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        // RFC 3311 §5.2: UPDATE is a target refresh request.
+        if request.method() == Some(Method::Update)
+            && let Some(target) = dialog::contact_uri(&request)
+        {
+            entry.dialog.set_remote_target(target);
+        }
+        let dialog = entry.dialog.id.clone();
+        self.pending.insert(txn, request.clone());
+        self.events.push_back(SessionEvent::DialogRequest {
+            dialog,
+            txn,
+            request,
+        });
+    }
+
+    /// `SendRequest`: a non-INVITE request in a confirmed dialog.
+    pub(super) fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        id: &DialogId,
+        method: &[u8],
+        headers: &[(String, Bytes)],
+        body: &[u8],
+    ) -> Result<(), DialogError> {
+        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        if matches!(
+            Method::from_bytes(method),
+            Method::Invite | Method::Ack | Method::Cancel | Method::Bye
+        ) {
+            return Err(DialogError::InvalidDialogState {
+                current: "established",
+                expected: "a method without its own command",
+            });
+        }
+        if !matches!(
+            self.entry_mut(index).map(|e| &e.phase),
+            Some(Phase::Established { .. })
+        ) {
+            return Err(self.wrong_state(index, "established"));
+        }
+        let (via, branch) = self.via();
+        let contact = self.contact();
+        let Some(entry) = self.entry_mut(index) else {
+            return Err(DialogError::DialogNotFound);
+        };
+        let extra: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+        let mut buf = BytesMut::with_capacity(512 + body.len());
+        entry
+            .dialog
+            .build_request(&mut buf, method, &via, &contact, &extra, body)
+            .map_err(DialogError::InvalidInput)?;
+        let peer = entry.dialog.peer;
+        let txn = self
+            .txn
+            .send_request(now, peer, false, method, &branch, buf.freeze())
+            .map_err(DialogError::TransactionError)?;
+        self.requests.insert(txn, index);
+        Ok(())
+    }
+
+    /// The final response to our in-dialog request.
+    pub(super) fn request_result(&mut self, index: u32, response: Message) {
+        let status = response.status().unwrap_or(500);
+        if matches!(status, 481 | 408) {
+            return self.request_failed(index, status, Some(response));
+        }
+        if let Some(e) = self.entry_mut(index) {
+            let dialog = e.dialog.id.clone();
+            self.events.push_back(SessionEvent::RequestResult {
+                dialog,
+                status,
+                response: Some(response),
+            });
+        }
+    }
+
+    /// §12.2.1.2: 481, 408 or no response ends the dialog.
+    pub(super) fn request_failed(&mut self, index: u32, status: u16, response: Option<Message>) {
+        if let Some(e) = self.remove(index) {
+            self.events.push_back(SessionEvent::RequestResult {
+                dialog: e.dialog.id.clone(),
+                status,
+                response,
+            });
+            self.events.push_back(SessionEvent::CallTerminated {
+                dialog: e.dialog.id,
+                reason: TerminationReason::Rejected(status),
+            });
+        }
+    }
+
+    /// `Terminate`: CANCEL while calling, 480 while incoming, BYE once confirmed.
+    pub(super) fn terminate(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
+        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        match self.entry_mut(index).map(|e| &e.phase) {
+            Some(Phase::Calling { .. }) => self.cancel(now, id),
+            Some(Phase::Incoming { .. }) => self.reject(now, id, 480),
+            Some(Phase::Established { .. } | Phase::Answered { .. }) => self.bye(now, id),
+            Some(Phase::Terminating { .. }) => Ok(()),
+            Some(Phase::Early) | None => Err(self.wrong_state(index, "a live call")),
+        }
+    }
+}
