@@ -345,3 +345,84 @@ fn bob_side_of_the_call_flows() {
     );
     assert!(replayed.len() >= 10, "{replayed:?}");
 }
+
+/// The registrar side of RFC 3665 §2.2–§2.4 and RFC 3261 §24.1: statuses and the bindings
+/// the 200s list. The §2 examples are separate illustrations (same Call-ID, CSeq and branch),
+/// so each runs on a registrar seeded with the binding the RFC assumes from §2.1. §2.1 and
+/// §2.5 need authentication, which is the application's (RFC 3261 §10.3 step 3).
+#[test]
+fn registrar_side_of_the_registration_flows() {
+    use sipshard::registrar::RegistrarConfig;
+    use sipshard::shard::RegisterMode;
+    let t0 = Instant::now();
+    let bob: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+    let fresh = || {
+        let config = ShardConfig {
+            register: RegisterMode::Registrar(RegistrarConfig::default()),
+            ..ShardConfig::new("127.0.0.1:5060".parse().unwrap())
+        };
+        Shard::new(t0, config)
+    };
+    let exchange = |registrar: &mut Shard, req: Bytes| {
+        registrar.handle_datagram(t0, bob, req);
+        let resp = Message::parse(registrar.poll_transmit().expect("a response").payload).unwrap();
+        let mut contacts: Vec<Vec<u8>> = resp
+            .contacts()
+            .map(|c| c.unwrap().addr().unwrap().uri_bytes.to_vec())
+            .collect();
+        contacts.sort();
+        (resp.status().unwrap(), contacts)
+    };
+    let flow_contacts = |file: &str| {
+        let m = Message::parse(common::read(&format!("callflows/{file}"))).unwrap();
+        let mut v: Vec<Vec<u8>> = m
+            .contacts()
+            .map(|c| c.unwrap().addr().unwrap().uri_bytes.to_vec())
+            .collect();
+        v.sort();
+        v
+    };
+    // The bindings each example assumes: §2.1's for §2.2 and §2.4, §2.2's for §2.3.
+    let seed = |contacts: &str| {
+        Bytes::from(format!(
+            "REGISTER sips:ss2.biloxi.example.com SIP/2.0\r\n\
+Via: SIP/2.0/TLS client.biloxi.example.com:5061;branch=z9hG4bKseed\r\nMax-Forwards: 70\r\n\
+From: Bob <sips:bob@biloxi.example.com>;tag=a73kszlfl\r\nTo: Bob <sips:bob@biloxi.example.com>\r\n\
+Call-ID: 1j9FpLxk3uxtm8tn@biloxi.example.com\r\nCSeq: 0 REGISTER\r\n\
+Contact: {contacts}\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let after_2_1 = "<sips:bob@client.biloxi.example.com>";
+    let after_2_2 = "<sips:bob@client.biloxi.example.com>, <mailto:bob@biloxi.example.com>";
+    let dir = "rfc3665/s2.0";
+    for (example, state) in [
+        ("2-update-of-contact-list", after_2_1),
+        ("3-request-for-current-contact-list", after_2_2),
+        ("4-cancellation-of-registration", after_2_1),
+    ] {
+        let reply = "F02-200-ok.sip";
+        let mut registrar = fresh();
+        assert_eq!(exchange(&mut registrar, seed(state)).0, 200);
+        let (status, contacts) = exchange(
+            &mut registrar,
+            common::read(&format!("callflows/{dir}{example}/F01-register.sip")),
+        );
+        assert_eq!(status, 200, "{example}");
+        assert_eq!(
+            contacts,
+            flow_contacts(&format!("{dir}{example}/{reply}")),
+            "{example}"
+        );
+    }
+    // RFC 3261 §24.1.
+    let mut registrar = fresh();
+    let (status, contacts) = exchange(
+        &mut registrar,
+        common::read("callflows/rfc3261-s24/s24.1-registration/F01-register.sip"),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        contacts,
+        flow_contacts("rfc3261-s24/s24.1-registration/F02-200-ok.sip")
+    );
+}
