@@ -24,6 +24,26 @@ fn uas_addr() -> SocketAddr {
 
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
+/// Places a call from Alice at the UAC shard to Bob at the UAS address; returns its handle.
+fn place_call(uac: &mut Shard, now: Instant, from: &'static [u8], sdp: &'static [u8]) -> DialogId {
+    let out = uac
+        .handle_command(
+            now,
+            DialogCommand::MakeCall {
+                from: Bytes::from_static(from),
+                to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
+                request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
+                destination: uas_addr(),
+                sdp: Bytes::from_static(sdp),
+            },
+        )
+        .unwrap();
+    match out {
+        CommandOutcome::Call(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// What the UAS application does with each incoming call.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum UasPolicy {
@@ -75,23 +95,12 @@ impl Pair {
     }
 
     fn call(&mut self) -> DialogId {
-        let out = self
-            .uac
-            .handle_command(
-                self.now,
-                DialogCommand::MakeCall {
-                    from: Bytes::from_static(b"\"Alice\" <sip:alice@127.0.0.1:5070>"),
-                    to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
-                    request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
-                    destination: uas_addr(),
-                    sdp: Bytes::from_static(SDP),
-                },
-            )
-            .unwrap();
-        match out {
-            CommandOutcome::Call(id) => id,
-            other => panic!("{other:?}"),
-        }
+        place_call(
+            &mut self.uac,
+            self.now,
+            b"\"Alice\" <sip:alice@127.0.0.1:5070>",
+            SDP,
+        )
     }
 
     fn flush(&mut self) {
@@ -595,22 +604,7 @@ fn forked_invite_makes_one_dialog_per_tag_and_byes_the_late_2xx() {
     use sipshard::message::ResponseBuilder;
     let t0 = Instant::now();
     let mut uac = Shard::new(t0, ShardConfig::new(uac_addr()));
-    let call = match uac
-        .handle_command(
-            t0,
-            DialogCommand::MakeCall {
-                from: Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
-                to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
-                request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
-                destination: uas_addr(),
-                sdp: Bytes::new(),
-            },
-        )
-        .unwrap()
-    {
-        CommandOutcome::Call(c) => c,
-        o => panic!("{o:?}"),
-    };
+    let call = place_call(&mut uac, t0, b"<sip:alice@127.0.0.1:5070>", b"");
     let invite = Message::parse(uac.poll_transmit().unwrap().payload).unwrap();
     let respond = |uac: &mut Shard, code: u16, tag: &str, contact: &str| {
         let mut buf = BytesMut::new();
@@ -943,22 +937,7 @@ fn cancel_waits_for_a_provisional_and_old_handles_do_not_alias() {
     // §9.1: a CANCEL before any provisional response is held until the first 1xx.
     let t0 = Instant::now();
     let mut uac = Shard::new(t0, ShardConfig::new(uac_addr()));
-    let make = |uac: &mut Shard| match uac
-        .handle_command(
-            t0,
-            DialogCommand::MakeCall {
-                from: Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
-                to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
-                request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
-                destination: uas_addr(),
-                sdp: Bytes::new(),
-            },
-        )
-        .unwrap()
-    {
-        CommandOutcome::Call(c) => c,
-        o => panic!("{o:?}"),
-    };
+    let make = |uac: &mut Shard| place_call(uac, t0, b"<sip:alice@127.0.0.1:5070>", b"");
     let call = make(&mut uac);
     let invite = Message::parse(uac.poll_transmit().unwrap().payload).unwrap();
     uac.handle_command(t0, DialogCommand::Cancel { call: call.clone() })

@@ -27,11 +27,7 @@ impl DialogId {
     /// A dialog id from its three parts.
     pub fn new(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> DialogId {
         let mut key = Vec::with_capacity(call_id.len() + local_tag.len() + remote_tag.len() + 2);
-        key.extend_from_slice(call_id);
-        key.push(0);
-        key.extend_from_slice(local_tag);
-        key.push(0);
-        key.extend_from_slice(remote_tag);
+        write_key(&mut key, call_id, local_tag, remote_tag);
         DialogId {
             key: Bytes::from(key),
             call_id_len: call_id.len().min(u16::MAX as usize) as u16,
@@ -64,6 +60,17 @@ impl DialogId {
     pub(crate) fn key_bytes(&self) -> Bytes {
         self.key.clone()
     }
+}
+
+/// Writes the table key of (Call-ID, local tag, remote tag) into `out` (cleared first): the
+/// form [`DialogId`] holds, so a lookup can build it in a reused buffer.
+pub(crate) fn write_key(out: &mut Vec<u8>, call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) {
+    out.clear();
+    out.extend_from_slice(call_id);
+    out.push(0);
+    out.extend_from_slice(local_tag);
+    out.push(0);
+    out.extend_from_slice(remote_tag);
 }
 
 impl fmt::Debug for DialogId {
@@ -222,11 +229,6 @@ impl Dialog {
         strings.extend_from_slice(&routes);
         self.strings = strings.into_boxed_slice();
         self.layout.target_end = target_end;
-    }
-
-    /// Heap bytes this dialog holds beyond its struct (for memory accounting).
-    pub fn heap_bytes(&self) -> usize {
-        self.strings.len() + self.id.key().len()
     }
 
     /// Builds an in-dialog request (§12.2.1.1) into `out`: Request-URI and Route from the

@@ -5,7 +5,7 @@
 use super::access::ListValues;
 use super::error::{ParseError, RejectReason, Rejection, ValueError};
 use super::header::HeaderName;
-use super::name_addr::{Contact, NameAddr};
+use super::name_addr::NameAddr;
 use super::uri::Uri;
 use super::values::{self, Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires};
 use super::{Message, Method};
@@ -165,11 +165,5 @@ impl Message {
             }
         }
         self.validate().map_err(RejectReason::Malformed)
-    }
-
-    /// True when the request carries a `Contact: *` (valid only in REGISTER with Expires 0,
-    /// §10.2.2).
-    pub fn has_star_contact(&self) -> bool {
-        self.contacts().any(|c| matches!(c, Ok(Contact::Star)))
     }
 }

@@ -559,6 +559,8 @@ pub struct Shard {
     stats: ShardStats,
     live: usize,
     confirmed: usize,
+    /// Buffer for dialog-key lookups.
+    key_scratch: Vec<u8>,
     /// `SIP/2.0/UDP <local>;branch=` and `<sip:<local>>`, written once.
     via_prefix: Box<[u8]>,
     contact: Box<[u8]>,
@@ -605,6 +607,7 @@ impl Shard {
             stats: ShardStats::default(),
             live: 0,
             confirmed: 0,
+            key_scratch: Vec::with_capacity(128),
             via_prefix,
             contact,
         }
@@ -806,8 +809,11 @@ impl Shard {
         self.by_key.get(id.key()).copied()
     }
 
-    fn find_parts(&self, call_id: &[u8], local: &[u8], remote: &[u8]) -> Option<u32> {
-        self.find(&DialogId::new(call_id, local, remote))
+    /// Looks a dialog up by its parts, building the key in a reused buffer (no allocation
+    /// per in-dialog request).
+    fn find_parts(&mut self, call_id: &[u8], local: &[u8], remote: &[u8]) -> Option<u32> {
+        crate::dialog::write_key(&mut self.key_scratch, call_id, local, remote);
+        self.by_key.get(self.key_scratch.as_slice()).copied()
     }
 
     fn entry_mut(&mut self, index: u32) -> Option<&mut Entry> {
