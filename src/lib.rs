@@ -18,6 +18,7 @@
 pub mod dialog;
 pub mod message;
 pub mod registrar;
+pub mod runtime;
 pub mod shard;
 pub mod timer;
 pub mod transaction;

@@ -72,6 +72,67 @@ pub struct ShardConfig {
     /// How long an incoming call may stay unanswered before the shard refuses it with 480
     /// (so an application that never answers cannot hold transactions forever).
     pub ring_timeout: Duration,
+    /// When this shard is one of several sharing Call-IDs by hash: the Call-IDs it makes
+    /// for MakeCall hash to itself (see [`shard_for_call_id`]), so the runtime routes every
+    /// message of its calls back here.
+    pub owner: Option<ShardOwner>,
+}
+
+/// This shard's place among `count` shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardOwner {
+    /// Its index.
+    pub index: usize,
+    /// How many shards there are.
+    pub count: usize,
+}
+
+/// Which of `shards` shards owns a Call-ID: ahash with fixed keys, so every thread (and
+/// every process restart) agrees.
+pub fn shard_for_call_id(call_id: &[u8], shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    let state = ahash::RandomState::with_seeds(
+        0x5349_5053_4841_5244,
+        0x243f_6a88_85a3_08d3,
+        0x1319_8a2e_0370_7344,
+        0xa409_3822_299f_31d0,
+    );
+    (state.hash_one(call_id) % shards as u64) as usize
+}
+
+/// Which of `shards` shards owns a datagram: a REGISTER by its address-of-record (so all
+/// bindings of one AOR live in one registrar table, whatever Call-ID each UA uses), any
+/// other message by its Call-ID. `None` when it names neither (the receiving shard then
+/// parses it and answers 400 if it can).
+pub fn shard_for_datagram(datagram: &[u8], shards: usize) -> Option<usize> {
+    if datagram.starts_with(b"REGISTER ")
+        && let Some(aor) = register_aor(datagram)
+    {
+        return Some(shard_for_call_id(&aor, shards));
+    }
+    crate::message::find_call_id(datagram).map(|c| shard_for_call_id(c, shards))
+}
+
+/// The AOR of a REGISTER's To header (a full parse: REGISTER is not the call hot path).
+fn register_aor(datagram: &[u8]) -> Option<Vec<u8>> {
+    let msg = Message::parse(Bytes::copy_from_slice(datagram)).ok()?;
+    let to = msg.to_header().ok()?;
+    crate::registrar::aor_of(&to.uri)
+}
+
+/// Whether the shard takes new calls.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// New INVITEs become IncomingCall events.
+    #[default]
+    Open,
+    /// The application is behind on events: new INVITEs get 503 + Retry-After.
+    Backpressure,
+    /// Stopping: new INVITEs get 503 + Retry-After, MakeCall is refused.
+    Stopping,
 }
 
 /// How a shard handles REGISTER.
@@ -97,6 +158,7 @@ impl ShardConfig {
             retry_after: 5,
             register: RegisterMode::Refuse,
             ring_timeout: Duration::from_secs(180),
+            owner: None,
         }
     }
 }
@@ -330,15 +392,29 @@ pub enum DialogError {
     InvalidInput(BuildError),
     /// The shard is at its dialog limit.
     Overloaded,
+    /// The shard is stopping and takes no new calls.
+    ShuttingDown,
+    /// The runtime's shard thread is gone, or the application's side of an exchange
+    /// with it was dropped.
+    SessionCoordinationFailed,
+    /// The manager has not been started (or was stopped).
+    NotRunning,
+    /// A call target sipshard cannot send to (no IP address: sipshard does no DNS).
+    InvalidTarget(String),
+    /// A socket could not be opened or used.
+    Transport(String),
 }
 
 impl DialogError {
-    /// True when retrying later (or with other input) may succeed: overload and transient
-    /// transaction trouble; false for unknown dialogs and wrong states.
+    /// True when retrying later may succeed: overload, transient transaction or socket
+    /// trouble; false for unknown dialogs, wrong states, bad input, and a runtime that is
+    /// stopping or gone.
     pub fn is_recoverable(&self) -> bool {
         matches!(
             self,
-            DialogError::Overloaded | DialogError::TransactionError(_)
+            DialogError::Overloaded
+                | DialogError::TransactionError(_)
+                | DialogError::Transport(_)
         )
     }
 }
@@ -353,6 +429,11 @@ impl std::fmt::Display for DialogError {
             DialogError::TransactionError(e) => write!(f, "transaction: {e}"),
             DialogError::InvalidInput(e) => write!(f, "cannot build message: {e}"),
             DialogError::Overloaded => f.write_str("shard overloaded"),
+            DialogError::ShuttingDown => f.write_str("shard is stopping"),
+            DialogError::SessionCoordinationFailed => f.write_str("shard thread unreachable"),
+            DialogError::NotRunning => f.write_str("dialog manager not running"),
+            DialogError::InvalidTarget(t) => write!(f, "cannot send to {t}: need an IP address"),
+            DialogError::Transport(e) => write!(f, "transport: {e}"),
         }
     }
 }
@@ -370,6 +451,10 @@ pub struct ShardStats {
     pub dialogs_created: u64,
     /// New INVITEs refused with 503 at the dialog limit.
     pub overload_rejections: u64,
+    /// New INVITEs refused with 503 because the application was behind on events.
+    pub backpressure_rejections: u64,
+    /// New INVITEs refused with 503 while stopping.
+    pub shutdown_rejections: u64,
     /// Requests refused by RFC 3261 checks (400/416/420/481/500/505 …).
     pub requests_rejected: u64,
     /// 2xx retransmissions sent by the UAS core.
@@ -397,6 +482,8 @@ impl ShardStats {
         self.parse_errors += other.parse_errors;
         self.dialogs_created += other.dialogs_created;
         self.overload_rejections += other.overload_rejections;
+        self.backpressure_rejections += other.backpressure_rejections;
+        self.shutdown_rejections += other.shutdown_rejections;
         self.requests_rejected += other.requests_rejected;
         self.ok_retransmissions += other.ok_retransmissions;
         self.dialogs_early += other.dialogs_early;
@@ -559,6 +646,7 @@ pub struct Shard {
     stats: ShardStats,
     live: usize,
     confirmed: usize,
+    admission: Admission,
     /// Buffer for dialog-key lookups.
     key_scratch: Vec<u8>,
     /// `SIP/2.0/UDP <local>;branch=` and `<sip:<local>>`, written once.
@@ -608,6 +696,7 @@ impl Shard {
             live: 0,
             confirmed: 0,
             key_scratch: Vec::with_capacity(128),
+            admission: Admission::Open,
             via_prefix,
             contact,
         }
@@ -616,6 +705,37 @@ impl Shard {
     /// Live dialogs (any phase).
     pub fn dialog_count(&self) -> usize {
         self.live
+    }
+
+    /// Whether new calls are taken (the runtime sets this from the event channel's fill
+    /// and on stop).
+    pub fn set_admission(&mut self, admission: Admission) {
+        self.admission = admission;
+    }
+
+    /// The current admission.
+    pub fn admission(&self) -> Admission {
+        self.admission
+    }
+
+    /// Ends every live call the way [`DialogCommand::Terminate`] does (CANCEL, 480 or
+    /// BYE); returns how many were asked to end. Used by a graceful stop past its deadline.
+    pub fn terminate_all(&mut self, now: Instant) -> usize {
+        let ids: Vec<DialogId> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref())
+            .filter(|e| !matches!(e.phase, Phase::Terminating { .. } | Phase::Early))
+            .map(|e| e.call.clone().unwrap_or_else(|| e.dialog.id.clone()))
+            .collect();
+        let mut ended = 0;
+        for id in ids {
+            if self.terminate(now, &id).is_ok() {
+                ended += 1;
+            }
+        }
+        self.drain(now);
+        ended
     }
 
     /// Live transactions.

@@ -24,7 +24,17 @@ impl Shard {
         if self.live >= self.config.max_dialogs || self.txn.len() >= self.config.max_transactions {
             return Err(DialogError::Overloaded);
         }
-        let call_id = self.ids.call_id();
+        if self.admission == super::Admission::Stopping {
+            return Err(DialogError::ShuttingDown);
+        }
+        let mut call_id = self.ids.call_id();
+        if let Some(owner) = self.config.owner {
+            // Expected `count` tries: the Call-ID must hash to this shard so the runtime
+            // brings the peer's answers back here.
+            while super::shard_for_call_id(call_id.as_bytes(), owner.count) != owner.index {
+                call_id = self.ids.call_id();
+            }
+        }
         let tag = self.ids.tag();
         let (via, branch) = self.via();
         let contact = self.contact();

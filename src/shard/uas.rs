@@ -173,8 +173,20 @@ impl Shard {
             // branch: the request forked and merged back here.
             return self.reject_request(now, txn, &request, 482, &[]);
         }
-        if self.live >= self.config.max_dialogs || self.txn.len() > self.config.max_transactions {
-            self.stats.overload_rejections += 1;
+        let refused = match self.admission {
+            super::Admission::Open => {
+                self.live >= self.config.max_dialogs
+                    || self.txn.len() > self.config.max_transactions
+            }
+            super::Admission::Backpressure => true,
+            super::Admission::Stopping => true,
+        };
+        if refused {
+            match self.admission {
+                super::Admission::Open => self.stats.overload_rejections += 1,
+                super::Admission::Backpressure => self.stats.backpressure_rejections += 1,
+                super::Admission::Stopping => self.stats.shutdown_rejections += 1,
+            }
             let retry = self.config.retry_after.to_string();
             return self.reject_request(
                 now,

@@ -1,0 +1,211 @@
+//! The server's settings: an embedded default, an optional TOML file over it, command-line
+//! flags over both.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What the server does with calls and registrations.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Answer every INVITE (180 then 200), accept BYE: the benchmark target.
+    #[default]
+    AutoAnswer,
+    /// A registrar: REGISTER bindings (§10.3); INVITEs are refused.
+    Registrar,
+    /// Session events go to an application loop over the async API (this binary's own
+    /// loop answers calls through `DialogManager`, showing the channel path).
+    App,
+}
+
+/// What a stop does with calls still up when its deadline passes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopWith {
+    /// End them with BYE (CANCEL, 480 for unanswered ones).
+    #[default]
+    Bye,
+    /// Leave them.
+    Wait,
+}
+
+/// The whole file; every key is optional.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Address for Via/Contact when `listen` is a wildcard.
+    pub advertised: Option<SocketAddr>,
+    /// 0: one per core.
+    pub shards: usize,
+    pub mode: Mode,
+    /// Prometheus endpoint (`/metrics`), off when absent.
+    pub metrics: Option<SocketAddr>,
+    pub auto_answer: AutoAnswerConfig,
+    pub registrar: RegistrarSection,
+    pub limits: Limits,
+    pub stop: StopSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoAnswerConfig {
+    pub ring_delay_ms: u64,
+    pub answer_delay_ms: u64,
+    pub send_ringing: bool,
+    /// SDP of the 200 (empty: none).
+    pub sdp: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarSection {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Per shard.
+    pub max_dialogs: usize,
+    /// Retry-After on a 503 (seconds).
+    pub retry_after: u32,
+    /// Event batches the application channel holds (app mode).
+    pub event_channel: usize,
+    /// Kernel socket buffer per socket and direction (bytes).
+    pub socket_buffer: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StopSection {
+    /// Seconds calls get to end after SIGINT/SIGTERM.
+    pub deadline_s: u64,
+    pub policy: StopWith,
+}
+
+/// The embedded default: a loopback auto-answer server on 5060.
+pub const DEFAULT_TOML: &str = r#"
+listen = "127.0.0.1:5060"
+shards = 0
+mode = "auto-answer"
+
+[auto_answer]
+ring_delay_ms = 0
+answer_delay_ms = 0
+send_ringing = true
+sdp = ""
+
+[registrar]
+min_expires = 60
+max_expires = 7200
+default_expires = 3600
+
+[limits]
+max_dialogs = 1000000
+retry_after = 5
+event_channel = 1024
+socket_buffer = 8388608
+
+[stop]
+deadline_s = 5
+policy = "bye"
+"#;
+
+impl Default for Config {
+    /// The same as [`DEFAULT_TOML`] (a test holds them equal).
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            advertised: None,
+            shards: 0,
+            mode: Mode::AutoAnswer,
+            metrics: None,
+            auto_answer: AutoAnswerConfig::default(),
+            registrar: RegistrarSection::default(),
+            limits: Limits::default(),
+            stop: StopSection::default(),
+        }
+    }
+}
+
+impl Default for AutoAnswerConfig {
+    fn default() -> Self {
+        AutoAnswerConfig {
+            ring_delay_ms: 0,
+            answer_delay_ms: 0,
+            send_ringing: true,
+            sdp: String::new(),
+        }
+    }
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        let d = sipshard::registrar::RegistrarConfig::default();
+        RegistrarSection {
+            min_expires: d.min_expires,
+            max_expires: d.max_expires,
+            default_expires: d.default_expires,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_dialogs: 1_000_000,
+            retry_after: 5,
+            event_channel: 1024,
+            socket_buffer: 8 << 20,
+        }
+    }
+}
+
+impl Default for StopSection {
+    fn default() -> Self {
+        StopSection {
+            deadline_s: 5,
+            policy: StopWith::Bye,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn stop_deadline(&self) -> Duration {
+        Duration::from_secs(self.stop.deadline_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c: Config = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.mode, Mode::AutoAnswer);
+        assert_eq!(c.listen, "127.0.0.1:5060".parse().unwrap());
+        assert!(c.auto_answer.send_ringing);
+    }
+
+    #[test]
+    fn partial_files_keep_defaults_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str("mode = \"registrar\"\n[stop]\npolicy = \"wait\"").unwrap();
+        assert_eq!(c.mode, Mode::Registrar);
+        assert_eq!(c.stop.policy, StopWith::Wait);
+        assert_eq!(c.stop.deadline_s, 5);
+        assert!(toml::from_str::<Config>("lisen = \"1.2.3.4:5\"").is_err());
+    }
+}

@@ -1,0 +1,291 @@
+//! `sipshard`: the sharded SIP server.
+//!
+//! `sipshard serve` runs on an embedded default config (loopback 5060, auto-answer, a
+//! shard per core); `--config FILE` (TOML) and flags override it. SIGINT/SIGTERM stop it
+//! gracefully: new calls get 503, calls still up get `stop.deadline_s`, then BYE.
+
+mod config;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use sipshard::runtime::{
+    AppMode, AutoAnswer, DialogManager, RuntimeConfig, SessionCoordinationEvent, StopPolicy,
+};
+use sipshard::shard::{RegisterMode, SessionEvent};
+use tokio::sync::mpsc;
+
+use config::{Config, Mode, StopWith};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "sipshard", version, about = "A sharded SIP dialog server (RFC 3261)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Print the embedded default configuration (TOML).
+    DefaultConfig,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (over the embedded default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// UDP address to listen on (port 0: any free port; the chosen one is printed).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address put in Via and Contact when listening on a wildcard address.
+    #[arg(long)]
+    advertised: Option<SocketAddr>,
+    /// Shard threads (0: one per core).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// What to do with calls and registrations.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// auto-answer: wait before 180 Ringing (ms).
+    #[arg(long)]
+    ring_delay_ms: Option<u64>,
+    /// auto-answer: wait between 180 and 200 (ms).
+    #[arg(long)]
+    answer_delay_ms: Option<u64>,
+    /// auto-answer: answer with 200 only, no 180.
+    #[arg(long)]
+    no_ringing: bool,
+    /// Seconds calls get to end on SIGINT/SIGTERM.
+    #[arg(long)]
+    stop_deadline_s: Option<u64>,
+    /// What the stop does with calls still up at its deadline.
+    #[arg(long, value_enum)]
+    stop_policy: Option<StopWith>,
+    /// Most dialogs per shard (over it, new INVITEs get 503).
+    #[arg(long)]
+    max_dialogs: Option<usize>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::DefaultConfig => {
+            print!("{}", config::DEFAULT_TOML.trim_start());
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let config = match settle(args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sipshard: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sipshard: cannot start tokio: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sipshard: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// The default, then the file, then the flags.
+fn settle(args: ServeArgs) -> Result<Config, String> {
+    let mut c = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.listen {
+        c.listen = v;
+    }
+    if args.advertised.is_some() {
+        c.advertised = args.advertised;
+    }
+    if let Some(v) = args.shards {
+        c.shards = v;
+    }
+    if let Some(v) = args.mode {
+        c.mode = v;
+    }
+    if args.metrics.is_some() {
+        c.metrics = args.metrics;
+    }
+    if let Some(v) = args.ring_delay_ms {
+        c.auto_answer.ring_delay_ms = v;
+    }
+    if let Some(v) = args.answer_delay_ms {
+        c.auto_answer.answer_delay_ms = v;
+    }
+    if args.no_ringing {
+        c.auto_answer.send_ringing = false;
+    }
+    if let Some(v) = args.stop_deadline_s {
+        c.stop.deadline_s = v;
+    }
+    if let Some(v) = args.stop_policy {
+        c.stop.policy = v;
+    }
+    if let Some(v) = args.max_dialogs {
+        c.limits.max_dialogs = v;
+    }
+    Ok(c)
+}
+
+fn runtime_config(c: &Config) -> RuntimeConfig {
+    let mut r = RuntimeConfig::new(c.listen);
+    r.shards = c.shards;
+    r.advertised = c.advertised;
+    r.socket_buffer = c.limits.socket_buffer;
+    r.shard.max_dialogs = c.limits.max_dialogs;
+    r.shard.retry_after = c.limits.retry_after;
+    r.mode = match c.mode {
+        Mode::AutoAnswer => AppMode::AutoAnswer(AutoAnswer {
+            ring_delay: Duration::from_millis(c.auto_answer.ring_delay_ms),
+            answer_delay: Duration::from_millis(c.auto_answer.answer_delay_ms),
+            send_ringing: c.auto_answer.send_ringing,
+            sdp: Bytes::from(c.auto_answer.sdp.clone().into_bytes()),
+        }),
+        Mode::Registrar | Mode::App => AppMode::Application,
+    };
+    if c.mode == Mode::Registrar {
+        r.shard.register = RegisterMode::Registrar(sipshard::registrar::RegistrarConfig {
+            min_expires: c.registrar.min_expires,
+            max_expires: c.registrar.max_expires,
+            default_expires: c.registrar.default_expires,
+        });
+    }
+    r
+}
+
+async fn serve(c: Config) -> Result<(), String> {
+    let manager = Arc::new(DialogManager::new(runtime_config(&c)));
+    let mut app_events = None;
+    let mut depth: Option<metrics::ChannelDepth> = None;
+    if c.mode == Mode::App {
+        let (tx, rx) = mpsc::channel(c.limits.event_channel.max(1));
+        let probe = tx.clone();
+        depth = Some(Arc::new(move || probe.max_capacity() - probe.capacity()));
+        manager.set_session_coordinator(tx);
+        app_events = Some(rx);
+    }
+    manager.start().await.map_err(|e| e.to_string())?;
+    let local = manager
+        .local_addr()
+        .ok_or_else(|| "manager did not start".to_owned())?;
+    // Scripts and tests read this line to learn the port.
+    println!(
+        "sipshard listening on udp:{local} shards={} mode={:?}",
+        manager.shard_count(),
+        c.mode
+    );
+    if let Some(addr) = c.metrics {
+        let listener = metrics::bind(addr)
+            .await
+            .map_err(|e| format!("metrics {addr}: {e}"))?;
+        if let Ok(bound) = listener.local_addr() {
+            println!("sipshard metrics on http://{bound}/metrics");
+        }
+        tokio::spawn(metrics::serve(listener, manager.clone(), depth));
+    }
+    if let Some(rx) = app_events {
+        tokio::spawn(application(manager.clone(), rx, c.auto_answer.sdp.clone()));
+    }
+    wait_for_signal().await;
+    tracing::info!(deadline_s = c.stop.deadline_s, "stopping");
+    let policy = match c.stop.policy {
+        StopWith::Bye => StopPolicy::Bye,
+        StopWith::Wait => StopPolicy::Wait,
+    };
+    let stats = manager
+        .stop(policy, c.stop_deadline())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        dialogs_created = stats.total.dialogs_created,
+        datagrams_in = stats.io.datagrams_received,
+        datagrams_out = stats.io.datagrams_sent,
+        abandoned = stats.io.dialogs_abandoned,
+        "stopped"
+    );
+    Ok(())
+}
+
+/// The `app` mode's application: answers every call through the async API (the path an
+/// embedding B2BUA takes), and logs what happens at debug level.
+async fn application(
+    manager: Arc<DialogManager>,
+    mut events: mpsc::Receiver<Vec<SessionCoordinationEvent>>,
+    sdp: String,
+) {
+    let sdp = (!sdp.is_empty()).then(|| Bytes::from(sdp.into_bytes()));
+    while let Some(batch) = events.recv().await {
+        for e in batch {
+            let handle = e.transaction();
+            match e.event {
+                SessionEvent::IncomingCall { dialog, .. } => {
+                    let _ = manager.ringing(&dialog).await;
+                    if let Err(err) = manager.answer(&dialog, sdp.clone()).await {
+                        tracing::debug!(%err, "answer failed");
+                    }
+                }
+                SessionEvent::ReInvite { dialog, .. } => {
+                    let _ = manager.answer(&dialog, sdp.clone()).await;
+                }
+                SessionEvent::DialogRequest { .. } | SessionEvent::RegistrationRequest { .. } => {
+                    if let Some(h) = handle {
+                        let _ = manager.send_response(&h, 200, Vec::new()).await;
+                    }
+                }
+                other => tracing::debug!(event = ?other, "session event"),
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // No signal handling: run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,258 @@
+//! `/metrics` in the Prometheus text exposition format.
+//!
+//! A small HTTP/1.1 endpoint on tokio rather than the `metrics` crate family: the shards
+//! already keep plain per-shard counters and hand out a snapshot on request, so a recorder
+//! with shared atomics would add hot-path cost for nothing. Each scrape asks every shard
+//! for its [`DialogStats`] and renders it; the shards pay one queue message per scrape.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sipshard::runtime::{DialogManager, DialogStats};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Depth of the application's event channel, when there is one.
+pub type ChannelDepth = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// Serves `/metrics` until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    manager: Arc<DialogManager>,
+    channel_depth: Option<ChannelDepth>,
+) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let manager = manager.clone();
+        let depth = channel_depth.clone();
+        tokio::spawn(async move {
+            let mut request = [0u8; 2048];
+            let n = stream.read(&mut request).await.unwrap_or(0);
+            let head = &request[..n];
+            let (status, body) = if head.starts_with(b"GET /metrics ") {
+                match manager.stats().await {
+                    Ok(stats) => ("200 OK", render(&stats, depth.map(|d| d()))),
+                    Err(e) => ("503 Service Unavailable", format!("{e}\n")),
+                }
+            } else {
+                ("404 Not Found", "try /metrics\n".to_owned())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+/// Binds the endpoint.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// The exposition text.
+pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
+    let mut out = String::with_capacity(8192);
+    let mut family = |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    };
+    let per_shard = |f: &dyn Fn(&sipshard::runtime::ShardReport) -> u64| {
+        stats
+            .shards
+            .iter()
+            .map(|r| (format!("shard=\"{}\"", r.shard), f(r)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "sipshard_dialogs",
+        "gauge",
+        "Live dialogs by state.",
+        &mut stats.shards.iter().flat_map(|r| {
+            [
+                (format!("shard=\"{}\",state=\"early\"", r.shard), r.stats.dialogs_early),
+                (format!("shard=\"{}\",state=\"confirmed\"", r.shard), r.stats.dialogs_confirmed),
+            ]
+        }),
+    );
+    family(
+        "sipshard_transactions",
+        "gauge",
+        "Live transactions.",
+        &mut per_shard(&|r| r.transactions as u64).into_iter(),
+    );
+    family(
+        "sipshard_dialogs_created_total",
+        "counter",
+        "Dialogs created.",
+        &mut per_shard(&|r| r.stats.dialogs_created).into_iter(),
+    );
+    family(
+        "sipshard_datagrams_received_total",
+        "counter",
+        "Datagrams read from the socket.",
+        &mut per_shard(&|r| r.io.datagrams_received).into_iter(),
+    );
+    family(
+        "sipshard_datagrams_sent_total",
+        "counter",
+        "Datagrams sent.",
+        &mut per_shard(&|r| r.io.datagrams_sent).into_iter(),
+    );
+    family(
+        "sipshard_datagrams_handed_over_total",
+        "counter",
+        "Datagrams moved to the shard owning their Call-ID.",
+        &mut per_shard(&|r| r.io.handed_over).into_iter(),
+    );
+    const METHODS: [&str; 7] = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "other"];
+    family(
+        "sipshard_requests_received_total",
+        "counter",
+        "Requests received, by method.",
+        &mut stats.shards.iter().flat_map(|r| {
+            METHODS.iter().zip(r.stats.requests_in).map(move |(m, v)| {
+                (format!("shard=\"{}\",method=\"{m}\"", r.shard), v)
+            })
+        }),
+    );
+    for (name, help, pick) in [
+        (
+            "sipshard_responses_received_total",
+            "Responses received, by class.",
+            (|r: &sipshard::runtime::ShardReport| r.stats.responses_in) as fn(&_) -> [u64; 6],
+        ),
+        (
+            "sipshard_responses_sent_total",
+            "Responses sent by the dialog layer, by class.",
+            |r: &sipshard::runtime::ShardReport| r.stats.responses_out,
+        ),
+    ] {
+        family(
+            name,
+            "counter",
+            help,
+            &mut stats.shards.iter().flat_map(|r| {
+                pick(r).into_iter().enumerate().map(move |(i, v)| {
+                    (format!("shard=\"{}\",class=\"{}xx\"", r.shard, i + 1), v)
+                })
+            }),
+        );
+    }
+    family(
+        "sipshard_retransmissions_total",
+        "counter",
+        "Retransmissions sent, by kind.",
+        &mut stats.shards.iter().flat_map(|r| {
+            let t = r.stats.transactions;
+            [
+                ("request", t.request_retransmissions),
+                ("response", t.response_retransmissions),
+                ("2xx", r.stats.ok_retransmissions),
+            ]
+            .map(|(k, v)| (format!("shard=\"{}\",kind=\"{k}\"", r.shard), v))
+        }),
+    );
+    family(
+        "sipshard_retransmissions_absorbed_total",
+        "counter",
+        "Retransmissions received and absorbed by a transaction.",
+        &mut per_shard(&|r| {
+            r.stats.transactions.requests_absorbed + r.stats.transactions.responses_absorbed
+        })
+        .into_iter(),
+    );
+    family(
+        "sipshard_transaction_timeouts_total",
+        "counter",
+        "Transactions ended by Timer B, F or H.",
+        &mut per_shard(&|r| r.stats.transactions.timeouts).into_iter(),
+    );
+    family(
+        "sipshard_drops_total",
+        "counter",
+        "Datagrams or events dropped, by reason.",
+        &mut stats.shards.iter().flat_map(|r| {
+            [
+                ("parse_error", r.stats.parse_errors),
+                ("handover_queue_full", r.io.handover_drops),
+                ("oversize", r.io.truncated),
+                ("send_failed", r.io.send_failures),
+                ("stray_response", r.stats.transactions.stray_responses),
+                ("events_undeliverable", r.io.events_undeliverable),
+            ]
+            .map(|(k, v)| (format!("shard=\"{}\",reason=\"{k}\"", r.shard), v))
+        }),
+    );
+    family(
+        "sipshard_rejected_503_total",
+        "counter",
+        "New INVITEs answered 503, by reason.",
+        &mut stats.shards.iter().flat_map(|r| {
+            [
+                ("dialog_limit", r.stats.overload_rejections),
+                ("backpressure", r.stats.backpressure_rejections),
+                ("stopping", r.stats.shutdown_rejections),
+            ]
+            .map(|(k, v)| (format!("shard=\"{}\",reason=\"{k}\"", r.shard), v))
+        }),
+    );
+    family(
+        "sipshard_requests_rejected_total",
+        "counter",
+        "Requests refused by RFC 3261 checks (4xx/5xx from the dialog layer).",
+        &mut per_shard(&|r| r.stats.requests_rejected).into_iter(),
+    );
+    family(
+        "sipshard_event_backlog",
+        "gauge",
+        "Session events waiting in a shard for room in the application channel.",
+        &mut per_shard(&|r| r.io.event_backlog).into_iter(),
+    );
+    family(
+        "sipshard_event_channel_full_total",
+        "counter",
+        "Times the application's event channel was full.",
+        &mut per_shard(&|r| r.io.event_channel_full).into_iter(),
+    );
+    if let Some(depth) = channel_depth {
+        let _ = writeln!(
+            out,
+            "# HELP sipshard_event_channel_depth Event batches queued for the application.\n\
+             # TYPE sipshard_event_channel_depth gauge\nsipshard_event_channel_depth {depth}"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_line_is_well_formed() {
+        let mut stats = DialogStats::default();
+        stats.shards.push(sipshard::runtime::ShardReport {
+            shard: 0,
+            stats: Default::default(),
+            io: Default::default(),
+            dialogs: 3,
+            transactions: 2,
+        });
+        let text = render(&stats, Some(4));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("sipshard_"), "{line}");
+            assert!(value.parse::<u64>().is_ok(), "{line}");
+        }
+        assert!(text.contains("sipshard_requests_received_total{shard=\"0\",method=\"INVITE\"} 0"));
+        assert!(text.contains("sipshard_event_channel_depth 4"));
+    }
+}

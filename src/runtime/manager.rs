@@ -1,0 +1,475 @@
+//! [`DialogManager`]: the async face of the runtime. It starts the shard threads, routes
+//! each command to the shard that owns the dialog's Call-ID, and gathers counters on demand.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::udp::bind_shared;
+use super::worker::{Inbound, ShardHandle, Waker, Worker};
+use super::{DialogStats, RuntimeConfig, SessionCoordinationEvent, ShardReport, StopPolicy};
+use super::TransactionHandle;
+use crate::dialog::DialogId;
+use crate::message::{Host, Method, Uri};
+use crate::shard::{
+    CommandOutcome, DialogCommand, DialogError, Shard, ShardOwner, shard_for_call_id,
+};
+
+/// The dialog layer on its threads: create, [`start`](Self::start), place and answer
+/// calls, [`stop`](Self::stop).
+///
+/// Every command goes to the shard that owns its Call-ID, by the same hash the receive
+/// path uses, and its answer comes back on a oneshot: the caller awaits, the shard never
+/// blocks.
+///
+/// All methods take `&self`: share it in an `Arc` between the tasks that place calls, the
+/// session coordinator and a metrics endpoint. It starts once; after
+/// [`stop`](Self::stop) commands fail with [`DialogError::NotRunning`].
+pub struct DialogManager {
+    config: RuntimeConfig,
+    coordinator: Mutex<Option<mpsc::Sender<Vec<SessionCoordinationEvent>>>>,
+    running: OnceLock<Running>,
+    stopped: AtomicBool,
+}
+
+struct Running {
+    shards: Arc<Vec<ShardHandle>>,
+    threads: Mutex<Vec<JoinHandle<ShardReport>>>,
+    local_addr: SocketAddr,
+    /// Round-robin for new calls.
+    next_call: AtomicUsize,
+}
+
+impl DialogManager {
+    /// A manager that has not started: no socket, no thread yet.
+    pub fn new(config: RuntimeConfig) -> Self {
+        DialogManager {
+            config,
+            coordinator: Mutex::new(None),
+            running: OnceLock::new(),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    /// Where session events go, in batches (set before [`start`](Self::start)). A bounded
+    /// channel: when it is full, shards answer new calls 503 until there is room.
+    pub fn set_session_coordinator(&self, sender: mpsc::Sender<Vec<SessionCoordinationEvent>>) {
+        if let Ok(mut c) = self.coordinator.lock() {
+            *c = Some(sender);
+        }
+    }
+
+    /// Binds the sockets and starts the shard threads.
+    pub async fn start(&self) -> Result<(), DialogError> {
+        if self.running.get().is_some() {
+            return Err(DialogError::InvalidDialogState {
+                current: "running",
+                expected: "stopped",
+            });
+        }
+        let count = match self.config.shards {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let transport = |e: std::io::Error| DialogError::Transport(e.to_string());
+        // The first socket fixes the port (when 0 was asked); the others share it.
+        let first = bind_shared(self.config.listen, self.config.socket_buffer).map_err(transport)?;
+        let local_addr = first.local_addr().map_err(transport)?;
+        let mut sockets = vec![first];
+        for _ in 1..count {
+            sockets.push(bind_shared(local_addr, self.config.socket_buffer).map_err(transport)?);
+        }
+        let advertised = self.config.advertised.unwrap_or(local_addr);
+        let mut handles = Vec::with_capacity(count);
+        let mut receivers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (tx, rx) = crossbeam_channel::bounded(self.config.queue_capacity);
+            handles.push(ShardHandle {
+                inbound: tx,
+                waker: Arc::new(Waker::new().map_err(transport)?),
+                dialogs: Arc::new(AtomicUsize::new(0)),
+            });
+            receivers.push(rx);
+        }
+        let shards = Arc::new(handles);
+        let coordinator = self.coordinator.lock().ok().and_then(|c| c.clone());
+        let now = Instant::now();
+        let mut threads = Vec::with_capacity(count);
+        for (index, (socket, inbound)) in sockets.into_iter().zip(receivers).enumerate() {
+            let mut shard_config = self.config.shard.clone();
+            shard_config.local_addr = advertised;
+            shard_config.owner = Some(ShardOwner { index, count });
+            let worker = Worker {
+                index,
+                shard: Shard::new(now, shard_config),
+                socket,
+                inbound,
+                waker: shards[index].waker.clone(),
+                peers: shards.clone(),
+                mode: self.config.mode.clone(),
+                coordinator: coordinator.clone(),
+                dialogs: shards[index].dialogs.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("sipshard-{index}"))
+                .spawn(move || worker.run())
+                .map_err(transport)?;
+            threads.push(thread);
+        }
+        tracing::info!(%local_addr, shards = count, "dialog manager started");
+        let running = Running {
+            shards,
+            threads: Mutex::new(threads),
+            local_addr,
+            next_call: AtomicUsize::new(0),
+        };
+        if self.running.set(running).is_err() {
+            // Two concurrent starts: the other won; ours never took a socket's traffic.
+            return Err(DialogError::InvalidDialogState {
+                current: "running",
+                expected: "stopped",
+            });
+        }
+        Ok(())
+    }
+
+    /// The address the shards listen on (after start).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.running.get().map(|r| r.local_addr)
+    }
+
+    /// How many shards run.
+    pub fn shard_count(&self) -> usize {
+        self.running.get().map_or(0, |r| r.shards.len())
+    }
+
+    /// Places a call from `from` (a name-addr or URI, no tag) to the SIP URI `to`, sent to
+    /// the IP address and port in `to` (sipshard does no DNS; use
+    /// [`make_call_to`](Self::make_call_to) to name the next hop). Returns the call's
+    /// handle; events then name it as `call`.
+    pub async fn make_call(
+        &self,
+        from: &str,
+        to: &str,
+        sdp: Option<Bytes>,
+    ) -> Result<DialogId, DialogError> {
+        let destination = destination_of(to)?;
+        self.make_call_to(from, to, destination, sdp).await
+    }
+
+    /// Places a call to `to`, sending the INVITE to `destination`.
+    pub async fn make_call_to(
+        &self,
+        from: &str,
+        to: &str,
+        destination: SocketAddr,
+        sdp: Option<Bytes>,
+    ) -> Result<DialogId, DialogError> {
+        let running = self.running()?;
+        let shard = running.next_call.fetch_add(1, Ordering::Relaxed) % running.shards.len();
+        let command = DialogCommand::MakeCall {
+            from: Bytes::from(angle(from)),
+            to: Bytes::from(angle(to)),
+            request_uri: Bytes::copy_from_slice(bare_uri(to).as_bytes()),
+            destination,
+            sdp: sdp.unwrap_or_default(),
+        };
+        match self.command_on(shard, command).await? {
+            CommandOutcome::Call(id) => Ok(id),
+            CommandOutcome::Done => Err(DialogError::SessionCoordinationFailed),
+        }
+    }
+
+    /// Sends 180 Ringing for an incoming call.
+    pub async fn ringing(&self, dialog: &DialogId) -> Result<(), DialogError> {
+        let dialog = dialog.clone();
+        self.command(DialogCommand::Ringing { dialog }).await
+    }
+
+    /// Answers an incoming call (or re-INVITE) with 200 and this SDP.
+    pub async fn answer(&self, dialog: &DialogId, sdp: Option<Bytes>) -> Result<(), DialogError> {
+        let dialog = dialog.clone();
+        let sdp = sdp.unwrap_or_default();
+        self.command(DialogCommand::Answer { dialog, sdp }).await
+    }
+
+    /// Refuses an incoming call (or re-INVITE) with a final status (300–699).
+    pub async fn reject(&self, dialog: &DialogId, status: u16) -> Result<(), DialogError> {
+        let dialog = dialog.clone();
+        self.command(DialogCommand::Reject { dialog, status }).await
+    }
+
+    /// Sends a re-INVITE with a new offer.
+    pub async fn reinvite(&self, dialog: &DialogId, sdp: Option<Bytes>) -> Result<(), DialogError> {
+        let dialog = dialog.clone();
+        let sdp = sdp.unwrap_or_default();
+        self.command(DialogCommand::ReInvite { dialog, sdp }).await
+    }
+
+    /// Sends a request inside a confirmed dialog: BYE ends it, INVITE is a re-INVITE,
+    /// CANCEL cancels our pending call; any other method (INFO, MESSAGE, UPDATE, NOTIFY,
+    /// REFER, OPTIONS, …) goes as is and its outcome arrives as a
+    /// [`RequestResult`](crate::shard::SessionEvent::RequestResult) event.
+    pub async fn send_request(
+        &self,
+        dialog: &DialogId,
+        method: Method,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<(), DialogError> {
+        let dialog = dialog.clone();
+        let command = match method {
+            Method::Bye => DialogCommand::Bye { dialog },
+            Method::Cancel => DialogCommand::Cancel { call: dialog },
+            Method::Invite => DialogCommand::ReInvite {
+                dialog,
+                sdp: body.map(|(_, b)| b).unwrap_or_default(),
+            },
+            Method::Ack => {
+                return Err(DialogError::InvalidDialogState {
+                    current: "confirmed",
+                    expected: "an ACK is sent by the dialog layer itself",
+                });
+            }
+            other => {
+                let name = other.as_str().ok_or(DialogError::InvalidDialogState {
+                    current: "confirmed",
+                    expected: "a named method",
+                })?;
+                let (headers, body) = match body {
+                    Some((content_type, b)) => (
+                        vec![("Content-Type".to_owned(), Bytes::copy_from_slice(content_type.as_bytes()))],
+                        b,
+                    ),
+                    None => (Vec::new(), Bytes::new()),
+                };
+                DialogCommand::SendRequest {
+                    dialog,
+                    method: Bytes::from_static(name.as_bytes()),
+                    headers,
+                    body,
+                }
+            }
+        };
+        self.command(command).await
+    }
+
+    /// Answers a request the application was handed (REGISTER in event mode, in-dialog
+    /// INFO/MESSAGE/…), with extra headers.
+    pub async fn send_response(
+        &self,
+        transaction: &TransactionHandle,
+        status: u16,
+        headers: Vec<(String, Bytes)>,
+    ) -> Result<(), DialogError> {
+        let command = DialogCommand::Respond {
+            txn: transaction.txn,
+            status,
+            headers,
+        };
+        self.command_on(transaction.shard, command).await.map(drop)
+    }
+
+    /// Ends a dialog in whatever state it is: CANCEL, 480, or BYE.
+    pub async fn terminate_dialog(&self, dialog: &DialogId) -> Result<(), DialogError> {
+        let dialog = dialog.clone();
+        self.command(DialogCommand::Terminate { dialog }).await
+    }
+
+    /// Any command, routed by its dialog's Call-ID.
+    pub async fn command(&self, command: DialogCommand) -> Result<(), DialogError> {
+        let call_id = match &command {
+            DialogCommand::Ringing { dialog }
+            | DialogCommand::Answer { dialog, .. }
+            | DialogCommand::Reject { dialog, .. }
+            | DialogCommand::ReInvite { dialog, .. }
+            | DialogCommand::Bye { dialog }
+            | DialogCommand::SendRequest { dialog, .. }
+            | DialogCommand::Terminate { dialog } => dialog.call_id(),
+            DialogCommand::Cancel { call } => call.call_id(),
+            // These name no dialog: the caller must pick the shard.
+            _ => return Err(DialogError::DialogNotFound),
+        };
+        let shard = shard_for_call_id(call_id, self.shard_count().max(1));
+        self.command_on(shard, command).await.map(drop)
+    }
+
+    async fn command_on(
+        &self,
+        shard: usize,
+        command: DialogCommand,
+    ) -> Result<CommandOutcome, DialogError> {
+        let running = self.running()?;
+        let handle = running.shards.get(shard).ok_or(DialogError::DialogNotFound)?;
+        let (reply, answer) = oneshot::channel();
+        handle
+            .try_send(Inbound::Command(command, reply))
+            .map_err(|e| match e {
+                crossbeam_channel::TrySendError::Full(_) => DialogError::Overloaded,
+                crossbeam_channel::TrySendError::Disconnected(_) => {
+                    DialogError::SessionCoordinationFailed
+                }
+            })?;
+        answer
+            .await
+            .map_err(|_| DialogError::SessionCoordinationFailed)?
+    }
+
+    /// Live dialogs over all shards (each shard publishes its count after every round).
+    pub fn dialog_count(&self) -> usize {
+        self.running.get().map_or(0, |r| {
+            r.shards
+                .iter()
+                .map(|s| s.dialogs.load(Ordering::Relaxed))
+                .sum()
+        })
+    }
+
+    /// Counters of every shard, summed (asked of each shard; nothing shared on the hot
+    /// path).
+    pub async fn stats(&self) -> Result<DialogStats, DialogError> {
+        let running = self.running()?;
+        let mut pending = Vec::with_capacity(running.shards.len());
+        for handle in running.shards.iter() {
+            let (tx, rx) = oneshot::channel();
+            handle
+                .try_send(Inbound::Stats(tx))
+                .map_err(|_| DialogError::Overloaded)?;
+            pending.push(rx);
+        }
+        let mut reports = Vec::with_capacity(pending.len());
+        for rx in pending {
+            reports.push(rx.await.map_err(|_| DialogError::SessionCoordinationFailed)?);
+        }
+        Ok(DialogStats::from_reports(reports))
+    }
+
+    /// Stops: new INVITEs get 503 at once; calls still up get until `deadline` to end,
+    /// then [`StopPolicy`] says what happens. Returns the final counters.
+    pub async fn stop(
+        &self,
+        policy: StopPolicy,
+        deadline: Duration,
+    ) -> Result<DialogStats, DialogError> {
+        let running = self.running()?;
+        self.stopped.store(true, Ordering::Release);
+        let at = Instant::now() + deadline;
+        for handle in running.shards.iter() {
+            // A stop must get through: wait for room rather than give up.
+            let mut message = Inbound::Stop {
+                policy,
+                deadline: at,
+            };
+            loop {
+                match handle.try_send(message) {
+                    Ok(()) => break,
+                    Err(crossbeam_channel::TrySendError::Full(m)) => {
+                        message = m;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(crossbeam_channel::TrySendError::Disconnected(_)) => break,
+                }
+            }
+        }
+        let threads = std::mem::take(
+            &mut *running
+                .threads
+                .lock()
+                .map_err(|_| DialogError::SessionCoordinationFailed)?,
+        );
+        let reports = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .filter_map(|t| t.join().ok())
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|_| DialogError::SessionCoordinationFailed)?;
+        tracing::info!("dialog manager stopped");
+        Ok(DialogStats::from_reports(reports))
+    }
+
+    fn running(&self) -> Result<&Running, DialogError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(DialogError::NotRunning);
+        }
+        self.running.get().ok_or(DialogError::NotRunning)
+    }
+}
+
+impl Drop for DialogManager {
+    fn drop(&mut self) {
+        // Without `stop`, shard threads would run on: tell them to leave now.
+        if let Some(running) = self.running.get()
+            && !self.stopped.load(Ordering::Acquire)
+        {
+            for handle in running.shards.iter() {
+                let _ = handle.try_send(Inbound::Stop {
+                    policy: StopPolicy::Wait,
+                    deadline: Instant::now(),
+                });
+            }
+        }
+    }
+}
+
+/// `sip:bob@10.0.0.1:5070` → 10.0.0.1:5070 (default port 5060); a host name is refused.
+fn destination_of(to: &str) -> Result<SocketAddr, DialogError> {
+    let uri = bare_uri(to);
+    let bad = || DialogError::InvalidTarget(to.to_owned());
+    let parsed = Uri::parse(uri.as_bytes()).map_err(|_| bad())?;
+    let sip = parsed.as_sip().ok_or_else(bad)?;
+    let ip = match sip.host {
+        Host::Domain(_) => return Err(bad()),
+        ref h => h.ip().ok_or_else(bad)?,
+    };
+    Ok(SocketAddr::new(ip, sip.port.unwrap_or(5060)))
+}
+
+/// The URI inside `<…>` if any, else the whole text.
+fn bare_uri(value: &str) -> &str {
+    match (value.find('<'), value.rfind('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.trim(),
+    }
+}
+
+/// A name-addr for From/To: a bare URI is put in angle brackets (so its parameters stay
+/// the URI's).
+fn angle(value: &str) -> Vec<u8> {
+    if value.contains('<') {
+        value.as_bytes().to_vec()
+    } else {
+        format!("<{}>", value.trim()).into_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_come_from_ip_uris_only() {
+        assert_eq!(
+            destination_of("sip:bob@127.0.0.1:5070").unwrap(),
+            "127.0.0.1:5070".parse().unwrap()
+        );
+        assert_eq!(
+            destination_of("\"Bob\" <sip:bob@[::1]>").unwrap(),
+            "[::1]:5060".parse().unwrap()
+        );
+        assert!(destination_of("sip:bob@example.com").is_err());
+        assert!(destination_of("tel:+123").is_err());
+    }
+
+    #[test]
+    fn name_addrs_are_bracketed() {
+        assert_eq!(angle("sip:a@b;x=1"), b"<sip:a@b;x=1>");
+        assert_eq!(angle("\"A\" <sip:a@b>"), b"\"A\" <sip:a@b>");
+    }
+}

@@ -1,0 +1,257 @@
+//! The runtime: the only module with threads, sockets, clocks and channels.
+//!
+//! N shard threads (default: one per core), each with its own `SO_REUSEPORT` UDP socket on
+//! the same address, its own [`Shard`](crate::shard::Shard) and an inbound queue. A
+//! datagram is received in a `recvmmsg` batch by whichever socket the kernel chose; its
+//! Call-ID (found by [`find_call_id`](crate::message::find_call_id), no parse) hashed with
+//! [`shard_for_call_id`](crate::shard::shard_for_call_id) names the shard that owns it, and
+//! datagrams for other shards move there in one queue message per batch. Every message of
+//! a dialog is therefore handled by one thread, with no lock: the shards share nothing but
+//! their queues. Transmits leave in `sendmmsg` batches.
+//!
+//! Session events leave each shard in batches (one `Vec` per wake-up) on a bounded tokio
+//! channel to the application ([`DialogManager::set_session_coordinator`]). When that
+//! channel is full the shard keeps the batch, keeps running the protocol for the dialogs it
+//! has, and answers new INVITEs 503 + Retry-After until the application catches up
+//! ([`Admission::Backpressure`](crate::shard::Admission)); every refusal and drop is
+//! counted in [`DialogStats`].
+//!
+//! # What it owns, what it may not touch
+//! Sockets, threads, queues, the wall clock. It holds no protocol state of its own: that is
+//! the shards'; it must not parse beyond the Call-ID scan, nor build SIP messages.
+
+mod manager;
+mod udp;
+mod worker;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use manager::DialogManager;
+
+use crate::shard::{SessionEvent, ShardConfig, ShardStats};
+use crate::transaction::ServerTxnId;
+
+/// Settings of a [`DialogManager`].
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where to listen (UDP). Port 0 picks a free port; [`DialogManager::local_addr`]
+    /// tells which.
+    pub listen: SocketAddr,
+    /// Shard threads; 0 means one per available core.
+    pub shards: usize,
+    /// The address put in Via and Contact, when it differs from `listen` (a wildcard
+    /// listen address is no address a peer can reach).
+    pub advertised: Option<SocketAddr>,
+    /// Settings given to every shard (its `local_addr` and `owner` are filled in).
+    pub shard: ShardConfig,
+    /// Who answers incoming calls.
+    pub mode: AppMode,
+    /// Capacity of each shard's inbound queue, in messages (a handed-over batch or a
+    /// command is one message).
+    pub queue_capacity: usize,
+    /// Kernel socket buffer asked for, per socket and direction (bytes).
+    pub socket_buffer: usize,
+}
+
+impl RuntimeConfig {
+    /// Defaults for `listen`: a shard per core, the application answers calls.
+    pub fn new(listen: SocketAddr) -> Self {
+        RuntimeConfig {
+            listen,
+            shards: 0,
+            advertised: None,
+            shard: ShardConfig::new(listen),
+            mode: AppMode::Application,
+            queue_capacity: 4096,
+            socket_buffer: 8 << 20,
+        }
+    }
+}
+
+/// Who answers incoming calls.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub enum AppMode {
+    /// The application, through the session coordinator channel. Without a coordinator,
+    /// incoming calls are refused with 480 (and counted).
+    Application,
+    /// The shard threads answer every INVITE themselves (the benchmark target); events
+    /// still go to a coordinator if one is set.
+    AutoAnswer(AutoAnswer),
+}
+
+/// How auto-answer answers.
+#[derive(Clone, Debug)]
+pub struct AutoAnswer {
+    /// Wait before 180 Ringing.
+    pub ring_delay: Duration,
+    /// Wait between 180 and 200.
+    pub answer_delay: Duration,
+    /// Send 180 Ringing before the 200.
+    pub send_ringing: bool,
+    /// SDP of the 200 (empty for none).
+    pub sdp: Bytes,
+}
+
+impl Default for AutoAnswer {
+    fn default() -> Self {
+        AutoAnswer {
+            ring_delay: Duration::ZERO,
+            answer_delay: Duration::ZERO,
+            send_ringing: true,
+            sdp: Bytes::new(),
+        }
+    }
+}
+
+/// What a stop does with calls still up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopPolicy {
+    /// Wait for them to end until the deadline, then leave.
+    Wait,
+    /// At the deadline, end them (BYE, CANCEL, 480) and wait for those transactions.
+    Bye,
+}
+
+/// A session event and the shard it came from.
+#[derive(Debug)]
+pub struct SessionCoordinationEvent {
+    /// The shard (needed to answer a transaction: see [`Self::transaction`]).
+    pub shard: usize,
+    /// The event.
+    pub event: SessionEvent,
+}
+
+impl SessionCoordinationEvent {
+    /// The server transaction to answer, for events that carry one
+    /// (RegistrationRequest, DialogRequest).
+    pub fn transaction(&self) -> Option<TransactionHandle> {
+        match &self.event {
+            SessionEvent::RegistrationRequest { txn, .. }
+            | SessionEvent::DialogRequest { txn, .. } => Some(TransactionHandle {
+                shard: self.shard,
+                txn: *txn,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A server transaction the application must answer, with its shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransactionHandle {
+    /// The shard that owns it.
+    pub shard: usize,
+    /// The transaction.
+    pub txn: ServerTxnId,
+}
+
+/// I/O counters of one shard thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStats {
+    /// Datagrams read from this thread's socket.
+    pub datagrams_received: u64,
+    /// `recvmmsg` calls that returned datagrams.
+    pub recv_calls: u64,
+    /// Datagrams sent.
+    pub datagrams_sent: u64,
+    /// `sendmmsg` batches.
+    pub send_calls: u64,
+    /// Datagrams the kernel refused to send (dropped).
+    pub send_failures: u64,
+    /// Datagrams moved to the shard owning their Call-ID.
+    pub handed_over: u64,
+    /// Datagrams dropped because the owning shard's queue was full.
+    pub handover_drops: u64,
+    /// Datagrams dropped as larger than 65,535 bytes or from an unknown address family.
+    pub truncated: u64,
+    /// `recvmmsg` errors other than "nothing to read".
+    pub receive_errors: u64,
+    /// Session events handed to the application.
+    pub events_delivered: u64,
+    /// Batches of them.
+    pub event_batches: u64,
+    /// Times the application's channel was full (the shard then answered new INVITEs 503).
+    pub event_channel_full: u64,
+    /// Events waiting for room in the application's channel (a gauge, at snapshot time).
+    pub event_backlog: u64,
+    /// Events lost because the application closed its channel.
+    pub events_undeliverable: u64,
+    /// Incoming calls refused with 480 because no coordinator was set.
+    pub calls_refused_no_coordinator: u64,
+    /// Dialogs still up when a stop ended.
+    pub dialogs_abandoned: u64,
+    /// Wake-ups that needed an eventfd write (the shard was asleep).
+    pub eventfd_wakes: u64,
+}
+
+impl IoStats {
+    /// Adds another thread's counters.
+    pub fn merge(&mut self, o: &IoStats) {
+        self.datagrams_received += o.datagrams_received;
+        self.recv_calls += o.recv_calls;
+        self.datagrams_sent += o.datagrams_sent;
+        self.send_calls += o.send_calls;
+        self.send_failures += o.send_failures;
+        self.handed_over += o.handed_over;
+        self.handover_drops += o.handover_drops;
+        self.truncated += o.truncated;
+        self.receive_errors += o.receive_errors;
+        self.events_delivered += o.events_delivered;
+        self.event_batches += o.event_batches;
+        self.event_channel_full += o.event_channel_full;
+        self.event_backlog += o.event_backlog;
+        self.events_undeliverable += o.events_undeliverable;
+        self.calls_refused_no_coordinator += o.calls_refused_no_coordinator;
+        self.dialogs_abandoned += o.dialogs_abandoned;
+        self.eventfd_wakes += o.eventfd_wakes;
+    }
+}
+
+/// One shard's snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardReport {
+    /// Which shard.
+    pub shard: usize,
+    /// Its protocol counters.
+    pub stats: ShardStats,
+    /// Its thread's I/O counters.
+    pub io: IoStats,
+    /// Live dialogs.
+    pub dialogs: usize,
+    /// Live transactions.
+    pub transactions: usize,
+}
+
+/// Counters of all shards, gathered on demand (each shard keeps its own; nothing is shared
+/// on the hot path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DialogStats {
+    /// Per shard, in shard order.
+    pub shards: Vec<ShardReport>,
+    /// Protocol counters summed.
+    pub total: ShardStats,
+    /// I/O counters summed.
+    pub io: IoStats,
+}
+
+impl DialogStats {
+    fn from_reports(mut shards: Vec<ShardReport>) -> Self {
+        shards.sort_by_key(|r| r.shard);
+        let mut total = ShardStats::default();
+        let mut io = IoStats::default();
+        for r in &shards {
+            total.merge(&r.stats);
+            io.merge(&r.io);
+        }
+        DialogStats { shards, total, io }
+    }
+
+    /// Live dialogs over all shards.
+    pub fn dialogs(&self) -> usize {
+        self.shards.iter().map(|r| r.dialogs).sum()
+    }
+}

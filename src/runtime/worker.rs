@@ -1,0 +1,497 @@
+//! One shard thread: its socket, its [`Shard`], its inbound queue and its wake-up.
+//!
+//! The loop: receive a `recvmmsg` batch, keep the datagrams whose Call-ID hashes here and
+//! hand the others to their shard in one queue message each; take handed-over datagrams
+//! and commands; fire due timers; pass session events on (or answer calls inline in
+//! auto-answer mode); send every transmit of the round with `sendmmsg`; sleep in
+//! `epoll_wait` on the socket and an eventfd until the next deadline.
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use super::udp::{BatchReceiver, BatchSender, Received};
+use super::{
+    AppMode, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy,
+};
+use crate::dialog::DialogId;
+use crate::shard::{
+    Admission, CommandOutcome, DialogCommand, DialogError, SessionEvent, Shard,
+    shard_for_datagram,
+};
+use crate::timer::TimerWheel;
+use crate::transaction::Transmit;
+
+/// How a command's answer comes back to the async caller.
+pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<CommandOutcome, DialogError>>;
+
+/// What reaches a shard thread from elsewhere.
+pub(crate) enum Inbound {
+    /// Datagrams another shard's socket received for our Call-IDs.
+    Datagrams(Vec<(SocketAddr, Bytes)>),
+    /// A command from the application.
+    Command(DialogCommand, Reply),
+    /// A snapshot of the counters.
+    Stats(tokio::sync::oneshot::Sender<ShardReport>),
+    /// Stop taking calls; end by `deadline` as the policy says.
+    Stop { policy: StopPolicy, deadline: Instant },
+}
+
+/// The part of a shard thread other threads may touch: its queue and its wake-up.
+pub(crate) struct ShardHandle {
+    pub(crate) inbound: Sender<Inbound>,
+    pub(crate) waker: Arc<Waker>,
+    /// Live dialogs, published by the shard after each round (read by `dialog_count`).
+    pub(crate) dialogs: Arc<AtomicUsize>,
+}
+
+impl ShardHandle {
+    /// Queues without blocking; wakes the shard.
+    pub(crate) fn try_send(&self, message: Inbound) -> Result<(), TrySendError<Inbound>> {
+        self.inbound.try_send(message)?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
+/// An eventfd the shard sleeps on, written only when the shard says it is asleep (so a
+/// busy shard costs its producers no syscall).
+pub(crate) struct Waker {
+    sleeping: AtomicBool,
+    fd: EventFd,
+    /// Wake-ups that needed the eventfd.
+    writes: AtomicU64,
+}
+
+impl Waker {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        Ok(Waker {
+            sleeping: AtomicBool::new(false),
+            fd: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            writes: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn wake(&self) {
+        // Pairs with the fence in `Worker::sleep`: either the shard sees our message in
+        // its queue, or we see it asleep and write.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel)
+        {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let _ = self.fd.write(1);
+        }
+    }
+}
+
+/// Everything a shard thread needs, moved onto it at start.
+pub(crate) struct Worker {
+    pub(crate) index: usize,
+    pub(crate) shard: Shard,
+    pub(crate) socket: UdpSocket,
+    pub(crate) inbound: Receiver<Inbound>,
+    pub(crate) waker: Arc<Waker>,
+    pub(crate) peers: Arc<Vec<ShardHandle>>,
+    pub(crate) mode: AppMode,
+    pub(crate) coordinator: Option<tokio::sync::mpsc::Sender<Vec<SessionCoordinationEvent>>>,
+    pub(crate) dialogs: Arc<AtomicUsize>,
+}
+
+/// Per-thread state of the loop.
+struct Round {
+    rx: BatchReceiver,
+    tx: BatchSender,
+    received: Received,
+    outboxes: Vec<Vec<(SocketAddr, Bytes)>>,
+    transmits: Vec<Transmit>,
+    events: Vec<SessionCoordinationEvent>,
+    /// Event batches the application's channel had no room for, oldest first.
+    backlog: VecDeque<Vec<SessionCoordinationEvent>>,
+    /// Auto-answer's delayed steps.
+    delayed: TimerWheel<(DialogId, Step)>,
+    io: IoStats,
+    stop: Option<Stopping>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    Ring,
+    Answer,
+}
+
+struct Stopping {
+    policy: StopPolicy,
+    deadline: Instant,
+    /// After the deadline with [`StopPolicy::Bye`]: BYEs are out, wait this long for them.
+    hard_deadline: Option<Instant>,
+}
+
+/// Most inbound messages taken per round, so the socket is never starved.
+const INBOUND_PER_ROUND: usize = 256;
+/// Most `recvmmsg` calls per round.
+const RECEIVES_PER_ROUND: usize = 8;
+/// How often a shard with a backlog of events retries the application's channel.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+
+impl Worker {
+    /// Runs until stopped; returns the final counters.
+    pub(crate) fn run(mut self) -> ShardReport {
+        let epoll = match self.epoll() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(shard = self.index, error = %e, "cannot set up epoll");
+                return self.report(&IoStats::default());
+            }
+        };
+        let start = Instant::now();
+        let mut round = Round {
+            rx: BatchReceiver::new(),
+            tx: BatchSender::new(),
+            received: Received {
+                datagrams: Vec::with_capacity(super::udp::BATCH),
+                truncated: 0,
+            },
+            outboxes: (0..self.peers.len()).map(|_| Vec::new()).collect(),
+            transmits: Vec::with_capacity(256),
+            events: Vec::new(),
+            backlog: VecDeque::new(),
+            delayed: TimerWheel::new(start, Duration::from_millis(1)),
+            io: IoStats::default(),
+            stop: None,
+        };
+        loop {
+            let now = Instant::now();
+            let busy = self.receive(now, &mut round);
+            let inbound = self.take_inbound(now, &mut round);
+            self.fire_timers(now, &mut round);
+            self.pass_events(now, &mut round);
+            self.flush(&mut round);
+            self.dialogs
+                .store(self.shard.dialog_count(), Ordering::Relaxed);
+            if self.finished(now, &mut round) {
+                self.flush(&mut round);
+                break;
+            }
+            if !busy && !inbound {
+                self.sleep(&epoll, &round);
+            }
+        }
+        let io = round.io;
+        self.dialogs.store(0, Ordering::Relaxed);
+        self.report(&io)
+    }
+
+    fn epoll(&self) -> nix::Result<Epoll> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&self.socket, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+        epoll.add(&self.waker.fd, EpollEvent::new(EpollFlags::EPOLLIN, 1))?;
+        Ok(epoll)
+    }
+
+    fn report(&self, io: &IoStats) -> ShardReport {
+        let mut io = *io;
+        io.eventfd_wakes = self.waker.writes.load(Ordering::Relaxed);
+        ShardReport {
+            shard: self.index,
+            stats: self.shard.stats(),
+            io,
+            dialogs: self.shard.dialog_count(),
+            transactions: self.shard.transaction_count(),
+        }
+    }
+
+    /// Reads the socket; true if a batch came full (more may be waiting).
+    fn receive(&mut self, now: Instant, round: &mut Round) -> bool {
+        let mut full = false;
+        for _ in 0..RECEIVES_PER_ROUND {
+            round.received.datagrams.clear();
+            round.received.truncated = 0;
+            if let Err(e) = round.rx.receive(&self.socket, &mut round.received) {
+                round.io.receive_errors += 1;
+                tracing::debug!(shard = self.index, error = %e, "recvmmsg failed");
+                break;
+            }
+            round.io.truncated += round.received.truncated;
+            let n = round.received.datagrams.len();
+            if n == 0 {
+                break;
+            }
+            round.io.recv_calls += 1;
+            round.io.datagrams_received += n as u64;
+            let shards = self.peers.len();
+            for (from, datagram) in round.received.datagrams.drain(..) {
+                // No Call-ID: the local shard parses it and answers 400 if it can.
+                let owner = shard_for_datagram(&datagram, shards).unwrap_or(self.index);
+                if owner == self.index {
+                    self.shard.handle_datagram(now, from, datagram);
+                } else {
+                    round.outboxes[owner].push((from, datagram));
+                }
+            }
+            full = n == super::udp::BATCH;
+            if !full {
+                break;
+            }
+        }
+        for (owner, outbox) in round.outboxes.iter_mut().enumerate() {
+            if outbox.is_empty() {
+                continue;
+            }
+            let count = outbox.len() as u64;
+            let batch = std::mem::take(outbox);
+            match self.peers[owner].try_send(Inbound::Datagrams(batch)) {
+                Ok(()) => round.io.handed_over += count,
+                // The owner is far behind: this is UDP loss, and retransmission covers it.
+                Err(_) => round.io.handover_drops += count,
+            }
+        }
+        full
+    }
+
+    /// Takes handed-over datagrams and commands; true if the queue had more.
+    fn take_inbound(&mut self, now: Instant, round: &mut Round) -> bool {
+        for _ in 0..INBOUND_PER_ROUND {
+            match self.inbound.try_recv() {
+                Ok(Inbound::Datagrams(batch)) => {
+                    for (from, datagram) in batch {
+                        self.shard.handle_datagram(now, from, datagram);
+                    }
+                }
+                Ok(Inbound::Command(command, reply)) => {
+                    let outcome = self.shard.handle_command(now, command);
+                    let _ = reply.send(outcome);
+                }
+                Ok(Inbound::Stats(reply)) => {
+                    let mut io = round.io;
+                    io.event_backlog = round.backlog.iter().map(Vec::len).sum::<usize>() as u64;
+                    let _ = reply.send(self.report(&io));
+                }
+                Ok(Inbound::Stop { policy, deadline }) => {
+                    self.shard.set_admission(Admission::Stopping);
+                    round.stop = Some(Stopping {
+                        policy,
+                        deadline,
+                        hard_deadline: None,
+                    });
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
+    fn fire_timers(&mut self, now: Instant, round: &mut Round) {
+        if self.shard.poll_timeout().is_some_and(|t| t <= now) {
+            self.shard.handle_timeout(now);
+        }
+        while let Some((_, (dialog, step))) = round.delayed.poll_expired(now) {
+            self.auto_step(now, &dialog, step, round);
+        }
+    }
+
+    /// Runs one auto-answer step; a call that went away meanwhile is no error.
+    fn auto_step(&mut self, now: Instant, dialog: &DialogId, step: Step, round: &mut Round) {
+        let (send_ringing, answer_delay, sdp) = match &self.mode {
+            AppMode::AutoAnswer(a) => (a.send_ringing, a.answer_delay, a.sdp.clone()),
+            AppMode::Application => return,
+        };
+        match step {
+            Step::Ring => {
+                if send_ringing {
+                    let _ = self.shard.handle_command(
+                        now,
+                        DialogCommand::Ringing {
+                            dialog: dialog.clone(),
+                        },
+                    );
+                }
+                if answer_delay.is_zero() {
+                    self.answer(now, dialog, sdp);
+                } else {
+                    round
+                        .delayed
+                        .insert(now + answer_delay, (dialog.clone(), Step::Answer));
+                }
+            }
+            Step::Answer => self.answer(now, dialog, sdp),
+        }
+    }
+
+    fn answer(&mut self, now: Instant, dialog: &DialogId, sdp: Bytes) {
+        let _ = self.shard.handle_command(
+            now,
+            DialogCommand::Answer {
+                dialog: dialog.clone(),
+                sdp,
+            },
+        );
+    }
+
+    /// Moves session events to the application, answering calls inline in auto-answer
+    /// mode; keeps the shard's admission in step with the channel's room.
+    fn pass_events(&mut self, now: Instant, round: &mut Round) {
+        while let Some(event) = self.shard.poll_event() {
+            match (&self.mode, &event) {
+                (AppMode::AutoAnswer(auto), SessionEvent::IncomingCall { dialog, .. }) => {
+                    let ring_delay = auto.ring_delay;
+                    let dialog = dialog.clone();
+                    if ring_delay.is_zero() {
+                        self.auto_step(now, &dialog, Step::Ring, round);
+                    } else {
+                        round.delayed.insert(now + ring_delay, (dialog, Step::Ring));
+                    }
+                    continue;
+                }
+                (AppMode::Application, SessionEvent::IncomingCall { dialog, .. })
+                    if self.coordinator.is_none() =>
+                {
+                    // Nobody to ask: refuse at once rather than ring for minutes.
+                    round.io.calls_refused_no_coordinator += 1;
+                    let _ = self.shard.handle_command(
+                        now,
+                        DialogCommand::Reject {
+                            dialog: dialog.clone(),
+                            status: 480,
+                        },
+                    );
+                    continue;
+                }
+                _ => {}
+            }
+            if self.coordinator.is_some() {
+                round.events.push(SessionCoordinationEvent {
+                    shard: self.index,
+                    event,
+                });
+            }
+        }
+        let Some(coordinator) = &self.coordinator else {
+            return;
+        };
+        if !round.events.is_empty() {
+            round.backlog.push_back(std::mem::take(&mut round.events));
+        }
+        while let Some(batch) = round.backlog.pop_front() {
+            let count = batch.len() as u64;
+            match coordinator.try_send(batch) {
+                Ok(()) => {
+                    round.io.event_batches += 1;
+                    round.io.events_delivered += count;
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Full(batch)) => {
+                    round.io.event_channel_full += 1;
+                    round.backlog.push_front(batch);
+                    break;
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    round.io.events_undeliverable += count;
+                }
+            }
+        }
+        let admission = match (&round.stop, round.backlog.is_empty()) {
+            (Some(_), _) => Admission::Stopping,
+            (None, true) => Admission::Open,
+            (None, false) => Admission::Backpressure,
+        };
+        if self.shard.admission() != admission {
+            self.shard.set_admission(admission);
+        }
+    }
+
+    fn flush(&mut self, round: &mut Round) {
+        while let Some(t) = self.shard.poll_transmit() {
+            round.transmits.push(t);
+        }
+        if round.transmits.is_empty() {
+            return;
+        }
+        round.io.datagrams_sent += round.transmits.len() as u64;
+        round.io.send_calls += round.transmits.len().div_ceil(super::udp::BATCH) as u64;
+        round.io.send_failures += round.tx.send(&self.socket, &round.transmits);
+        round.transmits.clear();
+    }
+
+    /// True when a stop is complete.
+    fn finished(&mut self, now: Instant, round: &mut Round) -> bool {
+        let Some(stop) = &mut round.stop else {
+            return false;
+        };
+        if self.shard.dialog_count() == 0 && round.backlog.is_empty() {
+            return true;
+        }
+        if now < stop.deadline {
+            return false;
+        }
+        match (stop.policy, stop.hard_deadline) {
+            (StopPolicy::Wait, _) => {
+                round.io.dialogs_abandoned += self.shard.dialog_count() as u64;
+                true
+            }
+            (StopPolicy::Bye, None) => {
+                let ended = self.shard.terminate_all(now);
+                tracing::info!(shard = self.index, ended, "stop deadline: ending calls");
+                // 64·T1: long enough for a BYE transaction to finish or time out.
+                stop.hard_deadline = Some(now + Duration::from_secs(32));
+                false
+            }
+            (StopPolicy::Bye, Some(hard)) => {
+                if now >= hard {
+                    round.io.dialogs_abandoned += self.shard.dialog_count() as u64;
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    /// Sleeps until the socket or the queue has something, or the next deadline.
+    fn sleep(&mut self, epoll: &Epoll, round: &Round) {
+        let now = Instant::now();
+        let mut deadline = self.shard.poll_timeout();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        };
+        consider(round.delayed.next_deadline());
+        if !round.backlog.is_empty() {
+            consider(Some(now + BACKLOG_RETRY));
+        }
+        if let Some(stop) = &round.stop {
+            consider(Some(stop.hard_deadline.unwrap_or(stop.deadline)));
+            // While stopping, look at the dialog count now and then.
+            consider(Some(now + Duration::from_millis(50)));
+        }
+        let timeout = match deadline {
+            None => EpollTimeout::NONE,
+            Some(d) => {
+                let ms = d.saturating_duration_since(now).as_micros().div_ceil(1000);
+                EpollTimeout::try_from(ms.min(60_000) as u64).unwrap_or(EpollTimeout::MAX)
+            }
+        };
+        self.waker.sleeping.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        if !self.inbound.is_empty() {
+            self.waker.sleeping.store(false, Ordering::Relaxed);
+            return;
+        }
+        let mut events = [EpollEvent::empty(); 2];
+        let woke = epoll.wait(&mut events, timeout);
+        self.waker.sleeping.store(false, Ordering::Relaxed);
+        if let Ok(n) = woke {
+            for e in &events[..n] {
+                if e.data() == 1 {
+                    // Reset the eventfd (non-blocking; nothing to read is fine).
+                    let _ = self.waker.fd.read();
+                }
+            }
+        }
+    }
+}
