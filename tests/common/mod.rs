@@ -2,6 +2,7 @@
 //! byte-exact, and the simulated network.
 #![allow(dead_code)]
 
+pub mod peers;
 pub mod sim;
 
 use std::path::PathBuf;

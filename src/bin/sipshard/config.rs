@@ -13,7 +13,8 @@ pub enum Mode {
     /// Answer every INVITE (180 then 200), accept BYE: the benchmark target.
     #[default]
     AutoAnswer,
-    /// A registrar: REGISTER bindings (§10.3); INVITEs are refused.
+    /// A registrar: REGISTER bindings (§10.3); INVITEs are answered as in auto-answer,
+    /// so a UA can register and then call.
     Registrar,
     /// Session events go to an application loop over the async API (this binary's own
     /// loop answers calls through `DialogManager`, showing the channel path).

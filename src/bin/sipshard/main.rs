@@ -94,6 +94,7 @@ fn main() -> std::process::ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let config = match settle(args) {
                 Ok(c) => c,
@@ -173,13 +174,15 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.retry_after = c.limits.retry_after;
     r.mode = match c.mode {
-        Mode::AutoAnswer => AppMode::AutoAnswer(AutoAnswer {
+        // A registrar answers calls too, so a UA can register and then call (SIPp's
+        // branchc does exactly that).
+        Mode::AutoAnswer | Mode::Registrar => AppMode::AutoAnswer(AutoAnswer {
             ring_delay: Duration::from_millis(c.auto_answer.ring_delay_ms),
             answer_delay: Duration::from_millis(c.auto_answer.answer_delay_ms),
             send_ringing: c.auto_answer.send_ringing,
             sdp: Bytes::from(c.auto_answer.sdp.clone().into_bytes()),
         }),
-        Mode::Registrar | Mode::App => AppMode::Application,
+        Mode::App => AppMode::Application,
     };
     if c.mode == Mode::Registrar {
         r.shard.register = RegisterMode::Registrar(sipshard::registrar::RegistrarConfig {

@@ -1,0 +1,202 @@
+//! Real peers for interop tests: the `sipshard` binary as a child process, and SIPp.
+//!
+//! Everything binds to 127.0.0.1 on ports the OS picks (SIPp's port is found by binding
+//! and releasing a UDP socket just before it starts). Every child is killed on drop and
+//! every run has a time limit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The sipp binary, or `None` (with a loud message) where a skip is allowed: under
+/// `CI=true` a missing sipp fails the test, because `.ci/run` installs it.
+pub fn sipp() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("sipp"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "sipp is not installed, and CI=true: .ci/run must install sip-tester"
+        );
+        eprintln!("\n*** SKIPPED: sipp not found on PATH (apt-get install sip-tester) ***\n");
+    }
+    found
+}
+
+/// A `sipshard serve` child process.
+pub struct Server {
+    child: Child,
+    /// Its SIP address.
+    pub sip: SocketAddr,
+    /// Its metrics address, when asked for.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Starts `sipshard serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0 <args>` and waits
+    /// for it to print its addresses.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sipshard"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("sipshard binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut sip = None;
+        let mut metrics = None;
+        while sip.is_none() || metrics.is_none() {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                panic!("sipshard exited before printing its addresses");
+            };
+            if let Some(rest) = line.split("udp:").nth(1) {
+                sip = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+            }
+            if let Some(rest) = line.split("http://").nth(1) {
+                metrics = rest.split('/').next().and_then(|a| a.parse().ok());
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            sip: sip.expect("loop ends with an address"),
+            metrics,
+        }
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let addr = self.metrics.expect("started with --metrics");
+        let mut s = TcpStream::connect(addr).expect("metrics endpoint accepts");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text
+    }
+
+    /// Sum of a metric's samples whose labels contain `filter`.
+    pub fn metric(&self, name: &str, filter: &str) -> u64 {
+        sum_metric(&self.metrics(), name, filter)
+    }
+
+    /// Stops with SIGTERM (a graceful stop) and waits; true if it exited 0 in time.
+    pub fn stop(mut self) -> bool {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sums `name{labels} value` lines whose labels contain `filter`.
+pub fn sum_metric(text: &str, name: &str, filter: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(filter))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum()
+}
+
+/// What a SIPp run ended with.
+#[derive(Debug)]
+pub struct SippRun {
+    /// Exit status 0 (every call succeeded).
+    pub success: bool,
+    pub successful_calls: u64,
+    pub failed_calls: u64,
+    /// The last screen, for failure messages.
+    pub screen: String,
+}
+
+/// A UDP port that was free a moment ago (for SIPp's `-p`).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Starts SIPp on 127.0.0.1:`port` with `args`; returns the child (for a uas) to wait on
+/// with [`wait_sipp`].
+pub fn spawn_sipp(sipp: &Path, port: u16, args: &[&str], dir: &Path) -> Child {
+    Command::new(sipp)
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin", "-nd"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp starts")
+}
+
+/// Waits for a SIPp child up to `limit` (killed after), and reads its final screen.
+pub fn wait_sipp(mut child: Child, limit: Duration) -> SippRun {
+    let deadline = Instant::now() + limit;
+    let mut status = None;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if status.is_none() {
+        let _ = child.kill();
+        status = child.wait().ok();
+    }
+    let mut screen = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut screen);
+    }
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut screen);
+    }
+    SippRun {
+        success: status.is_some_and(|s| s.success()),
+        successful_calls: last_count(&screen, "Successful call"),
+        failed_calls: last_count(&screen, "Failed call"),
+        screen,
+    }
+}
+
+/// Runs SIPp to the end.
+pub fn run_sipp(sipp: &Path, args: &[&str], limit: Duration) -> SippRun {
+    let dir = std::env::temp_dir();
+    wait_sipp(spawn_sipp(sipp, free_udp_port(), args, &dir), limit)
+}
+
+/// The cumulative column of the last screen line starting with `label`.
+fn last_count(screen: &str, label: &str) -> u64 {
+    screen
+        .lines()
+        .filter(|l| l.trim_start().starts_with(label))
+        .last()
+        .and_then(|l| l.rsplit('|').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}

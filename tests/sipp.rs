@@ -1,0 +1,115 @@
+//! Interop with SIPp, the tool SIP engineers trust: its built-in scenarios against the
+//! `sipshard` binary, and against calls placed through `DialogManager`.
+//!
+//! Bound to 127.0.0.1 on OS-chosen ports; bounded call counts and time limits. Without
+//! sipp these tests skip loudly, except under `CI=true`, where they fail.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::peers::{Server, run_sipp, sipp, sum_metric};
+
+/// Polls the server's metrics until `name` (filtered) reaches `want`, up to `limit`.
+fn wait_metric(server: &Server, name: &str, filter: &str, want: u64, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = server.metric(name, filter);
+        if v == want || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sipp_uac_5000_calls_at_500_cps_against_auto_answer() {
+    let Some(sipp) = sipp() else { return };
+    let server = Server::start(&["--mode", "auto-answer", "--shards", "2"]);
+    let target = server.sip.to_string();
+    let run = run_sipp(
+        &sipp,
+        &["-sn", "uac", &target, "-m", "5000", "-r", "500", "-timeout", "90", "-timeout_error"],
+        Duration::from_secs(120),
+    );
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 5000, "{}", run.screen);
+    assert_eq!(run.failed_calls, 0, "{}", run.screen);
+    // Every dialog ended: the count is back to 0 (BYE answered, nothing left behind).
+    assert_eq!(wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)), 0);
+    let m = server.metrics();
+    assert_eq!(sum_metric(&m, "sipshard_dialogs_created_total", ""), 5000);
+    assert_eq!(sum_metric(&m, "sipshard_requests_received_total", "method=\"INVITE\""), 5000);
+    assert_eq!(sum_metric(&m, "sipshard_requests_received_total", "method=\"BYE\""), 5000);
+    assert_eq!(sum_metric(&m, "sipshard_rejected_503_total", ""), 0);
+    assert_eq!(sum_metric(&m, "sipshard_drops_total", ""), 0);
+    assert!(server.stop(), "graceful stop exits 0");
+}
+
+#[test]
+fn four_shards_10000_calls_each_dialog_stays_on_one_shard() {
+    let Some(sipp) = sipp() else { return };
+    let server = Server::start(&["--mode", "auto-answer", "--shards", "4"]);
+    let target = server.sip.to_string();
+    let run = run_sipp(
+        &sipp,
+        &["-sn", "uac", &target, "-m", "10000", "-r", "2000", "-l", "4000", "-timeout", "90", "-timeout_error"],
+        Duration::from_secs(120),
+    );
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 10_000, "{}", run.screen);
+    assert_eq!(wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)), 0);
+    let m = server.metrics();
+    let mut total = 0;
+    for shard in 0..4 {
+        let s = format!("shard=\"{shard}\"");
+        let invites = sum_metric(&m, "sipshard_requests_received_total", &format!("{s},method=\"INVITE\""));
+        let acks = sum_metric(&m, "sipshard_requests_received_total", &format!("{s},method=\"ACK\""));
+        let byes = sum_metric(&m, "sipshard_requests_received_total", &format!("{s},method=\"BYE\""));
+        let created = sum_metric(&m, "sipshard_dialogs_created_total", &s);
+        // Every INVITE, ACK and BYE of a dialog reached the shard that created it: a
+        // BYE anywhere else would have found no dialog (481) and failed the call.
+        assert!(invites > 0, "shard {shard} got no calls:\n{m}");
+        assert_eq!((acks, byes, created), (invites, invites, invites), "shard {shard}");
+        total += invites;
+    }
+    assert_eq!(total, 10_000);
+    assert_eq!(sum_metric(&m, "sipshard_requests_rejected_total", ""), 0);
+    assert_eq!(sum_metric(&m, "sipshard_drops_total", ""), 0);
+    // SIPp sends from one port, so one socket receives most of it: the hand-over between
+    // shards carried the rest.
+    assert!(sum_metric(&m, "sipshard_datagrams_handed_over_total", "") > 0);
+}
+
+#[test]
+fn sipp_register_scenario_against_registrar() {
+    let Some(sipp) = sipp() else { return };
+    let server = Server::start(&["--mode", "registrar", "--shards", "2"]);
+    let target = server.sip.to_string();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/register.xml");
+    let run = run_sipp(
+        &sipp,
+        &["-sf", scenario, &target, "-m", "500", "-r", "250", "-timeout", "60", "-timeout_error"],
+        Duration::from_secs(90),
+    );
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 500, "{}", run.screen);
+    let m = server.metrics();
+    assert_eq!(sum_metric(&m, "sipshard_requests_received_total", "method=\"REGISTER\""), 2500);
+}
+
+#[test]
+fn sipp_branchc_registers_then_calls_the_registrar() {
+    let Some(sipp) = sipp() else { return };
+    let server = Server::start(&["--mode", "registrar", "--shards", "2"]);
+    let target = server.sip.to_string();
+    // branchc: REGISTER, INVITE, ACK, 5 s of call, BYE, 4 s pause.
+    let run = run_sipp(
+        &sipp,
+        &["-sn", "branchc", &target, "-m", "20", "-r", "20", "-timeout", "60", "-timeout_error"],
+        Duration::from_secs(90),
+    );
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 20, "{}", run.screen);
+    assert_eq!(wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)), 0);
+}
