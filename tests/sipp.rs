@@ -113,3 +113,71 @@ fn sipp_branchc_registers_then_calls_the_registrar() {
     assert_eq!(run.successful_calls, 20, "{}", run.screen);
     assert_eq!(wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)), 0);
 }
+
+/// SIPp's built-in uas answering calls that sipshard places through `DialogManager`:
+/// INVITE, 180, 200, ACK, then our BYE and its 200, 1,000 times (at most 100 at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialog_manager_places_1000_calls_to_sipp_uas() {
+    use sipshard::message::Method;
+    use sipshard::runtime::{DialogManager, RuntimeConfig, StopPolicy};
+    use sipshard::shard::{SessionEvent, TerminationReason};
+
+    let Some(sipp) = sipp() else { return };
+    let port = common::peers::free_udp_port();
+    let uas = common::peers::spawn_sipp(
+        &sipp,
+        port,
+        &["-sn", "uas", "-m", "1000", "-timeout", "90", "-timeout_error"],
+        &std::env::temp_dir(),
+    );
+    let mut config = RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.shards = 2;
+    let manager = DialogManager::new(config);
+    let (tx, mut events) = tokio::sync::mpsc::channel(1024);
+    manager.set_session_coordinator(tx);
+    manager.start().await.unwrap();
+    // Give SIPp a moment to bind (an early INVITE would only be retransmitted anyway).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let to = format!("sip:service@127.0.0.1:{port}");
+    let sdp = bytes::Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n");
+    let (mut placed, mut ended, mut completed) = (0u32, 0u32, 0u32);
+    let mut failures = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while ended < 1000 {
+        while placed < 1000 && placed - ended < 100 {
+            manager
+                .make_call("sip:sipshard@127.0.0.1", &to, Some(sdp.clone()))
+                .await
+                .unwrap();
+            placed += 1;
+        }
+        let batch = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("calls finish within the time limit")
+            .expect("event channel open");
+        for e in batch {
+            match e.event {
+                SessionEvent::CallAnswered { dialog, .. } => {
+                    manager.send_request(&dialog, Method::Bye, None).await.unwrap();
+                }
+                SessionEvent::CallTerminated { reason, .. } => {
+                    ended += 1;
+                    if reason == TerminationReason::LocalBye {
+                        completed += 1;
+                    } else {
+                        failures.push(reason);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(completed, 1000, "failures: {failures:?}");
+    let stats = manager.stop(StopPolicy::Wait, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(stats.dialogs(), 0);
+    assert_eq!(stats.total.transactions.timeouts, 0);
+    let run = common::peers::wait_sipp(uas, Duration::from_secs(30));
+    assert!(run.success, "sipp uas failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 1000, "{}", run.screen);
+}

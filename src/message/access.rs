@@ -177,6 +177,23 @@ impl Message {
         ListValues::new(self, name).map(move |v| v.and_then(|v| parse(v).map_err(invalid(name))))
     }
 
+    /// Whether the Accept header admits `mtype/subtype` (§20.1): true without an Accept
+    /// header, else when an element names it, `mtype/*` or `*/*`. An empty Accept admits
+    /// nothing.
+    pub fn accepts(&self, mtype: &str, subtype: &str) -> bool {
+        if self.header(HeaderName::Accept).is_none() {
+            return true;
+        }
+        self.list_values(HeaderName::Accept)
+            .filter_map(Result::ok)
+            .filter_map(|v| MediaType::parse(v).ok())
+            .any(|m| {
+                m.is(mtype, subtype)
+                    || m.is("*", "*")
+                    || (m.mtype.eq_ignore_ascii_case(mtype.as_bytes()) && m.subtype == b"*")
+            })
+    }
+
     /// Max-Forwards (0-255), when present.
     pub fn max_forwards(&self) -> Result<Option<u8>, ParseError> {
         self.optional(HeaderName::MaxForwards, values::parse_max_forwards)

@@ -27,6 +27,7 @@ mod ids;
 mod lex;
 mod method;
 mod name_addr;
+mod salvage;
 mod scan;
 mod uri;
 mod validate;
@@ -46,6 +47,7 @@ pub use ids::{Branch, CallIdValue, IdGenerator, Tag};
 pub use lex::{ParamIter, Params, unquote};
 pub use method::Method;
 pub use name_addr::{Contact, NameAddr};
+pub use salvage::{Salvaged, salvage_response};
 pub use scan::find_call_id;
 pub use uri::{AbsoluteUri, Host, SipUri, Uri};
 pub use values::{

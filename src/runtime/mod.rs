@@ -112,7 +112,8 @@ impl Default for AutoAnswer {
 pub enum StopPolicy {
     /// Wait for them to end until the deadline, then leave.
     Wait,
-    /// At the deadline, end them (BYE, CANCEL, 480) and wait for those transactions.
+    /// At the deadline, end them (BYE, CANCEL, 480) and give the peers two seconds to
+    /// answer (a gone peer would not answer within Timer F's 32 s either).
     Bye,
 }
 

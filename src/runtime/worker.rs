@@ -137,6 +137,8 @@ struct Stopping {
 const INBOUND_PER_ROUND: usize = 256;
 /// Most `recvmmsg` calls per round.
 const RECEIVES_PER_ROUND: usize = 8;
+/// After a stop's deadline with [`StopPolicy::Bye`]: how long the BYEs get.
+const BYE_GRACE: Duration = Duration::from_secs(2);
 /// How often a shard with a backlog of events retries the application's channel.
 const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 
@@ -437,8 +439,9 @@ impl Worker {
             (StopPolicy::Bye, None) => {
                 let ended = self.shard.terminate_all(now);
                 tracing::info!(shard = self.index, ended, "stop deadline: ending calls");
-                // 64·T1: long enough for a BYE transaction to finish or time out.
-                stop.hard_deadline = Some(now + Duration::from_secs(32));
+                // Time for the BYEs to be answered (and retransmitted twice on UDP); a
+                // peer that is gone will not answer within Timer F either.
+                stop.hard_deadline = Some(now + BYE_GRACE);
                 false
             }
             (StopPolicy::Bye, Some(hard)) => {

@@ -792,8 +792,9 @@ impl Shard {
     /// A datagram from `from`, received at `now` (UDP).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: Bytes) {
         self.stats.datagrams_in += 1;
-        let Ok(msg) = Message::parse(datagram) else {
+        let Ok(msg) = Message::parse(datagram.clone()) else {
             self.stats.parse_errors += 1;
+            self.answer_unparseable(from, &datagram);
             return;
         };
         match msg.status() {
@@ -806,9 +807,31 @@ impl Shard {
             self.txn.handle_response(now, from, msg)
         };
         if handled.is_err() {
+            // The message parsed but its key headers did not (an unreadable top Via or
+            // CSeq): no transaction can be made for it.
             self.stats.parse_errors += 1;
+            self.answer_unparseable(from, &datagram);
         }
         self.drain(now);
+    }
+
+    /// A stateless 400 for a request that could not be parsed, when its Via can be
+    /// read (RFC 3261 §8.2.2; RFC 4475 §3.1.2 on UDP); responses and hopeless datagrams
+    /// are only counted.
+    fn answer_unparseable(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let tag = self.ids.tag();
+        let Some(salvaged) =
+            crate::message::salvage_response(datagram, 400, "Bad Request", tag.as_bytes())
+        else {
+            return;
+        };
+        let destination = match salvaged.via_port {
+            Some(port) => SocketAddr::new(from.ip(), port),
+            None => from,
+        };
+        self.stats.requests_rejected += 1;
+        self.stats.responses_out[class_slot(400)] += 1;
+        self.txn.send_stateless(destination, salvaged.response);
     }
 
     /// Fires due timers.

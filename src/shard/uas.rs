@@ -196,17 +196,38 @@ impl Shard {
                 &[("Retry-After", retry.as_bytes())],
             );
         }
-        let (Some(call_id), Ok(Some(remote_tag)), Some(target), Some(to), Some(remote), Ok(cseq)) = (
+        if !request.accepts("application", "sdp") {
+            // RFC 4475 §3.3.15: our answer would be SDP, which the caller refuses.
+            let warning = format!("399 {} \"Only application/sdp is supported\"", self.config.local_addr);
+            return self.reject_request(
+                now,
+                txn,
+                &request,
+                406,
+                &[("Accept", b"application/sdp"), ("Warning", warning.as_bytes())],
+            );
+        }
+        // RFC 2543 peers (RFC 4475 §3.4.1) send no From tag, and may send no Contact: the
+        // remote tag is then null (§12.1.1) and the target is the From URI.
+        let target = dialog::contact_uri(&request).or_else(|| {
+            request
+                .from_header()
+                .ok()
+                .map(|f| f.uri_bytes)
+        });
+        let (Some(call_id), Ok(remote_tag), Some(target), Some(to), Some(remote), Ok(cseq)) = (
             request.call_id(),
             request.from_tag(),
-            dialog::contact_uri(&request),
+            target,
             request.header(HeaderName::To),
             request.header(HeaderName::From),
             request.cseq(),
         ) else {
-            // An INVITE must carry a Contact and a From tag to make a dialog.
+            // An INVITE must carry a readable From (and Contact or From URI) to make a
+            // dialog.
             return self.reject_request(now, txn, &request, 400, &[]);
         };
+        let remote_tag = remote_tag.unwrap_or_default();
         let tag = self.ids.tag();
         let id = DialogId::new(call_id, tag.as_bytes(), remote_tag);
         let secure = matches!(request.request_uri(), Some(Uri::Sip(u)) if u.secure);
@@ -252,11 +273,13 @@ impl Shard {
         request: Message,
         local: &[u8],
     ) {
-        let (Some(call_id), Ok(Some(remote)), Ok(cseq)) =
+        // No From tag: an RFC 2543 peer, whose dialog has a null remote tag (§12.1.1).
+        let (Some(call_id), Ok(remote), Ok(cseq)) =
             (request.call_id(), request.from_tag(), request.cseq())
         else {
             return self.reject_request(now, txn, &request, 400, &[]);
         };
+        let remote = remote.unwrap_or_default();
         let Some(index) = self.find_parts(call_id, local, remote) else {
             return self.reject_request(now, txn, &request, 481, &[]);
         };
@@ -333,11 +356,12 @@ impl Shard {
 
     /// An ACK outside the transaction layer: the ACK for our 2xx (§13.3.1.4).
     pub(super) fn on_ack(&mut self, request: Message) {
-        let (Some(call_id), Ok(Some(local)), Ok(Some(remote))) =
+        let (Some(call_id), Ok(Some(local)), Ok(remote)) =
             (request.call_id(), request.to_tag(), request.from_tag())
         else {
             return;
         };
+        let remote = remote.unwrap_or_default();
         let Some(index) = self.find_parts(call_id, local, remote) else {
             return;
         };

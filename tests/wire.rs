@@ -1,0 +1,153 @@
+//! Bad input on the wire: every RFC 4475 message sent as a datagram to the `sipshard`
+//! binary gets what the RFC asks for (a response of the right class, or a counted drop),
+//! and the server keeps serving.
+//!
+//! Responses go where §18.2.2 says (the sent-by port of each message's Via, mostly 5060),
+//! not to this test's socket, so the outcome is read from the server's own counters.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::peers::{Server, sum_metric};
+
+/// What the server did with one datagram, from its counter deltas.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Outcome {
+    /// Responses sent, by class 1xx..6xx.
+    sent: [u64; 6],
+    parse_drops: u64,
+    stray: u64,
+    /// Responses received (a response datagram that parsed).
+    responses_in: u64,
+    /// Requests absorbed as retransmissions, and responses sent again for them.
+    absorbed: u64,
+    resent: u64,
+}
+
+fn snapshot(server: &Server) -> (u64, Outcome) {
+    let m = server.metrics();
+    let mut o = Outcome::default();
+    for (i, slot) in o.sent.iter_mut().enumerate() {
+        *slot = sum_metric(&m, "sipshard_responses_sent_total", &format!("class=\"{}xx\"", i + 1));
+    }
+    o.parse_drops = sum_metric(&m, "sipshard_drops_total", "reason=\"parse_error\"");
+    o.stray = sum_metric(&m, "sipshard_drops_total", "reason=\"stray_response\"");
+    o.responses_in = sum_metric(&m, "sipshard_responses_received_total", "");
+    o.absorbed = sum_metric(&m, "sipshard_retransmissions_absorbed_total", "");
+    o.resent = sum_metric(&m, "sipshard_retransmissions_total", "kind=\"response\"");
+    (sum_metric(&m, "sipshard_datagrams_received_total", ""), o)
+}
+
+fn delta(a: Outcome, b: Outcome) -> Outcome {
+    let mut d = Outcome::default();
+    for i in 0..6 {
+        d.sent[i] = b.sent[i] - a.sent[i];
+    }
+    d.parse_drops = b.parse_drops - a.parse_drops;
+    d.stray = b.stray - a.stray;
+    d.responses_in = b.responses_in - a.responses_in;
+    d.absorbed = b.absorbed - a.absorbed;
+    d.resent = b.resent - a.resent;
+    d
+}
+
+/// Marks a file the server must treat as a retransmission.
+const RETRANSMISSION: usize = 0;
+
+/// The response class RFC 4475 asks of an endpoint for this file, or `None` for "drop or
+/// discard" (responses, and framing errors the RFC says to discard).
+fn expected_class(file: &str) -> Option<usize> {
+    match file {
+        // Valid requests an auto-answer endpoint serves: INVITE → 180/200, others 2xx
+        // (OPTIONS) or 4xx (REGISTER is no method of auto-answer mode: 405; extension
+        // methods 405; MESSAGE outside a dialog 405).
+        "esc01.dat" | "lwsdisp.dat" | "longreq.dat" | "semiuri.dat"
+        | "transports.dat" | "inv2543.dat" | "invut.dat" => Some(2),
+        // OPTIONS outside a dialog: 200. badbranch's bare magic cookie falls back to
+        // RFC 2543 matching, which RFC 4475 §3.2.1 allows (or a 400).
+        "zeromf.dat" | "badbranch.dat" => Some(2),
+        // It carries a To tag: a request in a dialog we do not have, 481.
+        "wsinv.dat" => Some(4),
+        "intmeth.dat" | "esc02.dat" | "escnull.dat" | "dblreq.dat" | "mpart01.dat"
+        | "cparam01.dat" | "regescrt.dat" | "regaut01.dat" => Some(4),
+        // §3.1.2 and §3.3: refused with a 4xx (400, 416, 420, …) or 505.
+        "badinv01.dat" | "clerr.dat" | "scalar02.dat" | "quotbal.dat" | "ltgtruri.dat"
+        | "lwsruri.dat" | "lwsstart.dat" | "trws.dat" | "escruri.dat" | "baddate.dat"
+        | "regbadct.dat" | "badaspec.dat" | "baddn.dat" | "mismatch01.dat"
+        | "mismatch02.dat" | "insuf.dat" | "unkscm.dat" | "unksm2.dat" | "bext01.dat"
+        | "multi01.dat" | "sdp01.dat" | "ncl.dat" | "mcl01.dat" => Some(4),
+        "badvers.dat" => Some(5),
+        // Responses: discarded (they match nothing here). test.dat has no SIP version in
+        // its request line: no response can be formed.
+        "scalarlg.dat" | "bigcode.dat" | "unreason.dat" | "noreason.dat" | "bcast.dat"
+        | "test.dat" => None,
+        // Same branch, sent-by and method as an earlier file (unkscm.dat, cparam01.dat):
+        // a retransmission of that request, §17.2.3, answered by repeating its response.
+        "novelsc.dat" | "cparam02.dat" => Some(RETRANSMISSION),
+        other => panic!("no expectation for {other}"),
+    }
+}
+
+#[test]
+fn every_rfc4475_message_gets_its_answer_and_the_server_keeps_serving() {
+    let server = Server::start(&["--mode", "auto-answer", "--shards", "2", "--stop-deadline-s", "1"]);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rows = common::manifest("rfc4475/manifest.tsv");
+    assert!(rows.len() >= 50, "manifest lists the 50 files");
+    let mut report = Vec::new();
+    for row in &rows {
+        let file = row[0].as_str();
+        let datagram = common::read(&format!("rfc4475/{file}"));
+        let (received_before, before) = snapshot(&server);
+        client.send_to(&datagram, server.sip).unwrap();
+        // Wait until the server has read it, then for its answer to be counted.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut after = before;
+        while Instant::now() < deadline {
+            let (received, now) = snapshot(&server);
+            after = now;
+            if received > received_before && after != before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let d = delta(before, after);
+        let answered: Vec<usize> = (0..6).filter(|&i| d.sent[i] > 0).map(|i| i + 1).collect();
+        let dropped = d.parse_drops + d.stray;
+        let ok = match expected_class(file) {
+            Some(RETRANSMISSION) => answered.is_empty() && d.absorbed == 1 && d.resent == 1,
+            Some(class) => answered.contains(&class) && answered.iter().all(|&c| c == class || c == 1),
+            None => answered.is_empty() && (dropped > 0 || d.responses_in > 0),
+        };
+        report.push(format!(
+            "{file:16} expected {:?} answered {answered:?} drops {dropped} {d:?} ok={ok}",
+            expected_class(file)
+        ));
+    }
+    let failed: Vec<&String> = report.iter().filter(|l| l.ends_with("ok=false")).collect();
+    assert!(failed.is_empty(), "{}", report.join("\n"));
+
+    // Still serving: an OPTIONS with rport comes back to us with 200.
+    let options = format!(
+        "OPTIONS sip:{0} SIP/2.0\r\nVia: SIP/2.0/UDP {1};rport;branch=z9hG4bK-wire-1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:t@{1}>;tag=w1\r\nTo: <sip:{0}>\r\nCall-ID: wire-check\r\n\
+         CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        server.sip,
+        client.local_addr().unwrap()
+    );
+    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client.send_to(options.as_bytes(), server.sip).unwrap();
+    // Files whose Via asked for rport were answered to this socket too: skip those.
+    let mut buf = [0u8; 4096];
+    let answer = loop {
+        let (n, _) = client.recv_from(&mut buf).expect("the server still answers");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.contains("Call-ID: wire-check") {
+            break text;
+        }
+    };
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(server.stop(), "graceful stop after the torture run");
+}
