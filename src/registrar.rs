@@ -202,7 +202,11 @@ impl Registrar {
         let current = list
             .iter()
             .map(|b| {
-                let left = b.expires_at.saturating_duration_since(now).as_secs();
+                let left = b
+                    .expires_at
+                    .saturating_duration_since(now)
+                    .as_millis()
+                    .div_ceil(1000) as u64;
                 Granted {
                     contact: b.contact.clone(),
                     expires: left.min(u64::from(u32::MAX)) as u32,

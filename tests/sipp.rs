@@ -29,18 +29,38 @@ fn sipp_uac_5000_calls_at_500_cps_against_auto_answer() {
     let target = server.sip.to_string();
     let run = run_sipp(
         &sipp,
-        &["-sn", "uac", &target, "-m", "5000", "-r", "500", "-timeout", "90", "-timeout_error"],
+        &[
+            "-sn",
+            "uac",
+            &target,
+            "-m",
+            "5000",
+            "-r",
+            "500",
+            "-timeout",
+            "90",
+            "-timeout_error",
+        ],
         Duration::from_secs(120),
     );
     assert!(run.success, "sipp failed:\n{}", run.screen);
     assert_eq!(run.successful_calls, 5000, "{}", run.screen);
     assert_eq!(run.failed_calls, 0, "{}", run.screen);
     // Every dialog ended: the count is back to 0 (BYE answered, nothing left behind).
-    assert_eq!(wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)), 0);
+    assert_eq!(
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+        0
+    );
     let m = server.metrics();
     assert_eq!(sum_metric(&m, "sipshard_dialogs_created_total", ""), 5000);
-    assert_eq!(sum_metric(&m, "sipshard_requests_received_total", "method=\"INVITE\""), 5000);
-    assert_eq!(sum_metric(&m, "sipshard_requests_received_total", "method=\"BYE\""), 5000);
+    assert_eq!(
+        sum_metric(&m, "sipshard_requests_received_total", "method=\"INVITE\""),
+        5000
+    );
+    assert_eq!(
+        sum_metric(&m, "sipshard_requests_received_total", "method=\"BYE\""),
+        5000
+    );
     assert_eq!(sum_metric(&m, "sipshard_rejected_503_total", ""), 0);
     assert_eq!(sum_metric(&m, "sipshard_drops_total", ""), 0);
     assert!(server.stop(), "graceful stop exits 0");
@@ -53,24 +73,56 @@ fn four_shards_10000_calls_each_dialog_stays_on_one_shard() {
     let target = server.sip.to_string();
     let run = run_sipp(
         &sipp,
-        &["-sn", "uac", &target, "-m", "10000", "-r", "2000", "-l", "4000", "-timeout", "90", "-timeout_error"],
+        &[
+            "-sn",
+            "uac",
+            &target,
+            "-m",
+            "10000",
+            "-r",
+            "2000",
+            "-l",
+            "4000",
+            "-timeout",
+            "90",
+            "-timeout_error",
+        ],
         Duration::from_secs(120),
     );
     assert!(run.success, "sipp failed:\n{}", run.screen);
     assert_eq!(run.successful_calls, 10_000, "{}", run.screen);
-    assert_eq!(wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)), 0);
+    assert_eq!(
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+        0
+    );
     let m = server.metrics();
     let mut total = 0;
     for shard in 0..4 {
         let s = format!("shard=\"{shard}\"");
-        let invites = sum_metric(&m, "sipshard_requests_received_total", &format!("{s},method=\"INVITE\""));
-        let acks = sum_metric(&m, "sipshard_requests_received_total", &format!("{s},method=\"ACK\""));
-        let byes = sum_metric(&m, "sipshard_requests_received_total", &format!("{s},method=\"BYE\""));
+        let invites = sum_metric(
+            &m,
+            "sipshard_requests_received_total",
+            &format!("{s},method=\"INVITE\""),
+        );
+        let acks = sum_metric(
+            &m,
+            "sipshard_requests_received_total",
+            &format!("{s},method=\"ACK\""),
+        );
+        let byes = sum_metric(
+            &m,
+            "sipshard_requests_received_total",
+            &format!("{s},method=\"BYE\""),
+        );
         let created = sum_metric(&m, "sipshard_dialogs_created_total", &s);
         // Every INVITE, ACK and BYE of a dialog reached the shard that created it: a
         // BYE anywhere else would have found no dialog (481) and failed the call.
         assert!(invites > 0, "shard {shard} got no calls:\n{m}");
-        assert_eq!((acks, byes, created), (invites, invites, invites), "shard {shard}");
+        assert_eq!(
+            (acks, byes, created),
+            (invites, invites, invites),
+            "shard {shard}"
+        );
         total += invites;
     }
     assert_eq!(total, 10_000);
@@ -89,13 +141,31 @@ fn sipp_register_scenario_against_registrar() {
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/register.xml");
     let run = run_sipp(
         &sipp,
-        &["-sf", scenario, &target, "-m", "500", "-r", "250", "-timeout", "60", "-timeout_error"],
+        &[
+            "-sf",
+            scenario,
+            &target,
+            "-m",
+            "500",
+            "-r",
+            "250",
+            "-timeout",
+            "60",
+            "-timeout_error",
+        ],
         Duration::from_secs(90),
     );
     assert!(run.success, "sipp failed:\n{}", run.screen);
     assert_eq!(run.successful_calls, 500, "{}", run.screen);
     let m = server.metrics();
-    assert_eq!(sum_metric(&m, "sipshard_requests_received_total", "method=\"REGISTER\""), 2500);
+    assert_eq!(
+        sum_metric(
+            &m,
+            "sipshard_requests_received_total",
+            "method=\"REGISTER\""
+        ),
+        2500
+    );
 }
 
 #[test]
@@ -106,12 +176,26 @@ fn sipp_branchc_registers_then_calls_the_registrar() {
     // branchc: REGISTER, INVITE, ACK, 5 s of call, BYE, 4 s pause.
     let run = run_sipp(
         &sipp,
-        &["-sn", "branchc", &target, "-m", "20", "-r", "20", "-timeout", "60", "-timeout_error"],
+        &[
+            "-sn",
+            "branchc",
+            &target,
+            "-m",
+            "20",
+            "-r",
+            "20",
+            "-timeout",
+            "60",
+            "-timeout_error",
+        ],
         Duration::from_secs(90),
     );
     assert!(run.success, "sipp failed:\n{}", run.screen);
     assert_eq!(run.successful_calls, 20, "{}", run.screen);
-    assert_eq!(wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)), 0);
+    assert_eq!(
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+        0
+    );
 }
 
 /// SIPp's built-in uas answering calls that sipshard places through `DialogManager`:
@@ -127,7 +211,15 @@ async fn dialog_manager_places_1000_calls_to_sipp_uas() {
     let uas = common::peers::spawn_sipp(
         &sipp,
         port,
-        &["-sn", "uas", "-m", "1000", "-timeout", "90", "-timeout_error"],
+        &[
+            "-sn",
+            "uas",
+            "-m",
+            "1000",
+            "-timeout",
+            "90",
+            "-timeout_error",
+        ],
         &std::env::temp_dir(),
     );
     let mut config = RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
@@ -159,7 +251,10 @@ async fn dialog_manager_places_1000_calls_to_sipp_uas() {
         for e in batch {
             match e.event {
                 SessionEvent::CallAnswered { dialog, .. } => {
-                    manager.send_request(&dialog, Method::Bye, None).await.unwrap();
+                    manager
+                        .send_request(&dialog, Method::Bye, None)
+                        .await
+                        .unwrap();
                 }
                 SessionEvent::CallTerminated { reason, .. } => {
                     ended += 1;
@@ -174,7 +269,10 @@ async fn dialog_manager_places_1000_calls_to_sipp_uas() {
         }
     }
     assert_eq!(completed, 1000, "failures: {failures:?}");
-    let stats = manager.stop(StopPolicy::Wait, Duration::from_secs(5)).await.unwrap();
+    let stats = manager
+        .stop(StopPolicy::Wait, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(stats.dialogs(), 0);
     assert_eq!(stats.total.transactions.timeouts, 0);
     let run = common::peers::wait_sipp(uas, Duration::from_secs(30));

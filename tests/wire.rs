@@ -30,7 +30,11 @@ fn snapshot(server: &Server) -> (u64, Outcome) {
     let m = server.metrics();
     let mut o = Outcome::default();
     for (i, slot) in o.sent.iter_mut().enumerate() {
-        *slot = sum_metric(&m, "sipshard_responses_sent_total", &format!("class=\"{}xx\"", i + 1));
+        *slot = sum_metric(
+            &m,
+            "sipshard_responses_sent_total",
+            &format!("class=\"{}xx\"", i + 1),
+        );
     }
     o.parse_drops = sum_metric(&m, "sipshard_drops_total", "reason=\"parse_error\"");
     o.stray = sum_metric(&m, "sipshard_drops_total", "reason=\"stray_response\"");
@@ -63,8 +67,8 @@ fn expected_class(file: &str) -> Option<usize> {
         // Valid requests an auto-answer endpoint serves: INVITE → 180/200, others 2xx
         // (OPTIONS) or 4xx (REGISTER is no method of auto-answer mode: 405; extension
         // methods 405; MESSAGE outside a dialog 405).
-        "esc01.dat" | "lwsdisp.dat" | "longreq.dat" | "semiuri.dat"
-        | "transports.dat" | "inv2543.dat" | "invut.dat" => Some(2),
+        "esc01.dat" | "lwsdisp.dat" | "longreq.dat" | "semiuri.dat" | "transports.dat"
+        | "inv2543.dat" | "invut.dat" => Some(2),
         // OPTIONS outside a dialog: 200. badbranch's bare magic cookie falls back to
         // RFC 2543 matching, which RFC 4475 §3.2.1 allows (or a 400).
         "zeromf.dat" | "badbranch.dat" => Some(2),
@@ -75,9 +79,9 @@ fn expected_class(file: &str) -> Option<usize> {
         // §3.1.2 and §3.3: refused with a 4xx (400, 416, 420, …) or 505.
         "badinv01.dat" | "clerr.dat" | "scalar02.dat" | "quotbal.dat" | "ltgtruri.dat"
         | "lwsruri.dat" | "lwsstart.dat" | "trws.dat" | "escruri.dat" | "baddate.dat"
-        | "regbadct.dat" | "badaspec.dat" | "baddn.dat" | "mismatch01.dat"
-        | "mismatch02.dat" | "insuf.dat" | "unkscm.dat" | "unksm2.dat" | "bext01.dat"
-        | "multi01.dat" | "sdp01.dat" | "ncl.dat" | "mcl01.dat" => Some(4),
+        | "regbadct.dat" | "badaspec.dat" | "baddn.dat" | "mismatch01.dat" | "mismatch02.dat"
+        | "insuf.dat" | "unkscm.dat" | "unksm2.dat" | "bext01.dat" | "multi01.dat"
+        | "sdp01.dat" | "ncl.dat" | "mcl01.dat" => Some(4),
         "badvers.dat" => Some(5),
         // Responses: discarded (they match nothing here). test.dat has no SIP version in
         // its request line: no response can be formed.
@@ -92,7 +96,14 @@ fn expected_class(file: &str) -> Option<usize> {
 
 #[test]
 fn every_rfc4475_message_gets_its_answer_and_the_server_keeps_serving() {
-    let server = Server::start(&["--mode", "auto-answer", "--shards", "2", "--stop-deadline-s", "1"]);
+    let server = Server::start(&[
+        "--mode",
+        "auto-answer",
+        "--shards",
+        "2",
+        "--stop-deadline-s",
+        "1",
+    ]);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     let rows = common::manifest("rfc4475/manifest.tsv");
     assert!(rows.len() >= 50, "manifest lists the 50 files");
@@ -118,7 +129,9 @@ fn every_rfc4475_message_gets_its_answer_and_the_server_keeps_serving() {
         let dropped = d.parse_drops + d.stray;
         let ok = match expected_class(file) {
             Some(RETRANSMISSION) => answered.is_empty() && d.absorbed == 1 && d.resent == 1,
-            Some(class) => answered.contains(&class) && answered.iter().all(|&c| c == class || c == 1),
+            Some(class) => {
+                answered.contains(&class) && answered.iter().all(|&c| c == class || c == 1)
+            }
             None => answered.is_empty() && (dropped > 0 || d.responses_in > 0),
         };
         report.push(format!(
@@ -137,12 +150,16 @@ fn every_rfc4475_message_gets_its_answer_and_the_server_keeps_serving() {
         server.sip,
         client.local_addr().unwrap()
     );
-    client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     client.send_to(options.as_bytes(), server.sip).unwrap();
     // Files whose Via asked for rport were answered to this socket too: skip those.
     let mut buf = [0u8; 4096];
     let answer = loop {
-        let (n, _) = client.recv_from(&mut buf).expect("the server still answers");
+        let (n, _) = client
+            .recv_from(&mut buf)
+            .expect("the server still answers");
         let text = String::from_utf8_lossy(&buf[..n]).into_owned();
         if text.contains("Call-ID: wire-check") {
             break text;

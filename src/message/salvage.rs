@@ -23,10 +23,13 @@ pub struct Salvaged {
 
 /// Builds a `status` response to a request datagram that did not parse; `None` for a
 /// response, a datagram with no request line, or a request without a Via.
-pub fn salvage_response(datagram: &[u8], status: u16, reason: &str, tag: &[u8]) -> Option<Salvaged> {
-    let start = datagram
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')?;
+pub fn salvage_response(
+    datagram: &[u8],
+    status: u16,
+    reason: &str,
+    tag: &[u8],
+) -> Option<Salvaged> {
+    let start = datagram.iter().position(|&b| b != b'\r' && b != b'\n')?;
     let mut lines = logical_lines(&datagram[start..]);
     let request_line = lines.next()?;
     // An ACK is never answered (§17.1.1.3, §17.2.1).
@@ -92,7 +95,8 @@ fn logical_lines(head: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
         .peekable();
     std::iter::from_fn(move || {
         let mut line = raw.next()?.to_vec();
-        while let Some(next) = raw.next_if(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t')) {
+        while let Some(next) = raw.next_if(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t'))
+        {
             line.push(b' ');
             line.extend_from_slice(trim(next));
         }
@@ -123,20 +127,25 @@ fn copied_header(name: &[u8]) -> Option<&'static str> {
     NAMES
         .iter()
         .find(|(long, short, _)| {
-            name.eq_ignore_ascii_case(long) || (!short.is_empty() && name.eq_ignore_ascii_case(short))
+            name.eq_ignore_ascii_case(long)
+                || (!short.is_empty() && name.eq_ignore_ascii_case(short))
         })
         .map(|(_, _, canonical)| *canonical)
 }
 
 fn contains_tag(value: &[u8]) -> bool {
-    value
-        .windows(4)
-        .any(|w| w.eq_ignore_ascii_case(b"tag="))
+    value.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag="))
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end]
 }
 
@@ -168,15 +177,45 @@ mod tests {
 
     #[test]
     fn refuses_responses_and_requests_without_via() {
-        assert!(salvage_response(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n", 400, "x", b"t").is_none());
-        assert!(salvage_response(b"INVITE sip:a SIP/2.0\r\nTo: <sip:a>\r\n\r\n", 400, "x", b"t").is_none());
+        assert!(
+            salvage_response(
+                b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\n\r\n",
+                400,
+                "x",
+                b"t"
+            )
+            .is_none()
+        );
+        assert!(
+            salvage_response(
+                b"INVITE sip:a SIP/2.0\r\nTo: <sip:a>\r\n\r\n",
+                400,
+                "x",
+                b"t"
+            )
+            .is_none()
+        );
         assert!(salvage_response(b"garbage", 400, "x", b"t").is_none());
-        assert!(salvage_response(b"ACK sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n", 400, "x", b"t").is_none());
+        assert!(
+            salvage_response(
+                b"ACK sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n",
+                400,
+                "x",
+                b"t"
+            )
+            .is_none()
+        );
     }
 
     #[test]
     fn an_unreadable_top_via_means_answer_the_source_and_rport_too() {
-        let s = salvage_response(b"OPTIONS sip:a SIP/2.0\r\nVia: ;;,;\r\n\r\n", 400, "x", b"t").unwrap();
+        let s = salvage_response(
+            b"OPTIONS sip:a SIP/2.0\r\nVia: ;;,;\r\n\r\n",
+            400,
+            "x",
+            b"t",
+        )
+        .unwrap();
         assert_eq!(s.via_port, None);
         let s = salvage_response(
             b"OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h:7;rport;branch=z9hG4bKx\r\n\r\n",

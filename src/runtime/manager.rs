@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::TransactionHandle;
 use super::udp::bind_shared;
 use super::worker::{Inbound, ShardHandle, Waker, Worker};
 use super::{DialogStats, RuntimeConfig, SessionCoordinationEvent, ShardReport, StopPolicy};
-use super::TransactionHandle;
 use crate::dialog::DialogId;
 use crate::message::{Host, Method, Uri};
 use crate::shard::{
@@ -79,7 +79,8 @@ impl DialogManager {
         };
         let transport = |e: std::io::Error| DialogError::Transport(e.to_string());
         // The first socket fixes the port (when 0 was asked); the others share it.
-        let first = bind_shared(self.config.listen, self.config.socket_buffer).map_err(transport)?;
+        let first =
+            bind_shared(self.config.listen, self.config.socket_buffer).map_err(transport)?;
         let local_addr = first.local_addr().map_err(transport)?;
         let mut sockets = vec![first];
         for _ in 1..count {
@@ -243,7 +244,10 @@ impl DialogManager {
                 })?;
                 let (headers, body) = match body {
                     Some((content_type, b)) => (
-                        vec![("Content-Type".to_owned(), Bytes::copy_from_slice(content_type.as_bytes()))],
+                        vec![(
+                            "Content-Type".to_owned(),
+                            Bytes::copy_from_slice(content_type.as_bytes()),
+                        )],
                         b,
                     ),
                     None => (Vec::new(), Bytes::new()),
@@ -305,7 +309,10 @@ impl DialogManager {
         command: DialogCommand,
     ) -> Result<CommandOutcome, DialogError> {
         let running = self.running()?;
-        let handle = running.shards.get(shard).ok_or(DialogError::DialogNotFound)?;
+        let handle = running
+            .shards
+            .get(shard)
+            .ok_or(DialogError::DialogNotFound)?;
         let (reply, answer) = oneshot::channel();
         handle
             .try_send(Inbound::Command(command, reply))
@@ -344,7 +351,10 @@ impl DialogManager {
         }
         let mut reports = Vec::with_capacity(pending.len());
         for rx in pending {
-            reports.push(rx.await.map_err(|_| DialogError::SessionCoordinationFailed)?);
+            reports.push(
+                rx.await
+                    .map_err(|_| DialogError::SessionCoordinationFailed)?,
+            );
         }
         Ok(DialogStats::from_reports(reports))
     }

@@ -8,9 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
 use bytes::Bytes;
-use nix::sys::socket::{
-    MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
-};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::transaction::Transmit;
@@ -59,7 +57,11 @@ impl BatchReceiver {
     }
 
     /// One non-blocking `recvmmsg`; an empty batch when nothing is waiting.
-    pub(crate) fn receive(&mut self, socket: &UdpSocket, out: &mut Received) -> std::io::Result<()> {
+    pub(crate) fn receive(
+        &mut self,
+        socket: &UdpSocket,
+        out: &mut Received,
+    ) -> std::io::Result<()> {
         let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
             .buffers
             .iter_mut()
@@ -107,10 +109,8 @@ impl BatchSender {
     pub(crate) fn send(&mut self, socket: &UdpSocket, transmits: &[Transmit]) -> u64 {
         let mut failed = 0;
         for chunk in transmits.chunks(BATCH) {
-            let slices: Vec<[IoSlice<'_>; 1]> = chunk
-                .iter()
-                .map(|t| [IoSlice::new(&t.payload)])
-                .collect();
+            let slices: Vec<[IoSlice<'_>; 1]> =
+                chunk.iter().map(|t| [IoSlice::new(&t.payload)]).collect();
             let addrs: Vec<Option<SockaddrStorage>> = chunk
                 .iter()
                 .map(|t| Some(SockaddrStorage::from(t.destination)))

@@ -18,13 +18,10 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::udp::{BatchReceiver, BatchSender, Received};
-use super::{
-    AppMode, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy,
-};
+use super::{AppMode, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy};
 use crate::dialog::DialogId;
 use crate::shard::{
-    Admission, CommandOutcome, DialogCommand, DialogError, SessionEvent, Shard,
-    shard_for_datagram,
+    Admission, CommandOutcome, DialogCommand, DialogError, SessionEvent, Shard, shard_for_datagram,
 };
 use crate::timer::TimerWheel;
 use crate::transaction::Transmit;
@@ -41,7 +38,10 @@ pub(crate) enum Inbound {
     /// A snapshot of the counters.
     Stats(tokio::sync::oneshot::Sender<ShardReport>),
     /// Stop taking calls; end by `deadline` as the policy says.
-    Stop { policy: StopPolicy, deadline: Instant },
+    Stop {
+        policy: StopPolicy,
+        deadline: Instant,
+    },
 }
 
 /// The part of a shard thread other threads may touch: its queue and its wake-up.
@@ -83,8 +83,7 @@ impl Waker {
         // Pairs with the fence in `Worker::sleep`: either the shard sees our message in
         // its queue, or we see it asleep and write.
         fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel)
-        {
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
             self.writes.fetch_add(1, Ordering::Relaxed);
             let _ = self.fd.write(1);
         }

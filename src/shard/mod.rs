@@ -412,9 +412,7 @@ impl DialogError {
     pub fn is_recoverable(&self) -> bool {
         matches!(
             self,
-            DialogError::Overloaded
-                | DialogError::TransactionError(_)
-                | DialogError::Transport(_)
+            DialogError::Overloaded | DialogError::TransactionError(_) | DialogError::Transport(_)
         )
     }
 }

@@ -198,23 +198,25 @@ impl Shard {
         }
         if !request.accepts("application", "sdp") {
             // RFC 4475 §3.3.15: our answer would be SDP, which the caller refuses.
-            let warning = format!("399 {} \"Only application/sdp is supported\"", self.config.local_addr);
+            let warning = format!(
+                "399 {} \"Only application/sdp is supported\"",
+                self.config.local_addr
+            );
             return self.reject_request(
                 now,
                 txn,
                 &request,
                 406,
-                &[("Accept", b"application/sdp"), ("Warning", warning.as_bytes())],
+                &[
+                    ("Accept", b"application/sdp"),
+                    ("Warning", warning.as_bytes()),
+                ],
             );
         }
         // RFC 2543 peers (RFC 4475 §3.4.1) send no From tag, and may send no Contact: the
         // remote tag is then null (§12.1.1) and the target is the From URI.
-        let target = dialog::contact_uri(&request).or_else(|| {
-            request
-                .from_header()
-                .ok()
-                .map(|f| f.uri_bytes)
-        });
+        let target = dialog::contact_uri(&request)
+            .or_else(|| request.from_header().ok().map(|f| f.uri_bytes));
         let (Some(call_id), Ok(remote_tag), Some(target), Some(to), Some(remote), Ok(cseq)) = (
             request.call_id(),
             request.from_tag(),

@@ -42,7 +42,13 @@ impl Server {
     /// for it to print its addresses.
     pub fn start(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipshard"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+            ])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -79,7 +85,8 @@ impl Server {
         let addr = self.metrics.expect("started with --metrics");
         let mut s = TcpStream::connect(addr).expect("metrics endpoint accepts");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
@@ -144,7 +151,14 @@ pub fn free_udp_port() -> u16 {
 /// with [`wait_sipp`].
 pub fn spawn_sipp(sipp: &Path, port: u16, args: &[&str], dir: &Path) -> Child {
     Command::new(sipp)
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin", "-nd"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-nostdin",
+            "-nd",
+        ])
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())

@@ -26,7 +26,11 @@ use config::{Config, Mode, StopWith};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "sipshard", version, about = "A sharded SIP dialog server (RFC 3261)")]
+#[command(
+    name = "sipshard",
+    version,
+    about = "A sharded SIP dialog server (RFC 3261)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -281,8 +285,10 @@ async fn application(
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // No signal handling: run until killed.
         std::future::pending::<()>().await;
         return;

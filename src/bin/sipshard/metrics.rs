@@ -58,12 +58,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// The exposition text.
 pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
     let mut out = String::with_capacity(8192);
-    let mut family = |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
-        }
-    };
+    let mut family =
+        |name: &str, kind: &str, help: &str, samples: &mut dyn Iterator<Item = (String, u64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        };
     let per_shard = |f: &dyn Fn(&sipshard::runtime::ShardReport) -> u64| {
         stats
             .shards
@@ -77,8 +78,14 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         "Live dialogs by state.",
         &mut stats.shards.iter().flat_map(|r| {
             [
-                (format!("shard=\"{}\",state=\"early\"", r.shard), r.stats.dialogs_early),
-                (format!("shard=\"{}\",state=\"confirmed\"", r.shard), r.stats.dialogs_confirmed),
+                (
+                    format!("shard=\"{}\",state=\"early\"", r.shard),
+                    r.stats.dialogs_early,
+                ),
+                (
+                    format!("shard=\"{}\",state=\"confirmed\"", r.shard),
+                    r.stats.dialogs_confirmed,
+                ),
             ]
         }),
     );
@@ -112,15 +119,18 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         "Datagrams moved to the shard owning their Call-ID.",
         &mut per_shard(&|r| r.io.handed_over).into_iter(),
     );
-    const METHODS: [&str; 7] = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "other"];
+    const METHODS: [&str; 7] = [
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "other",
+    ];
     family(
         "sipshard_requests_received_total",
         "counter",
         "Requests received, by method.",
         &mut stats.shards.iter().flat_map(|r| {
-            METHODS.iter().zip(r.stats.requests_in).map(move |(m, v)| {
-                (format!("shard=\"{}\",method=\"{m}\"", r.shard), v)
-            })
+            METHODS
+                .iter()
+                .zip(r.stats.requests_in)
+                .map(move |(m, v)| (format!("shard=\"{}\",method=\"{m}\"", r.shard), v))
         }),
     );
     for (name, help, pick) in [
@@ -140,9 +150,10 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
             "counter",
             help,
             &mut stats.shards.iter().flat_map(|r| {
-                pick(r).into_iter().enumerate().map(move |(i, v)| {
-                    (format!("shard=\"{}\",class=\"{}xx\"", r.shard, i + 1), v)
-                })
+                pick(r)
+                    .into_iter()
+                    .enumerate()
+                    .map(move |(i, v)| (format!("shard=\"{}\",class=\"{}xx\"", r.shard, i + 1), v))
             }),
         );
     }
