@@ -116,6 +116,7 @@ impl DialogManager {
                 mode: self.config.mode.clone(),
                 coordinator: coordinator.clone(),
                 dialogs: shards[index].dialogs.clone(),
+                coalesce: self.config.coalesce,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("sipshard-{index}"))
@@ -315,7 +316,7 @@ impl DialogManager {
             .ok_or(DialogError::DialogNotFound)?;
         let (reply, answer) = oneshot::channel();
         handle
-            .try_send(Inbound::Command(command, reply))
+            .try_send(Inbound::Command(Box::new(command), reply))
             .map_err(|e| match e {
                 crossbeam_channel::TrySendError::Full(_) => DialogError::Overloaded,
                 crossbeam_channel::TrySendError::Disconnected(_) => {

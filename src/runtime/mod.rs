@@ -54,6 +54,10 @@ pub struct RuntimeConfig {
     pub queue_capacity: usize,
     /// Kernel socket buffer asked for, per socket and direction (bytes).
     pub socket_buffer: usize,
+    /// After a round that did work, sleep this long before the next instead of waking
+    /// per datagram (interrupt moderation): fewer wake-ups and fuller `recvmmsg` and
+    /// `sendmmsg` batches for up to this much added latency. Zero: wake at once.
+    pub coalesce: Duration,
 }
 
 impl RuntimeConfig {
@@ -67,6 +71,7 @@ impl RuntimeConfig {
             mode: AppMode::Application,
             queue_capacity: 4096,
             socket_buffer: 8 << 20,
+            coalesce: Duration::ZERO,
         }
     }
 }

@@ -33,8 +33,9 @@ pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<CommandOutcome, Dial
 pub(crate) enum Inbound {
     /// Datagrams another shard's socket received for our Call-IDs.
     Datagrams(Vec<(SocketAddr, Bytes)>),
-    /// A command from the application.
-    Command(DialogCommand, Reply),
+    /// A command from the application (boxed: commands are rare next to datagrams, and
+    /// this keeps every queue slot small).
+    Command(Box<DialogCommand>, Reply),
     /// A snapshot of the counters.
     Stats(tokio::sync::oneshot::Sender<ShardReport>),
     /// Stop taking calls; end by `deadline` as the policy says.
@@ -101,6 +102,8 @@ pub(crate) struct Worker {
     pub(crate) mode: AppMode,
     pub(crate) coordinator: Option<tokio::sync::mpsc::Sender<Vec<SessionCoordinationEvent>>>,
     pub(crate) dialogs: Arc<AtomicUsize>,
+    /// See [`RuntimeConfig::coalesce`](super::RuntimeConfig::coalesce).
+    pub(crate) coalesce: Duration,
 }
 
 /// Per-thread state of the loop.
@@ -169,8 +172,10 @@ impl Worker {
         };
         loop {
             let now = Instant::now();
+            let received = round.io.datagrams_received;
             let busy = self.receive(now, &mut round);
-            let inbound = self.take_inbound(now, &mut round);
+            let (inbound, took) = self.take_inbound(now, &mut round);
+            let worked = took || round.io.datagrams_received != received;
             self.fire_timers(now, &mut round);
             self.pass_events(now, &mut round);
             self.flush(&mut round);
@@ -180,9 +185,16 @@ impl Worker {
                 self.flush(&mut round);
                 break;
             }
-            if !busy && !inbound {
-                self.sleep(&epoll, &round);
+            if busy || inbound {
+                continue;
             }
+            if worked && !self.coalesce.is_zero() {
+                // Under load, let datagrams gather for a moment: one wake-up and one
+                // recvmmsg/sendmmsg pair then serve many, which is most of the CPU cost.
+                std::thread::sleep(self.coalesce);
+                continue;
+            }
+            self.sleep(&epoll, &round);
         }
         let io = round.io;
         self.dialogs.store(0, Ordering::Relaxed);
@@ -256,9 +268,9 @@ impl Worker {
         full
     }
 
-    /// Takes handed-over datagrams and commands; true if the queue had more.
-    fn take_inbound(&mut self, now: Instant, round: &mut Round) -> bool {
-        for _ in 0..INBOUND_PER_ROUND {
+    /// Takes handed-over datagrams and commands; (the queue had more, took any).
+    fn take_inbound(&mut self, now: Instant, round: &mut Round) -> (bool, bool) {
+        for taken in 0..INBOUND_PER_ROUND {
             match self.inbound.try_recv() {
                 Ok(Inbound::Datagrams(batch)) => {
                     for (from, datagram) in batch {
@@ -266,7 +278,7 @@ impl Worker {
                     }
                 }
                 Ok(Inbound::Command(command, reply)) => {
-                    let outcome = self.shard.handle_command(now, command);
+                    let outcome = self.shard.handle_command(now, *command);
                     let _ = reply.send(outcome);
                 }
                 Ok(Inbound::Stats(reply)) => {
@@ -282,10 +294,10 @@ impl Worker {
                         hard_deadline: None,
                     });
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return (false, taken > 0),
             }
         }
-        true
+        (true, true)
     }
 
     fn fire_timers(&mut self, now: Instant, round: &mut Round) {

@@ -208,8 +208,7 @@ pub fn run_sipp(sipp: &Path, args: &[&str], limit: Duration) -> SippRun {
 fn last_count(screen: &str, label: &str) -> u64 {
     screen
         .lines()
-        .filter(|l| l.trim_start().starts_with(label))
-        .last()
+        .rfind(|l| l.trim_start().starts_with(label))
         .and_then(|l| l.rsplit('|').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)

@@ -79,6 +79,8 @@ pub struct Limits {
     pub event_channel: usize,
     /// Kernel socket buffer per socket and direction (bytes).
     pub socket_buffer: usize,
+    /// Under load, gather datagrams this long between rounds (µs; 0: wake per datagram).
+    pub coalesce_us: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -111,6 +113,7 @@ max_dialogs = 1000000
 retry_after = 5
 event_channel = 1024
 socket_buffer = 8388608
+coalesce_us = 0
 
 [stop]
 deadline_s = 5
@@ -163,6 +166,7 @@ impl Default for Limits {
             retry_after: 5,
             event_channel: 1024,
             socket_buffer: 8 << 20,
+            coalesce_us: 0,
         }
     }
 }

@@ -39,7 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the embedded default configuration (TOML).
     DefaultConfig,
 }
@@ -82,6 +82,9 @@ struct ServeArgs {
     /// Most dialogs per shard (over it, new INVITEs get 503).
     #[arg(long)]
     max_dialogs: Option<usize>,
+    /// Under load, gather datagrams this long between rounds (µs; 0: wake per datagram).
+    #[arg(long)]
+    coalesce_us: Option<u64>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,7 +103,7 @@ fn main() -> std::process::ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            let config = match settle(args) {
+            let config = match settle(*args) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("sipshard: {e}");
@@ -167,6 +170,9 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.max_dialogs {
         c.limits.max_dialogs = v;
     }
+    if let Some(v) = args.coalesce_us {
+        c.limits.coalesce_us = v;
+    }
     Ok(c)
 }
 
@@ -175,6 +181,7 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
     r.shards = c.shards;
     r.advertised = c.advertised;
     r.socket_buffer = c.limits.socket_buffer;
+    r.coalesce = Duration::from_micros(c.limits.coalesce_us);
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.retry_after = c.limits.retry_after;
     r.mode = match c.mode {
