@@ -102,6 +102,7 @@ impl DialogManager {
         let coordinator = self.coordinator.lock().ok().and_then(|c| c.clone());
         let now = Instant::now();
         let mut threads = Vec::with_capacity(count);
+        let stopped = Arc::new(AtomicUsize::new(0));
         for (index, (socket, inbound)) in sockets.into_iter().zip(receivers).enumerate() {
             let mut shard_config = self.config.shard.clone();
             shard_config.local_addr = advertised;
@@ -117,6 +118,7 @@ impl DialogManager {
                 coordinator: coordinator.clone(),
                 dialogs: shards[index].dialogs.clone(),
                 coalesce: self.config.coalesce,
+                stopped: stopped.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("sipshard-{index}"))

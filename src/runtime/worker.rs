@@ -104,6 +104,10 @@ pub(crate) struct Worker {
     pub(crate) dialogs: Arc<AtomicUsize>,
     /// See [`RuntimeConfig::coalesce`](super::RuntimeConfig::coalesce).
     pub(crate) coalesce: Duration,
+    /// Shards whose stop is complete. A shard leaves only when all are: until then it
+    /// keeps answering new INVITEs 503 and handing datagrams over, so no Call-ID loses its
+    /// owner while another shard still has calls. Touched only while stopping.
+    pub(crate) stopped: Arc<AtomicUsize>,
 }
 
 /// Per-thread state of the loop.
@@ -131,6 +135,8 @@ enum Step {
 struct Stopping {
     policy: StopPolicy,
     deadline: Instant,
+    /// This shard counted itself in [`Worker::stopped`].
+    done: bool,
     /// After the deadline with [`StopPolicy::Bye`]: BYEs are out, wait this long for them.
     hard_deadline: Option<Instant>,
 }
@@ -291,6 +297,7 @@ impl Worker {
                     round.stop = Some(Stopping {
                         policy,
                         deadline,
+                        done: false,
                         hard_deadline: None,
                     });
                 }
@@ -431,8 +438,22 @@ impl Worker {
         round.transmits.clear();
     }
 
-    /// True when a stop is complete.
+    /// True when a stop is complete for every shard.
     fn finished(&mut self, now: Instant, round: &mut Round) -> bool {
+        let Some(stop) = &mut round.stop else {
+            return false;
+        };
+        if !stop.done && self.stop_complete(now, round) {
+            if let Some(stop) = &mut round.stop {
+                stop.done = true;
+            }
+            self.stopped.fetch_add(1, Ordering::AcqRel);
+        }
+        self.stopped.load(Ordering::Acquire) >= self.peers.len()
+    }
+
+    /// True when this shard's own calls are over, or its deadlines say to leave them.
+    fn stop_complete(&mut self, now: Instant, round: &mut Round) -> bool {
         let Some(stop) = &mut round.stop else {
             return false;
         };
