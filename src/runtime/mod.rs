@@ -25,7 +25,8 @@ mod udp;
 mod worker;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -86,6 +87,75 @@ pub enum AppMode {
     /// The shard threads answer every INVITE themselves (the benchmark target); events
     /// still go to a coordinator if one is set.
     AutoAnswer(AutoAnswer),
+    /// Application code runs on each shard thread, next to the protocol, with no channel
+    /// hop (a load generator, a B2BUA's fast path).
+    Inline(InlineApp),
+}
+
+/// Code that runs on one shard thread: it sees that shard's session events as they
+/// happen and issues commands to the same shard. It must not block: it runs between
+/// datagrams.
+pub trait ShardApp: Send {
+    /// A session event of this shard. Return it to pass it on to the coordinator (if
+    /// one is set), or `None` when handled.
+    fn on_event(
+        &mut self,
+        now: Instant,
+        event: SessionEvent,
+        shard: &mut ShardControl<'_>,
+    ) -> Option<SessionEvent>;
+
+    /// Called every round; returns when it next wants to be called (`None`: only on
+    /// events).
+    fn poll(&mut self, now: Instant, shard: &mut ShardControl<'_>) -> Option<Instant>;
+
+    /// The shard thread is leaving.
+    fn on_stop(&mut self, _shard: &mut ShardControl<'_>) {}
+}
+
+/// Makes the [`ShardApp`] of shard `index` of `count`.
+pub type ShardAppFactory = Arc<dyn Fn(usize, usize) -> Box<dyn ShardApp> + Send + Sync>;
+
+/// An inline application's factory.
+#[derive(Clone)]
+pub struct InlineApp(pub ShardAppFactory);
+
+impl std::fmt::Debug for InlineApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineApp")
+    }
+}
+
+/// What a [`ShardApp`] may do with its shard.
+pub struct ShardControl<'a> {
+    shard: &'a mut crate::shard::Shard,
+    index: usize,
+}
+
+impl ShardControl<'_> {
+    /// Runs a command on this shard at once.
+    pub fn command(
+        &mut self,
+        now: Instant,
+        command: crate::shard::DialogCommand,
+    ) -> Result<crate::shard::CommandOutcome, crate::shard::DialogError> {
+        self.shard.handle_command(now, command)
+    }
+
+    /// Live dialogs of this shard.
+    pub fn dialog_count(&self) -> usize {
+        self.shard.dialog_count()
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> ShardStats {
+        self.shard.stats()
+    }
+
+    /// Which shard this is.
+    pub fn index(&self) -> usize {
+        self.index
+    }
 }
 
 /// How auto-answer answers.

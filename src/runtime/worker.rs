@@ -120,6 +120,9 @@ struct Round {
     events: Vec<SessionCoordinationEvent>,
     /// Event batches the application's channel had no room for, oldest first.
     backlog: VecDeque<Vec<SessionCoordinationEvent>>,
+    /// The inline application, and when it wants to be polled next.
+    app: Option<Box<dyn super::ShardApp>>,
+    app_deadline: Option<Instant>,
     /// Auto-answer's delayed steps.
     delayed: TimerWheel<(DialogId, Step)>,
     io: IoStats,
@@ -175,6 +178,11 @@ impl Worker {
             delayed: TimerWheel::new(start, Duration::from_millis(1)),
             io: IoStats::default(),
             stop: None,
+            app: match &self.mode {
+                AppMode::Inline(factory) => Some((factory.0)(self.index, self.peers.len())),
+                _ => None,
+            },
+            app_deadline: None,
         };
         loop {
             let now = Instant::now();
@@ -183,6 +191,7 @@ impl Worker {
             let (inbound, took) = self.take_inbound(now, &mut round);
             let worked = took || round.io.datagrams_received != received;
             self.fire_timers(now, &mut round);
+            self.poll_app(now, &mut round);
             self.pass_events(now, &mut round);
             self.flush(&mut round);
             self.dialogs
@@ -201,6 +210,12 @@ impl Worker {
                 continue;
             }
             self.sleep(&epoll, &round);
+        }
+        if let Some(app) = &mut round.app {
+            app.on_stop(&mut super::ShardControl {
+                shard: &mut self.shard,
+                index: self.index,
+            });
         }
         let io = round.io;
         self.dialogs.store(0, Ordering::Relaxed);
@@ -316,11 +331,25 @@ impl Worker {
         }
     }
 
+    fn poll_app(&mut self, now: Instant, round: &mut Round) {
+        if let Some(app) = &mut round.app
+            && round.app_deadline.is_none_or(|d| d <= now)
+        {
+            round.app_deadline = app.poll(
+                now,
+                &mut super::ShardControl {
+                    shard: &mut self.shard,
+                    index: self.index,
+                },
+            );
+        }
+    }
+
     /// Runs one auto-answer step; a call that went away meanwhile is no error.
     fn auto_step(&mut self, now: Instant, dialog: &DialogId, step: Step, round: &mut Round) {
         let (send_ringing, answer_delay, sdp) = match &self.mode {
             AppMode::AutoAnswer(a) => (a.send_ringing, a.answer_delay, a.sdp.clone()),
-            AppMode::Application => return,
+            AppMode::Application | AppMode::Inline(_) => return,
         };
         match step {
             Step::Ring => {
@@ -358,6 +387,19 @@ impl Worker {
     /// mode; keeps the shard's admission in step with the channel's room.
     fn pass_events(&mut self, now: Instant, round: &mut Round) {
         while let Some(event) = self.shard.poll_event() {
+            let event = match &mut round.app {
+                Some(app) => {
+                    let mut control = super::ShardControl {
+                        shard: &mut self.shard,
+                        index: self.index,
+                    };
+                    match app.on_event(now, event, &mut control) {
+                        Some(e) => e,
+                        None => continue,
+                    }
+                }
+                None => event,
+            };
             match (&self.mode, &event) {
                 (AppMode::AutoAnswer(auto), SessionEvent::IncomingCall { dialog, .. }) => {
                     let ring_delay = auto.ring_delay;
@@ -496,6 +538,7 @@ impl Worker {
             }
         };
         consider(round.delayed.next_deadline());
+        consider(round.app_deadline);
         if !round.backlog.is_empty() {
             consider(Some(now + BACKLOG_RETRY));
         }

@@ -1,0 +1,121 @@
+//! The generator against itself on loopback: `uas` answers, `uac` calls; the JSON result,
+//! the report files, `compare`, and the `--max-failed` exit status.
+
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sipshard-load");
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn uas(port: u16, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args([
+            "uas",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--duration",
+            "30s",
+            "--shards",
+            "1",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn uac(port: u16, dir: &std::path::Path, name: &str, extra: &[&str]) -> (bool, serde_json::Value) {
+    let json = dir.join(format!("{name}.json"));
+    let mut child = Command::new(BIN)
+        .args([
+            "uac",
+            "--target",
+            &format!("127.0.0.1:{port}"),
+            "--rate",
+            "500",
+            "--calls",
+            "1000",
+        ])
+        .args(["--shards", "2", "--json"])
+        .arg(&json)
+        .arg("--report")
+        .arg(dir.join(format!("{name}.html")))
+        .arg("--hgrm")
+        .arg(dir.join(format!("{name}.hgrm")))
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "uac did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&json).unwrap();
+    (status.success(), serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn calls_against_the_own_uas_with_results_reports_and_gating() {
+    let dir = std::env::temp_dir().join(format!("sipshard-load-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let port = free_port();
+    let mut answering = uas(port, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, r) = uac(port, &dir, "a", &["--max-failed", "0"]);
+    let _ = answering.kill();
+    let _ = answering.wait();
+    assert!(ok, "{r}");
+    assert_eq!(r["established"], 1000);
+    assert_eq!(r["failed"], 0);
+    let rate = r["achieved_rate"].as_f64().unwrap();
+    assert!((400.0..=600.0).contains(&rate), "achieved_rate {rate}");
+    let p = &r["latency_ms"]["invite_to_200"];
+    assert!(
+        p["count"].as_u64().unwrap() > 0 && p["p50"].as_f64().unwrap() > 0.0,
+        "{p}"
+    );
+    let html = std::fs::read_to_string(dir.join("a.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("1000</b> established"));
+    let hgrm = std::fs::read_to_string(dir.join("a.hgrm")).unwrap();
+    assert!(hgrm.contains("Percentile") && hgrm.contains("Total count"));
+
+    // Half the calls refused with 486: the run fails the gate, and says why.
+    let port = free_port();
+    let mut refusing = uas(port, &["--answer-ratio", "0.5", "--failure-codes", "486"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, r) = uac(port, &dir, "b", &["--max-failed", "0.01"]);
+    let _ = refusing.kill();
+    let _ = refusing.wait();
+    assert!(!ok, "the failure ratio is over the gate");
+    let refused = r["failed_by_code"]["486"].as_u64().unwrap();
+    assert!((350..=650).contains(&refused), "{refused} refused");
+    assert_eq!(refused + r["established"].as_u64().unwrap(), 1000);
+
+    let out = Command::new(BIN)
+        .arg("compare")
+        .arg(dir.join("a.json"))
+        .arg(dir.join("b.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("achieved_rate") && text.contains("invite_to_200 p99"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
