@@ -1064,3 +1064,128 @@ fn terminate_ends_a_call_in_any_state() {
     p.run(Duration::from_secs(60));
     assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
 }
+
+fn standalone(method: &'static str, to: &str, destination: SocketAddr) -> DialogCommand {
+    let mut headers = Vec::new();
+    if method == "REGISTER" {
+        headers.push((
+            "Contact".to_owned(),
+            Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
+        ));
+        headers.push(("Expires".to_owned(), Bytes::from_static(b"300")));
+    }
+    DialogCommand::SendStandalone(Box::new(sipshard::shard::StandaloneRequest {
+        method: Bytes::from_static(method.as_bytes()),
+        request_uri: Bytes::from(format!("sip:{destination}")),
+        from: Bytes::from(to.to_owned()),
+        to: Bytes::from(to.to_owned()),
+        call_id: None,
+        cseq: 1,
+        destination,
+        headers,
+        body: Bytes::new(),
+    }))
+}
+
+fn standalone_results(events: &[SessionEvent]) -> Vec<(sipshard::transaction::ClientTxnId, u16)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::StandaloneResult {
+                request, status, ..
+            } => Some((*request, *status)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn register_and_options_outside_a_dialog_get_their_final_response() {
+    use sipshard::registrar::RegistrarConfig;
+    use sipshard::shard::RegisterMode;
+    let lossy = Conditions {
+        loss: 0.2,
+        duplicate: 0.1,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(30),
+    };
+    let mut p = Pair::new(7, lossy, UasPolicy::Answer);
+    let config = ShardConfig {
+        register: RegisterMode::Registrar(RegistrarConfig::default()),
+        ..ShardConfig::new(uas_addr())
+    };
+    p.uas = Shard::new(p.now, config);
+    let mut sent = Vec::new();
+    for method in ["REGISTER", "OPTIONS"] {
+        let out = p
+            .uac
+            .handle_command(
+                p.now,
+                standalone(method, "<sip:alice@example.com>", uas_addr()),
+            )
+            .unwrap();
+        let CommandOutcome::Request(txn) = out else {
+            panic!("{out:?}")
+        };
+        sent.push(txn);
+    }
+    p.run(Duration::from_secs(40));
+    // Loss may reorder them: each gets exactly one result.
+    let results = standalone_results(&p.uac_events);
+    assert_eq!(results.len(), 2, "{results:?}");
+    for txn in &sent {
+        assert!(results.contains(&(*txn, 200)), "{results:?}");
+    }
+    // The binding is in the registrar, with the Contact we gave.
+    let registrar = p.uas.registrar().unwrap();
+    assert_eq!(registrar.aor_count(), 1);
+    let register_ok = p
+        .uac_events
+        .iter()
+        .find_map(|e| match e {
+            SessionEvent::StandaloneResult {
+                request,
+                response: Some(r),
+                ..
+            } if *request == sent[0] => Some(r.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let contact = register_ok.contacts().next().unwrap().unwrap();
+    assert_eq!(contact.expires(), Ok(Some(300)));
+    // Nothing left behind, and no dialog was made.
+    assert_eq!(p.uac.transaction_count(), 0);
+    assert_eq!(p.uac.dialog_count(), 0);
+}
+
+#[test]
+fn a_standalone_request_nobody_answers_ends_in_408_and_invite_is_refused() {
+    let t0 = Instant::now();
+    let mut shard = Shard::new(t0, ShardConfig::new(uac_addr()));
+    let silent: SocketAddr = "127.0.0.1:5999".parse().unwrap();
+    let out = shard
+        .handle_command(t0, standalone("OPTIONS", "<sip:x@example.com>", silent))
+        .unwrap();
+    let CommandOutcome::Request(txn) = out else {
+        panic!("{out:?}")
+    };
+    let mut now = t0;
+    let mut events = Vec::new();
+    while let Some(next) = shard.poll_timeout() {
+        now = next;
+        shard.handle_timeout(now);
+        while shard.poll_transmit().is_some() {}
+        events.extend(std::iter::from_fn(|| shard.poll_event()));
+        if !events.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(standalone_results(&events), vec![(txn, 408)]);
+    // Timer F: 64·T1.
+    assert_eq!(now - t0, Duration::from_secs(32));
+    assert!(
+        shard
+            .handle_command(now, standalone("INVITE", "<sip:x@example.com>", silent))
+            .is_err()
+    );
+}

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::TransactionHandle;
+use super::{RequestHandle, TransactionHandle};
 use super::udp::bind_shared;
 use super::worker::{Inbound, ShardHandle, Waker, Worker};
 use super::{DialogStats, RuntimeConfig, SessionCoordinationEvent, ShardReport, StopPolicy};
 use crate::dialog::DialogId;
 use crate::message::{Host, Method, Uri};
 use crate::shard::{
-    CommandOutcome, DialogCommand, DialogError, Shard, ShardOwner, shard_for_call_id,
+    CommandOutcome, StandaloneRequest, DialogCommand, DialogError, Shard, ShardOwner, shard_for_call_id,
 };
 
 /// The dialog layer on its threads: create, [`start`](Self::start), place and answer
@@ -186,7 +186,30 @@ impl DialogManager {
         };
         match self.command_on(shard, command).await? {
             CommandOutcome::Call(id) => Ok(id),
-            CommandOutcome::Done => Err(DialogError::SessionCoordinationFailed),
+            _ => Err(DialogError::SessionCoordinationFailed),
+        }
+    }
+
+    /// Sends a request outside any dialog (REGISTER, OPTIONS, MESSAGE …). A given Call-ID
+    /// picks its owning shard; without one the shards take turns and each makes a Call-ID
+    /// of its own. The final response arrives as a
+    /// [`StandaloneResult`](crate::shard::SessionEvent::StandaloneResult) event from the
+    /// shard the handle names.
+    pub async fn send_standalone(
+        &self,
+        request: StandaloneRequest,
+    ) -> Result<RequestHandle, DialogError> {
+        let running = self.running()?;
+        let shard = match &request.call_id {
+            Some(c) => shard_for_call_id(c, running.shards.len()),
+            None => running.next_call.fetch_add(1, Ordering::Relaxed) % running.shards.len(),
+        };
+        match self
+            .command_on(shard, DialogCommand::SendStandalone(Box::new(request)))
+            .await?
+        {
+            CommandOutcome::Request(request) => Ok(RequestHandle { shard, request }),
+            _ => Err(DialogError::SessionCoordinationFailed),
         }
     }
 

@@ -225,6 +225,17 @@ pub struct TransactionHandle {
     pub txn: ServerTxnId,
 }
 
+/// A request we sent outside any dialog, with its shard: the
+/// [`StandaloneResult`](crate::shard::SessionEvent::StandaloneResult) event for it comes
+/// from that shard and names `request`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHandle {
+    /// The shard that sent it.
+    pub shard: usize,
+    /// Its client transaction.
+    pub request: crate::transaction::ClientTxnId,
+}
+
 /// I/O counters of one shard thread.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IoStats {

@@ -29,15 +29,17 @@
 //! In-dialog INFO, MESSAGE, UPDATE (a target refresh), NOTIFY and REFER from the peer go to
 //! the application ([`SessionEvent::DialogRequest`], answered with `Respond`); ours are sent
 //! with `SendRequest`, and 481/408/no answer ends the dialog (§12.2.1.2). `Terminate` ends a
-//! call in any state.
+//! call in any state. Requests outside a dialog (REGISTER, OPTIONS, MESSAGE) are sent with
+//! `SendStandalone`; the incoming ones are answered as above.
 //! Not yet: PRACK and reliable provisionals (RFC 3262), UPDATE offer/answer rules (RFC 3311
 //! 491), SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER's implicit subscription (RFC 3515),
-//! Replaces (RFC 3891), out-of-dialog MESSAGE, and the throughput target of
+//! Replaces (RFC 3891), and the throughput target of
 //! `shard/call_flow`.
 
 mod register;
 mod reinvite;
 mod requests;
+mod standalone;
 mod uac;
 mod uas;
 
@@ -50,6 +52,8 @@ use bytes::{Bytes, BytesMut};
 use crate::dialog::{Dialog, DialogId, DialogState};
 use crate::message::{BuildError, IdGenerator, Message};
 use crate::timer::TimerHandle;
+
+pub use standalone::StandaloneRequest;
 use crate::transaction::{
     ClientTxnId, ServerTxnId, TimerConfig, TransactionLayer, Transmit, TxnError, TxnEvent,
 };
@@ -264,6 +268,15 @@ pub enum SessionEvent {
         /// The response, when one came.
         response: Option<Message>,
     },
+    /// The final response to a request sent with [`DialogCommand::SendStandalone`].
+    StandaloneResult {
+        /// What the command returned.
+        request: ClientTxnId,
+        /// The final status (408 when none came).
+        status: u16,
+        /// The response, when one came.
+        response: Option<Message>,
+    },
     /// A REGISTER, in [`RegisterMode::Event`]: answer with [`DialogCommand::Respond`].
     RegistrationRequest {
         /// The server transaction to answer on.
@@ -353,6 +366,9 @@ pub enum DialogCommand {
         /// The dialog, or the MakeCall handle.
         dialog: DialogId,
     },
+    /// Send a request outside any dialog (REGISTER, OPTIONS, MESSAGE …); the outcome
+    /// comes as [`SessionEvent::StandaloneResult`].
+    SendStandalone(Box<StandaloneRequest>),
     /// Answer a request the application was handed (RegistrationRequest, DialogRequest).
     Respond {
         /// Its server transaction.
@@ -371,6 +387,9 @@ pub enum CommandOutcome {
     Done,
     /// MakeCall: the handle of the new call.
     Call(DialogId),
+    /// SendStandalone: the request's transaction, which its
+    /// [`SessionEvent::StandaloneResult`] names.
+    Request(ClientTxnId),
 }
 
 /// Why a command was refused.
@@ -628,6 +647,8 @@ pub struct Shard {
     reinvites: ahash::HashMap<ClientTxnId, u32>,
     /// Our other in-dialog requests (SendRequest) → their dialog.
     requests: ahash::HashMap<ClientTxnId, u32>,
+    /// Our requests outside any dialog (SendStandalone) awaiting their final response.
+    standalone: ahash::HashMap<ClientTxnId, ()>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
     /// Unanswered INVITEs by (Call-ID, From tag, CSeq): a second INVITE with the same
@@ -682,6 +703,7 @@ impl Shard {
             calls: ahash::HashMap::default(),
             reinvites: ahash::HashMap::default(),
             requests: ahash::HashMap::default(),
+            standalone: ahash::HashMap::default(),
             by_server_txn: ahash::HashMap::default(),
             by_origin: ahash::HashMap::default(),
             registrar,
@@ -881,6 +903,9 @@ impl Shard {
             DialogCommand::Terminate { dialog } => {
                 self.terminate(now, &dialog).map(|()| CommandOutcome::Done)
             }
+            DialogCommand::SendStandalone(request) => self
+                .send_standalone(now, &request)
+                .map(CommandOutcome::Request),
             DialogCommand::Respond {
                 txn,
                 status,
@@ -918,6 +943,7 @@ impl Shard {
                         self.by_client_txn.remove(&c);
                         self.reinvites.remove(&c);
                         self.requests.remove(&c);
+                        self.standalone_failed(c);
                         self.invite_ended(c);
                     }
                 }
@@ -1036,6 +1062,18 @@ impl Shard {
         via.extend_from_slice(branch.as_bytes());
         via.extend_from_slice(b";rport");
         (via, Bytes::copy_from_slice(branch.as_bytes()))
+    }
+
+    /// A fresh Call-ID that hashes to this shard, so the runtime brings the peer's answers
+    /// back here (expected `count` tries).
+    fn owned_call_id(&mut self) -> crate::message::CallIdValue {
+        let mut call_id = self.ids.call_id();
+        if let Some(owner) = self.config.owner {
+            while shard_for_call_id(call_id.as_bytes(), owner.count) != owner.index {
+                call_id = self.ids.call_id();
+            }
+        }
+        call_id
     }
 
     fn contact(&self) -> Vec<u8> {

@@ -27,14 +27,7 @@ impl Shard {
         if self.admission == super::Admission::Stopping {
             return Err(DialogError::ShuttingDown);
         }
-        let mut call_id = self.ids.call_id();
-        if let Some(owner) = self.config.owner {
-            // Expected `count` tries: the Call-ID must hash to this shard so the runtime
-            // brings the peer's answers back here.
-            while super::shard_for_call_id(call_id.as_bytes(), owner.count) != owner.index {
-                call_id = self.ids.call_id();
-            }
-        }
+        let call_id = self.owned_call_id();
         let tag = self.ids.tag();
         let (via, branch) = self.via();
         let contact = self.contact();
@@ -169,6 +162,9 @@ impl Shard {
         }
         if let Some(&index) = self.reinvites.get(&txn) {
             return self.reinvite_response(now, index, &response);
+        }
+        if self.standalone.contains_key(&txn) {
+            return self.standalone_response(txn, response);
         }
         if let Some(&index) = self.requests.get(&txn) {
             if response.status().is_some_and(|c| c >= 200) {

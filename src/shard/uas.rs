@@ -636,6 +636,9 @@ impl Shard {
         if self.calls.contains_key(&client) {
             return self.end_unanswered(client, reason);
         }
+        if self.standalone.contains_key(&client) {
+            return self.standalone_failed(client);
+        }
         if let Some(index) = self.requests.remove(&client) {
             // §12.2.1.2: no response to an in-dialog request ends the dialog.
             return self.request_failed(index, 408, None);
