@@ -42,7 +42,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Place calls (basic call: INVITE, 180/200, ACK, hold, BYE).
+    /// Place calls or requests (--scenario basic|register|options|cancel|reinvite).
     Uac(Box<UacArgs>),
     /// Answer calls.
     Uas(Box<UasArgs>),
@@ -74,7 +74,10 @@ struct UacArgs {
     /// Where to send the calls.
     #[arg(long)]
     target: SocketAddr,
-    /// Calls per second at full rate.
+    /// What each attempt does.
+    #[arg(long, value_enum, default_value = "basic")]
+    scenario: uac::Scenario,
+    /// Attempts (calls, REGISTERs, OPTIONS) per second at full rate.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
     /// Calls to place.
@@ -89,9 +92,13 @@ struct UacArgs {
     /// Most calls up at once.
     #[arg(long, default_value_t = 100_000)]
     max_concurrent: usize,
-    /// Hold time between answer and BYE.
+    /// Hold time between answer (or the re-INVITE's 200) and BYE.
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     hold: Duration,
+    /// Cancel scenario: time from the INVITE to the CANCEL (sent once the peer has sent a
+    /// provisional response, §9.1).
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    cancel_after: Duration,
     /// Local address.
     #[arg(long, default_value = "127.0.0.1:0")]
     local: SocketAddr,
@@ -112,6 +119,9 @@ struct UasArgs {
     answer_ratio: f64,
     #[arg(long, value_delimiter = ',', default_value = "486")]
     failure_codes: Vec<u16>,
+    /// Keep REGISTER bindings (a registrar) instead of refusing REGISTER with 405.
+    #[arg(long)]
+    registrar: bool,
     /// Stop after this many calls ended.
     #[arg(long)]
     calls: Option<u64>,
@@ -173,6 +183,9 @@ fn run_uac(args: UacArgs) -> Outcome {
     let start = Instant::now() + Duration::from_millis(200);
     let to = format!("<sip:load@{}>", args.target);
     let plan = uac::UacPlan {
+        scenario: args.scenario,
+        cancel_after: args.cancel_after,
+        shard: 0,
         rate: args.rate / shards as f64,
         calls: 0,
         duration: args.duration,
@@ -190,6 +203,7 @@ fn run_uac(args: UacArgs) -> Outcome {
     };
     let factory = move |index: usize, count: usize| -> Box<dyn sipshard::runtime::ShardApp> {
         let mut p = plan.clone();
+        p.shard = index;
         // Shard i places calls i, i+count, …: the shares add up to `calls`.
         p.calls = if calls == u64::MAX {
             u64::MAX
@@ -204,18 +218,31 @@ fn run_uac(args: UacArgs) -> Outcome {
     let limit = args.duration.unwrap_or_else(|| {
         Duration::from_secs_f64(calls as f64 / args.rate.max(0.001) + args.ramp.as_secs_f64())
     }) + Duration::from_secs(45);
-    let intervals = drive(config, rx, shards, start, limit, None)?;
+    let intervals = drive(
+        config,
+        rx,
+        shards,
+        start,
+        limit,
+        None,
+        args.scenario.headline(),
+    )?;
     let last_placed = intervals
         .iter()
         .filter(|i| i.attempted > 0)
         .map(|i| i.second)
         .max()
         .unwrap_or(0);
+    let meta = stats::RunMeta {
+        role: "uac",
+        scenario: args.scenario.name(),
+        headline: args.scenario.headline(),
+        target: args.target.to_string(),
+        rate: args.rate,
+    };
     let result = stats::result(
         &intervals,
-        "uac",
-        &args.target.to_string(),
-        args.rate,
+        meta,
         args.ramp.as_secs_f64().ceil() as u64,
         last_placed,
     );
@@ -247,16 +274,29 @@ fn run_uas(args: UasArgs) -> Outcome {
     let mut config = RuntimeConfig::new(args.listen);
     config.shards = shards;
     config.mode = AppMode::Inline(InlineApp(Arc::new(factory)));
+    if args.registrar {
+        config.shard.register = sipshard::shard::RegisterMode::Registrar(
+            sipshard::registrar::RegistrarConfig::default(),
+        );
+    }
     let limit = args.duration.unwrap_or(Duration::from_secs(24 * 3600)) + Duration::from_secs(5);
-    let intervals = drive(config, rx, shards, start, limit, args.calls)?;
-    let result = stats::result(
-        &intervals,
-        "uas",
-        &args.listen.to_string(),
-        0.0,
-        0,
-        intervals.len() as u64,
-    );
+    let intervals = drive(
+        config,
+        rx,
+        shards,
+        start,
+        limit,
+        args.calls,
+        stats::INVITE_TO_200,
+    )?;
+    let meta = stats::RunMeta {
+        role: "uas",
+        scenario: "answer",
+        headline: stats::INVITE_TO_200,
+        target: args.listen.to_string(),
+        rate: 0.0,
+    };
+    let result = stats::result(&intervals, meta, 0, intervals.len() as u64);
     finish(&args.common, &intervals, result)
 }
 
@@ -269,7 +309,9 @@ fn drive(
     start: Instant,
     limit: Duration,
     calls: Option<u64>,
+    headline: usize,
 ) -> Result<Vec<Interval>, Box<dyn std::error::Error>> {
+    let headline_name = report::headline_title(stats::LATENCIES[headline]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -310,7 +352,7 @@ fn drive(
         while shown + 1 < now_s {
             if let Some(i) = seconds.get(&shown) {
                 let line = format!(
-                    "t={:>4}s attempted {:>7}/s established {:>7}/s failed {:>5} timeouts {:>4} retrans {:>5} up {:>8} INVITE→200 p99 {:.2} ms",
+                    "t={:>4}s attempted {:>7}/s established {:>7}/s failed {:>5} timeouts {:>4} retrans {:>5} up {:>8} {headline_name} p99 {:.2} ms",
                     i.second,
                     i.attempted,
                     i.established,
@@ -318,7 +360,7 @@ fn drive(
                     i.timeouts,
                     i.retransmissions,
                     i.concurrent,
-                    stats::Percentiles::of(&i.latency[1]).p99
+                    stats::Percentiles::of(&i.latency[headline]).p99
                 );
                 match &bar {
                     Some(b) => b.set_message(line),
@@ -366,10 +408,14 @@ fn finish(common: &Common, intervals: &[Interval], result: stats::RunResult) -> 
     if let Some(path) = &common.report {
         std::fs::write(path, report::html(&result, &command))?;
     }
+    let headline = stats::LATENCIES
+        .iter()
+        .position(|l| *l == result.headline)
+        .unwrap_or(stats::INVITE_TO_200);
     if let Some(path) = &common.hgrm {
         let mut all = stats::histogram();
         for i in intervals {
-            let _ = all.add(&i.latency[1]);
+            let _ = all.add(&i.latency[headline]);
         }
         std::fs::write(path, stats::hgrm(&all))?;
     }
@@ -379,16 +425,18 @@ fn finish(common: &Common, intervals: &[Interval], result: stats::RunResult) -> 
         0.0
     };
     println!(
-        "{}: attempted {} established {} failed {} ({:.4} %) timeouts {} achieved {:.0} calls/s; INVITE→200 p50 {:.3} ms p99 {:.3} ms",
+        "{} {}: attempted {} established {} failed {} ({:.4} %) timeouts {} achieved {:.0}/s; {} p50 {:.3} ms p99 {:.3} ms",
         result.role,
+        result.scenario,
         result.attempted,
         result.established,
         result.failed,
         ratio * 100.0,
         result.timeouts,
         result.achieved_rate,
-        result.latency_ms["invite_to_200"].p50,
-        result.latency_ms["invite_to_200"].p99,
+        report::headline_title(&result.headline),
+        result.latency_ms[&result.headline].p50,
+        result.latency_ms[&result.headline].p99,
     );
     if ratio > common.max_failed {
         eprintln!(

@@ -72,24 +72,26 @@ pub fn html(r: &RunResult, command: &str) -> String {
             ("failed", "#d62728", per_second(&|i| i.failed as f64)),
         ],
     );
+    let key = r.headline.as_str();
+    let title = format!("{} latency per second", headline_title(key));
     let latency = line_chart(
-        "INVITE→200 latency per second",
+        &title,
         "ms",
         &[
             (
                 "p50",
                 "#2ca02c",
-                per_second(&|i| i.latency_ms["invite_to_200"].p50),
+                per_second(&|i| i.latency_ms.get(key).map_or(0.0, |p| p.p50)),
             ),
             (
                 "p99",
                 "#ff7f0e",
-                per_second(&|i| i.latency_ms["invite_to_200"].p99),
+                per_second(&|i| i.latency_ms.get(key).map_or(0.0, |p| p.p99)),
             ),
             (
                 "max",
                 "#d62728",
-                per_second(&|i| i.latency_ms["invite_to_200"].max),
+                per_second(&|i| i.latency_ms.get(key).map_or(0.0, |p| p.max)),
             ),
         ],
     );
@@ -183,4 +185,12 @@ pub fn compare(a: &RunResult, b: &RunResult) -> String {
         }
     }
     out
+}
+
+/// A latency's name for people: `invite_to_200` → `INVITE→200`.
+pub fn headline_title(key: &str) -> String {
+    match key {
+        "request_to_final" => "request→final".to_owned(),
+        k => k.replace("_to_", "→").to_uppercase(),
+    }
 }

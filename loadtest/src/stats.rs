@@ -11,8 +11,19 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("fixed bounds are valid")
 }
 
-/// The three measured latencies.
-pub const LATENCIES: [&str; 3] = ["invite_to_180", "invite_to_200", "bye_to_200"];
+/// The measured latencies: INVITE→first 180, INVITE→200, BYE→200, and the scenario's
+/// own request→final response (REGISTER→200, OPTIONS→200, CANCEL→487, re-INVITE→200).
+pub const LATENCIES: [&str; 4] = [
+    "invite_to_180",
+    "invite_to_200",
+    "bye_to_200",
+    "request_to_final",
+];
+/// Indexes into [`LATENCIES`] and [`Interval::latency`].
+pub const INVITE_TO_180: usize = 0;
+pub const INVITE_TO_200: usize = 1;
+pub const BYE_TO_200: usize = 2;
+pub const REQUEST_TO_FINAL: usize = 3;
 
 /// One second of one shard (or of all, once merged).
 #[derive(Clone)]
@@ -31,7 +42,7 @@ pub struct Interval {
     /// Calls up at the end of the second.
     pub concurrent: u64,
     /// By [`LATENCIES`] order.
-    pub latency: [Histogram<u64>; 3],
+    pub latency: [Histogram<u64>; 4],
 }
 
 impl Interval {
@@ -45,7 +56,7 @@ impl Interval {
             timeouts: 0,
             retransmissions: 0,
             concurrent: 0,
-            latency: [histogram(), histogram(), histogram()],
+            latency: [histogram(), histogram(), histogram(), histogram()],
         }
     }
 
@@ -131,12 +142,16 @@ pub struct RunResult {
     /// last call was placed).
     pub achieved_rate: f64,
     pub steady_phase_s: [u64; 2],
+    /// The latency the scenario is about (`invite_to_200`, or `request_to_final` for
+    /// REGISTER, OPTIONS and CANCEL): the charts, the `.hgrm` and the summary line use it.
+    #[serde(default = "default_headline")]
+    pub headline: String,
     /// Percentiles per latency over the steady phase.
     pub latency_ms: BTreeMap<String, Percentiles>,
     pub intervals: Vec<IntervalResult>,
 }
 
-fn latencies(l: &[Histogram<u64>; 3]) -> BTreeMap<String, Percentiles> {
+fn latencies(l: &[Histogram<u64>; 4]) -> BTreeMap<String, Percentiles> {
     LATENCIES
         .iter()
         .zip(l)
@@ -144,15 +159,35 @@ fn latencies(l: &[Histogram<u64>; 3]) -> BTreeMap<String, Percentiles> {
         .collect()
 }
 
-/// Builds the result from merged per-second intervals.
+fn default_headline() -> String {
+    LATENCIES[INVITE_TO_200].to_owned()
+}
+
+/// What a run was, for its result.
+pub struct RunMeta<'a> {
+    pub role: &'a str,
+    pub scenario: &'a str,
+    /// Index into [`LATENCIES`].
+    pub headline: usize,
+    pub target: String,
+    pub rate: f64,
+}
+
+/// Builds the result from merged per-second intervals; the steady phase runs from the end
+/// of the ramp to the last second attempts were made.
 pub fn result(
     intervals: &[Interval],
-    role: &str,
-    target: &str,
-    rate: f64,
+    meta: RunMeta<'_>,
     ramp_s: u64,
     last_placed_s: u64,
 ) -> RunResult {
+    let RunMeta {
+        role,
+        scenario,
+        headline,
+        target,
+        rate,
+    } = meta;
     let mut total = Interval::new(0);
     for i in intervals {
         total.merge(i);
@@ -177,8 +212,8 @@ pub fn result(
     RunResult {
         tool: "sipshard-load".to_owned(),
         role: role.to_owned(),
-        scenario: "basic-call".to_owned(),
-        target: target.to_owned(),
+        scenario: scenario.to_owned(),
+        target,
         rate_requested: rate,
         duration_s: intervals.len() as f64,
         attempted: total.attempted,
@@ -194,6 +229,7 @@ pub fn result(
             .collect(),
         achieved_rate,
         steady_phase_s: [start, end],
+        headline: LATENCIES[headline].to_owned(),
         latency_ms: latencies(&steady.latency),
         intervals: intervals
             .iter()
@@ -256,7 +292,14 @@ mod tests {
             }
         }
         intervals[2].failed.insert(503, 2);
-        let r = result(&intervals, "uac", "127.0.0.1:5060", 100.0, 1, 4);
+        let meta = RunMeta {
+            role: "uac",
+            scenario: "basic-call",
+            headline: INVITE_TO_200,
+            target: "127.0.0.1:5060".to_owned(),
+            rate: 100.0,
+        };
+        let r = result(&intervals, meta, 1, 4);
         assert_eq!(r.steady_phase_s, [1, 4]);
         assert_eq!(r.achieved_rate, 100.0);
         assert_eq!(r.established, 410);

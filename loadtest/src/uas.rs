@@ -1,5 +1,7 @@
 //! The answering side, as a [`ShardApp`]: rings at once, answers after the ring time, or
-//! refuses a share of the calls with the configured failure codes.
+//! refuses a share of the calls with the configured failure codes; answers re-INVITEs with
+//! the same SDP and other in-dialog requests with 200. A cancelled call counts as
+//! completed (the caller asked for it). OPTIONS are answered by the shard itself.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -97,11 +99,28 @@ impl ShardApp for UasApp {
                 }
             }
             SessionEvent::CallAnswered { .. } => self.interval.established += 1,
+            // A re-INVITE gets the same answer; other in-dialog requests get 200.
+            SessionEvent::ReInvite { dialog, .. } => {
+                let sdp = self.plan.sdp.clone();
+                let _ = shard.command(now, DialogCommand::Answer { dialog, sdp });
+            }
+            SessionEvent::DialogRequest { txn, .. } => {
+                let _ = shard.command(
+                    now,
+                    DialogCommand::Respond {
+                        txn,
+                        status: 200,
+                        headers: Vec::new(),
+                    },
+                );
+            }
             SessionEvent::CallTerminated { reason, .. } => {
                 self.ended += 1;
                 self.up = self.up.saturating_sub(1);
                 match reason {
-                    TerminationReason::RemoteBye | TerminationReason::LocalBye => {
+                    TerminationReason::RemoteBye
+                    | TerminationReason::LocalBye
+                    | TerminationReason::Cancelled => {
                         self.interval.completed += 1;
                     }
                     TerminationReason::Rejected(code) => {

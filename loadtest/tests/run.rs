@@ -35,16 +35,15 @@ fn uas(port: u16, extra: &[&str]) -> Child {
 
 fn uac(port: u16, dir: &std::path::Path, name: &str, extra: &[&str]) -> (bool, serde_json::Value) {
     let json = dir.join(format!("{name}.json"));
+    // `extra` may set its own rate and call count.
+    let defaults: &[&str] = if extra.contains(&"--rate") {
+        &[]
+    } else {
+        &["--rate", "500", "--calls", "1000"]
+    };
     let mut child = Command::new(BIN)
-        .args([
-            "uac",
-            "--target",
-            &format!("127.0.0.1:{port}"),
-            "--rate",
-            "500",
-            "--calls",
-            "1000",
-        ])
+        .args(["uac", "--target", &format!("127.0.0.1:{port}")])
+        .args(defaults)
         .args(["--shards", "2", "--json"])
         .arg(&json)
         .arg("--report")
@@ -117,5 +116,69 @@ fn calls_against_the_own_uas_with_results_reports_and_gating() {
         text.contains("achieved_rate") && text.contains("invite_to_200 p99"),
         "{text}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn register_options_reinvite_and_cancel_scenarios() {
+    let dir = std::env::temp_dir().join(format!("sipshard-load-scn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut answering = uas(port, &["--registrar"]);
+    let ringing_port = free_port();
+    let mut ringing = uas(ringing_port, &["--ring", "10s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let runs = [
+        ("register", port, "request_to_final", vec![]),
+        ("options", port, "request_to_final", vec![]),
+        ("reinvite", port, "invite_to_200", vec![]),
+        (
+            "cancel",
+            ringing_port,
+            "request_to_final",
+            vec!["--cancel-after", "50ms"],
+        ),
+    ];
+    let mut results = Vec::new();
+    for (scenario, port, headline, extra) in runs {
+        let mut args = vec!["--scenario", scenario, "--rate", "400", "--calls", "400"];
+        args.extend(extra);
+        results.push((scenario, headline, uac(port, &dir, scenario, &args)));
+    }
+    for child in [&mut answering, &mut ringing] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for (scenario, headline, (ok, r)) in results {
+        assert!(ok, "{scenario}: {r}");
+        assert_eq!(
+            r["scenario"].as_str().unwrap().split('-').next(),
+            Some(scenario.split('-').next().unwrap())
+        );
+        assert_eq!(r["established"], 400, "{scenario}: {r}");
+        assert_eq!(r["failed"], 0, "{scenario}");
+        assert_eq!(r["headline"], headline, "{scenario}");
+        let p = &r["latency_ms"][headline];
+        assert!(p["count"].as_u64().unwrap() > 0, "{scenario}: {p}");
+        if scenario == "reinvite" {
+            // Every call's re-INVITE was answered and measured.
+            let all: u64 = r["intervals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    i["latency_ms"]["request_to_final"]["count"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .sum();
+            assert_eq!(all, 400, "re-INVITEs measured");
+        }
+        if scenario == "cancel" {
+            // Cancelled before the 10 s ring time: nothing was answered.
+            assert_eq!(r["latency_ms"]["invite_to_200"]["count"], 0);
+            assert!(r["latency_ms"]["invite_to_180"]["count"].as_u64().unwrap() > 0);
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

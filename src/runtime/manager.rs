@@ -11,14 +11,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{RequestHandle, TransactionHandle};
 use super::udp::bind_shared;
 use super::worker::{Inbound, ShardHandle, Waker, Worker};
 use super::{DialogStats, RuntimeConfig, SessionCoordinationEvent, ShardReport, StopPolicy};
+use super::{RequestHandle, TransactionHandle};
 use crate::dialog::DialogId;
 use crate::message::{Host, Method, Uri};
 use crate::shard::{
-    CommandOutcome, StandaloneRequest, DialogCommand, DialogError, Shard, ShardOwner, shard_for_call_id,
+    CommandOutcome, DialogCommand, DialogError, Shard, ShardOwner, StandaloneRequest,
+    shard_for_call_id,
 };
 
 /// The dialog layer on its threads: create, [`start`](Self::start), place and answer

@@ -84,7 +84,8 @@ pub enum AppMode {
     /// The application, through the session coordinator channel. Without a coordinator,
     /// incoming calls are refused with 480 (and counted).
     Application,
-    /// The shard threads answer every INVITE themselves (the benchmark target); events
+    /// The shard threads answer every INVITE and re-INVITE themselves, and 200 every
+    /// in-dialog INFO/MESSAGE/UPDATE/NOTIFY/REFER (the benchmark target); other events
     /// still go to a coordinator if one is set.
     AutoAnswer(AutoAnswer),
     /// Application code runs on each shard thread, next to the protocol, with no channel

@@ -411,6 +411,25 @@ impl Worker {
                     }
                     continue;
                 }
+                // The benchmark target also accepts re-INVITEs (same answer) and in-dialog
+                // INFO/MESSAGE/UPDATE/NOTIFY (200), so SIPp scenarios with them pass.
+                (AppMode::AutoAnswer(auto), SessionEvent::ReInvite { dialog, .. }) => {
+                    let command = DialogCommand::Answer {
+                        dialog: dialog.clone(),
+                        sdp: auto.sdp.clone(),
+                    };
+                    let _ = self.shard.handle_command(now, command);
+                    continue;
+                }
+                (AppMode::AutoAnswer(_), SessionEvent::DialogRequest { txn, .. }) => {
+                    let command = DialogCommand::Respond {
+                        txn: *txn,
+                        status: 200,
+                        headers: Vec::new(),
+                    };
+                    let _ = self.shard.handle_command(now, command);
+                    continue;
+                }
                 (AppMode::Application, SessionEvent::IncomingCall { dialog, .. })
                     if self.coordinator.is_none() =>
                 {

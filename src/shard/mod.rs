@@ -53,10 +53,10 @@ use crate::dialog::{Dialog, DialogId, DialogState};
 use crate::message::{BuildError, IdGenerator, Message};
 use crate::timer::TimerHandle;
 
-pub use standalone::StandaloneRequest;
 use crate::transaction::{
     ClientTxnId, ServerTxnId, TimerConfig, TransactionLayer, Transmit, TxnError, TxnEvent,
 };
+pub use standalone::StandaloneRequest;
 
 /// Settings of one shard.
 #[derive(Clone, Debug)]
