@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod dialog;
+mod index_table;
 pub mod message;
 pub mod registrar;
 pub mod runtime;

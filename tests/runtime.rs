@@ -189,3 +189,21 @@ async fn a_graceful_stop_refuses_new_calls_then_byes_the_rest() {
     ));
     client.stop(StopPolicy::Wait, Duration::ZERO).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_another_process_holds_is_refused_not_shared() {
+    // SO_REUSEPORT would otherwise let two servers split one port's traffic.
+    let first = DialogManager::new(config(2, AppMode::AutoAnswer(AutoAnswer::default())));
+    first.start().await.unwrap();
+    let taken = first.local_addr().unwrap();
+    let second = DialogManager::new(RuntimeConfig::new(taken));
+    let err = second.start().await.unwrap_err();
+    assert!(
+        matches!(err, sipshard::shard::DialogError::Transport(_)),
+        "{err:?}"
+    );
+    first
+        .stop(StopPolicy::Wait, Duration::from_secs(1))
+        .await
+        .unwrap();
+}

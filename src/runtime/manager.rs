@@ -79,6 +79,11 @@ impl DialogManager {
             n => n,
         };
         let transport = |e: std::io::Error| DialogError::Transport(e.to_string());
+        // SO_REUSEPORT would let us share a port with another process (the kernel would
+        // split the traffic between us): make sure nobody holds it first.
+        if self.config.listen.port() != 0 {
+            drop(std::net::UdpSocket::bind(self.config.listen).map_err(transport)?);
+        }
         // The first socket fixes the port (when 0 was asked); the others share it.
         let first =
             bind_shared(self.config.listen, self.config.socket_buffer).map_err(transport)?;

@@ -306,8 +306,8 @@ pub struct TransactionLayer {
     config: TimerConfig,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    /// Slab indices by key; the key itself lives once, in the transaction.
-    by_key: hashbrown::HashTable<u32>,
+    /// Slab indices by key hash; the key itself lives once, in the transaction.
+    by_key: crate::index_table::IndexTable,
     hasher: ahash::RandomState,
     timers: TimerWheel<TimerEntry>,
     transmits: VecDeque<Transmit>,
@@ -324,7 +324,7 @@ impl TransactionLayer {
             config,
             slots: Vec::new(),
             free: Vec::new(),
-            by_key: hashbrown::HashTable::new(),
+            by_key: crate::index_table::IndexTable::new(),
             hasher: ahash::RandomState::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -558,14 +558,12 @@ impl TransactionLayer {
 
     fn lookup_hashed(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
-        self.by_key
-            .find(hash, |&i| {
-                slots[i as usize]
-                    .txn
-                    .as_ref()
-                    .is_some_and(|t| t.key.as_bytes() == key)
-            })
-            .copied()
+        self.by_key.find(hash, |i| {
+            slots[i as usize]
+                .txn
+                .as_ref()
+                .is_some_and(|t| t.key.as_bytes() == key)
+        })
     }
 
     /// Inserts a transaction under its key (which the caller checked is not taken).
@@ -592,13 +590,7 @@ impl TransactionLayer {
             index,
             generation: slot.generation,
         };
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.by_key.insert_unique(hash, index, |&i| {
-            slots[i as usize]
-                .txn
-                .as_ref()
-                .map_or(0, |t| hasher.hash_one(t.key.as_bytes()))
-        });
+        self.by_key.insert(hash, index);
         id
     }
 
@@ -640,9 +632,7 @@ impl TransactionLayer {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.index);
         let hash = self.hasher.hash_one(txn.key.as_bytes());
-        if let Ok(entry) = self.by_key.find_entry(hash, |&i| i == id.index) {
-            entry.remove();
-        }
+        self.by_key.remove(hash, id.index);
         let kind = match &txn.state {
             State::ClientInvite(_) | State::ClientNonInvite(_) => TxnId::Client(ClientTxnId(id)),
             State::ServerInvite(_) | State::ServerNonInvite(_) => TxnId::Server(ServerTxnId(id)),
