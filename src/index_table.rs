@@ -80,7 +80,6 @@ impl IndexTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::BuildHasher;
 
     #[test]
     fn finds_what_was_inserted_and_forgets_what_was_removed() {
