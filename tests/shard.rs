@@ -1189,3 +1189,33 @@ fn a_standalone_request_nobody_answers_ends_in_408_and_invite_is_refused() {
             .is_err()
     );
 }
+
+#[test]
+fn an_old_invite_transaction_ending_does_not_touch_the_call_that_reused_its_slot() {
+    // RFC 6026 keeps our INVITE transaction for 64·T1 after its 2xx; the dialog slot it
+    // pointed to is free long before and may hold another call by then.
+    let mut p = Pair::new(11, Conditions::perfect(), UasPolicy::Answer);
+    let first = p.call();
+    p.run(Duration::from_secs(1));
+    assert!(p.uac_events.iter().any(|e| matches!(
+        e,
+        SessionEvent::CallTerminated {
+            reason: TerminationReason::LocalBye,
+            ..
+        }
+    )));
+    assert_eq!(p.uac.dialog_count(), 0);
+    p.policy = UasPolicy::Ring;
+    let second = p.call();
+    assert_ne!(first, second);
+    p.uac_events.clear();
+    // Past Timer M of the first call.
+    p.run(Duration::from_secs(40));
+    let ended: Vec<_> = p
+        .uac_events
+        .iter()
+        .filter(|e| matches!(e, SessionEvent::CallTerminated { .. }))
+        .collect();
+    assert!(ended.is_empty(), "{ended:?}");
+    assert_eq!(p.uac.dialog_count(), 1);
+}

@@ -583,9 +583,17 @@ impl Phase {
 /// of them a 2xx confirmed first.
 #[derive(Debug)]
 struct Call {
-    primary: u32,
-    forks: Vec<u32>,
-    answered: Option<u32>,
+    primary: SlotRef,
+    forks: Vec<SlotRef>,
+    answered: Option<SlotRef>,
+}
+
+/// A dialog slot as it was when referenced: the INVITE transaction outlives its dialogs by
+/// up to 64·T1 (RFC 6026's Timer M), and by then the slot may hold another call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SlotRef {
+    index: u32,
+    generation: u32,
 }
 
 /// re-INVITEs in progress on a confirmed dialog (boxed in the entry: most dialogs have
@@ -640,13 +648,13 @@ pub struct Shard {
     free: Vec<u32>,
     by_key: ahash::HashMap<Bytes, u32>,
     /// BYE transactions → their dialog.
-    by_client_txn: ahash::HashMap<ClientTxnId, u32>,
+    by_client_txn: ahash::HashMap<ClientTxnId, SlotRef>,
     /// Our INVITE transactions → the call they place (its dialogs, one per To tag).
     calls: ahash::HashMap<ClientTxnId, Call>,
     /// Our re-INVITE transactions → their dialog.
-    reinvites: ahash::HashMap<ClientTxnId, u32>,
+    reinvites: ahash::HashMap<ClientTxnId, SlotRef>,
     /// Our other in-dialog requests (SendRequest) → their dialog.
-    requests: ahash::HashMap<ClientTxnId, u32>,
+    requests: ahash::HashMap<ClientTxnId, SlotRef>,
     /// Our requests outside any dialog (SendStandalone) awaiting their final response.
     standalone: ahash::HashMap<ClientTxnId, ()>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
@@ -1040,6 +1048,19 @@ impl Shard {
             }
             self.by_key.insert(entry.dialog.id.key_bytes(), index);
         }
+    }
+
+    fn slot_ref(&self, index: u32) -> SlotRef {
+        SlotRef {
+            index,
+            generation: self.slots.get(index as usize).map_or(0, |s| s.generation),
+        }
+    }
+
+    /// The slot index, if it still holds the dialog `r` was taken of.
+    fn resolve(&self, r: SlotRef) -> Option<u32> {
+        let slot = self.slots.get(r.index as usize)?;
+        (slot.entry.is_some() && slot.generation == r.generation).then_some(r.index)
     }
 
     fn token(&self, index: u32, kind: u64) -> u64 {

@@ -165,7 +165,8 @@ impl Shard {
             .txn
             .send_request(now, peer, false, b"INVITE", &branch, buf.freeze())
             .map_err(DialogError::TransactionError)?;
-        self.reinvites.insert(txn, index);
+        let r = self.slot_ref(index);
+        self.reinvites.insert(txn, r);
         Ok(())
     }
 

@@ -73,7 +73,8 @@ impl Shard {
             .txn
             .send_request(now, peer, false, method, &branch, buf.freeze())
             .map_err(DialogError::TransactionError)?;
-        self.requests.insert(txn, index);
+        let r = self.slot_ref(index);
+        self.requests.insert(txn, r);
         Ok(())
     }
 

@@ -78,7 +78,7 @@ impl Shard {
         self.calls.insert(
             invite,
             super::Call {
-                primary: index,
+                primary: self.slot_ref(index),
                 forks: Vec::new(),
                 answered: None,
             },
@@ -160,13 +160,19 @@ impl Shard {
         if self.calls.contains_key(&txn) {
             return self.invite_response(now, txn, &response);
         }
-        if let Some(&index) = self.reinvites.get(&txn) {
+        if let Some(&r) = self.reinvites.get(&txn) {
+            // The dialog may have ended (the peer's BYE) while our re-INVITE was out.
+            let Some(index) = self.resolve(r) else { return };
             return self.reinvite_response(now, index, &response);
         }
         if self.standalone.contains_key(&txn) {
             return self.standalone_response(txn, response);
         }
-        if let Some(&index) = self.requests.get(&txn) {
+        if let Some(&r) = self.requests.get(&txn) {
+            let Some(index) = self.resolve(r) else {
+                self.requests.remove(&txn);
+                return;
+            };
             if response.status().is_some_and(|c| c >= 200) {
                 self.requests.remove(&txn);
                 return self.request_result(index, response);
@@ -174,7 +180,7 @@ impl Shard {
             return;
         }
         // A BYE's response: any final ends the dialog.
-        let Some(&index) = self.by_client_txn.get(&txn) else {
+        let Some(index) = self.by_client_txn.get(&txn).and_then(|r| self.resolve(*r)) else {
             return;
         };
         if response.status().is_some_and(|c| c >= 200) {
@@ -197,7 +203,7 @@ impl Shard {
         };
         let to_tag = response.to_tag().ok().flatten();
         if code < 200
-            && let Some(primary) = self.calls.get(&txn).map(|c| c.primary)
+            && let Some(primary) = self.calls.get(&txn).and_then(|c| self.resolve(c.primary))
             && let Some(Entry {
                 phase:
                     Phase::Calling {
@@ -230,14 +236,15 @@ impl Shard {
                     return;
                 };
                 let answered = self.calls.get(&txn).and_then(|c| c.answered);
+                let this = self.slot_ref(index);
                 match answered {
                     None => {
                         if let Some(call) = self.calls.get_mut(&txn) {
-                            call.answered = Some(index);
+                            call.answered = Some(this);
                         }
                         self.confirm(index, response, true);
                     }
-                    Some(first) if first == index => self.ack_again(index),
+                    Some(first) if first == this => self.ack_again(index),
                     // §13.2.2.4: a 2xx from another fork is ACKed, then ended with BYE.
                     Some(_) => {
                         if matches!(
@@ -274,8 +281,9 @@ impl Shard {
         response: &Message,
     ) -> Option<(u32, bool)> {
         let call = self.calls.get(&txn)?;
-        let primary = call.primary;
-        let forks = call.forks.clone();
+        // A dialog of the call that has ended leaves no fork to match or copy.
+        let primary = self.resolve(call.primary)?;
+        let forks: Vec<u32> = call.forks.iter().filter_map(|f| self.resolve(*f)).collect();
         let p = self.entry_mut(primary)?;
         if p.dialog.id.remote_tag().is_empty() {
             self.learn_remote(primary, response, tag);
@@ -302,8 +310,9 @@ impl Shard {
             reinvite: None,
             call,
         });
+        let fork = self.slot_ref(index);
         if let Some(c) = self.calls.get_mut(&txn) {
-            c.forks.push(index);
+            c.forks.push(fork);
         }
         Some((index, true))
     }
@@ -314,7 +323,10 @@ impl Shard {
         let Some(call) = self.calls.remove(&txn) else {
             return;
         };
-        for index in std::iter::once(call.primary).chain(call.forks) {
+        for r in std::iter::once(call.primary).chain(call.forks) {
+            let Some(index) = self.resolve(r) else {
+                continue;
+            };
             if matches!(
                 self.entry_mut(index).map(|e| &e.phase),
                 Some(Phase::Calling { .. } | Phase::Early)

@@ -626,7 +626,8 @@ impl Shard {
             .txn
             .send_request(now, peer, false, b"BYE", &branch, buf.freeze())
             .map_err(DialogError::TransactionError)?;
-        self.by_client_txn.insert(txn, index);
+        let r = self.slot_ref(index);
+        self.by_client_txn.insert(txn, r);
         Ok(())
     }
 
@@ -639,11 +640,13 @@ impl Shard {
         if self.standalone.contains_key(&client) {
             return self.standalone_failed(client);
         }
-        if let Some(index) = self.requests.remove(&client) {
+        if let Some(r) = self.requests.remove(&client) {
+            let Some(index) = self.resolve(r) else { return };
             // §12.2.1.2: no response to an in-dialog request ends the dialog.
             return self.request_failed(index, 408, None);
         }
-        if let Some(index) = self.reinvites.remove(&client) {
+        if let Some(r) = self.reinvites.remove(&client) {
+            let Some(index) = self.resolve(r) else { return };
             // §12.2.1.2: no response to an in-dialog request ends the dialog.
             if let Some(e) = self.remove(index) {
                 self.events.push_back(SessionEvent::CallTerminated {
@@ -653,7 +656,11 @@ impl Shard {
             }
             return;
         }
-        let Some(index) = self.by_client_txn.remove(&client) else {
+        let Some(index) = self
+            .by_client_txn
+            .remove(&client)
+            .and_then(|r| self.resolve(r))
+        else {
             return;
         };
         if let Some(e) = self.remove(index) {

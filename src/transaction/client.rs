@@ -106,13 +106,15 @@ impl TransactionLayer {
             return Err(TxnError::DuplicateBranch);
         }
         // Placeholder state; replaced below once the timers (which need the id) exist.
-        let id = self.insert(Transaction {
-            key,
-            peer: destination,
+        let id = self.insert(
+            Transaction {
+                key,
+                peer: destination,
+                request: request.clone(),
+                state: State::ClientInvite(ClientInvite::Proceeding),
+            },
             reliable,
-            request: request.clone(),
-            state: State::ClientInvite(ClientInvite::Proceeding),
-        });
+        );
         self.stats.client_created += 1;
         self.transmit(destination, request);
         let timeout = self.set_timer(
@@ -221,6 +223,7 @@ impl TransactionLayer {
         let Some(code) = response.status() else {
             return;
         };
+        let reliable = self.reliable(id);
         let Some(txn) = self.get_mut(id) else { return };
         let State::ClientInvite(state) = &mut txn.state else {
             return;
@@ -229,8 +232,13 @@ impl TransactionLayer {
         match state {
             ClientInvite::Calling { .. } | ClientInvite::Proceeding => {
                 let old = std::mem::replace(state, ClientInvite::Proceeding);
-                let reliable = txn.reliable;
-                let request = txn.request.clone();
+                // A final response ends the need for the request (the non-2xx ACK is built
+                // now): Accepted and Completed keep no datagram for their 32 s.
+                let request = if code >= 200 {
+                    std::mem::take(&mut txn.request)
+                } else {
+                    Bytes::new()
+                };
                 let peer = txn.peer;
                 for t in old.timers().into_iter().flatten() {
                     self.timers.cancel(t);
@@ -306,11 +314,11 @@ impl TransactionLayer {
         let Some(code) = response.status() else {
             return;
         };
+        let reliable = self.reliable(id);
         let Some(txn) = self.get_mut(id) else { return };
         let State::ClientNonInvite(state) = &mut txn.state else {
             return;
         };
-        let reliable = txn.reliable;
         match state {
             ClientNonInvite::Completed { .. } => {
                 self.stats.responses_absorbed += 1;
@@ -341,6 +349,7 @@ impl TransactionLayer {
                 let wait = self.set_timer(now, id, TimerName::K, k);
                 if let Some(txn) = self.get_mut(id) {
                     txn.state = State::ClientNonInvite(ClientNonInvite::Completed { wait });
+                    txn.request = Bytes::new();
                 }
                 return;
             }

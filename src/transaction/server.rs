@@ -131,10 +131,17 @@ impl TransactionLayer {
             Transaction {
                 key,
                 peer,
-                reliable,
-                request: request.datagram().clone(),
+                // Kept only to build a 100 Trying for an INVITE the TU has not answered yet:
+                // released with the first response, so a transaction in Accepted or
+                // Completed (32 s on UDP) does not pin the request's datagram.
+                request: if is_invite {
+                    request.datagram().clone()
+                } else {
+                    Bytes::new()
+                },
                 state,
             },
+            reliable,
         );
         self.stats.server_created += 1;
         if is_invite {
@@ -203,10 +210,10 @@ impl TransactionLayer {
             return Ok(());
         };
         let id = self.id_of(index);
+        let reliable = self.reliable(id);
         let Some(txn) = self.get_mut(id) else {
             return Ok(());
         };
-        let reliable = txn.reliable;
         match &mut txn.state {
             State::ServerInvite(ServerInvite::Completed {
                 retransmit,
@@ -280,8 +287,16 @@ impl TransactionLayer {
             return Err(TxnError::InvalidStatus);
         }
         let id = txn.0;
+        let reliable = self.reliable(id);
         let t = self.get_mut(id).ok_or(TxnError::UnknownTransaction)?;
-        let (peer, reliable) = (t.peer, t.reliable);
+        let peer = t.peer;
+        if matches!(
+            t.state,
+            State::ServerInvite(ServerInvite::Proceeding { .. })
+        ) {
+            // The TU answers: no 100 Trying will be built from the request any more.
+            t.request = Bytes::new();
+        }
         match &mut t.state {
             State::ServerInvite(state) => match state {
                 ServerInvite::Proceeding {
@@ -387,7 +402,7 @@ impl TransactionLayer {
             ) => {
                 *trying = None;
                 if provisional.is_none() {
-                    let request = txn.request.clone();
+                    let request = std::mem::take(&mut txn.request);
                     if let Some(bytes) = build_trying(&request, peer) {
                         self.stats.trying_sent += 1;
                         if let Some(Transaction {
