@@ -215,9 +215,11 @@ fn run_uac(args: UacArgs) -> Outcome {
     let mut config = RuntimeConfig::new(args.local);
     config.shards = shards;
     config.mode = AppMode::Inline(InlineApp(Arc::new(factory)));
+    // Placing, then the last calls' hold, then 45 s for stragglers (Timer B is 32 s).
     let limit = args.duration.unwrap_or_else(|| {
         Duration::from_secs_f64(calls as f64 / args.rate.max(0.001) + args.ramp.as_secs_f64())
-    }) + Duration::from_secs(45);
+    }) + args.hold
+        + Duration::from_secs(45);
     let intervals = drive(
         config,
         rx,

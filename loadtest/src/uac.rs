@@ -136,13 +136,24 @@ pub struct UacApp {
 
 impl UacApp {
     pub fn new(plan: UacPlan, reports: Sender<Report>) -> Self {
+        // Sized for the most calls up at once: growing a table of a million calls stalls
+        // the shard thread for a second while it re-hashes, which would show as latency.
+        let room = plan
+            .max_concurrent
+            .min(usize::try_from(plan.calls).unwrap_or(usize::MAX))
+            .min(1 << 21);
+        let (calls, requests) = if plan.scenario.is_call() {
+            (room, 0)
+        } else {
+            (0, room)
+        };
         UacApp {
             plan,
             reports,
             placed: 0,
-            active: HashMap::new(),
-            by_dialog: HashMap::new(),
-            requests: HashMap::new(),
+            active: HashMap::with_capacity(calls),
+            by_dialog: HashMap::with_capacity(calls),
+            requests: HashMap::with_capacity(requests),
             steps: VecDeque::new(),
             interval: Interval::new(0),
             retransmissions_seen: 0,

@@ -55,11 +55,6 @@ impl DialogId {
     pub(crate) fn key(&self) -> &[u8] {
         &self.key
     }
-
-    /// The table key as a shared handle (no copy).
-    pub(crate) fn key_bytes(&self) -> Bytes {
-        self.key.clone()
-    }
 }
 
 /// Writes the table key of (Call-ID, local tag, remote tag) into `out` (cleared first): the

@@ -646,7 +646,10 @@ pub struct Shard {
     txn: TransactionLayer,
     slots: Vec<Slot>,
     free: Vec<u32>,
-    by_key: ahash::HashMap<Bytes, u32>,
+    /// Dialog slots by dialog key, and by MakeCall handle while the call's first dialog
+    /// lives (an index that never re-hashes keys through the slots when it grows).
+    by_key: crate::index_table::IndexTable,
+    key_hasher: ahash::RandomState,
     /// BYE transactions → their dialog.
     by_client_txn: ahash::HashMap<ClientTxnId, SlotRef>,
     /// Our INVITE transactions → the call they place (its dialogs, one per To tag).
@@ -706,7 +709,8 @@ impl Shard {
             config,
             slots: Vec::new(),
             free: Vec::new(),
-            by_key: ahash::HashMap::default(),
+            by_key: crate::index_table::IndexTable::new(),
+            key_hasher: ahash::RandomState::new(),
             by_client_txn: ahash::HashMap::default(),
             calls: ahash::HashMap::default(),
             reinvites: ahash::HashMap::default(),
@@ -795,7 +799,7 @@ impl Shard {
 
     /// The state of a dialog, if this shard has it.
     pub fn dialog_state(&self, dialog: &DialogId) -> Option<DialogState> {
-        let i = *self.by_key.get(dialog.key())?;
+        let i = self.find(dialog)?;
         self.slots[i as usize]
             .entry
             .as_ref()
@@ -973,7 +977,8 @@ impl Shard {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.by_key.insert(entry.dialog.id.key_bytes(), index);
+        let hash = self.key_hasher.hash_one(entry.dialog.id.key());
+        self.by_key.insert(hash, index);
         self.slots[index as usize].entry = Some(entry);
         self.live += 1;
         self.stats.dialogs_created += 1;
@@ -981,14 +986,28 @@ impl Shard {
     }
 
     fn find(&self, id: &DialogId) -> Option<u32> {
-        self.by_key.get(id.key()).copied()
+        self.find_key(id.key())
+    }
+
+    /// The slot holding the dialog (or call handle) `key`.
+    fn find_key(&self, key: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_key
+            .find(self.key_hasher.hash_one(key), |i| {
+                slots[i as usize].entry.as_ref().is_some_and(|e| {
+                    e.dialog.id.key() == key || e.call.as_ref().is_some_and(|c| c.key() == key)
+                })
+            })
     }
 
     /// Looks a dialog up by its parts, building the key in a reused buffer (no allocation
     /// per in-dialog request).
     fn find_parts(&mut self, call_id: &[u8], local: &[u8], remote: &[u8]) -> Option<u32> {
-        crate::dialog::write_key(&mut self.key_scratch, call_id, local, remote);
-        self.by_key.get(self.key_scratch.as_slice()).copied()
+        let mut key = std::mem::take(&mut self.key_scratch);
+        crate::dialog::write_key(&mut key, call_id, local, remote);
+        let found = self.find_key(&key);
+        self.key_scratch = key;
+        found
     }
 
     fn entry_mut(&mut self, index: u32) -> Option<&mut Entry> {
@@ -1005,11 +1024,13 @@ impl Shard {
         if entry.dialog.state == DialogState::Confirmed {
             self.confirmed -= 1;
         }
-        self.by_key.remove(entry.dialog.id.key());
+        self.by_key
+            .remove(self.key_hasher.hash_one(entry.dialog.id.key()), index);
         if let Some(call) = &entry.call
-            && self.by_key.get(call.key()) == Some(&index)
+            && *call != entry.dialog.id
         {
-            self.by_key.remove(call.key());
+            // The call handle's alias, if this dialog was the call's first.
+            self.by_key.remove(self.key_hasher.hash_one(call.key()), index);
         }
         debug_assert!(
             self.live != 0 || self.by_key.is_empty(),
@@ -1044,9 +1065,11 @@ impl Shard {
         {
             let old = std::mem::replace(&mut entry.dialog, dialog);
             if entry.call.as_ref() != Some(&old.id) {
-                self.by_key.remove(old.id.key());
+                self.by_key
+                    .remove(self.key_hasher.hash_one(old.id.key()), index);
             }
-            self.by_key.insert(entry.dialog.id.key_bytes(), index);
+            self.by_key
+                .insert(self.key_hasher.hash_one(entry.dialog.id.key()), index);
         }
     }
 
