@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::lex;
-use super::{Message, NameAddr};
+use super::Message;
 
 /// Why a builder refused to finish.
 #[non_exhaustive]
@@ -268,7 +268,8 @@ impl<'a> ResponseBuilder<'a> {
         };
         copy(&mut b, HeaderName::From);
         if let Some(to) = request.header(HeaderName::To) {
-            let has_tag = NameAddr::parse(to).is_ok_and(|a| a.tag().is_some());
+            // Only the tag is needed here: no URI parse (the request passed its checks).
+            let has_tag = super::name_addr::tag_param(to).is_ok_and(|t| t.is_some());
             match to_tag {
                 Some(tag) if !has_tag && code != 100 => {
                     b.w.out.put_slice(b"To: ");
