@@ -4,10 +4,10 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::Message;
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::lex;
-use super::Message;
 
 /// Why a builder refused to finish.
 #[non_exhaustive]

@@ -992,12 +992,11 @@ impl Shard {
     /// The slot holding the dialog (or call handle) `key`.
     fn find_key(&self, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
-        self.by_key
-            .find(self.key_hasher.hash_one(key), |i| {
-                slots[i as usize].entry.as_ref().is_some_and(|e| {
-                    e.dialog.id.key() == key || e.call.as_ref().is_some_and(|c| c.key() == key)
-                })
+        self.by_key.find(self.key_hasher.hash_one(key), |i| {
+            slots[i as usize].entry.as_ref().is_some_and(|e| {
+                e.dialog.id.key() == key || e.call.as_ref().is_some_and(|c| c.key() == key)
             })
+        })
     }
 
     /// Looks a dialog up by its parts, building the key in a reused buffer (no allocation
@@ -1030,7 +1029,8 @@ impl Shard {
             && *call != entry.dialog.id
         {
             // The call handle's alias, if this dialog was the call's first.
-            self.by_key.remove(self.key_hasher.hash_one(call.key()), index);
+            self.by_key
+                .remove(self.key_hasher.hash_one(call.key()), index);
         }
         debug_assert!(
             self.live != 0 || self.by_key.is_empty(),
