@@ -20,6 +20,7 @@ mod index_table;
 pub mod message;
 pub mod registrar;
 pub mod runtime;
+pub mod sdp;
 pub mod shard;
 pub mod timer;
 pub mod transaction;

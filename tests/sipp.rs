@@ -198,6 +198,36 @@ fn sipp_branchc_registers_then_calls_the_registrar() {
     );
 }
 
+#[test]
+fn sipp_regexp_finds_an_sdp_answer_in_the_200() {
+    // The regexp scenario checks the 200's body for an SDP o= line (check_it): the
+    // auto-answer must answer the INVITE's offer (RFC 3261 §13.2.1), in both the inline
+    // auto-answer mode and the async application mode.
+    let Some(sipp) = sipp() else { return };
+    for mode in ["auto-answer", "app"] {
+        let server = Server::start(&["--mode", mode, "--shards", "2"]);
+        let target = server.sip.to_string();
+        let run = run_sipp(
+            &sipp,
+            &[
+                "-sn",
+                "regexp",
+                &target,
+                "-m",
+                "20",
+                "-r",
+                "20",
+                "-timeout",
+                "30",
+                "-timeout_error",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
+        assert_eq!(run.successful_calls, 20, "{mode}: {}", run.screen);
+    }
+}
+
 /// SIPp's built-in uas answering calls that sipshard places through `DialogManager`:
 /// INVITE, 180, 200, ACK, then our BYE and its 200, 1,000 times (at most 100 at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

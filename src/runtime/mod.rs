@@ -168,7 +168,8 @@ pub struct AutoAnswer {
     pub answer_delay: Duration,
     /// Send 180 Ringing before the 200.
     pub send_ringing: bool,
-    /// SDP of the 200 (empty for none).
+    /// SDP of the 200; empty: an answer built from the INVITE's offer (an offer when it
+    /// had none), as RFC 3261 §13.2.1 requires ([`crate::sdp`]).
     pub sdp: Bytes,
 }
 

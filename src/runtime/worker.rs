@@ -20,6 +20,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use super::udp::{BatchReceiver, BatchSender, Received};
 use super::{AppMode, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy};
 use crate::dialog::DialogId;
+use crate::message::Message;
 use crate::shard::{
     Admission, CommandOutcome, DialogCommand, DialogError, SessionEvent, Shard, shard_for_datagram,
 };
@@ -127,12 +128,15 @@ struct Round {
     delayed: TimerWheel<(DialogId, Step)>,
     io: IoStats,
     stop: Option<Stopping>,
+    /// Numbers the `o=` lines of auto-answer SDP.
+    sdp_sessions: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Step {
-    Ring,
-    Answer,
+    /// Ring (if configured), then answer with this SDP now or after the answer delay.
+    Ring(Bytes),
+    Answer(Bytes),
 }
 
 struct Stopping {
@@ -183,6 +187,7 @@ impl Worker {
                 _ => None,
             },
             app_deadline: None,
+            sdp_sessions: 0,
         };
         loop {
             let now = Instant::now();
@@ -347,12 +352,12 @@ impl Worker {
 
     /// Runs one auto-answer step; a call that went away meanwhile is no error.
     fn auto_step(&mut self, now: Instant, dialog: &DialogId, step: Step, round: &mut Round) {
-        let (send_ringing, answer_delay, sdp) = match &self.mode {
-            AppMode::AutoAnswer(a) => (a.send_ringing, a.answer_delay, a.sdp.clone()),
+        let (send_ringing, answer_delay) = match &self.mode {
+            AppMode::AutoAnswer(a) => (a.send_ringing, a.answer_delay),
             AppMode::Application | AppMode::Inline(_) => return,
         };
         match step {
-            Step::Ring => {
+            Step::Ring(sdp) => {
                 if send_ringing {
                     let _ = self.shard.handle_command(
                         now,
@@ -366,11 +371,22 @@ impl Worker {
                 } else {
                     round
                         .delayed
-                        .insert(now + answer_delay, (dialog.clone(), Step::Answer));
+                        .insert(now + answer_delay, (dialog.clone(), Step::Answer(sdp)));
                 }
             }
-            Step::Answer => self.answer(now, dialog, sdp),
+            Step::Answer(sdp) => self.answer(now, dialog, sdp),
         }
+    }
+
+    /// The SDP of an auto-answer: the configured body, else the answer to the request's
+    /// offer (or an offer when it has none), as RFC 3261 §13.2.1 asks of the 2xx.
+    fn auto_sdp(&self, configured: &Bytes, request: &Message, round: &mut Round) -> Bytes {
+        if !configured.is_empty() {
+            return configured.clone();
+        }
+        let offer = crate::sdp::offer_of(request);
+        round.sdp_sessions += 1;
+        crate::sdp::answer(offer, self.shard.local_addr().ip(), round.sdp_sessions)
     }
 
     fn answer(&mut self, now: Instant, dialog: &DialogId, sdp: Bytes) {
@@ -401,22 +417,30 @@ impl Worker {
                 None => event,
             };
             match (&self.mode, &event) {
-                (AppMode::AutoAnswer(auto), SessionEvent::IncomingCall { dialog, .. }) => {
+                (
+                    AppMode::AutoAnswer(auto),
+                    SessionEvent::IncomingCall {
+                        dialog, request, ..
+                    },
+                ) => {
                     let ring_delay = auto.ring_delay;
                     let dialog = dialog.clone();
+                    let sdp = self.auto_sdp(&auto.sdp, request, round);
                     if ring_delay.is_zero() {
-                        self.auto_step(now, &dialog, Step::Ring, round);
+                        self.auto_step(now, &dialog, Step::Ring(sdp), round);
                     } else {
-                        round.delayed.insert(now + ring_delay, (dialog, Step::Ring));
+                        round
+                            .delayed
+                            .insert(now + ring_delay, (dialog, Step::Ring(sdp)));
                     }
                     continue;
                 }
                 // The benchmark target also accepts re-INVITEs (same answer) and in-dialog
                 // INFO/MESSAGE/UPDATE/NOTIFY (200), so SIPp scenarios with them pass.
-                (AppMode::AutoAnswer(auto), SessionEvent::ReInvite { dialog, .. }) => {
+                (AppMode::AutoAnswer(auto), SessionEvent::ReInvite { dialog, request }) => {
                     let command = DialogCommand::Answer {
                         dialog: dialog.clone(),
-                        sdp: auto.sdp.clone(),
+                        sdp: self.auto_sdp(&auto.sdp, request, round),
                     };
                     let _ = self.shard.handle_command(now, command);
                     continue;

@@ -734,6 +734,11 @@ impl Shard {
         }
     }
 
+    /// Our address, as Via sent-by and Contact say it.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.config.local_addr
+    }
+
     /// Live dialogs (any phase).
     pub fn dialog_count(&self) -> usize {
         self.live

@@ -56,7 +56,8 @@ pub struct AutoAnswerConfig {
     pub ring_delay_ms: u64,
     pub answer_delay_ms: u64,
     pub send_ringing: bool,
-    /// SDP of the 200 (empty: none).
+    /// SDP of the 200 (empty: an answer to the INVITE's offer, or an offer when it had
+    /// none, RFC 3264).
     pub sdp: String,
 }
 

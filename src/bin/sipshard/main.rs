@@ -266,18 +266,33 @@ async fn application(
     sdp: String,
 ) {
     let sdp = (!sdp.is_empty()).then(|| Bytes::from(sdp.into_bytes()));
+    let ip = manager
+        .local_addr()
+        .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
+    let mut sessions = 0u64;
+    // The configured SDP, else an answer to the offer (RFC 3261 §13.2.1).
+    let mut answer_for = |request: &sipshard::message::Message| {
+        sessions += 1;
+        sdp.clone().unwrap_or_else(|| {
+            sipshard::sdp::answer(sipshard::sdp::offer_of(request), ip, sessions)
+        })
+    };
     while let Some(batch) = events.recv().await {
         for e in batch {
             let handle = e.transaction();
             match e.event {
-                SessionEvent::IncomingCall { dialog, .. } => {
+                SessionEvent::IncomingCall {
+                    dialog, request, ..
+                } => {
                     let _ = manager.ringing(&dialog).await;
-                    if let Err(err) = manager.answer(&dialog, sdp.clone()).await {
+                    let answer = answer_for(&request);
+                    if let Err(err) = manager.answer(&dialog, Some(answer)).await {
                         tracing::debug!(%err, "answer failed");
                     }
                 }
-                SessionEvent::ReInvite { dialog, .. } => {
-                    let _ = manager.answer(&dialog, sdp.clone()).await;
+                SessionEvent::ReInvite { dialog, request } => {
+                    let answer = answer_for(&request);
+                    let _ = manager.answer(&dialog, Some(answer)).await;
                 }
                 SessionEvent::DialogRequest { .. } | SessionEvent::RegistrationRequest { .. } => {
                     if let Some(h) = handle {

@@ -1,0 +1,124 @@
+//! The smallest correct SDP answerer (RFC 3264 over RFC 4566), for the auto-answer mode.
+//!
+//! The dialog layer passes offers and answers through untouched; this module exists only
+//! so that a server answering calls by itself still follows offer/answer (RFC 3261 §13.2.1:
+//! an INVITE with an offer gets its answer in the 2xx; one without gets an offer there).
+//! It reads the offer's `m=` lines and nothing else: one answer `m=` line per offered one,
+//! in order, same media, transport and formats (RFC 3264 §6.1), with their `a=rtpmap` and
+//! `a=fmtp` lines; a port of 0 stays 0 (a refused stream). The media ports it announces are
+//! placeholders: sipshard carries no media.
+//!
+//! It may not touch sockets, clocks or dialogs: bytes in, bytes out.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use bytes::Bytes;
+
+use crate::message::Message;
+
+/// First media port announced; stream `i` gets `BASE_PORT + 2·i`.
+const BASE_PORT: u32 = 16_000;
+
+/// The SDP body of `request` when its Content-Type says `application/sdp`, else nothing.
+pub fn offer_of(request: &Message) -> &[u8] {
+    let is_sdp = request.content_type().ok().flatten().is_some_and(|m| {
+        m.mtype.eq_ignore_ascii_case(b"application") && m.subtype.eq_ignore_ascii_case(b"sdp")
+    });
+    if is_sdp { request.body_bytes() } else { &[] }
+}
+
+/// The answer to `offer` (an SDP body), or an audio offer (PCMU, PCMA, telephone-event)
+/// when `offer` is empty or holds no `m=` line. `session` numbers the `o=` line.
+pub fn answer(offer: &[u8], address: IpAddr, session: u64) -> Bytes {
+    let ip = match address {
+        IpAddr::V4(a) => format!("IP4 {a}"),
+        IpAddr::V6(a) => format!("IP6 {a}"),
+    };
+    let mut out = String::with_capacity(256);
+    let _ = write!(
+        out,
+        "v=0\r\no=sipshard {session} {session} IN {ip}\r\ns=sipshard\r\nc=IN {ip}\r\nt=0 0\r\n"
+    );
+    let mut streams = 0u32;
+    let mut keep_attributes = false;
+    for line in offer.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Ok(line) = std::str::from_utf8(line) else {
+            keep_attributes = false;
+            continue;
+        };
+        if let Some(media) = line.strip_prefix("m=") {
+            // m=<media> <port>[/<count>] <proto> <fmt> ...
+            let mut fields = media.split(' ');
+            let (Some(kind), Some(port), Some(proto)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                keep_attributes = false;
+                continue;
+            };
+            let formats: Vec<&str> = fields.filter(|f| !f.is_empty()).collect();
+            let refused = port.split('/').next() == Some("0") || formats.is_empty();
+            let port = if refused { 0 } else { BASE_PORT + 2 * streams };
+            let formats = if formats.is_empty() {
+                "0".to_owned()
+            } else {
+                formats.join(" ")
+            };
+            let _ = write!(out, "m={kind} {port} {proto} {formats}\r\n");
+            streams += 1;
+            keep_attributes = !refused;
+        } else if keep_attributes && (line.starts_with("a=rtpmap:") || line.starts_with("a=fmtp:"))
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    if streams == 0 {
+        let _ = write!(
+            out,
+            "m=audio {BASE_PORT} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+        );
+    }
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &[u8] = b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
+c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/90000\r\n";
+
+    #[test]
+    fn one_answer_line_per_offered_stream_with_its_formats() {
+        let a = answer(OFFER, "192.0.2.7".parse().unwrap(), 42);
+        let text = std::str::from_utf8(&a).unwrap();
+        assert!(
+            text.starts_with("v=0\r\no=sipshard 42 42 IN IP4 192.0.2.7\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("c=IN IP4 192.0.2.7\r\n"));
+        let media: Vec<&str> = text.lines().filter(|l| l.starts_with("m=")).collect();
+        assert_eq!(
+            media,
+            ["m=audio 16000 RTP/AVP 0 8\r", "m=video 0 RTP/AVP 31\r"]
+        );
+        assert!(text.contains("a=rtpmap:8 PCMA/8000\r\n"));
+        // A refused stream's attributes are not repeated.
+        assert!(!text.contains("H261"));
+        assert!(text.ends_with("\r\n"));
+    }
+
+    #[test]
+    fn no_offer_gets_an_offer() {
+        for offer in [&b""[..], b"v=0\r\n", b"\xff\xfe"] {
+            let a = answer(offer, "::1".parse().unwrap(), 1);
+            let text = std::str::from_utf8(&a).unwrap();
+            assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
+            assert!(text.contains("m=audio 16000 RTP/AVP 0 8 101\r\n"), "{text}");
+        }
+    }
+}
