@@ -102,10 +102,7 @@ a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/9
         );
         assert!(text.contains("c=IN IP4 192.0.2.7\r\n"));
         let media: Vec<&str> = text.lines().filter(|l| l.starts_with("m=")).collect();
-        assert_eq!(
-            media,
-            ["m=audio 16000 RTP/AVP 0 8\r", "m=video 0 RTP/AVP 31\r"]
-        );
+        assert_eq!(media, ["m=audio 16000 RTP/AVP 0 8", "m=video 0 RTP/AVP 31"]);
         assert!(text.contains("a=rtpmap:8 PCMA/8000\r\n"));
         // A refused stream's attributes are not repeated.
         assert!(!text.contains("H261"));
