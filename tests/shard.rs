@@ -63,6 +63,8 @@ struct Pair {
     policy: UasPolicy,
     /// UAC hangs up as soon as the call is answered.
     bye_on_answer: bool,
+    /// The UAS answers the peer's re-INVITEs at once.
+    answer_reinvites: bool,
     uac_events: Vec<SessionEvent>,
     uas_events: Vec<SessionEvent>,
 }
@@ -89,6 +91,7 @@ impl Pair {
             net: Network::new(seed, conditions),
             policy,
             bye_on_answer: true,
+            answer_reinvites: true,
             uac_events: Vec::new(),
             uas_events: Vec::new(),
         }
@@ -148,7 +151,9 @@ impl Pair {
                         UasPolicy::Ring => {}
                     }
                 }
-                if let SessionEvent::ReInvite { dialog, .. } = &e {
+                if let SessionEvent::ReInvite { dialog, .. } = &e
+                    && self.answer_reinvites
+                {
                     self.uas
                         .handle_command(
                             self.now,
@@ -1218,4 +1223,85 @@ fn an_old_invite_transaction_ending_does_not_touch_the_call_that_reused_its_slot
         .collect();
     assert!(ended.is_empty(), "{ended:?}");
     assert_eq!(p.uac.dialog_count(), 1);
+}
+
+#[test]
+fn a_cancelled_invite_with_no_final_response_ends_64_t1_after_the_cancel() {
+    // §9.1: the callee rang, took our CANCEL, and never sent the INVITE's final response.
+    // Nothing in the INVITE transaction's Proceeding state would ever end it.
+    use sipshard::message::ResponseBuilder;
+    let t0 = Instant::now();
+    let mut uac = Shard::new(t0, ShardConfig::new(uac_addr()));
+    let call = place_call(&mut uac, t0, b"<sip:alice@127.0.0.1:5070>", SDP);
+    let invite = Message::parse(uac.poll_transmit().unwrap().payload).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    ResponseBuilder::to_request(&mut buf, &invite, 180, None, Some(b"callee"))
+        .finish(b"")
+        .unwrap();
+    uac.handle_datagram(t0, uas_addr(), buf.split().freeze());
+    let cancelled_at = t0 + Duration::from_secs(1);
+    uac.handle_command(cancelled_at, DialogCommand::Cancel { call })
+        .unwrap();
+    let cancel = Message::parse(uac.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(cancel.method_bytes(), Some(&b"CANCEL"[..]));
+    let mut ended = None;
+    while let Some(now) = uac.poll_timeout() {
+        uac.handle_timeout(now);
+        while uac.poll_transmit().is_some() {}
+        while let Some(e) = uac.poll_event() {
+            if let SessionEvent::CallTerminated { reason, .. } = e {
+                ended.get_or_insert((now, reason));
+            }
+        }
+        if now - t0 > Duration::from_secs(120) {
+            break;
+        }
+    }
+    let (at, reason) = ended.expect("the call ended");
+    assert_eq!(reason, TerminationReason::Timeout);
+    assert_eq!(
+        at - cancelled_at,
+        Duration::from_secs(32),
+        "64·T1 after the CANCEL"
+    );
+    assert_eq!(uac.dialog_count(), 0);
+    assert_eq!(uac.transaction_count(), 0);
+}
+
+#[test]
+fn a_reinvite_pending_when_the_dialog_ends_gets_487() {
+    // §15.1.2: after a BYE, the UAS still answers the dialog's pending requests (487).
+    let mut p = Pair::new(13, Conditions::perfect(), UasPolicy::Answer);
+    p.answer_reinvites = false;
+    let (uac_dialog, _) = established(&mut p);
+    p.uac
+        .handle_command(
+            p.now,
+            DialogCommand::ReInvite {
+                dialog: uac_dialog.clone(),
+                sdp: Bytes::from_static(SDP),
+            },
+        )
+        .unwrap();
+    p.run(Duration::from_millis(50));
+    assert!(
+        p.uas_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::ReInvite { .. }))
+    );
+    let before = p.uas.stats().responses_out[3];
+    p.uac
+        .handle_command(p.now, DialogCommand::Bye { dialog: uac_dialog })
+        .unwrap();
+    p.run(Duration::from_secs(60));
+    assert_eq!(
+        p.uas.stats().responses_out[3] - before,
+        1,
+        "one 487 for the re-INVITE"
+    );
+    assert_eq!(reinvite_results(&p.uac_events), Vec::<u16>::new());
+    for shard in [&p.uac, &p.uas] {
+        assert_eq!(shard.dialog_count(), 0);
+        assert_eq!(shard.transaction_count(), 0);
+    }
 }

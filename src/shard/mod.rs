@@ -550,6 +550,8 @@ enum Phase {
     },
     /// UAC: INVITE sent, no final response yet (its transaction is in `calls`).
     Calling {
+        /// Its INVITE client transaction.
+        invite: ClientTxnId,
         request: Bytes,
         branch: Bytes,
         /// A provisional response (any 1xx) has arrived: a CANCEL may be sent (§9.1).
@@ -670,6 +672,9 @@ pub struct Shard {
     registrar_timer: Option<(TimerHandle, Instant)>,
     /// Requests handed to the application (event mode), awaiting `Respond`.
     pending: ahash::HashMap<ServerTxnId, Message>,
+    /// The peer's re-INVITEs still unanswered when their dialog ended: they get 487
+    /// (§15.1.2) as soon as `now` is known.
+    orphaned: Vec<(ServerTxnId, Box<Message>)>,
     ids: IdGenerator,
     events: VecDeque<SessionEvent>,
     buf: BytesMut,
@@ -721,6 +726,7 @@ impl Shard {
             registrar,
             registrar_timer: None,
             pending: ahash::HashMap::default(),
+            orphaned: Vec::new(),
             ids,
             events: VecDeque::new(),
             buf: BytesMut::with_capacity(4096),
@@ -937,6 +943,19 @@ impl Shard {
 
     /// Processes what the transaction layer reported.
     fn drain(&mut self, now: Instant) {
+        loop {
+            self.drain_txn_events(now);
+            if self.orphaned.is_empty() {
+                break;
+            }
+            // §15.1.2: the dialog ended, its pending requests still get a response.
+            for (txn, request) in std::mem::take(&mut self.orphaned) {
+                self.reject_request(now, txn, &request, 487, &[]);
+            }
+        }
+    }
+
+    fn drain_txn_events(&mut self, now: Instant) {
         while let Some(ev) = self.txn.poll_event() {
             match ev {
                 TxnEvent::Request { txn, request, from } => {
@@ -1042,6 +1061,9 @@ impl Shard {
             "dialog keys outlived their dialogs"
         );
         entry.dialog.state = DialogState::Terminated;
+        if let Some(incoming) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {
+            self.orphaned.push(incoming);
+        }
         if let Phase::Incoming { invite, request } = &entry.phase {
             self.by_server_txn.remove(invite);
             self.by_origin.remove(&origin_key(request));

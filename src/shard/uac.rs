@@ -67,6 +67,7 @@ impl Shard {
         let index = self.insert(Entry {
             dialog: d,
             phase: Phase::Calling {
+                invite,
                 request,
                 branch,
                 provisional: false,
@@ -110,18 +111,23 @@ impl Shard {
 
     /// Sends the CANCEL for the INVITE of the call at `index` (its own transaction with the
     /// INVITE's branch; the INVITE then ends with 487, which terminates the call).
-    fn send_cancel(&mut self, now: Instant, index: u32) -> Result<(), DialogError> {
+    pub(super) fn send_cancel(&mut self, now: Instant, index: u32) -> Result<(), DialogError> {
         let Some(Entry {
-            phase: Phase::Calling {
-                request, branch, ..
-            },
+            phase:
+                Phase::Calling {
+                    invite,
+                    request,
+                    branch,
+                    ..
+                },
             dialog,
             ..
         }) = self.entry_mut(index)
         else {
             return Err(self.wrong_state(index, "calling"));
         };
-        let (request, branch, peer) = (request.clone(), branch.clone(), dialog.peer);
+        let (invite, request, branch, peer) =
+            (*invite, request.clone(), branch.clone(), dialog.peer);
         let cancel = build_cancel(&request).ok_or(DialogError::InvalidDialogState {
             current: "calling",
             expected: "a parseable INVITE",
@@ -129,6 +135,8 @@ impl Shard {
         self.txn
             .send_request(now, peer, false, b"CANCEL", &branch, cancel)
             .map_err(DialogError::TransactionError)?;
+        // §9.1: no final response 64·T1 after the CANCEL ends the INVITE transaction.
+        self.txn.cancel_sent(now, invite);
         Ok(())
     }
 

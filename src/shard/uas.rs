@@ -297,6 +297,18 @@ impl Shard {
         match request.method() {
             Some(Method::Bye) => {
                 self.respond(now, txn, &request, Reply::new(200, Some(&local)));
+                // A BYE for our call's early dialog (the callee thinks it answered, and its
+                // 2xx never reached us): our INVITE still waits for a final response that
+                // will not come. Cancel it, which also bounds its wait (§9.1).
+                if matches!(
+                    self.entry_mut(index).map(|e| &e.phase),
+                    Some(Phase::Calling {
+                        provisional: true,
+                        ..
+                    })
+                ) {
+                    let _ = self.send_cancel(now, index);
+                }
                 if let Some(e) = self.remove(index) {
                     self.events.push_back(SessionEvent::CallTerminated {
                         dialog: e.dialog.id,

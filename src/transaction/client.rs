@@ -171,7 +171,8 @@ impl TransactionLayer {
                 let request = txn.request.clone();
                 self.retransmit(now, id, TimerName::A, interval, request);
             }
-            (TimerName::B, ClientInvite::Calling { .. }) => {
+            (TimerName::B, ClientInvite::Calling { .. })
+            | (TimerName::CancelGiveUp, ClientInvite::Calling { .. } | ClientInvite::Proceeding) => {
                 self.time_out(TxnId::Client(ClientTxnId(id)))
             }
             (TimerName::D, ClientInvite::Completed { .. })

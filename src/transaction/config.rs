@@ -95,6 +95,9 @@ pub enum TimerName {
     L,
     /// INVITE client Accepted state (RFC 6026).
     M,
+    /// INVITE client: 64·T1 after our CANCEL without a final response, the INVITE is
+    /// considered cancelled (§9.1).
+    CancelGiveUp,
     /// INVITE server: send 100 Trying if the TU has not answered (§17.2.1).
     Trying,
     /// Non-INVITE server: the TU's deadline to answer (64·T1; not in RFC 3261, which leaves

@@ -384,6 +384,22 @@ impl TransactionLayer {
         self.timers.insert(deadline, TimerEntry::User { token })
     }
 
+    /// Our CANCEL for the INVITE `invite` is out. RFC 3261 §9.1: when the INVITE still has
+    /// no final response 64·T1 later, the client considers it cancelled and destroys its
+    /// transaction, which then reports [`TxnEvent::Timeout`]. (In Calling, Timer B does
+    /// the same; in Proceeding nothing else would ever end it.)
+    pub fn cancel_sent(&mut self, now: Instant, invite: ClientTxnId) {
+        let id = invite.0;
+        if matches!(
+            self.get_mut(id).map(|t| &t.state),
+            Some(State::ClientInvite(
+                client::ClientInvite::Calling { .. } | client::ClientInvite::Proceeding
+            ))
+        ) {
+            self.set_timer(now, id, TimerName::CancelGiveUp, self.config.timeout());
+        }
+    }
+
     /// Cancels a timer from [`TransactionLayer::schedule`]; stale handles are ignored.
     pub fn cancel_timer(&mut self, handle: TimerHandle) {
         self.timers.cancel(handle);
@@ -656,7 +672,7 @@ impl TransactionLayer {
 
     fn on_timer(&mut self, now: Instant, id: SlotId, name: TimerName) {
         match name {
-            TimerName::A | TimerName::B | TimerName::D | TimerName::M => {
+            TimerName::A | TimerName::B | TimerName::D | TimerName::M | TimerName::CancelGiveUp => {
                 self.client_invite_timer(now, id, name)
             }
             TimerName::E | TimerName::F | TimerName::K => {
