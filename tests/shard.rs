@@ -1305,3 +1305,64 @@ fn a_reinvite_pending_when_the_dialog_ends_gets_487() {
         assert_eq!(shard.transaction_count(), 0);
     }
 }
+
+#[test]
+fn the_callee_hangs_up_only_after_the_ack() {
+    // §15: the callee MUST NOT send BYE before the ACK for its 2xx (or 64·T1 without one).
+    let mut p = Pair::new(17, Conditions::perfect(), UasPolicy::Answer);
+    p.bye_on_answer = false;
+    p.call();
+    while !p
+        .uas_events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::CallAnswered { .. }))
+    {
+        assert!(p.step());
+    }
+    assert!(
+        !p.uas_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::AckReceived { .. }))
+    );
+    let dialog = p
+        .uas_events
+        .iter()
+        .find_map(|e| match e {
+            SessionEvent::CallAnswered { dialog, .. } => Some(dialog.clone()),
+            _ => None,
+        })
+        .unwrap();
+    p.uas
+        .handle_command(p.now, DialogCommand::Bye { dialog })
+        .unwrap();
+    // Nothing goes out yet: the BYE waits for the ACK.
+    let early: Vec<_> = std::iter::from_fn(|| p.uas.poll_transmit()).collect();
+    assert!(
+        early.iter().all(|t| !t.payload.starts_with(b"BYE")),
+        "a BYE before the ACK"
+    );
+    for t in early {
+        p.net.send(p.now, uas_addr(), t.destination, t.payload);
+    }
+    p.run(Duration::from_secs(5));
+    let order: Vec<&str> = p
+        .uas_events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::AckReceived { .. } => Some("ack"),
+            SessionEvent::CallTerminated { reason, .. } => {
+                assert_eq!(*reason, TerminationReason::LocalBye);
+                Some("ended")
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["ack", "ended"]);
+    assert!(p.uac_events.iter().any(|e| matches!(
+        e,
+        SessionEvent::CallTerminated {
+            reason: TerminationReason::RemoteBye,
+            ..
+        }
+    )));
+}

@@ -547,6 +547,9 @@ enum Phase {
         interval: Duration,
         retransmit: TimerHandle,
         give_up: TimerHandle,
+        /// The application asked for BYE: §15 lets it leave only after the ACK (or when
+        /// none came in 64·T1).
+        bye_requested: bool,
     },
     /// UAC: INVITE sent, no final response yet (its transaction is in `calls`).
     Calling {
@@ -967,7 +970,7 @@ impl Shard {
                     request,
                     ..
                 } => self.on_cancel(now, txn, invite, request),
-                TxnEvent::Ack { request, .. } => self.on_ack(request),
+                TxnEvent::Ack { request, .. } => self.on_ack(now, request),
                 TxnEvent::Response { txn, response } => self.on_response(now, txn, response),
                 TxnEvent::StrayResponse { response, .. } => self.on_stray_response(response),
                 TxnEvent::Timeout { txn } => self.on_txn_failure(txn, TerminationReason::Timeout),

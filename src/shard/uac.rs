@@ -143,21 +143,19 @@ impl Shard {
     pub(super) fn bye(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
         let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
         match self.entry_mut(index).map(|e| &e.phase) {
-            Some(Phase::Established { .. } | Phase::Answered { .. }) => {
+            Some(Phase::Answered { .. }) => {
+                // §15: the callee MUST NOT send BYE before the ACK for its 2xx arrives (or
+                // 64·T1 pass without one); it goes out then.
                 if let Some(Entry {
-                    phase:
-                        Phase::Answered {
-                            retransmit,
-                            give_up,
-                            ..
-                        },
+                    phase: Phase::Answered { bye_requested, .. },
                     ..
                 }) = self.entry_mut(index)
                 {
-                    let (r, g) = (*retransmit, *give_up);
-                    self.txn.cancel_timer(r);
-                    self.txn.cancel_timer(g);
+                    *bye_requested = true;
                 }
+                Ok(())
+            }
+            Some(Phase::Established { .. }) => {
                 self.send_bye(now, index, TerminationReason::LocalBye)
             }
             _ => Err(self.wrong_state(index, "established")),

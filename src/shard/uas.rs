@@ -369,7 +369,7 @@ impl Shard {
     }
 
     /// An ACK outside the transaction layer: the ACK for our 2xx (§13.3.1.4).
-    pub(super) fn on_ack(&mut self, request: Message) {
+    pub(super) fn on_ack(&mut self, now: Instant, request: Message) {
         let (Some(call_id), Ok(Some(local)), Ok(remote)) =
             (request.call_id(), request.to_tag(), request.from_tag())
         else {
@@ -385,6 +385,7 @@ impl Shard {
         if let Phase::Answered {
             retransmit,
             give_up,
+            bye_requested,
             ..
         } = entry.phase
         {
@@ -396,6 +397,10 @@ impl Shard {
                 dialog: id,
                 sdp: request.body(),
             });
+            if bye_requested {
+                // The BYE the application asked for while the ACK was outstanding (§15).
+                let _ = self.send_bye(now, index, TerminationReason::LocalBye);
+            }
         }
     }
 
@@ -496,6 +501,7 @@ impl Shard {
                 interval: t1,
                 retransmit,
                 give_up,
+                bye_requested: false,
             };
         }
         Ok(())
