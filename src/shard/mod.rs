@@ -664,7 +664,7 @@ pub struct Shard {
     /// Our other in-dialog requests (SendRequest) → their dialog.
     requests: ahash::HashMap<ClientTxnId, SlotRef>,
     /// Our requests outside any dialog (SendStandalone) awaiting their final response.
-    standalone: ahash::HashMap<ClientTxnId, ()>,
+    standalone: ahash::HashSet<ClientTxnId>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
     /// Unanswered INVITEs by (Call-ID, From tag, CSeq): a second INVITE with the same
@@ -723,7 +723,7 @@ impl Shard {
             calls: ahash::HashMap::default(),
             reinvites: ahash::HashMap::default(),
             requests: ahash::HashMap::default(),
-            standalone: ahash::HashMap::default(),
+            standalone: ahash::HashSet::default(),
             by_server_txn: ahash::HashMap::default(),
             by_origin: ahash::HashMap::default(),
             registrar,

@@ -95,7 +95,7 @@ impl Shard {
             .txn
             .send_request(now, r.destination, false, &r.method, &branch, buf.freeze())
             .map_err(DialogError::TransactionError)?;
-        self.standalone.insert(txn, ());
+        self.standalone.insert(txn);
         Ok(txn)
     }
 
@@ -104,7 +104,7 @@ impl Shard {
         let Some(status) = response.status() else {
             return;
         };
-        if status >= 200 && self.standalone.remove(&txn).is_some() {
+        if status >= 200 && self.standalone.remove(&txn) {
             self.events.push_back(SessionEvent::StandaloneResult {
                 request: txn,
                 status,
@@ -116,7 +116,7 @@ impl Shard {
     /// No final response came (Timer F) or the transport failed: 408, as §8.1.3.1 says a
     /// UAC treats a timeout.
     pub(super) fn standalone_failed(&mut self, txn: ClientTxnId) {
-        if self.standalone.remove(&txn).is_some() {
+        if self.standalone.remove(&txn) {
             self.events.push_back(SessionEvent::StandaloneResult {
                 request: txn,
                 status: 408,

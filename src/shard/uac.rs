@@ -171,7 +171,7 @@ impl Shard {
             let Some(index) = self.resolve(r) else { return };
             return self.reinvite_response(now, index, &response);
         }
-        if self.standalone.contains_key(&txn) {
+        if self.standalone.contains(&txn) {
             return self.standalone_response(txn, response);
         }
         if let Some(&r) = self.requests.get(&txn) {

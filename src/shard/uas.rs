@@ -655,7 +655,7 @@ impl Shard {
         if self.calls.contains_key(&client) {
             return self.end_unanswered(client, reason);
         }
-        if self.standalone.contains_key(&client) {
+        if self.standalone.contains(&client) {
             return self.standalone_failed(client);
         }
         if let Some(r) = self.requests.remove(&client) {
