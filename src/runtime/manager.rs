@@ -124,6 +124,7 @@ impl DialogManager {
                 coordinator: coordinator.clone(),
                 dialogs: shards[index].dialogs.clone(),
                 coalesce: self.config.coalesce,
+                backlog: super::worker::ReceiveBacklog::new(self.config.overload_after),
                 stopped: stopped.clone(),
             };
             let thread = std::thread::Builder::new()

@@ -59,6 +59,11 @@ pub struct RuntimeConfig {
     /// per datagram (interrupt moderation): fewer wake-ups and fuller `recvmmsg` and
     /// `sendmmsg` batches for up to this much added latency. Zero: wake at once.
     pub coalesce: Duration,
+    /// Receive-side overload: when a shard's socket has stayed undrained this long (every
+    /// round read its full quota and more was waiting), new INVITEs get 503 + Retry-After
+    /// until a round drains it, so the shard spends its time on the calls it has rather
+    /// than letting the kernel drop datagrams of every call alike. Zero turns it off.
+    pub overload_after: Duration,
 }
 
 impl RuntimeConfig {
@@ -73,6 +78,7 @@ impl RuntimeConfig {
             queue_capacity: 4096,
             socket_buffer: 8 << 20,
             coalesce: Duration::ZERO,
+            overload_after: Duration::from_millis(100),
         }
     }
 }
@@ -273,6 +279,8 @@ pub struct IoStats {
     pub calls_refused_no_coordinator: u64,
     /// Dialogs still up when a stop ended.
     pub dialogs_abandoned: u64,
+    /// Times the socket stayed undrained for `overload_after` (new INVITEs got 503 then).
+    pub receive_overloads: u64,
     /// Wake-ups that needed an eventfd write (the shard was asleep).
     pub eventfd_wakes: u64,
 }
@@ -296,6 +304,7 @@ impl IoStats {
         self.events_undeliverable += o.events_undeliverable;
         self.calls_refused_no_coordinator += o.calls_refused_no_coordinator;
         self.dialogs_abandoned += o.dialogs_abandoned;
+        self.receive_overloads += o.receive_overloads;
         self.eventfd_wakes += o.eventfd_wakes;
     }
 }

@@ -228,6 +228,12 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         &mut per_shard(&|r| r.io.event_backlog).into_iter(),
     );
     family(
+        "sipshard_receive_overloads_total",
+        "counter",
+        "Times a shard's socket stayed undrained for overload_after (new INVITEs got 503).",
+        &mut per_shard(&|r| r.io.receive_overloads).into_iter(),
+    );
+    family(
         "sipshard_event_channel_full_total",
         "counter",
         "Times the application's event channel was full.",
