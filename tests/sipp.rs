@@ -115,15 +115,21 @@ fn four_shards_10000_calls_each_dialog_stays_on_one_shard() {
             &format!("{s},method=\"BYE\""),
         );
         let created = sum_metric(&m, "sipshard_dialogs_created_total", &s);
+        let absorbed = sum_metric(&m, "sipshard_retransmissions_absorbed_total", &s);
         // Every INVITE, ACK and BYE of a dialog reached the shard that created it: a
-        // BYE anywhere else would have found no dialog (481) and failed the call.
-        assert!(invites > 0, "shard {shard} got no calls:\n{m}");
-        assert_eq!(
-            (acks, byes, created),
-            (invites, invites, invites),
-            "shard {shard}"
+        // BYE anywhere else would have found no dialog (481, counted as rejected) and
+        // failed the call. More INVITEs than dialogs are retransmissions (SIPp resends
+        // after 500 ms when a busy machine stalls), which a transaction absorbed.
+        assert!(created > 0, "shard {shard} got no calls:\n{m}");
+        assert!(
+            acks >= created && byes >= created && invites >= created,
+            "shard {shard}: {invites} INVITEs, {acks} ACKs, {byes} BYEs, {created} dialogs"
         );
-        total += invites;
+        assert!(
+            invites - created <= absorbed,
+            "shard {shard}: {invites} INVITEs for {created} dialogs, {absorbed} absorbed"
+        );
+        total += created;
     }
     assert_eq!(total, 10_000);
     assert_eq!(sum_metric(&m, "sipshard_requests_rejected_total", ""), 0);
