@@ -22,27 +22,41 @@ fn wait_metric(server: &Server, name: &str, filter: &str, want: u64, limit: Dura
     }
 }
 
+/// SIPp's built-in `scenario` against `target`: `calls` calls at `rate` per second, a call
+/// that takes longer than `timeout_s` failing; the run itself gets 30 s more.
+fn run_builtin(
+    sipp: &std::path::Path,
+    scenario: &str,
+    target: &str,
+    calls: u32,
+    rate: u32,
+    timeout_s: u64,
+) -> common::peers::SippRun {
+    let (calls, rate, timeout) = (calls.to_string(), rate.to_string(), timeout_s.to_string());
+    run_sipp(
+        sipp,
+        &[
+            "-sn",
+            scenario,
+            target,
+            "-m",
+            &calls,
+            "-r",
+            &rate,
+            "-timeout",
+            &timeout,
+            "-timeout_error",
+        ],
+        Duration::from_secs(timeout_s + 30),
+    )
+}
+
 #[test]
 fn sipp_uac_5000_calls_at_500_cps_against_auto_answer() {
     let Some(sipp) = sipp() else { return };
     let server = Server::start(&["--mode", "auto-answer", "--shards", "2"]);
     let target = server.sip.to_string();
-    let run = run_sipp(
-        &sipp,
-        &[
-            "-sn",
-            "uac",
-            &target,
-            "-m",
-            "5000",
-            "-r",
-            "500",
-            "-timeout",
-            "90",
-            "-timeout_error",
-        ],
-        Duration::from_secs(120),
-    );
+    let run = run_builtin(&sipp, "uac", &target, 5000, 500, 90);
     assert!(run.success, "sipp failed:\n{}", run.screen);
     assert_eq!(run.successful_calls, 5000, "{}", run.screen);
     assert_eq!(run.failed_calls, 0, "{}", run.screen);
@@ -180,22 +194,7 @@ fn sipp_branchc_registers_then_calls_the_registrar() {
     let server = Server::start(&["--mode", "registrar", "--shards", "2"]);
     let target = server.sip.to_string();
     // branchc: REGISTER, INVITE, ACK, 5 s of call, BYE, 4 s pause.
-    let run = run_sipp(
-        &sipp,
-        &[
-            "-sn",
-            "branchc",
-            &target,
-            "-m",
-            "20",
-            "-r",
-            "20",
-            "-timeout",
-            "60",
-            "-timeout_error",
-        ],
-        Duration::from_secs(90),
-    );
+    let run = run_builtin(&sipp, "branchc", &target, 20, 20, 60);
     assert!(run.success, "sipp failed:\n{}", run.screen);
     assert_eq!(run.successful_calls, 20, "{}", run.screen);
     assert_eq!(
@@ -213,22 +212,7 @@ fn sipp_regexp_finds_an_sdp_answer_in_the_200() {
     for mode in ["auto-answer", "app"] {
         let server = Server::start(&["--mode", mode, "--shards", "2"]);
         let target = server.sip.to_string();
-        let run = run_sipp(
-            &sipp,
-            &[
-                "-sn",
-                "regexp",
-                &target,
-                "-m",
-                "20",
-                "-r",
-                "20",
-                "-timeout",
-                "30",
-                "-timeout_error",
-            ],
-            Duration::from_secs(60),
-        );
+        let run = run_builtin(&sipp, "regexp", &target, 20, 20, 30);
         assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
         assert_eq!(run.successful_calls, 20, "{mode}: {}", run.screen);
     }
