@@ -1,6 +1,7 @@
 //! The generator against itself on loopback: `uas` answers, `uac` calls; the JSON result,
 //! the report files, `compare`, and the `--max-failed` exit status.
 
+use std::io::BufRead;
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ fn free_port() -> u16 {
 }
 
 fn uas(port: u16, extra: &[&str]) -> Child {
-    Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args([
             "uas",
             "--listen",
@@ -28,9 +29,19 @@ fn uas(port: u16, extra: &[&str]) -> Child {
         ])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
-        .unwrap()
+        .unwrap();
+    // Ready once it says where it listens (printed after the sockets are bound); the rest
+    // of its stderr is drained so it can never block on a full pipe.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("sipshard-load on udp:"));
+    assert!(ready, "the uas did not start");
+    std::thread::spawn(move || lines.for_each(drop));
+    child
 }
 
 fn uac(port: u16, dir: &std::path::Path, name: &str, extra: &[&str]) -> (bool, serde_json::Value) {
@@ -73,7 +84,6 @@ fn calls_against_the_own_uas_with_results_reports_and_gating() {
 
     let port = free_port();
     let mut answering = uas(port, &[]);
-    std::thread::sleep(Duration::from_millis(300));
     let (ok, r) = uac(port, &dir, "a", &["--max-failed", "0"]);
     let _ = answering.kill();
     let _ = answering.wait();
@@ -95,7 +105,6 @@ fn calls_against_the_own_uas_with_results_reports_and_gating() {
     // Half the calls refused with 486: the run fails the gate, and says why.
     let port = free_port();
     let mut refusing = uas(port, &["--answer-ratio", "0.5", "--failure-codes", "486"]);
-    std::thread::sleep(Duration::from_millis(300));
     let (ok, r) = uac(port, &dir, "b", &["--max-failed", "0.01"]);
     let _ = refusing.kill();
     let _ = refusing.wait();
@@ -127,7 +136,6 @@ fn register_options_reinvite_and_cancel_scenarios() {
     let mut answering = uas(port, &["--registrar"]);
     let ringing_port = free_port();
     let mut ringing = uas(ringing_port, &["--ring", "10s"]);
-    std::thread::sleep(Duration::from_millis(300));
     let runs = [
         ("register", port, "request_to_final", vec![]),
         ("options", port, "request_to_final", vec![]),
