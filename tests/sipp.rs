@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peers::{Server, run_sipp, sipp, sum_metric};
+use common::peers::{Server, free_udp_port, run_sipp, sipp, sum_metric};
 
 /// Polls the server's metrics until `name` (filtered) reaches `want`, up to `limit`.
 fn wait_metric(server: &Server, name: &str, filter: &str, want: u64, limit: Duration) -> u64 {
@@ -298,4 +298,84 @@ async fn dialog_manager_places_1000_calls_to_sipp_uas() {
     let run = common::peers::wait_sipp(uas, Duration::from_secs(30));
     assert!(run.success, "sipp uas failed:\n{}", run.screen);
     assert_eq!(run.successful_calls, 1000, "{}", run.screen);
+}
+
+/// A TCP port that was free a moment ago (for SIPp's `-3pcc` twin socket).
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// True once something listens on 127.0.0.1:`port` (read from /proc, so that the probe
+/// does not take the one twin connection SIPp accepts).
+fn tcp_listening(port: u16) -> bool {
+    let wanted = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
+        table.lines().skip(1).any(|line| {
+            let mut cols = line.split_whitespace().skip(1);
+            cols.next() == Some(wanted.as_str()) && cols.nth(1) == Some("0A")
+        })
+    })
+}
+
+#[test]
+fn sipp_3pcc_controller_sets_up_calls_between_two_sipshard_parties() {
+    // Third-party call control (RFC 3725 flow I): the controller's INVITE to A carries no
+    // SDP, so A's 200 must make the offer, and the answer comes back in the ACK (§13.2.1),
+    // relayed from B. Both parties are the same auto-answer server (distinct Call-IDs).
+    let Some(sipp) = sipp() else { return };
+    let server = Server::start(&["--mode", "auto-answer", "--shards", "2"]);
+    let target = server.sip.to_string();
+    let twin = format!("127.0.0.1:{}", free_tcp_port());
+    let dir = std::env::temp_dir();
+    let b = common::peers::spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &["-sn", "3pcc-C-B", "-3pcc", &twin, &target],
+        &dir,
+    );
+    let twin_port: u16 = twin
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tcp_listening(twin_port) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a = common::peers::spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &[
+            "-sn",
+            "3pcc-C-A",
+            "-3pcc",
+            &twin,
+            &target,
+            "-m",
+            "20",
+            "-r",
+            "10",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ],
+        &dir,
+    );
+    let a = common::peers::wait_sipp(a, Duration::from_secs(60));
+    let b = common::peers::wait_sipp(b, Duration::from_secs(10));
+    assert!(a.success, "controller A failed:\n{}", a.screen);
+    assert_eq!(a.successful_calls, 20, "{}", a.screen);
+    assert_eq!(a.failed_calls, 0, "{}", a.screen);
+    assert_eq!(b.failed_calls, 0, "controller B:\n{}", b.screen);
+    assert_eq!(
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+        0
+    );
+    assert_eq!(
+        sum_metric(&server.metrics(), "sipshard_dialogs_created_total", ""),
+        40
+    );
 }
