@@ -207,3 +207,76 @@ async fn a_port_another_process_holds_is_refused_not_shared() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_dialog_message_reaches_the_application_or_gets_480_without_one() {
+    use bytes::Bytes;
+    use sipshard::shard::StandaloneRequest;
+    // One server with an application that answers MESSAGE 202, one with nobody listening.
+    let answering = DialogManager::new(config(2, AppMode::Application));
+    let (tx, mut inbox) = mpsc::channel(16);
+    answering.set_session_coordinator(tx);
+    answering.start().await.unwrap();
+    let nobody = DialogManager::new(config(1, AppMode::Application));
+    nobody.start().await.unwrap();
+
+    let client = DialogManager::new(config(1, AppMode::Application));
+    let (tx, mut events) = mpsc::channel(64);
+    client.set_session_coordinator(tx);
+    client.start().await.unwrap();
+    let message = |destination| StandaloneRequest {
+        method: Bytes::from_static(b"MESSAGE"),
+        request_uri: Bytes::from(format!("sip:bob@{destination}")),
+        from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+        to: Bytes::from_static(b"<sip:bob@example.com>"),
+        call_id: None,
+        cseq: 1,
+        destination,
+        headers: vec![("Content-Type".into(), Bytes::from_static(b"text/plain"))],
+        body: Bytes::from_static(b"hello"),
+    };
+    let to_answering = client
+        .send_standalone(message(answering.local_addr().unwrap()))
+        .await
+        .unwrap();
+    let to_nobody = client
+        .send_standalone(message(nobody.local_addr().unwrap()))
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let batch = timeout_at(deadline, inbox.recv()).await.unwrap().unwrap();
+    let incoming = batch
+        .iter()
+        .find(|e| matches!(e.event, SessionEvent::IncomingRequest { .. }))
+        .expect("the MESSAGE reached the application");
+    if let SessionEvent::IncomingRequest { request, .. } = &incoming.event {
+        assert_eq!(request.body_bytes(), b"hello");
+    }
+    let handle = incoming.transaction().expect("it carries a transaction");
+    answering
+        .send_response(&handle, 202, Vec::new())
+        .await
+        .unwrap();
+
+    let mut results = Vec::new();
+    while results.len() < 2 {
+        let batch = timeout_at(deadline, events.recv()).await.unwrap().unwrap();
+        for e in batch {
+            if let SessionEvent::StandaloneResult {
+                request, status, ..
+            } = e.event
+            {
+                results.push((request, status));
+            }
+        }
+    }
+    results.sort_by_key(|(_, status)| *status);
+    assert_eq!(
+        results,
+        vec![(to_answering.request, 202), (to_nobody.request, 480)]
+    );
+    for m in [&client, &answering, &nobody] {
+        m.stop(StopPolicy::Wait, Duration::ZERO).await.unwrap();
+    }
+}

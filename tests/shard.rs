@@ -444,6 +444,81 @@ CSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
     // §11: an OPTIONS addressed to us is answered even with Max-Forwards 0.
     assert_eq!(status_of(&mut uas, req("OPTIONS", "")), Some(200));
     assert_eq!(status_of(&mut uas, req("SUBSCRIBE", "")), Some(405));
+    // Methods that only live inside a dialog (RFC 6086 §4.2.2, RFC 3311, RFC 3262 §3,
+    // RFC 6665 §4.1.3) match no dialog without a To tag.
+    for method in ["BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"] {
+        assert_eq!(status_of(&mut uas, req(method, "")), Some(481), "{method}");
+    }
+    assert!(uas.poll_event().is_none());
+}
+
+#[test]
+fn an_out_of_dialog_message_goes_to_the_application_and_its_answer_has_a_to_tag() {
+    // RFC 3428 pager mode: MESSAGE outside any dialog. The application answers it; the 200
+    // carries a To tag like every final response to a request without one (§8.2.6.2).
+    let t0 = Instant::now();
+    let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
+    let message = |n: u32| {
+        Bytes::from(format!(
+            "MESSAGE sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKmsg{n};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a{n}\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: msg{n}@test\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+        ))
+    };
+    uas.handle_datagram(t0, uac_addr(), message(1));
+    assert!(
+        uas.poll_transmit().is_none(),
+        "nothing sent before the application says"
+    );
+    let Some(SessionEvent::IncomingRequest { txn, request, from }) = uas.poll_event() else {
+        panic!("no IncomingRequest")
+    };
+    assert_eq!(from, uac_addr());
+    assert_eq!(request.body_bytes(), b"hello");
+    uas.handle_command(
+        t0,
+        DialogCommand::Respond {
+            txn,
+            status: 200,
+            headers: vec![],
+        },
+    )
+    .unwrap();
+    let ok = Message::parse(uas.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(ok.status(), Some(200));
+    assert!(ok.to_tag().unwrap().is_some_and(|t| !t.is_empty()));
+    assert_eq!(ok.call_id(), Some(&b"msg1@test"[..]));
+    assert_eq!(uas.dialog_count(), 0, "a MESSAGE makes no dialog");
+    // A second answer to the same request is refused, not sent.
+    assert!(
+        uas.handle_command(
+            t0,
+            DialogCommand::Respond {
+                txn,
+                status: 500,
+                headers: vec![],
+            },
+        )
+        .is_err()
+    );
+    // One the application never answers ends with its transaction and is forgotten.
+    uas.handle_datagram(t0, uac_addr(), message(2));
+    let Some(SessionEvent::IncomingRequest { txn, .. }) = uas.poll_event() else {
+        panic!("no IncomingRequest")
+    };
+    uas.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(uas.transaction_count(), 0);
+    assert_eq!(
+        uas.handle_command(
+            t0 + Duration::from_secs(40),
+            DialogCommand::Respond {
+                txn,
+                status: 200,
+                headers: vec![],
+            },
+        ),
+        Err(sipshard::shard::DialogError::DialogNotFound)
+    );
 }
 
 #[test]
@@ -1300,6 +1375,61 @@ fn a_reinvite_pending_when_the_dialog_ends_gets_487() {
         "one 487 for the re-INVITE"
     );
     assert_eq!(reinvite_results(&p.uac_events), Vec::<u16>::new());
+    for shard in [&p.uac, &p.uas] {
+        assert_eq!(shard.dialog_count(), 0);
+        assert_eq!(shard.transaction_count(), 0);
+    }
+}
+
+#[test]
+fn an_in_dialog_request_pending_when_the_dialog_ends_gets_487() {
+    // §15.1.2 for a non-INVITE: the application holds the peer's INFO, then the peer hangs
+    // up; the INFO still gets a final response (487), and nothing is left behind.
+    let mut p = Pair::new(17, Conditions::perfect(), UasPolicy::Answer);
+    let (uac_dialog, _) = established(&mut p);
+    p.uac
+        .handle_command(
+            p.now,
+            DialogCommand::SendRequest {
+                dialog: uac_dialog.clone(),
+                method: Bytes::from_static(b"INFO"),
+                headers: vec![],
+                body: Bytes::new(),
+            },
+        )
+        .unwrap();
+    p.run(Duration::from_millis(50));
+    let txn = p
+        .uas_events
+        .iter()
+        .find_map(|e| match e {
+            SessionEvent::DialogRequest { txn, .. } => Some(*txn),
+            _ => None,
+        })
+        .expect("the INFO reached the application");
+    p.uac
+        .handle_command(p.now, DialogCommand::Bye { dialog: uac_dialog })
+        .unwrap();
+    let (sent_before, received_before) = (
+        p.uas.stats().responses_out[3],
+        p.uac.stats().responses_in[3],
+    );
+    p.run(Duration::from_secs(60));
+    assert_eq!(p.uas.stats().responses_out[3] - sent_before, 1, "one 487");
+    assert_eq!(p.uac.stats().responses_in[3] - received_before, 1);
+    // The application answering late finds nothing to answer.
+    assert!(
+        p.uas
+            .handle_command(
+                p.now,
+                DialogCommand::Respond {
+                    txn,
+                    status: 200,
+                    headers: vec![],
+                },
+            )
+            .is_err()
+    );
     for shard in [&p.uac, &p.uas] {
         assert_eq!(shard.dialog_count(), 0);
         assert_eq!(shard.transaction_count(), 0);

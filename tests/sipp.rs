@@ -189,6 +189,43 @@ fn sipp_register_scenario_against_registrar() {
 }
 
 #[test]
+fn sipp_out_of_dialog_message_options_and_info() {
+    // MESSAGE outside a dialog is answered (inline in auto-answer mode, by the application
+    // loop in app mode); INFO outside a dialog is 481.
+    let Some(sipp) = sipp() else { return };
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/message.xml");
+    for mode in ["auto-answer", "app"] {
+        let server = Server::start(&["--mode", mode, "--shards", "2"]);
+        let target = server.sip.to_string();
+        let run = run_sipp(
+            &sipp,
+            &[
+                "-sf",
+                scenario,
+                &target,
+                "-m",
+                "200",
+                "-r",
+                "100",
+                "-timeout",
+                "30",
+                "-timeout_error",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
+        assert_eq!(run.successful_calls, 200, "{mode}: {}", run.screen);
+        let m = server.metrics();
+        assert_eq!(
+            sum_metric(&m, "sipshard_requests_received_total", "method=\"MESSAGE\""),
+            200,
+            "{mode}"
+        );
+        assert_eq!(sum_metric(&m, "sipshard_dialogs_created_total", ""), 0);
+    }
+}
+
+#[test]
 fn sipp_branchc_registers_then_calls_the_registrar() {
     let Some(sipp) = sipp() else { return };
     let server = Server::start(&["--mode", "registrar", "--shards", "2"]);

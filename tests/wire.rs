@@ -65,17 +65,18 @@ const RETRANSMISSION: usize = 0;
 fn expected_class(file: &str) -> Option<usize> {
     match file {
         // Valid requests an auto-answer endpoint serves: INVITE → 180/200, others 2xx
-        // (OPTIONS) or 4xx (REGISTER is no method of auto-answer mode: 405; extension
-        // methods 405; MESSAGE outside a dialog 405).
+        // (OPTIONS; MESSAGE outside a dialog, RFC 3428, multipart body and all: RFC 4475
+        // §3.1.1.11) or 4xx (REGISTER is no method of auto-answer mode: 405; extension
+        // methods 405).
         "esc01.dat" | "lwsdisp.dat" | "longreq.dat" | "semiuri.dat" | "transports.dat"
-        | "inv2543.dat" | "invut.dat" => Some(2),
+        | "inv2543.dat" | "invut.dat" | "mpart01.dat" => Some(2),
         // OPTIONS outside a dialog: 200. badbranch's bare magic cookie falls back to
         // RFC 2543 matching, which RFC 4475 §3.2.1 allows (or a 400).
         "zeromf.dat" | "badbranch.dat" => Some(2),
         // It carries a To tag: a request in a dialog we do not have, 481.
         "wsinv.dat" => Some(4),
-        "intmeth.dat" | "esc02.dat" | "escnull.dat" | "dblreq.dat" | "mpart01.dat"
-        | "cparam01.dat" | "regescrt.dat" | "regaut01.dat" => Some(4),
+        "intmeth.dat" | "esc02.dat" | "escnull.dat" | "dblreq.dat" | "cparam01.dat"
+        | "regescrt.dat" | "regaut01.dat" => Some(4),
         // §3.1.2 and §3.3: refused with a 4xx (400, 416, 420, …) or 505.
         "badinv01.dat" | "clerr.dat" | "scalar02.dat" | "quotbal.dat" | "ltgtruri.dat"
         | "lwsruri.dat" | "lwsstart.dat" | "trws.dat" | "escruri.dat" | "baddate.dat"

@@ -446,8 +446,9 @@ impl Worker {
                     }
                     continue;
                 }
-                // The benchmark target also accepts re-INVITEs (same answer) and in-dialog
-                // INFO/MESSAGE/UPDATE/NOTIFY (200), so SIPp scenarios with them pass.
+                // The benchmark target also accepts re-INVITEs (same answer), in-dialog
+                // INFO/MESSAGE/UPDATE/NOTIFY/REFER and out-of-dialog MESSAGE (200), so SIPp
+                // scenarios with them pass.
                 (AppMode::AutoAnswer(auto), SessionEvent::ReInvite { dialog, request }) => {
                     let command = DialogCommand::Answer {
                         dialog: dialog.clone(),
@@ -456,7 +457,11 @@ impl Worker {
                     let _ = self.shard.handle_command(now, command);
                     continue;
                 }
-                (AppMode::AutoAnswer(_), SessionEvent::DialogRequest { txn, .. }) => {
+                (
+                    AppMode::AutoAnswer(_),
+                    SessionEvent::DialogRequest { txn, .. }
+                    | SessionEvent::IncomingRequest { txn, .. },
+                ) => {
                     let command = DialogCommand::Respond {
                         txn: *txn,
                         status: 200,
@@ -475,6 +480,23 @@ impl Worker {
                         DialogCommand::Reject {
                             dialog: dialog.clone(),
                             status: 480,
+                        },
+                    );
+                    continue;
+                }
+                (
+                    AppMode::Application,
+                    SessionEvent::DialogRequest { txn, .. }
+                    | SessionEvent::IncomingRequest { txn, .. }
+                    | SessionEvent::RegistrationRequest { txn, .. },
+                ) if self.coordinator.is_none() => {
+                    // Nobody to ask: the request is refused now, not left to time out.
+                    let _ = self.shard.handle_command(
+                        now,
+                        DialogCommand::Respond {
+                            txn: *txn,
+                            status: 480,
+                            headers: Vec::new(),
                         },
                     );
                     continue;

@@ -259,6 +259,17 @@ pub enum SessionEvent {
         /// The request.
         request: Message,
     },
+    /// An out-of-dialog request the shard leaves to the application: a MESSAGE (RFC 3428
+    /// pager mode). Answer with [`DialogCommand::Respond`]; unanswered, its transaction
+    /// ends without a response after 64·T1.
+    IncomingRequest {
+        /// The server transaction to answer on.
+        txn: ServerTxnId,
+        /// The request.
+        request: Message,
+        /// Where it came from.
+        from: SocketAddr,
+    },
     /// The final response to a request sent with [`DialogCommand::SendRequest`].
     RequestResult {
         /// The dialog.
@@ -457,6 +468,26 @@ impl std::fmt::Display for DialogError {
 
 impl std::error::Error for DialogError {}
 
+/// The methods [`ShardStats::requests_in`] counts, in its order; `other` is any method
+/// without a slot of its own.
+pub const REQUEST_METHODS: [&str; 15] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "INFO",
+    "MESSAGE",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "PUBLISH",
+    "other",
+];
+
 /// Counters of one shard, summed across shards on demand.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
@@ -480,8 +511,8 @@ pub struct ShardStats {
     pub dialogs_early: u64,
     /// Live confirmed dialogs.
     pub dialogs_confirmed: u64,
-    /// Requests received, by method: INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, other.
-    pub requests_in: [u64; 7],
+    /// Requests received, by method, in the order of [`REQUEST_METHODS`].
+    pub requests_in: [u64; REQUEST_METHODS.len()],
     /// Responses received, by class 1xx..6xx.
     pub responses_in: [u64; 6],
     /// Responses sent by the dialog layer, by class 1xx..6xx (the transaction layer's own
@@ -522,7 +553,15 @@ fn method_slot(m: Option<crate::message::Method>) -> usize {
         Some(Method::Cancel) => 3,
         Some(Method::Options) => 4,
         Some(Method::Register) => 5,
-        _ => 6,
+        Some(Method::Info) => 6,
+        Some(Method::Message) => 7,
+        Some(Method::Update) => 8,
+        Some(Method::Prack) => 9,
+        Some(Method::Subscribe) => 10,
+        Some(Method::Notify) => 11,
+        Some(Method::Refer) => 12,
+        Some(Method::Publish) => 13,
+        _ => 14,
     }
 }
 
@@ -645,6 +684,13 @@ const TIMER_RING_TIMEOUT: u64 = 5;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 
+/// A request handed to the application, awaiting `Respond`.
+struct Pending {
+    request: Message,
+    /// The slot of its dialog, for an in-dialog request.
+    dialog: Option<u32>,
+}
+
 /// One shard.
 pub struct Shard {
     config: ShardConfig,
@@ -673,8 +719,12 @@ pub struct Shard {
     /// The binding table, in registrar mode, and its expiry timer.
     registrar: Option<crate::registrar::Registrar>,
     registrar_timer: Option<(TimerHandle, Instant)>,
-    /// Requests handed to the application (event mode), awaiting `Respond`.
-    pending: ahash::HashMap<ServerTxnId, Message>,
+    /// Requests handed to the application (event mode), awaiting `Respond`; forgotten when
+    /// their transaction ends.
+    pending: ahash::HashMap<ServerTxnId, Pending>,
+    /// The in-dialog ones among them, by dialog slot: when the dialog ends they get 487
+    /// (§15.1.2) without a scan of `pending`.
+    pending_in_dialog: ahash::HashMap<u32, Vec<ServerTxnId>>,
     /// The peer's re-INVITEs still unanswered when their dialog ended: they get 487
     /// (§15.1.2) as soon as `now` is known.
     orphaned: Vec<(ServerTxnId, Box<Message>)>,
@@ -729,6 +779,7 @@ impl Shard {
             registrar,
             registrar_timer: None,
             pending: ahash::HashMap::default(),
+            pending_in_dialog: ahash::HashMap::default(),
             orphaned: Vec::new(),
             ids,
             events: VecDeque::new(),
@@ -977,15 +1028,19 @@ impl Shard {
                 TxnEvent::TransportError { txn } => {
                     self.on_txn_failure(txn, TerminationReason::TransportError)
                 }
-                TxnEvent::Terminated { txn } => {
-                    if let crate::transaction::TxnId::Client(c) = txn {
+                TxnEvent::Terminated { txn } => match txn {
+                    crate::transaction::TxnId::Client(c) => {
                         self.by_client_txn.remove(&c);
                         self.reinvites.remove(&c);
                         self.requests.remove(&c);
                         self.standalone_failed(c);
                         self.invite_ended(c);
                     }
-                }
+                    // Ended unanswered (the application never said; 64·T1 passed).
+                    crate::transaction::TxnId::Server(s) => {
+                        self.forget_pending(s);
+                    }
+                },
                 TxnEvent::UserTimer { token } => self.on_timer(now, token),
             }
         }
@@ -1066,6 +1121,15 @@ impl Shard {
         entry.dialog.state = DialogState::Terminated;
         if let Some(incoming) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {
             self.orphaned.push(incoming);
+        }
+        if !self.pending_in_dialog.is_empty()
+            && let Some(txns) = self.pending_in_dialog.remove(&index)
+        {
+            for txn in txns {
+                if let Some(p) = self.pending.remove(&txn) {
+                    self.orphaned.push((txn, Box::new(p.request)));
+                }
+            }
         }
         if let Phase::Incoming { invite, request } = &entry.phase {
             self.by_server_txn.remove(invite);

@@ -25,7 +25,13 @@ impl Shard {
                 self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)])
             }
             RegisterMode::Event => {
-                self.pending.insert(txn, request.clone());
+                self.pending.insert(
+                    txn,
+                    super::Pending {
+                        request: request.clone(),
+                        dialog: None,
+                    },
+                );
                 self.events
                     .push_back(SessionEvent::RegistrationRequest { txn, request, from });
             }
@@ -95,8 +101,7 @@ impl Shard {
         headers: &[(String, Bytes)],
     ) -> Result<(), DialogError> {
         let request = self
-            .pending
-            .remove(&txn)
+            .forget_pending(txn)
             .ok_or(DialogError::DialogNotFound)?;
         let headers: Vec<(&str, &[u8])> =
             headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();

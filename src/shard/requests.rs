@@ -1,12 +1,13 @@
 //! In-dialog requests other than INVITE and BYE (RFC 3261 §12.2): the peer's INFO, MESSAGE,
 //! UPDATE, NOTIFY and REFER go to the application; ours are sent with `SendRequest`, and a
-//! 481, 408 or no answer ends the dialog (§12.2.1.2). Also `Terminate`.
+//! 481, 408 or no answer ends the dialog (§12.2.1.2). Also `Terminate`, the out-of-dialog
+//! MESSAGE handed to the application, and the book of requests the application holds.
 
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{DialogError, Phase, SessionEvent, Shard, TerminationReason};
+use super::{DialogError, Pending, Phase, SessionEvent, Shard, TerminationReason};
 use crate::dialog::{self, DialogId};
 use crate::message::{Message, Method};
 use crate::transaction::ServerTxnId;
@@ -24,12 +25,55 @@ impl Shard {
             entry.dialog.set_remote_target(target);
         }
         let dialog = entry.dialog.id.clone();
-        self.pending.insert(txn, request.clone());
+        self.pending.insert(
+            txn,
+            Pending {
+                request: request.clone(),
+                dialog: Some(index),
+            },
+        );
+        self.pending_in_dialog.entry(index).or_default().push(txn);
         self.events.push_back(SessionEvent::DialogRequest {
             dialog,
             txn,
             request,
         });
+    }
+
+    /// An out-of-dialog MESSAGE (RFC 3428 pager mode) for the application.
+    pub(super) fn standalone_request(
+        &mut self,
+        txn: ServerTxnId,
+        request: Message,
+        from: std::net::SocketAddr,
+    ) {
+        self.pending.insert(
+            txn,
+            Pending {
+                request: request.clone(),
+                dialog: None,
+            },
+        );
+        self.events
+            .push_back(SessionEvent::IncomingRequest { txn, request, from });
+    }
+
+    /// Takes a request handed to the application off the books (answered, or its
+    /// transaction ended); returns it.
+    pub(super) fn forget_pending(&mut self, txn: ServerTxnId) -> Option<Message> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let pending = self.pending.remove(&txn)?;
+        if let Some(index) = pending.dialog
+            && let Some(txns) = self.pending_in_dialog.get_mut(&index)
+        {
+            txns.retain(|t| *t != txn);
+            if txns.is_empty() {
+                self.pending_in_dialog.remove(&index);
+            }
+        }
+        Some(pending.request)
     }
 
     /// `SendRequest`: a non-INVITE request in a confirmed dialog.

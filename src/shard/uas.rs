@@ -153,9 +153,14 @@ impl Shard {
                 let headers: &[(&str, &[u8])] = &[("Allow", ALLOW), ("Accept", b"application/sdp")];
                 self.respond(now, txn, &request, Reply::new(200, None).headers(headers));
             }
-            // §15.1.2 and §12.2.2: a BYE (or other in-dialog method) without To tag matches
-            // no dialog.
-            (Some(Method::Bye), None) => self.reject_request(now, txn, &request, 481, &[]),
+            (Some(Method::Message), None) => self.standalone_request(txn, request, from),
+            // §15.1.2 and §12.2.2: a BYE (or another method that only lives inside a
+            // dialog: INFO per RFC 6086 §4.2.2, UPDATE, PRACK per RFC 3262 §3, NOTIFY
+            // without a subscription per RFC 6665 §4.1.3) without To tag matches no dialog.
+            (
+                Some(Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify),
+                None,
+            ) => self.reject_request(now, txn, &request, 481, &[]),
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }
     }
@@ -329,7 +334,7 @@ impl Shard {
             Some(
                 Method::Info | Method::Message | Method::Update | Method::Notify | Method::Refer,
             ) => self.dialog_request(txn, request, index),
-            // Not yet: UPDATE, INFO, REFER, NOTIFY.
+            // PRACK, SUBSCRIBE, PUBLISH and extensions are not supported in a dialog.
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }
     }

@@ -294,7 +294,9 @@ async fn application(
                     let answer = answer_for(&request);
                     let _ = manager.answer(&dialog, Some(answer)).await;
                 }
-                SessionEvent::DialogRequest { .. } | SessionEvent::RegistrationRequest { .. } => {
+                SessionEvent::DialogRequest { .. }
+                | SessionEvent::RegistrationRequest { .. }
+                | SessionEvent::IncomingRequest { .. } => {
                     if let Some(h) = handle {
                         let _ = manager.send_response(&h, 200, Vec::new()).await;
                     }

@@ -119,15 +119,13 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         "Datagrams moved to the shard owning their Call-ID.",
         &mut per_shard(&|r| r.io.handed_over).into_iter(),
     );
-    const METHODS: [&str; 7] = [
-        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "other",
-    ];
+
     family(
         "sipshard_requests_received_total",
         "counter",
         "Requests received, by method.",
         &mut stats.shards.iter().flat_map(|r| {
-            METHODS
+            sipshard::shard::REQUEST_METHODS
                 .iter()
                 .zip(r.stats.requests_in)
                 .map(move |(m, v)| (format!("shard=\"{}\",method=\"{m}\"", r.shard), v))
