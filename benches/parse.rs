@@ -1,6 +1,7 @@
 //! Parser benchmarks. Ids are fixed (outside checks call them):
 //! `parse/invite`, `parse_keys/invite`, `parse/response_200`, `parse/ack`,
-//! `callid_scan/invite`. Messages live in `benches/data/`.
+//! `callid_scan/invite`; also `views/check_request_invite` and `views/top_via_invite`.
+//! Messages live in `benches/data/`.
 
 use std::hint::black_box;
 
@@ -52,6 +53,20 @@ fn parse_keys(c: &mut Criterion) {
     g.finish();
 }
 
+/// The views a UAS reads from every request, on an INVITE parsed once outside the loop:
+/// its whole-message checks (§8.2: every typed header, 400/416/505) and the top Via alone.
+fn views(c: &mut Criterion) {
+    let m = Message::parse(Bytes::from_static(INVITE)).expect("bench message parses");
+    let mut g = c.benchmark_group("views");
+    g.bench_function("check_request_invite", |b| {
+        b.iter(|| black_box(&m).check_request().expect("bench message passes"))
+    });
+    g.bench_function("top_via_invite", |b| {
+        b.iter(|| black_box(&m).top_via().expect("Via").port)
+    });
+    g.finish();
+}
+
 fn callid_scan(c: &mut Criterion) {
     let mut g = c.benchmark_group("callid_scan");
     g.throughput(Throughput::Bytes(INVITE.len() as u64));
@@ -61,5 +76,5 @@ fn callid_scan(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, parse_keys, callid_scan);
+criterion_group!(benches, parse, parse_keys, views, callid_scan);
 criterion_main!(benches);

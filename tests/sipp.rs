@@ -226,6 +226,46 @@ fn sipp_out_of_dialog_message_options_and_info() {
 }
 
 #[test]
+fn sipp_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered() {
+    // RFC 3262 as UAS: Require: 100rel → 180 with Require/RSeq, PRACK → 200, then the 200
+    // to the INVITE (held until the PRACK, so the order is the same in every mode).
+    let Some(sipp) = sipp() else { return };
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/prack.xml");
+    for mode in ["auto-answer", "app"] {
+        let server = Server::start(&["--mode", mode, "--shards", "2"]);
+        let target = server.sip.to_string();
+        let run = run_sipp(
+            &sipp,
+            &[
+                "-sf",
+                scenario,
+                &target,
+                "-m",
+                "200",
+                "-r",
+                "100",
+                "-timeout",
+                "30",
+                "-timeout_error",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
+        assert_eq!(run.successful_calls, 200, "{mode}: {}", run.screen);
+        let m = server.metrics();
+        assert_eq!(
+            sum_metric(&m, "sipshard_requests_received_total", "method=\"PRACK\""),
+            200,
+            "{mode}"
+        );
+        assert_eq!(
+            wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+            0
+        );
+    }
+}
+
+#[test]
 fn sipp_branchc_registers_then_calls_the_registrar() {
     let Some(sipp) = sipp() else { return };
     let server = Server::start(&["--mode", "registrar", "--shards", "2"]);

@@ -17,8 +17,8 @@
 //! the ACK, BYE after 64·T1 without one), reject; CANCEL (200, then 487 for the INVITE);
 //! BYE; 481 for requests outside any dialog; 500 for an out-of-order CSeq; OPTIONS 200;
 //! 405 with Allow for other methods; 503 with Retry-After over the dialog limit; 420 with
-//! Unsupported for any Require (no extension is supported yet); 482 for a merged INVITE;
-//! 400/416/505 from the message layer's checks.
+//! Unsupported for any Require but 100rel; reliable 18x and PRACK (RFC 3262, UAS side);
+//! 482 for a merged INVITE; 400/416/505 from the message layer's checks.
 //! UAC: make a call, an early dialog per To tag (forking), confirmed on the first 2xx with
 //! the ACK (and the ACK again for each retransmitted 2xx), a later fork's 2xx ACKed then
 //! BYE'd, BYE, CANCEL, failure on a non-2xx final or Timer B.
@@ -31,11 +31,12 @@
 //! with `SendRequest`, and 481/408/no answer ends the dialog (§12.2.1.2). `Terminate` ends a
 //! call in any state. Requests outside a dialog (REGISTER, OPTIONS, MESSAGE) are sent with
 //! `SendStandalone`; the incoming ones are answered as above.
-//! Not yet: PRACK and reliable provisionals (RFC 3262), UPDATE offer/answer rules (RFC 3311
+//! Not yet: PRACK as UAC (we do not offer 100rel), UPDATE offer/answer rules (RFC 3311
 //! 491), SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER's implicit subscription (RFC 3515),
 //! Replaces (RFC 3891), and the throughput target of
 //! `shard/call_flow`.
 
+mod prack;
 mod register;
 mod reinvite;
 mod requests;
@@ -80,6 +81,22 @@ pub struct ShardConfig {
     /// for MakeCall hash to itself (see [`shard_for_call_id`]), so the runtime routes every
     /// message of its calls back here.
     pub owner: Option<ShardOwner>,
+    /// When our provisional responses to an INVITE are sent reliably (RFC 3262).
+    pub reliable_provisionals: ReliableProvisionals,
+}
+
+/// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
+/// until the caller's PRACK).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReliableProvisionals {
+    /// Never: an INVITE that requires 100rel gets 420.
+    Never,
+    /// When the INVITE requires it (`Require: 100rel`).
+    #[default]
+    WhenRequired,
+    /// Whenever the caller supports it (`Supported: 100rel` or `Require: 100rel`).
+    WhenSupported,
 }
 
 /// This shard's place among `count` shards.
@@ -163,6 +180,7 @@ impl ShardConfig {
             register: RegisterMode::Refuse,
             ring_timeout: Duration::from_secs(180),
             owner: None,
+            reliable_provisionals: ReliableProvisionals::default(),
         }
     }
 }
@@ -507,6 +525,8 @@ pub struct ShardStats {
     pub requests_rejected: u64,
     /// 2xx retransmissions sent by the UAS core.
     pub ok_retransmissions: u64,
+    /// Reliable provisional (RFC 3262) retransmissions sent by the UAS core.
+    pub provisional_retransmissions: u64,
     /// Live dialogs in the early state (including unanswered incoming calls).
     pub dialogs_early: u64,
     /// Live confirmed dialogs.
@@ -534,6 +554,7 @@ impl ShardStats {
         self.shutdown_rejections += other.shutdown_rejections;
         self.requests_rejected += other.requests_rejected;
         self.ok_retransmissions += other.ok_retransmissions;
+        self.provisional_retransmissions += other.provisional_retransmissions;
         self.dialogs_early += other.dialogs_early;
         self.dialogs_confirmed += other.dialogs_confirmed;
         add(&mut self.requests_in, &other.requests_in);
@@ -578,12 +599,16 @@ enum Phase {
     Incoming {
         invite: ServerTxnId,
         request: Box<Message>,
+        /// Our 18x go out reliably (RFC 3262); boxed, since most calls do without.
+        reliable: Option<Box<prack::Reliable>>,
     },
     /// UAS: 2xx sent, waiting for the ACK (§13.3.1.4).
     Answered {
         invite: ServerTxnId,
         ok: Bytes,
-        interval: Duration,
+        /// The current 2xx retransmission interval in milliseconds (T1 doubling to T2; a
+        /// u32 rather than a 16-byte Duration keeps every dialog slot 8 bytes smaller).
+        interval_ms: u32,
         retransmit: TimerHandle,
         give_up: TimerHandle,
         /// The application asked for BYE: §15 lets it leave only after the ACK (or when
@@ -681,6 +706,7 @@ const TIMER_RETRANSMIT_2XX: u64 = 1;
 const TIMER_ACK_GIVE_UP: u64 = 2;
 const TIMER_REINVITE_RETRY: u64 = 4;
 const TIMER_RING_TIMEOUT: u64 = 5;
+const TIMER_RELIABLE_1XX: u64 = 6;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 
@@ -1131,7 +1157,10 @@ impl Shard {
                 }
             }
         }
-        if let Phase::Incoming { invite, request } = &entry.phase {
+        if let Phase::Incoming {
+            invite, request, ..
+        } = &entry.phase
+        {
             self.by_server_txn.remove(invite);
             self.by_origin.remove(&origin_key(request));
         }

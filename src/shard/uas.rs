@@ -2,7 +2,7 @@
 //! (§13.3.1.4), CANCEL (§9.2), in-dialog requests (§12.2.2) and out-of-dialog ones.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -46,7 +46,7 @@ impl<'a> Reply<'a> {
 
 /// What we answer in Allow.
 pub(super) const ALLOW: &[u8] =
-    b"INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, MESSAGE, UPDATE, NOTIFY, REFER";
+    b"INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, INFO, MESSAGE, UPDATE, NOTIFY, REFER";
 
 impl Shard {
     /// Sends `reply` to `request` on its server transaction; returns the bytes sent.
@@ -138,10 +138,10 @@ impl Shard {
         if let Err(rejection) = request.check_request() {
             return self.reject_request(now, txn, &request, rejection.code, &[]);
         }
-        // §8.2.2.3: sipshard supports no option tags yet, so any Require is unsupported.
-        let required: Vec<&[u8]> = request.require().filter_map(Result::ok).collect();
-        if !required.is_empty() {
-            let unsupported = required.join(&b", "[..]);
+        // §8.2.2.3: the only option tag sipshard supports is 100rel (RFC 3262).
+        let unsupported = self.unsupported_tags(&request);
+        if !unsupported.is_empty() {
+            let unsupported = unsupported.join(&b", "[..]);
             return self.reject_request(now, txn, &request, 420, &[("Unsupported", &unsupported)]);
         }
         let to_tag = request.to_tag().ok().flatten().map(<[u8]>::to_vec);
@@ -150,8 +150,10 @@ impl Shard {
             (Some(Method::Invite), None) => self.incoming_invite(now, txn, request, from),
             (Some(Method::Register), None) => self.on_register(now, txn, request, from),
             (Some(Method::Options), None) => {
-                let headers: &[(&str, &[u8])] = &[("Allow", ALLOW), ("Accept", b"application/sdp")];
-                self.respond(now, txn, &request, Reply::new(200, None).headers(headers));
+                let mut headers: Vec<(&str, &[u8])> =
+                    vec![("Allow", ALLOW), ("Accept", b"application/sdp")];
+                headers.extend(self.supported_header());
+                self.respond(now, txn, &request, Reply::new(200, None).headers(&headers));
             }
             (Some(Method::Message), None) => self.standalone_request(txn, request, from),
             // §15.1.2 and §12.2.2: a BYE (or another method that only lives inside a
@@ -253,11 +255,13 @@ impl Shard {
             secure,
             from,
         );
+        let reliable = self.reliable_for(&request, cseq.seq);
         let index = self.insert(Entry {
             dialog: d,
             phase: Phase::Incoming {
                 invite: txn,
                 request: Box::new(request.clone()),
+                reliable,
             },
             call: None,
             reinvite: None,
@@ -322,15 +326,17 @@ impl Shard {
                 }
             }
             Some(Method::Options) => {
-                let headers: &[(&str, &[u8])] = &[("Allow", ALLOW)];
+                let mut headers: Vec<(&str, &[u8])> = vec![("Allow", ALLOW)];
+                headers.extend(self.supported_header());
                 self.respond(
                     now,
                     txn,
                     &request,
-                    Reply::new(200, Some(&local)).headers(headers),
+                    Reply::new(200, Some(&local)).headers(&headers),
                 );
             }
             Some(Method::Invite) => self.incoming_reinvite(now, txn, request, index),
+            Some(Method::Prack) => self.on_prack(now, txn, request, index),
             Some(
                 Method::Info | Method::Message | Method::Update | Method::Notify | Method::Refer,
             ) => self.dialog_request(txn, request, index),
@@ -363,6 +369,7 @@ impl Shard {
             && let Phase::Incoming {
                 invite,
                 request: inv,
+                ..
             } = e.phase
         {
             let local = e.dialog.id.local_tag().to_vec();
@@ -416,7 +423,9 @@ impl Shard {
     ) -> Result<(ServerTxnId, Message, Vec<u8>), DialogError> {
         match self.entry_mut(index) {
             Some(Entry {
-                phase: Phase::Incoming { invite, request },
+                phase: Phase::Incoming {
+                    invite, request, ..
+                },
                 dialog,
                 ..
             }) => Ok((*invite, (**request).clone(), dialog.id.local_tag().to_vec())),
@@ -427,14 +436,23 @@ impl Shard {
     pub(super) fn ringing(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
         let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
         let (invite, request, local) = self.incoming_parts(index)?;
+        let rseq = self.next_rseq(index)?;
         let contact = self.contact();
-        let headers: &[(&str, &[u8])] = &[("Contact", &contact)];
-        self.respond(
+        let rseq_text = rseq.map(|n| n.to_string()).unwrap_or_default();
+        let mut headers: Vec<(&str, &[u8])> = vec![("Contact", &contact)];
+        if rseq.is_some() {
+            headers.push(("Require", super::prack::TAG_100REL));
+            headers.push(("RSeq", rseq_text.as_bytes()));
+        }
+        let sent = self.respond(
             now,
             invite,
             &request,
-            Reply::new(180, Some(&local)).headers(headers),
+            Reply::new(180, Some(&local)).headers(&headers),
         );
+        if let (Some(rseq), Some(bytes)) = (rseq, sent) {
+            self.reliable_sent(now, index, rseq, 180, bytes);
+        }
         Ok(())
     }
 
@@ -449,6 +467,10 @@ impl Shard {
             return self.answer_reinvite(now, index, sdp);
         }
         let (invite, request, local) = self.incoming_parts(index)?;
+        if self.defer_answer(index, &sdp) {
+            // Our reliable 18x awaits its PRACK: the 2xx follows it (RFC 3262 §3).
+            return Ok(());
+        }
         self.send_2xx(now, index, invite, &request, &local, &sdp)?;
         self.by_server_txn.remove(&invite);
         self.by_origin.remove(&super::origin_key(&request));
@@ -503,7 +525,7 @@ impl Shard {
             entry.phase = Phase::Answered {
                 invite,
                 ok,
-                interval: t1,
+                interval_ms: duration_ms(t1),
                 retransmit,
                 give_up,
                 bye_requested: false,
@@ -534,7 +556,9 @@ impl Shard {
             ));
         }
         if let Some(e) = self.remove(index)
-            && let Phase::Incoming { invite, request } = e.phase
+            && let Phase::Incoming {
+                invite, request, ..
+            } = e.phase
         {
             let local = e.dialog.id.local_tag().to_vec();
             self.respond(now, invite, &request, Reply::new(status, Some(&local)));
@@ -564,6 +588,9 @@ impl Shard {
         if token & 0xff == super::TIMER_REINVITE_RETRY {
             return self.retry_reinvite(now, index);
         }
+        if token & 0xff == super::TIMER_RELIABLE_1XX {
+            return self.reliable_timer(now, index);
+        }
         if token & 0xff == super::TIMER_RING_TIMEOUT {
             // Still unanswered: refuse it (480) and end the dialog-to-be.
             if let Some(e) = self.entry_mut(index)
@@ -583,7 +610,7 @@ impl Shard {
         let Phase::Answered {
             invite,
             ok,
-            interval,
+            interval_ms,
             retransmit,
             ..
         } = &mut entry.phase
@@ -592,8 +619,9 @@ impl Shard {
         };
         match kind {
             TIMER_RETRANSMIT_2XX => {
-                *interval = (*interval * 2).min(t2);
-                let (invite, ok, wait) = (*invite, ok.clone(), *interval);
+                *interval_ms = interval_ms.saturating_mul(2).min(duration_ms(t2));
+                let wait = Duration::from_millis(u64::from(*interval_ms));
+                let (invite, ok) = (*invite, ok.clone());
                 let timer = self.txn.schedule(now + wait, next_token);
                 if let Some(Entry {
                     phase: Phase::Answered { retransmit, .. },
@@ -697,4 +725,9 @@ impl Shard {
             });
         }
     }
+}
+
+/// A timer interval in whole milliseconds (saturating; SIP timers are far below u32::MAX ms).
+fn duration_ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }

@@ -32,6 +32,29 @@ pub enum StopWith {
     Wait,
 }
 
+/// When our 18x go out reliably (RFC 3262: `Require: 100rel`, `RSeq`, PRACK).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reliable1xx {
+    /// Never: an INVITE requiring 100rel gets 420.
+    Never,
+    /// When the INVITE requires it.
+    #[default]
+    WhenRequired,
+    /// Whenever the caller supports it.
+    WhenSupported,
+}
+
+impl From<Reliable1xx> for sipshard::shard::ReliableProvisionals {
+    fn from(v: Reliable1xx) -> Self {
+        match v {
+            Reliable1xx::Never => Self::Never,
+            Reliable1xx::WhenRequired => Self::WhenRequired,
+            Reliable1xx::WhenSupported => Self::WhenSupported,
+        }
+    }
+}
+
 /// The whole file; every key is optional.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -42,6 +65,8 @@ pub struct Config {
     /// 0: one per core.
     pub shards: usize,
     pub mode: Mode,
+    /// Reliable provisional responses (RFC 3262).
+    pub reliable_provisionals: Reliable1xx,
     /// Prometheus endpoint (`/metrics`), off when absent.
     pub metrics: Option<SocketAddr>,
     pub auto_answer: AutoAnswerConfig,
@@ -97,6 +122,7 @@ pub const DEFAULT_TOML: &str = r#"
 listen = "127.0.0.1:5060"
 shards = 0
 mode = "auto-answer"
+reliable_provisionals = "when-required"
 
 [auto_answer]
 ring_delay_ms = 0
@@ -129,6 +155,7 @@ impl Default for Config {
             advertised: None,
             shards: 0,
             mode: Mode::AutoAnswer,
+            reliable_provisionals: Reliable1xx::WhenRequired,
             metrics: None,
             auto_answer: AutoAnswerConfig::default(),
             registrar: RegistrarSection::default(),

@@ -64,6 +64,9 @@ struct ServeArgs {
     /// Serve Prometheus metrics on http://ADDR/metrics.
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// When 18x responses go out reliably (RFC 3262 100rel/PRACK).
+    #[arg(long, value_enum)]
+    reliable_provisionals: Option<config::Reliable1xx>,
     /// auto-answer: wait before 180 Ringing (ms).
     #[arg(long)]
     ring_delay_ms: Option<u64>,
@@ -152,6 +155,9 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if args.metrics.is_some() {
         c.metrics = args.metrics;
     }
+    if let Some(v) = args.reliable_provisionals {
+        c.reliable_provisionals = v;
+    }
     if let Some(v) = args.ring_delay_ms {
         c.auto_answer.ring_delay_ms = v;
     }
@@ -184,6 +190,7 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
     r.coalesce = Duration::from_micros(c.limits.coalesce_us);
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.retry_after = c.limits.retry_after;
+    r.shard.reliable_provisionals = c.reliable_provisionals.into();
     r.mode = match c.mode {
         // A registrar answers calls too, so a UA can register and then call (SIPp's
         // branchc does exactly that).

@@ -165,6 +165,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
                 ("request", t.request_retransmissions),
                 ("response", t.response_retransmissions),
                 ("2xx", r.stats.ok_retransmissions),
+                ("reliable-1xx", r.stats.provisional_retransmissions),
             ]
             .map(|(k, v)| (format!("shard=\"{}\",kind=\"{k}\"", r.shard), v))
         }),
