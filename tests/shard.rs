@@ -573,6 +573,40 @@ fn a_thousand_calls_complete_over_a_lossy_network() {
     );
 }
 
+#[test]
+fn reliable_provisionals_both_ways_over_a_lossy_network() {
+    // RFC 3262 end to end: our UAC offers 100rel with its SDP offer, the UAS (when
+    // supported) sends its 180 reliably and holds the 200 for the PRACK; with 10 % loss
+    // every call still completes, and each reliable 180 is PRACKed exactly once.
+    let conditions = Conditions {
+        loss: 0.10,
+        duplicate: 0.05,
+        min_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(60),
+    };
+    let mut p = Pair::new(23, conditions, UasPolicy::Answer);
+    let config = ShardConfig {
+        reliable_provisionals: sipshard::shard::ReliableProvisionals::WhenSupported,
+        ..ShardConfig::new(uas_addr())
+    };
+    p.uas = Shard::with_ids(p.now, config, IdGenerator::from_seed([23; 32]));
+    for _ in 0..200 {
+        p.call();
+    }
+    p.run(Duration::from_secs(600));
+    let failed = Pair::count(
+        &p.uac_events,
+        |e| matches!(e, SessionEvent::CallTerminated { reason, .. } if *reason != TerminationReason::LocalBye),
+    );
+    let answered = Pair::count(&p.uac_events, |e| {
+        matches!(e, SessionEvent::CallAnswered { .. })
+    });
+    assert_eq!((answered, failed), (200, 0));
+    assert_eq!(p.uac.stats().pracks_sent, 200);
+    assert!(p.uas.stats().requests_in[9] >= 200, "PRACKs received");
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+}
+
 fn register(cseq: u32, contact: &str, expires: u32) -> Bytes {
     Bytes::from(format!(
         "REGISTER sip:127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKreg{cseq};rport\r\n\

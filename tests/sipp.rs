@@ -299,26 +299,39 @@ fn sipp_regexp_finds_an_sdp_answer_in_the_200() {
 /// INVITE, 180, 200, ACK, then our BYE and its 200, 1,000 times (at most 100 at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dialog_manager_places_1000_calls_to_sipp_uas() {
+    let Some(sipp) = sipp() else { return };
+    place_calls_to_sipp(&sipp, &["-sn", "uas"], 1000).await;
+}
+
+/// A SIPp callee that sends its 180 reliably and waits for our PRACK before its 200
+/// (RFC 3262 as UAC): 200 calls through `DialogManager`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialog_manager_pracks_a_sipp_callees_reliable_180() {
+    let Some(sipp) = sipp() else { return };
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sipp/uas_100rel.xml"
+    );
+    let stats = place_calls_to_sipp(&sipp, &["-sf", scenario], 200).await;
+    assert_eq!(stats.total.pracks_sent, 200);
+}
+
+/// Places `calls` calls (at most 100 at once) to a SIPp callee started with `scenario`
+/// arguments, BYEs each when answered, and checks that all completed on both sides.
+async fn place_calls_to_sipp(
+    sipp: &std::path::Path,
+    scenario: &[&str],
+    calls: u32,
+) -> sipshard::runtime::DialogStats {
     use sipshard::message::Method;
     use sipshard::runtime::{DialogManager, RuntimeConfig, StopPolicy};
     use sipshard::shard::{SessionEvent, TerminationReason};
 
-    let Some(sipp) = sipp() else { return };
     let port = common::peers::free_udp_port();
-    let uas = common::peers::spawn_sipp(
-        &sipp,
-        port,
-        &[
-            "-sn",
-            "uas",
-            "-m",
-            "1000",
-            "-timeout",
-            "90",
-            "-timeout_error",
-        ],
-        &std::env::temp_dir(),
-    );
+    let count = calls.to_string();
+    let mut args = scenario.to_vec();
+    args.extend(["-m", &count, "-timeout", "90", "-timeout_error"]);
+    let uas = common::peers::spawn_sipp(sipp, port, &args, &std::env::temp_dir());
     let mut config = RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
     config.shards = 2;
     let manager = DialogManager::new(config);
@@ -333,8 +346,8 @@ async fn dialog_manager_places_1000_calls_to_sipp_uas() {
     let (mut placed, mut ended, mut completed) = (0u32, 0u32, 0u32);
     let mut failures = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while ended < 1000 {
-        while placed < 1000 && placed - ended < 100 {
+    while ended < calls {
+        while placed < calls && placed - ended < 100 {
             manager
                 .make_call("sip:sipshard@127.0.0.1", &to, Some(sdp.clone()))
                 .await
@@ -365,7 +378,7 @@ async fn dialog_manager_places_1000_calls_to_sipp_uas() {
             }
         }
     }
-    assert_eq!(completed, 1000, "failures: {failures:?}");
+    assert_eq!(completed, calls, "failures: {failures:?}");
     let stats = manager
         .stop(StopPolicy::Wait, Duration::from_secs(5))
         .await
@@ -373,8 +386,14 @@ async fn dialog_manager_places_1000_calls_to_sipp_uas() {
     assert_eq!(stats.dialogs(), 0);
     assert_eq!(stats.total.transactions.timeouts, 0);
     let run = common::peers::wait_sipp(uas, Duration::from_secs(30));
-    assert!(run.success, "sipp uas failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, 1000, "{}", run.screen);
+    assert!(run.success, "sipp callee failed:\n{}", run.screen);
+    assert_eq!(
+        u32::try_from(run.successful_calls).unwrap(),
+        calls,
+        "{}",
+        run.screen
+    );
+    stats
 }
 
 /// A TCP port that was free a moment ago (for SIPp's `-3pcc` twin socket).

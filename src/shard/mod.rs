@@ -17,7 +17,7 @@
 //! the ACK, BYE after 64·T1 without one), reject; CANCEL (200, then 487 for the INVITE);
 //! BYE; 481 for requests outside any dialog; 500 for an out-of-order CSeq; OPTIONS 200;
 //! 405 with Allow for other methods; 503 with Retry-After over the dialog limit; 420 with
-//! Unsupported for any Require but 100rel; reliable 18x and PRACK (RFC 3262, UAS side);
+//! Unsupported for any Require but 100rel; reliable 18x and PRACK (RFC 3262, both sides);
 //! 482 for a merged INVITE; 400/416/505 from the message layer's checks.
 //! UAC: make a call, an early dialog per To tag (forking), confirmed on the first 2xx with
 //! the ACK (and the ACK again for each retransmitted 2xx), a later fork's 2xx ACKed then
@@ -31,7 +31,7 @@
 //! with `SendRequest`, and 481/408/no answer ends the dialog (§12.2.1.2). `Terminate` ends a
 //! call in any state. Requests outside a dialog (REGISTER, OPTIONS, MESSAGE) are sent with
 //! `SendStandalone`; the incoming ones are answered as above.
-//! Not yet: PRACK as UAC (we do not offer 100rel), UPDATE offer/answer rules (RFC 3311
+//! Not yet: UPDATE offer/answer rules (RFC 3311
 //! 491), SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER's implicit subscription (RFC 3515),
 //! Replaces (RFC 3891), and the throughput target of
 //! `shard/call_flow`.
@@ -527,6 +527,8 @@ pub struct ShardStats {
     pub ok_retransmissions: u64,
     /// Reliable provisional (RFC 3262) retransmissions sent by the UAS core.
     pub provisional_retransmissions: u64,
+    /// PRACKs sent for reliable provisionals we received (RFC 3262 §4).
+    pub pracks_sent: u64,
     /// Live dialogs in the early state (including unanswered incoming calls).
     pub dialogs_early: u64,
     /// Live confirmed dialogs.
@@ -555,6 +557,7 @@ impl ShardStats {
         self.requests_rejected += other.requests_rejected;
         self.ok_retransmissions += other.ok_retransmissions;
         self.provisional_retransmissions += other.provisional_retransmissions;
+        self.pracks_sent += other.pracks_sent;
         self.dialogs_early += other.dialogs_early;
         self.dialogs_confirmed += other.dialogs_confirmed;
         add(&mut self.requests_in, &other.requests_in);
@@ -625,9 +628,13 @@ enum Phase {
         provisional: bool,
         /// The application asked to cancel before any provisional: sent on the first one.
         cancel_pending: bool,
+        /// RSeq of the last reliable provisional we PRACKed in this early dialog (RFC 3262
+        /// §4; 0: none yet, RSeq starts at 1).
+        last_rseq: u32,
     },
-    /// UAC: an early dialog created by a fork of our INVITE (another To tag).
-    Early,
+    /// UAC: an early dialog created by a fork of our INVITE (another To tag), with the RSeq
+    /// of the last reliable provisional we PRACKed in it (0: none).
+    Early { last_rseq: u32 },
     /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
     Established { ack: Option<Bytes> },
     /// BYE sent, waiting for its response.
@@ -640,7 +647,7 @@ impl Phase {
             Phase::Incoming { .. } => "incoming",
             Phase::Answered { .. } => "answered",
             Phase::Calling { .. } => "calling",
-            Phase::Early => "early",
+            Phase::Early { .. } => "early",
             Phase::Established { .. } => "established",
             Phase::Terminating { .. } => "terminating",
         }
@@ -848,7 +855,7 @@ impl Shard {
             .slots
             .iter()
             .filter_map(|s| s.entry.as_ref())
-            .filter(|e| !matches!(e.phase, Phase::Terminating { .. } | Phase::Early))
+            .filter(|e| !matches!(e.phase, Phase::Terminating { .. } | Phase::Early { .. }))
             .map(|e| e.call.clone().unwrap_or_else(|| e.dialog.id.clone()))
             .collect();
         let mut ended = 0;

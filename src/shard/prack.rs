@@ -1,6 +1,7 @@
-//! Reliable provisional responses, UAS side (RFC 3262): which INVITEs get them, the
+//! Reliable provisional responses (RFC 3262). As UAS: which INVITEs get them, the
 //! `Require: 100rel` + `RSeq` 18x, its retransmission until the caller's PRACK (T1 doubling,
-//! the INVITE refused with 500 after 64·T1 without one), and PRACK matching by RAck.
+//! the INVITE refused with 500 after 64·T1 without one), and PRACK matching by RAck. As UAC:
+//! the PRACK for each reliable 18x in order (§4), once per RSeq.
 //!
 //! An answer given while a reliable 18x awaits its PRACK is held until the PRACK comes, so
 //! the caller sees 18x, PRACK and its 200, then the 2xx. §3 requires that only when the 18x
@@ -250,6 +251,60 @@ impl Shard {
             // The dialog is still Incoming with its INVITE transaction (a CANCEL or the
             // ring timeout would have removed it), so this answer goes out like the first.
             let _ = self.answer(now, &id, sdp);
+        }
+    }
+}
+
+impl Shard {
+    /// §4: a provisional to our INVITE with `Require: 100rel` and an RSeq is acknowledged
+    /// with a PRACK in its early dialog, when it is the first one of that dialog or the next
+    /// in sequence; a retransmission (our PRACK's own transaction repeats itself) or one
+    /// out of order is not.
+    pub(super) fn prack_if_reliable(&mut self, now: Instant, index: u32, response: &Message) {
+        let (Ok(Some(rseq)), Ok(cseq)) = (response.rseq(), response.cseq()) else {
+            return;
+        };
+        if rseq == 0 || !lists_100rel(response.require()) {
+            return;
+        }
+        let (via, branch) = self.via();
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        let last = match &mut entry.phase {
+            Phase::Calling { last_rseq, .. } | Phase::Early { last_rseq } => last_rseq,
+            // Answered already (a late or reordered 18x): nothing to acknowledge.
+            _ => return,
+        };
+        if *last != 0 && rseq != last.wrapping_add(1) {
+            return;
+        }
+        *last = rseq;
+        let rack = format!("{rseq} {} INVITE", cseq.seq);
+        let mut buf = bytes::BytesMut::with_capacity(512);
+        if entry
+            .dialog
+            .build_request(
+                &mut buf,
+                b"PRACK",
+                &via,
+                b"",
+                &[("RAck", rack.as_bytes())],
+                b"",
+            )
+            .is_err()
+        {
+            return;
+        }
+        let peer = entry.dialog.peer;
+        // Its outcome needs no handling: a 481 means the early dialog is gone, which the
+        // INVITE's own final response will say.
+        if self
+            .txn
+            .send_request(now, peer, false, b"PRACK", &branch, buf.freeze())
+            .is_ok()
+        {
+            self.stats.pracks_sent += 1;
         }
     }
 }

@@ -161,7 +161,7 @@ impl Shard {
             Some(Phase::Incoming { .. }) => self.reject(now, id, 480),
             Some(Phase::Established { .. } | Phase::Answered { .. }) => self.bye(now, id),
             Some(Phase::Terminating { .. }) => Ok(()),
-            Some(Phase::Early) | None => Err(self.wrong_state(index, "a live call")),
+            Some(Phase::Early { .. }) | None => Err(self.wrong_state(index, "a live call")),
         }
     }
 }

@@ -43,6 +43,11 @@ impl Shard {
             .header("Contact", &contact);
         if !sdp.is_empty() {
             b.header("Content-Type", b"application/sdp");
+            // RFC 3262 as UAC: offered only with an SDP offer of ours, so that a reliable
+            // 18x never brings an offer our PRACK would have to answer.
+            if let Some((name, value)) = self.supported_header() {
+                b.header(name, value);
+            }
         }
         b.finish(&sdp).map_err(DialogError::InvalidInput)?;
         let request = buf.freeze();
@@ -72,6 +77,7 @@ impl Shard {
                 branch,
                 provisional: false,
                 cancel_pending: false,
+                last_rseq: 0,
             },
             call: Some(id.clone()),
             reinvite: None,
@@ -227,10 +233,11 @@ impl Shard {
         }
         match (code, to_tag) {
             (101..=199, Some(tag)) => {
-                if let Some((index, new)) = self.dialog_for_tag(txn, tag, response)
-                    && new
-                    && let Some(e) = self.entry_mut(index)
-                {
+                let Some((index, new)) = self.dialog_for_tag(txn, tag, response) else {
+                    return;
+                };
+                self.prack_if_reliable(now, index, response);
+                if new && let Some(e) = self.entry_mut(index) {
                     let dialog = e.dialog.id.clone();
                     let call = e.call.clone().unwrap_or_else(|| dialog.clone());
                     self.events
@@ -312,7 +319,7 @@ impl Shard {
         let call = p.call.clone();
         let index = self.insert(Entry {
             dialog: d,
-            phase: Phase::Early,
+            phase: Phase::Early { last_rseq: 0 },
             reinvite: None,
             call,
         });
@@ -335,7 +342,7 @@ impl Shard {
             };
             if matches!(
                 self.entry_mut(index).map(|e| &e.phase),
-                Some(Phase::Calling { .. } | Phase::Early)
+                Some(Phase::Calling { .. } | Phase::Early { .. })
             ) && let Some(e) = self.remove(index)
             {
                 let dialog = match e.phase {
