@@ -481,6 +481,7 @@ CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
             txn,
             status: 200,
             headers: vec![],
+            body: bytes::Bytes::new(),
         },
     )
     .unwrap();
@@ -497,6 +498,7 @@ CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
                 txn,
                 status: 500,
                 headers: vec![],
+                body: bytes::Bytes::new(),
             },
         )
         .is_err()
@@ -515,6 +517,7 @@ CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
                 txn,
                 status: 200,
                 headers: vec![],
+                body: bytes::Bytes::new(),
             },
         ),
         Err(sipshard::shard::DialogError::DialogNotFound)
@@ -674,6 +677,7 @@ fn event_mode_hands_register_to_the_application() {
                     "Contact".into(),
                     Bytes::from_static(b"<sip:bob@192.0.2.4>;expires=300"),
                 )],
+                body: bytes::Bytes::new(),
             },
         )
         .unwrap();
@@ -806,6 +810,113 @@ fn established(p: &mut Pair) -> (DialogId, DialogId) {
         _ => None,
     });
     (uac.expect("answered"), uas.expect("acked"))
+}
+
+/// The final statuses (and responses) of our SendRequest requests, in order.
+fn request_results(events: &[SessionEvent]) -> Vec<(u16, Option<Message>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::RequestResult {
+                status, response, ..
+            } => Some((*status, response.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn update_offers_get_an_answer_a_491_or_a_500_per_rfc_3311() {
+    const ANSWER: &[u8] = b"v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+    let mut p = Pair::new(41, Conditions::perfect(), UasPolicy::Answer);
+    p.answer_reinvites = false;
+    let (uac_dialog, uas_dialog) = established(&mut p);
+    let update = |p: &mut Pair| {
+        p.uac
+            .handle_command(
+                p.now,
+                DialogCommand::SendRequest {
+                    dialog: uac_dialog.clone(),
+                    method: Bytes::from_static(b"UPDATE"),
+                    headers: vec![(
+                        "Content-Type".into(),
+                        Bytes::from_static(b"application/sdp"),
+                    )],
+                    body: Bytes::from_static(SDP),
+                },
+            )
+            .unwrap();
+    };
+    // No offer outstanding: the application answers the offer in the 200 (§5.2).
+    update(&mut p);
+    p.run(Duration::from_millis(50));
+    let txn = p
+        .uas_events
+        .iter()
+        .find_map(|e| match e {
+            SessionEvent::DialogRequest { txn, request, .. } => {
+                assert_eq!(request.body_bytes(), SDP);
+                Some(*txn)
+            }
+            _ => None,
+        })
+        .expect("the UPDATE reached the application");
+    p.uas
+        .handle_command(
+            p.now,
+            DialogCommand::Respond {
+                txn,
+                status: 200,
+                headers: vec![(
+                    "Content-Type".into(),
+                    Bytes::from_static(b"application/sdp"),
+                )],
+                body: Bytes::from_static(ANSWER),
+            },
+        )
+        .unwrap();
+    p.run(Duration::from_millis(50));
+    let results = request_results(&p.uac_events);
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].0, 200);
+    assert_eq!(results[0].1.as_ref().unwrap().body_bytes(), ANSWER);
+
+    // Our re-INVITE's offer is out when the peer's UPDATE offer arrives: 491.
+    p.uas
+        .handle_command(
+            p.now,
+            DialogCommand::ReInvite {
+                dialog: uas_dialog,
+                sdp: Bytes::from_static(SDP),
+            },
+        )
+        .unwrap();
+    update(&mut p);
+    p.run(Duration::from_secs(1));
+    assert_eq!(request_results(&p.uac_events)[1].0, 491);
+
+    // The peer's re-INVITE offer is still unanswered (the application holds it) when its
+    // UPDATE offer arrives: 500 with a Retry-After of 0-10 s.
+    p.uac
+        .handle_command(
+            p.now,
+            DialogCommand::ReInvite {
+                dialog: uac_dialog.clone(),
+                sdp: Bytes::from_static(SDP),
+            },
+        )
+        .unwrap();
+    p.run(Duration::from_millis(50));
+    update(&mut p);
+    p.run(Duration::from_millis(50));
+    let (status, response) = request_results(&p.uac_events)[2].clone();
+    assert_eq!(status, 500);
+    let retry = response
+        .unwrap()
+        .header(sipshard::message::HeaderName::RetryAfter)
+        .map(|v| String::from_utf8_lossy(v).parse::<u32>().unwrap())
+        .expect("Retry-After");
+    assert!(retry <= 10);
 }
 
 fn reinvite_results(events: &[SessionEvent]) -> Vec<u16> {
@@ -1125,6 +1236,7 @@ fn in_dialog_requests_reach_the_application_and_481_ends_the_dialog() {
                             txn,
                             status: 200,
                             headers: vec![],
+                            body: bytes::Bytes::new(),
                         },
                     )
                     .unwrap();
@@ -1461,6 +1573,7 @@ fn an_in_dialog_request_pending_when_the_dialog_ends_gets_487() {
                     txn,
                     status: 200,
                     headers: vec![],
+                    body: bytes::Bytes::new(),
                 },
             )
             .is_err()

@@ -266,6 +266,35 @@ fn sipp_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered() {
 }
 
 #[test]
+fn sipp_update_offer_gets_its_answer_in_the_200() {
+    // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx, in both server modes.
+    let Some(sipp) = sipp() else { return };
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/update.xml");
+    for mode in ["auto-answer", "app"] {
+        let server = Server::start(&["--mode", mode, "--shards", "2"]);
+        let target = server.sip.to_string();
+        let run = run_sipp(
+            &sipp,
+            &[
+                "-sf",
+                scenario,
+                &target,
+                "-m",
+                "100",
+                "-r",
+                "50",
+                "-timeout",
+                "30",
+                "-timeout_error",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
+        assert_eq!(run.successful_calls, 100, "{mode}: {}", run.screen);
+    }
+}
+
+#[test]
 fn sipp_branchc_registers_then_calls_the_registrar() {
     let Some(sipp) = sipp() else { return };
     let server = Server::start(&["--mode", "registrar", "--shards", "2"]);

@@ -111,6 +111,7 @@ impl ShardApp for UasApp {
                         txn,
                         status: 200,
                         headers: Vec::new(),
+                        body: bytes::Bytes::new(),
                     },
                 );
             }

@@ -304,10 +304,24 @@ impl DialogManager {
         status: u16,
         headers: Vec<(String, Bytes)>,
     ) -> Result<(), DialogError> {
+        self.send_response_with_body(transaction, status, headers, Bytes::new())
+            .await
+    }
+
+    /// Like [`DialogManager::send_response`], with a body (its Content-Type among
+    /// `headers`): the SDP answer to an UPDATE's offer (RFC 3311 §5.2), for instance.
+    pub async fn send_response_with_body(
+        &self,
+        transaction: &TransactionHandle,
+        status: u16,
+        headers: Vec<(String, Bytes)>,
+        body: Bytes,
+    ) -> Result<(), DialogError> {
         let command = DialogCommand::Respond {
             txn: transaction.txn,
             status,
             headers,
+            body,
         };
         self.command_on(transaction.shard, command).await.map(drop)
     }

@@ -458,14 +458,25 @@ impl Worker {
                     continue;
                 }
                 (
-                    AppMode::AutoAnswer(_),
-                    SessionEvent::DialogRequest { txn, .. }
-                    | SessionEvent::IncomingRequest { txn, .. },
+                    AppMode::AutoAnswer(auto),
+                    SessionEvent::DialogRequest { txn, request, .. }
+                    | SessionEvent::IncomingRequest { txn, request, .. },
                 ) => {
+                    // An UPDATE's offer is answered in its 2xx (RFC 3311 §5.2).
+                    let (headers, body) = match request.method() {
+                        Some(crate::message::Method::Update)
+                            if !crate::sdp::offer_of(request).is_empty() =>
+                        {
+                            let sdp = self.auto_sdp(&auto.sdp, request, round);
+                            (vec![sdp_content_type()], sdp)
+                        }
+                        _ => (Vec::new(), Bytes::new()),
+                    };
                     let command = DialogCommand::Respond {
                         txn: *txn,
                         status: 200,
-                        headers: Vec::new(),
+                        headers,
+                        body,
                     };
                     let _ = self.shard.handle_command(now, command);
                     continue;
@@ -497,6 +508,7 @@ impl Worker {
                             txn: *txn,
                             status: 480,
                             headers: Vec::new(),
+                            body: bytes::Bytes::new(),
                         },
                     );
                     continue;
@@ -702,6 +714,14 @@ impl ReceiveBacklog {
             _ => Backlog::Steady,
         }
     }
+}
+
+/// `Content-Type: application/sdp`, as a header for [`DialogCommand::Respond`].
+fn sdp_content_type() -> (String, Bytes) {
+    (
+        "Content-Type".to_owned(),
+        Bytes::from_static(b"application/sdp"),
+    )
 }
 
 #[cfg(test)]

@@ -31,10 +31,10 @@
 //! with `SendRequest`, and 481/408/no answer ends the dialog (§12.2.1.2). `Terminate` ends a
 //! call in any state. Requests outside a dialog (REGISTER, OPTIONS, MESSAGE) are sent with
 //! `SendStandalone`; the incoming ones are answered as above.
-//! Not yet: UPDATE offer/answer rules (RFC 3311
-//! 491), SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER's implicit subscription (RFC 3515),
-//! Replaces (RFC 3891), and the throughput target of
-//! `shard/call_flow`.
+//! UPDATE offers go to the application and are answered in the 2xx; 491/500 when an
+//! offer is already outstanding (RFC 3311 §5.2).
+//! Not yet: SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER's implicit subscription
+//! (RFC 3515), Replaces (RFC 3891), and the throughput target of `shard/call_flow`.
 
 mod prack;
 mod register;
@@ -404,8 +404,12 @@ pub enum DialogCommand {
         txn: ServerTxnId,
         /// Status code.
         status: u16,
-        /// Extra headers (e.g. Contact with expires for a 200 to REGISTER).
+        /// Extra headers (e.g. Contact with expires for a 200 to REGISTER; the
+        /// Content-Type of `body`).
         headers: Vec<(String, Bytes)>,
+        /// The body (e.g. the SDP answer to an UPDATE's offer, RFC 3311 §5.2); empty for
+        /// none.
+        body: Bytes,
     },
 }
 
@@ -1020,8 +1024,9 @@ impl Shard {
                 txn,
                 status,
                 headers,
+                body,
             } => self
-                .respond_pending(now, txn, status, &headers)
+                .respond_pending(now, txn, status, &headers, &body)
                 .map(|()| CommandOutcome::Done),
         };
         self.drain(now);

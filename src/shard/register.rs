@@ -99,6 +99,7 @@ impl Shard {
         txn: ServerTxnId,
         status: u16,
         headers: &[(String, Bytes)],
+        body: &[u8],
     ) -> Result<(), DialogError> {
         let request = self
             .forget_pending(txn)
@@ -109,7 +110,7 @@ impl Shard {
             now,
             txn,
             &request,
-            Reply::new(status, None).headers(&headers),
+            Reply::new(status, None).headers(&headers).body(body),
         )
         .map(drop)
         .ok_or(DialogError::InvalidDialogState {

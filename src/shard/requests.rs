@@ -14,7 +14,25 @@ use crate::transaction::ServerTxnId;
 
 impl Shard {
     /// The peer's in-dialog request for the application.
-    pub(super) fn dialog_request(&mut self, txn: ServerTxnId, request: Message, index: u32) {
+    pub(super) fn dialog_request(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        index: u32,
+    ) {
+        if request.method() == Some(Method::Update)
+            && !crate::sdp::offer_of(&request).is_empty()
+            && let Some((status, retry)) = self.update_offer_conflict(index)
+        {
+            let retry = retry.then(|| (self.ids.random() % 11).to_string());
+            let headers: Vec<(&str, &[u8])> = retry
+                .as_deref()
+                .map(|r| ("Retry-After", r.as_bytes()))
+                .into_iter()
+                .collect();
+            return self.reject_request(now, txn, &request, status, &headers);
+        }
         let Some(entry) = self.entry_mut(index) else {
             return;
         };
@@ -38,6 +56,41 @@ impl Shard {
             txn,
             request,
         });
+    }
+
+    /// RFC 3311 §5.2, for an UPDATE carrying an offer: 491 while an offer of ours awaits
+    /// its answer (our re-INVITE), 500 with a Retry-After of 0–10 s while an offer of the
+    /// peer's awaits ours (the unanswered INVITE or re-INVITE, or an earlier UPDATE the
+    /// application holds). `None`: no offer is outstanding.
+    fn update_offer_conflict(&mut self, index: u32) -> Option<(u16, bool)> {
+        let pending_update_offer = self.pending_in_dialog.get(&index).is_some_and(|txns| {
+            txns.iter().any(|t| {
+                self.pending.get(t).is_some_and(|p| {
+                    p.request.method() == Some(Method::Update)
+                        && !crate::sdp::offer_of(&p.request).is_empty()
+                })
+            })
+        });
+        let entry = self.entry_mut(index)?;
+        let ours = matches!(
+            entry.reinvite.as_deref(),
+            Some(super::Reinvite {
+                outgoing: super::Outgoing::InProgress { sdp },
+                ..
+            }) if !sdp.is_empty()
+        );
+        if ours {
+            return Some((491, false));
+        }
+        let theirs = pending_update_offer
+            || entry
+                .reinvite
+                .as_deref()
+                .and_then(|r| r.incoming.as_ref())
+                .is_some_and(|(_, re)| !crate::sdp::offer_of(re).is_empty())
+            || matches!(&entry.phase, Phase::Incoming { request, .. }
+                if !crate::sdp::offer_of(request).is_empty());
+        theirs.then_some((500, true))
     }
 
     /// An out-of-dialog MESSAGE (RFC 3428 pager mode) for the application.

@@ -339,7 +339,7 @@ impl Shard {
             Some(Method::Prack) => self.on_prack(now, txn, request, index),
             Some(
                 Method::Info | Method::Message | Method::Update | Method::Notify | Method::Refer,
-            ) => self.dialog_request(txn, request, index),
+            ) => self.dialog_request(now, txn, request, index),
             // PRACK, SUBSCRIBE, PUBLISH and extensions are not supported in a dialog.
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }

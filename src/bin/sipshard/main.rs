@@ -301,6 +301,22 @@ async fn application(
                     let answer = answer_for(&request);
                     let _ = manager.answer(&dialog, Some(answer)).await;
                 }
+                // An UPDATE's offer is answered in its 2xx (RFC 3311 §5.2).
+                SessionEvent::DialogRequest { request, .. }
+                    if request.method() == Some(sipshard::message::Method::Update)
+                        && !sipshard::sdp::offer_of(&request).is_empty() =>
+                {
+                    if let Some(h) = handle {
+                        let answer = answer_for(&request);
+                        let headers = vec![(
+                            "Content-Type".into(),
+                            Bytes::from_static(b"application/sdp"),
+                        )];
+                        let _ = manager
+                            .send_response_with_body(&h, 200, headers, answer)
+                            .await;
+                    }
+                }
                 SessionEvent::DialogRequest { .. }
                 | SessionEvent::RegistrationRequest { .. }
                 | SessionEvent::IncomingRequest { .. } => {
