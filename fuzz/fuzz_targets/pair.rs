@@ -14,7 +14,9 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sipshard::dialog::DialogId;
 use sipshard::message::IdGenerator;
-use sipshard::shard::{CommandOutcome, DialogCommand, SessionEvent, Shard, ShardConfig};
+use sipshard::shard::{
+    CommandOutcome, DialogCommand, ReliableProvisionals, SessionEvent, Shard, ShardConfig,
+};
 
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
@@ -46,6 +48,17 @@ fn drain(from: &mut Side, wire: &mut VecDeque<(bool, Bytes)>, to_uas: bool, answ
             SessionEvent::CallRinging { dialog, .. } | SessionEvent::CallAnswered { dialog, .. } => {
                 from.known.push(dialog)
             }
+            SessionEvent::DialogRequest { txn, .. } if answer => {
+                let _ = from.shard.handle_command(
+                    now,
+                    DialogCommand::Respond {
+                        txn,
+                        status: 200,
+                        headers: vec![("Content-Type".into(), Bytes::from_static(b"application/sdp"))],
+                        body: Bytes::from_static(SDP),
+                    },
+                );
+            }
             _ => {}
         }
     }
@@ -61,7 +74,13 @@ fuzz_target!(|data: &[u8]| {
         Side {
             shard: Shard::with_ids(
                 t0,
-                ShardConfig { max_dialogs: 16, ..ShardConfig::new(addr) },
+                // Reliable provisionals whenever supported: our UAC offers 100rel, so
+                // most calls go through PRACK and the answer held for it.
+                ShardConfig {
+                    max_dialogs: 16,
+                    reliable_provisionals: ReliableProvisionals::WhenSupported,
+                    ..ShardConfig::new(addr)
+                },
                 IdGenerator::from_seed([seed; 32]),
             ),
             addr,
@@ -139,6 +158,23 @@ fuzz_target!(|data: &[u8]| {
                 now += Duration::from_millis(u64::from(b >> 4) * step + 10);
                 uac.shard.handle_timeout(now);
                 uas.shard.handle_timeout(now);
+            }
+            // An UPDATE with an offer (RFC 3311), early or confirmed.
+            12 => {
+                if let Some(d) = pick(&uac.known) {
+                    let _ = uac.shard.handle_command(
+                        now,
+                        DialogCommand::SendRequest {
+                            dialog: d,
+                            method: Bytes::from_static(b"UPDATE"),
+                            headers: vec![(
+                                "Content-Type".into(),
+                                Bytes::from_static(b"application/sdp"),
+                            )],
+                            body: Bytes::from_static(SDP),
+                        },
+                    );
+                }
             }
             // Deliver the next datagram.
             _ => {
