@@ -66,8 +66,11 @@ impl<'a> Writer<'a> {
         if !lex::is_token(name) {
             return self.fail(BuildError::InvalidHeaderName);
         }
-        if HeaderName::from_bytes(name) == HeaderName::ContentLength {
-            return; // written by finish
+        // Written by finish. (A length test first: classifying every name cost more than
+        // writing it.)
+        if matches!(name.len(), 1 | 14) && HeaderName::from_bytes(name) == HeaderName::ContentLength
+        {
+            return;
         }
         self.out.reserve(name.len() + value.len() + 4);
         self.out.put_slice(name);
@@ -83,7 +86,7 @@ impl<'a> Writer<'a> {
         }
         self.out.reserve(24 + body.len());
         self.out.put_slice(b"Content-Length: ");
-        put_decimal(self.out, body.len() as u64);
+        push_decimal(self.out, body.len() as u64);
         self.out.put_slice(b"\r\n\r\n");
         self.out.put_slice(body);
         Ok(self.out.len() - self.start)
@@ -103,37 +106,8 @@ fn put_folded(out: &mut BytesMut, value: &[u8]) {
     out.put_slice(rest);
 }
 
-/// Appends `n` in decimal.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
-}
-
-/// Appends an address as text (dotted IPv4 without the formatting machinery).
-fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(a) => {
-            for (i, o) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_decimal(out, u64::from(o));
-            }
-        }
-        std::net::IpAddr::V6(a) => out.extend_from_slice(a.to_string().as_bytes()),
-    }
-}
-
-fn put_decimal(out: &mut BytesMut, mut n: u64) {
+/// Appends `n` in decimal (to a `Vec<u8>` or a `BytesMut`).
+pub(crate) fn push_decimal(out: &mut impl BufMut, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -145,6 +119,21 @@ fn put_decimal(out: &mut BytesMut, mut n: u64) {
         }
     }
     out.put_slice(&buf[i..]);
+}
+
+/// Appends an address as text (dotted IPv4 without the formatting machinery).
+fn push_ip(out: &mut impl BufMut, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.put_u8(b'.');
+                }
+                push_decimal(out, u64::from(o));
+            }
+        }
+        std::net::IpAddr::V6(a) => out.put_slice(a.to_string().as_bytes()),
+    }
 }
 
 /// Builds a request into a caller-owned buffer.
@@ -218,7 +207,7 @@ impl<'a> ResponseBuilder<'a> {
         }
         w.out.reserve(reason.len() + 14);
         w.out.put_slice(b"SIP/2.0 ");
-        put_decimal(w.out, u64::from(code.min(999)));
+        push_decimal(w.out, u64::from(code.min(999)));
         w.out.put_u8(b' ');
         w.out.put_slice(reason);
         w.out.put_slice(b"\r\n");
@@ -344,33 +333,37 @@ impl ResponseBuilder<'_> {
         let Ok(via) = super::Via::parse(first) else {
             return self.w.header(b"Via", line);
         };
-        let mut value = Vec::with_capacity(line.len() + 40);
+        // Written straight into the message (no value buffer): every piece is request text
+        // that passed the Via grammar, or digits we make, so only folding needs care.
+        let out = &mut *self.w.out;
+        out.reserve(line.len() + 48);
+        out.put_slice(b"Via: ");
         // A bare `rport` becomes `rport=<port>`; every other parameter is kept as written.
         let bare_rport = via.rport() == Some(None);
         let params = via.params.as_bytes();
         let head_len = first.len() - params.len() - usize::from(!params.is_empty());
-        value.extend_from_slice(lex::trim_end_lws(&first[..head_len]));
+        put_folded(out, lex::trim_end_lws(&first[..head_len]));
         for (name, v) in via.params.iter() {
-            value.push(b';');
-            value.extend_from_slice(name);
+            out.put_u8(b';');
+            out.put_slice(name);
             if name.eq_ignore_ascii_case(b"rport") && bare_rport {
-                value.push(b'=');
-                push_decimal(&mut value, u64::from(source.port()));
+                out.put_u8(b'=');
+                push_decimal(out, u64::from(source.port()));
             } else if let Some(v) = v {
-                value.push(b'=');
-                value.extend_from_slice(v);
+                out.put_u8(b'=');
+                put_folded(out, v);
             }
         }
         let same_ip = via.host().ip() == Some(source.ip());
         if (!same_ip || bare_rport) && via.received().is_none() {
-            value.extend_from_slice(b";received=");
-            push_ip(&mut value, source.ip());
+            out.put_slice(b";received=");
+            push_ip(out, source.ip());
         }
         if let Some(rest) = rest {
-            value.extend_from_slice(b", ");
-            value.extend_from_slice(lex::trim_lws(rest));
+            out.put_slice(b", ");
+            put_folded(out, lex::trim_lws(rest));
         }
-        self.w.header(b"Via", &value);
+        out.put_slice(b"\r\n");
     }
 }
 

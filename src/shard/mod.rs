@@ -750,9 +750,9 @@ pub struct Shard {
     standalone: ahash::HashSet<ClientTxnId>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
-    /// Unanswered INVITEs by (Call-ID, From tag, CSeq): a second INVITE with the same
-    /// origin but another branch is a merged request (§8.2.2.2, 482).
-    by_origin: ahash::HashMap<Bytes, u32>,
+    /// Unanswered INVITEs by the hash of (Call-ID, From tag, CSeq): a second INVITE with
+    /// the same origin but another branch is a merged request (§8.2.2.2, 482).
+    by_origin: ahash::HashMap<u64, u32>,
     /// The binding table, in registrar mode, and its expiry timer.
     registrar: Option<crate::registrar::Registrar>,
     registrar_timer: Option<(TimerHandle, Instant)>,
@@ -1174,7 +1174,10 @@ impl Shard {
         } = &entry.phase
         {
             self.by_server_txn.remove(invite);
-            self.by_origin.remove(&origin_key(request));
+            let origin = origin_key(&self.key_hasher, request);
+            if self.by_origin.get(&origin) == Some(&index) {
+                self.by_origin.remove(&origin);
+            }
         }
         if let Phase::Answered {
             retransmit,
@@ -1260,15 +1263,24 @@ impl Shard {
     }
 }
 
-/// (Call-ID, From tag, CSeq number) of a request, as a map key.
-fn origin_key(request: &Message) -> Bytes {
-    let mut k = Vec::with_capacity(64);
-    k.extend_from_slice(request.call_id().unwrap_or_default());
-    k.push(0);
-    k.extend_from_slice(request.from_tag().ok().flatten().unwrap_or_default());
-    k.push(0);
-    k.extend_from_slice(&request.cseq().map_or(0, |c| c.seq).to_be_bytes());
-    Bytes::from(k)
+/// (Call-ID, From tag, CSeq number) of a request, hashed: the key of `by_origin`. A hit
+/// is confirmed against the pending INVITE itself ([`same_origin`]), so a collision never
+/// refuses a call; no allocation per INVITE.
+fn origin_key(hasher: &ahash::RandomState, request: &Message) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = hasher.build_hasher();
+    h.write(request.call_id().unwrap_or_default());
+    h.write_u8(0);
+    h.write(request.from_tag().ok().flatten().unwrap_or_default());
+    h.write_u32(request.cseq().map_or(0, |c| c.seq));
+    h.finish()
+}
+
+/// Whether two requests have the same Call-ID, From tag and CSeq number (§8.2.2.2).
+fn same_origin(a: &Message, b: &Message) -> bool {
+    a.call_id() == b.call_id()
+        && a.from_tag().ok().flatten() == b.from_tag().ok().flatten()
+        && a.cseq().map(|c| c.seq).ok() == b.cseq().map(|c| c.seq).ok()
 }
 
 /// A fallback seed when the OS has no entropy to give (never expected on Linux).

@@ -174,8 +174,15 @@ impl Shard {
         request: Message,
         from: SocketAddr,
     ) {
-        let origin = super::origin_key(&request);
-        if self.by_origin.contains_key(&origin) {
+        let origin = super::origin_key(&self.key_hasher, &request);
+        let merged = self.by_origin.get(&origin).copied().is_some_and(|i| {
+            matches!(
+                self.entry_mut(i).map(|e| &e.phase),
+                Some(Phase::Incoming { request: pending, .. })
+                    if super::same_origin(pending, &request)
+            )
+        });
+        if merged {
             // §8.2.2.2: same From tag, Call-ID and CSeq as a pending INVITE, another
             // branch: the request forked and merged back here.
             return self.reject_request(now, txn, &request, 482, &[]);
@@ -267,7 +274,8 @@ impl Shard {
             reinvite: None,
         });
         self.by_server_txn.insert(txn, index);
-        self.by_origin.insert(origin, index);
+        // On a hash collision with another pending INVITE, the first keeps the key.
+        self.by_origin.entry(origin).or_insert(index);
         let token = self.token(index, super::TIMER_RING_TIMEOUT);
         self.txn.schedule(now + self.config.ring_timeout, token);
         self.events.push_back(SessionEvent::IncomingCall {
@@ -473,7 +481,10 @@ impl Shard {
         }
         self.send_2xx(now, index, invite, &request, &local, &sdp)?;
         self.by_server_txn.remove(&invite);
-        self.by_origin.remove(&super::origin_key(&request));
+        let origin = super::origin_key(&self.key_hasher, &request);
+        if self.by_origin.get(&origin) == Some(&index) {
+            self.by_origin.remove(&origin);
+        }
         self.set_confirmed(index);
         if let Some(entry) = self.entry_mut(index) {
             let dialog = entry.dialog.id.clone();
