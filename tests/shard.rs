@@ -106,6 +106,34 @@ impl Pair {
         )
     }
 
+    /// The UAC sends `method` in `dialog` (`SendRequest`), with a body of `content_type`
+    /// when one is given.
+    fn uac_sends(
+        &mut self,
+        dialog: &DialogId,
+        method: &'static [u8],
+        body: Option<(&'static [u8], &'static [u8])>,
+    ) {
+        let (headers, body) = match body {
+            Some((content_type, body)) => (
+                vec![("Content-Type".into(), Bytes::from_static(content_type))],
+                Bytes::from_static(body),
+            ),
+            None => (Vec::new(), Bytes::new()),
+        };
+        self.uac
+            .handle_command(
+                self.now,
+                DialogCommand::SendRequest {
+                    dialog: dialog.clone(),
+                    method: Bytes::from_static(method),
+                    headers,
+                    body,
+                },
+            )
+            .unwrap();
+    }
+
     fn flush(&mut self) {
         loop {
             let mut moved = false;
@@ -831,22 +859,8 @@ fn update_offers_get_an_answer_a_491_or_a_500_per_rfc_3311() {
     let mut p = Pair::new(41, Conditions::perfect(), UasPolicy::Answer);
     p.answer_reinvites = false;
     let (uac_dialog, uas_dialog) = established(&mut p);
-    let update = |p: &mut Pair| {
-        p.uac
-            .handle_command(
-                p.now,
-                DialogCommand::SendRequest {
-                    dialog: uac_dialog.clone(),
-                    method: Bytes::from_static(b"UPDATE"),
-                    headers: vec![(
-                        "Content-Type".into(),
-                        Bytes::from_static(b"application/sdp"),
-                    )],
-                    body: Bytes::from_static(SDP),
-                },
-            )
-            .unwrap();
-    };
+    let update =
+        |p: &mut Pair| p.uac_sends(&uac_dialog, b"UPDATE", Some((b"application/sdp", SDP)));
     // No offer outstanding: the application answers the offer in the 200 (§5.2).
     update(&mut p);
     p.run(Duration::from_millis(50));
@@ -1202,20 +1216,11 @@ fn cancel_waits_for_a_provisional_and_old_handles_do_not_alias() {
 fn in_dialog_requests_reach_the_application_and_481_ends_the_dialog() {
     let mut p = Pair::new(31, Conditions::perfect(), UasPolicy::Answer);
     let (uac_dialog, _) = established(&mut p);
-    p.uac
-        .handle_command(
-            p.now,
-            DialogCommand::SendRequest {
-                dialog: uac_dialog.clone(),
-                method: Bytes::from_static(b"INFO"),
-                headers: vec![(
-                    "Content-Type".into(),
-                    Bytes::from_static(b"application/dtmf-relay"),
-                )],
-                body: Bytes::from_static(b"Signal=5\r\nDuration=160\r\n"),
-            },
-        )
-        .unwrap();
+    p.uac_sends(
+        &uac_dialog,
+        b"INFO",
+        Some((b"application/dtmf-relay", b"Signal=5\r\nDuration=160\r\n")),
+    );
     // The UAS application answers the INFO 200.
     p.flush();
     let mut delivered = false;
@@ -1253,17 +1258,7 @@ fn in_dialog_requests_reach_the_application_and_481_ends_the_dialog() {
     );
     // The peer forgets the dialog (restarts): our next request gets 481 and ends ours.
     p.uas = Shard::new(p.now, ShardConfig::new(uas_addr()));
-    p.uac
-        .handle_command(
-            p.now,
-            DialogCommand::SendRequest {
-                dialog: uac_dialog,
-                method: Bytes::from_static(b"MESSAGE"),
-                headers: vec![("Content-Type".into(), Bytes::from_static(b"text/plain"))],
-                body: Bytes::from_static(b"hello"),
-            },
-        )
-        .unwrap();
+    p.uac_sends(&uac_dialog, b"MESSAGE", Some((b"text/plain", b"hello")));
     p.run(Duration::from_secs(1));
     assert!(
         p.uac_events
@@ -1534,17 +1529,7 @@ fn an_in_dialog_request_pending_when_the_dialog_ends_gets_487() {
     // up; the INFO still gets a final response (487), and nothing is left behind.
     let mut p = Pair::new(17, Conditions::perfect(), UasPolicy::Answer);
     let (uac_dialog, _) = established(&mut p);
-    p.uac
-        .handle_command(
-            p.now,
-            DialogCommand::SendRequest {
-                dialog: uac_dialog.clone(),
-                method: Bytes::from_static(b"INFO"),
-                headers: vec![],
-                body: Bytes::new(),
-            },
-        )
-        .unwrap();
+    p.uac_sends(&uac_dialog, b"INFO", None);
     p.run(Duration::from_millis(50));
     let txn = p
         .uas_events

@@ -188,25 +188,31 @@ fn sipp_register_scenario_against_registrar() {
     );
 }
 
-#[test]
-fn sipp_out_of_dialog_message_options_and_info() {
-    // MESSAGE outside a dialog is answered (inline in auto-answer mode, by the application
-    // loop in app mode); INFO outside a dialog is 481.
-    let Some(sipp) = sipp() else { return };
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/message.xml");
+/// Our scenario `file` (in tests/data/sipp/) against a fresh server in each answering mode
+/// (inline auto-answer, and the application loop over the async API): `calls` calls at
+/// `rate`, every one must succeed; `check` then reads that server's metrics.
+fn scenario_in_both_modes(
+    sipp: &std::path::Path,
+    file: &str,
+    calls: u32,
+    rate: u32,
+    check: impl Fn(&str, &Server),
+) {
+    let scenario = format!("{}/tests/data/sipp/{file}", env!("CARGO_MANIFEST_DIR"));
+    let (count, rate) = (calls.to_string(), rate.to_string());
     for mode in ["auto-answer", "app"] {
         let server = Server::start(&["--mode", mode, "--shards", "2"]);
         let target = server.sip.to_string();
         let run = run_sipp(
-            &sipp,
+            sipp,
             &[
                 "-sf",
-                scenario,
+                &scenario,
                 &target,
                 "-m",
-                "200",
+                &count,
                 "-r",
-                "100",
+                &rate,
                 "-timeout",
                 "30",
                 "-timeout_error",
@@ -214,15 +220,28 @@ fn sipp_out_of_dialog_message_options_and_info() {
             Duration::from_secs(60),
         );
         assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
-        assert_eq!(run.successful_calls, 200, "{mode}: {}", run.screen);
-        let m = server.metrics();
         assert_eq!(
-            sum_metric(&m, "sipshard_requests_received_total", "method=\"MESSAGE\""),
-            200,
-            "{mode}"
+            run.successful_calls,
+            u64::from(calls),
+            "{mode}: {}",
+            run.screen
         );
-        assert_eq!(sum_metric(&m, "sipshard_dialogs_created_total", ""), 0);
+        check(mode, &server);
     }
+}
+
+#[test]
+fn sipp_out_of_dialog_message_options_and_info() {
+    // MESSAGE outside a dialog is answered (inline in auto-answer mode, by the application
+    // loop in app mode); INFO outside a dialog is 481.
+    let Some(sipp) = sipp() else { return };
+    scenario_in_both_modes(&sipp, "message.xml", 200, 100, |mode, server| {
+        let m = server.metrics();
+        // At least one each (a retransmission under a stall counts again).
+        let received = sum_metric(&m, "sipshard_requests_received_total", "method=\"MESSAGE\"");
+        assert!(received >= 200, "{mode}: {received}");
+        assert_eq!(sum_metric(&m, "sipshard_dialogs_created_total", ""), 0);
+    });
 }
 
 #[test]
@@ -230,68 +249,29 @@ fn sipp_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered() {
     // RFC 3262 as UAS: Require: 100rel → 180 with Require/RSeq, PRACK → 200, then the 200
     // to the INVITE (held until the PRACK, so the order is the same in every mode).
     let Some(sipp) = sipp() else { return };
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/prack.xml");
-    for mode in ["auto-answer", "app"] {
-        let server = Server::start(&["--mode", mode, "--shards", "2"]);
-        let target = server.sip.to_string();
-        let run = run_sipp(
-            &sipp,
-            &[
-                "-sf",
-                scenario,
-                &target,
-                "-m",
-                "200",
-                "-r",
-                "100",
-                "-timeout",
-                "30",
-                "-timeout_error",
-            ],
-            Duration::from_secs(60),
-        );
-        assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
-        assert_eq!(run.successful_calls, 200, "{mode}: {}", run.screen);
+    scenario_in_both_modes(&sipp, "prack.xml", 200, 100, |mode, server| {
         let m = server.metrics();
+        // At least one each (a retransmission under a stall counts again).
+        let received = sum_metric(&m, "sipshard_requests_received_total", "method=\"PRACK\"");
+        assert!(received >= 200, "{mode}: {received}");
         assert_eq!(
-            sum_metric(&m, "sipshard_requests_received_total", "method=\"PRACK\""),
-            200,
-            "{mode}"
-        );
-        assert_eq!(
-            wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+            wait_metric(server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
             0
         );
-    }
+    });
 }
 
 #[test]
 fn sipp_update_offer_gets_its_answer_in_the_200() {
-    // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx, in both server modes.
+    // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx (the scenario checks the
+    // answer's m= line), in both server modes.
     let Some(sipp) = sipp() else { return };
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/update.xml");
-    for mode in ["auto-answer", "app"] {
-        let server = Server::start(&["--mode", mode, "--shards", "2"]);
-        let target = server.sip.to_string();
-        let run = run_sipp(
-            &sipp,
-            &[
-                "-sf",
-                scenario,
-                &target,
-                "-m",
-                "100",
-                "-r",
-                "50",
-                "-timeout",
-                "30",
-                "-timeout_error",
-            ],
-            Duration::from_secs(60),
-        );
-        assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
-        assert_eq!(run.successful_calls, 100, "{mode}: {}", run.screen);
-    }
+    scenario_in_both_modes(&sipp, "update.xml", 100, 50, |mode, server| {
+        let m = server.metrics();
+        // At least one each (a retransmission under a stall counts again).
+        let received = sum_metric(&m, "sipshard_requests_received_total", "method=\"UPDATE\"");
+        assert!(received >= 100, "{mode}: {received}");
+    });
 }
 
 #[test]
