@@ -266,3 +266,86 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
             .is_some_and(|a| a.windows(5).any(|w| w == b"PRACK"))
     );
 }
+
+/// A response of the callee to `invite`, built with the message layer's builder.
+fn answer_to(invite: &Message, status: u16, extra: &[(&str, &[u8])]) -> Bytes {
+    let mut buf = bytes::BytesMut::new();
+    let mut b = sipshard::message::ResponseBuilder::to_request(
+        &mut buf,
+        invite,
+        status,
+        None,
+        Some(b"callee1"),
+    );
+    b.header("Contact", b"<sip:bob@127.0.0.1:5080>");
+    for (name, value) in extra {
+        b.header(name, value);
+    }
+    b.finish(b"").unwrap();
+    buf.freeze()
+}
+
+#[test]
+fn as_caller_we_prack_once_and_ack_with_the_invites_cseq_even_after_our_bye() {
+    let t0 = Instant::now();
+    let callee: SocketAddr = "127.0.0.1:5080".parse().unwrap();
+    let mut uac = shard(t0, ReliableProvisionals::WhenRequired);
+    uac.handle_command(
+        t0,
+        DialogCommand::MakeCall {
+            from: Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
+            to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
+            request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
+            destination: callee,
+            sdp: Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+        },
+    )
+    .unwrap();
+    let invite = sent(&mut uac).remove(0);
+    assert!(
+        invite
+            .supported()
+            .filter_map(Result::ok)
+            .any(|t| t == b"100rel"),
+        "an INVITE with an offer says Supported: 100rel"
+    );
+    let reliable = answer_to(&invite, 180, &[("Require", b"100rel"), ("RSeq", b"5")]);
+    uac.handle_datagram(t0, callee, reliable.clone());
+    let prack = sent(&mut uac).remove(0);
+    assert_eq!(prack.method_bytes(), Some(&b"PRACK"[..]));
+    let rack = prack.rack().unwrap().unwrap();
+    assert_eq!(
+        (rack.rseq, rack.cseq, rack.method_bytes),
+        (5, 1, &b"INVITE"[..])
+    );
+    assert_eq!(prack.cseq().unwrap().seq, 2);
+    // Its retransmission is not PRACKed again (the PRACK's transaction repeats itself).
+    uac.handle_datagram(t0, callee, reliable);
+    assert!(sent(&mut uac).is_empty());
+
+    let ok = answer_to(&invite, 200, &[]);
+    uac.handle_datagram(t0, callee, ok.clone());
+    let ack = sent(&mut uac).remove(0);
+    assert_eq!(ack.method_bytes(), Some(&b"ACK"[..]));
+    assert_eq!(
+        ack.cseq().unwrap().seq,
+        1,
+        "§13.2.2.4: the INVITE's CSeq number, not the PRACK's"
+    );
+    let dialog = std::iter::from_fn(|| uac.poll_event())
+        .find_map(|e| match e {
+            SessionEvent::CallAnswered { dialog, .. } => Some(dialog),
+            _ => None,
+        })
+        .expect("answered");
+    uac.handle_command(t0, DialogCommand::Bye { dialog })
+        .unwrap();
+    let bye = sent(&mut uac).remove(0);
+    assert_eq!(bye.cseq().unwrap().seq, 3);
+    // The callee missed our ACK and sends its 2xx again: it gets the ACK again, BYE or not.
+    uac.handle_datagram(t0 + Duration::from_millis(500), callee, ok);
+    let again = sent(&mut uac);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].method_bytes(), Some(&b"ACK"[..]));
+    assert_eq!(again[0].cseq().unwrap().seq, 1);
+}

@@ -54,6 +54,7 @@ fn run_builtin(
 #[test]
 fn sipp_uac_5000_calls_at_500_cps_against_auto_answer() {
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     let server = Server::start(&["--mode", "auto-answer", "--shards", "2"]);
     let target = server.sip.to_string();
     let run = run_builtin(&sipp, "uac", &target, 5000, 500, 90);
@@ -83,6 +84,7 @@ fn sipp_uac_5000_calls_at_500_cps_against_auto_answer() {
 #[test]
 fn four_shards_10000_calls_each_dialog_stays_on_one_shard() {
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     let server = Server::start(&["--mode", "auto-answer", "--shards", "4"]);
     let target = server.sip.to_string();
     let run = run_sipp(
@@ -156,6 +158,7 @@ fn four_shards_10000_calls_each_dialog_stays_on_one_shard() {
 #[test]
 fn sipp_register_scenario_against_registrar() {
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     let server = Server::start(&["--mode", "registrar", "--shards", "2"]);
     let target = server.sip.to_string();
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/register.xml");
@@ -235,6 +238,7 @@ fn sipp_out_of_dialog_message_options_and_info() {
     // MESSAGE outside a dialog is answered (inline in auto-answer mode, by the application
     // loop in app mode); INFO outside a dialog is 481.
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     scenario_in_both_modes(&sipp, "message.xml", 200, 100, |mode, server| {
         let m = server.metrics();
         // At least one each (a retransmission under a stall counts again).
@@ -249,6 +253,7 @@ fn sipp_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered() {
     // RFC 3262 as UAS: Require: 100rel → 180 with Require/RSeq, PRACK → 200, then the 200
     // to the INVITE (held until the PRACK, so the order is the same in every mode).
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     scenario_in_both_modes(&sipp, "prack.xml", 200, 100, |mode, server| {
         let m = server.metrics();
         // At least one each (a retransmission under a stall counts again).
@@ -266,6 +271,7 @@ fn sipp_update_offer_gets_its_answer_in_the_200() {
     // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx (the scenario checks the
     // answer's m= line), in both server modes.
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     scenario_in_both_modes(&sipp, "update.xml", 100, 50, |mode, server| {
         let m = server.metrics();
         // At least one each (a retransmission under a stall counts again).
@@ -277,6 +283,7 @@ fn sipp_update_offer_gets_its_answer_in_the_200() {
 #[test]
 fn sipp_branchc_registers_then_calls_the_registrar() {
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     let server = Server::start(&["--mode", "registrar", "--shards", "2"]);
     let target = server.sip.to_string();
     // branchc: REGISTER, INVITE, ACK, 5 s of call, BYE, 4 s pause.
@@ -295,6 +302,7 @@ fn sipp_regexp_finds_an_sdp_answer_in_the_200() {
     // auto-answer must answer the INVITE's offer (RFC 3261 §13.2.1), in both the inline
     // auto-answer mode and the async application mode.
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     for mode in ["auto-answer", "app"] {
         let server = Server::start(&["--mode", mode, "--shards", "2"]);
         let target = server.sip.to_string();
@@ -307,22 +315,30 @@ fn sipp_regexp_finds_an_sdp_answer_in_the_200() {
 /// SIPp's built-in uas answering calls that sipshard places through `DialogManager`:
 /// INVITE, 180, 200, ACK, then our BYE and its 200, 1,000 times (at most 100 at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The lock only orders whole tests; nothing in this runtime waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn dialog_manager_places_1000_calls_to_sipp_uas() {
     let Some(sipp) = sipp() else { return };
-    place_calls_to_sipp(&sipp, &["-sn", "uas"], 1000).await;
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let stats = place_calls_to_sipp(&sipp, &["-sn", "uas"], 1000).await;
+    assert_eq!(stats.total.transactions.timeouts, 0);
 }
 
 /// A SIPp callee that sends its 180 reliably and waits for our PRACK before its 200
 /// (RFC 3262 as UAC): 200 calls through `DialogManager`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The lock only orders whole tests; nothing in this runtime waits for it.
+#[allow(clippy::await_holding_lock)]
 async fn dialog_manager_pracks_a_sipp_callees_reliable_180() {
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     let scenario = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/sipp/uas_100rel.xml"
     );
     let stats = place_calls_to_sipp(&sipp, &["-sf", scenario], 200).await;
     assert_eq!(stats.total.pracks_sent, 200);
+    assert_eq!(stats.total.transactions.timeouts, 0);
 }
 
 /// Places `calls` calls (at most 100 at once) to a SIPp callee started with `scenario`
@@ -393,7 +409,6 @@ async fn place_calls_to_sipp(
         .await
         .unwrap();
     assert_eq!(stats.dialogs(), 0);
-    assert_eq!(stats.total.transactions.timeouts, 0);
     let run = common::peers::wait_sipp(uas, Duration::from_secs(30));
     assert!(run.success, "sipp callee failed:\n{}", run.screen);
     assert_eq!(
@@ -431,6 +446,7 @@ fn sipp_3pcc_controller_sets_up_calls_between_two_sipshard_parties() {
     // SDP, so A's 200 must make the offer, and the answer comes back in the ACK (§13.2.1),
     // relayed from B. Both parties are the same auto-answer server (distinct Call-IDs).
     let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
     let server = Server::start(&["--mode", "auto-answer", "--shards", "2"]);
     let target = server.sip.to_string();
     let twin = format!("127.0.0.1:{}", free_tcp_port());

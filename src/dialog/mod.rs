@@ -240,10 +240,39 @@ impl Dialog {
         extra: &[(&str, &[u8])],
         body: &[u8],
     ) -> Result<usize, BuildError> {
-        let is_ack = method == b"ACK";
-        if !is_ack {
+        let cseq = if method == b"ACK" {
+            self.local_cseq
+        } else {
             self.local_cseq = self.local_cseq.wrapping_add(1) & 0x7fff_ffff;
-        }
+            self.local_cseq
+        };
+        self.build(out, method, cseq, via, contact, extra, body)
+    }
+
+    /// Builds the ACK for a 2xx to our INVITE or re-INVITE whose CSeq number was
+    /// `invite_cseq` (§13.2.2.4: the ACK carries the INVITE's CSeq number, whatever PRACK,
+    /// UPDATE or INFO went out in the dialog since).
+    pub fn build_ack(
+        &mut self,
+        out: &mut BytesMut,
+        via: &[u8],
+        invite_cseq: u32,
+    ) -> Result<usize, BuildError> {
+        self.build(out, b"ACK", invite_cseq, via, b"", &[], b"")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &mut self,
+        out: &mut BytesMut,
+        method: &[u8],
+        cseq_number: u32,
+        via: &[u8],
+        contact: &[u8],
+        extra: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> Result<usize, BuildError> {
+        let is_ack = method == b"ACK";
         let routes = self.route_set().to_vec();
         let first = routes
             .split(|&b| b == b',')
@@ -280,7 +309,7 @@ impl Dialog {
             b.header("Route", &route);
         }
         let mut cseq = Vec::with_capacity(16 + method.len());
-        crate::message::push_decimal(&mut cseq, u64::from(self.local_cseq));
+        crate::message::push_decimal(&mut cseq, u64::from(cseq_number));
         cseq.push(b' ');
         cseq.extend_from_slice(method);
         b.header("From", self.local())

@@ -641,8 +641,12 @@ enum Phase {
     Early { last_rseq: u32 },
     /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
     Established { ack: Option<Bytes> },
-    /// BYE sent, waiting for its response.
-    Terminating { reason: TerminationReason },
+    /// BYE sent, waiting for its response; a UAC keeps the ACK for a 2xx still being
+    /// retransmitted (§13.2.2.4).
+    Terminating {
+        reason: TerminationReason,
+        ack: Option<Bytes>,
+    },
 }
 
 impl Phase {

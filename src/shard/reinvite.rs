@@ -197,11 +197,8 @@ impl Shard {
                     return;
                 };
                 let mut buf = BytesMut::new();
-                if entry
-                    .dialog
-                    .build_request(&mut buf, b"ACK", &via, b"", &[], b"")
-                    .is_ok()
-                {
+                let invite_cseq = response.cseq().map_or(entry.dialog.local_cseq, |c| c.seq);
+                if entry.dialog.build_ack(&mut buf, &via, invite_cseq).is_ok() {
                     let ack = buf.freeze();
                     let peer = entry.dialog.peer;
                     entry.phase = Phase::Established {

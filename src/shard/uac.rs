@@ -198,7 +198,7 @@ impl Shard {
         if response.status().is_some_and(|c| c >= 200) {
             self.by_client_txn.remove(&txn);
             if let Some(e) = self.remove(index)
-                && let Phase::Terminating { reason } = e.phase
+                && let Phase::Terminating { reason, .. } = e.phase
             {
                 self.events.push_back(SessionEvent::CallTerminated {
                     dialog: e.dialog.id,
@@ -403,10 +403,8 @@ impl Shard {
             );
         }
         let mut buf = BytesMut::new();
-        if e.dialog
-            .build_request(&mut buf, b"ACK", &via, b"", &[], b"")
-            .is_err()
-        {
+        let invite_cseq = response.cseq().map_or(1, |c| c.seq);
+        if e.dialog.build_ack(&mut buf, &via, invite_cseq).is_err() {
             return;
         }
         let ack = buf.freeze();
@@ -427,9 +425,10 @@ impl Shard {
         }
     }
 
+    /// §13.2.2.4: every retransmission of the 2xx gets the ACK again, also after our BYE.
     pub(super) fn ack_again(&mut self, index: u32) {
         if let Some(Entry {
-            phase: Phase::Established { ack: Some(ack) },
+            phase: Phase::Established { ack: Some(ack) } | Phase::Terminating { ack: Some(ack), .. },
             dialog,
             ..
         }) = self.entry_mut(index)

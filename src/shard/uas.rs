@@ -683,7 +683,11 @@ impl Shard {
             .build_request(&mut buf, b"BYE", &via, b"", &[], b"")
             .map_err(DialogError::InvalidInput)?;
         let peer = entry.dialog.peer;
-        entry.phase = Phase::Terminating { reason };
+        let ack = match &mut entry.phase {
+            Phase::Established { ack } => ack.take(),
+            _ => None,
+        };
+        entry.phase = Phase::Terminating { reason, ack };
         let txn = self
             .txn
             .send_request(now, peer, false, b"BYE", &branch, buf.freeze())
@@ -727,7 +731,7 @@ impl Shard {
         };
         if let Some(e) = self.remove(index) {
             let reason = match e.phase {
-                Phase::Terminating { reason } => reason,
+                Phase::Terminating { reason, .. } => reason,
                 _ => reason,
             };
             self.events.push_back(SessionEvent::CallTerminated {

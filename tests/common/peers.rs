@@ -10,6 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Held by each SIPp test for its whole run: on two cores, two SIPp load runs at once
+/// (say the 4-shard 10,000-call test beside another) delay datagrams past T1, and
+/// SIPp's scripted scenarios cannot take a retransmission they did not script.
+static ONE_SIPP_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes the SIPp run lock (see [`ONE_SIPP_RUN_AT_A_TIME`]); a test that panicked while
+/// holding it does not stop the others.
+pub fn sipp_run_lock() -> std::sync::MutexGuard<'static, ()> {
+    ONE_SIPP_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The sipp binary, or `None` (with a loud message) where a skip is allowed: under
 /// `CI=true` a missing sipp fails the test, because `.ci/run` installs it.
 pub fn sipp() -> Option<PathBuf> {
