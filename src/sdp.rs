@@ -3,9 +3,11 @@
 //! The dialog layer passes offers and answers through untouched; this module exists only
 //! so that a server answering calls by itself still follows offer/answer (RFC 3261 §13.2.1:
 //! an INVITE with an offer gets its answer in the 2xx; one without gets an offer there).
-//! It reads the offer's `m=` lines and nothing else: one answer `m=` line per offered one,
-//! in order, same media, transport and formats (RFC 3264 §6.1), with their `a=rtpmap` and
-//! `a=fmtp` lines; a port of 0 stays 0 (a refused stream). The media ports it announces are
+//! It reads the offer's `m=` lines and direction attributes and nothing else: one answer
+//! `m=` line per offered one, in order, same media, transport and formats (RFC 3264 §6.1),
+//! with their `a=rtpmap` and `a=fmtp` lines and the mirrored direction (sendonly is
+//! answered recvonly, so a call put on hold stays on hold); a port of 0 stays 0 (a refused
+//! stream). The media ports it announces are
 //! placeholders: sipshard carries no media.
 //!
 //! It may not touch sockets, clocks or dialogs: bytes in, bytes out.
@@ -42,6 +44,20 @@ pub fn answer(offer: &[u8], address: IpAddr, session: u64) -> Bytes {
     );
     let mut streams = 0u32;
     let mut keep_attributes = false;
+    // RFC 3264 §6.1: a stream offered sendonly is answered recvonly, recvonly sendonly,
+    // inactive inactive. A session-level direction applies to every stream without its own.
+    let mut session_direction = Direction::SendRecv;
+    let mut in_media = false;
+    // The current accepted stream's own direction, written when its section ends.
+    let mut stream_direction: Option<Option<Direction>> = None;
+    let close = |out: &mut String, stream: Option<Option<Direction>>, session: Direction| {
+        if let Some(own) = stream {
+            let answer = own.unwrap_or(session).answer();
+            if answer != Direction::SendRecv {
+                let _ = write!(out, "a={}\r\n", answer.as_str());
+            }
+        }
+    };
     for line in offer.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Ok(line) = std::str::from_utf8(line) else {
@@ -49,6 +65,8 @@ pub fn answer(offer: &[u8], address: IpAddr, session: u64) -> Bytes {
             continue;
         };
         if let Some(media) = line.strip_prefix("m=") {
+            close(&mut out, stream_direction.take(), session_direction);
+            in_media = true;
             // m=<media> <port>[/<count>] <proto> <fmt> ...
             let mut fields = media.split(' ');
             let (Some(kind), Some(port), Some(proto)) =
@@ -68,12 +86,22 @@ pub fn answer(offer: &[u8], address: IpAddr, session: u64) -> Bytes {
             let _ = write!(out, "m={kind} {port} {proto} {formats}\r\n");
             streams += 1;
             keep_attributes = !refused;
+            if !refused {
+                stream_direction = Some(None);
+            }
+        } else if let Some(direction) = line.strip_prefix("a=").and_then(Direction::parse) {
+            match (in_media, stream_direction.as_mut()) {
+                (false, _) => session_direction = direction,
+                (true, Some(own)) => *own = Some(direction),
+                (true, None) => {}
+            }
         } else if keep_attributes && (line.starts_with("a=rtpmap:") || line.starts_with("a=fmtp:"))
         {
             out.push_str(line);
             out.push_str("\r\n");
         }
     }
+    close(&mut out, stream_direction.take(), session_direction);
     if streams == 0 {
         let _ = write!(
             out,
@@ -82,6 +110,45 @@ pub fn answer(offer: &[u8], address: IpAddr, session: u64) -> Bytes {
         );
     }
     Bytes::from(out)
+}
+
+/// A stream's direction attribute (RFC 3264 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn parse(attribute: &str) -> Option<Direction> {
+        match attribute.trim_end() {
+            "sendrecv" => Some(Direction::SendRecv),
+            "sendonly" => Some(Direction::SendOnly),
+            "recvonly" => Some(Direction::RecvOnly),
+            "inactive" => Some(Direction::Inactive),
+            _ => None,
+        }
+    }
+
+    /// The direction that answers this offered one (§6.1).
+    fn answer(self) -> Direction {
+        match self {
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            other => other,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -117,5 +184,36 @@ a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/9
             assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
             assert!(text.contains("m=audio 16000 RTP/AVP 0 8 101\r\n"), "{text}");
         }
+    }
+
+    #[test]
+    fn directions_are_mirrored_per_rfc_3264() {
+        let hold = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 6000 RTP/AVP 0\r\na=sendonly\r\nm=video 6002 RTP/AVP 31\r\na=recvonly\r\n\
+m=audio 6004 RTP/AVP 8\r\na=inactive\r\nm=audio 6006 RTP/AVP 0\r\na=sendrecv\r\n";
+        let a = answer(hold, "192.0.2.7".parse().unwrap(), 1);
+        let text = std::str::from_utf8(&a).unwrap();
+        let sections: Vec<&str> = text.split("m=").skip(1).collect();
+        assert!(sections[0].contains("a=recvonly\r\n"), "{text}");
+        assert!(sections[1].contains("a=sendonly\r\n"), "{text}");
+        assert!(sections[2].contains("a=inactive\r\n"), "{text}");
+        assert!(
+            !sections[3].contains("a="),
+            "sendrecv needs no attribute: {text}"
+        );
+
+        // A session-level sendonly covers every stream without its own attribute.
+        let session = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\nm=audio 6002 RTP/AVP 0\r\na=sendrecv\r\n\
+m=video 0 RTP/AVP 31\r\n";
+        let a = answer(session, "192.0.2.7".parse().unwrap(), 1);
+        let text = std::str::from_utf8(&a).unwrap();
+        let sections: Vec<&str> = text.split("m=").skip(1).collect();
+        assert!(sections[0].contains("a=recvonly\r\n"), "{text}");
+        assert!(!sections[1].contains("a=recvonly"), "{text}");
+        assert!(
+            !sections[2].contains("a="),
+            "a refused stream gets no direction: {text}"
+        );
     }
 }

@@ -267,6 +267,15 @@ fn sipp_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered() {
 }
 
 #[test]
+fn sipp_hold_reinvite_gets_a_recvonly_answer() {
+    // RFC 3264 §6.1: a stream offered sendonly (a call put on hold) is answered recvonly,
+    // in both server modes.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    scenario_in_both_modes(&sipp, "hold.xml", 100, 50, |_, _| {});
+}
+
+#[test]
 fn sipp_update_offer_gets_its_answer_in_the_200() {
     // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx (the scenario checks the
     // answer's m= line), in both server modes.
