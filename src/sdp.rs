@@ -30,9 +30,49 @@ pub fn offer_of(request: &Message) -> &[u8] {
     if is_sdp { request.body_bytes() } else { &[] }
 }
 
+/// The `o=` line's session id and version (RFC 4566 §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Session id: the same for every description of one session.
+    pub session_id: u64,
+    /// Version: higher in each new description of that session.
+    pub version: u64,
+}
+
+impl Origin {
+    /// The origin of our answer to `request` (RFC 3264 §8: a later description of the same
+    /// session keeps the id and raises the version). The id is derived from the Call-ID and
+    /// the requester's tag, which stay the same for the whole dialog; the version is the
+    /// request's CSeq number, which grows with every offer the peer sends in it.
+    pub fn for_request(request: &Message) -> Origin {
+        // FNV-1a: stable across runs and shards, so no state is kept per dialog.
+        let mut id: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in request
+            .call_id()
+            .unwrap_or_default()
+            .iter()
+            .chain(b"\0")
+            .chain(request.from_tag().ok().flatten().unwrap_or_default())
+        {
+            id = (id ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        Origin {
+            // Kept below 2^62 so that it prints as a plain positive number everywhere.
+            session_id: id >> 2,
+            version: u64::from(request.cseq().map_or(1, |c| c.seq)),
+        }
+    }
+}
+
+/// Our answer to the offer in `request` (or an offer, when it carries none), with the
+/// origin [`Origin::for_request`] gives.
+pub fn answer_request(request: &Message, address: IpAddr) -> Bytes {
+    answer(offer_of(request), address, Origin::for_request(request))
+}
+
 /// The answer to `offer` (an SDP body), or an audio offer (PCMU, PCMA, telephone-event)
-/// when `offer` is empty or holds no `m=` line. `session` numbers the `o=` line.
-pub fn answer(offer: &[u8], address: IpAddr, session: u64) -> Bytes {
+/// when `offer` is empty or holds no `m=` line, with `origin` on its `o=` line.
+pub fn answer(offer: &[u8], address: IpAddr, origin: Origin) -> Bytes {
     let ip = match address {
         IpAddr::V4(a) => format!("IP4 {a}"),
         IpAddr::V6(a) => format!("IP6 {a}"),
@@ -40,7 +80,8 @@ pub fn answer(offer: &[u8], address: IpAddr, session: u64) -> Bytes {
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        "v=0\r\no=sipshard {session} {session} IN {ip}\r\ns=sipshard\r\nc=IN {ip}\r\nt=0 0\r\n"
+        "v=0\r\no=sipshard {} {} IN {ip}\r\ns=sipshard\r\nc=IN {ip}\r\nt=0 0\r\n",
+        origin.session_id, origin.version
     );
     let mut streams = 0u32;
     let mut keep_attributes = false;
@@ -155,13 +196,20 @@ impl Direction {
 mod tests {
     use super::*;
 
+    fn origin(n: u64) -> Origin {
+        Origin {
+            session_id: n,
+            version: n,
+        }
+    }
+
     const OFFER: &[u8] = b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
 c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n\
 a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/90000\r\n";
 
     #[test]
     fn one_answer_line_per_offered_stream_with_its_formats() {
-        let a = answer(OFFER, "192.0.2.7".parse().unwrap(), 42);
+        let a = answer(OFFER, "192.0.2.7".parse().unwrap(), origin(42));
         let text = std::str::from_utf8(&a).unwrap();
         assert!(
             text.starts_with("v=0\r\no=sipshard 42 42 IN IP4 192.0.2.7\r\n"),
@@ -179,7 +227,7 @@ a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/9
     #[test]
     fn no_offer_gets_an_offer() {
         for offer in [&b""[..], b"v=0\r\n", b"\xff\xfe"] {
-            let a = answer(offer, "::1".parse().unwrap(), 1);
+            let a = answer(offer, "::1".parse().unwrap(), origin(1));
             let text = std::str::from_utf8(&a).unwrap();
             assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
             assert!(text.contains("m=audio 16000 RTP/AVP 0 8 101\r\n"), "{text}");
@@ -191,7 +239,7 @@ a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/9
         let hold = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 6000 RTP/AVP 0\r\na=sendonly\r\nm=video 6002 RTP/AVP 31\r\na=recvonly\r\n\
 m=audio 6004 RTP/AVP 8\r\na=inactive\r\nm=audio 6006 RTP/AVP 0\r\na=sendrecv\r\n";
-        let a = answer(hold, "192.0.2.7".parse().unwrap(), 1);
+        let a = answer(hold, "192.0.2.7".parse().unwrap(), origin(1));
         let text = std::str::from_utf8(&a).unwrap();
         let sections: Vec<&str> = text.split("m=").skip(1).collect();
         assert!(sections[0].contains("a=recvonly\r\n"), "{text}");
@@ -206,7 +254,7 @@ m=audio 6004 RTP/AVP 8\r\na=inactive\r\nm=audio 6006 RTP/AVP 0\r\na=sendrecv\r\n
         let session = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\nm=audio 6002 RTP/AVP 0\r\na=sendrecv\r\n\
 m=video 0 RTP/AVP 31\r\n";
-        let a = answer(session, "192.0.2.7".parse().unwrap(), 1);
+        let a = answer(session, "192.0.2.7".parse().unwrap(), origin(1));
         let text = std::str::from_utf8(&a).unwrap();
         let sections: Vec<&str> = text.split("m=").skip(1).collect();
         assert!(sections[0].contains("a=recvonly\r\n"), "{text}");
@@ -214,6 +262,37 @@ m=video 0 RTP/AVP 31\r\n";
         assert!(
             !sections[2].contains("a="),
             "a refused stream gets no direction: {text}"
+        );
+    }
+
+    #[test]
+    fn the_origin_stays_for_a_dialog_and_its_version_grows_with_the_cseq() {
+        let request = |cseq: u32, tag: &str| {
+            Message::parse(bytes::Bytes::from(format!(
+                "INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK{cseq}\r\n\
+From: <sip:a@example.com>;tag={tag}\r\nTo: <sip:b@example.com>\r\nCall-ID: o1@h\r\n\
+CSeq: {cseq} INVITE\r\n\r\n"
+            )))
+            .unwrap()
+        };
+        let first = Origin::for_request(&request(1, "x"));
+        let again = Origin::for_request(&request(2, "x"));
+        assert_eq!(first.session_id, again.session_id);
+        assert_eq!((first.version, again.version), (1, 2));
+        assert_ne!(
+            first.session_id,
+            Origin::for_request(&request(1, "y")).session_id
+        );
+        let a = answer_request(&request(2, "x"), "192.0.2.7".parse().unwrap());
+        let o_line = std::str::from_utf8(&a)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            o_line,
+            format!("o=sipshard {} 2 IN IP4 192.0.2.7", first.session_id)
         );
     }
 }

@@ -130,8 +130,6 @@ struct Round {
     delayed: TimerWheel<(DialogId, Step)>,
     io: IoStats,
     stop: Option<Stopping>,
-    /// Numbers the `o=` lines of auto-answer SDP.
-    sdp_sessions: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -189,7 +187,6 @@ impl Worker {
                 _ => None,
             },
             app_deadline: None,
-            sdp_sessions: 0,
         };
         loop {
             let now = Instant::now();
@@ -391,13 +388,11 @@ impl Worker {
 
     /// The SDP of an auto-answer: the configured body, else the answer to the request's
     /// offer (or an offer when it has none), as RFC 3261 §13.2.1 asks of the 2xx.
-    fn auto_sdp(&self, configured: &Bytes, request: &Message, round: &mut Round) -> Bytes {
+    fn auto_sdp(&self, configured: &Bytes, request: &Message) -> Bytes {
         if !configured.is_empty() {
             return configured.clone();
         }
-        let offer = crate::sdp::offer_of(request);
-        round.sdp_sessions += 1;
-        crate::sdp::answer(offer, self.shard.local_addr().ip(), round.sdp_sessions)
+        crate::sdp::answer_request(request, self.shard.local_addr().ip())
     }
 
     fn answer(&mut self, now: Instant, dialog: &DialogId, sdp: Bytes) {
@@ -436,7 +431,7 @@ impl Worker {
                 ) => {
                     let ring_delay = auto.ring_delay;
                     let dialog = dialog.clone();
-                    let sdp = self.auto_sdp(&auto.sdp, request, round);
+                    let sdp = self.auto_sdp(&auto.sdp, request);
                     if ring_delay.is_zero() {
                         self.auto_step(now, &dialog, Step::Ring(sdp), round);
                     } else {
@@ -452,7 +447,7 @@ impl Worker {
                 (AppMode::AutoAnswer(auto), SessionEvent::ReInvite { dialog, request }) => {
                     let command = DialogCommand::Answer {
                         dialog: dialog.clone(),
-                        sdp: self.auto_sdp(&auto.sdp, request, round),
+                        sdp: self.auto_sdp(&auto.sdp, request),
                     };
                     let _ = self.shard.handle_command(now, command);
                     continue;
@@ -467,7 +462,7 @@ impl Worker {
                         Some(crate::message::Method::Update)
                             if !crate::sdp::offer_of(request).is_empty() =>
                         {
-                            let sdp = self.auto_sdp(&auto.sdp, request, round);
+                            let sdp = self.auto_sdp(&auto.sdp, request);
                             (vec![sdp_content_type()], sdp)
                         }
                         _ => (Vec::new(), Bytes::new()),

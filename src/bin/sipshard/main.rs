@@ -276,13 +276,10 @@ async fn application(
     let ip = manager
         .local_addr()
         .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
-    let mut sessions = 0u64;
     // The configured SDP, else an answer to the offer (RFC 3261 §13.2.1).
-    let mut answer_for = |request: &sipshard::message::Message| {
-        sessions += 1;
-        sdp.clone().unwrap_or_else(|| {
-            sipshard::sdp::answer(sipshard::sdp::offer_of(request), ip, sessions)
-        })
+    let answer_for = |request: &sipshard::message::Message| {
+        sdp.clone()
+            .unwrap_or_else(|| sipshard::sdp::answer_request(request, ip))
     };
     while let Some(batch) = events.recv().await {
         for e in batch {
