@@ -276,6 +276,41 @@ fn sipp_hold_reinvite_gets_a_recvonly_answer() {
 }
 
 #[test]
+fn sipp_cancel_while_ringing_gets_200_then_487_with_the_ringing_tag() {
+    // §9.2: the CANCEL gets 200, the INVITE 487 carrying the To tag of the 180; the 487 is
+    // ACKed and nothing is left. The callee rings for 10 s, so every CANCEL finds it ringing.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let server = Server::start(&["--mode", "auto-answer", "--answer-delay-ms", "10000"]);
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/cancel.xml");
+    let target = server.sip.to_string();
+    let run = run_sipp(
+        &sipp,
+        &[
+            "-sf",
+            scenario,
+            &target,
+            "-m",
+            "100",
+            "-r",
+            "50",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 100, "{}", run.screen);
+    assert_eq!(
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+        0
+    );
+    let cancels = server.metric("sipshard_requests_received_total", "method=\"CANCEL\"");
+    assert!(cancels >= 100, "{cancels}");
+}
+
+#[test]
 fn sipp_update_offer_gets_its_answer_in_the_200() {
     // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx (the scenario checks the
     // answer's m= line), in both server modes.
