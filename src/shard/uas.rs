@@ -163,6 +163,10 @@ impl Shard {
                 Some(Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify),
                 None,
             ) => self.reject_request(now, txn, &request, 481, &[]),
+            // REFER is in Allow (it reaches the application inside a dialog), but one outside
+            // a dialog would need the implicit subscription RFC 3515 creates, which sipshard
+            // does not implement: 501, not a 405 contradicting Allow.
+            (Some(Method::Refer), None) => self.reject_request(now, txn, &request, 501, &[]),
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }
     }
