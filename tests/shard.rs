@@ -106,6 +106,19 @@ impl Pair {
         )
     }
 
+    /// The UAC re-INVITEs in `dialog` with the test SDP as its offer.
+    fn uac_reinvites(&mut self, dialog: &DialogId) {
+        self.uac
+            .handle_command(
+                self.now,
+                DialogCommand::ReInvite {
+                    dialog: dialog.clone(),
+                    sdp: Bytes::from_static(SDP),
+                },
+            )
+            .unwrap();
+    }
+
     /// The UAC sends `method` in `dialog` (`SendRequest`), with a body of `content_type`
     /// when one is given.
     fn uac_sends(
@@ -914,15 +927,7 @@ fn update_offers_get_an_answer_a_491_or_a_500_per_rfc_3311() {
 
     // The peer's re-INVITE offer is still unanswered (the application holds it) when its
     // UPDATE offer arrives: 500 with a Retry-After of 0-10 s.
-    p.uac
-        .handle_command(
-            p.now,
-            DialogCommand::ReInvite {
-                dialog: uac_dialog.clone(),
-                sdp: Bytes::from_static(SDP),
-            },
-        )
-        .unwrap();
+    p.uac_reinvites(&uac_dialog);
     p.run(Duration::from_millis(50));
     update(&mut p);
     p.run(Duration::from_millis(50));
@@ -950,15 +955,7 @@ fn reinvite_results(events: &[SessionEvent]) -> Vec<u16> {
 fn reinvite_in_both_directions() {
     let mut p = Pair::new(11, Conditions::perfect(), UasPolicy::Answer);
     let (uac_dialog, uas_dialog) = established(&mut p);
-    p.uac
-        .handle_command(
-            p.now,
-            DialogCommand::ReInvite {
-                dialog: uac_dialog.clone(),
-                sdp: Bytes::from_static(SDP),
-            },
-        )
-        .unwrap();
+    p.uac_reinvites(&uac_dialog);
     p.run(Duration::from_secs(1));
     assert_eq!(reinvite_results(&p.uac_events), [200]);
     assert_eq!(
@@ -1001,15 +998,7 @@ fn reinvite_glare_resolves_with_491_and_random_waits() {
     let (uac_dialog, uas_dialog) = established(&mut p);
     // Both send a re-INVITE at the same instant: each gets 491 (§14.2), then retries
     // after its §14.1 wait (Call-ID owner 2.1-4 s, the other 0-2 s).
-    p.uac
-        .handle_command(
-            p.now,
-            DialogCommand::ReInvite {
-                dialog: uac_dialog,
-                sdp: Bytes::from_static(SDP),
-            },
-        )
-        .unwrap();
+    p.uac_reinvites(&uac_dialog);
     p.uas
         .handle_command(
             p.now,
@@ -1494,15 +1483,7 @@ fn a_reinvite_pending_when_the_dialog_ends_gets_487() {
     let mut p = Pair::new(13, Conditions::perfect(), UasPolicy::Answer);
     p.answer_reinvites = false;
     let (uac_dialog, _) = established(&mut p);
-    p.uac
-        .handle_command(
-            p.now,
-            DialogCommand::ReInvite {
-                dialog: uac_dialog.clone(),
-                sdp: Bytes::from_static(SDP),
-            },
-        )
-        .unwrap();
+    p.uac_reinvites(&uac_dialog);
     p.run(Duration::from_millis(50));
     assert!(
         p.uas_events

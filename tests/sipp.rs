@@ -191,9 +191,45 @@ fn sipp_register_scenario_against_registrar() {
     );
 }
 
-/// Our scenario `file` (in tests/data/sipp/) against a fresh server in each answering mode
-/// (inline auto-answer, and the application loop over the async API): `calls` calls at
-/// `rate`, every one must succeed; `check` then reads that server's metrics.
+/// Our scenario `file` (in tests/data/sipp/) against the server at `target`: `calls` calls
+/// at `rate`, every one of which must succeed (`context` names the run in failures).
+fn run_our_scenario(
+    sipp: &std::path::Path,
+    file: &str,
+    target: &str,
+    calls: u32,
+    rate: u32,
+    context: &str,
+) {
+    let scenario = format!("{}/tests/data/sipp/{file}", env!("CARGO_MANIFEST_DIR"));
+    let (count, rate) = (calls.to_string(), rate.to_string());
+    let run = run_sipp(
+        sipp,
+        &[
+            "-sf",
+            &scenario,
+            target,
+            "-m",
+            &count,
+            "-r",
+            &rate,
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(run.success, "{context}: sipp failed:\n{}", run.screen);
+    assert_eq!(
+        run.successful_calls,
+        u64::from(calls),
+        "{context}: {}",
+        run.screen
+    );
+}
+
+/// [`run_our_scenario`] against a fresh server in each answering mode (inline auto-answer,
+/// and the application loop over the async API); `check` then reads that server's metrics.
 fn scenario_in_both_modes(
     sipp: &std::path::Path,
     file: &str,
@@ -201,36 +237,19 @@ fn scenario_in_both_modes(
     rate: u32,
     check: impl Fn(&str, &Server),
 ) {
-    let scenario = format!("{}/tests/data/sipp/{file}", env!("CARGO_MANIFEST_DIR"));
-    let (count, rate) = (calls.to_string(), rate.to_string());
     for mode in ["auto-answer", "app"] {
         let server = Server::start(&["--mode", mode, "--shards", "2"]);
-        let target = server.sip.to_string();
-        let run = run_sipp(
-            sipp,
-            &[
-                "-sf",
-                &scenario,
-                &target,
-                "-m",
-                &count,
-                "-r",
-                &rate,
-                "-timeout",
-                "30",
-                "-timeout_error",
-            ],
-            Duration::from_secs(60),
-        );
-        assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
-        assert_eq!(
-            run.successful_calls,
-            u64::from(calls),
-            "{mode}: {}",
-            run.screen
-        );
+        run_our_scenario(sipp, file, &server.sip.to_string(), calls, rate, mode);
         check(mode, &server);
     }
+}
+
+/// At least `count` requests of `method` in the metrics `m` (a retransmission under a
+/// stall counts again, so not exactly).
+fn assert_received_at_least(m: &str, method: &str, count: u64, mode: &str) {
+    let filter = format!("method=\"{method}\"");
+    let received = sum_metric(m, "sipshard_requests_received_total", &filter);
+    assert!(received >= count, "{mode}: {received} {method}");
 }
 
 #[test]
@@ -241,9 +260,7 @@ fn sipp_out_of_dialog_message_options_and_info() {
     let _one_at_a_time = common::peers::sipp_run_lock();
     scenario_in_both_modes(&sipp, "message.xml", 200, 100, |mode, server| {
         let m = server.metrics();
-        // At least one each (a retransmission under a stall counts again).
-        let received = sum_metric(&m, "sipshard_requests_received_total", "method=\"MESSAGE\"");
-        assert!(received >= 200, "{mode}: {received}");
+        assert_received_at_least(&m, "MESSAGE", 200, mode);
         assert_eq!(sum_metric(&m, "sipshard_dialogs_created_total", ""), 0);
     });
 }
@@ -256,9 +273,7 @@ fn sipp_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_answered() {
     let _one_at_a_time = common::peers::sipp_run_lock();
     scenario_in_both_modes(&sipp, "prack.xml", 200, 100, |mode, server| {
         let m = server.metrics();
-        // At least one each (a retransmission under a stall counts again).
-        let received = sum_metric(&m, "sipshard_requests_received_total", "method=\"PRACK\"");
-        assert!(received >= 200, "{mode}: {received}");
+        assert_received_at_least(&m, "PRACK", 200, mode);
         assert_eq!(
             wait_metric(server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
             0
@@ -282,26 +297,14 @@ fn sipp_cancel_while_ringing_gets_200_then_487_with_the_ringing_tag() {
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
     let server = Server::start(&["--mode", "auto-answer", "--answer-delay-ms", "10000"]);
-    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/cancel.xml");
-    let target = server.sip.to_string();
-    let run = run_sipp(
+    run_our_scenario(
         &sipp,
-        &[
-            "-sf",
-            scenario,
-            &target,
-            "-m",
-            "100",
-            "-r",
-            "50",
-            "-timeout",
-            "30",
-            "-timeout_error",
-        ],
-        Duration::from_secs(60),
+        "cancel.xml",
+        &server.sip.to_string(),
+        100,
+        50,
+        "cancel",
     );
-    assert!(run.success, "sipp failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, 100, "{}", run.screen);
     assert_eq!(
         wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
         0
@@ -318,9 +321,7 @@ fn sipp_update_offer_gets_its_answer_in_the_200() {
     let _one_at_a_time = common::peers::sipp_run_lock();
     scenario_in_both_modes(&sipp, "update.xml", 100, 50, |mode, server| {
         let m = server.metrics();
-        // At least one each (a retransmission under a stall counts again).
-        let received = sum_metric(&m, "sipshard_requests_received_total", "method=\"UPDATE\"");
-        assert!(received >= 100, "{mode}: {received}");
+        assert_received_at_least(&m, "UPDATE", 100, mode);
     });
 }
 
