@@ -24,6 +24,16 @@ fn uas_addr() -> SocketAddr {
 
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
+/// `Respond` with `status`, no extra headers, no body.
+fn respond(txn: sipshard::transaction::ServerTxnId, status: u16) -> DialogCommand {
+    DialogCommand::Respond {
+        txn,
+        status,
+        headers: vec![],
+        body: Bytes::new(),
+    }
+}
+
 /// Places a call from Alice at the UAC shard to Bob at the UAS address; returns its handle.
 fn place_call(uac: &mut Shard, now: Instant, from: &'static [u8], sdp: &'static [u8]) -> DialogId {
     let out = uac
@@ -519,34 +529,14 @@ CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
     };
     assert_eq!(from, uac_addr());
     assert_eq!(request.body_bytes(), b"hello");
-    uas.handle_command(
-        t0,
-        DialogCommand::Respond {
-            txn,
-            status: 200,
-            headers: vec![],
-            body: bytes::Bytes::new(),
-        },
-    )
-    .unwrap();
+    uas.handle_command(t0, respond(txn, 200)).unwrap();
     let ok = Message::parse(uas.poll_transmit().unwrap().payload).unwrap();
     assert_eq!(ok.status(), Some(200));
     assert!(ok.to_tag().unwrap().is_some_and(|t| !t.is_empty()));
     assert_eq!(ok.call_id(), Some(&b"msg1@test"[..]));
     assert_eq!(uas.dialog_count(), 0, "a MESSAGE makes no dialog");
     // A second answer to the same request is refused, not sent.
-    assert!(
-        uas.handle_command(
-            t0,
-            DialogCommand::Respond {
-                txn,
-                status: 500,
-                headers: vec![],
-                body: bytes::Bytes::new(),
-            },
-        )
-        .is_err()
-    );
+    assert!(uas.handle_command(t0, respond(txn, 500),).is_err());
     // One the application never answers ends with its transaction and is forgotten.
     uas.handle_datagram(t0, uac_addr(), message(2));
     let Some(SessionEvent::IncomingRequest { txn, .. }) = uas.poll_event() else {
@@ -555,15 +545,7 @@ CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
     uas.handle_timeout(t0 + Duration::from_secs(40));
     assert_eq!(uas.transaction_count(), 0);
     assert_eq!(
-        uas.handle_command(
-            t0 + Duration::from_secs(40),
-            DialogCommand::Respond {
-                txn,
-                status: 200,
-                headers: vec![],
-                body: bytes::Bytes::new(),
-            },
-        ),
+        uas.handle_command(t0 + Duration::from_secs(40), respond(txn, 200),),
         Err(sipshard::shard::DialogError::DialogNotFound)
     );
 }
@@ -1226,17 +1208,7 @@ fn in_dialog_requests_reach_the_application_and_481_ends_the_dialog() {
             if let SessionEvent::DialogRequest { txn, request, .. } = p.uas_events.remove(pos) {
                 assert_eq!(request.method_bytes(), Some(&b"INFO"[..]));
                 assert_eq!(request.body_bytes(), b"Signal=5\r\nDuration=160\r\n");
-                p.uas
-                    .handle_command(
-                        p.now,
-                        DialogCommand::Respond {
-                            txn,
-                            status: 200,
-                            headers: vec![],
-                            body: bytes::Bytes::new(),
-                        },
-                    )
-                    .unwrap();
+                p.uas.handle_command(p.now, respond(txn, 200)).unwrap();
                 delivered = true;
             }
         }
@@ -1534,19 +1506,7 @@ fn an_in_dialog_request_pending_when_the_dialog_ends_gets_487() {
     assert_eq!(p.uas.stats().responses_out[3] - sent_before, 1, "one 487");
     assert_eq!(p.uac.stats().responses_in[3] - received_before, 1);
     // The application answering late finds nothing to answer.
-    assert!(
-        p.uas
-            .handle_command(
-                p.now,
-                DialogCommand::Respond {
-                    txn,
-                    status: 200,
-                    headers: vec![],
-                    body: bytes::Bytes::new(),
-                },
-            )
-            .is_err()
-    );
+    assert!(p.uas.handle_command(p.now, respond(txn, 200),).is_err());
     for shard in [&p.uac, &p.uas] {
         assert_eq!(shard.dialog_count(), 0);
         assert_eq!(shard.transaction_count(), 0);
