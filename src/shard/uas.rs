@@ -352,7 +352,7 @@ impl Shard {
             Some(
                 Method::Info | Method::Message | Method::Update | Method::Notify | Method::Refer,
             ) => self.dialog_request(now, txn, request, index),
-            // PRACK, SUBSCRIBE, PUBLISH and extensions are not supported in a dialog.
+            // SUBSCRIBE, PUBLISH and extension methods are not supported in a dialog.
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }
     }
@@ -746,7 +746,8 @@ impl Shard {
     }
 }
 
-/// A timer interval in whole milliseconds (saturating; SIP timers are far below u32::MAX ms).
+/// A timer interval in whole milliseconds, at least 1 (so that doubling always grows it;
+/// saturating, though SIP timers are far below u32::MAX ms).
 fn duration_ms(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
 }
