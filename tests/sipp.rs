@@ -314,6 +314,15 @@ fn sipp_cancel_while_ringing_gets_200_then_487_with_the_ringing_tag() {
 }
 
 #[test]
+fn sipp_late_offer_reinvite_gets_an_offer_in_the_200() {
+    // A re-INVITE without SDP: the 200 must make the offer (RFC 3261 §14.2, §13.2.1), and
+    // the answer comes in the ACK; in both server modes.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    scenario_in_both_modes(&sipp, "late_offer.xml", 50, 25, |_, _| {});
+}
+
+#[test]
 fn sipp_update_offer_gets_its_answer_in_the_200() {
     // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx (the scenario checks the
     // answer's m= line), in both server modes.
