@@ -323,6 +323,16 @@ fn sipp_late_offer_reinvite_gets_an_offer_in_the_200() {
 }
 
 #[test]
+fn sipp_info_and_options_inside_a_call_get_200() {
+    // In-dialog INFO (a DTMF digit, RFC 6086) and OPTIONS (§11, with Allow), both modes.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    scenario_in_both_modes(&sipp, "info.xml", 50, 25, |mode, server| {
+        assert_received_at_least(&server.metrics(), "INFO", 50, mode);
+    });
+}
+
+#[test]
 fn sipp_update_offer_gets_its_answer_in_the_200() {
     // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx (the scenario checks the
     // answer's m= line), in both server modes.
