@@ -405,6 +405,21 @@ async fn dialog_manager_pracks_a_sipp_callees_reliable_180() {
     assert_eq!(stats.total.transactions.timeouts, 0);
 }
 
+/// A SIPp callee behind two record-routing proxies checks that our ACK and BYE carry the
+/// reversed Record-Route as Route (RFC 3261 §12.1.2, §12.2.1.1): 100 calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The lock only orders whole tests; nothing in this runtime waits for it.
+#[allow(clippy::await_holding_lock)]
+async fn dialog_manager_routes_in_dialog_requests_through_the_record_route() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sipp/uas_record_route.xml"
+    );
+    place_calls_to_sipp(&sipp, &["-sf", scenario], 100).await;
+}
+
 /// Places `calls` calls (at most 100 at once) to a SIPp callee started with `scenario`
 /// arguments, BYEs each when answered, and checks that all completed on both sides.
 async fn place_calls_to_sipp(
