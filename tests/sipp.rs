@@ -333,6 +333,60 @@ fn sipp_info_and_options_inside_a_call_get_200() {
 }
 
 #[test]
+fn sipp_uac_pcap_plays_rtp_to_the_media_port_of_our_answer() {
+    // SIPp's uac_pcap reads the media address of our 200's SDP and plays a G.711 pcap to
+    // it during the call (sipshard carries no media: the datagrams are simply refused).
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let installed = std::path::Path::new("/usr/share/sip-tester/g711a.pcap");
+    if !installed.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{} missing: the sip-tester package ships it",
+            installed.display()
+        );
+        eprintln!("SKIPPED: {} not found", installed.display());
+        return;
+    }
+    // uac_pcap opens pcap/g711a.pcap and pcap/dtmf_2833_1.pcap relative to its working
+    // directory.
+    let dir = std::env::temp_dir().join(format!("sipshard-uac-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("pcap")).unwrap();
+    for file in ["g711a.pcap", "dtmf_2833_1.pcap"] {
+        let from = installed.with_file_name(file);
+        std::fs::copy(&from, dir.join("pcap").join(file))
+            .unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+    let server = Server::start(&["--mode", "auto-answer", "--shards", "2"]);
+    let target = server.sip.to_string();
+    let child = common::peers::spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &[
+            "-sn",
+            "uac_pcap",
+            &target,
+            "-m",
+            "3",
+            "-r",
+            "3",
+            "-timeout",
+            "60",
+            "-timeout_error",
+        ],
+        &dir,
+    );
+    let run = common::peers::wait_sipp(child, Duration::from_secs(90));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 3, "{}", run.screen);
+    assert_eq!(
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+        0
+    );
+}
+
+#[test]
 fn sipp_update_offer_gets_its_answer_in_the_200() {
     // RFC 3311 §5.2: an UPDATE's SDP offer is answered in its 2xx (the scenario checks the
     // answer's m= line), in both server modes.
