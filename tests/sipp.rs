@@ -291,6 +291,18 @@ fn sipp_hold_reinvite_gets_a_recvonly_answer() {
 }
 
 #[test]
+fn sipp_refer_gets_202_and_the_implicit_subscription_notifies() {
+    // RFC 3515: a transferor's REFER gets 202, then NOTIFY 100 Trying (active) and a final
+    // NOTIFY (terminated), whose 200s SIPp sends; both modes. The scenario checks Event,
+    // Subscription-State, the sipfrag type and the status lines.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    scenario_in_both_modes(&sipp, "refer.xml", 50, 25, |mode, server| {
+        assert_received_at_least(&server.metrics(), "REFER", 50, mode);
+    });
+}
+
+#[test]
 fn sipp_cancel_while_ringing_gets_200_then_487_with_the_ringing_tag() {
     // §9.2: the CANCEL gets 200, the INVITE 487 carrying the To tag of the 180; the 487 is
     // ACKed and nothing is left. The callee rings for 10 s, so every CANCEL finds it ringing.

@@ -326,6 +326,23 @@ impl DialogManager {
         self.command_on(transaction.shard, command).await.map(drop)
     }
 
+    /// Reports, for a peer's REFER this application accepted with a 2xx, how the referenced
+    /// request went: a NOTIFY with the `message/sipfrag` status line (RFC 3515 §2.4.4).
+    /// `refer_cseq` is the REFER's CSeq number; a final `status` ends the subscription.
+    pub async fn refer_status(
+        &self,
+        dialog: &DialogId,
+        refer_cseq: u32,
+        status: u16,
+    ) -> Result<(), DialogError> {
+        self.command(DialogCommand::ReferStatus {
+            dialog: dialog.clone(),
+            refer_cseq,
+            status,
+        })
+        .await
+    }
+
     /// Ends a dialog in whatever state it is: CANCEL, 480, or BYE.
     pub async fn terminate_dialog(&self, dialog: &DialogId) -> Result<(), DialogError> {
         let dialog = dialog.clone();
@@ -341,6 +358,7 @@ impl DialogManager {
             | DialogCommand::ReInvite { dialog, .. }
             | DialogCommand::Bye { dialog }
             | DialogCommand::SendRequest { dialog, .. }
+            | DialogCommand::ReferStatus { dialog, .. }
             | DialogCommand::Terminate { dialog } => dialog.call_id(),
             DialogCommand::Cancel { call } => call.call_id(),
             // These name no dialog: the caller must pick the shard.

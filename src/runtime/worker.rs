@@ -442,7 +442,7 @@ impl Worker {
                     continue;
                 }
                 // The benchmark target also accepts re-INVITEs (same answer), in-dialog
-                // INFO/MESSAGE/UPDATE/NOTIFY/REFER and out-of-dialog MESSAGE (200), so SIPp
+                // INFO/MESSAGE/UPDATE/NOTIFY and out-of-dialog MESSAGE (200), so SIPp
                 // scenarios with them pass.
                 (AppMode::AutoAnswer(auto), SessionEvent::ReInvite { dialog, request }) => {
                     let command = DialogCommand::Answer {
@@ -450,6 +450,36 @@ impl Worker {
                         sdp: self.auto_sdp(&auto.sdp, request),
                     };
                     let _ = self.shard.handle_command(now, command);
+                    continue;
+                }
+                // It places no calls for a peer, so a REFER is accepted and its reference
+                // reported declined: 202, NOTIFY `100 Trying`, NOTIFY `603 Declined`
+                // (RFC 3515 §2.4.4), which is the exchange a transferor expects.
+                (
+                    AppMode::AutoAnswer(_),
+                    SessionEvent::DialogRequest {
+                        dialog,
+                        txn,
+                        request,
+                    },
+                ) if request.method() == Some(crate::message::Method::Refer) => {
+                    let (dialog, txn) = (dialog.clone(), *txn);
+                    let refer_cseq = request.cseq().map_or(0, |c| c.seq);
+                    for command in [
+                        DialogCommand::Respond {
+                            txn,
+                            status: 202,
+                            headers: Vec::new(),
+                            body: Bytes::new(),
+                        },
+                        DialogCommand::ReferStatus {
+                            dialog,
+                            refer_cseq,
+                            status: 603,
+                        },
+                    ] {
+                        let _ = self.shard.handle_command(now, command);
+                    }
                     continue;
                 }
                 (

@@ -33,10 +33,14 @@
 //! `SendStandalone`; the incoming ones are answered as above.
 //! UPDATE offers go to the application and are answered in the 2xx; 491/500 when an
 //! offer is already outstanding (RFC 3311 §5.2).
-//! Not yet: SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER's implicit subscription
-//! (RFC 3515), Replaces (RFC 3891), and the throughput target of `shard/call_flow`.
+//! REFER as recipient (RFC 3515): 400 without Refer-To; a 2xx sends NOTIFY `100 Trying`
+//! and `ReferStatus` the later ones (`refer` module).
+//! Not yet: SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER as its sender (the NOTIFYs
+//! reach the application as in-dialog requests), Replaces (RFC 3891), and the throughput
+//! target of `shard/call_flow`.
 
 mod prack;
+mod refer;
 mod register;
 mod reinvite;
 mod requests;
@@ -410,6 +414,18 @@ pub enum DialogCommand {
         /// The body (e.g. the SDP answer to an UPDATE's offer, RFC 3311 §5.2); empty for
         /// none.
         body: Bytes,
+    },
+    /// Report how the request a peer's REFER asked for went (RFC 3515 §2.4.4): a NOTIFY
+    /// with `message/sipfrag` body `SIP/2.0 <status> <reason>`. A 1xx keeps the implicit
+    /// subscription active; 200–699 ends it. (The 2xx to the REFER already sent
+    /// `100 Trying`.)
+    ReferStatus {
+        /// The dialog the REFER came in.
+        dialog: DialogId,
+        /// The REFER's CSeq number (the NOTIFY's `Event: refer;id=`).
+        refer_cseq: u32,
+        /// The referenced request's status so far.
+        status: u16,
     },
 }
 
@@ -1031,6 +1047,13 @@ impl Shard {
                 body,
             } => self
                 .respond_pending(now, txn, status, &headers, &body)
+                .map(|()| CommandOutcome::Done),
+            DialogCommand::ReferStatus {
+                dialog,
+                refer_cseq,
+                status,
+            } => self
+                .refer_status(now, &dialog, refer_cseq, status)
                 .map(|()| CommandOutcome::Done),
         };
         self.drain(now);

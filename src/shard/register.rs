@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::uas::{ALLOW, Reply};
 use super::{DialogError, RegisterMode, SessionEvent, Shard, TIMER_REGISTRAR};
-use crate::message::Message;
+use crate::message::{Message, Method};
 use crate::registrar::{self, RegisterOutcome};
 use crate::transaction::ServerTxnId;
 
@@ -101,7 +101,7 @@ impl Shard {
         headers: &[(String, Bytes)],
         body: &[u8],
     ) -> Result<(), DialogError> {
-        let request = self
+        let pending = self
             .forget_pending(txn)
             .ok_or(DialogError::DialogNotFound)?;
         let headers: Vec<(&str, &[u8])> =
@@ -109,14 +109,21 @@ impl Shard {
         self.respond(
             now,
             txn,
-            &request,
+            &pending.request,
             Reply::new(status, None).headers(&headers).body(body),
         )
-        .map(drop)
         .ok_or(DialogError::InvalidDialogState {
             current: "answered",
             expected: "pending",
-        })
+        })?;
+        // A 2xx to a REFER starts its implicit subscription (RFC 3515 §2.4.4).
+        if (200..300).contains(&status)
+            && pending.request.method() == Some(Method::Refer)
+            && let (Some(index), Ok(cseq)) = (pending.dialog, pending.request.cseq())
+        {
+            self.refer_accepted(now, index, cseq.seq);
+        }
+        Ok(())
     }
 
     /// The registrar's bindings for an AOR (registrar mode), for tests and status.

@@ -112,8 +112,8 @@ impl Shard {
     }
 
     /// Takes a request handed to the application off the books (answered, or its
-    /// transaction ended); returns it.
-    pub(super) fn forget_pending(&mut self, txn: ServerTxnId) -> Option<Message> {
+    /// transaction ended); returns it with its dialog's slot.
+    pub(super) fn forget_pending(&mut self, txn: ServerTxnId) -> Option<Pending> {
         if self.pending.is_empty() {
             return None;
         }
@@ -126,7 +126,7 @@ impl Shard {
                 self.pending_in_dialog.remove(&index);
             }
         }
-        Some(pending.request)
+        Some(pending)
     }
 
     /// `SendRequest`: a non-INVITE request in a confirmed dialog.

@@ -163,9 +163,9 @@ impl Shard {
                 Some(Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify),
                 None,
             ) => self.reject_request(now, txn, &request, 481, &[]),
-            // REFER is in Allow (it reaches the application inside a dialog), but one outside
-            // a dialog would need the implicit subscription RFC 3515 creates, which sipshard
-            // does not implement: 501, not a 405 contradicting Allow.
+            // REFER is in Allow (inside a dialog it is served, `refer` module), but one
+            // outside a dialog would create a dialog for its implicit subscription (RFC 3515
+            // §2.4.2), which sipshard does not: 501, not a 405 contradicting Allow.
             (Some(Method::Refer), None) => self.reject_request(now, txn, &request, 501, &[]),
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }
@@ -349,9 +349,10 @@ impl Shard {
             }
             Some(Method::Invite) => self.incoming_reinvite(now, txn, request, index),
             Some(Method::Prack) => self.on_prack(now, txn, request, index),
-            Some(
-                Method::Info | Method::Message | Method::Update | Method::Notify | Method::Refer,
-            ) => self.dialog_request(now, txn, request, index),
+            Some(Method::Info | Method::Message | Method::Update | Method::Notify) => {
+                self.dialog_request(now, txn, request, index)
+            }
+            Some(Method::Refer) => self.on_refer(now, txn, request, index),
             // SUBSCRIBE, PUBLISH and extension methods are not supported in a dialog.
             _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
         }

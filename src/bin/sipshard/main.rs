@@ -314,6 +314,17 @@ async fn application(
                             .await;
                     }
                 }
+                // No calls are placed for a peer: a REFER is accepted and its reference
+                // reported declined (202, NOTIFY 100 Trying, NOTIFY 603; RFC 3515 §2.4.4).
+                SessionEvent::DialogRequest {
+                    dialog, request, ..
+                } if request.method() == Some(sipshard::message::Method::Refer) => {
+                    if let Some(h) = handle {
+                        let _ = manager.send_response(&h, 202, Vec::new()).await;
+                        let cseq = request.cseq().map_or(0, |c| c.seq);
+                        let _ = manager.refer_status(&dialog, cseq, 603).await;
+                    }
+                }
                 SessionEvent::DialogRequest { .. }
                 | SessionEvent::RegistrationRequest { .. }
                 | SessionEvent::IncomingRequest { .. } => {
