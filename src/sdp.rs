@@ -17,17 +17,98 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 
-use crate::message::Message;
+use crate::message::{MediaType, Message};
 
 /// First media port announced; stream `i` gets `BASE_PORT + 2·i`.
 const BASE_PORT: u32 = 16_000;
 
-/// The SDP body of `request` when its Content-Type says `application/sdp`, else nothing.
+/// The SDP body of `request`: the whole body when its Content-Type is `application/sdp`,
+/// the first `application/sdp` part of a `multipart/*` body (RFC 5621: SIP-I/SIP-T carry
+/// ISUP beside the SDP), else nothing. Zero-copy: a slice of the datagram.
 pub fn offer_of(request: &Message) -> &[u8] {
-    let is_sdp = request.content_type().ok().flatten().is_some_and(|m| {
-        m.mtype.eq_ignore_ascii_case(b"application") && m.subtype.eq_ignore_ascii_case(b"sdp")
-    });
-    if is_sdp { request.body_bytes() } else { &[] }
+    let Ok(Some(content_type)) = request.content_type() else {
+        return &[];
+    };
+    let body = request.body_bytes();
+    if is_sdp(&content_type) {
+        return body;
+    }
+    if content_type.mtype.eq_ignore_ascii_case(b"multipart")
+        && let Some(Some(boundary)) = content_type.params.get("boundary")
+    {
+        return sdp_part(body, crate::message::unquote(boundary)).unwrap_or_default();
+    }
+    &[]
+}
+
+/// [`offer_of`] as shared bytes of the datagram (no copy), for events that carry the SDP
+/// of a request or response.
+pub fn sdp_bytes(message: &Message) -> Bytes {
+    let sdp = offer_of(message);
+    if sdp.is_empty() {
+        Bytes::new()
+    } else {
+        message.datagram().slice_ref(sdp)
+    }
+}
+
+/// True for a body type sipshard reads itself in INVITE, UPDATE and PRACK: SDP, or a
+/// multipart body that may hold it.
+pub fn is_understood_body(content_type: &MediaType<'_>) -> bool {
+    is_sdp(content_type) || content_type.mtype.eq_ignore_ascii_case(b"multipart")
+}
+
+fn is_sdp(m: &MediaType<'_>) -> bool {
+    m.mtype.eq_ignore_ascii_case(b"application") && m.subtype.eq_ignore_ascii_case(b"sdp")
+}
+
+/// The first part of a multipart body (RFC 2046 §5.1.1) whose Content-Type is
+/// `application/sdp`. A part without Content-Type is `text/plain`; a body that breaks the
+/// delimiter rules yields nothing.
+fn sdp_part<'a>(body: &'a [u8], boundary: &[u8]) -> Option<&'a [u8]> {
+    if boundary.is_empty() || boundary.len() > 70 {
+        return None;
+    }
+    let mut delimiter = Vec::with_capacity(boundary.len() + 4);
+    delimiter.extend_from_slice(b"\r\n--");
+    delimiter.extend_from_slice(boundary);
+    // The first delimiter may open the body, without the CRLF before it.
+    let mut rest = if body.starts_with(&delimiter[2..]) {
+        &body[delimiter.len() - 2..]
+    } else {
+        let at = memchr::memmem::find(body, &delimiter)?;
+        &body[at + delimiter.len()..]
+    };
+    loop {
+        if rest.starts_with(b"--") {
+            return None; // the close delimiter: no SDP part
+        }
+        // Transport padding up to the end of the delimiter line.
+        let eol = memchr::memmem::find(rest, b"\r\n")?;
+        rest = &rest[eol + 2..];
+        let end = memchr::memmem::find(rest, &delimiter)?;
+        let part = &rest[..end];
+        rest = &rest[end + delimiter.len()..];
+        let (headers, content) = if let Some(content) = part.strip_prefix(b"\r\n") {
+            (&b""[..], content)
+        } else {
+            match memchr::memmem::find(part, b"\r\n\r\n") {
+                Some(i) => (&part[..i], &part[i + 4..]),
+                None => (part, &b""[..]),
+            }
+        };
+        let part_is_sdp = headers.split(|&b| b == b'\n').any(|line| {
+            let Some(colon) = memchr::memchr(b':', line) else {
+                return false;
+            };
+            let name = line[..colon].trim_ascii();
+            (name.eq_ignore_ascii_case(b"content-type") || name.eq_ignore_ascii_case(b"c"))
+                && MediaType::parse(&line[colon + 1..]).is_ok_and(|m| is_sdp(&m))
+        });
+        if part_is_sdp {
+            return Some(content);
+        }
+    }
 }
 
 /// The `o=` line's session id and version (RFC 4566 §5.2).
@@ -294,5 +375,23 @@ CSeq: {cseq} INVITE\r\n\r\n"
             o_line,
             format!("o=sipshard {} 2 IN IP4 192.0.2.7", first.session_id)
         );
+    }
+
+    #[test]
+    fn the_sdp_part_of_a_multipart_body() {
+        let body = b"preamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhi\r\n\
+--b1  \r\nc: Application/SDP\r\n\r\nv=0\r\n\r\n--b1--\r\nepilogue";
+        assert_eq!(sdp_part(body, b"b1"), Some(&b"v=0\r\n"[..]));
+        // The first delimiter may open the body; a part without headers is text/plain.
+        let body =
+            b"--b1\r\n\r\nplain\r\n--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n--b1--";
+        assert_eq!(sdp_part(body, b"b1"), Some(&b"v=0"[..]));
+        // No SDP part, an unclosed part, a boundary that never appears, an empty boundary.
+        let isup_only = b"--b1\r\nContent-Type: application/isup\r\n\r\n\x01\r\n--b1--";
+        assert_eq!(sdp_part(isup_only, b"b1"), None);
+        let unclosed = b"--b1\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n";
+        assert_eq!(sdp_part(unclosed, b"b1"), None);
+        assert_eq!(sdp_part(b"v=0\r\n", b"b1"), None);
+        assert_eq!(sdp_part(b"--\r\n\r\n", b""), None);
     }
 }

@@ -1010,13 +1010,13 @@ fn reinvite_glare_resolves_with_491_and_random_waits() {
 #[test]
 fn a_nul_in_a_quoted_to_is_copied_and_nothing_leaks() {
     // RFC 4475 §3.1.1.2: an extension method whose To display name holds NUL, BEL, DEL in
-    // quoted-pairs. The 405 must copy that To; a shard once failed to build it and left the
+    // quoted-pairs. The 501 must copy that To; a shard once failed to build it and left the
     // server transaction waiting forever (found by the shard fuzz target).
     let t0 = Instant::now();
     let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
     uas.handle_datagram(t0, uac_addr(), common::read("rfc4475/intmeth.dat"));
     let r = Message::parse(uas.poll_transmit().expect("a response").payload).unwrap();
-    assert_eq!(r.status(), Some(405));
+    assert_eq!(r.status(), Some(501));
     assert!(
         r.header(sipshard::message::HeaderName::To)
             .unwrap()
@@ -1572,4 +1572,81 @@ fn the_callee_hangs_up_only_after_the_ack() {
             ..
         }
     )));
+}
+
+#[test]
+fn unknown_methods_get_501_and_unreadable_bodies_415() {
+    let t0 = Instant::now();
+    let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
+    let req = |method: &str, branch: &str, extra: &str, body: &str| {
+        Bytes::from(format!(
+            "{method} sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: {branch}@test\r\n\
+CSeq: 2 {method}\r\nContact: <sip:alice@127.0.0.1:5070>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let mut answer = |datagram: Bytes| {
+        uas.handle_datagram(t0, uac_addr(), datagram);
+        Message::parse(uas.poll_transmit().expect("an answer").payload).unwrap()
+    };
+    let header = |m: &Message, name: &str| {
+        m.header_values_by_name(name)
+            .next()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    // §8.2.1 / §21.5.2: a method we do not know is 501, one we know but do not serve 405;
+    // both say what we serve.
+    let r = answer(req("FROB", "m1", "", ""));
+    assert_eq!(r.status(), Some(501));
+    assert!(header(&r, "Allow").unwrap().contains("INVITE"));
+    let r = answer(req("PUBLISH", "m2", "Event: presence\r\n", ""));
+    assert_eq!(r.status(), Some(405));
+    assert!(header(&r, "Allow").is_some());
+
+    // §8.2.3: an INVITE whose body is neither SDP nor multipart, or is content-coded.
+    let r = answer(req(
+        "INVITE",
+        "b1",
+        "Content-Type: application/unknownformat\r\n",
+        "<hello/>\r\n",
+    ));
+    assert_eq!(r.status(), Some(415));
+    assert_eq!(
+        header(&r, "Accept").as_deref(),
+        Some("application/sdp, multipart/mixed")
+    );
+    let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    let r = answer(req(
+        "INVITE",
+        "b2",
+        "Content-Type: application/sdp\r\nContent-Encoding: gzip\r\n",
+        sdp,
+    ));
+    assert_eq!(r.status(), Some(415));
+    assert_eq!(header(&r, "Accept-Encoding").as_deref(), Some("identity"));
+    assert_eq!(uas.dialog_count(), 0);
+
+    // SIP-I style: ISUP beside the SDP in multipart/mixed (RFC 5621) is a call with an offer.
+    let body = format!(
+        "--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n\
+--unique-boundary-1\r\nContent-Type: application/isup;version=itu-t92+\r\n\
+Content-Disposition: signal;handling=optional\r\n\r\n\x01\x00\x49\r\n--unique-boundary-1--\r\n"
+    );
+    uas.handle_datagram(
+        t0,
+        uac_addr(),
+        req(
+            "INVITE",
+            "b3",
+            "Content-Type: multipart/mixed;boundary=unique-boundary-1\r\n",
+            &body,
+        ),
+    );
+    match uas.poll_event() {
+        Some(SessionEvent::IncomingCall { request, .. }) => {
+            assert_eq!(sipshard::sdp::offer_of(&request), sdp.as_bytes());
+        }
+        other => panic!("expected IncomingCall, got {other:?}"),
+    }
 }

@@ -66,23 +66,26 @@ fn expected_class(file: &str) -> Option<usize> {
     match file {
         // Valid requests an auto-answer endpoint serves: INVITE → 180/200, others 2xx
         // (OPTIONS; MESSAGE outside a dialog, RFC 3428, multipart body and all: RFC 4475
-        // §3.1.1.11) or 4xx (REGISTER is no method of auto-answer mode: 405; extension
-        // methods 405).
+        // §3.1.1.11) or 4xx (REGISTER is no method of auto-answer mode: 405).
         "esc01.dat" | "lwsdisp.dat" | "longreq.dat" | "semiuri.dat" | "transports.dat"
-        | "inv2543.dat" | "invut.dat" | "mpart01.dat" => Some(2),
+        | "inv2543.dat" | "mpart01.dat" => Some(2),
         // OPTIONS outside a dialog: 200. badbranch's bare magic cookie falls back to
         // RFC 2543 matching, which RFC 4475 §3.2.1 allows (or a 400).
         "zeromf.dat" | "badbranch.dat" => Some(2),
         // It carries a To tag: a request in a dialog we do not have, 481.
         "wsinv.dat" => Some(4),
-        "intmeth.dat" | "esc02.dat" | "escnull.dat" | "dblreq.dat" | "cparam01.dat"
-        | "regescrt.dat" | "regaut01.dat" => Some(4),
+        "escnull.dat" | "dblreq.dat" | "cparam01.dat" | "regescrt.dat" | "regaut01.dat" => Some(4),
+        // Extension methods an endpoint does not know: 501 with Allow (§3.1.1.2, §3.1.1.5;
+        // §3.1.2.18 prefers 501 to the 400 its CSeq mismatch would also earn).
+        "intmeth.dat" | "esc02.dat" | "mismatch02.dat" => Some(5),
+        // §3.3.6: an INVITE body of a type the endpoint cannot read gets 415.
+        "invut.dat" => Some(4),
         // §3.1.2 and §3.3: refused with a 4xx (400, 416, 420, …) or 505.
         "badinv01.dat" | "clerr.dat" | "scalar02.dat" | "quotbal.dat" | "ltgtruri.dat"
         | "lwsruri.dat" | "lwsstart.dat" | "trws.dat" | "escruri.dat" | "baddate.dat"
-        | "regbadct.dat" | "badaspec.dat" | "baddn.dat" | "mismatch01.dat" | "mismatch02.dat"
-        | "insuf.dat" | "unkscm.dat" | "unksm2.dat" | "bext01.dat" | "multi01.dat"
-        | "sdp01.dat" | "ncl.dat" | "mcl01.dat" => Some(4),
+        | "regbadct.dat" | "badaspec.dat" | "baddn.dat" | "mismatch01.dat" | "insuf.dat"
+        | "unkscm.dat" | "unksm2.dat" | "bext01.dat" | "multi01.dat" | "sdp01.dat" | "ncl.dat"
+        | "mcl01.dat" => Some(4),
         "badvers.dat" => Some(5),
         // Responses: discarded (they match nothing here). test.dat has no SIP version in
         // its request line: no response can be formed.

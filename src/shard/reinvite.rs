@@ -209,7 +209,7 @@ impl Shard {
                 self.events.push_back(SessionEvent::ReInviteResult {
                     dialog,
                     status: code,
-                    sdp: response.body(),
+                    sdp: crate::sdp::sdp_bytes(response),
                 });
             }
             // A retransmitted 2xx: the same ACK again.

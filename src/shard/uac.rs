@@ -420,7 +420,7 @@ impl Shard {
             self.events.push_back(SessionEvent::CallAnswered {
                 dialog,
                 call,
-                sdp: response.body(),
+                sdp: crate::sdp::sdp_bytes(response),
             });
         }
     }

@@ -11,7 +11,7 @@ use super::{
     TerminationReason,
 };
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
-use crate::message::{HeaderName, Message, Method, ResponseBuilder, Uri};
+use crate::message::{HeaderName, Message, Method, RejectReason, ResponseBuilder, Uri};
 use crate::transaction::{ServerTxnId, TxnId};
 
 /// A response the UAS core sends: status, our To tag (a fresh one when `None`), extra
@@ -47,6 +47,9 @@ impl<'a> Reply<'a> {
 /// What we answer in Allow.
 pub(super) const ALLOW: &[u8] =
     b"INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, INFO, MESSAGE, UPDATE, NOTIFY, REFER";
+
+/// The body types sipshard reads in INVITE, UPDATE and PRACK (`Accept` of OPTIONS and 415).
+const ACCEPT: &[u8] = b"application/sdp, multipart/mixed";
 
 impl Shard {
     /// Sends `reply` to `request` on its server transaction; returns the bytes sent.
@@ -136,6 +139,12 @@ impl Shard {
         from: SocketAddr,
     ) {
         if let Err(rejection) = request.check_request() {
+            // RFC 4475 §3.1.2.18 prefers 501 for an unknown method whose CSeq names another.
+            if rejection.reason == RejectReason::CSeqMethodMismatch
+                && request.method() == Some(Method::Extension)
+            {
+                return self.reject_request(now, txn, &request, 501, &[("Allow", ALLOW)]);
+            }
             return self.reject_request(now, txn, &request, rejection.code, &[]);
         }
         // §8.2.2.3: the only option tag sipshard supports is 100rel (RFC 3262).
@@ -144,14 +153,16 @@ impl Shard {
             let unsupported = unsupported.join(&b", "[..]);
             return self.reject_request(now, txn, &request, 420, &[("Unsupported", &unsupported)]);
         }
+        if let Some(accept) = unreadable_body(&request) {
+            return self.reject_request(now, txn, &request, 415, &[accept]);
+        }
         let to_tag = request.to_tag().ok().flatten().map(<[u8]>::to_vec);
         match (request.method(), to_tag) {
             (_, Some(local)) => self.in_dialog_request(now, txn, request, &local),
             (Some(Method::Invite), None) => self.incoming_invite(now, txn, request, from),
             (Some(Method::Register), None) => self.on_register(now, txn, request, from),
             (Some(Method::Options), None) => {
-                let mut headers: Vec<(&str, &[u8])> =
-                    vec![("Allow", ALLOW), ("Accept", b"application/sdp")];
+                let mut headers: Vec<(&str, &[u8])> = vec![("Allow", ALLOW), ("Accept", ACCEPT)];
                 headers.extend(self.supported_header());
                 self.respond(now, txn, &request, Reply::new(200, None).headers(&headers));
             }
@@ -167,8 +178,18 @@ impl Shard {
             // outside a dialog would create a dialog for its implicit subscription (RFC 3515
             // §2.4.2), which sipshard does not: 501, not a 405 contradicting Allow.
             (Some(Method::Refer), None) => self.reject_request(now, txn, &request, 501, &[]),
-            _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
+            _ => self.unsupported_method(now, txn, &request),
         }
+    }
+
+    /// §8.2.1 and §21.5.2: 405 for a method sipshard knows but does not serve here
+    /// (SUBSCRIBE, PUBLISH), 501 for one it does not know; both list what it serves.
+    fn unsupported_method(&mut self, now: Instant, txn: ServerTxnId, request: &Message) {
+        let status = match request.method() {
+            Some(Method::Extension) => 501,
+            _ => 405,
+        };
+        self.reject_request(now, txn, request, status, &[("Allow", ALLOW)]);
     }
 
     fn incoming_invite(
@@ -354,7 +375,7 @@ impl Shard {
             }
             Some(Method::Refer) => self.on_refer(now, txn, request, index),
             // SUBSCRIBE, PUBLISH and extension methods are not supported in a dialog.
-            _ => self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)]),
+            _ => self.unsupported_method(now, txn, &request),
         }
     }
 
@@ -420,7 +441,7 @@ impl Shard {
             self.txn.cancel_timer(give_up);
             self.events.push_back(SessionEvent::AckReceived {
                 dialog: id,
-                sdp: request.body(),
+                sdp: crate::sdp::sdp_bytes(&request),
             });
             if bye_requested {
                 // The BYE the application asked for while the ACK was outstanding (§15).
@@ -751,4 +772,30 @@ impl Shard {
 /// saturating, though SIP timers are far below u32::MAX ms).
 fn duration_ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+/// §8.2.3: the body of an INVITE, UPDATE or PRACK is an offer or answer sipshard reads, so
+/// one it cannot read gets 415 with the header that says what it can: `Accept` for another
+/// type, `Accept-Encoding` for a content coding other than identity. `None`: readable.
+fn unreadable_body(request: &Message) -> Option<(&'static str, &'static [u8])> {
+    if !matches!(
+        request.method(),
+        Some(Method::Invite | Method::Update | Method::Prack)
+    ) || request.body_bytes().is_empty()
+    {
+        return None;
+    }
+    let encoded = request
+        .header_values(HeaderName::ContentEncoding)
+        .flat_map(|v| v.split(|&b| b == b','))
+        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Some(("Accept-Encoding", b"identity"));
+    }
+    match request.content_type() {
+        Ok(Some(content_type)) if !crate::sdp::is_understood_body(&content_type) => {
+            Some(("Accept", ACCEPT))
+        }
+        _ => None,
+    }
 }
