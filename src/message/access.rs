@@ -9,7 +9,7 @@ use super::values::{
     self, Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires, SubscriptionState,
     TokenList,
 };
-use super::via::{Via, ViaIter};
+use super::via::{Via, ViaIter, ViaKey};
 use super::{Message, NO_INDEX};
 
 /// Walks the comma-separated elements of every line of one header, in order.
@@ -129,6 +129,16 @@ impl Message {
             None => line,
         };
         Via::parse(first).map_err(invalid(HeaderName::Via))
+    }
+
+    /// What transactions match and answer by in the topmost Via: read in one pass for the
+    /// plain form, by [`Via::parse`] otherwise (see [`ViaKey`]).
+    pub fn top_via_key(&self) -> Result<ViaKey<'_>, ParseError> {
+        let line = self.required(HeaderName::Via)?;
+        match super::via::scan_key(line) {
+            Some(key) => Ok(key),
+            None => self.top_via().map(|via| ViaKey::from(&via)),
+        }
     }
 
     /// The topmost Via value as written (for copying into an ACK or CANCEL).

@@ -125,6 +125,125 @@ impl<'a> Via<'a> {
     }
 }
 
+/// What a transaction is matched and answered by in the top Via (§17.2.3, §18.2.2, RFC 3581):
+/// the branch, the sent-by and whether `rport` was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViaKey<'a> {
+    /// The first `branch` parameter.
+    pub branch: Option<&'a [u8]>,
+    /// sent-by host as written.
+    pub host: &'a [u8],
+    /// sent-by port, when written.
+    pub port: Option<u16>,
+    /// True when an `rport` parameter is present (with or without a value).
+    pub rport: bool,
+}
+
+impl ViaKey<'_> {
+    /// See [`Via::has_rfc3261_branch`].
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch
+            .is_some_and(|b| b.len() > MAGIC_COOKIE.len() && b.starts_with(MAGIC_COOKIE))
+    }
+}
+
+impl<'a> From<&Via<'a>> for ViaKey<'a> {
+    fn from(via: &Via<'a>) -> Self {
+        ViaKey {
+            branch: via.branch(),
+            host: via.host_bytes,
+            port: via.port,
+            rport: via.rport().is_some(),
+        }
+    }
+}
+
+/// The [`ViaKey`] of the first Via value of `line`, read in one pass when the value has
+/// the plain form nearly every Via has: `SIP/2.0/<transport> host[:port]` and parameters of
+/// token characters without white space, quotes or brackets. `None` for anything else, which
+/// [`Via::parse`] then reads. Where both read a value they agree; the other parameters'
+/// values (`received`, `ttl`, …) are not checked here: that is [`Message::validate`]'s job.
+///
+/// [`Message::validate`]: super::Message::validate
+pub(crate) fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
+    let n = line.len();
+    if n < 10 || !line[..8].eq_ignore_ascii_case(b"SIP/2.0/") {
+        return None;
+    }
+    let mut i = 8;
+    while i < n && lex::is_token_char(line[i]) {
+        i += 1;
+    }
+    if i == 8 || line.get(i) != Some(&b' ') {
+        return None;
+    }
+    i += 1;
+    let host_start = i;
+    while i < n && (line[i].is_ascii_alphanumeric() || matches!(line[i], b'.' | b'-')) {
+        i += 1;
+    }
+    let host = &line[host_start..i];
+    if host.is_empty() || host[0] == b'.' || host[0] == b'-' {
+        return None;
+    }
+    let mut port = None;
+    if line.get(i) == Some(&b':') {
+        i += 1;
+        let digits_start = i;
+        let mut value: u32 = 0;
+        while i < n && line[i].is_ascii_digit() && i - digits_start < 5 {
+            value = value * 10 + u32::from(line[i] - b'0');
+            i += 1;
+        }
+        if i == digits_start || value > u32::from(u16::MAX) {
+            return None;
+        }
+        port = Some(value as u16);
+    }
+    let (mut branch, mut rport) = (None, false);
+    loop {
+        match line.get(i) {
+            None | Some(b',') => break,
+            Some(b';') => i += 1,
+            Some(_) => return None,
+        }
+        let name_start = i;
+        while i < n && lex::is_token_char(line[i]) {
+            i += 1;
+        }
+        let name = &line[name_start..i];
+        let mut value = None;
+        if line.get(i) == Some(&b'=') {
+            i += 1;
+            let value_start = i;
+            while i < n && lex::is_token_char(line[i]) {
+                i += 1;
+            }
+            if i == value_start {
+                return None;
+            }
+            value = Some(&line[value_start..i]);
+        }
+        match name.len() {
+            0 => return None,
+            6 if name.eq_ignore_ascii_case(b"branch") => {
+                if value.is_none() {
+                    return None;
+                }
+                branch = branch.or(value);
+            }
+            5 if name.eq_ignore_ascii_case(b"rport") => rport = true,
+            _ => {}
+        }
+    }
+    Some(ViaKey {
+        branch,
+        host,
+        port,
+        rport,
+    })
+}
+
 /// Checks the value of a parameter RFC 3261 or RFC 3581 defines; remembers the branch.
 fn check_param<'a>(
     name: &'a [u8],
@@ -239,6 +358,80 @@ mod tests {
         assert_eq!(a.received(), b.received());
         assert!(a.received().is_some());
         assert_eq!(a.host_bytes, b"[2001:db8::9:1]");
+    }
+
+    #[test]
+    fn the_key_scan_agrees_with_the_parser() {
+        let plain: &[&[u8]] = &[
+            b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776;received=192.0.2.1;rport",
+            b"SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKnashds7;RPORT=5070",
+            b"sip/2.0/tcp Host-1.example.COM:5060;BRANCH=z9hG4bK-a.b_c!~*'+%,SIP/2.0/UDP x",
+            b"SIP/2.0/UDP a;branch=one;branch=two",
+            b"SIP/2.0/UDP a:0",
+        ];
+        for line in plain {
+            let key = scan_key(line).expect("plain form");
+            let first = &line[..lex::find_outside(line, b',').unwrap().unwrap_or(line.len())];
+            assert_eq!(key, ViaKey::from(&Via::parse(first).unwrap()), "{line:?}");
+        }
+        // Anything else is left to the parser.
+        let unusual: &[&[u8]] = &[
+            b"SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1",
+            b"SIP / 2.0 / UDP a;branch=z9hG4bK1",
+            b"SIP/2.0/UDP  a;branch=z9hG4bK1",
+            b"SIP/2.0/UDP a ;branch=z9hG4bK1",
+            b"SIP/2.0/UDP a;branch=\"z9hG4bK1\"",
+            b"SIP/2.0/UDP a;branch",
+            b"SIP/2.0/UDP a:65536;branch=z9hG4bK1",
+            b"SIP/2.0/UDP a:123456",
+            b"SIP/2.0/UDP a;;branch=z9hG4bK1",
+            b"SIP/2.0/UDP a;received=[2001:db8::1]",
+        ];
+        for line in unusual {
+            assert_eq!(scan_key(line), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn the_key_scan_never_disagrees_with_the_parser_on_mutated_vias() {
+        // Random byte edits of realistic Vias: whenever both read a value, they agree.
+        let seeds: &[&[u8]] = &[
+            b"SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776;received=192.0.2.1;rport",
+            b"SIP/2.0/UDP 10.0.0.1:5060;rport=5060;branch=z9hG4bKabc.def, SIP/2.0/TCP b",
+        ];
+        let alphabet = b"aZ09.-:;=, \t\"[]/!%rportbranch";
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut v = seeds[round % seeds.len()].to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % v.len();
+                let b = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => v[at] = b,
+                    1 => v.insert(at, b),
+                    _ => {
+                        v.remove(at);
+                    }
+                }
+                if v.is_empty() {
+                    v.push(b'a');
+                }
+            }
+            let Some(key) = scan_key(&v) else { continue };
+            let Ok(Some(comma)) = lex::find_outside(&v, b',').map(|c| Some(c.unwrap_or(v.len())))
+            else {
+                continue;
+            };
+            if let Ok(via) = Via::parse(&v[..comma]) {
+                assert_eq!(key, ViaKey::from(&via), "{:?}", String::from_utf8_lossy(&v));
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! left out, since the ACK to a non-2xx carries the tag the INVITE lacked).
 //! Client keys: our own branch + CSeq method.
 
-use crate::message::{Message, Method, ParseError, Via};
+use crate::message::{Message, Method, ParseError, ViaKey};
 
 /// First byte of a key, so the kinds can never collide.
 const SERVER_3261: u8 = b'S';
@@ -28,7 +28,7 @@ pub(crate) enum KeyMethod<'a> {
 pub(crate) fn server_key(
     out: &mut Vec<u8>,
     msg: &Message,
-    via: &Via<'_>,
+    via: &ViaKey<'_>,
     method: KeyMethod<'_>,
 ) -> Result<(), ParseError> {
     out.clear();
@@ -41,9 +41,9 @@ pub(crate) fn server_key(
     };
     if via.has_rfc3261_branch() {
         out.push(SERVER_3261);
-        out.extend_from_slice(via.branch().unwrap_or_default());
+        out.extend_from_slice(via.branch.unwrap_or_default());
         out.push(0);
-        out.extend(via.host_bytes.iter().map(u8::to_ascii_lowercase));
+        out.extend(via.host.iter().map(u8::to_ascii_lowercase));
         out.push(0);
         out.extend_from_slice(&via.port.unwrap_or(0).to_be_bytes());
     } else {
@@ -58,9 +58,9 @@ pub(crate) fn server_key(
         ))?);
         out.push(0);
         out.extend_from_slice(&cseq.seq.to_be_bytes());
-        out.extend_from_slice(via.host_bytes);
+        out.extend_from_slice(via.host);
         out.push(0);
-        out.extend_from_slice(via.branch().unwrap_or_default());
+        out.extend_from_slice(via.branch.unwrap_or_default());
     }
     out.push(0);
     out.extend_from_slice(method);
@@ -78,8 +78,8 @@ pub(crate) fn client_key(out: &mut Vec<u8>, branch: &[u8], method: &[u8]) {
 
 /// Writes the client key a response matches: top Via branch + CSeq method.
 pub(crate) fn response_key(out: &mut Vec<u8>, msg: &Message) -> Result<(), ParseError> {
-    let via = msg.top_via()?;
+    let via = msg.top_via_key()?;
     let cseq = msg.cseq()?;
-    client_key(out, via.branch().unwrap_or_default(), cseq.method_bytes);
+    client_key(out, via.branch.unwrap_or_default(), cseq.method_bytes);
     Ok(())
 }

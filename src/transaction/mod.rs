@@ -522,7 +522,7 @@ impl TransactionLayer {
     fn find_server(
         &mut self,
         request: &Message,
-        via: &crate::message::Via<'_>,
+        via: &crate::message::ViaKey<'_>,
         method: key::KeyMethod<'_>,
     ) -> Result<(u64, Option<u32>), ParseError> {
         let mut scratch = std::mem::take(&mut self.scratch);

@@ -11,7 +11,7 @@ use super::{
     Retransmit, ServerTxnId, SlotId, State, Transaction, TransactionLayer, TxnError, TxnEvent,
     TxnId,
 };
-use crate::message::{Message, Method, ParseError, ResponseBuilder, Via};
+use crate::message::{Message, Method, ParseError, ResponseBuilder, ViaKey};
 use crate::timer::TimerHandle;
 use crate::transaction::TimerName;
 
@@ -92,10 +92,11 @@ impl ServerNonInvite {
 /// Where responses to this request go: back to the source when the top Via asks for it with
 /// rport (RFC 3581), else to the source address (the `received` of §18.2.1) at the sent-by
 /// port (§18.2.2).
-fn response_destination(via: &Via<'_>, from: SocketAddr) -> SocketAddr {
-    match via.rport() {
-        Some(_) => from,
-        None => SocketAddr::new(from.ip(), via.port.unwrap_or(5060)),
+fn response_destination(via: &ViaKey<'_>, from: SocketAddr) -> SocketAddr {
+    if via.rport {
+        from
+    } else {
+        SocketAddr::new(from.ip(), via.port.unwrap_or(5060))
     }
 }
 
@@ -108,7 +109,7 @@ impl TransactionLayer {
         reliable: bool,
         request: Message,
     ) -> Result<(), ParseError> {
-        let via = request.top_via()?;
+        let via = request.top_via_key()?;
         let (hash, found) = self.find_server(&request, &via, KeyMethod::OfRequest)?;
         if let Some(index) = found {
             let id = self.id_of(index);
@@ -204,7 +205,7 @@ impl TransactionLayer {
         from: SocketAddr,
         request: Message,
     ) -> Result<(), ParseError> {
-        let via = request.top_via()?;
+        let via = request.top_via_key()?;
         let Some(index) = self.find_server(&request, &via, KeyMethod::OfRequest)?.1 else {
             self.events.push_back(TxnEvent::Ack { request, from });
             return Ok(());
@@ -248,7 +249,7 @@ impl TransactionLayer {
         reliable: bool,
         request: Message,
     ) -> Result<(), ParseError> {
-        let via = request.top_via()?;
+        let via = request.top_via_key()?;
         let (_, invite) = self.find_server(&request, &via, KeyMethod::Fixed(b"INVITE"))?;
         let invite = invite.map(|i| self.id_of(i)).filter(|&id| {
             matches!(
