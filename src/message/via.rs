@@ -227,10 +227,8 @@ pub(crate) fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
         match name.len() {
             0 => return None,
             6 if name.eq_ignore_ascii_case(b"branch") => {
-                if value.is_none() {
-                    return None;
-                }
-                branch = branch.or(value);
+                let value = value?; // a bare `branch` is malformed
+                branch = branch.or(Some(value));
             }
             5 if name.eq_ignore_ascii_case(b"rport") => rport = true,
             _ => {}
