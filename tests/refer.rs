@@ -184,3 +184,236 @@ fn a_refer_without_refer_to_gets_400_and_never_reaches_the_application() {
     assert_eq!(out[0].status(), Some(400));
     assert!(uas.poll_event().is_none());
 }
+
+/// Two shards on a perfect network: `a` at 5070 calls `b` at 5080.
+struct Two {
+    now: Instant,
+    a: Shard,
+    b: Shard,
+}
+
+impl Two {
+    fn new() -> Self {
+        let now = Instant::now();
+        Two {
+            now,
+            a: Shard::new(now, ShardConfig::new(caller())),
+            b: Shard::new(now, ShardConfig::new("127.0.0.1:5080".parse().unwrap())),
+        }
+    }
+
+    /// Delivers datagrams both ways until both are quiet; returns each side's events.
+    fn pump(&mut self) -> (Vec<SessionEvent>, Vec<SessionEvent>) {
+        let (mut a_events, mut b_events) = (Vec::new(), Vec::new());
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                self.b.handle_datagram(self.now, caller(), t.payload);
+                moved = true;
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                self.a
+                    .handle_datagram(self.now, "127.0.0.1:5080".parse().unwrap(), t.payload);
+                moved = true;
+            }
+            a_events.extend(std::iter::from_fn(|| self.a.poll_event()));
+            b_events.extend(std::iter::from_fn(|| self.b.poll_event()));
+            if !moved {
+                return (a_events, b_events);
+            }
+        }
+    }
+
+    /// A confirmed call; the dialog ids on `a` and on `b`.
+    fn call(&mut self) -> (DialogId, DialogId) {
+        let make = DialogCommand::MakeCall {
+            from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+            to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
+            request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
+            destination: "127.0.0.1:5080".parse().unwrap(),
+            sdp: Bytes::new(),
+        };
+        self.a.handle_command(self.now, make).unwrap();
+        let (_, b_events) = self.pump();
+        let b_dialog = b_events
+            .into_iter()
+            .find_map(|e| match e {
+                SessionEvent::IncomingCall { dialog, .. } => Some(dialog),
+                _ => None,
+            })
+            .expect("IncomingCall");
+        let answer = DialogCommand::Answer {
+            dialog: b_dialog.clone(),
+            sdp: Bytes::new(),
+        };
+        self.b.handle_command(self.now, answer).unwrap();
+        let (a_events, _) = self.pump();
+        let a_dialog = a_events
+            .into_iter()
+            .find_map(|e| match e {
+                SessionEvent::CallAnswered { dialog, .. } => Some(dialog),
+                _ => None,
+            })
+            .expect("CallAnswered");
+        (a_dialog, b_dialog)
+    }
+}
+
+/// The ReferNotify events among `events`: (status, terminated).
+fn refer_notifies(events: &[SessionEvent]) -> Vec<(Option<u16>, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::ReferNotify {
+                status, terminated, ..
+            } => Some((*status, *terminated)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_refer_we_send_reports_the_peers_notifies_until_the_last() {
+    let mut two = Two::new();
+    let (a_dialog, b_dialog) = two.call();
+    let refer = DialogCommand::Refer {
+        dialog: a_dialog.clone(),
+        refer_to: Bytes::from_static(b"<sip:carol@127.0.0.1:5090>"),
+    };
+    two.a.handle_command(two.now, refer).unwrap();
+    let (_, b_events) = two.pump();
+    let txn = b_events
+        .into_iter()
+        .find_map(|e| match e {
+            SessionEvent::DialogRequest { txn, request, .. } => {
+                assert_eq!(
+                    request.refer_to().unwrap().unwrap().uri_bytes,
+                    b"sip:carol@127.0.0.1:5090"
+                );
+                Some(txn)
+            }
+            _ => None,
+        })
+        .expect("the REFER reached b's application");
+    let accept = DialogCommand::Respond {
+        txn,
+        status: 202,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    };
+    two.b.handle_command(two.now, accept).unwrap();
+    let (a_events, _) = two.pump();
+    assert!(
+        a_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RequestResult { status: 202, .. }))
+    );
+    assert_eq!(refer_notifies(&a_events), [(Some(100), false)]);
+
+    let done = DialogCommand::ReferStatus {
+        dialog: b_dialog.clone(),
+        refer_cseq: 2,
+        status: 486,
+    };
+    two.b.handle_command(two.now, done).unwrap();
+    let (a_events, b_events) = two.pump();
+    assert_eq!(refer_notifies(&a_events), [(Some(486), true)]);
+    assert!(
+        b_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RequestResult { status: 200, .. })),
+        "a answered the NOTIFY: {b_events:?}"
+    );
+
+    // The subscription is over: another refer NOTIFY is 481 (RFC 6665 §4.1.3), which ends
+    // that usage only; the call stays up (RFC 5057 §5.1).
+    let late = DialogCommand::ReferStatus {
+        dialog: b_dialog,
+        refer_cseq: 2,
+        status: 200,
+    };
+    two.b.handle_command(two.now, late).unwrap();
+    let (a_events, b_events) = two.pump();
+    assert!(refer_notifies(&a_events).is_empty());
+    assert!(
+        b_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RequestResult { status: 481, .. }))
+    );
+    assert!(
+        !b_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::CallTerminated { .. })),
+        "{b_events:?}"
+    );
+    assert_eq!((two.a.dialog_count(), two.b.dialog_count()), (1, 1));
+}
+
+#[test]
+fn a_declined_refer_closes_its_subscription_and_other_notifies_reach_the_application() {
+    let mut two = Two::new();
+    let (a_dialog, _) = two.call();
+    let refer = DialogCommand::Refer {
+        dialog: a_dialog.clone(),
+        refer_to: Bytes::from_static(b"<sip:carol@127.0.0.1:5090>"),
+    };
+    two.a.handle_command(two.now, refer).unwrap();
+    let (_, b_events) = two.pump();
+    let txn = b_events
+        .into_iter()
+        .find_map(|e| match e {
+            SessionEvent::DialogRequest { txn, .. } => Some(txn),
+            _ => None,
+        })
+        .unwrap();
+    let decline = DialogCommand::Respond {
+        txn,
+        status: 603,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    };
+    two.b.handle_command(two.now, decline).unwrap();
+    let (a_events, _) = two.pump();
+    assert!(
+        a_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RequestResult { status: 603, .. }))
+    );
+    assert!(refer_notifies(&a_events).is_empty());
+
+    // A NOTIFY of another package is the application's to answer.
+    let id = a_dialog.clone();
+    let (call_id, local, remote) = (
+        String::from_utf8_lossy(id.call_id()).into_owned(),
+        String::from_utf8_lossy(id.local_tag()).into_owned(),
+        String::from_utf8_lossy(id.remote_tag()).into_owned(),
+    );
+    let notify = |event: &str, branch: &str| {
+        Bytes::from(format!(
+            "NOTIFY sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:bob@127.0.0.1>;tag={remote}\r\nTo: <sip:alice@127.0.0.1>;tag={local}\r\n\
+Call-ID: {call_id}\r\nCSeq: 50 NOTIFY\r\nEvent: {event}\r\nSubscription-State: active\r\n\
+Content-Length: 0\r\n\r\n"
+        ))
+    };
+    two.a.handle_datagram(
+        two.now,
+        "127.0.0.1:5080".parse().unwrap(),
+        notify("dialog", "n1"),
+    );
+    let events: Vec<_> = std::iter::from_fn(|| two.a.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::DialogRequest { .. })),
+        "{events:?}"
+    );
+    // A refer NOTIFY for the declined REFER matches no subscription: 481.
+    two.a.handle_datagram(
+        two.now,
+        "127.0.0.1:5080".parse().unwrap(),
+        notify("refer;id=2", "n2"),
+    );
+    let answer = Message::parse(two.a.poll_transmit().expect("an answer").payload).unwrap();
+    assert_eq!(answer.status(), Some(481));
+}

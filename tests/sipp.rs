@@ -486,12 +486,47 @@ async fn dialog_manager_routes_in_dialog_requests_through_the_record_route() {
     place_calls_to_sipp(&sipp, &["-sf", scenario], 100).await;
 }
 
+/// A SIPp transfer target: we REFER each answered call and hang up after its last NOTIFY
+/// (RFC 3515 as the transferor): 100 calls, every NOTIFY answered by the shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The lock only orders whole tests; nothing in this runtime waits for it.
+#[allow(clippy::await_holding_lock)]
+async fn dialog_manager_refers_a_sipp_callee_and_follows_its_notifies() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/uas_refer.xml");
+    let stats =
+        place_calls_to_sipp_then(&sipp, &["-sf", scenario], 100, AfterAnswer::ReferThenBye).await;
+    assert_eq!(stats.total.transactions.timeouts, 0);
+}
+
 /// Places `calls` calls (at most 100 at once) to a SIPp callee started with `scenario`
 /// arguments, BYEs each when answered, and checks that all completed on both sides.
 async fn place_calls_to_sipp(
     sipp: &std::path::Path,
     scenario: &[&str],
     calls: u32,
+) -> sipshard::runtime::DialogStats {
+    place_calls_to_sipp_then(sipp, scenario, calls, AfterAnswer::Bye).await
+}
+
+/// What [`place_calls_to_sipp_then`] does with an answered call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AfterAnswer {
+    /// Hang up at once.
+    Bye,
+    /// REFER the callee to `sip:carol@example.com`, and hang up after the last NOTIFY,
+    /// which must report 200.
+    ReferThenBye,
+}
+
+/// Places `calls` calls through `DialogManager` into a SIPp callee running `scenario`,
+/// does `after` with each answered call, and checks both sides finished them all.
+async fn place_calls_to_sipp_then(
+    sipp: &std::path::Path,
+    scenario: &[&str],
+    calls: u32,
+    after: AfterAnswer,
 ) -> sipshard::runtime::DialogStats {
     use sipshard::message::Method;
     use sipshard::runtime::{DialogManager, RuntimeConfig, StopPolicy};
@@ -530,7 +565,25 @@ async fn place_calls_to_sipp(
             .expect("event channel open");
         for e in batch {
             match e.event {
+                SessionEvent::CallAnswered { dialog, .. } if after == AfterAnswer::Bye => {
+                    manager
+                        .send_request(&dialog, Method::Bye, None)
+                        .await
+                        .unwrap();
+                }
                 SessionEvent::CallAnswered { dialog, .. } => {
+                    manager
+                        .refer(&dialog, "<sip:carol@example.com>")
+                        .await
+                        .unwrap();
+                }
+                SessionEvent::ReferNotify {
+                    dialog,
+                    status,
+                    terminated: true,
+                    ..
+                } => {
+                    assert_eq!(status, Some(200));
                     manager
                         .send_request(&dialog, Method::Bye, None)
                         .await

@@ -48,6 +48,20 @@ fn drain(from: &mut Side, wire: &mut VecDeque<(bool, Bytes)>, to_uas: bool, answ
             SessionEvent::CallRinging { dialog, .. } | SessionEvent::CallAnswered { dialog, .. } => {
                 from.known.push(dialog)
             }
+            // A REFER is accepted and its reference reported at once (RFC 3515).
+            SessionEvent::DialogRequest { txn, request, dialog }
+                if answer && request.method() == Some(sipshard::message::Method::Refer) =>
+            {
+                let _ = from.shard.handle_command(
+                    now,
+                    DialogCommand::Respond { txn, status: 202, headers: Vec::new(), body: Bytes::new() },
+                );
+                let refer_cseq = request.cseq().map_or(0, |c| c.seq);
+                let _ = from.shard.handle_command(
+                    now,
+                    DialogCommand::ReferStatus { dialog, refer_cseq, status: 200 },
+                );
+            }
             SessionEvent::DialogRequest { txn, .. } if answer => {
                 let _ = from.shard.handle_command(
                     now,
@@ -172,6 +186,18 @@ fuzz_target!(|data: &[u8]| {
                                 Bytes::from_static(b"application/sdp"),
                             )],
                             body: Bytes::from_static(SDP),
+                        },
+                    );
+                }
+            }
+            // A REFER from the caller (RFC 3515), whose NOTIFYs come back.
+            13 => {
+                if let Some(d) = pick(&uac.known) {
+                    let _ = uac.shard.handle_command(
+                        now,
+                        DialogCommand::Refer {
+                            dialog: d,
+                            refer_to: Bytes::from_static(b"<sip:carol@127.0.0.1>"),
                         },
                     );
                 }

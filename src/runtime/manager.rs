@@ -326,6 +326,18 @@ impl DialogManager {
         self.command_on(transaction.shard, command).await.map(drop)
     }
 
+    /// Sends a REFER in a confirmed dialog (RFC 3515): the peer is asked to send a request
+    /// to `refer_to` (`<sip:carol@example.com>`). Its NOTIFYs come back as
+    /// [`SessionEvent::ReferNotify`](crate::shard::SessionEvent::ReferNotify), already
+    /// answered; the REFER's own final status as `RequestResult`.
+    pub async fn refer(&self, dialog: &DialogId, refer_to: &str) -> Result<(), DialogError> {
+        self.command(DialogCommand::Refer {
+            dialog: dialog.clone(),
+            refer_to: Bytes::copy_from_slice(refer_to.as_bytes()),
+        })
+        .await
+    }
+
     /// Reports, for a peer's REFER this application accepted with a 2xx, how the referenced
     /// request went: a NOTIFY with the `message/sipfrag` status line (RFC 3515 §2.4.4).
     /// `refer_cseq` is the REFER's CSeq number; a final `status` ends the subscription.
@@ -359,6 +371,7 @@ impl DialogManager {
             | DialogCommand::Bye { dialog }
             | DialogCommand::SendRequest { dialog, .. }
             | DialogCommand::ReferStatus { dialog, .. }
+            | DialogCommand::Refer { dialog, .. }
             | DialogCommand::Terminate { dialog } => dialog.call_id(),
             DialogCommand::Cancel { call } => call.call_id(),
             // These name no dialog: the caller must pick the shard.

@@ -33,11 +33,13 @@
 //! `SendStandalone`; the incoming ones are answered as above.
 //! UPDATE offers go to the application and are answered in the 2xx; 491/500 when an
 //! offer is already outstanding (RFC 3311 §5.2).
-//! REFER as recipient (RFC 3515): 400 without Refer-To; a 2xx sends NOTIFY `100 Trying`
-//! and `ReferStatus` the later ones (`refer` module).
-//! Not yet: SUBSCRIBE/NOTIFY subscriptions (RFC 6665), REFER as its sender (the NOTIFYs
-//! reach the application as in-dialog requests), Replaces (RFC 3891), and the throughput
-//! target of `shard/call_flow`.
+//! REFER both ways (RFC 3515, `refer` module): as recipient, 400 without Refer-To, a 2xx
+//! sends NOTIFY `100 Trying` and `ReferStatus` the later ones; as sender, `Refer`, whose
+//! NOTIFYs are answered here and reported as `ReferNotify`. A 481 to NOTIFY, SUBSCRIBE or
+//! REFER ends that usage, not the call (RFC 5057 §5.1).
+//! Not yet: SUBSCRIBE/NOTIFY subscriptions (RFC 6665), Replaces (RFC 3891: the replaced
+//! dialog's Call-ID may live on another shard), and the throughput target of
+//! `shard/call_flow`.
 
 mod prack;
 mod refer;
@@ -259,6 +261,18 @@ pub enum SessionEvent {
         /// SDP of the 2xx, if any.
         sdp: Bytes,
     },
+    /// The peer's NOTIFY about a REFER we sent (RFC 3515 §2.4.4), already answered 200.
+    ReferNotify {
+        /// The dialog the REFER went in.
+        dialog: DialogId,
+        /// Our REFER's CSeq number.
+        refer_cseq: u32,
+        /// The status code of the referenced request (the sipfrag's status line), when the
+        /// body holds one.
+        status: Option<u16>,
+        /// True on the last NOTIFY: the subscription is over.
+        terminated: bool,
+    },
     /// The ACK for our 2xx arrived.
     AckReceived {
         /// The dialog.
@@ -414,6 +428,15 @@ pub enum DialogCommand {
         /// The body (e.g. the SDP answer to an UPDATE's offer, RFC 3311 §5.2); empty for
         /// none.
         body: Bytes,
+    },
+    /// Send a REFER (RFC 3515) asking the peer to send a request to `refer_to`; the
+    /// peer's NOTIFYs about it arrive as [`SessionEvent::ReferNotify`].
+    Refer {
+        /// The confirmed dialog.
+        dialog: DialogId,
+        /// The Refer-To value (`<sip:carol@example.com>`, with `?Replaces=…` for an
+        /// attended transfer).
+        refer_to: Bytes,
     },
     /// Report how the request a peer's REFER asked for went (RFC 3515 §2.4.4): a NOTIFY
     /// with `message/sipfrag` body `SIP/2.0 <status> <reason>`. A 1xx keeps the implicit
@@ -782,6 +805,9 @@ pub struct Shard {
     /// The in-dialog ones among them, by dialog slot: when the dialog ends they get 487
     /// (§15.1.2) without a scan of `pending`.
     pending_in_dialog: ahash::HashMap<u32, Vec<ServerTxnId>>,
+    /// REFERs we sent whose implicit subscription is open: their CSeq numbers, by dialog
+    /// slot (RFC 3515; `refer` module).
+    refers_sent: ahash::HashMap<u32, Vec<u32>>,
     /// The peer's re-INVITEs still unanswered when their dialog ended: they get 487
     /// (§15.1.2) as soon as `now` is known.
     orphaned: Vec<(ServerTxnId, Box<Message>)>,
@@ -837,6 +863,7 @@ impl Shard {
             registrar_timer: None,
             pending: ahash::HashMap::default(),
             pending_in_dialog: ahash::HashMap::default(),
+            refers_sent: ahash::HashMap::default(),
             orphaned: Vec::new(),
             ids,
             events: VecDeque::new(),
@@ -1048,6 +1075,9 @@ impl Shard {
             } => self
                 .respond_pending(now, txn, status, &headers, &body)
                 .map(|()| CommandOutcome::Done),
+            DialogCommand::Refer { dialog, refer_to } => self
+                .send_refer(now, &dialog, &refer_to)
+                .map(|()| CommandOutcome::Done),
             DialogCommand::ReferStatus {
                 dialog,
                 refer_cseq,
@@ -1186,6 +1216,9 @@ impl Shard {
         entry.dialog.state = DialogState::Terminated;
         if let Some(incoming) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {
             self.orphaned.push(incoming);
+        }
+        if !self.refers_sent.is_empty() {
+            self.refers_sent.remove(&index);
         }
         if !self.pending_in_dialog.is_empty()
             && let Some(txns) = self.pending_in_dialog.remove(&index)

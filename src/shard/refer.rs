@@ -1,5 +1,14 @@
-//! REFER as its recipient (RFC 3515): the check that a REFER names exactly one Refer-To,
-//! and the NOTIFYs of the implicit subscription a 2xx to a REFER creates.
+//! REFER (RFC 3515) both ways.
+//!
+//! As sender: [`super::DialogCommand::Refer`] sends the REFER and keeps its CSeq number per
+//! dialog while its implicit subscription is open. The peer's NOTIFYs for it (`Event:
+//! refer`, matched by `id`, §2.4.6) are answered 200 here and reported as
+//! [`super::SessionEvent::ReferNotify`] with the sipfrag's status code; a `terminated`
+//! NOTIFY, a non-2xx to the REFER or the dialog's end closes it. A refer NOTIFY that matches
+//! no open REFER gets 481 (RFC 6665 §4.1.3).
+//!
+//! As recipient: the check that a REFER names exactly one Refer-To, and the NOTIFYs of the
+//! implicit subscription a 2xx to a REFER creates.
 //!
 //! The shard keeps no subscription state. A 2xx to a REFER sends the initial NOTIFY at once
 //! (`SIP/2.0 100 Trying`, RFC 6665 §4.2.1.2 by way of RFC 3515 §2.4.4). The application
@@ -13,7 +22,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{DialogError, Shard};
+use super::{DialogError, SessionEvent, Shard};
 use crate::dialog::DialogId;
 use crate::message::{Message, default_reason};
 use crate::transaction::ServerTxnId;
@@ -82,4 +91,100 @@ impl Shard {
         let body = format!("SIP/2.0 {status} {}\r\n", default_reason(status));
         self.send_in_dialog(now, dialog, b"NOTIFY", &headers, body.as_bytes())
     }
+
+    /// `Refer`: a REFER asking the peer to send a request to `refer_to` (a name-addr or
+    /// URI, e.g. `<sip:carol@example.com>`); its NOTIFYs come back as `ReferNotify`.
+    pub(super) fn send_refer(
+        &mut self,
+        now: Instant,
+        dialog: &DialogId,
+        refer_to: &Bytes,
+    ) -> Result<(), DialogError> {
+        let headers = [("Refer-To".to_owned(), refer_to.clone())];
+        self.send_in_dialog(now, dialog, b"REFER", &headers, b"")
+    }
+
+    /// A REFER of ours (however it was asked for) went out with CSeq `cseq`: its
+    /// subscription is open until closed.
+    pub(super) fn refer_sent(&mut self, index: u32, cseq: u32) {
+        self.refers_sent.entry(index).or_default().push(cseq);
+    }
+
+    /// The final response to our REFER: anything but a 2xx means no subscription.
+    pub(super) fn refer_answered(&mut self, index: u32, response: &Message) {
+        let status = response.status().unwrap_or(500);
+        if (200..300).contains(&status) {
+            return;
+        }
+        if let Ok(cseq) = response.cseq() {
+            self.close_refer(index, cseq.seq);
+        }
+    }
+
+    fn close_refer(&mut self, index: u32, cseq: u32) {
+        if let Some(open) = self.refers_sent.get_mut(&index) {
+            open.retain(|&c| c != cseq);
+            if open.is_empty() {
+                self.refers_sent.remove(&index);
+            }
+        }
+    }
+
+    /// The peer's NOTIFY in a dialog: a refer NOTIFY for one of our REFERs is answered and
+    /// reported here; any other goes to the application.
+    pub(super) fn on_notify(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        index: u32,
+    ) {
+        let id = match request.event() {
+            Ok(Some(event)) if event.package.eq_ignore_ascii_case(b"refer") => {
+                // §2.4.6: `id` is the REFER's CSeq; without it, the dialog's first REFER.
+                match event.params.get("id") {
+                    Some(Some(v)) => std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()),
+                    Some(None) => None,
+                    None => self
+                        .refers_sent
+                        .get(&index)
+                        .and_then(|o| o.first().copied()),
+                }
+            }
+            _ => return self.dialog_request(now, txn, request, index),
+        };
+        let open = id.filter(|id| self.refers_sent.get(&index).is_some_and(|o| o.contains(id)));
+        let Some(refer_cseq) = open else {
+            return self.reject_request(now, txn, &request, 481, &[]);
+        };
+        let terminated = request
+            .subscription_state()
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.state.eq_ignore_ascii_case(b"terminated"));
+        let status = sipfrag_status(request.body_bytes());
+        self.respond(now, txn, &request, super::uas::Reply::new(200, None));
+        if terminated {
+            self.close_refer(index, refer_cseq);
+        }
+        if let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) {
+            self.events.push_back(SessionEvent::ReferNotify {
+                dialog,
+                refer_cseq,
+                status,
+                terminated,
+            });
+        }
+    }
+}
+
+/// The status code of a `message/sipfrag` status line (`SIP/2.0 200 OK`), if it is one.
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let rest = body.strip_prefix(b"SIP/2.0 ")?;
+    let code = rest.get(..3)?;
+    if !code.iter().all(u8::is_ascii_digit) || rest.get(3).is_some_and(|&b| b != b' ' && b != b'\r')
+    {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
 }

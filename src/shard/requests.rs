@@ -165,20 +165,31 @@ impl Shard {
             .dialog
             .build_request(&mut buf, method, &via, &contact, &extra, body)
             .map_err(DialogError::InvalidInput)?;
-        let peer = entry.dialog.peer;
+        let (peer, cseq) = (entry.dialog.peer, entry.dialog.local_cseq);
         let txn = self
             .txn
             .send_request(now, peer, false, method, &branch, buf.freeze())
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
         self.requests.insert(txn, r);
+        if method == b"REFER" {
+            self.refer_sent(index, cseq);
+        }
         Ok(())
     }
 
     /// The final response to our in-dialog request.
     pub(super) fn request_result(&mut self, index: u32, response: Message) {
         let status = response.status().unwrap_or(500);
-        if matches!(status, 481 | 408) {
+        if response.cseq().is_ok_and(|c| c.method_bytes == b"REFER") {
+            self.refer_answered(index, &response);
+        }
+        // RFC 5057 §5.1: a 481 or 408 to NOTIFY, SUBSCRIBE or REFER ends that
+        // subscription usage only; to any other request it ends the dialog.
+        let subscription_usage = response
+            .cseq()
+            .is_ok_and(|c| matches!(c.method_bytes, b"NOTIFY" | b"SUBSCRIBE" | b"REFER"));
+        if matches!(status, 481 | 408) && !subscription_usage {
             return self.request_failed(index, status, Some(response));
         }
         if let Some(e) = self.entry_mut(index) {

@@ -370,9 +370,10 @@ impl Shard {
             }
             Some(Method::Invite) => self.incoming_reinvite(now, txn, request, index),
             Some(Method::Prack) => self.on_prack(now, txn, request, index),
-            Some(Method::Info | Method::Message | Method::Update | Method::Notify) => {
+            Some(Method::Info | Method::Message | Method::Update) => {
                 self.dialog_request(now, txn, request, index)
             }
+            Some(Method::Notify) => self.on_notify(now, txn, request, index),
             Some(Method::Refer) => self.on_refer(now, txn, request, index),
             // SUBSCRIBE, PUBLISH and extension methods are not supported in a dialog.
             _ => self.unsupported_method(now, txn, &request),
