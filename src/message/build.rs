@@ -8,6 +8,7 @@ use super::Message;
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::lex;
+use super::via::PlainVia;
 
 /// Why a builder refused to finish.
 #[non_exhaustive]
@@ -326,6 +327,14 @@ impl Message {
 impl ResponseBuilder<'_> {
     /// Copies the first Via line, adding `received` and filling `rport` on its first value.
     fn top_via(&mut self, line: &[u8], source: std::net::SocketAddr) {
+        match super::via::scan_plain(line) {
+            Some(plain) => self.plain_top_via(line, &plain, source),
+            None => self.parsed_top_via(line, source),
+        }
+    }
+
+    /// [`Self::top_via`] through [`super::Via::parse`], for any first value.
+    fn parsed_top_via(&mut self, line: &[u8], source: std::net::SocketAddr) {
         let (first, rest) = match lex::find_outside(line, b',') {
             Ok(Some(comma)) => (lex::trim_lws(&line[..comma]), Some(&line[comma + 1..])),
             _ => (line, None),
@@ -362,6 +371,37 @@ impl ResponseBuilder<'_> {
         if let Some(rest) = rest {
             out.put_slice(b", ");
             put_folded(out, lex::trim_lws(rest));
+        }
+        out.put_slice(b"\r\n");
+    }
+
+    /// [`Self::top_via`] for a first value of the plain form (`via::scan_plain`): the same
+    /// bytes, written by splicing the port after a bare `rport` and appending `received`,
+    /// without parsing the value again.
+    fn plain_top_via(&mut self, line: &[u8], plain: &PlainVia<'_>, source: std::net::SocketAddr) {
+        let out = &mut *self.w.out;
+        out.reserve(line.len() + 48);
+        out.put_slice(b"Via: ");
+        let first = &line[..plain.end];
+        match plain.bare_rport_end {
+            Some(at) => {
+                out.put_slice(&first[..at]);
+                out.put_u8(b'=');
+                push_decimal(out, u64::from(source.port()));
+                out.put_slice(&first[at..]);
+            }
+            None => out.put_slice(first),
+        }
+        // A plain sent-by is a host name or dotted IPv4 (no brackets).
+        let same_ip = super::uri::parse_ipv4(plain.key.host)
+            .is_some_and(|a| std::net::IpAddr::V4(a) == source.ip());
+        if (!same_ip || plain.bare_rport_end.is_some()) && !plain.has_received {
+            out.put_slice(b";received=");
+            push_ip(out, source.ip());
+        }
+        if plain.end < line.len() {
+            out.put_slice(b", ");
+            put_folded(out, lex::trim_lws(&line[plain.end + 1..]));
         }
         out.put_slice(b"\r\n");
     }
@@ -473,6 +513,73 @@ mod tests {
         let trying = Message::parse(buf.split().freeze()).unwrap();
         assert_eq!(trying.to_tag().unwrap(), None);
         assert_eq!(trying.header(HeaderName::Timestamp), Some(&b"54"[..]));
+    }
+
+    #[test]
+    fn the_plain_top_via_path_writes_what_the_parser_path_writes() {
+        let lines: &[&[u8]] = &[
+            b"SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKnashds7;rport",
+            b"SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKnashds7;RPORT;x=1",
+            b"SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1",
+            b"SIP/2.0/UDP client.example.com:5070;rport=5070;branch=z9hG4bK2",
+            b"SIP/2.0/TCP client.example.com;branch=z9hG4bK3;received=192.0.2.1;rport",
+            b"SIP/2.0/UDP 192.0.2.4;branch=z9hG4bK4, SIP/2.0/UDP  proxy.example.com;branch=z9hG4bK5",
+        ];
+        let sources: [std::net::SocketAddr; 3] = [
+            "192.0.2.4:5060".parse().unwrap(),
+            "192.0.2.99:40000".parse().unwrap(),
+            "[2001:db8::1]:5062".parse().unwrap(),
+        ];
+        for line in lines {
+            assert!(crate::message::via::scan_plain(line).is_some(), "{line:?}");
+            for source in sources {
+                let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
+                let plain = crate::message::via::scan_plain(line).unwrap();
+                ResponseBuilder::new(&mut fast, 200, None).plain_top_via(line, &plain, source);
+                ResponseBuilder::new(&mut slow, 200, None).parsed_top_via(line, source);
+                assert_eq!(fast, slow, "{line:?} from {source}");
+            }
+        }
+    }
+
+    #[test]
+    fn both_top_via_paths_agree_on_mutated_vias() {
+        let seed: &[u8] =
+            b"SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKx7;rport, SIP/2.0/UDP p.example.com";
+        let alphabet = b"aZ09.-:;=, \"[]rportreceivedbranch";
+        let source: std::net::SocketAddr = "192.0.2.4:6000".parse().unwrap();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let mut v = seed.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % v.len();
+                let b = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => v[at] = b,
+                    1 => v.insert(at, b),
+                    _ => {
+                        v.remove(at);
+                    }
+                }
+            }
+            let Some(plain) = crate::message::via::scan_plain(&v) else {
+                continue;
+            };
+            // Where the parser refuses the value, the parser path copies the line as it is.
+            if crate::message::Via::parse(&v[..plain.end]).is_err() {
+                continue;
+            }
+            let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
+            ResponseBuilder::new(&mut fast, 200, None).plain_top_via(&v, &plain, source);
+            ResponseBuilder::new(&mut slow, 200, None).parsed_top_via(&v, source);
+            assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(&v));
+        }
     }
 
     #[test]

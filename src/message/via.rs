@@ -166,6 +166,24 @@ impl<'a> From<&Via<'a>> for ViaKey<'a> {
 ///
 /// [`Message::validate`]: super::Message::validate
 pub(crate) fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
+    scan_plain(line).map(|plain| plain.key)
+}
+
+/// What one pass over a plain first Via value (see [`scan_key`]) finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PlainVia<'a> {
+    /// Branch, sent-by and rport.
+    pub key: ViaKey<'a>,
+    /// Where the first value ends in `line`: its length, or the position of the comma.
+    pub end: usize,
+    /// Just after the name of a valueless `rport` (RFC 3581: to be filled in), if any.
+    pub bare_rport_end: Option<usize>,
+    /// True when a `received` parameter is present.
+    pub has_received: bool,
+}
+
+/// See [`scan_key`]; `None` also when `rport` appears twice.
+pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
     let n = line.len();
     if n < 10 || !line[..8].eq_ignore_ascii_case(b"SIP/2.0/") {
         return None;
@@ -200,7 +218,7 @@ pub(crate) fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
         }
         port = Some(value as u16);
     }
-    let (mut branch, mut rport) = (None, false);
+    let (mut branch, mut rport, mut bare_rport_end, mut has_received) = (None, false, None, false);
     loop {
         match line.get(i) {
             None | Some(b',') => break,
@@ -211,7 +229,7 @@ pub(crate) fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
         while i < n && lex::is_token_char(line[i]) {
             i += 1;
         }
-        let name = &line[name_start..i];
+        let (name, name_end) = (&line[name_start..i], i);
         let mut value = None;
         if line.get(i) == Some(&b'=') {
             i += 1;
@@ -230,15 +248,29 @@ pub(crate) fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
                 let value = value?; // a bare `branch` is malformed
                 branch = branch.or(Some(value));
             }
-            5 if name.eq_ignore_ascii_case(b"rport") => rport = true,
+            5 if name.eq_ignore_ascii_case(b"rport") => {
+                if rport {
+                    return None;
+                }
+                rport = true;
+                if value.is_none() {
+                    bare_rport_end = Some(name_end);
+                }
+            }
+            8 if name.eq_ignore_ascii_case(b"received") => has_received = true,
             _ => {}
         }
     }
-    Some(ViaKey {
-        branch,
-        host,
-        port,
-        rport,
+    Some(PlainVia {
+        key: ViaKey {
+            branch,
+            host,
+            port,
+            rport,
+        },
+        end: i,
+        bare_rport_end,
+        has_received,
     })
 }
 
