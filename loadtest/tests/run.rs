@@ -190,3 +190,75 @@ fn register_options_reinvite_and_cancel_scenarios() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kernel-floor` answers an INVITE with 180 and 200 and a BYE with 200, copying the
+/// request's Via, From, Call-ID and CSeq and tagging the To, then reports its CPU time.
+#[test]
+fn kernel_floor_answers_invite_and_bye() {
+    let port = free_port();
+    let mut floor = Command::new(env!("CARGO_BIN_EXE_kernel-floor"))
+        .args([&format!("127.0.0.1:{port}"), "2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(floor.stdout.take().unwrap()).lines();
+    let ready = out.next().and_then(Result::ok).unwrap_or_default();
+    assert!(ready.starts_with("kernel-floor on udp:"), "{ready}");
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let request = |method: &str, to: &str| {
+        format!(
+            "{method} sip:floor@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK{method}\r\n\
+From: <sip:a@127.0.0.1>;tag=f1\r\nTo: {to}\r\nCall-ID: floor-1\r\nCSeq: 1 {method}\r\n\
+Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let mut answers = Vec::new();
+    let mut buf = [0u8; 2048];
+    caller
+        .send_to(
+            request("INVITE", "<sip:floor@127.0.0.1>").as_bytes(),
+            ("127.0.0.1", port),
+        )
+        .unwrap();
+    for _ in 0..2 {
+        let (n, _) = caller.recv_from(&mut buf).unwrap();
+        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    caller
+        .send_to(
+            request("BYE", "<sip:floor@127.0.0.1>;tag=floor").as_bytes(),
+            ("127.0.0.1", port),
+        )
+        .unwrap();
+    let (n, _) = caller.recv_from(&mut buf).unwrap();
+    answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    let first_lines: Vec<&str> = answers.iter().map(|a| a.lines().next().unwrap()).collect();
+    assert_eq!(
+        first_lines,
+        ["SIP/2.0 180 Ringing", "SIP/2.0 200 OK", "SIP/2.0 200 OK"]
+    );
+    for a in &answers {
+        assert!(
+            a.contains("Via: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK"),
+            "{a}"
+        );
+        assert!(
+            a.contains("Call-ID: floor-1\r\n") && a.contains(";tag=floor\r\n"),
+            "{a}"
+        );
+        assert!(a.ends_with("Content-Length: 0\r\n\r\n"), "{a}");
+    }
+    assert!(
+        answers[2].contains("To: <sip:floor@127.0.0.1>;tag=floor\r\n"),
+        "no second tag"
+    );
+    let report = out.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        report.starts_with("kernel-floor answered 1 INVITEs and 1 BYEs; CPU"),
+        "{report}"
+    );
+    assert!(floor.wait().unwrap().success());
+}
