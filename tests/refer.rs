@@ -417,3 +417,44 @@ Content-Length: 0\r\n\r\n"
     let answer = Message::parse(two.a.poll_transmit().expect("an answer").payload).unwrap();
     assert_eq!(answer.status(), Some(481));
 }
+
+#[test]
+fn an_unanswered_notify_ends_the_subscription_not_the_call() {
+    // RFC 5057 §5.1: a NOTIFY that times out (Timer F) ends its subscription usage only.
+    let now = Instant::now();
+    let mut uas = Shard::new(now, ShardConfig::new("127.0.0.1:5080".parse().unwrap()));
+    let (_, tag) = confirmed_call(&mut uas, now);
+    let refer_to = "Refer-To: <sip:carol@127.0.0.1:5090>\r\n";
+    uas.handle_datagram(now, caller(), request("REFER", 2, "ref", &tag, refer_to));
+    let txn = refer_event(&mut uas);
+    let accept = DialogCommand::Respond {
+        txn,
+        status: 202,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    };
+    uas.handle_command(now, accept).unwrap();
+    assert_eq!(sent(&mut uas).len(), 2, "202 and the NOTIFY");
+    // The caller never answers the NOTIFY.
+    let mut events = Vec::new();
+    let mut t = now;
+    while t < now + std::time::Duration::from_secs(40) {
+        t += std::time::Duration::from_millis(500);
+        uas.handle_timeout(t);
+        events.extend(std::iter::from_fn(|| uas.poll_event()));
+        sent(&mut uas);
+    }
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RequestResult { status: 408, .. })),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::CallTerminated { .. })),
+        "{events:?}"
+    );
+    assert_eq!(uas.dialog_count(), 1);
+}

@@ -787,8 +787,10 @@ pub struct Shard {
     calls: ahash::HashMap<ClientTxnId, Call>,
     /// Our re-INVITE transactions → their dialog.
     reinvites: ahash::HashMap<ClientTxnId, SlotRef>,
-    /// Our other in-dialog requests (SendRequest) → their dialog.
-    requests: ahash::HashMap<ClientTxnId, SlotRef>,
+    /// Our other in-dialog requests (SendRequest) → their dialog, and whether the request
+    /// belongs to a subscription usage (NOTIFY, SUBSCRIBE, REFER: RFC 5057 §5.1, its
+    /// failure ends that usage and not the dialog).
+    requests: ahash::HashMap<ClientTxnId, (SlotRef, bool)>,
     /// Our requests outside any dialog (SendStandalone) awaiting their final response.
     standalone: ahash::HashSet<ClientTxnId>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).

@@ -171,7 +171,8 @@ impl Shard {
             .send_request(now, peer, false, method, &branch, buf.freeze())
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
-        self.requests.insert(txn, r);
+        let subscription_usage = matches!(method, b"NOTIFY" | b"SUBSCRIBE" | b"REFER");
+        self.requests.insert(txn, (r, subscription_usage));
         if method == b"REFER" {
             self.refer_sent(index, cseq);
         }

@@ -180,7 +180,7 @@ impl Shard {
         if self.standalone.contains(&txn) {
             return self.standalone_response(txn, response);
         }
-        if let Some(&r) = self.requests.get(&txn) {
+        if let Some(&(r, _)) = self.requests.get(&txn) {
             let Some(index) = self.resolve(r) else {
                 self.requests.remove(&txn);
                 return;

@@ -733,8 +733,20 @@ impl Shard {
         if self.standalone.contains(&client) {
             return self.standalone_failed(client);
         }
-        if let Some(r) = self.requests.remove(&client) {
+        if let Some((r, subscription_usage)) = self.requests.remove(&client) {
             let Some(index) = self.resolve(r) else { return };
+            if subscription_usage {
+                // RFC 5057 §5.1: a NOTIFY, SUBSCRIBE or REFER that times out ends its
+                // subscription usage; the call stays.
+                if let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) {
+                    self.events.push_back(SessionEvent::RequestResult {
+                        dialog,
+                        status: 408,
+                        response: None,
+                    });
+                }
+                return;
+            }
             // §12.2.1.2: no response to an in-dialog request ends the dialog.
             return self.request_failed(index, 408, None);
         }
