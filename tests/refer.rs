@@ -68,6 +68,24 @@ fn refer_event(uas: &mut Shard) -> ServerTxnId {
     }
 }
 
+/// A confirmed call on a fresh shard, then the caller's REFER (CSeq 2) answered with
+/// `status` by the application; the dialog and the callee's tag.
+fn refer_answered(now: Instant, status: u16) -> (Shard, DialogId, String) {
+    let mut uas = Shard::new(now, ShardConfig::new("127.0.0.1:5080".parse().unwrap()));
+    let (dialog, tag) = confirmed_call(&mut uas, now);
+    let refer_to = "Refer-To: <sip:carol@127.0.0.1:5090>\r\n";
+    uas.handle_datagram(now, caller(), request("REFER", 2, "ref", &tag, refer_to));
+    let txn = refer_event(&mut uas);
+    let respond = DialogCommand::Respond {
+        txn,
+        status,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    };
+    uas.handle_command(now, respond).unwrap();
+    (uas, dialog, tag)
+}
+
 fn header<'m>(m: &'m Message, name: &str) -> &'m str {
     let value = m
         .headers()
@@ -80,18 +98,7 @@ fn header<'m>(m: &'m Message, name: &str) -> &'m str {
 #[test]
 fn an_accepted_refer_is_followed_by_notifies_until_a_final_status() {
     let now = Instant::now();
-    let mut uas = Shard::new(now, ShardConfig::new("127.0.0.1:5080".parse().unwrap()));
-    let (dialog, tag) = confirmed_call(&mut uas, now);
-    let refer_to = "Refer-To: <sip:carol@127.0.0.1:5090>\r\n";
-    uas.handle_datagram(now, caller(), request("REFER", 2, "ref", &tag, refer_to));
-    let txn = refer_event(&mut uas);
-    let respond = DialogCommand::Respond {
-        txn,
-        status: 202,
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
-    uas.handle_command(now, respond).unwrap();
+    let (mut uas, dialog, tag) = refer_answered(now, 202);
 
     // The 202, then at once the initial NOTIFY (RFC 6665 §4.2.1.2).
     let out = sent(&mut uas);
@@ -148,18 +155,7 @@ fn an_accepted_refer_is_followed_by_notifies_until_a_final_status() {
 #[test]
 fn a_refused_refer_starts_no_subscription() {
     let now = Instant::now();
-    let mut uas = Shard::new(now, ShardConfig::new("127.0.0.1:5080".parse().unwrap()));
-    let (_, tag) = confirmed_call(&mut uas, now);
-    let refer_to = "Refer-To: <sip:carol@127.0.0.1:5090>\r\n";
-    uas.handle_datagram(now, caller(), request("REFER", 2, "ref", &tag, refer_to));
-    let txn = refer_event(&mut uas);
-    let respond = DialogCommand::Respond {
-        txn,
-        status: 603,
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
-    uas.handle_command(now, respond).unwrap();
+    let (mut uas, _, _) = refer_answered(now, 603);
     let out = sent(&mut uas);
     assert_eq!(out.len(), 1, "no NOTIFY after a refusal: {out:?}");
     assert_eq!(out[0].status(), Some(603));
@@ -257,6 +253,38 @@ impl Two {
             .expect("CallAnswered");
         (a_dialog, b_dialog)
     }
+
+    /// `a` REFERs the peer of `a_dialog` to carol; `b`'s application answers `status`.
+    /// Returns `a`'s events after that answer.
+    fn refer_answered(&mut self, a_dialog: &DialogId, status: u16) -> Vec<SessionEvent> {
+        let refer = DialogCommand::Refer {
+            dialog: a_dialog.clone(),
+            refer_to: Bytes::from_static(b"<sip:carol@127.0.0.1:5090>"),
+        };
+        self.a.handle_command(self.now, refer).unwrap();
+        let (_, b_events) = self.pump();
+        let txn = b_events
+            .into_iter()
+            .find_map(|e| match e {
+                SessionEvent::DialogRequest { txn, request, .. } => {
+                    assert_eq!(
+                        request.refer_to().unwrap().unwrap().uri_bytes,
+                        b"sip:carol@127.0.0.1:5090"
+                    );
+                    Some(txn)
+                }
+                _ => None,
+            })
+            .expect("the REFER reached b's application");
+        let answer = DialogCommand::Respond {
+            txn,
+            status,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        };
+        self.b.handle_command(self.now, answer).unwrap();
+        self.pump().0
+    }
 }
 
 /// The ReferNotify events among `events`: (status, terminated).
@@ -276,33 +304,7 @@ fn refer_notifies(events: &[SessionEvent]) -> Vec<(Option<u16>, bool)> {
 fn a_refer_we_send_reports_the_peers_notifies_until_the_last() {
     let mut two = Two::new();
     let (a_dialog, b_dialog) = two.call();
-    let refer = DialogCommand::Refer {
-        dialog: a_dialog.clone(),
-        refer_to: Bytes::from_static(b"<sip:carol@127.0.0.1:5090>"),
-    };
-    two.a.handle_command(two.now, refer).unwrap();
-    let (_, b_events) = two.pump();
-    let txn = b_events
-        .into_iter()
-        .find_map(|e| match e {
-            SessionEvent::DialogRequest { txn, request, .. } => {
-                assert_eq!(
-                    request.refer_to().unwrap().unwrap().uri_bytes,
-                    b"sip:carol@127.0.0.1:5090"
-                );
-                Some(txn)
-            }
-            _ => None,
-        })
-        .expect("the REFER reached b's application");
-    let accept = DialogCommand::Respond {
-        txn,
-        status: 202,
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
-    two.b.handle_command(two.now, accept).unwrap();
-    let (a_events, _) = two.pump();
+    let a_events = two.refer_answered(&a_dialog, 202);
     assert!(
         a_events
             .iter()
@@ -353,27 +355,7 @@ fn a_refer_we_send_reports_the_peers_notifies_until_the_last() {
 fn a_declined_refer_closes_its_subscription_and_other_notifies_reach_the_application() {
     let mut two = Two::new();
     let (a_dialog, _) = two.call();
-    let refer = DialogCommand::Refer {
-        dialog: a_dialog.clone(),
-        refer_to: Bytes::from_static(b"<sip:carol@127.0.0.1:5090>"),
-    };
-    two.a.handle_command(two.now, refer).unwrap();
-    let (_, b_events) = two.pump();
-    let txn = b_events
-        .into_iter()
-        .find_map(|e| match e {
-            SessionEvent::DialogRequest { txn, .. } => Some(txn),
-            _ => None,
-        })
-        .unwrap();
-    let decline = DialogCommand::Respond {
-        txn,
-        status: 603,
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
-    two.b.handle_command(two.now, decline).unwrap();
-    let (a_events, _) = two.pump();
+    let a_events = two.refer_answered(&a_dialog, 603);
     assert!(
         a_events
             .iter()
@@ -422,18 +404,7 @@ Content-Length: 0\r\n\r\n"
 fn an_unanswered_notify_ends_the_subscription_not_the_call() {
     // RFC 5057 §5.1: a NOTIFY that times out (Timer F) ends its subscription usage only.
     let now = Instant::now();
-    let mut uas = Shard::new(now, ShardConfig::new("127.0.0.1:5080".parse().unwrap()));
-    let (_, tag) = confirmed_call(&mut uas, now);
-    let refer_to = "Refer-To: <sip:carol@127.0.0.1:5090>\r\n";
-    uas.handle_datagram(now, caller(), request("REFER", 2, "ref", &tag, refer_to));
-    let txn = refer_event(&mut uas);
-    let accept = DialogCommand::Respond {
-        txn,
-        status: 202,
-        headers: Vec::new(),
-        body: Bytes::new(),
-    };
-    uas.handle_command(now, accept).unwrap();
+    let (mut uas, _, _) = refer_answered(now, 202);
     assert_eq!(sent(&mut uas).len(), 2, "202 and the NOTIFY");
     // The caller never answers the NOTIFY.
     let mut events = Vec::new();

@@ -548,26 +548,7 @@ mod tests {
             b"SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKx7;rport, SIP/2.0/UDP p.example.com";
         let alphabet = b"aZ09.-:;=, \"[]rportreceivedbranch";
         let source: std::net::SocketAddr = "192.0.2.4:6000".parse().unwrap();
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for _ in 0..20_000 {
-            let mut v = seed.to_vec();
-            for _ in 0..1 + next() % 3 {
-                let at = (next() as usize) % v.len();
-                let b = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 => v[at] = b,
-                    1 => v.insert(at, b),
-                    _ => {
-                        v.remove(at);
-                    }
-                }
-            }
+        for v in crate::message::mutations::mutated(&[seed], alphabet, 20_000) {
             let Some(plain) = crate::message::via::scan_plain(&v) else {
                 continue;
             };

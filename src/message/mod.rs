@@ -34,6 +34,46 @@ mod validate;
 mod values;
 mod via;
 
+/// Test inputs shared by the message layer's unit tests.
+#[cfg(test)]
+pub(crate) mod mutations {
+    /// `rounds` byte strings, each one of `seeds` (in turn) with one to three random edits
+    /// (replace, insert or remove a byte of `alphabet`), from a fixed xorshift seed.
+    pub(crate) fn mutated(
+        seeds: &[&[u8]],
+        alphabet: &[u8],
+        rounds: usize,
+    ) -> impl Iterator<Item = Vec<u8>> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seeds: Vec<Vec<u8>> = seeds.iter().map(|s| s.to_vec()).collect();
+        let alphabet = alphabet.to_vec();
+        (0..rounds).map(move |round| {
+            let mut v = seeds[round % seeds.len()].clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % v.len();
+                let b = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => v[at] = b,
+                    1 => v.insert(at, b),
+                    _ => {
+                        v.remove(at);
+                    }
+                }
+                if v.is_empty() {
+                    v.push(b'a');
+                }
+            }
+            v
+        })
+    }
+}
+
 use std::fmt;
 
 use arrayvec::ArrayVec;

@@ -430,29 +430,7 @@ mod tests {
             b"SIP/2.0/UDP 10.0.0.1:5060;rport=5060;branch=z9hG4bKabc.def, SIP/2.0/TCP b",
         ];
         let alphabet = b"aZ09.-:;=, \t\"[]/!%rportbranch";
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for round in 0..20_000 {
-            let mut v = seeds[round % seeds.len()].to_vec();
-            for _ in 0..1 + next() % 3 {
-                let at = (next() as usize) % v.len();
-                let b = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 => v[at] = b,
-                    1 => v.insert(at, b),
-                    _ => {
-                        v.remove(at);
-                    }
-                }
-                if v.is_empty() {
-                    v.push(b'a');
-                }
-            }
+        for v in crate::message::mutations::mutated(seeds, alphabet, 20_000) {
             let Some(key) = scan_key(&v) else { continue };
             let Ok(Some(comma)) = lex::find_outside(&v, b',').map(|c| Some(c.unwrap_or(v.len())))
             else {
