@@ -429,3 +429,35 @@ fn an_unanswered_notify_ends_the_subscription_not_the_call() {
     );
     assert_eq!(uas.dialog_count(), 1);
 }
+
+#[test]
+fn a_refer_declining_the_subscription_gets_refer_sub_false_and_no_notify() {
+    // RFC 4488: `Refer-Sub: false` (here also `Require: norefersub`, which we support).
+    let now = Instant::now();
+    let mut uas = Shard::new(now, ShardConfig::new("127.0.0.1:5080".parse().unwrap()));
+    let (_, tag) = confirmed_call(&mut uas, now);
+    let extra =
+        "Refer-To: <sip:carol@127.0.0.1:5090>\r\nRefer-Sub: false\r\nRequire: norefersub\r\n";
+    uas.handle_datagram(now, caller(), request("REFER", 2, "ref", &tag, extra));
+    let txn = refer_event(&mut uas);
+    let accept = DialogCommand::Respond {
+        txn,
+        status: 202,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    };
+    uas.handle_command(now, accept).unwrap();
+    let out = sent(&mut uas);
+    assert_eq!(out.len(), 1, "the 202 and no NOTIFY: {out:?}");
+    assert_eq!(out[0].status(), Some(202));
+    assert_eq!(header(&out[0], "Refer-Sub"), "false");
+
+    // norefersub extends REFER only: another request requiring it still gets 420.
+    uas.handle_datagram(
+        now,
+        caller(),
+        request("OPTIONS", 3, "opt", &tag, "Require: norefersub\r\n"),
+    );
+    let out = sent(&mut uas);
+    assert_eq!(out[0].status(), Some(420));
+}

@@ -465,20 +465,21 @@ impl Worker {
                 ) if request.method() == Some(crate::message::Method::Refer) => {
                     let (dialog, txn) = (dialog.clone(), *txn);
                     let refer_cseq = request.cseq().map_or(0, |c| c.seq);
-                    for command in [
-                        DialogCommand::Respond {
-                            txn,
-                            status: 202,
-                            headers: Vec::new(),
-                            body: Bytes::new(),
-                        },
-                        DialogCommand::ReferStatus {
+                    let subscription = !crate::shard::refer_sub_declined(request);
+                    let accept = DialogCommand::Respond {
+                        txn,
+                        status: 202,
+                        headers: Vec::new(),
+                        body: Bytes::new(),
+                    };
+                    let _ = self.shard.handle_command(now, accept);
+                    if subscription {
+                        let declined = DialogCommand::ReferStatus {
                             dialog,
                             refer_cseq,
                             status: 603,
-                        },
-                    ] {
-                        let _ = self.shard.handle_command(now, command);
+                        };
+                        let _ = self.shard.handle_command(now, declined);
                     }
                     continue;
                 }

@@ -50,6 +50,8 @@ mod standalone;
 mod uac;
 mod uas;
 
+pub use refer::refer_sub_declined;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -73,6 +73,10 @@ impl Shard {
             .require()
             .filter_map(Result::ok)
             .filter(|t| !(prack && t.eq_ignore_ascii_case(TAG_100REL)))
+            .filter(|t| {
+                !(request.method() == Some(crate::message::Method::Refer)
+                    && t.eq_ignore_ascii_case(super::refer::TAG_NOREFERSUB))
+            })
             .collect()
     }
 

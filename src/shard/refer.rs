@@ -8,7 +8,8 @@
 //! no open REFER gets 481 (RFC 6665 §4.1.3).
 //!
 //! As recipient: the check that a REFER names exactly one Refer-To, and the NOTIFYs of the
-//! implicit subscription a 2xx to a REFER creates.
+//! implicit subscription a 2xx to a REFER creates. A REFER with `Refer-Sub: false` (RFC
+//! 4488) gets its 2xx with `Refer-Sub: false` and no subscription: no NOTIFY is sent.
 //!
 //! The shard keeps no subscription state. A 2xx to a REFER sends the initial NOTIFY at once
 //! (`SIP/2.0 100 Trying`, RFC 6665 §4.2.1.2 by way of RFC 3515 §2.4.4). The application
@@ -26,6 +27,18 @@ use super::{DialogError, SessionEvent, Shard};
 use crate::dialog::DialogId;
 use crate::message::{Message, default_reason};
 use crate::transaction::ServerTxnId;
+
+/// The option tag of RFC 4488 (a REFER without an implicit subscription).
+pub(super) const TAG_NOREFERSUB: &[u8] = b"norefersub";
+
+/// True when a REFER asks for no implicit subscription (`Refer-Sub: false`, RFC 4488 §4).
+/// The application, which decides whether to report progress, reads it here too.
+pub fn refer_sub_declined(request: &Message) -> bool {
+    request
+        .header_values_by_name("Refer-Sub")
+        .next()
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"false"))
+}
 
 /// How long the implicit subscription is said to last while the reference is in progress.
 /// RFC 3515 leaves it to the notifier; the final NOTIFY ends it sooner.

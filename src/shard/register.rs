@@ -104,8 +104,20 @@ impl Shard {
         let pending = self
             .forget_pending(txn)
             .ok_or(DialogError::DialogNotFound)?;
-        let headers: Vec<(&str, &[u8])> =
+        let mut headers: Vec<(&str, &[u8])> =
             headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+        // RFC 4488 §4: a REFER that declines the implicit subscription gets none, and the
+        // 2xx says so.
+        let refer = pending.request.method() == Some(Method::Refer);
+        let subscription_declined = refer && super::refer::refer_sub_declined(&pending.request);
+        if subscription_declined
+            && (200..300).contains(&status)
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("Refer-Sub"))
+        {
+            headers.push(("Refer-Sub", b"false"));
+        }
         self.respond(
             now,
             txn,
@@ -118,7 +130,8 @@ impl Shard {
         })?;
         // A 2xx to a REFER starts its implicit subscription (RFC 3515 §2.4.4).
         if (200..300).contains(&status)
-            && pending.request.method() == Some(Method::Refer)
+            && refer
+            && !subscription_declined
             && let (Some(index), Ok(cseq)) = (pending.dialog, pending.request.cseq())
         {
             self.refer_accepted(now, index, cseq.seq);

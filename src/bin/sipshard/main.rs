@@ -321,8 +321,11 @@ async fn application(
                 } if request.method() == Some(sipshard::message::Method::Refer) => {
                     if let Some(h) = handle {
                         let _ = manager.send_response(&h, 202, Vec::new()).await;
-                        let cseq = request.cseq().map_or(0, |c| c.seq);
-                        let _ = manager.refer_status(&dialog, cseq, 603).await;
+                        // RFC 4488: no NOTIFY when the REFER declined the subscription.
+                        if !sipshard::shard::refer_sub_declined(&request) {
+                            let cseq = request.cseq().map_or(0, |c| c.seq);
+                            let _ = manager.refer_status(&dialog, cseq, 603).await;
+                        }
                     }
                 }
                 SessionEvent::DialogRequest { .. }
