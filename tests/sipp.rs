@@ -303,6 +303,17 @@ fn sipp_refer_gets_202_and_the_implicit_subscription_notifies() {
 }
 
 #[test]
+fn sipp_refer_declining_the_subscription_gets_no_notify() {
+    // RFC 4488: Refer-Sub: false gets a 202 saying Refer-Sub: false and no NOTIFY (an
+    // unexpected NOTIFY would fail SIPp's call), in both modes.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    scenario_in_both_modes(&sipp, "refer_nosub.xml", 50, 25, |mode, server| {
+        assert_received_at_least(&server.metrics(), "REFER", 50, mode);
+    });
+}
+
+#[test]
 fn sipp_cancel_while_ringing_gets_200_then_487_with_the_ringing_tag() {
     // §9.2: the CANCEL gets 200, the INVITE 487 carrying the To tag of the 180; the 487 is
     // ACKed and nothing is left. The callee rings for 10 s, so every CANCEL finds it ringing.
