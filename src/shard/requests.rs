@@ -59,9 +59,10 @@ impl Shard {
     }
 
     /// RFC 3311 §5.2, for an UPDATE carrying an offer: 491 while an offer of ours awaits
-    /// its answer (our re-INVITE), 500 with a Retry-After of 0–10 s while an offer of the
-    /// peer's awaits ours (the unanswered INVITE or re-INVITE, or an earlier UPDATE the
-    /// application holds). `None`: no offer is outstanding.
+    /// its answer (our re-INVITE, or our INVITE before a reliable 18x answered it), 500
+    /// with a Retry-After of 0–10 s while an offer of the peer's awaits ours (the
+    /// unanswered INVITE or re-INVITE, or an earlier UPDATE the application holds).
+    /// `None`: no offer is outstanding.
     fn update_offer_conflict(&mut self, index: u32) -> Option<(u16, bool)> {
         let pending_update_offer = self.pending_in_dialog.get(&index).is_some_and(|txns| {
             txns.iter().any(|t| {
@@ -78,7 +79,8 @@ impl Shard {
                 outgoing: super::Outgoing::InProgress { sdp },
                 ..
             }) if !sdp.is_empty()
-        );
+        ) || matches!(&entry.phase, Phase::Calling { request, last_rseq: 0, .. }
+                if invite_has_body(request));
         if ours {
             return Some((491, false));
         }
@@ -229,4 +231,11 @@ impl Shard {
             Some(Phase::Early { .. }) | None => Err(self.wrong_state(index, "a live call")),
         }
     }
+}
+
+/// True when our INVITE (as sent) carries a body: its offer, which stays unanswered in the
+/// early dialog until a reliable provisional or the 2xx brings the answer (RFC 3262 §5,
+/// RFC 3261 §13.2.1): the "ours" of RFC 3311 §5.2.
+fn invite_has_body(invite: &[u8]) -> bool {
+    memchr::memmem::find(invite, b"\r\n\r\n").is_some_and(|end| end + 4 < invite.len())
 }
