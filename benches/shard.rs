@@ -67,6 +67,7 @@ impl Pair {
                     request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
                     destination: self.uas_addr,
                     sdp: Bytes::from_static(SDP),
+                    headers: Vec::new(),
                 },
             )
             .expect("MakeCall");

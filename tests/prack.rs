@@ -298,6 +298,7 @@ fn as_caller_we_prack_once_and_ack_with_the_invites_cseq_even_after_our_bye() {
             request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
             destination: callee,
             sdp: Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+            headers: Vec::new(),
         },
     )
     .unwrap();

@@ -228,6 +228,7 @@ impl Two {
             request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
             destination: "127.0.0.1:5080".parse().unwrap(),
             sdp: Bytes::new(),
+            headers: Vec::new(),
         };
         self.a.handle_command(self.now, make).unwrap();
         let (_, b_events) = self.pump();

@@ -45,6 +45,7 @@ fn place_call(uac: &mut Shard, now: Instant, from: &'static [u8], sdp: &'static 
                 request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
                 destination: uas_addr(),
                 sdp: Bytes::from_static(sdp),
+                headers: Vec::new(),
             },
         )
         .unwrap();
@@ -1665,6 +1666,7 @@ fn an_update_offer_before_our_invite_offer_is_answered_gets_491() {
         request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
         destination: uas_addr(),
         sdp: Bytes::from(sdp),
+        headers: Vec::new(),
     };
     uac.handle_command(t0, make).unwrap();
     let invite = Message::parse(uac.poll_transmit().unwrap().payload).unwrap();
@@ -1707,4 +1709,71 @@ Contact: <sip:bob@127.0.0.1:5080>\r\nContent-Type: application/sdp\r\nContent-Le
         uac.poll_event(),
         Some(SessionEvent::DialogRequest { .. })
     ));
+}
+
+#[test]
+fn make_call_carries_extra_headers_and_its_cancel_the_preloaded_route() {
+    let t0 = Instant::now();
+    let mut uac = Shard::new(t0, ShardConfig::new(uac_addr()));
+    let make = |headers: Vec<(String, Bytes)>| DialogCommand::MakeCall {
+        from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+        to: Bytes::from_static(b"<sip:bob@example.com>"),
+        request_uri: Bytes::from_static(b"sip:bob@example.com"),
+        destination: uas_addr(),
+        sdp: Bytes::new(),
+        headers,
+    };
+    let headers = vec![
+        (
+            "P-Asserted-Identity".to_owned(),
+            Bytes::from_static(b"<sip:+15551234567@example.com>"),
+        ),
+        (
+            "Route".to_owned(),
+            Bytes::from_static(b"<sip:127.0.0.1:5080;lr>"),
+        ),
+    ];
+    let call = match uac.handle_command(t0, make(headers)).unwrap() {
+        CommandOutcome::Call(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let invite = Message::parse(uac.poll_transmit().unwrap().payload).unwrap();
+    let pai = invite.header_values_by_name("P-Asserted-Identity").next();
+    assert_eq!(pai, Some(&b"<sip:+15551234567@example.com>"[..]));
+    assert_eq!(invite.routes().count(), 1);
+
+    // §9.1: the CANCEL carries the INVITE's Route (sent once a provisional arrived).
+    let text = |m: &Message, name| String::from_utf8_lossy(m.header(name).unwrap()).into_owned();
+    use sipshard::message::HeaderName as H;
+    let trying = format!(
+        "SIP/2.0 100 Trying\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        text(&invite, H::Via),
+        text(&invite, H::From),
+        text(&invite, H::To),
+        text(&invite, H::CallId)
+    );
+    uac.handle_datagram(t0, uas_addr(), Bytes::from(trying));
+    uac.handle_command(t0, DialogCommand::Cancel { call })
+        .unwrap();
+    let cancel = Message::parse(uac.poll_transmit().expect("the CANCEL").payload).unwrap();
+    assert_eq!(cancel.method(), Some(sipshard::message::Method::Cancel));
+    assert_eq!(
+        cancel.header(H::Route),
+        Some(&b"<sip:127.0.0.1:5080;lr>"[..])
+    );
+
+    // Headers the dialog layer writes itself are refused, in either spelling.
+    for name in ["Call-ID", "i", "cseq", "Via"] {
+        let refused =
+            uac.handle_command(t0, make(vec![(name.to_owned(), Bytes::from_static(b"x"))]));
+        assert!(
+            matches!(
+                refused,
+                Err(sipshard::shard::DialogError::InvalidInput(
+                    sipshard::message::BuildError::ReservedHeader
+                ))
+            ),
+            "{name}: {refused:?}"
+        );
+    }
 }

@@ -117,6 +117,7 @@ fuzz_target!(|data: &[u8]| {
                         request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
                         destination: uas.addr,
                         sdp: Bytes::from_static(SDP),
+                        headers: Vec::new(),
                     },
                 ) {
                     uac.known.push(id);

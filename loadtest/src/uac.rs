@@ -335,6 +335,7 @@ impl UacApp {
                 request_uri: self.plan.request_uri.clone(),
                 destination: self.plan.destination,
                 sdp: self.plan.sdp.clone(),
+                headers: Vec::new(),
             },
         };
         match shard.command(now, command) {

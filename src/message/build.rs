@@ -24,6 +24,9 @@ pub enum BuildError {
     InvalidStatusCode,
     /// The request being answered lacks a header a response must copy.
     Request(ParseError),
+    /// An extra header the caller passed is one the dialog layer writes itself (Via,
+    /// From, To, Call-ID, CSeq, Contact, …).
+    ReservedHeader,
 }
 
 impl std::fmt::Display for BuildError {
@@ -35,6 +38,7 @@ impl std::fmt::Display for BuildError {
             }
             BuildError::InvalidStatusCode => f.write_str("status code outside 100-699"),
             BuildError::Request(e) => write!(f, "cannot answer request: {e}"),
+            BuildError::ReservedHeader => f.write_str("header written by the dialog layer"),
         }
     }
 }

@@ -182,6 +182,21 @@ impl DialogManager {
         destination: SocketAddr,
         sdp: Option<Bytes>,
     ) -> Result<DialogId, DialogError> {
+        self.make_call_with_headers(from, to, destination, sdp, Vec::new())
+            .await
+    }
+
+    /// Like [`DialogManager::make_call_to`], with extra INVITE headers
+    /// (P-Asserted-Identity, a preloaded `Route: <sip:proxy;lr>`, …). Headers the dialog
+    /// layer writes itself are refused (`BuildError::ReservedHeader`).
+    pub async fn make_call_with_headers(
+        &self,
+        from: &str,
+        to: &str,
+        destination: SocketAddr,
+        sdp: Option<Bytes>,
+        headers: Vec<(String, Bytes)>,
+    ) -> Result<DialogId, DialogError> {
         let running = self.running()?;
         let shard = running.next_call.fetch_add(1, Ordering::Relaxed) % running.shards.len();
         let command = DialogCommand::MakeCall {
@@ -190,6 +205,7 @@ impl DialogManager {
             request_uri: Bytes::copy_from_slice(bare_uri(to).as_bytes()),
             destination,
             sdp: sdp.unwrap_or_default(),
+            headers,
         };
         match self.command_on(shard, command).await? {
             CommandOutcome::Call(id) => Ok(id),

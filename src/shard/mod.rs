@@ -360,6 +360,11 @@ pub enum DialogCommand {
         destination: SocketAddr,
         /// SDP offer (empty for none).
         sdp: Bytes,
+        /// Extra headers for the INVITE: P-Asserted-Identity, Privacy, a preloaded Route
+        /// (§8.1.2, copied into a CANCEL, §9.1), … Headers the dialog layer writes itself
+        /// (Via, From, To, Call-ID, CSeq, Contact, Max-Forwards, Content-Type,
+        /// Content-Length) are refused with [`BuildError::ReservedHeader`].
+        headers: Vec<(String, Bytes)>,
     },
     /// Send 180 Ringing for an incoming call.
     Ringing {
@@ -1038,8 +1043,19 @@ impl Shard {
                 request_uri,
                 destination,
                 sdp,
+                headers,
             } => self
-                .make_call(now, &from, &to, &request_uri, destination, sdp)
+                .make_call(
+                    now,
+                    uac::NewCall {
+                        from: &from,
+                        to: &to,
+                        request_uri: &request_uri,
+                        destination,
+                        sdp,
+                        headers: &headers,
+                    },
+                )
                 .map(CommandOutcome::Call),
             DialogCommand::Ringing { dialog } => {
                 self.ringing(now, &dialog).map(|()| CommandOutcome::Done)

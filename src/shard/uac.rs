@@ -8,19 +8,26 @@ use bytes::{Bytes, BytesMut};
 
 use super::{DialogError, Entry, Phase, SessionEvent, Shard, TerminationReason};
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
-use crate::message::{HeaderName, Message, RequestBuilder};
+use crate::message::{BuildError, HeaderName, Message, RequestBuilder};
 use crate::transaction::ClientTxnId;
 
 impl Shard {
     pub(super) fn make_call(
         &mut self,
         now: Instant,
-        from: &[u8],
-        to: &[u8],
-        request_uri: &[u8],
-        destination: SocketAddr,
-        sdp: Bytes,
+        call: NewCall<'_>,
     ) -> Result<DialogId, DialogError> {
+        let NewCall {
+            from,
+            to,
+            request_uri,
+            destination,
+            sdp,
+            headers,
+        } = call;
+        if headers.iter().any(|(name, _)| is_reserved(name)) {
+            return Err(DialogError::InvalidInput(BuildError::ReservedHeader));
+        }
         if self.live >= self.config.max_dialogs || self.txn.len() >= self.config.max_transactions {
             return Err(DialogError::Overloaded);
         }
@@ -41,6 +48,9 @@ impl Shard {
             .header("Call-ID", call_id.as_bytes())
             .header("CSeq", b"1 INVITE")
             .header("Contact", &contact);
+        for (name, value) in headers {
+            b.header(name, value);
+        }
         if !sdp.is_empty() {
             b.header("Content-Type", b"application/sdp");
             // RFC 3262 as UAC: offered only with an SDP offer of ours, so that a reliable
@@ -491,6 +501,44 @@ fn build_cancel(invite: &Bytes) -> Option<Bytes> {
         .header("To", req.header(HeaderName::To)?)
         .header("Call-ID", req.call_id()?)
         .header("CSeq", format!("{} CANCEL", cseq.seq).as_bytes());
+    // §9.1: the Route of the request being cancelled (a preloaded route set).
+    for route in req.header_values(HeaderName::Route) {
+        b.header("Route", route);
+    }
     b.finish(b"").ok()?;
     Some(buf.freeze())
+}
+
+/// What `MakeCall` carries, borrowed.
+pub(super) struct NewCall<'a> {
+    pub(super) from: &'a [u8],
+    pub(super) to: &'a [u8],
+    pub(super) request_uri: &'a [u8],
+    pub(super) destination: SocketAddr,
+    pub(super) sdp: Bytes,
+    pub(super) headers: &'a [(String, Bytes)],
+}
+
+/// Headers of an INVITE that the dialog layer writes itself (long and compact forms).
+fn is_reserved(name: &str) -> bool {
+    [
+        "Via",
+        "v",
+        "From",
+        "f",
+        "To",
+        "t",
+        "Call-ID",
+        "i",
+        "CSeq",
+        "Contact",
+        "m",
+        "Max-Forwards",
+        "Content-Type",
+        "c",
+        "Content-Length",
+        "l",
+    ]
+    .iter()
+    .any(|r| r.eq_ignore_ascii_case(name.trim()))
 }
