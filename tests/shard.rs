@@ -1626,6 +1626,9 @@ CSeq: 2 {method}\r\nContact: <sip:alice@127.0.0.1:5070>\r\n{extra}Content-Length
     ));
     assert_eq!(r.status(), Some(415));
     assert_eq!(header(&r, "Accept-Encoding").as_deref(), Some("identity"));
+    // §7.4.1: a body needs its Content-Type; without one it is no offer we could read.
+    let r = answer(req("INVITE", "b4", "", sdp));
+    assert_eq!(r.status(), Some(400));
     assert_eq!(uas.dialog_count(), 0);
 
     // SIP-I style: ISUP beside the SDP in multipart/mixed (RFC 5621) is a call with an offer.

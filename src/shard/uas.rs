@@ -153,8 +153,8 @@ impl Shard {
             let unsupported = unsupported.join(&b", "[..]);
             return self.reject_request(now, txn, &request, 420, &[("Unsupported", &unsupported)]);
         }
-        if let Some(accept) = unreadable_body(&request) {
-            return self.reject_request(now, txn, &request, 415, &[accept]);
+        if let Some((status, header)) = unreadable_body(&request) {
+            return self.reject_request(now, txn, &request, status, &header);
         }
         let to_tag = request.to_tag().ok().flatten().map(<[u8]>::to_vec);
         match (request.method(), to_tag) {
@@ -789,8 +789,10 @@ fn duration_ms(d: Duration) -> u32 {
 
 /// §8.2.3: the body of an INVITE, UPDATE or PRACK is an offer or answer sipshard reads, so
 /// one it cannot read gets 415 with the header that says what it can: `Accept` for another
-/// type, `Accept-Encoding` for a content coding other than identity. `None`: readable.
-fn unreadable_body(request: &Message) -> Option<(&'static str, &'static [u8])> {
+/// type, `Accept-Encoding` for a content coding other than identity. A body without
+/// Content-Type (§7.4.1: it MUST be there) is a 400: reading it as no offer would answer
+/// with an offer of ours. `None`: readable.
+fn unreadable_body(request: &Message) -> Option<(u16, Vec<(&'static str, &'static [u8])>)> {
     if !matches!(
         request.method(),
         Some(Method::Invite | Method::Update | Method::Prack)
@@ -803,12 +805,13 @@ fn unreadable_body(request: &Message) -> Option<(&'static str, &'static [u8])> {
         .flat_map(|v| v.split(|&b| b == b','))
         .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
     if encoded {
-        return Some(("Accept-Encoding", b"identity"));
+        return Some((415, vec![("Accept-Encoding", b"identity")]));
     }
     match request.content_type() {
         Ok(Some(content_type)) if !crate::sdp::is_understood_body(&content_type) => {
-            Some(("Accept", ACCEPT))
+            Some((415, vec![("Accept", ACCEPT)]))
         }
+        Ok(None) => Some((400, Vec::new())),
         _ => None,
     }
 }
