@@ -48,6 +48,9 @@ impl<'a> Reply<'a> {
 pub(super) const ALLOW: &[u8] =
     b"INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, INFO, MESSAGE, UPDATE, NOTIFY, REFER";
 
+/// A header name and value known at compile time.
+type StaticHeader = (&'static str, &'static [u8]);
+
 /// The body types sipshard reads in INVITE, UPDATE and PRACK (`Accept` of OPTIONS and 415).
 const ACCEPT: &[u8] = b"application/sdp, multipart/mixed";
 
@@ -154,7 +157,7 @@ impl Shard {
             return self.reject_request(now, txn, &request, 420, &[("Unsupported", &unsupported)]);
         }
         if let Some((status, header)) = unreadable_body(&request) {
-            return self.reject_request(now, txn, &request, status, &header);
+            return self.reject_request(now, txn, &request, status, header.as_slice());
         }
         let to_tag = request.to_tag().ok().flatten().map(<[u8]>::to_vec);
         match (request.method(), to_tag) {
@@ -792,7 +795,7 @@ fn duration_ms(d: Duration) -> u32 {
 /// type, `Accept-Encoding` for a content coding other than identity. A body without
 /// Content-Type (§7.4.1: it MUST be there) is a 400: reading it as no offer would answer
 /// with an offer of ours. `None`: readable.
-fn unreadable_body(request: &Message) -> Option<(u16, Vec<(&'static str, &'static [u8])>)> {
+fn unreadable_body(request: &Message) -> Option<(u16, Option<StaticHeader>)> {
     if !matches!(
         request.method(),
         Some(Method::Invite | Method::Update | Method::Prack)
@@ -805,13 +808,13 @@ fn unreadable_body(request: &Message) -> Option<(u16, Vec<(&'static str, &'stati
         .flat_map(|v| v.split(|&b| b == b','))
         .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
     if encoded {
-        return Some((415, vec![("Accept-Encoding", b"identity")]));
+        return Some((415, Some(("Accept-Encoding", b"identity"))));
     }
     match request.content_type() {
         Ok(Some(content_type)) if !crate::sdp::is_understood_body(&content_type) => {
-            Some((415, vec![("Accept", ACCEPT)]))
+            Some((415, Some(("Accept", ACCEPT))))
         }
-        Ok(None) => Some((400, Vec::new())),
+        Ok(None) => Some((400, None)),
         _ => None,
     }
 }
