@@ -126,10 +126,11 @@ impl Message {
             return Err(bad(RejectReason::CSeqMethodMismatch));
         }
         // A dialog-creating request names exactly one target (§8.1.1.8).
+        // Counted as written: `check_common` has parsed every Contact value already.
         if matches!(
             self.method(),
             Some(Method::Invite | Method::Subscribe | Method::Refer)
-        ) && self.contacts().count() > 1
+        ) && ListValues::new(self, HeaderName::Contact).count() > 1
         {
             return Err(bad(RejectReason::DuplicateHeader(HeaderName::Contact)));
         }
