@@ -345,13 +345,14 @@ pub fn uac_route_set(response: &Message) -> Vec<&[u8]> {
 
 /// The first Contact URI of a message (the remote target), as written.
 pub fn contact_uri(msg: &Message) -> Option<&[u8]> {
-    msg.contacts().next()?.ok()?.addr().map(|a| a.uri_bytes)
+    // The message checks parsed every Contact already: only the URI's place is needed.
+    crate::message::uri_of(msg.list_values(HeaderName::Contact).next()?.ok()?)
 }
 
 /// The value of a To or From header with `;tag=` appended when it has none.
 pub fn with_tag(value: &[u8], tag: &[u8]) -> Vec<u8> {
     let mut v = value.to_vec();
-    if NameAddr::parse(value).is_ok_and(|a| a.tag().is_none()) {
+    if matches!(crate::message::tag_param(value), Ok(None)) {
         v.extend_from_slice(b";tag=");
         v.extend_from_slice(tag);
     }

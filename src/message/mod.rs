@@ -87,6 +87,7 @@ pub use ids::{Branch, CallIdValue, IdGenerator, Tag};
 pub use lex::{ParamIter, Params, unquote};
 pub use method::Method;
 pub use name_addr::{Contact, NameAddr};
+pub(crate) use name_addr::{tag_param, uri_of};
 pub use salvage::{Salvaged, salvage_response};
 pub use scan::find_call_id;
 pub use uri::{AbsoluteUri, Host, SipUri, Uri};

@@ -96,6 +96,14 @@ pub(crate) fn tag_param(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
     Ok(tag.flatten())
 }
 
+/// The URI of one name-addr or addr-spec value as written, without parsing it (`None` for
+/// `*` and for a value whose brackets or quotes do not close). For values the message
+/// checks have already validated.
+pub(crate) fn uri_of(value: &[u8]) -> Option<&[u8]> {
+    let parts = split(value).ok()?;
+    (parts.uri_bytes != b"*").then_some(parts.uri_bytes)
+}
+
 impl<'a> NameAddr<'a> {
     /// Parses one value (one element of a list header).
     pub fn parse(value: &'a [u8]) -> Result<NameAddr<'a>, ValueError> {
@@ -194,6 +202,17 @@ fn parse_qvalue(v: &[u8]) -> Result<u16, ValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_of_finds_the_uri_without_parsing_it() {
+        assert_eq!(
+            uri_of(b"\"A, B\" <sip:a@b;lr>;expires=3"),
+            Some(&b"sip:a@b;lr"[..])
+        );
+        assert_eq!(uri_of(b"sip:a@b;expires=3"), Some(&b"sip:a@b"[..]));
+        assert_eq!(uri_of(b" * "), None);
+        assert_eq!(uri_of(b"<sip:a@b"), None);
+    }
 
     #[test]
     fn forms_of_name_addr() {

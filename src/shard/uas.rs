@@ -11,7 +11,7 @@ use super::{
     TerminationReason,
 };
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
-use crate::message::{HeaderName, Message, Method, RejectReason, ResponseBuilder, Uri};
+use crate::message::{HeaderName, Message, Method, RejectReason, ResponseBuilder};
 use crate::transaction::{ServerTxnId, TxnId};
 
 /// A response the UAS core sends: status, our To tag (a fresh one when `None`), extra
@@ -274,7 +274,10 @@ impl Shard {
         let remote_tag = remote_tag.unwrap_or_default();
         let tag = self.ids.tag();
         let id = DialogId::new(call_id, tag.as_bytes(), remote_tag);
-        let secure = matches!(request.request_uri(), Some(Uri::Sip(u)) if u.secure);
+        // check_request made it a sip: or sips: URI; only the scheme is needed here.
+        let secure = request
+            .request_uri_bytes()
+            .is_some_and(|u| u.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:")));
         let local = dialog::with_tag(to, tag.as_bytes());
         let routes = dialog::uas_route_set(&request);
         let d = Dialog::new(
