@@ -461,4 +461,10 @@ fn a_refer_declining_the_subscription_gets_refer_sub_false_and_no_notify() {
     );
     let out = sent(&mut uas);
     assert_eq!(out[0].status(), Some(420));
+    // In the dialog, OPTIONS says what we accept as well as what we allow (§11.2).
+    uas.handle_datagram(now, caller(), request("OPTIONS", 4, "opt2", &tag, ""));
+    let out = sent(&mut uas);
+    assert_eq!(out[0].status(), Some(200));
+    assert!(header(&out[0], "Allow").contains("REFER"));
+    assert_eq!(header(&out[0], "Accept"), "application/sdp, multipart/mixed");
 }

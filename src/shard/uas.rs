@@ -365,7 +365,7 @@ impl Shard {
                 }
             }
             Some(Method::Options) => {
-                let mut headers: Vec<(&str, &[u8])> = vec![("Allow", ALLOW)];
+                let mut headers: Vec<(&str, &[u8])> = vec![("Allow", ALLOW), ("Accept", ACCEPT)];
                 headers.extend(self.supported_header());
                 self.respond(
                     now,
