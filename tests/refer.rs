@@ -466,5 +466,8 @@ fn a_refer_declining_the_subscription_gets_refer_sub_false_and_no_notify() {
     let out = sent(&mut uas);
     assert_eq!(out[0].status(), Some(200));
     assert!(header(&out[0], "Allow").contains("REFER"));
-    assert_eq!(header(&out[0], "Accept"), "application/sdp, multipart/mixed");
+    assert_eq!(
+        header(&out[0], "Accept"),
+        "application/sdp, multipart/mixed"
+    );
 }

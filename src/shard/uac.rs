@@ -17,15 +17,7 @@ impl Shard {
         now: Instant,
         call: NewCall<'_>,
     ) -> Result<DialogId, DialogError> {
-        let NewCall {
-            from,
-            to,
-            request_uri,
-            destination,
-            sdp,
-            headers,
-        } = call;
-        if headers.iter().any(|(name, _)| is_reserved(name)) {
+        if call.headers.iter().any(|(name, _)| is_reserved(name)) {
             return Err(DialogError::InvalidInput(BuildError::ReservedHeader));
         }
         if self.live >= self.config.max_dialogs || self.txn.len() >= self.config.max_transactions {
@@ -38,20 +30,20 @@ impl Shard {
         let tag = self.ids.tag();
         let (via, branch) = self.via();
         let contact = self.contact();
-        let local = dialog::with_tag(from, tag.as_bytes());
-        let mut buf = BytesMut::with_capacity(512 + sdp.len());
-        let mut b = RequestBuilder::new(&mut buf, b"INVITE", request_uri);
+        let local = dialog::with_tag(call.from, tag.as_bytes());
+        let mut buf = BytesMut::with_capacity(512 + call.sdp.len());
+        let mut b = RequestBuilder::new(&mut buf, b"INVITE", call.request_uri);
         b.header("Via", &via)
             .header("Max-Forwards", b"70")
             .header("From", &local)
-            .header("To", to)
+            .header("To", call.to)
             .header("Call-ID", call_id.as_bytes())
             .header("CSeq", b"1 INVITE")
             .header("Contact", &contact);
-        for (name, value) in headers {
+        for (name, value) in call.headers {
             b.header(name, value);
         }
-        if !sdp.is_empty() {
+        if !call.sdp.is_empty() {
             b.header("Content-Type", b"application/sdp");
             // RFC 3262 as UAC: offered only with an SDP offer of ours, so that a reliable
             // 18x never brings an offer our PRACK would have to answer.
@@ -59,12 +51,19 @@ impl Shard {
                 b.header(name, value);
             }
         }
-        b.finish(&sdp).map_err(DialogError::InvalidInput)?;
+        b.finish(&call.sdp).map_err(DialogError::InvalidInput)?;
         let request = buf.freeze();
         let id = DialogId::new(call_id.as_bytes(), tag.as_bytes(), b"");
         let invite = self
             .txn
-            .send_request(now, destination, false, b"INVITE", &branch, request.clone())
+            .send_request(
+                now,
+                call.destination,
+                false,
+                b"INVITE",
+                &branch,
+                request.clone(),
+            )
             .map_err(DialogError::TransactionError)?;
         let d = Dialog::new(
             id.clone(),
@@ -73,11 +72,11 @@ impl Shard {
             1,
             None,
             &local,
-            to,
-            request_uri,
+            call.to,
+            call.request_uri,
             &[],
             false,
-            destination,
+            call.destination,
         );
         let index = self.insert(Entry {
             dialog: d,
