@@ -679,8 +679,8 @@ fn sipp_3pcc_controller_sets_up_calls_between_two_sipshard_parties() {
         &sipp,
         free_udp_port(),
         &[
-            "-sn",
-            "3pcc-C-A",
+            "-sf",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/3pcc-C-A.xml"),
             "-3pcc",
             &twin,
             &target,
