@@ -26,10 +26,14 @@ const BASE_PORT: u32 = 16_000;
 /// the first `application/sdp` part of a `multipart/*` body (RFC 5621: SIP-I/SIP-T carry
 /// ISUP beside the SDP), else nothing. Zero-copy: a slice of the datagram.
 pub fn offer_of(request: &Message) -> &[u8] {
+    // Most ACKs and responses carry no body: no Content-Type to read then.
+    let body = request.body_bytes();
+    if body.is_empty() {
+        return &[];
+    }
     let Ok(Some(content_type)) = request.content_type() else {
         return &[];
     };
-    let body = request.body_bytes();
     if is_sdp(&content_type) {
         return body;
     }

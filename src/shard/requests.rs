@@ -181,17 +181,20 @@ impl Shard {
         Ok(())
     }
 
-    /// The final response to our in-dialog request.
-    pub(super) fn request_result(&mut self, index: u32, response: Message) {
+    /// The final response to our in-dialog request; `subscription_usage` as recorded when
+    /// it was sent (NOTIFY, SUBSCRIBE, REFER).
+    pub(super) fn request_result(
+        &mut self,
+        index: u32,
+        response: Message,
+        subscription_usage: bool,
+    ) {
         let status = response.status().unwrap_or(500);
-        if response.cseq().is_ok_and(|c| c.method_bytes == b"REFER") {
+        if subscription_usage && response.cseq().is_ok_and(|c| c.method_bytes == b"REFER") {
             self.refer_answered(index, &response);
         }
         // RFC 5057 §5.1: a 481 or 408 to NOTIFY, SUBSCRIBE or REFER ends that
         // subscription usage only; to any other request it ends the dialog.
-        let subscription_usage = response
-            .cseq()
-            .is_ok_and(|c| matches!(c.method_bytes, b"NOTIFY" | b"SUBSCRIBE" | b"REFER"));
         if matches!(status, 481 | 408) && !subscription_usage {
             return self.request_failed(index, status, Some(response));
         }

@@ -165,8 +165,7 @@ impl Shard {
             (Some(Method::Invite), None) => self.incoming_invite(now, txn, request, from),
             (Some(Method::Register), None) => self.on_register(now, txn, request, from),
             (Some(Method::Options), None) => {
-                let mut headers: Vec<(&str, &[u8])> = vec![("Allow", ALLOW), ("Accept", ACCEPT)];
-                headers.extend(self.supported_header());
+                let headers = self.options_headers();
                 self.respond(now, txn, &request, Reply::new(200, None).headers(&headers));
             }
             (Some(Method::Message), None) => self.standalone_request(txn, request, from),
@@ -183,6 +182,13 @@ impl Shard {
             (Some(Method::Refer), None) => self.reject_request(now, txn, &request, 501, &[]),
             _ => self.unsupported_method(now, txn, &request),
         }
+    }
+
+    /// What an OPTIONS answer says of us, in or out of a dialog (§11.2).
+    fn options_headers(&self) -> Vec<StaticHeader> {
+        let mut headers = vec![("Allow", ALLOW), ("Accept", ACCEPT)];
+        headers.extend(self.supported_header());
+        headers
     }
 
     /// §8.2.1 and §21.5.2: 405 for a method sipshard knows but does not serve here
@@ -365,8 +371,7 @@ impl Shard {
                 }
             }
             Some(Method::Options) => {
-                let mut headers: Vec<(&str, &[u8])> = vec![("Allow", ALLOW), ("Accept", ACCEPT)];
-                headers.extend(self.supported_header());
+                let headers = self.options_headers();
                 self.respond(
                     now,
                     txn,
