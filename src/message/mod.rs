@@ -160,6 +160,18 @@ impl HeaderEntry {
         }
     }
 
+    /// The name's bit in a set of known names (bit `i` for [`HeaderName::KNOWN`]`[i]`);
+    /// 0 for `Other`.
+    #[inline]
+    fn name_bit(self) -> u64 {
+        let idx = u32::from((self.hi >> 48) as u8);
+        if (idx as usize) < HeaderName::COUNT {
+            1u64 << idx
+        } else {
+            0
+        }
+    }
+
     #[inline]
     fn name(self) -> HeaderName {
         let idx = usize::from((self.hi >> 48) as u8);

@@ -160,11 +160,30 @@ impl Message {
                 return Err(RejectReason::MissingHeader(name));
             }
         }
-        for name in SINGLE {
-            if self.count(name) > 1 {
-                return Err(RejectReason::DuplicateHeader(name));
-            }
+        let repeated = self.repeated_names();
+        if let Some(&name) = SINGLE.iter().find(|n| repeated & name_bit(**n) != 0) {
+            return Err(RejectReason::DuplicateHeader(name));
         }
         self.validate().map_err(RejectReason::Malformed)
     }
+
+    /// The known names that appear on more than one header line, as a bit set
+    /// ([`name_bit`]): one pass over the lines instead of a count per name.
+    fn repeated_names(&self) -> u64 {
+        let (mut seen, mut repeated) = (0u64, 0u64);
+        for h in self.headers.iter() {
+            let bit = h.name_bit();
+            repeated |= seen & bit;
+            seen |= bit;
+        }
+        repeated
+    }
+}
+
+// Every known name has a bit in a u64.
+const _: () = assert!(HeaderName::COUNT <= 64);
+
+/// The bit of a known name in [`Message::repeated_names`]'s set; none for `Other`.
+fn name_bit(name: HeaderName) -> u64 {
+    name.index().map_or(0, |i| 1u64 << i)
 }

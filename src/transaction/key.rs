@@ -43,7 +43,9 @@ pub(crate) fn server_key(
         out.push(SERVER_3261);
         out.extend_from_slice(via.branch.unwrap_or_default());
         out.push(0);
-        out.extend(via.host.iter().map(u8::to_ascii_lowercase));
+        let host_start = out.len();
+        out.extend_from_slice(via.host);
+        out[host_start..].make_ascii_lowercase();
         out.push(0);
         out.extend_from_slice(&via.port.unwrap_or(0).to_be_bytes());
     } else {
