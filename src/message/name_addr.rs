@@ -85,6 +85,9 @@ fn split(value: &[u8]) -> Result<Parts<'_>, ValueError> {
 /// The `tag` parameter of a From/To value, checking the parameters but not the URI: the
 /// cheap path for matching. [`NameAddr::parse`] checks everything.
 pub(crate) fn tag_param(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
+    if let Some(tag) = plain_tag(value) {
+        return Ok(tag);
+    }
     let parts = split(value)?;
     let mut tag = None;
     Params::parse_visit(parts.params_raw, ParamKind::Header, |name, value| {
@@ -94,6 +97,27 @@ pub(crate) fn tag_param(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
         Ok(())
     })?;
     Ok(tag.flatten())
+}
+
+/// [`tag_param`] in one pass for the two shapes nearly every From and To has on the wire,
+/// `<uri>` and `<uri>;tag=token`; `None` for anything else (display names, other
+/// parameters, white space), which [`split`] and the parameter lexer then read. Where it
+/// answers, it answers as they do.
+fn plain_tag(value: &[u8]) -> Option<Option<&[u8]>> {
+    let rest = value.strip_prefix(b"<")?;
+    let gt = lex::find_byte(b'>', rest)?;
+    let params = &rest[gt + 1..];
+    if params.is_empty() {
+        return Some(None);
+    }
+    let tag = params.strip_prefix(b";")?;
+    if tag.len() < 5 || !tag[..4].eq_ignore_ascii_case(b"tag=") {
+        return None;
+    }
+    let tag = &tag[4..];
+    tag.iter()
+        .all(|&b| lex::is_token_char(b))
+        .then_some(Some(tag))
 }
 
 /// The URI of one name-addr or addr-spec value as written, without parsing it (`None` for
@@ -212,6 +236,57 @@ mod tests {
         assert_eq!(uri_of(b"sip:a@b;expires=3"), Some(&b"sip:a@b"[..]));
         assert_eq!(uri_of(b" * "), None);
         assert_eq!(uri_of(b"<sip:a@b"), None);
+    }
+
+    /// The slow path alone: what `tag_param` answered before the one-pass shapes.
+    fn tag_by_split(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
+        let parts = split(value)?;
+        let mut tag = None;
+        Params::parse_visit(parts.params_raw, ParamKind::Header, |name, value| {
+            if tag.is_none() && name.eq_ignore_ascii_case(b"tag") {
+                tag = Some(value);
+            }
+            Ok(())
+        })?;
+        Ok(tag.flatten())
+    }
+
+    #[test]
+    fn the_plain_tag_shapes_agree_with_the_full_lexer() {
+        let plain: &[&[u8]] = &[
+            b"<sip:alice@127.0.0.1:5070>;tag=a6c85cf",
+            b"<sip:bob@example.com>",
+            b"<sip:x@y;lr>;TAG=z9-._!%*+`'~",
+        ];
+        for v in plain {
+            assert!(plain_tag(v).is_some(), "{v:?}");
+            assert_eq!(Ok(plain_tag(v).flatten()), tag_by_split(v), "{v:?}");
+        }
+        let other: &[&[u8]] = &[
+            b"\"A\" <sip:a@b>;tag=1",
+            b"<sip:a@b> ;tag=1",
+            b"<sip:a@b>;tag=1;x=2",
+            b"<sip:a@b>;tag=\"q\"",
+            b"<sip:a@b>;tag",
+            b"<sip:a@b>;tag=",
+            b"sip:a@b;tag=1",
+            b"<sip:a@b",
+        ];
+        for v in other {
+            assert_eq!(plain_tag(v), None, "{:?}", String::from_utf8_lossy(v));
+        }
+        let seeds: &[&[u8]] = &[b"<sip:alice@127.0.0.1:5070>;tag=a6c85cf", b"<sip:b@c>"];
+        let alphabet = b"<>;=tagTAG\" ,:@1";
+        for v in crate::message::mutations::mutated(seeds, alphabet, 20_000) {
+            if let Some(fast) = plain_tag(&v) {
+                assert_eq!(
+                    Ok(fast),
+                    tag_by_split(&v),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl Shard {
                 let Some(entry) = self.entry_mut(index) else {
                     return;
                 };
-                let mut buf = BytesMut::new();
+                let mut buf = BytesMut::with_capacity(512);
                 let invite_cseq = response.cseq().map_or(entry.dialog.local_cseq, |c| c.seq);
                 if entry.dialog.build_ack(&mut buf, &via, invite_cseq).is_ok() {
                     let ack = buf.freeze();

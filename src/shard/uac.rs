@@ -411,7 +411,8 @@ impl Shard {
                 e.dialog.peer,
             );
         }
-        let mut buf = BytesMut::new();
+        // An ACK is a few hundred bytes: one allocation, not a doubling per header.
+        let mut buf = BytesMut::with_capacity(512);
         let invite_cseq = response.cseq().map_or(1, |c| c.seq);
         if e.dialog.build_ack(&mut buf, &via, invite_cseq).is_err() {
             return;

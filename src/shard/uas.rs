@@ -715,7 +715,7 @@ impl Shard {
         let Some(entry) = self.entry_mut(index) else {
             return Err(DialogError::DialogNotFound);
         };
-        let mut buf = bytes::BytesMut::new();
+        let mut buf = bytes::BytesMut::with_capacity(512);
         entry
             .dialog
             .build_request(&mut buf, b"BYE", &via, b"", &[], b"")
