@@ -185,7 +185,12 @@ pub(crate) struct PlainVia<'a> {
 /// See [`scan_key`]; `None` also when `rport` appears twice.
 pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
     let n = line.len();
-    if n < 10 || !line[..8].eq_ignore_ascii_case(b"SIP/2.0/") {
+    // "SIP/2.0/" with its three letters in either case, as one word: OR-ing 0x20 into the
+    // letter positions maps exactly `S`/`s`, `I`/`i`, `P`/`p` onto the lower-case letter;
+    // the other five bytes must match as they are.
+    const LETTER_BITS: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0, 0, 0, 0, 0]);
+    let head = u64::from_le_bytes(line.get(..8)?.try_into().ok()?);
+    if n < 10 || head | LETTER_BITS != u64::from_le_bytes(*b"sip/2.0/") {
         return None;
     }
     let mut i = 8;
@@ -197,7 +202,7 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
     }
     i += 1;
     let host_start = i;
-    while i < n && (line[i].is_ascii_alphanumeric() || matches!(line[i], b'.' | b'-')) {
+    while i < n && PLAIN_HOST[usize::from(line[i])] {
         i += 1;
     }
     let host = &line[host_start..i];
@@ -244,11 +249,11 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
         }
         match name.len() {
             0 => return None,
-            6 if name.eq_ignore_ascii_case(b"branch") => {
+            6 if token_is(name, b"branch") => {
                 let value = value?; // a bare `branch` is malformed
                 branch = branch.or(Some(value));
             }
-            5 if name.eq_ignore_ascii_case(b"rport") => {
+            5 if token_is(name, b"rport") => {
                 if rport {
                     return None;
                 }
@@ -257,7 +262,7 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
                     bare_rport_end = Some(name_end);
                 }
             }
-            8 if name.eq_ignore_ascii_case(b"received") => has_received = true,
+            8 if token_is(name, b"received") => has_received = true,
             _ => {}
         }
     }
@@ -272,6 +277,24 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
         bare_rport_end,
         has_received,
     })
+}
+
+/// The bytes of a plain host name or IPv4 address: letters, digits, `.` and `-`.
+static PLAIN_HOST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b'-';
+        b += 1;
+    }
+    t
+};
+
+/// Whether the token `name` is the lower-case word `lower` in any case. OR-ing 0x20 is
+/// exact here: among token characters only a letter's two cases land on a lower-case letter.
+fn token_is(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).all(|(&b, &l)| b | 0x20 == l)
 }
 
 /// Checks the value of a parameter RFC 3261 or RFC 3581 defines; remembers the branch.
