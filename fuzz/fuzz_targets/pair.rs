@@ -27,39 +27,62 @@ struct Side {
     known: Vec<DialogId>,
 }
 
-fn drain(from: &mut Side, wire: &mut VecDeque<(bool, Bytes)>, to_uas: bool, answer: bool, now: Instant) {
+fn drain(
+    from: &mut Side,
+    wire: &mut VecDeque<(bool, Bytes)>,
+    to_uas: bool,
+    answer: bool,
+    now: Instant,
+) {
     while let Some(t) = from.shard.poll_transmit() {
         wire.push_back((to_uas, t.payload));
     }
     while let Some(e) = from.shard.poll_event() {
         match e {
             SessionEvent::IncomingCall { dialog, .. } | SessionEvent::ReInvite { dialog, .. } => {
-                let _ = from
-                    .shard
-                    .handle_command(now, DialogCommand::Ringing { dialog: dialog.clone() });
+                let _ = from.shard.handle_command(
+                    now,
+                    DialogCommand::Ringing {
+                        dialog: dialog.clone(),
+                    },
+                );
                 if answer {
                     let sdp = Bytes::from_static(SDP);
-                    let _ = from
-                        .shard
-                        .handle_command(now, DialogCommand::Answer { dialog: dialog.clone(), sdp });
+                    let _ = from.shard.handle_command(
+                        now,
+                        DialogCommand::Answer {
+                            dialog: dialog.clone(),
+                            sdp,
+                        },
+                    );
                 }
                 from.known.push(dialog);
             }
-            SessionEvent::CallRinging { dialog, .. } | SessionEvent::CallAnswered { dialog, .. } => {
-                from.known.push(dialog)
-            }
+            SessionEvent::CallRinging { dialog, .. }
+            | SessionEvent::CallAnswered { dialog, .. } => from.known.push(dialog),
             // A REFER is accepted and its reference reported at once (RFC 3515).
-            SessionEvent::DialogRequest { txn, request, dialog }
-                if answer && request.method() == Some(sipshard::message::Method::Refer) =>
-            {
+            SessionEvent::DialogRequest {
+                txn,
+                request,
+                dialog,
+            } if answer && request.method() == Some(sipshard::message::Method::Refer) => {
                 let _ = from.shard.handle_command(
                     now,
-                    DialogCommand::Respond { txn, status: 202, headers: Vec::new(), body: Bytes::new() },
+                    DialogCommand::Respond {
+                        txn,
+                        status: 202,
+                        headers: Vec::new(),
+                        body: Bytes::new(),
+                    },
                 );
                 let refer_cseq = request.cseq().map_or(0, |c| c.seq);
                 let _ = from.shard.handle_command(
                     now,
-                    DialogCommand::ReferStatus { dialog, refer_cseq, status: 200 },
+                    DialogCommand::ReferStatus {
+                        dialog,
+                        refer_cseq,
+                        status: 200,
+                    },
                 );
             }
             SessionEvent::DialogRequest { txn, .. } if answer => {
@@ -68,7 +91,10 @@ fn drain(from: &mut Side, wire: &mut VecDeque<(bool, Bytes)>, to_uas: bool, answ
                     DialogCommand::Respond {
                         txn,
                         status: 200,
-                        headers: vec![("Content-Type".into(), Bytes::from_static(b"application/sdp"))],
+                        headers: vec![(
+                            "Content-Type".into(),
+                            Bytes::from_static(b"application/sdp"),
+                        )],
                         body: Bytes::from_static(SDP),
                     },
                 );
@@ -106,7 +132,8 @@ fuzz_target!(|data: &[u8]| {
     let mut now = t0;
     let mut answer = true;
     for &b in data {
-        let pick = |known: &Vec<DialogId>| known.get(usize::from(b >> 4) % known.len().max(1)).cloned();
+        let pick =
+            |known: &Vec<DialogId>| known.get(usize::from(b >> 4) % known.len().max(1)).cloned();
         match b & 0x0f {
             0 => {
                 if let Ok(CommandOutcome::Call(id)) = uac.shard.handle_command(
@@ -125,29 +152,39 @@ fuzz_target!(|data: &[u8]| {
             }
             1 => {
                 if let Some(d) = pick(&uac.known) {
-                    let _ = uac.shard.handle_command(now, DialogCommand::Bye { dialog: d });
+                    let _ = uac
+                        .shard
+                        .handle_command(now, DialogCommand::Bye { dialog: d });
                 }
             }
             2 => {
                 if let Some(d) = pick(&uac.known) {
-                    let _ = uac.shard.handle_command(now, DialogCommand::Cancel { call: d });
+                    let _ = uac
+                        .shard
+                        .handle_command(now, DialogCommand::Cancel { call: d });
                 }
             }
             3 => {
                 if let Some(d) = pick(&uac.known) {
                     let sdp = Bytes::from_static(SDP);
-                    let _ = uac.shard.handle_command(now, DialogCommand::ReInvite { dialog: d, sdp });
+                    let _ = uac
+                        .shard
+                        .handle_command(now, DialogCommand::ReInvite { dialog: d, sdp });
                 }
             }
             4 => {
                 if let Some(d) = pick(&uas.known) {
-                    let _ = uas.shard.handle_command(now, DialogCommand::Terminate { dialog: d });
+                    let _ = uas
+                        .shard
+                        .handle_command(now, DialogCommand::Terminate { dialog: d });
                 }
             }
             5 => {
                 if let Some(d) = pick(&uas.known) {
                     let sdp = Bytes::from_static(SDP);
-                    let _ = uas.shard.handle_command(now, DialogCommand::ReInvite { dialog: d, sdp });
+                    let _ = uas
+                        .shard
+                        .handle_command(now, DialogCommand::ReInvite { dialog: d, sdp });
                 }
             }
             6 => answer = !answer,
@@ -221,7 +258,9 @@ fuzz_target!(|data: &[u8]| {
     answer = false;
     for side in [&mut uac, &mut uas] {
         for d in side.known.clone() {
-            let _ = side.shard.handle_command(now, DialogCommand::Terminate { dialog: d });
+            let _ = side
+                .shard
+                .handle_command(now, DialogCommand::Terminate { dialog: d });
         }
     }
     for _ in 0..700 {
@@ -231,7 +270,9 @@ fuzz_target!(|data: &[u8]| {
         for _ in 0..64 {
             drain(&mut uac, &mut wire, true, answer, now);
             drain(&mut uas, &mut wire, false, answer, now);
-            let Some((to_uas, payload)) = wire.pop_front() else { break };
+            let Some((to_uas, payload)) = wire.pop_front() else {
+                break;
+            };
             if to_uas {
                 uas.shard.handle_datagram(now, uac.addr, payload);
             } else {
@@ -241,7 +282,9 @@ fuzz_target!(|data: &[u8]| {
         // Calls that got answered meanwhile end too.
         for side in [&mut uac, &mut uas] {
             for d in std::mem::take(&mut side.known) {
-                let _ = side.shard.handle_command(now, DialogCommand::Terminate { dialog: d });
+                let _ = side
+                    .shard
+                    .handle_command(now, DialogCommand::Terminate { dialog: d });
             }
         }
     }

@@ -1,10 +1,11 @@
 //! Arbitrary datagrams through the parser and every view: nothing may panic, and the fast
-//! Call-ID scan must agree with the full parse.
+//! paths must agree with the full parse wherever both read: the Call-ID scan, the one-pass
+//! top-Via key, and the one-pass From/To tags.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sipshard::message::{Message, find_call_id};
+use sipshard::message::{Message, ViaKey, find_call_id};
 
 fuzz_target!(|data: &[u8]| {
     let scanned = find_call_id(data);
@@ -12,9 +13,26 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = (m.validate(), m.check_request(), m.check_response());
-    let _ = (m.cseq(), m.from_header(), m.to_header(), m.from_tag(), m.to_tag());
-    let _ = (m.top_via(), m.max_forwards(), m.content_type(), m.expires(), m.min_expires());
-    let _ = (m.event(), m.subscription_state(), m.refer_to(), m.replaces());
+    let _ = (
+        m.cseq(),
+        m.from_header(),
+        m.to_header(),
+        m.from_tag(),
+        m.to_tag(),
+    );
+    let _ = (
+        m.top_via(),
+        m.max_forwards(),
+        m.content_type(),
+        m.expires(),
+        m.min_expires(),
+    );
+    let _ = (
+        m.event(),
+        m.subscription_state(),
+        m.refer_to(),
+        m.replaces(),
+    );
     let _ = (m.rseq(), m.rack(), m.session_expires(), m.min_se());
     let _ = (m.authorization(), m.www_authenticate(), m.request_uri());
     for v in m.vias().flatten() {
@@ -25,6 +43,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = m.routes().count() + m.record_routes().count();
     let _ = m.require().count() + m.supported().count() + m.allow().count();
+    if let (Ok(key), Ok(via)) = (m.top_via_key(), m.top_via()) {
+        assert_eq!(key, ViaKey::from(&via), "top-Via scan and parser disagree");
+    }
+    if let (Ok(tag), Ok(from)) = (m.from_tag(), m.from_header()) {
+        assert_eq!(
+            tag,
+            from.tag(),
+            "From tag: one pass and full parse disagree"
+        );
+    }
+    if let (Ok(tag), Ok(to)) = (m.to_tag(), m.to_header()) {
+        assert_eq!(tag, to.tag(), "To tag: one pass and full parse disagree");
+    }
     if let Some(cid) = m.call_id()
         && !cid.is_empty()
     {

@@ -33,11 +33,23 @@ fuzz_target!(|data: &[u8]| {
         }
         while let Some(e) = shard.poll_event() {
             let dialog = match e {
-                SessionEvent::IncomingCall { dialog, .. } | SessionEvent::ReInvite { dialog, .. } => dialog,
+                SessionEvent::IncomingCall { dialog, .. }
+                | SessionEvent::ReInvite { dialog, .. } => dialog,
                 _ => continue,
             };
-            let _ = shard.handle_command(now, DialogCommand::Ringing { dialog: dialog.clone() });
-            let _ = shard.handle_command(now, DialogCommand::Answer { dialog, sdp: Bytes::new() });
+            let _ = shard.handle_command(
+                now,
+                DialogCommand::Ringing {
+                    dialog: dialog.clone(),
+                },
+            );
+            let _ = shard.handle_command(
+                now,
+                DialogCommand::Answer {
+                    dialog,
+                    sdp: Bytes::new(),
+                },
+            );
         }
         while shard.poll_transmit().is_some() {}
     }
