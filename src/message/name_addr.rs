@@ -85,9 +85,14 @@ fn split(value: &[u8]) -> Result<Parts<'_>, ValueError> {
 /// The `tag` parameter of a From/To value, checking the parameters but not the URI: the
 /// cheap path for matching. [`NameAddr::parse`] checks everything.
 pub(crate) fn tag_param(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
-    if let Some(tag) = plain_tag(value) {
-        return Ok(tag);
+    match plain_tag(value) {
+        Some(tag) => Ok(tag),
+        None => tag_by_lexer(value),
     }
+}
+
+/// [`tag_param`] for every shape: the name-addr split, then the parameter lexer.
+fn tag_by_lexer(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
     let parts = split(value)?;
     let mut tag = None;
     Params::parse_visit(parts.params_raw, ParamKind::Header, |name, value| {
@@ -238,19 +243,6 @@ mod tests {
         assert_eq!(uri_of(b"<sip:a@b"), None);
     }
 
-    /// The slow path alone: what `tag_param` answered before the one-pass shapes.
-    fn tag_by_split(value: &[u8]) -> Result<Option<&[u8]>, ValueError> {
-        let parts = split(value)?;
-        let mut tag = None;
-        Params::parse_visit(parts.params_raw, ParamKind::Header, |name, value| {
-            if tag.is_none() && name.eq_ignore_ascii_case(b"tag") {
-                tag = Some(value);
-            }
-            Ok(())
-        })?;
-        Ok(tag.flatten())
-    }
-
     #[test]
     fn the_plain_tag_shapes_agree_with_the_full_lexer() {
         let plain: &[&[u8]] = &[
@@ -260,7 +252,7 @@ mod tests {
         ];
         for v in plain {
             assert!(plain_tag(v).is_some(), "{v:?}");
-            assert_eq!(Ok(plain_tag(v).flatten()), tag_by_split(v), "{v:?}");
+            assert_eq!(Ok(plain_tag(v).flatten()), tag_by_lexer(v), "{v:?}");
         }
         let other: &[&[u8]] = &[
             b"\"A\" <sip:a@b>;tag=1",
@@ -281,7 +273,7 @@ mod tests {
             if let Some(fast) = plain_tag(&v) {
                 assert_eq!(
                     Ok(fast),
-                    tag_by_split(&v),
+                    tag_by_lexer(&v),
                     "{:?}",
                     String::from_utf8_lossy(&v)
                 );
