@@ -161,7 +161,7 @@ impl HeaderEntry {
     }
 
     /// The name's bit in a set of known names (bit `i` for [`HeaderName::KNOWN`]`[i]`);
-    /// 0 for `Other`.
+    /// 0 for `Other`. Every known name has a bit in a u64 (checked at compile time below).
     #[inline]
     fn name_bit(self) -> u64 {
         let idx = u32::from((self.hi >> 48) as u8);
@@ -200,6 +200,8 @@ impl HeaderEntry {
         &buf[start..start + usize::from((self.hi >> 32) as u16)]
     }
 }
+
+const _: () = assert!(HeaderName::COUNT <= 64, "a set of known names is a u64");
 
 /// Header lines kept on the stack while parsing; more than this spills to one bounded Vec.
 const INLINE_HEADERS: usize = 64;
