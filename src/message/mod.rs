@@ -312,10 +312,12 @@ impl Message {
                 }
             };
             // header-name = token, then *(SP/HT) ":" (HCOLON), in one pass.
-            let mut i = cur;
-            while i < lf && lex::is_token_char(data[i]) {
-                i += 1;
-            }
+            // (Iterating over the line's slice leaves one bound check per byte, not two.)
+            let mut i = cur
+                + data[cur..lf]
+                    .iter()
+                    .position(|&b| !lex::is_token_char(b))
+                    .unwrap_or(lf - cur);
             let name_end = i;
             while i < lf && (data[i] == b' ' || data[i] == b'\t') {
                 i += 1;
