@@ -188,6 +188,11 @@ impl<T> TimerWheel<T> {
     /// Moves every timer due at or before `now` to the expired list.
     fn advance(&mut self, now: Instant) {
         let now_tick = self.tick_at_or_before(now);
+        if now_tick <= self.elapsed {
+            // Nothing new can be due: reaching `elapsed` moved every timer due by then to
+            // the expired list, and later inserts due by then went there directly.
+            return;
+        }
         while let Some((level, slot, tick)) = self.next_due_slot() {
             if tick > now_tick {
                 break;
