@@ -1658,8 +1658,8 @@ Content-Disposition: signal;handling=optional\r\n\r\n\x01\x00\x49\r\n--unique-bo
 #[test]
 fn an_update_offer_before_our_invite_offer_is_answered_gets_491() {
     // RFC 3311 §5.2: our INVITE's offer is unanswered in the early dialog (the 180 is not
-    // reliable), so the callee's UPDATE with an offer gets 491; once the 2xx answered it,
-    // an UPDATE offer goes to the application.
+    // reliable), so the callee's UPDATE with an offer gets 491, in the first early dialog
+    // and in a fork's; once the 2xx answered it, an UPDATE offer goes to the application.
     let t0 = Instant::now();
     let mut uac = Shard::new(t0, ShardConfig::new(uac_addr()));
     let sdp = "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
@@ -1678,35 +1678,45 @@ fn an_update_offer_before_our_invite_offer_is_answered_gets_491() {
     };
     use sipshard::message::HeaderName as H;
     let (via, from, to, call_id) = (text(H::Via), text(H::From), text(H::To), text(H::CallId));
-    let response = |code: &str, body: &str| {
+    let response = |code: &str, tag: &str, body: &str| {
         let ct = if body.is_empty() {
             ""
         } else {
             "Content-Type: application/sdp\r\n"
         };
         Bytes::from(format!(
-            "SIP/2.0 {code}\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to};tag=b1\r\nCall-ID: {call_id}\r\n\
+            "SIP/2.0 {code}\r\nVia: {via}\r\nFrom: {from}\r\nTo: {to};tag={tag}\r\nCall-ID: {call_id}\r\n\
 CSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:5080>\r\n{ct}Content-Length: {}\r\n\r\n{body}",
             body.len()
         ))
     };
-    let update = |cseq: u32, branch: &str| {
+    let update = |cseq: u32, tag: &str, branch: &str| {
         Bytes::from(format!(
             "UPDATE sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{branch}\r\n\
-Max-Forwards: 70\r\nFrom: {to};tag=b1\r\nTo: {from}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} UPDATE\r\n\
+Max-Forwards: 70\r\nFrom: {to};tag={tag}\r\nTo: {from}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} UPDATE\r\n\
 Contact: <sip:bob@127.0.0.1:5080>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         ))
     };
-    uac.handle_datagram(t0, uas_addr(), response("180 Ringing", ""));
-    uac.handle_datagram(t0, uas_addr(), update(5, "up1"));
+    uac.handle_datagram(t0, uas_addr(), response("180 Ringing", "b1", ""));
+    uac.handle_datagram(t0, uas_addr(), update(5, "b1", "up1"));
     let answer = Message::parse(uac.poll_transmit().expect("an answer").payload).unwrap();
     assert_eq!(answer.status(), Some(491));
+    // A second fork rings: its early dialog has not answered our offer either.
+    uac.handle_datagram(t0, uas_addr(), response("180 Ringing", "b2", ""));
+    uac.handle_datagram(t0, uas_addr(), update(3, "b2", "upf"));
+    let answer = Message::parse(uac.poll_transmit().expect("an answer").payload).unwrap();
+    assert_eq!(answer.status(), Some(491), "the fork's UPDATE offer");
+    assert_eq!(
+        answer.from_tag().unwrap(),
+        Some(&b"b2"[..]),
+        "answered in the fork"
+    );
 
-    uac.handle_datagram(t0, uas_addr(), response("200 OK", sdp));
+    uac.handle_datagram(t0, uas_addr(), response("200 OK", "b1", sdp));
     while uac.poll_transmit().is_some() {} // the ACK
     while uac.poll_event().is_some() {}
-    uac.handle_datagram(t0, uas_addr(), update(6, "up2"));
+    uac.handle_datagram(t0, uas_addr(), update(6, "b1", "up2"));
     assert!(uac.poll_transmit().is_none(), "no automatic answer");
     assert!(matches!(
         uac.poll_event(),

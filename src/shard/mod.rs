@@ -683,8 +683,9 @@ enum Phase {
         last_rseq: u32,
     },
     /// UAC: an early dialog created by a fork of our INVITE (another To tag), with the RSeq
-    /// of the last reliable provisional we PRACKed in it (0: none).
-    Early { last_rseq: u32 },
+    /// of the last reliable provisional we PRACKed in it (0: none), and whether our INVITE
+    /// carried an offer (which each early dialog answers on its own, RFC 3261 §13.2.1).
+    Early { last_rseq: u32, invite_offer: bool },
     /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
     Established { ack: Option<Bytes> },
     /// BYE sent, waiting for its response; a UAC keeps the ACK for a 2xx still being

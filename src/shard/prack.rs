@@ -276,7 +276,7 @@ impl Shard {
             return;
         };
         let last = match &mut entry.phase {
-            Phase::Calling { last_rseq, .. } | Phase::Early { last_rseq } => last_rseq,
+            Phase::Calling { last_rseq, .. } | Phase::Early { last_rseq, .. } => last_rseq,
             // Answered already (a late or reordered 18x): nothing to acknowledge.
             _ => return,
         };

@@ -59,7 +59,8 @@ impl Shard {
     }
 
     /// RFC 3311 §5.2, for an UPDATE carrying an offer: 491 while an offer of ours awaits
-    /// its answer (our re-INVITE, or our INVITE before a reliable 18x answered it), 500
+    /// its answer (our re-INVITE, or our INVITE before a reliable 18x answered it in this
+    /// early dialog, the first or a fork's), 500
     /// with a Retry-After of 0–10 s while an offer of the peer's awaits ours (the
     /// unanswered INVITE or re-INVITE, or an earlier UPDATE the application holds).
     /// `None`: no offer is outstanding.
@@ -80,7 +81,14 @@ impl Shard {
                 ..
             }) if !sdp.is_empty()
         ) || matches!(&entry.phase, Phase::Calling { request, last_rseq: 0, .. }
-                if invite_has_body(request));
+                if invite_has_body(request))
+            || matches!(
+                entry.phase,
+                Phase::Early {
+                    last_rseq: 0,
+                    invite_offer: true
+                }
+            );
         if ours {
             return Some((491, false));
         }
@@ -239,6 +247,6 @@ impl Shard {
 /// True when our INVITE (as sent) carries a body: its offer, which stays unanswered in the
 /// early dialog until a reliable provisional or the 2xx brings the answer (RFC 3262 §5,
 /// RFC 3261 §13.2.1): the "ours" of RFC 3311 §5.2.
-fn invite_has_body(invite: &[u8]) -> bool {
+pub(super) fn invite_has_body(invite: &[u8]) -> bool {
     memchr::memmem::find(invite, b"\r\n\r\n").is_some_and(|end| end + 4 < invite.len())
 }

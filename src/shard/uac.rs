@@ -326,9 +326,13 @@ impl Shard {
         let p = self.entry_mut(primary)?;
         let d = dialog_from_response(&p.dialog, tag, response);
         let call = p.call.clone();
+        let invite_offer = matches!(&p.phase, Phase::Calling { request, .. } if super::requests::invite_has_body(request));
         let index = self.insert(Entry {
             dialog: d,
-            phase: Phase::Early { last_rseq: 0 },
+            phase: Phase::Early {
+                last_rseq: 0,
+                invite_offer,
+            },
             reinvite: None,
             call,
         });
