@@ -86,6 +86,45 @@ const fn build_classes() -> [u8; 256] {
 
 static CLASSES: [u8; 256] = build_classes();
 
+/// Classes of the one-pass readers of plain forms (the top Via, plain SIP URIs): a host name
+/// or IPv4 byte (letters, digits, `.`, `-`), and an unreserved byte (RFC 3261 §25.1).
+const PLAIN_HOST: u8 = 1;
+const UNRESERVED: u8 = 2;
+
+static PLAIN_CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let alnum = c.is_ascii_alphanumeric();
+        if alnum || c == b'.' || c == b'-' {
+            t[b] |= PLAIN_HOST;
+        }
+        if alnum
+            || matches!(
+                c,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            )
+        {
+            t[b] |= UNRESERVED;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// A byte of a plain host name or IPv4 address: a letter, a digit, `.` or `-`.
+#[inline]
+pub(crate) fn is_plain_host_char(b: u8) -> bool {
+    PLAIN_CLASSES[b as usize] & PLAIN_HOST != 0
+}
+
+/// An unreserved byte: a letter, a digit or one of `-_.!~*'()`.
+#[inline]
+pub(crate) fn is_unreserved(b: u8) -> bool {
+    PLAIN_CLASSES[b as usize] & UNRESERVED != 0
+}
+
 #[inline]
 pub(crate) fn is_token_char(b: u8) -> bool {
     CLASSES[b as usize] & TOKEN != 0

@@ -112,6 +112,71 @@ impl<'a> Uri<'a> {
 
 impl<'a> SipUri<'a> {
     fn parse_after_scheme(s: &'a [u8], secure: bool) -> Result<SipUri<'a>, UriError> {
+        match Self::parse_plain(s, secure) {
+            Some(uri) => Ok(uri),
+            None => Self::parse_any(s, secure),
+        }
+    }
+
+    /// One pass over the plain form nearly every SIP URI on the wire has: an optional user of
+    /// unreserved characters and `@`, a host name or IPv4 address, an optional port, then
+    /// nothing or `;parameters`. `None` for anything else (escapes, passwords, IPv6,
+    /// headers, a `@` further on), which [`SipUri::parse_any`] reads; where this answers, it
+    /// answers as that does.
+    fn parse_plain(s: &'a [u8], secure: bool) -> Option<SipUri<'a>> {
+        let n = s.len();
+        let mut i = 0;
+        while i < n && lex::is_unreserved(s[i]) {
+            i += 1;
+        }
+        // The user ends at the first '@'; all before it is unreserved, so this is that '@'.
+        let (user, host_start) = match s.get(i) {
+            Some(b'@') if i > 0 => (Some(&s[..i]), i + 1),
+            _ => (None, 0),
+        };
+        let mut j = host_start;
+        while j < n && lex::is_plain_host_char(s[j]) {
+            j += 1;
+        }
+        if j == host_start {
+            return None;
+        }
+        let host = parse_host(&s[host_start..j]).ok()?;
+        let mut port = None;
+        if s.get(j) == Some(&b':') {
+            j += 1;
+            let digits_start = j;
+            let mut value: u32 = 0;
+            while j < n && s[j].is_ascii_digit() && j - digits_start < 5 {
+                value = value * 10 + u32::from(s[j] - b'0');
+                j += 1;
+            }
+            if j == digits_start || value > u32::from(u16::MAX) {
+                return None;
+            }
+            port = Some(value as u16);
+        }
+        let after = &s[j..];
+        // Headers, or a '@' the general reader would take as the end of a user part.
+        if !matches!(after.first(), None | Some(b';'))
+            || lex::find_byte(b'?', after).is_some()
+            || (user.is_none() && lex::find_byte(b'@', after).is_some())
+        {
+            return None;
+        }
+        Some(SipUri {
+            secure,
+            user,
+            password: None,
+            host,
+            port,
+            params: Params::parse(after, ParamKind::Uri).ok()?,
+            headers: None,
+        })
+    }
+
+    /// Every form of RFC 3261 §19.1.1 after the scheme.
+    fn parse_any(s: &'a [u8], secure: bool) -> Result<SipUri<'a>, UriError> {
         // '@' cannot appear unescaped in host, params or headers, so the first one ends
         // the userinfo (whose user part may itself hold ';' and '?', RFC 4475 §3.1.1.9).
         let (user, password, rest) = match lex::find_byte(b'@', s) {
@@ -310,6 +375,59 @@ mod tests {
         match Uri::parse(s.as_bytes()) {
             Ok(Uri::Sip(u)) => u,
             other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_plain_form_agrees_with_the_general_reader() {
+        let plain: &[&[u8]] = &[
+            b"alice@127.0.0.1:5070",
+            b"bob@biloxi.example.com",
+            b"alice@client.atlanta.example.com;transport=udp",
+            b"ss1.atlanta.example.com;lr",
+            b"192.0.2.4",
+            b"a.b-c_d!~*'()@host.:0",
+            b"x@h;maddr=239.255.255.1;ttl=15",
+        ];
+        for s in plain {
+            let fast = SipUri::parse_plain(s, false).expect("plain form");
+            assert_eq!(Ok(fast), SipUri::parse_any(s, false), "{s:?}");
+        }
+        let other: &[&[u8]] = &[
+            b"alice:secret@host",
+            b"al%20ice@host",
+            b"user;par=u%40example.net@example.com",
+            b"[2001:db8::1]:5060",
+            b"host?subject=x",
+            b"host;lr@x",
+            b"@host",
+            b"host:",
+            b"host:123456",
+            b"host_name",
+        ];
+        for s in other {
+            assert_eq!(
+                SipUri::parse_plain(s, false),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
+        }
+        let seeds: &[&[u8]] = &[
+            b"alice@127.0.0.1:5070;transport=udp",
+            b"ss1.example.com;lr",
+            b"bob@biloxi.example.com",
+        ];
+        let alphabet = b"@:;=?%.-_[]1a";
+        for s in crate::message::mutations::mutated(seeds, alphabet, 20_000) {
+            if let Some(fast) = SipUri::parse_plain(&s, true) {
+                assert_eq!(
+                    Ok(fast),
+                    SipUri::parse_any(&s, true),
+                    "{:?}",
+                    String::from_utf8_lossy(&s)
+                );
+            }
         }
     }
 

@@ -202,7 +202,7 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
     }
     i += 1;
     let host_start = i;
-    while i < n && PLAIN_HOST[usize::from(line[i])] {
+    while i < n && lex::is_plain_host_char(line[i]) {
         i += 1;
     }
     let host = &line[host_start..i];
@@ -278,18 +278,6 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
         has_received,
     })
 }
-
-/// The bytes of a plain host name or IPv4 address: letters, digits, `.` and `-`.
-static PLAIN_HOST: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b'-';
-        b += 1;
-    }
-    t
-};
 
 /// Whether the token `name` is the lower-case word `lower` in any case. OR-ing 0x20 is
 /// exact here: among token characters only a letter's two cases land on a lower-case letter.
