@@ -113,6 +113,26 @@ static PLAIN_CLASSES: [u8; 256] = {
     t
 };
 
+/// The `:port` of a plain host:port form at `i`, for the one-pass readers: `Some((None,
+/// i))` when there is no `:`, `Some((Some(port), end))` for one to five digits up to 65535,
+/// `None` for anything else (which the general readers then judge).
+pub(crate) fn plain_port(s: &[u8], mut i: usize) -> Option<(Option<u16>, usize)> {
+    if s.get(i) != Some(&b':') {
+        return Some((None, i));
+    }
+    i += 1;
+    let digits_start = i;
+    let mut value: u32 = 0;
+    while i < s.len() && s[i].is_ascii_digit() && i - digits_start < 5 {
+        value = value * 10 + u32::from(s[i] - b'0');
+        i += 1;
+    }
+    if i == digits_start || value > u32::from(u16::MAX) {
+        return None;
+    }
+    Some((Some(value as u16), i))
+}
+
 /// A byte of a plain host name or IPv4 address: a letter, a digit, `.` or `-`.
 #[inline]
 pub(crate) fn is_plain_host_char(b: u8) -> bool {

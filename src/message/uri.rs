@@ -142,20 +142,7 @@ impl<'a> SipUri<'a> {
             return None;
         }
         let host = parse_host(&s[host_start..j]).ok()?;
-        let mut port = None;
-        if s.get(j) == Some(&b':') {
-            j += 1;
-            let digits_start = j;
-            let mut value: u32 = 0;
-            while j < n && s[j].is_ascii_digit() && j - digits_start < 5 {
-                value = value * 10 + u32::from(s[j] - b'0');
-                j += 1;
-            }
-            if j == digits_start || value > u32::from(u16::MAX) {
-                return None;
-            }
-            port = Some(value as u16);
-        }
+        let (port, j) = lex::plain_port(s, j)?;
         let after = &s[j..];
         // Headers, or a '@' the general reader would take as the end of a user part.
         if !matches!(after.first(), None | Some(b';'))

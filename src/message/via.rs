@@ -209,20 +209,7 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
     if host.is_empty() || host[0] == b'.' || host[0] == b'-' {
         return None;
     }
-    let mut port = None;
-    if line.get(i) == Some(&b':') {
-        i += 1;
-        let digits_start = i;
-        let mut value: u32 = 0;
-        while i < n && line[i].is_ascii_digit() && i - digits_start < 5 {
-            value = value * 10 + u32::from(line[i] - b'0');
-            i += 1;
-        }
-        if i == digits_start || value > u32::from(u16::MAX) {
-            return None;
-        }
-        port = Some(value as u16);
-    }
+    let (port, mut i) = lex::plain_port(line, i)?;
     let (mut branch, mut rport, mut bare_rport_end, mut has_received) = (None, false, None, false);
     loop {
         match line.get(i) {
