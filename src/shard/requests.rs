@@ -60,10 +60,9 @@ impl Shard {
 
     /// RFC 3311 §5.2, for an UPDATE carrying an offer: 491 while an offer of ours awaits
     /// its answer (our re-INVITE, or our INVITE before a reliable 18x answered it in this
-    /// early dialog, the first or a fork's), 500
-    /// with a Retry-After of 0–10 s while an offer of the peer's awaits ours (the
-    /// unanswered INVITE or re-INVITE, or an earlier UPDATE the application holds).
-    /// `None`: no offer is outstanding.
+    /// early dialog, the first or a fork's), 500 with a Retry-After of 0–10 s while an offer
+    /// of the peer's awaits ours (the unanswered INVITE or re-INVITE, or an earlier UPDATE
+    /// the application holds). `None`: no offer is outstanding.
     fn update_offer_conflict(&mut self, index: u32) -> Option<(u16, bool)> {
         let pending_update_offer = self.pending_in_dialog.get(&index).is_some_and(|txns| {
             txns.iter().any(|t| {

@@ -523,26 +523,19 @@ pub(super) struct NewCall<'a> {
     pub(super) headers: &'a [(String, Bytes)],
 }
 
-/// Headers of an INVITE that the dialog layer writes itself (long and compact forms).
+/// Headers of an INVITE that the dialog layer writes itself, in long or compact form (the
+/// message layer's name classification knows both).
 fn is_reserved(name: &str) -> bool {
-    [
-        "Via",
-        "v",
-        "From",
-        "f",
-        "To",
-        "t",
-        "Call-ID",
-        "i",
-        "CSeq",
-        "Contact",
-        "m",
-        "Max-Forwards",
-        "Content-Type",
-        "c",
-        "Content-Length",
-        "l",
-    ]
-    .iter()
-    .any(|r| r.eq_ignore_ascii_case(name.trim()))
+    matches!(
+        HeaderName::from_bytes(name.trim().as_bytes()),
+        HeaderName::Via
+            | HeaderName::From
+            | HeaderName::To
+            | HeaderName::CallId
+            | HeaderName::CSeq
+            | HeaderName::Contact
+            | HeaderName::MaxForwards
+            | HeaderName::ContentType
+            | HeaderName::ContentLength
+    )
 }
