@@ -304,20 +304,21 @@ impl Dialog {
             _ => (target, routes),
         };
         let mut b = RequestBuilder::new(out, method, &request_uri);
-        b.header("Via", via).header("Max-Forwards", b"70");
+        b.header_named(HeaderName::Via, via)
+            .header_named(HeaderName::MaxForwards, b"70");
         if !route.is_empty() {
-            b.header("Route", &route);
+            b.header_named(HeaderName::Route, &route);
         }
         let mut cseq = Vec::with_capacity(16 + method.len());
         crate::message::push_decimal(&mut cseq, u64::from(cseq_number));
         cseq.push(b' ');
         cseq.extend_from_slice(method);
-        b.header("From", self.local())
-            .header("To", self.remote())
-            .header("Call-ID", self.id.call_id())
-            .header("CSeq", &cseq);
+        b.header_named(HeaderName::From, self.local())
+            .header_named(HeaderName::To, self.remote())
+            .header_named(HeaderName::CallId, self.id.call_id())
+            .header_named(HeaderName::CSeq, &cseq);
         if !contact.is_empty() && !is_ack {
-            b.header("Contact", contact);
+            b.header_named(HeaderName::Contact, contact);
         }
         for (name, value) in extra {
             b.header(name, value);

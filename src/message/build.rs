@@ -77,6 +77,19 @@ impl<'a> Writer<'a> {
         {
             return;
         }
+        self.line(name, value);
+    }
+
+    /// [`Writer::header`] for a known name, whose canonical spelling needs no check.
+    fn known_header(&mut self, name: HeaderName, value: &[u8]) {
+        match name {
+            HeaderName::ContentLength => {} // written by finish
+            HeaderName::Other => self.fail(BuildError::InvalidHeaderName),
+            _ => self.line(name.as_str().as_bytes(), value),
+        }
+    }
+
+    fn line(&mut self, name: &[u8], value: &[u8]) {
         self.out.reserve(name.len() + value.len() + 4);
         self.out.put_slice(name);
         self.out.put_slice(b": ");
@@ -183,7 +196,7 @@ impl<'a> RequestBuilder<'a> {
 
     /// Adds a header line by [`HeaderName`] (canonical spelling).
     pub fn header_named(&mut self, name: HeaderName, value: &[u8]) -> &mut Self {
-        self.w.header(name.as_str().as_bytes(), value);
+        self.w.known_header(name, value);
         self
     }
 
@@ -247,12 +260,12 @@ impl<'a> ResponseBuilder<'a> {
         for (i, via) in request.header_values(HeaderName::Via).enumerate() {
             match (i, source) {
                 (0, Some(src)) => b.top_via(via, src),
-                _ => b.w.header(b"Via", via),
+                _ => b.w.known_header(HeaderName::Via, via),
             }
         }
         let copy = |b: &mut ResponseBuilder<'_>, name: HeaderName| match request.header(name) {
             Some(v) => {
-                b.w.header(name.as_str().as_bytes(), v);
+                b.w.known_header(name, v);
                 Some(v)
             }
             None => {
@@ -275,7 +288,7 @@ impl<'a> ResponseBuilder<'a> {
                         b.w.fail(BuildError::InvalidHeaderValue);
                     }
                 }
-                _ => b.w.header(b"To", to),
+                _ => b.w.known_header(HeaderName::To, to),
             }
         } else {
             b.w.fail(BuildError::Request(ParseError::MissingHeader(
@@ -287,7 +300,7 @@ impl<'a> ResponseBuilder<'a> {
         if code == 100
             && let Some(ts) = request.header(HeaderName::Timestamp)
         {
-            b.w.header(b"Timestamp", ts);
+            b.w.known_header(HeaderName::Timestamp, ts);
         }
         b
     }
@@ -300,7 +313,7 @@ impl<'a> ResponseBuilder<'a> {
 
     /// Adds a header line by [`HeaderName`] (canonical spelling).
     pub fn header_named(&mut self, name: HeaderName, value: &[u8]) -> &mut Self {
-        self.w.header(name.as_str().as_bytes(), value);
+        self.w.known_header(name, value);
         self
     }
 
@@ -344,7 +357,7 @@ impl ResponseBuilder<'_> {
             _ => (line, None),
         };
         let Ok(via) = super::Via::parse(first) else {
-            return self.w.header(b"Via", line);
+            return self.w.known_header(HeaderName::Via, line);
         };
         // Written straight into the message (no value buffer): every piece is request text
         // that passed the Via grammar, or digits we make, so only folding needs care.

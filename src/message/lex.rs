@@ -372,6 +372,12 @@ pub(crate) enum ParamKind {
 }
 
 impl<'a> Params<'a> {
+    /// Parameters already checked for `kind` by a caller's own one-pass reader; `raw` is the
+    /// text after the first `;`, as [`Params::parse`] keeps it.
+    pub(crate) fn from_checked(raw: &'a [u8], kind: ParamKind) -> Self {
+        Params { raw, kind }
+    }
+
     /// Parses `s`, which must start with `;` or be empty, up to its end.
     pub(crate) fn parse(s: &'a [u8], kind: ParamKind) -> Result<Self, ValueError> {
         Self::parse_visit(s, kind, |_, _| Ok(()))

@@ -125,6 +125,37 @@ fn plain_tag(value: &[u8]) -> Option<Option<&[u8]>> {
         .then_some(Some(tag))
 }
 
+/// `token[=token]` parameters separated by `;`, without white space (the text after the
+/// first `;`): a form the parameter lexer accepts as it is.
+fn plain_params(raw: &[u8]) -> bool {
+    let n = raw.len();
+    let mut i = 0;
+    loop {
+        let name_start = i;
+        while i < n && lex::is_token_char(raw[i]) {
+            i += 1;
+        }
+        if i == name_start {
+            return false;
+        }
+        if i < n && raw[i] == b'=' {
+            i += 1;
+            let value_start = i;
+            while i < n && lex::is_token_char(raw[i]) {
+                i += 1;
+            }
+            if i == value_start {
+                return false;
+            }
+        }
+        match raw.get(i) {
+            None => return true,
+            Some(b';') => i += 1,
+            Some(_) => return false,
+        }
+    }
+}
+
 /// The URI of one name-addr or addr-spec value as written, without parsing it (`None` for
 /// `*` and for a value whose brackets or quotes do not close). For values the message
 /// checks have already validated.
@@ -136,6 +167,38 @@ pub(crate) fn uri_of(value: &[u8]) -> Option<&[u8]> {
 impl<'a> NameAddr<'a> {
     /// Parses one value (one element of a list header).
     pub fn parse(value: &'a [u8]) -> Result<NameAddr<'a>, ValueError> {
+        if let Some(plain) = Self::parse_plain(value) {
+            return Ok(plain);
+        }
+        Self::parse_any(value)
+    }
+
+    /// One pass over the shape nearly every name-addr on the wire has: `<`, a plain SIP URI
+    /// ([`Uri::parse_plain`]), `>`, then nothing or `;token[=token]` parameters, with no
+    /// white space. `None` for anything else (display names, quoted values, LWS), which
+    /// [`NameAddr::parse_any`] reads; where this answers, it answers as that does.
+    fn parse_plain(value: &'a [u8]) -> Option<NameAddr<'a>> {
+        let rest = value.strip_prefix(b"<")?;
+        let gt = lex::find_byte(b'>', rest)?;
+        let uri_bytes = &rest[..gt];
+        let uri = Uri::parse_plain(uri_bytes)?;
+        let after = &rest[gt + 1..];
+        let params = match after.split_first() {
+            None => Params::default(),
+            Some((b';', raw)) if plain_params(raw) => Params::from_checked(raw, ParamKind::Header),
+            Some(_) => return None,
+        };
+        Some(NameAddr {
+            display: None,
+            uri_bytes,
+            uri,
+            bracketed: true,
+            params,
+        })
+    }
+
+    /// Every form: the name-addr split, the URI parser, the parameter lexer.
+    fn parse_any(value: &'a [u8]) -> Result<NameAddr<'a>, ValueError> {
         let parts = split(value)?;
         let uri = Uri::parse(parts.uri_bytes).map_err(ValueError::Uri)?;
         if !parts.bracketed
@@ -279,6 +342,61 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_plain_name_addr_agrees_with_the_general_reader() {
+        let plain: &[&[u8]] = &[
+            b"<sip:alice@127.0.0.1:5070>;tag=a6c85cf",
+            b"<sip:bob@example.com>",
+            b"<SIPS:x@y;lr>;TAG=z9-._!%*+`'~;expires=30;lr",
+            b"<sip:p1.example.com;lr>",
+        ];
+        for v in plain {
+            let fast = NameAddr::parse_plain(v).expect("plain form");
+            assert_eq!(Ok(fast), NameAddr::parse_any(v), "{v:?}");
+        }
+        let other: &[&[u8]] = &[
+            b"\"A\" <sip:a@b>;tag=1",
+            b"<sip:a@b> ;tag=1",
+            b"<sip:a@b>;tag=\"q\"",
+            b"<sip:a@b>;;",
+            b"<sip:a@b>;",
+            b"<sip:a@b>;tag=",
+            b"<tel:+1234>",
+            b"<sip:%61@b>",
+            b"sip:a@b;tag=1",
+            b"<sip:a@b",
+        ];
+        for v in other {
+            assert_eq!(
+                NameAddr::parse_plain(v),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        let seeds: &[&[u8]] = &[
+            b"<sip:alice@127.0.0.1:5070>;tag=a6c85cf",
+            b"<sips:b@c.example.com;transport=tcp>;expires=5;lr",
+        ];
+        let alphabet = b"<>;=:@.tagTAG\" ,[]1%";
+        let mut answered = 0;
+        for v in crate::message::mutations::mutated(seeds, alphabet, 20_000) {
+            if let Some(fast) = NameAddr::parse_plain(&v) {
+                answered += 1;
+                assert_eq!(
+                    Ok(fast),
+                    NameAddr::parse_any(&v),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+        assert!(
+            answered > 2_000,
+            "the mutations hardly reach the fast path: {answered}"
+        );
     }
 
     #[test]

@@ -69,8 +69,12 @@ impl Host<'_> {
 }
 
 impl<'a> Uri<'a> {
-    /// Parses a complete URI (no surrounding white space or angle brackets).
+    /// Parses a complete URI (no surrounding white space or angle brackets): the plain form
+    /// in one pass ([`Uri::parse_plain`]), every other form by the general reader.
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, UriError> {
+        if let Some(plain) = Self::parse_plain(s) {
+            return Ok(plain);
+        }
         let colon = lex::find_byte(b':', s).ok_or(UriError::InvalidScheme)?;
         let scheme = &s[..colon];
         if scheme.is_empty()
@@ -81,9 +85,9 @@ impl<'a> Uri<'a> {
         }
         let rest = &s[colon + 1..];
         if scheme.eq_ignore_ascii_case(b"sip") {
-            SipUri::parse_after_scheme(rest, false).map(Uri::Sip)
+            SipUri::parse_any(rest, false).map(Uri::Sip)
         } else if scheme.eq_ignore_ascii_case(b"sips") {
-            SipUri::parse_after_scheme(rest, true).map(Uri::Sip)
+            SipUri::parse_any(rest, true).map(Uri::Sip)
         } else {
             if rest.is_empty()
                 || rest
@@ -94,6 +98,19 @@ impl<'a> Uri<'a> {
             }
             Ok(Uri::Absolute(AbsoluteUri { scheme, rest }))
         }
+    }
+
+    /// [`Uri::parse`] for `sip:` and `sips:` URIs of the plain form
+    /// ([`SipUri::parse_plain`]) only; `None` for every other URI, which `parse` reads.
+    pub(crate) fn parse_plain(s: &'a [u8]) -> Option<Uri<'a>> {
+        let (rest, secure) = if s.len() > 4 && s[..4].eq_ignore_ascii_case(b"sip:") {
+            (&s[4..], false)
+        } else if s.len() > 5 && s[..5].eq_ignore_ascii_case(b"sips:") {
+            (&s[5..], true)
+        } else {
+            return None;
+        };
+        SipUri::parse_plain(rest, secure).map(Uri::Sip)
     }
 
     /// The SIP URI, if this is one.
@@ -111,13 +128,6 @@ impl<'a> Uri<'a> {
 }
 
 impl<'a> SipUri<'a> {
-    fn parse_after_scheme(s: &'a [u8], secure: bool) -> Result<SipUri<'a>, UriError> {
-        match Self::parse_plain(s, secure) {
-            Some(uri) => Ok(uri),
-            None => Self::parse_any(s, secure),
-        }
-    }
-
     /// One pass over the plain form nearly every SIP URI on the wire has: an optional user of
     /// unreserved characters and `@`, a host name or IPv4 address, an optional port, then
     /// nothing or `;parameters`. `None` for anything else (escapes, passwords, IPv6,
@@ -145,9 +155,10 @@ impl<'a> SipUri<'a> {
         let (port, j) = lex::plain_port(s, j)?;
         let after = &s[j..];
         // Headers, or a '@' the general reader would take as the end of a user part.
-        if !matches!(after.first(), None | Some(b';'))
-            || lex::find_byte(b'?', after).is_some()
-            || (user.is_none() && lex::find_byte(b'@', after).is_some())
+        if !after.is_empty()
+            && (after[0] != b';'
+                || lex::find_byte(b'?', after).is_some()
+                || (user.is_none() && lex::find_byte(b'@', after).is_some()))
         {
             return None;
         }
@@ -295,8 +306,16 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
         }
         return parse_ipv6(&s[1..s.len() - 1]).map(Host::V6);
     }
-    if s.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
-        return parse_ipv4(s).map(Host::V4).ok_or(UriError::InvalidHost);
+    // Digits and dots only: an IPv4 address or nothing (a top label starts with a letter).
+    if s[0].is_ascii_digit() {
+        if let Some(v4) = parse_ipv4(s) {
+            return Ok(Host::V4(v4));
+        }
+        if s.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+            return Err(UriError::InvalidHost);
+        }
+    } else if s[0] == b'.' {
+        return Err(UriError::InvalidHost);
     }
     // hostname = *( domainlabel "." ) toplabel [ "." ]: labels are non-empty.
     let name = s.strip_suffix(b".").unwrap_or(s);

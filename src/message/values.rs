@@ -24,6 +24,41 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     /// Parses `1*DIGIT LWS Method`.
     pub fn parse(value: &'a [u8]) -> Result<CSeq<'a>, ValueError> {
+        match Self::parse_plain(value) {
+            Some(cseq) => Ok(cseq),
+            None => Self::parse_any(value),
+        }
+    }
+
+    /// One pass over the form nearly every CSeq has, `1*9DIGIT SP token` with nothing
+    /// around it (nine digits stay below 2^31, so no range check). `None` for anything
+    /// else, which [`CSeq::parse_any`] reads; where this answers, it answers as that does.
+    fn parse_plain(value: &'a [u8]) -> Option<CSeq<'a>> {
+        let mut seq = 0u32;
+        let mut i = 0;
+        while let Some(&d) = value.get(i).filter(|d| d.is_ascii_digit()) {
+            if i == 9 {
+                return None;
+            }
+            seq = seq * 10 + u32::from(d - b'0');
+            i += 1;
+        }
+        if i == 0 || value.get(i) != Some(&b' ') {
+            return None;
+        }
+        let method_bytes = &value[i + 1..];
+        if method_bytes.is_empty() || !method_bytes.iter().all(|&b| lex::is_token_char(b)) {
+            return None;
+        }
+        Some(CSeq {
+            seq,
+            method: Method::from_bytes(method_bytes),
+            method_bytes,
+        })
+    }
+
+    /// Every form: LWS around and between, leading zeros, the full range.
+    fn parse_any(value: &'a [u8]) -> Result<CSeq<'a>, ValueError> {
         let s = lex::trim_lws(value);
         let (seq, rest) = split_number(s, CSEQ_LIMIT - 1)?;
         let method_bytes = lex::trim_start_lws(rest);
@@ -446,6 +481,45 @@ pub(crate) fn check_accept(v: &[u8]) -> Result<(), ValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plain_cseq_agrees_with_the_general_reader() {
+        for v in [
+            &b"1 INVITE"[..],
+            b"314159 ACK",
+            b"123456789 x-Custom.Method!",
+        ] {
+            let fast = CSeq::parse_plain(v).expect("plain form");
+            assert_eq!(Ok(fast), CSeq::parse_any(v), "{v:?}");
+        }
+        for v in [
+            &b"1234567890 INVITE"[..],
+            b"1  INVITE",
+            b" 1 INVITE",
+            b"1 INVITE ",
+            b"1 ",
+            b"x",
+        ] {
+            assert_eq!(CSeq::parse_plain(v), None, "{v:?}");
+        }
+        let seeds: &[&[u8]] = &[b"1 INVITE", b"2147483647 BYE", b"999999999 OPTIONS"];
+        let mut answered = 0;
+        for v in crate::message::mutations::mutated(seeds, b"0123456789 \t\r\n-.:A", 20_000) {
+            if let Some(fast) = CSeq::parse_plain(&v) {
+                answered += 1;
+                assert_eq!(
+                    Ok(fast),
+                    CSeq::parse_any(&v),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+        assert!(
+            answered > 2_000,
+            "the mutations hardly reach the fast path: {answered}"
+        );
+    }
 
     #[test]
     fn cseq_bounds_and_form() {

@@ -31,6 +31,41 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Parses one Via value (one element of the comma-separated list).
     pub fn parse(value: &'a [u8]) -> Result<Via<'a>, ValueError> {
+        match Self::parse_plain(value) {
+            Some(via) => Ok(via),
+            None => Self::parse_any(value),
+        }
+    }
+
+    /// The plain form of [`scan_plain`] whose parameters need no check of their value
+    /// beyond `rport`'s port (no `received`, `maddr` or `ttl`), read in that one pass plus a
+    /// look at the host. `None` for anything else, which
+    /// [`Via::parse_any`] reads; where this answers, it answers as that does.
+    fn parse_plain(value: &'a [u8]) -> Option<Via<'a>> {
+        let plain = scan_plain(value)?;
+        if plain.end != value.len() || plain.has_received || plain.has_ttl_or_maddr {
+            return None;
+        }
+        if let Some(port) = plain.rport_value {
+            lex::parse_decimal(port, u64::from(u16::MAX)).ok()?;
+        }
+        let key = plain.key;
+        uri::parse_host(key.host).ok()?;
+        // `scan_plain` read "SIP/2.0/", a transport token and one space before the host.
+        let host_at = key.host.as_ptr() as usize - value.as_ptr() as usize;
+        let params = value.get(plain.params_at + 1..).unwrap_or_default();
+        Some(Via {
+            protocol: (&value[..3], &value[4..7]),
+            transport: &value[8..host_at - 1],
+            host_bytes: key.host,
+            port: key.port,
+            params: Params::from_checked(params, ParamKind::Via),
+            branch: key.branch,
+        })
+    }
+
+    /// Every form: LWS anywhere it may be, IPv6 sent-by, quoted parameter values.
+    fn parse_any(value: &'a [u8]) -> Result<Via<'a>, ValueError> {
         let s = lex::trim_lws(value);
         let (name, version, s) = match s.get(..8) {
             // The usual form, without LWS inside sent-protocol.
@@ -180,9 +215,16 @@ pub(crate) struct PlainVia<'a> {
     pub bare_rport_end: Option<usize>,
     /// True when a `received` parameter is present.
     pub has_received: bool,
+    /// Where the parameters start in `line` (at their first `;`), or `end`.
+    pub params_at: usize,
+    /// True when a `ttl` or `maddr` parameter is present (values this scan does not check).
+    pub has_ttl_or_maddr: bool,
+    /// The value of `rport`, when it has one (not checked to be a port here).
+    pub rport_value: Option<&'a [u8]>,
 }
 
 /// See [`scan_key`]; `None` also when `rport` appears twice.
+#[inline]
 pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
     let n = line.len();
     // "SIP/2.0/" with its three letters in either case, as one word: OR-ing 0x20 into the
@@ -210,7 +252,9 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
         return None;
     }
     let (port, mut i) = lex::plain_port(line, i)?;
+    let params_at = i;
     let (mut branch, mut rport, mut bare_rport_end, mut has_received) = (None, false, None, false);
+    let (mut has_ttl_or_maddr, mut rport_value) = (false, None);
     loop {
         match line.get(i) {
             None | Some(b',') => break,
@@ -245,10 +289,13 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
                     return None;
                 }
                 rport = true;
+                rport_value = value;
                 if value.is_none() {
                     bare_rport_end = Some(name_end);
                 }
             }
+            3 if token_is(name, b"ttl") => has_ttl_or_maddr = true,
+            5 if token_is(name, b"maddr") => has_ttl_or_maddr = true,
             8 if token_is(name, b"received") => has_received = true,
             _ => {}
         }
@@ -263,6 +310,9 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
         end: i,
         bare_rport_end,
         has_received,
+        params_at,
+        has_ttl_or_maddr,
+        rport_value,
     })
 }
 
@@ -434,10 +484,61 @@ mod tests {
             else {
                 continue;
             };
-            if let Ok(via) = Via::parse(&v[..comma]) {
+            if let Ok(via) = Via::parse_any(&v[..comma]) {
                 assert_eq!(key, ViaKey::from(&via), "{:?}", String::from_utf8_lossy(&v));
             }
         }
+    }
+
+    #[test]
+    fn the_plain_via_agrees_with_the_general_reader() {
+        let plain: &[&[u8]] = &[
+            b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK74bf9;rport",
+            b"sip/2.0/tcp pc33.atlanta.com;rport=5066;branch=z9hG4bK776asdhds;x-y=z",
+            b"SIP/2.0/UDP h",
+        ];
+        for v in plain {
+            let fast = Via::parse_plain(v).expect("plain form");
+            assert_eq!(Ok(fast), Via::parse_any(v), "{v:?}");
+        }
+        let other: &[&[u8]] = &[
+            b"SIP/2.0/UDP a;received=192.0.2.1",
+            b"SIP/2.0/UDP a;ttl=1",
+            b"SIP/2.0/UDP a;MADDR=b",
+            b"SIP/2.0/UDP a;rport=x",
+            b"SIP/2.0/UDP a..b;branch=z9hG4bK1",
+            b"SIP/2.0/UDP 1.2.3.4.5",
+            b"SIP/2.0/UDP a, SIP/2.0/UDP b",
+        ];
+        for v in other {
+            assert_eq!(
+                Via::parse_plain(v),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(v)
+            );
+        }
+        let seeds: &[&[u8]] = &[
+            b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK74bf9;rport",
+            b"SIP/2.0/TLS pc33.atlanta.com:5066;rport=5066;branch=z9hG4bK776;lr",
+        ];
+        let alphabet = b"aZ09.-:;=, \t\"[]/!%rportbranchttlmaddr";
+        let mut answered = 0;
+        for v in crate::message::mutations::mutated(seeds, alphabet, 20_000) {
+            if let Some(fast) = Via::parse_plain(&v) {
+                answered += 1;
+                assert_eq!(
+                    Ok(fast),
+                    Via::parse_any(&v),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+        assert!(
+            answered > 2_000,
+            "the mutations hardly reach the fast path: {answered}"
+        );
     }
 
     #[test]

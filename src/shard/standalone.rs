@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{DialogError, SessionEvent, Shard, shard_for_call_id};
 use crate::dialog;
-use crate::message::{Message, Method, RequestBuilder};
+use crate::message::{HeaderName, Message, Method, RequestBuilder};
 use crate::transaction::ClientTxnId;
 
 /// What [`DialogCommand::SendStandalone`](super::DialogCommand::SendStandalone) asks for.
@@ -81,12 +81,12 @@ impl Shard {
         cseq.extend_from_slice(&r.method);
         let mut buf = BytesMut::with_capacity(512 + r.body.len());
         let mut b = RequestBuilder::new(&mut buf, &r.method, &r.request_uri);
-        b.header("Via", &via)
-            .header("Max-Forwards", b"70")
-            .header("From", &local)
-            .header("To", &r.to)
-            .header("Call-ID", &call_id)
-            .header("CSeq", &cseq);
+        b.header_named(HeaderName::Via, &via)
+            .header_named(HeaderName::MaxForwards, b"70")
+            .header_named(HeaderName::From, &local)
+            .header_named(HeaderName::To, &r.to)
+            .header_named(HeaderName::CallId, &call_id)
+            .header_named(HeaderName::CSeq, &cseq);
         for (name, value) in &r.headers {
             b.header(name, value);
         }

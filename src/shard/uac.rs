@@ -33,18 +33,18 @@ impl Shard {
         let local = dialog::with_tag(call.from, tag.as_bytes());
         let mut buf = BytesMut::with_capacity(512 + call.sdp.len());
         let mut b = RequestBuilder::new(&mut buf, b"INVITE", call.request_uri);
-        b.header("Via", &via)
-            .header("Max-Forwards", b"70")
-            .header("From", &local)
-            .header("To", call.to)
-            .header("Call-ID", call_id.as_bytes())
-            .header("CSeq", b"1 INVITE")
-            .header("Contact", &contact);
+        b.header_named(HeaderName::Via, &via)
+            .header_named(HeaderName::MaxForwards, b"70")
+            .header_named(HeaderName::From, &local)
+            .header_named(HeaderName::To, call.to)
+            .header_named(HeaderName::CallId, call_id.as_bytes())
+            .header_named(HeaderName::CSeq, b"1 INVITE")
+            .header_named(HeaderName::Contact, &contact);
         for (name, value) in call.headers {
             b.header(name, value);
         }
         if !call.sdp.is_empty() {
-            b.header("Content-Type", b"application/sdp");
+            b.header_named(HeaderName::ContentType, b"application/sdp");
             // RFC 3262 as UAC: offered only with an SDP offer of ours, so that a reliable
             // 18x never brings an offer our PRACK would have to answer.
             if let Some((name, value)) = self.supported_header() {
@@ -499,15 +499,15 @@ fn build_cancel(invite: &Bytes) -> Option<Bytes> {
     let cseq = req.cseq().ok()?;
     let mut buf = BytesMut::with_capacity(invite.len());
     let mut b = RequestBuilder::new(&mut buf, b"CANCEL", req.request_uri_bytes()?);
-    b.header("Via", req.top_via_bytes()?)
-        .header("Max-Forwards", b"70")
-        .header("From", req.header(HeaderName::From)?)
-        .header("To", req.header(HeaderName::To)?)
-        .header("Call-ID", req.call_id()?)
-        .header("CSeq", format!("{} CANCEL", cseq.seq).as_bytes());
+    b.header_named(HeaderName::Via, req.top_via_bytes()?)
+        .header_named(HeaderName::MaxForwards, b"70")
+        .header_named(HeaderName::From, req.header(HeaderName::From)?)
+        .header_named(HeaderName::To, req.header(HeaderName::To)?)
+        .header_named(HeaderName::CallId, req.call_id()?)
+        .header_named(HeaderName::CSeq, format!("{} CANCEL", cseq.seq).as_bytes());
     // §9.1: the Route of the request being cancelled (a preloaded route set).
     for route in req.header_values(HeaderName::Route) {
-        b.header("Route", route);
+        b.header_named(HeaderName::Route, route);
     }
     b.finish(b"").ok()?;
     Some(buf.freeze())

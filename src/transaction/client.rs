@@ -370,15 +370,15 @@ fn build_ack(request: &Bytes, response: &Message) -> Option<Bytes> {
     let cseq = req.cseq().ok()?;
     let mut buf = BytesMut::with_capacity(request.len().min(1024));
     let mut b = RequestBuilder::new(&mut buf, b"ACK", req.request_uri_bytes()?);
-    b.header("Via", req.top_via_bytes()?);
+    b.header_named(HeaderName::Via, req.top_via_bytes()?);
     for route in req.header_values(HeaderName::Route) {
-        b.header("Route", route);
+        b.header_named(HeaderName::Route, route);
     }
-    b.header("Max-Forwards", b"70")
-        .header("From", req.header(HeaderName::From)?)
-        .header("To", response.header(HeaderName::To)?)
-        .header("Call-ID", req.call_id()?)
-        .header("CSeq", format!("{} ACK", cseq.seq).as_bytes());
+    b.header_named(HeaderName::MaxForwards, b"70")
+        .header_named(HeaderName::From, req.header(HeaderName::From)?)
+        .header_named(HeaderName::To, response.header(HeaderName::To)?)
+        .header_named(HeaderName::CallId, req.call_id()?)
+        .header_named(HeaderName::CSeq, format!("{} ACK", cseq.seq).as_bytes());
     b.finish(b"").ok()?;
     Some(buf.freeze())
 }
