@@ -55,6 +55,8 @@ struct Entry<T> {
 pub struct TimerWheel<T> {
     start: Instant,
     tick_nanos: u64,
+    /// The last instant converted by `nanos_since_start`, and its answer.
+    last_conversion: (Instant, u64),
     /// Ticks processed so far: every timer due at or before `elapsed` has moved to `expired`.
     elapsed: u64,
     entries: Vec<Entry<T>>,
@@ -74,6 +76,7 @@ impl<T> TimerWheel<T> {
         TimerWheel {
             start,
             tick_nanos,
+            last_conversion: (start, 0),
             elapsed: 0,
             entries: Vec::new(),
             free: Vec::new(),
@@ -101,22 +104,31 @@ impl<T> TimerWheel<T> {
     }
 
     /// The first tick boundary at or after `t` (ticks before `start` count as tick 0).
-    fn tick_at_or_after(&self, t: Instant) -> u64 {
+    fn tick_at_or_after(&mut self, t: Instant) -> u64 {
         self.nanos_since_start(t).div_ceil(self.tick_nanos)
     }
 
     /// The last tick boundary at or before `t`.
-    fn tick_at_or_before(&self, t: Instant) -> u64 {
+    fn tick_at_or_before(&mut self, t: Instant) -> u64 {
         self.nanos_since_start(t) / self.tick_nanos
     }
 
     /// Nanoseconds from `start` to `t` (0 before it), in u64 arithmetic: a 128-bit
     /// division per timer cost more than the rest of an insert. Saturates after 584 years.
-    fn nanos_since_start(&self, t: Instant) -> u64 {
+    /// The last answer is kept: timers set while handling one datagram share their deadline
+    /// instant, and the polls of one wake-up share `now` (the subtraction of two `Instant`s
+    /// costs about as much as the rest of a cancel).
+    fn nanos_since_start(&mut self, t: Instant) -> u64 {
+        if t == self.last_conversion.0 {
+            return self.last_conversion.1;
+        }
         let d = t.saturating_duration_since(self.start);
-        d.as_secs()
+        let nanos = d
+            .as_secs()
             .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(d.subsec_nanos()))
+            .saturating_add(u64::from(d.subsec_nanos()));
+        self.last_conversion = (t, nanos);
+        nanos
     }
 
     fn instant_of(&self, tick: u64) -> Instant {
