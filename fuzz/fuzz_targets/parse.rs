@@ -1,18 +1,31 @@
 //! Arbitrary datagrams through the parser and every view: nothing may panic, and the fast
 //! paths must agree with the full parse wherever both read: the Call-ID scan, the one-pass
-//! top-Via key, and the one-pass From/To tags.
+//! top-Via key, the one-pass From/To tags, and the one-pass name-addr, Via, CSeq and URI
+//! readers on every header value.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sipshard::message::{Message, ViaKey, find_call_id};
+use sipshard::message::{HeaderName, Message, ViaKey, find_call_id, fuzzing};
 
 fuzz_target!(|data: &[u8]| {
+    fuzzing::assert_fast_paths_agree(data);
     let scanned = find_call_id(data);
     let Ok(m) = Message::parse(Bytes::copy_from_slice(data)) else {
         return;
     };
     let _ = (m.validate(), m.check_request(), m.check_response());
+    for h in m.headers() {
+        fuzzing::assert_fast_paths_agree(h.value);
+    }
+    for name in [HeaderName::Via, HeaderName::Contact, HeaderName::Route] {
+        for v in m.list_values(name).flatten() {
+            fuzzing::assert_fast_paths_agree(v);
+        }
+    }
+    if let Some(uri) = m.request_uri_bytes() {
+        fuzzing::assert_fast_paths_agree(uri);
+    }
     let _ = (
         m.cseq(),
         m.from_header(),

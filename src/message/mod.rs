@@ -74,6 +74,19 @@ pub(crate) mod mutations {
     }
 }
 
+/// For the fuzz targets: the one-pass readers checked against the general ones.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Panics when a one-pass reader (name-addr, Via, CSeq, URI) answers for `value` and
+    /// the general reader it stands in for answers differently.
+    pub fn assert_fast_paths_agree(value: &[u8]) {
+        super::name_addr::assert_plain_agrees(value);
+        super::via::assert_plain_agrees(value);
+        super::values::assert_plain_cseq_agrees(value);
+        super::uri::assert_plain_agrees(value);
+    }
+}
+
 use std::fmt;
 
 use arrayvec::ArrayVec;

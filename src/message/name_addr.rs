@@ -125,6 +125,13 @@ fn plain_tag(value: &[u8]) -> Option<Option<&[u8]>> {
         .then_some(Some(tag))
 }
 
+/// See [`super::fuzzing::assert_fast_paths_agree`].
+pub(super) fn assert_plain_agrees(value: &[u8]) {
+    if let Some(fast) = NameAddr::parse_plain(value) {
+        assert_eq!(Ok(fast), NameAddr::parse_any(value), "name-addr {value:?}");
+    }
+}
+
 /// `token[=token]` parameters separated by `;`, without white space (the text after the
 /// first `;`): a form the parameter lexer accepts as it is.
 fn plain_params(raw: &[u8]) -> bool {

@@ -127,6 +127,17 @@ impl<'a> Uri<'a> {
     }
 }
 
+/// See [`super::fuzzing::assert_fast_paths_agree`].
+pub(super) fn assert_plain_agrees(value: &[u8]) {
+    if let Some(fast) = Uri::parse_plain(value) {
+        // `parse_plain` answers only after "sip:" or "sips:", in either case.
+        let secure = value[3] == b's' || value[3] == b'S';
+        let rest = &value[if secure { 5 } else { 4 }..];
+        let general = SipUri::parse_any(rest, secure).map(Uri::Sip);
+        assert_eq!(Ok(fast), general, "URI {value:?}");
+    }
+}
+
 impl<'a> SipUri<'a> {
     /// One pass over the plain form nearly every SIP URI on the wire has: an optional user of
     /// unreserved characters and `@`, a host name or IPv4 address, an optional port, then

@@ -73,6 +73,13 @@ impl<'a> CSeq<'a> {
     }
 }
 
+/// See [`super::fuzzing::assert_fast_paths_agree`].
+pub(super) fn assert_plain_cseq_agrees(value: &[u8]) {
+    if let Some(fast) = CSeq::parse_plain(value) {
+        assert_eq!(Ok(fast), CSeq::parse_any(value), "CSeq {value:?}");
+    }
+}
+
 /// Splits a leading `1*DIGIT` (at most `max`) from the rest.
 fn split_number(s: &[u8], max: u64) -> Result<(u64, &[u8]), ValueError> {
     let n = s.iter().take_while(|b| b.is_ascii_digit()).count();

@@ -316,6 +316,13 @@ pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
     })
 }
 
+/// See [`super::fuzzing::assert_fast_paths_agree`].
+pub(super) fn assert_plain_agrees(value: &[u8]) {
+    if let Some(fast) = Via::parse_plain(value) {
+        assert_eq!(Ok(fast), Via::parse_any(value), "Via {value:?}");
+    }
+}
+
 /// Whether the token `name` is the lower-case word `lower` in any case. OR-ing 0x20 is
 /// exact here: among token characters only a letter's two cases land on a lower-case letter.
 fn token_is(name: &[u8], lower: &[u8]) -> bool {
