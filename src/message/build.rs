@@ -126,6 +126,10 @@ fn put_folded(out: &mut BytesMut, value: &[u8]) {
 
 /// Appends `n` in decimal (to a `Vec<u8>` or a `BytesMut`).
 pub(crate) fn push_decimal(out: &mut impl BufMut, mut n: u64) {
+    if n < 10 {
+        // Content-Length: 0 and CSeq 1, 2 …: one byte, no copy of a digit buffer.
+        return out.put_u8(b'0' + n as u8);
+    }
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {

@@ -150,6 +150,29 @@ static LOWER: [[u8; MAX_NAME_LEN]; HeaderName::COUNT] = {
     t
 };
 
+/// Whether the token `name` (2 to [`MAX_NAME_LEN`] bytes) spells `lower`'s name in any case,
+/// by the OR-0x20 rule of [`HeaderName::from_long`]; eight bytes at a time from 8 bytes on
+/// (the words at the start and the end, and the middle one past 16, may overlap).
+#[inline]
+fn equals_lower(name: &[u8], lower: &[u8; MAX_NAME_LEN]) -> bool {
+    const CASE: u64 = 0x2020_2020_2020_2020;
+    let n = name.len();
+    if n < 8 {
+        return name
+            .iter()
+            .zip(lower)
+            .fold(0u8, |acc, (&a, &b)| acc | ((a | 0x20) ^ b))
+            == 0;
+    }
+    let word = |s: &[u8], at: usize| {
+        let bytes: [u8; 8] = s[at..at + 8].try_into().expect("at + 8 <= n <= s.len()");
+        u64::from_le_bytes(bytes)
+    };
+    word(name, 0) | CASE == word(lower, 0)
+        && word(name, n - 8) | CASE == word(lower, n - 8)
+        && (n <= 16 || word(name, 8) | CASE == word(lower, 8))
+}
+
 impl HeaderName {
     /// `name` must be a token. Known names hold only letters and '-', and for token
     /// characters `b | 0x20` equals a lowercase letter or '-' only when `b` is that letter
@@ -165,14 +188,8 @@ impl HeaderName {
             if idx == u8::MAX {
                 break;
             }
-            let lower = &LOWER[idx as usize][..name.len()];
-            if lower[name.len() - 1] == last
-                && name
-                    .iter()
-                    .zip(lower)
-                    .fold(0u8, |acc, (&a, &b)| acc | ((a | 0x20) ^ b))
-                    == 0
-            {
+            let lower = &LOWER[idx as usize];
+            if lower[name.len() - 1] == last && equals_lower(name, lower) {
                 return HeaderName::KNOWN[idx as usize];
             }
         }
@@ -239,6 +256,24 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"Call\rID"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"Call_ID"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
+    }
+
+    #[test]
+    fn one_changed_byte_anywhere_makes_another_name() {
+        // Every position, including those only the overlapping 8-byte words compare.
+        for &h in HeaderName::KNOWN {
+            let name = h.as_str().as_bytes();
+            for at in 0..name.len() {
+                for b in [b'x', b'_', b'.', b'Q', b'1'] {
+                    if name[at].eq_ignore_ascii_case(&b) {
+                        continue;
+                    }
+                    let mut changed = name.to_vec();
+                    changed[at] = b;
+                    assert_ne!(HeaderName::from_bytes(&changed), h, "{changed:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -226,11 +226,24 @@ enum StartLine {
         method: Method,
         method_span: Span,
         uri: Span,
+        uri_form: UriForm,
     },
     Response {
         code: u16,
         reason: Span,
     },
+}
+
+/// What the parser learnt of the Request-URI, so that the request checks need not parse it
+/// again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UriForm {
+    /// sip: or sips:, without `?headers`.
+    Sip,
+    /// sip: or sips: with `?headers` (not allowed in a Request-URI, §19.1.5).
+    SipWithHeaders,
+    /// Any other scheme.
+    Other,
 }
 
 /// One parsed SIP message: the datagram's bytes plus an index of spans into them.
@@ -478,6 +491,14 @@ impl Message {
         self.request_uri_bytes().and_then(|u| Uri::parse(u).ok())
     }
 
+    /// The Request-URI's form, as the parser found it; `None` for responses.
+    pub(crate) fn request_uri_form(&self) -> Option<UriForm> {
+        match self.start {
+            StartLine::Request { uri_form, .. } => Some(uri_form),
+            StartLine::Response { .. } => None,
+        }
+    }
+
     /// The status code; `None` for requests.
     pub fn status(&self) -> Option<u16> {
         match self.start {
@@ -650,7 +671,11 @@ fn parse_start_line(
         });
     }
     check_version(version)?;
-    Uri::parse(uri).map_err(ParseError::InvalidRequestUri)?;
+    let uri_form = match Uri::parse(uri).map_err(ParseError::InvalidRequestUri)? {
+        Uri::Sip(u) if u.headers.is_some() => UriForm::SipWithHeaders,
+        Uri::Sip(_) => UriForm::Sip,
+        Uri::Absolute(_) => UriForm::Other,
+    };
     let uri_start = start + sp1 + 1;
     let version_start = uri_start + sp2 + 1;
     Ok((
@@ -658,6 +683,7 @@ fn parse_start_line(
             method: Method::from_bytes(method),
             method_span: Span::new(start, start + sp1),
             uri: Span::new(uri_start, uri_start + sp2),
+            uri_form,
         },
         Span::new(version_start, end),
     ))

@@ -6,9 +6,8 @@ use super::access::ListValues;
 use super::error::{ParseError, RejectReason, Rejection, ValueError};
 use super::header::HeaderName;
 use super::name_addr::NameAddr;
-use super::uri::Uri;
 use super::values::{self, Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires};
-use super::{Message, Method};
+use super::{Message, Method, UriForm};
 
 /// Headers without which no request or response can be processed (RFC 3261 §8.1.1; Max-Forwards
 /// is left out so that RFC 2543 requests, RFC 4475 §3.4.1, are still served).
@@ -134,9 +133,9 @@ impl Message {
         {
             return Err(bad(RejectReason::DuplicateHeader(HeaderName::Contact)));
         }
-        match self.request_uri() {
-            Some(Uri::Sip(u)) if u.headers.is_some() => Err(bad(RejectReason::HeadersInRequestUri)),
-            Some(Uri::Sip(_)) => Ok(()),
+        match self.request_uri_form() {
+            Some(UriForm::SipWithHeaders) => Err(bad(RejectReason::HeadersInRequestUri)),
+            Some(UriForm::Sip) => Ok(()),
             _ => Err(Rejection {
                 code: 416,
                 reason: RejectReason::UnsupportedUriScheme,

@@ -653,18 +653,21 @@ impl TransactionLayer {
         if slot.generation != id.generation {
             return;
         }
-        let Some(txn) = slot.txn.take() else {
+        // Read in place and dropped in place: moving the transaction out is a copy of it.
+        let Some(txn) = slot.txn.as_ref() else {
             return;
         };
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.index);
         let hash = self.hasher.hash_one(txn.key.as_bytes());
-        self.by_key.remove(hash, id.index);
         let kind = match &txn.state {
             State::ClientInvite(_) | State::ClientNonInvite(_) => TxnId::Client(ClientTxnId(id)),
             State::ServerInvite(_) | State::ServerNonInvite(_) => TxnId::Server(ServerTxnId(id)),
         };
-        for timer in state_timers(&txn.state).into_iter().flatten() {
+        let timers = state_timers(&txn.state);
+        slot.txn = None;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+        self.by_key.remove(hash, id.index);
+        for timer in timers.into_iter().flatten() {
             self.timers.cancel(timer);
         }
         self.events.push_back(TxnEvent::Terminated { txn: kind });
