@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let _ = (m.validate(), m.check_request(), m.check_response());
+    fuzzing::assert_kept_top_via_agrees(&m);
     for h in m.headers() {
         fuzzing::assert_fast_paths_agree(h.value);
     }

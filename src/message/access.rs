@@ -134,9 +134,8 @@ impl Message {
     /// What transactions match and answer by in the topmost Via: read in one pass for the
     /// plain form, by [`Via::parse`] otherwise (see [`ViaKey`]).
     pub fn top_via_key(&self) -> Result<ViaKey<'_>, ParseError> {
-        let line = self.required(HeaderName::Via)?;
-        match super::via::scan_key(line) {
-            Some(key) => Ok(key),
+        match self.top_via_scanned() {
+            Some(top) => Ok(top.key),
             None => self.top_via().map(|via| ViaKey::from(&via)),
         }
     }

@@ -8,7 +8,7 @@ use super::Message;
 use super::error::ParseError;
 use super::header::HeaderName;
 use super::lex;
-use super::via::PlainVia;
+use super::via::TopVia;
 
 /// Why a builder refused to finish.
 #[non_exhaustive]
@@ -263,7 +263,7 @@ impl<'a> ResponseBuilder<'a> {
         let mut b = ResponseBuilder::new(out, code, reason);
         for (i, via) in request.header_values(HeaderName::Via).enumerate() {
             match (i, source) {
-                (0, Some(src)) => b.top_via(via, src),
+                (0, Some(src)) => b.top_via(request, via, src),
                 _ => b.w.known_header(HeaderName::Via, via),
             }
         }
@@ -347,9 +347,10 @@ impl Message {
 
 impl ResponseBuilder<'_> {
     /// Copies the first Via line, adding `received` and filling `rport` on its first value.
-    fn top_via(&mut self, line: &[u8], source: std::net::SocketAddr) {
-        match super::via::scan_plain(line) {
-            Some(plain) => self.plain_top_via(line, &plain, source),
+    /// `line` is `request`'s first Via line, which the parser has scanned.
+    fn top_via(&mut self, request: &Message, line: &[u8], source: std::net::SocketAddr) {
+        match request.top_via_scanned() {
+            Some(top) => self.plain_top_via(line, &top, source),
             None => self.parsed_top_via(line, source),
         }
     }
@@ -399,7 +400,7 @@ impl ResponseBuilder<'_> {
     /// [`Self::top_via`] for a first value of the plain form (`via::scan_plain`): the same
     /// bytes, written by splicing the port after a bare `rport` and appending `received`,
     /// without parsing the value again.
-    fn plain_top_via(&mut self, line: &[u8], plain: &PlainVia<'_>, source: std::net::SocketAddr) {
+    fn plain_top_via(&mut self, line: &[u8], plain: &TopVia<'_>, source: std::net::SocketAddr) {
         let out = &mut *self.w.out;
         out.reserve(line.len() + 48);
         out.put_slice(b"Via: ");
@@ -536,6 +537,8 @@ mod tests {
         assert_eq!(trying.header(HeaderName::Timestamp), Some(&b"54"[..]));
     }
 
+    use crate::message::via::TopViaScan;
+
     #[test]
     fn the_plain_top_via_path_writes_what_the_parser_path_writes() {
         let lines: &[&[u8]] = &[
@@ -555,7 +558,7 @@ mod tests {
             assert!(crate::message::via::scan_plain(line).is_some(), "{line:?}");
             for source in sources {
                 let (mut fast, mut slow) = (BytesMut::new(), BytesMut::new());
-                let plain = crate::message::via::scan_plain(line).unwrap();
+                let plain = TopViaScan::of(line).unwrap().expand(line);
                 ResponseBuilder::new(&mut fast, 200, None).plain_top_via(line, &plain, source);
                 ResponseBuilder::new(&mut slow, 200, None).parsed_top_via(line, source);
                 assert_eq!(fast, slow, "{line:?} from {source}");
@@ -570,7 +573,7 @@ mod tests {
         let alphabet = b"aZ09.-:;=, \"[]rportreceivedbranch";
         let source: std::net::SocketAddr = "192.0.2.4:6000".parse().unwrap();
         for v in crate::message::mutations::mutated(&[seed], alphabet, 20_000) {
-            let Some(plain) = crate::message::via::scan_plain(&v) else {
+            let Some(plain) = TopViaScan::of(&v).map(|scan| scan.expand(&v)) else {
                 continue;
             };
             // Where the parser refuses the value, the parser path copies the line as it is.

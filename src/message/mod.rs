@@ -85,6 +85,27 @@ pub mod fuzzing {
         super::values::assert_plain_cseq_agrees(value);
         super::uri::assert_plain_agrees(value);
     }
+
+    /// Panics when the parser's kept scan of the top Via disagrees with a fresh scan, or
+    /// calls the first value valid where [`super::Via::parse`] refuses it.
+    pub fn assert_kept_top_via_agrees(m: &super::Message) {
+        let Some(line) = m.header(super::HeaderName::Via) else {
+            return;
+        };
+        let fresh = super::via::scan_plain(line);
+        assert_eq!(
+            m.top_via_scanned(),
+            fresh.as_ref().map(super::via::TopVia::from),
+            "kept top-Via scan {line:?}"
+        );
+        if m.top_via_is_valid() {
+            let end = fresh.map_or(line.len(), |p| p.end);
+            assert!(
+                super::Via::parse(&line[..end]).is_ok(),
+                "valid top Via {line:?}"
+            );
+        }
+    }
 }
 
 use std::fmt;
@@ -257,6 +278,9 @@ pub struct Message {
     first: [u16; HeaderName::COUNT],
     content_length: Option<u32>,
     body: Span,
+    /// The first Via line read once by the parser (as Kamailio's parser reads `via1`):
+    /// every message meets the transaction layer, which matches on it.
+    top_via: Option<via::TopViaScan>,
 }
 
 /// A header line as seen by [`Message::headers`].
@@ -434,6 +458,10 @@ impl Message {
             Some(cl) => cl as usize,
             None => available,
         };
+        let top_via = match first[HeaderName::Via as usize] {
+            NO_INDEX => None,
+            i => via::TopViaScan::of(headers[usize::from(i)].value().get(data)),
+        };
         Ok(Message {
             start,
             version,
@@ -441,6 +469,7 @@ impl Message {
             first,
             content_length,
             body: Span::new(body_start, body_start + body_len),
+            top_via,
             buf: datagram,
         })
     }
@@ -489,6 +518,18 @@ impl Message {
     pub fn request_uri(&self) -> Option<Uri<'_>> {
         // The URI was checked by `parse`, so this parse succeeds; `ok()` keeps it panic-free.
         self.request_uri_bytes().and_then(|u| Uri::parse(u).ok())
+    }
+
+    /// The first Via value of the plain form, as the parser scanned it.
+    pub(crate) fn top_via_scanned(&self) -> Option<via::TopVia<'_>> {
+        let scan = self.top_via?;
+        let line = self.header(HeaderName::Via)?;
+        Some(scan.expand(line))
+    }
+
+    /// True when the parser read the first Via value and [`Via::parse`] accepts it.
+    pub(crate) fn top_via_is_valid(&self) -> bool {
+        self.top_via.is_some_and(|scan| scan.is_valid())
     }
 
     /// The Request-URI's form, as the parser found it; `None` for responses.

@@ -69,8 +69,8 @@ impl Host<'_> {
 }
 
 impl<'a> Uri<'a> {
-    /// Parses a complete URI (no surrounding white space or angle brackets): the plain form
-    /// in one pass ([`Uri::parse_plain`]), every other form by the general reader.
+    /// Parses a complete URI (no surrounding white space or angle brackets): the plain SIP
+    /// form in one pass, every other form by the general reader.
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, UriError> {
         if let Some(plain) = Self::parse_plain(s) {
             return Ok(plain);

@@ -81,9 +81,17 @@ impl Message {
                 error,
             })?;
         }
-        // List headers: every element of every line.
-        for v in self.vias() {
-            v?;
+        // List headers: every element of every line. The parser has checked the first Via
+        // value when it had the plain form.
+        let mut vias = ListValues::new(self, HeaderName::Via);
+        if self.top_via_is_valid() {
+            vias.next();
+        }
+        for v in vias {
+            super::Via::parse(v?).map_err(|error| ParseError::InvalidHeader {
+                name: HeaderName::Via,
+                error,
+            })?;
         }
         for c in self.contacts() {
             c?;

@@ -43,14 +43,10 @@ impl<'a> Via<'a> {
     /// [`Via::parse_any`] reads; where this answers, it answers as that does.
     fn parse_plain(value: &'a [u8]) -> Option<Via<'a>> {
         let plain = scan_plain(value)?;
-        if plain.end != value.len() || plain.has_received || plain.has_ttl_or_maddr {
+        if plain.end != value.len() || !plain_is_valid(&plain) {
             return None;
         }
-        if let Some(port) = plain.rport_value {
-            lex::parse_decimal(port, u64::from(u16::MAX)).ok()?;
-        }
         let key = plain.key;
-        uri::parse_host(key.host).ok()?;
         // `scan_plain` read "SIP/2.0/", a transport token and one space before the host.
         let host_at = key.host.as_ptr() as usize - value.as_ptr() as usize;
         let params = value.get(plain.params_at + 1..).unwrap_or_default();
@@ -193,18 +189,7 @@ impl<'a> From<&Via<'a>> for ViaKey<'a> {
     }
 }
 
-/// The [`ViaKey`] of the first Via value of `line`, read in one pass when the value has
-/// the plain form nearly every Via has: `SIP/2.0/<transport> host[:port]` and parameters of
-/// token characters without white space, quotes or brackets. `None` for anything else, which
-/// [`Via::parse`] then reads. Where both read a value they agree; the other parameters'
-/// values (`received`, `ttl`, …) are not checked here: that is [`Message::validate`]'s job.
-///
-/// [`Message::validate`]: super::Message::validate
-pub(crate) fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
-    scan_plain(line).map(|plain| plain.key)
-}
-
-/// What one pass over a plain first Via value (see [`scan_key`]) finds.
+/// What one pass over a plain first Via value (see [`scan_plain`]) finds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PlainVia<'a> {
     /// Branch, sent-by and rport.
@@ -223,7 +208,112 @@ pub(crate) struct PlainVia<'a> {
     pub rport_value: Option<&'a [u8]>,
 }
 
-/// See [`scan_key`]; `None` also when `rport` appears twice.
+/// What transactions and responses need of a plain first Via value (a [`PlainVia`] without
+/// the parameter details only [`Via::parse`] uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TopVia<'a> {
+    /// Branch, sent-by and rport.
+    pub key: ViaKey<'a>,
+    /// Where the first value ends in the line: its length, or the position of the comma.
+    pub end: usize,
+    /// Just after the name of a valueless `rport`, if any.
+    pub bare_rport_end: Option<usize>,
+    /// True when a `received` parameter is present.
+    pub has_received: bool,
+}
+
+impl<'a> From<&PlainVia<'a>> for TopVia<'a> {
+    fn from(p: &PlainVia<'a>) -> Self {
+        TopVia {
+            key: p.key,
+            end: p.end,
+            bare_rport_end: p.bare_rport_end,
+            has_received: p.has_received,
+        }
+    }
+}
+
+/// A [`TopVia`] kept in a parsed message, as 16-bit offsets into the first Via line: the
+/// parser scans the top Via once, and the transaction key, the response's Via and the
+/// checks read it from here. `None` (see [`TopViaScan::of`]) when the line is not of the
+/// plain form or is longer than 64 KiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TopViaScan {
+    branch: (u16, u16),
+    host: (u16, u16),
+    end: u16,
+    /// 0 for none (a bare `rport` never ends at 0).
+    bare_rport_end: u16,
+    port: u16,
+    flags: u8,
+}
+
+const HAS_BRANCH: u8 = 1;
+const HAS_PORT: u8 = 2;
+const HAS_RPORT: u8 = 4;
+const HAS_RECEIVED: u8 = 8;
+/// [`Via::parse`] accepts the first value (no parameter value left to check).
+const VALID: u8 = 16;
+
+impl TopViaScan {
+    /// Scans the first Via line `line`.
+    pub(crate) fn of(line: &[u8]) -> Option<TopViaScan> {
+        if line.len() > usize::from(u16::MAX) {
+            return None;
+        }
+        let plain = scan_plain(line)?;
+        let span = |part: &[u8]| {
+            let at = part.as_ptr() as usize - line.as_ptr() as usize;
+            (at as u16, part.len() as u16)
+        };
+        let key = plain.key;
+        let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+        let valid = plain_is_valid(&plain);
+        Some(TopViaScan {
+            branch: key.branch.map_or((0, 0), span),
+            host: span(key.host),
+            end: plain.end as u16,
+            bare_rport_end: plain.bare_rport_end.map_or(0, |e| e as u16),
+            port: key.port.unwrap_or(0),
+            flags: flag(key.branch.is_some(), HAS_BRANCH)
+                | flag(key.port.is_some(), HAS_PORT)
+                | flag(key.rport, HAS_RPORT)
+                | flag(plain.has_received, HAS_RECEIVED)
+                | flag(valid, VALID),
+        })
+    }
+
+    /// True when [`Via::parse`] accepts the first value (so the checks need not read it).
+    pub(crate) fn is_valid(&self) -> bool {
+        self.flags & VALID != 0
+    }
+
+    /// The scan again, over the line it was made from.
+    pub(crate) fn expand<'a>(&self, line: &'a [u8]) -> TopVia<'a> {
+        let part =
+            |(at, len): (u16, u16)| &line[usize::from(at)..usize::from(at) + usize::from(len)];
+        TopVia {
+            key: ViaKey {
+                branch: (self.flags & HAS_BRANCH != 0).then(|| part(self.branch)),
+                host: part(self.host),
+                port: (self.flags & HAS_PORT != 0).then_some(self.port),
+                rport: self.flags & HAS_RPORT != 0,
+            },
+            end: usize::from(self.end),
+            bare_rport_end: (self.bare_rport_end != 0).then_some(usize::from(self.bare_rport_end)),
+            has_received: self.flags & HAS_RECEIVED != 0,
+        }
+    }
+}
+
+/// The first Via value of `line`, read in one pass when it has the plain form nearly every
+/// Via has: `SIP/2.0/<transport> host[:port]` and parameters of token characters without
+/// white space, quotes or brackets. `None` for anything else (and when `rport` appears
+/// twice), which [`Via::parse`] then reads. Where both read a value they agree; the
+/// values of `received`, `ttl` and `maddr` are not checked here: [`Via::parse`] and
+/// [`Message::validate`] do that.
+///
+/// [`Message::validate`]: super::Message::validate
 #[inline]
 pub(crate) fn scan_plain(line: &[u8]) -> Option<PlainVia<'_>> {
     let n = line.len();
@@ -323,6 +413,17 @@ pub(super) fn assert_plain_agrees(value: &[u8]) {
     }
 }
 
+/// Whether [`Via::parse`] accepts the first value `plain` read: its host is one, and no
+/// parameter has a value the scan did not check (`received`, `ttl`, `maddr`, a bad `rport`).
+fn plain_is_valid(plain: &PlainVia<'_>) -> bool {
+    !plain.has_received
+        && !plain.has_ttl_or_maddr
+        && plain
+            .rport_value
+            .is_none_or(|port| lex::parse_decimal(port, u64::from(u16::MAX)).is_ok())
+        && uri::parse_host(plain.key.host).is_ok()
+}
+
 /// Whether the token `name` is the lower-case word `lower` in any case. OR-ing 0x20 is
 /// exact here: among token characters only a letter's two cases land on a lower-case letter.
 fn token_is(name: &[u8], lower: &[u8]) -> bool {
@@ -414,6 +515,10 @@ impl<'a> Iterator for ViaIter<'a> {
 mod tests {
     use super::*;
 
+    fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
+        scan_plain(line).map(|plain| plain.key)
+    }
+
     #[test]
     fn parses_via_with_params() {
         let v = Via::parse(
@@ -495,6 +600,43 @@ mod tests {
                 assert_eq!(key, ViaKey::from(&via), "{:?}", String::from_utf8_lossy(&v));
             }
         }
+    }
+
+    #[test]
+    fn the_kept_scan_expands_to_the_scan() {
+        let seeds: &[&[u8]] = &[
+            b"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK74bf9;rport",
+            b"SIP/2.0/UDP h;rport;received=192.0.2.1, SIP/2.0/UDP p",
+            b"SIP/2.0/TCP pc33.atlanta.com:5066;branch=z9hG4bK776",
+        ];
+        let (mut kept, mut valid) = (0, 0);
+        for v in crate::message::mutations::mutated(seeds, b"aZ09.-:;=, rportbranch", 20_000) {
+            let scan = scan_plain(&v);
+            assert_eq!(
+                TopViaScan::of(&v).map(|t| t.expand(&v)),
+                scan.as_ref().map(TopVia::from),
+                "{:?}",
+                String::from_utf8_lossy(&v)
+            );
+            kept += usize::from(scan.is_some());
+            // Valid means the parser accepts; not valid means "read it again" (a `received`
+            // value, say, is left to the parser).
+            if let (Some(t), Some(p)) = (TopViaScan::of(&v), scan)
+                && t.is_valid()
+            {
+                valid += 1;
+                assert!(
+                    Via::parse_any(&v[..p.end]).is_ok(),
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+        assert!(kept > 2_000, "the mutations hardly reach the scan: {kept}");
+        assert!(
+            valid > 1_000,
+            "the mutations hardly reach a valid scan: {valid}"
+        );
     }
 
     #[test]
