@@ -349,8 +349,38 @@ pub(crate) fn parse_host(s: &[u8]) -> Result<Host<'_>, UriError> {
     Ok(Host::Domain(s))
 }
 
-/// Dotted-decimal IPv4: four numbers 0-255 of one to three digits, in one pass.
+/// Dotted-decimal IPv4: four numbers 0-255 of one to three digits, in one pass, an octet
+/// at a time.
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut value = 0u16;
+        while let Some(&d) = s.get(i).filter(|d| d.is_ascii_digit()) {
+            if i - start == 3 {
+                return None;
+            }
+            value = value * 10 + u16::from(d - b'0');
+            i += 1;
+        }
+        if i == start || value > 255 {
+            return None;
+        }
+        *octet = value as u8;
+    }
+    (i == s.len()).then(|| Ipv4Addr::from(octets))
+}
+
+/// The byte-at-a-time reader [`parse_ipv4`] replaced, kept to test it against.
+#[cfg(test)]
+fn parse_ipv4_bytewise(s: &[u8]) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let (mut idx, mut value, mut digits) = (0usize, 0u16, 0u8);
     for &b in s {
@@ -387,6 +417,25 @@ pub(crate) fn parse_ipv6(s: &[u8]) -> Result<Ipv6Addr, UriError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_octet_reader_agrees_with_the_bytewise_one() {
+        for v in [&b"127.0.0.1"[..], b"255.255.255.255", b"0.0.0.0", b"01.002.3.4"] {
+            assert!(parse_ipv4(v).is_some(), "{v:?}");
+            assert_eq!(parse_ipv4(v), parse_ipv4_bytewise(v), "{v:?}");
+        }
+        for v in [&b"256.0.0.1"[..], b"1.2.3", b"1.2.3.4.", b"1..2.3", b"1234.1.1.1", b".1.2.3"] {
+            assert_eq!(parse_ipv4(v), None, "{v:?}");
+        }
+        let seeds: &[&[u8]] = &[b"192.0.2.4", b"10.255.0.99", b"1.1.1.1"];
+        let mut some = 0;
+        for v in crate::message::mutations::mutated(seeds, b"0123456789.a", 20_000) {
+            let fast = parse_ipv4(&v);
+            assert_eq!(fast, parse_ipv4_bytewise(&v), "{:?}", String::from_utf8_lossy(&v));
+            some += usize::from(fast.is_some());
+        }
+        assert!(some > 2_000, "the mutations hardly reach an address: {some}");
+    }
 
     fn sip(s: &str) -> SipUri<'_> {
         match Uri::parse(s.as_bytes()) {
