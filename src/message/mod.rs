@@ -37,6 +37,23 @@ mod via;
 /// Test inputs shared by the message layer's unit tests.
 #[cfg(test)]
 pub(crate) mod mutations {
+    /// Runs `check` over 20,000 [`mutated`] forms of `seeds`. `check` asserts that a one-pass
+    /// reader agrees with the general one where it answers, and says whether it answered;
+    /// at least 2,000 must have, or the mutations do not reach the one-pass reader.
+    pub(crate) fn assert_agreement(
+        seeds: &[&[u8]],
+        alphabet: &[u8],
+        check: impl Fn(&[u8]) -> bool,
+    ) {
+        let answered = mutated(seeds, alphabet, 20_000)
+            .filter(|v| check(v))
+            .count();
+        assert!(
+            answered > 2_000,
+            "the mutations hardly reach the fast path: {answered}"
+        );
+    }
+
     /// `rounds` byte strings, each one of `seeds` (in turn) with one to three random edits
     /// (replace, insert or remove a byte of `alphabet`), from a fixed xorshift seed.
     pub(crate) fn mutated(
@@ -86,6 +103,18 @@ pub mod fuzzing {
         super::uri::assert_plain_agrees(value);
     }
 
+    /// Asserts that `general` reads `value` as `fast` did, when `fast` answered; true then.
+    pub(super) fn agrees<T: PartialEq + std::fmt::Debug, E: PartialEq + std::fmt::Debug>(
+        what: &str,
+        value: &[u8],
+        fast: Option<T>,
+        general: impl FnOnce() -> Result<T, E>,
+    ) -> bool {
+        let Some(fast) = fast else { return false };
+        assert_eq!(Ok(fast), general(), "{what} {value:?}");
+        true
+    }
+
     /// Panics when the parser's kept scan of the top Via disagrees with a fresh scan, or
     /// calls the first value valid where [`super::Via::parse`] refuses it.
     pub fn assert_kept_top_via_agrees(m: &super::Message) {
@@ -95,11 +124,11 @@ pub mod fuzzing {
         let fresh = super::via::scan_plain(line);
         assert_eq!(
             m.top_via_scanned(),
-            fresh.as_ref().map(super::via::TopVia::from),
+            fresh.map(|p| p.top),
             "kept top-Via scan {line:?}"
         );
         if m.top_via_is_valid() {
-            let end = fresh.map_or(line.len(), |p| p.end);
+            let end = fresh.map_or(line.len(), |p| p.top.end);
             assert!(
                 super::Via::parse(&line[..end]).is_ok(),
                 "valid top Via {line:?}"

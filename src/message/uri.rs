@@ -127,15 +127,14 @@ impl<'a> Uri<'a> {
     }
 }
 
-/// See [`super::fuzzing::assert_fast_paths_agree`].
-pub(super) fn assert_plain_agrees(value: &[u8]) {
-    if let Some(fast) = Uri::parse_plain(value) {
+/// See [`super::fuzzing::assert_fast_paths_agree`]; true when the one-pass reader answered.
+pub(super) fn assert_plain_agrees(value: &[u8]) -> bool {
+    super::fuzzing::agrees("URI", value, Uri::parse_plain(value), || {
         // `parse_plain` answers only after "sip:" or "sips:", in either case.
         let secure = value[3] == b's' || value[3] == b'S';
         let rest = &value[if secure { 5 } else { 4 }..];
-        let general = SipUri::parse_any(rest, secure).map(Uri::Sip);
-        assert_eq!(Ok(fast), general, "URI {value:?}");
-    }
+        SipUri::parse_any(rest, secure).map(Uri::Sip)
+    })
 }
 
 impl<'a> SipUri<'a> {
@@ -420,21 +419,41 @@ mod tests {
 
     #[test]
     fn ipv4_octet_reader_agrees_with_the_bytewise_one() {
-        for v in [&b"127.0.0.1"[..], b"255.255.255.255", b"0.0.0.0", b"01.002.3.4"] {
+        for v in [
+            &b"127.0.0.1"[..],
+            b"255.255.255.255",
+            b"0.0.0.0",
+            b"01.002.3.4",
+        ] {
             assert!(parse_ipv4(v).is_some(), "{v:?}");
             assert_eq!(parse_ipv4(v), parse_ipv4_bytewise(v), "{v:?}");
         }
-        for v in [&b"256.0.0.1"[..], b"1.2.3", b"1.2.3.4.", b"1..2.3", b"1234.1.1.1", b".1.2.3"] {
+        for v in [
+            &b"256.0.0.1"[..],
+            b"1.2.3",
+            b"1.2.3.4.",
+            b"1..2.3",
+            b"1234.1.1.1",
+            b".1.2.3",
+        ] {
             assert_eq!(parse_ipv4(v), None, "{v:?}");
         }
         let seeds: &[&[u8]] = &[b"192.0.2.4", b"10.255.0.99", b"1.1.1.1"];
         let mut some = 0;
         for v in crate::message::mutations::mutated(seeds, b"0123456789.a", 20_000) {
             let fast = parse_ipv4(&v);
-            assert_eq!(fast, parse_ipv4_bytewise(&v), "{:?}", String::from_utf8_lossy(&v));
+            assert_eq!(
+                fast,
+                parse_ipv4_bytewise(&v),
+                "{:?}",
+                String::from_utf8_lossy(&v)
+            );
             some += usize::from(fast.is_some());
         }
-        assert!(some > 2_000, "the mutations hardly reach an address: {some}");
+        assert!(
+            some > 2_000,
+            "the mutations hardly reach an address: {some}"
+        );
     }
 
     fn sip(s: &str) -> SipUri<'_> {
