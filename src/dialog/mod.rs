@@ -352,7 +352,8 @@ pub fn contact_uri(msg: &Message) -> Option<&[u8]> {
 
 /// The value of a To or From header with `;tag=` appended when it has none.
 pub fn with_tag(value: &[u8], tag: &[u8]) -> Vec<u8> {
-    let mut v = value.to_vec();
+    let mut v = Vec::with_capacity(value.len() + 5 + tag.len());
+    v.extend_from_slice(value);
     if matches!(crate::message::tag_param(value), Ok(None)) {
         v.extend_from_slice(b";tag=");
         v.extend_from_slice(tag);

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::dialog::{Dialog, DialogId, DialogState};
-use crate::message::{BuildError, IdGenerator, Message};
+use crate::message::{Branch, BuildError, IdGenerator, Message};
 use crate::timer::TimerHandle;
 
 use crate::transaction::{
@@ -673,7 +673,7 @@ enum Phase {
         /// Its INVITE client transaction.
         invite: ClientTxnId,
         request: Bytes,
-        branch: Bytes,
+        branch: Branch,
         /// A provisional response (any 1xx) has arrived: a CANCEL may be sent (§9.1).
         provisional: bool,
         /// The application asked to cancel before any provisional: sent on the first one.
@@ -832,7 +832,8 @@ pub struct Shard {
     key_scratch: Vec<u8>,
     /// `SIP/2.0/UDP <local>;branch=` and `<sip:<local>>`, written once.
     via_prefix: Box<[u8]>,
-    contact: Box<[u8]>,
+    /// Our Contact value: shared, so a message that needs it takes a reference count.
+    contact: Bytes,
 }
 
 impl Shard {
@@ -848,9 +849,7 @@ impl Shard {
         let via_prefix = format!("SIP/2.0/UDP {};branch=", config.local_addr)
             .into_bytes()
             .into_boxed_slice();
-        let contact = format!("<sip:{}>", config.local_addr)
-            .into_bytes()
-            .into_boxed_slice();
+        let contact = Bytes::from(format!("<sip:{}>", config.local_addr));
         let registrar = match config.register {
             RegisterMode::Registrar(c) => Some(crate::registrar::Registrar::new(c)),
             _ => None,
@@ -1318,13 +1317,13 @@ impl Shard {
     }
 
     /// Our Via value with a fresh branch; returns (via, branch).
-    fn via(&mut self) -> (Vec<u8>, Bytes) {
+    fn via(&mut self) -> (Vec<u8>, Branch) {
         let branch = self.ids.branch();
         let mut via = Vec::with_capacity(self.via_prefix.len() + 32);
         via.extend_from_slice(&self.via_prefix);
         via.extend_from_slice(branch.as_bytes());
         via.extend_from_slice(b";rport");
-        (via, Bytes::copy_from_slice(branch.as_bytes()))
+        (via, branch)
     }
 
     /// A fresh Call-ID that hashes to this shard, so the runtime brings the peer's answers
@@ -1339,8 +1338,8 @@ impl Shard {
         call_id
     }
 
-    fn contact(&self) -> Vec<u8> {
-        self.contact.to_vec()
+    fn contact(&self) -> Bytes {
+        self.contact.clone()
     }
 }
 

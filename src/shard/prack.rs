@@ -305,7 +305,7 @@ impl Shard {
         // INVITE's own final response will say.
         if self
             .txn
-            .send_request(now, peer, false, b"PRACK", &branch, buf.freeze())
+            .send_request(now, peer, false, b"PRACK", branch.as_bytes(), buf.freeze())
             .is_ok()
         {
             self.stats.pracks_sent += 1;

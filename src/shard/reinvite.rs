@@ -163,7 +163,7 @@ impl Shard {
         Self::reinvite_state(entry).outgoing = Outgoing::InProgress { sdp };
         let txn = self
             .txn
-            .send_request(now, peer, false, b"INVITE", &branch, buf.freeze())
+            .send_request(now, peer, false, b"INVITE", branch.as_bytes(), buf.freeze())
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
         self.reinvites.insert(txn, r);

@@ -177,7 +177,7 @@ impl Shard {
         let (peer, cseq) = (entry.dialog.peer, entry.dialog.local_cseq);
         let txn = self
             .txn
-            .send_request(now, peer, false, method, &branch, buf.freeze())
+            .send_request(now, peer, false, method, branch.as_bytes(), buf.freeze())
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
         let subscription_usage = matches!(method, b"NOTIFY" | b"SUBSCRIBE" | b"REFER");

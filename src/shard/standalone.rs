@@ -93,7 +93,14 @@ impl Shard {
         b.finish(&r.body).map_err(DialogError::InvalidInput)?;
         let txn = self
             .txn
-            .send_request(now, r.destination, false, &r.method, &branch, buf.freeze())
+            .send_request(
+                now,
+                r.destination,
+                false,
+                &r.method,
+                branch.as_bytes(),
+                buf.freeze(),
+            )
             .map_err(DialogError::TransactionError)?;
         self.standalone.insert(txn);
         Ok(txn)

@@ -61,7 +61,7 @@ impl Shard {
                 call.destination,
                 false,
                 b"INVITE",
-                &branch,
+                branch.as_bytes(),
                 request.clone(),
             )
             .map_err(DialogError::TransactionError)?;
@@ -141,14 +141,13 @@ impl Shard {
         else {
             return Err(self.wrong_state(index, "calling"));
         };
-        let (invite, request, branch, peer) =
-            (*invite, request.clone(), branch.clone(), dialog.peer);
+        let (invite, request, branch, peer) = (*invite, request.clone(), *branch, dialog.peer);
         let cancel = build_cancel(&request).ok_or(DialogError::InvalidDialogState {
             current: "calling",
             expected: "a parseable INVITE",
         })?;
         self.txn
-            .send_request(now, peer, false, b"CANCEL", &branch, cancel)
+            .send_request(now, peer, false, b"CANCEL", branch.as_bytes(), cancel)
             .map_err(DialogError::TransactionError)?;
         // §9.1: no final response 64·T1 after the CANCEL ends the INVITE transaction.
         self.txn.cancel_sent(now, invite);

@@ -547,16 +547,19 @@ impl Shard {
         sdp: &Bytes,
     ) -> Result<(), DialogError> {
         let contact = self.contact();
-        let mut headers: Vec<(&str, &[u8])> = vec![("Contact", &contact)];
-        if !sdp.is_empty() {
-            headers.push(("Content-Type", b"application/sdp"));
-        }
+        let both: [(&str, &[u8]); 2] =
+            [("Contact", &contact), ("Content-Type", b"application/sdp")];
+        let headers = if sdp.is_empty() {
+            &both[..1]
+        } else {
+            &both[..]
+        };
         let ok = self
             .respond(
                 now,
                 invite,
                 request,
-                Reply::new(200, Some(local)).headers(&headers).body(sdp),
+                Reply::new(200, Some(local)).headers(headers).body(sdp),
             )
             .ok_or(DialogError::InvalidDialogState {
                 current: "transaction gone",
@@ -728,7 +731,7 @@ impl Shard {
         entry.phase = Phase::Terminating { reason, ack };
         let txn = self
             .txn
-            .send_request(now, peer, false, b"BYE", &branch, buf.freeze())
+            .send_request(now, peer, false, b"BYE", branch.as_bytes(), buf.freeze())
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
         self.by_client_txn.insert(txn, r);
