@@ -302,7 +302,9 @@ pub struct Message {
     buf: Bytes,
     start: StartLine,
     version: Span,
-    headers: Vec<HeaderEntry>,
+    /// Shared, so that a clone of the message (a dialog keeping its INVITE while the
+    /// application reads it) takes two reference counts and no allocation.
+    headers: std::sync::Arc<[HeaderEntry]>,
     /// Index of the first header of each known name, or `NO_INDEX`.
     first: [u16; HeaderName::COUNT],
     content_length: Option<u32>,
@@ -356,8 +358,8 @@ impl Message {
         let (start, version) = parse_start_line(data, pos, line_end_trim)?;
 
         // Header lines are collected on the stack (uninitialised slots cost nothing) and
-        // copied once into an exact Vec: the message's one allocation. A message with more
-        // lines spills to one Vec sized by the configured limit instead.
+        // copied once into an exact shared slice: the message's one allocation. A message
+        // with more lines spills to a Vec sized by the configured limit first.
         let max_headers = limits.max_headers.min(usize::from(NO_INDEX) - 1);
         let mut inline: ArrayVec<HeaderEntry, INLINE_HEADERS> = ArrayVec::new();
         let mut spilled: Vec<HeaderEntry> = Vec::new();
@@ -471,10 +473,10 @@ impl Message {
             cur = lf + 1;
         };
 
-        let headers = if spilled.is_empty() {
-            inline.to_vec()
+        let headers: std::sync::Arc<[HeaderEntry]> = if spilled.is_empty() {
+            std::sync::Arc::from(&inline[..])
         } else {
-            spilled
+            std::sync::Arc::from(spilled)
         };
         let available = data.len() - body_start;
         let body_len = match content_length {

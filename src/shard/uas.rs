@@ -462,11 +462,12 @@ impl Shard {
         }
     }
 
-    /// The pending INVITE of an incoming call: its transaction, the request, our tag.
+    /// The pending INVITE of an incoming call: its transaction, the request, and the dialog
+    /// id (for our tag). Clones that share their bytes: no allocation.
     fn incoming_parts(
         &mut self,
         index: u32,
-    ) -> Result<(ServerTxnId, Message, Vec<u8>), DialogError> {
+    ) -> Result<(ServerTxnId, Message, DialogId), DialogError> {
         match self.entry_mut(index) {
             Some(Entry {
                 phase: Phase::Incoming {
@@ -474,27 +475,29 @@ impl Shard {
                 },
                 dialog,
                 ..
-            }) => Ok((*invite, (**request).clone(), dialog.id.local_tag().to_vec())),
+            }) => Ok((*invite, (**request).clone(), dialog.id.clone())),
             _ => Err(self.wrong_state(index, "incoming")),
         }
     }
 
     pub(super) fn ringing(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
         let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
-        let (invite, request, local) = self.incoming_parts(index)?;
+        let (invite, request, id) = self.incoming_parts(index)?;
+        let local = id.local_tag();
         let rseq = self.next_rseq(index)?;
         let contact = self.contact();
         let rseq_text = rseq.map(|n| n.to_string()).unwrap_or_default();
-        let mut headers: Vec<(&str, &[u8])> = vec![("Contact", &contact)];
-        if rseq.is_some() {
-            headers.push(("Require", super::prack::TAG_100REL));
-            headers.push(("RSeq", rseq_text.as_bytes()));
-        }
+        let all: [(&str, &[u8]); 3] = [
+            ("Contact", &contact),
+            ("Require", super::prack::TAG_100REL),
+            ("RSeq", rseq_text.as_bytes()),
+        ];
+        let headers = if rseq.is_some() { &all[..] } else { &all[..1] };
         let sent = self.respond(
             now,
             invite,
             &request,
-            Reply::new(180, Some(&local)).headers(&headers),
+            Reply::new(180, Some(local)).headers(headers),
         );
         if let (Some(rseq), Some(bytes)) = (rseq, sent) {
             self.reliable_sent(now, index, rseq, 180, bytes);
@@ -512,12 +515,12 @@ impl Shard {
         if self.has_incoming_reinvite(index) {
             return self.answer_reinvite(now, index, sdp);
         }
-        let (invite, request, local) = self.incoming_parts(index)?;
+        let (invite, request, id) = self.incoming_parts(index)?;
         if self.defer_answer(index, &sdp) {
             // Our reliable 18x awaits its PRACK: the 2xx follows it (RFC 3262 §3).
             return Ok(());
         }
-        self.send_2xx(now, index, invite, &request, &local, &sdp)?;
+        self.send_2xx(now, index, invite, &request, id.local_tag(), &sdp)?;
         self.by_server_txn.remove(&invite);
         let origin = super::origin_key(&self.key_hasher, &request);
         if self.by_origin.get(&origin) == Some(&index) {
