@@ -95,8 +95,11 @@ fn one_allocation_per_message() {
     }
 }
 
+/// Past the inline array the lines spill to a Vec, which is then copied into the shared
+/// slice: two allocations for such rare messages, so that every clone of every message
+/// allocates nothing.
 #[test]
-fn more_headers_than_the_inline_array_still_allocate_once() {
+fn more_headers_than_the_inline_array_allocate_twice() {
     let mut text = String::from("OPTIONS sip:a@b SIP/2.0\r\nCall-ID: x\r\n");
     for i in 0..200 {
         text.push_str(&format!("X-{i}: {i}\r\n"));
@@ -104,6 +107,9 @@ fn more_headers_than_the_inline_array_still_allocate_once() {
     text.push_str("\r\n");
     let data = Bytes::from(text);
     let (n, m) = allocations_during(|| Message::parse(data.clone()));
-    assert_eq!(m.unwrap().header_count(), 201);
-    assert_eq!(n, 1);
+    let m = m.unwrap();
+    assert_eq!(m.header_count(), 201);
+    assert_eq!(n, 2);
+    let (n, _copy) = allocations_during(|| m.clone());
+    assert_eq!(n, 0, "a clone shares the datagram and the header index");
 }
