@@ -6,10 +6,11 @@
 //! allocation, never a whole datagram). It knows nothing of threads, channels, sockets or the
 //! clock; the [`crate::shard`] drives it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::message::{BuildError, HeaderName, Message, NameAddr, RequestBuilder, Uri};
 
@@ -263,7 +264,7 @@ impl Dialog {
 
     #[allow(clippy::too_many_arguments)]
     fn build(
-        &mut self,
+        &self,
         out: &mut BytesMut,
         method: &[u8],
         cseq_number: u32,
@@ -273,7 +274,7 @@ impl Dialog {
         body: &[u8],
     ) -> Result<usize, BuildError> {
         let is_ack = method == b"ACK";
-        let routes = self.route_set().to_vec();
+        let routes = self.route_set();
         let first = routes
             .split(|&b| b == b',')
             .next()
@@ -282,37 +283,49 @@ impl Dialog {
         let strict = first
             .as_ref()
             .is_some_and(|r| matches!(&r.uri, Uri::Sip(u) if !u.lr()));
-        let target = self.remote_target().to_vec();
-        let (request_uri, route): (Vec<u8>, Vec<u8>) = match (&first, strict) {
+        let target = self.remote_target();
+        let (request_uri, route): (&[u8], Cow<'_, [u8]>) = match (&first, strict) {
             // §12.2.1.1 strict routing: the first route becomes the Request-URI, the remote
             // target goes last in Route.
             (Some(r), true) => {
-                let rest = routes
+                let mut route = routes
                     .splitn(2, |&b| b == b',')
                     .nth(1)
                     .map(<[u8]>::to_vec)
                     .unwrap_or_default();
-                let mut route = rest;
                 if !route.is_empty() {
                     route.push(b',');
                 }
                 route.push(b'<');
-                route.extend_from_slice(&target);
+                route.extend_from_slice(target);
                 route.push(b'>');
-                (r.uri_bytes.to_vec(), route)
+                (r.uri_bytes, Cow::Owned(route))
             }
-            _ => (target, routes),
+            _ => (target, Cow::Borrowed(routes)),
         };
-        let mut b = RequestBuilder::new(out, method, &request_uri);
+        let mut b = RequestBuilder::new(out, method, request_uri);
         b.header_named(HeaderName::Via, via)
             .header_named(HeaderName::MaxForwards, b"70");
         if !route.is_empty() {
             b.header_named(HeaderName::Route, &route);
         }
-        let mut cseq = Vec::with_capacity(16 + method.len());
-        crate::message::push_decimal(&mut cseq, u64::from(cseq_number));
-        cseq.push(b' ');
-        cseq.extend_from_slice(method);
+        // "<number> <method>", on the stack unless the method is a long extension (a u32 has
+        // at most 10 digits: 10 + 1 + 36 bytes fit the 48, so no put below can run out).
+        let mut small = [0u8; 48];
+        let cseq: Cow<'_, [u8]> = if method.len() <= 36 {
+            let mut w: &mut [u8] = &mut small;
+            crate::message::push_decimal(&mut w, u64::from(cseq_number));
+            w.put_u8(b' ');
+            w.put_slice(method);
+            let len = 48 - w.len();
+            Cow::Borrowed(&small[..len])
+        } else {
+            let mut v = Vec::with_capacity(12 + method.len());
+            crate::message::push_decimal(&mut v, u64::from(cseq_number));
+            v.push(b' ');
+            v.extend_from_slice(method);
+            Cow::Owned(v)
+        };
         b.header_named(HeaderName::From, self.local())
             .header_named(HeaderName::To, self.remote())
             .header_named(HeaderName::CallId, self.id.call_id())
