@@ -388,4 +388,75 @@ mod tests {
         assert_eq!(early.remote_tag(), b"");
         assert_ne!(id, early);
     }
+
+    fn dialog_with_routes(routes: &[&[u8]]) -> Dialog {
+        Dialog::new(
+            DialogId::new(b"c@h", b"loc", b"rem"),
+            Role::Uac,
+            DialogState::Confirmed,
+            1,
+            None,
+            b"<sip:a@h>;tag=loc",
+            b"<sip:b@h>;tag=rem",
+            b"sip:bob@192.0.2.4:5062",
+            routes,
+            false,
+            "192.0.2.4:5062".parse().expect("literal address"),
+        )
+    }
+
+    fn built(d: &mut Dialog, method: &[u8]) -> Message {
+        let mut out = BytesMut::new();
+        d.build_request(
+            &mut out,
+            method,
+            b"SIP/2.0/UDP h;branch=z9hG4bK1",
+            b"<sip:a@h>",
+            &[],
+            b"",
+        )
+        .expect("a request from dialog state");
+        Message::parse(out.freeze()).expect("our own request parses")
+    }
+
+    #[test]
+    fn loose_routing_sends_to_the_remote_target_through_the_route_set() {
+        let mut d = dialog_with_routes(&[b"<sip:p1.example.com;lr>", b"<sip:p2.example.com;lr>"]);
+        let bye = built(&mut d, b"BYE");
+        assert_eq!(
+            bye.request_uri_bytes(),
+            Some(&b"sip:bob@192.0.2.4:5062"[..])
+        );
+        let routes: Vec<_> = bye.list_values(HeaderName::Route).flatten().collect();
+        assert_eq!(
+            routes,
+            [&b"<sip:p1.example.com;lr>"[..], b"<sip:p2.example.com;lr>"]
+        );
+        assert_eq!(bye.cseq().map(|c| c.seq), Ok(2));
+    }
+
+    #[test]
+    fn strict_routing_puts_the_first_route_in_the_request_uri() {
+        // §12.2.1.1: a first route without `lr` is a strict router.
+        let mut d = dialog_with_routes(&[b"<sip:p1.example.com>", b"<sip:p2.example.com;lr>"]);
+        let bye = built(&mut d, b"BYE");
+        assert_eq!(bye.request_uri_bytes(), Some(&b"sip:p1.example.com"[..]));
+        let routes: Vec<_> = bye.list_values(HeaderName::Route).flatten().collect();
+        assert_eq!(
+            routes,
+            [&b"<sip:p2.example.com;lr>"[..], b"<sip:bob@192.0.2.4:5062>"]
+        );
+        let alone = built(&mut dialog_with_routes(&[b"<sip:p1.example.com>"]), b"INFO");
+        let routes: Vec<_> = alone.list_values(HeaderName::Route).flatten().collect();
+        assert_eq!(routes, [&b"<sip:bob@192.0.2.4:5062>"[..]]);
+    }
+
+    #[test]
+    fn a_long_extension_method_still_gets_its_cseq() {
+        let method = b"X-A-VERY-LONG-EXTENSION-METHOD-NAME-OF-FORTY";
+        let req = built(&mut dialog_with_routes(&[]), method);
+        let cseq = req.cseq().expect("a CSeq");
+        assert_eq!((cseq.seq, cseq.method_bytes), (2, &method[..]));
+        assert_eq!(req.header(HeaderName::Route), None);
+    }
 }
