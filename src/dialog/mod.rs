@@ -10,16 +10,17 @@ use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 use crate::message::{BuildError, HeaderName, Message, NameAddr, RequestBuilder, Uri};
 
 /// A dialog's identity: Call-ID, local tag, remote tag (§12). The remote tag is empty for a
-/// call we placed that no response has established yet. Cheap to clone (one shared buffer).
+/// call we placed that no response has established yet. Cheap to clone (one shared buffer,
+/// allocated once).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
     /// `call-id \0 local-tag \0 remote-tag`: also the dialog table key.
-    key: Bytes,
+    key: std::sync::Arc<[u8]>,
     call_id_len: u16,
     local_len: u16,
 }
@@ -27,10 +28,26 @@ pub struct DialogId {
 impl DialogId {
     /// A dialog id from its three parts.
     pub fn new(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> DialogId {
-        let mut key = Vec::with_capacity(call_id.len() + local_tag.len() + remote_tag.len() + 2);
-        write_key(&mut key, call_id, local_tag, remote_tag);
+        // Written on the stack and copied once into the shared slice (usual ids are well
+        // under 128 bytes; longer ones go through a Vec).
+        let len = call_id.len() + local_tag.len() + remote_tag.len() + 2;
+        let key: std::sync::Arc<[u8]> = if len <= 128 {
+            let mut buf = [0u8; 128];
+            let mut w: &mut [u8] = &mut buf;
+            for (i, part) in [call_id, local_tag, remote_tag].into_iter().enumerate() {
+                if i > 0 {
+                    w.put_u8(0);
+                }
+                w.put_slice(part);
+            }
+            std::sync::Arc::from(&buf[..len])
+        } else {
+            let mut key = Vec::with_capacity(len);
+            write_key(&mut key, call_id, local_tag, remote_tag);
+            std::sync::Arc::from(key)
+        };
         DialogId {
-            key: Bytes::from(key),
+            key,
             call_id_len: call_id.len().min(u16::MAX as usize) as u16,
             local_len: local_tag.len().min(u16::MAX as usize) as u16,
         }
@@ -387,6 +404,19 @@ mod tests {
         let early = DialogId::new(b"abc@h", b"loc", b"");
         assert_eq!(early.remote_tag(), b"");
         assert_ne!(id, early);
+        // Past the stack buffer: the same parts and the same table key.
+        let long_call_id = [b'c'; 200];
+        let long = DialogId::new(&long_call_id, b"loc", b"rem");
+        assert_eq!(long.call_id(), &long_call_id[..]);
+        assert_eq!(
+            (long.local_tag(), long.remote_tag()),
+            (&b"loc"[..], &b"rem"[..])
+        );
+        let mut key = Vec::new();
+        write_key(&mut key, &long_call_id, b"loc", b"rem");
+        assert_eq!(long.key(), &key[..]);
+        write_key(&mut key, b"abc@h", b"loc", b"rem");
+        assert_eq!(id.key(), &key[..]);
     }
 
     fn dialog_with_routes(routes: &[&[u8]]) -> Dialog {
