@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::message::{BuildError, HeaderName, Message, NameAddr, RequestBuilder, Uri};
+use crate::message::{
+    BuildError, HeaderName, Message, NameAddr, RequestBuilder, Uri, find_outside,
+};
 
 /// A dialog's identity: Call-ID, local tag, remote tag (§12). The remote tag is empty for a
 /// call we placed that no response has established yet. Cheap to clone (one shared buffer,
@@ -292,9 +294,13 @@ impl Dialog {
     ) -> Result<usize, BuildError> {
         let is_ack = method == b"ACK";
         let routes = self.route_set();
-        let first = routes
-            .split(|&b| b == b',')
-            .next()
+        // The values were stored as written, joined by commas; a comma inside `<…>` (a user
+        // part may hold one) or quotes is not a separator.
+        let first_end = find_outside(routes, b',')
+            .ok()
+            .flatten()
+            .unwrap_or(routes.len());
+        let first = Some(&routes[..first_end])
             .filter(|r| !r.is_empty())
             .and_then(|r| NameAddr::parse(r).ok());
         let strict = first
@@ -305,11 +311,7 @@ impl Dialog {
             // §12.2.1.1 strict routing: the first route becomes the Request-URI, the remote
             // target goes last in Route.
             (Some(r), true) => {
-                let mut route = routes
-                    .splitn(2, |&b| b == b',')
-                    .nth(1)
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default();
+                let mut route = routes.get(first_end + 1..).unwrap_or_default().to_vec();
                 if !route.is_empty() {
                     route.push(b',');
                 }
@@ -471,6 +473,18 @@ mod tests {
         let mut d = dialog_with_routes(&[b"<sip:p1.example.com>", b"<sip:p2.example.com;lr>"]);
         let bye = built(&mut d, b"BYE");
         assert_eq!(bye.request_uri_bytes(), Some(&b"sip:p1.example.com"[..]));
+        let routes: Vec<_> = bye.list_values(HeaderName::Route).flatten().collect();
+        assert_eq!(
+            routes,
+            [&b"<sip:p2.example.com;lr>"[..], b"<sip:bob@192.0.2.4:5062>"]
+        );
+        // A comma in the first route's user part does not split it.
+        let mut d = dialog_with_routes(&[b"<sip:a,b@p1.example.com>", b"<sip:p2.example.com;lr>"]);
+        let bye = built(&mut d, b"BYE");
+        assert_eq!(
+            bye.request_uri_bytes(),
+            Some(&b"sip:a,b@p1.example.com"[..])
+        );
         let routes: Vec<_> = bye.list_values(HeaderName::Route).flatten().collect();
         assert_eq!(
             routes,

@@ -147,6 +147,7 @@ pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
 pub use error::{ParseError, RejectReason, Rejection, UriError, ValueError};
 pub use header::HeaderName;
 pub use ids::{Branch, CallIdValue, IdGenerator, Tag};
+pub(crate) use lex::find_outside;
 pub use lex::{ParamIter, Params, unquote};
 pub use method::Method;
 pub use name_addr::{Contact, NameAddr};
