@@ -451,48 +451,39 @@ mod tests {
         Message::parse(out.freeze()).expect("our own request parses")
     }
 
+    /// The Request-URI and Route values of a BYE sent in a dialog with route set `routes`.
+    fn routed(routes: &[&[u8]]) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let bye = built(&mut dialog_with_routes(routes), b"BYE");
+        let uri = bye.request_uri_bytes().unwrap_or_default().to_vec();
+        let route = bye
+            .list_values(HeaderName::Route)
+            .flatten()
+            .map(<[u8]>::to_vec);
+        (uri, route.collect())
+    }
+
     #[test]
     fn loose_routing_sends_to_the_remote_target_through_the_route_set() {
-        let mut d = dialog_with_routes(&[b"<sip:p1.example.com;lr>", b"<sip:p2.example.com;lr>"]);
-        let bye = built(&mut d, b"BYE");
-        assert_eq!(
-            bye.request_uri_bytes(),
-            Some(&b"sip:bob@192.0.2.4:5062"[..])
-        );
-        let routes: Vec<_> = bye.list_values(HeaderName::Route).flatten().collect();
-        assert_eq!(
-            routes,
-            [&b"<sip:p1.example.com;lr>"[..], b"<sip:p2.example.com;lr>"]
-        );
-        assert_eq!(bye.cseq().map(|c| c.seq), Ok(2));
+        let (p1, p2): (&[u8], &[u8]) = (b"<sip:p1.example.com;lr>", b"<sip:p2.example.com;lr>");
+        let (uri, route) = routed(&[p1, p2]);
+        assert_eq!(uri, b"sip:bob@192.0.2.4:5062");
+        assert_eq!(route, [p1, p2]);
     }
 
     #[test]
     fn strict_routing_puts_the_first_route_in_the_request_uri() {
         // §12.2.1.1: a first route without `lr` is a strict router.
-        let mut d = dialog_with_routes(&[b"<sip:p1.example.com>", b"<sip:p2.example.com;lr>"]);
-        let bye = built(&mut d, b"BYE");
-        assert_eq!(bye.request_uri_bytes(), Some(&b"sip:p1.example.com"[..]));
-        let routes: Vec<_> = bye.list_values(HeaderName::Route).flatten().collect();
-        assert_eq!(
-            routes,
-            [&b"<sip:p2.example.com;lr>"[..], b"<sip:bob@192.0.2.4:5062>"]
-        );
+        let (p2, target): (&[u8], &[u8]) =
+            (b"<sip:p2.example.com;lr>", b"<sip:bob@192.0.2.4:5062>");
+        let (uri, route) = routed(&[b"<sip:p1.example.com>", p2]);
+        assert_eq!(uri, b"sip:p1.example.com");
+        assert_eq!(route, [p2, target]);
         // A comma in the first route's user part does not split it.
-        let mut d = dialog_with_routes(&[b"<sip:a,b@p1.example.com>", b"<sip:p2.example.com;lr>"]);
-        let bye = built(&mut d, b"BYE");
-        assert_eq!(
-            bye.request_uri_bytes(),
-            Some(&b"sip:a,b@p1.example.com"[..])
-        );
-        let routes: Vec<_> = bye.list_values(HeaderName::Route).flatten().collect();
-        assert_eq!(
-            routes,
-            [&b"<sip:p2.example.com;lr>"[..], b"<sip:bob@192.0.2.4:5062>"]
-        );
-        let alone = built(&mut dialog_with_routes(&[b"<sip:p1.example.com>"]), b"INFO");
-        let routes: Vec<_> = alone.list_values(HeaderName::Route).flatten().collect();
-        assert_eq!(routes, [&b"<sip:bob@192.0.2.4:5062>"[..]]);
+        let (uri, route) = routed(&[b"<sip:a,b@p1.example.com>", p2]);
+        assert_eq!(uri, b"sip:a,b@p1.example.com");
+        assert_eq!(route, [p2, target]);
+        let (_, route) = routed(&[b"<sip:p1.example.com>"]);
+        assert_eq!(route, [target]);
     }
 
     #[test]
