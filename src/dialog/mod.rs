@@ -35,13 +35,7 @@ impl DialogId {
         let len = call_id.len() + local_tag.len() + remote_tag.len() + 2;
         let key: std::sync::Arc<[u8]> = if len <= 128 {
             let mut buf = [0u8; 128];
-            let mut w: &mut [u8] = &mut buf;
-            for (i, part) in [call_id, local_tag, remote_tag].into_iter().enumerate() {
-                if i > 0 {
-                    w.put_u8(0);
-                }
-                w.put_slice(part);
-            }
+            put_key(&mut &mut buf[..], call_id, local_tag, remote_tag);
             std::sync::Arc::from(&buf[..len])
         } else {
             let mut key = Vec::with_capacity(len);
@@ -81,11 +75,16 @@ impl DialogId {
 /// form [`DialogId`] holds, so a lookup can build it in a reused buffer.
 pub(crate) fn write_key(out: &mut Vec<u8>, call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) {
     out.clear();
-    out.extend_from_slice(call_id);
-    out.push(0);
-    out.extend_from_slice(local_tag);
-    out.push(0);
-    out.extend_from_slice(remote_tag);
+    put_key(out, call_id, local_tag, remote_tag);
+}
+
+/// Appends the table key (see [`write_key`]) to `out`, which must have room for it.
+fn put_key(out: &mut impl BufMut, call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) {
+    out.put_slice(call_id);
+    out.put_u8(0);
+    out.put_slice(local_tag);
+    out.put_u8(0);
+    out.put_slice(remote_tag);
 }
 
 impl fmt::Debug for DialogId {
