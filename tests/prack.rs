@@ -253,7 +253,12 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         ))
     };
     never.handle_datagram(t0, caller(), options("o1"));
-    assert_eq!(sent(&mut never)[0].supported().count(), 0);
+    let supported: Vec<_> = sent(&mut never)[0]
+        .supported()
+        .filter_map(Result::ok)
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(supported, [b"replaces".to_vec()], "replaces, not 100rel");
     uas.handle_datagram(t0, caller(), options("o2"));
     let ok = &sent(&mut uas)[0];
     assert!(

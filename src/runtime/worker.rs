@@ -37,6 +37,9 @@ pub(crate) enum Inbound {
     /// A command from the application (boxed: commands are rare next to datagrams, and
     /// this keeps every queue slot small).
     Command(Box<DialogCommand>, Reply),
+    /// A message from another shard (Replaces, RFC 3891: the `shard` module's
+    /// [`PeerMessage`](crate::shard::PeerMessage)).
+    Peer(crate::shard::PeerMessage),
     /// A snapshot of the counters.
     Stats(tokio::sync::oneshot::Sender<ShardReport>),
     /// Stop taking calls; end by `deadline` as the policy says.
@@ -130,6 +133,8 @@ struct Round {
     delayed: TimerWheel<(DialogId, Step)>,
     io: IoStats,
     stop: Option<Stopping>,
+    /// Messages for other shards whose queue was full: sent again next round.
+    peer_retry: Vec<(usize, crate::shard::PeerMessage)>,
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +187,7 @@ impl Worker {
             delayed: TimerWheel::new(start, Duration::from_millis(1)),
             io: IoStats::default(),
             stop: None,
+            peer_retry: Vec::new(),
             app: match &self.mode {
                 AppMode::Inline(factory) => Some((factory.0)(self.index, self.peers.len())),
                 _ => None,
@@ -205,6 +211,7 @@ impl Worker {
             self.fire_timers(now, &mut round);
             self.poll_app(now, &mut round);
             self.pass_events(now, &mut round);
+            self.pass_peer_messages(&mut round);
             self.update_admission(&round);
             self.flush(&mut round);
             self.dialogs
@@ -315,6 +322,7 @@ impl Worker {
                     let outcome = self.shard.handle_command(now, *command);
                     let _ = reply.send(outcome);
                 }
+                Ok(Inbound::Peer(message)) => self.shard.handle_peer(now, message),
                 Ok(Inbound::Stats(reply)) => {
                     let mut io = round.io;
                     io.event_backlog = round.backlog.iter().map(Vec::len).sum::<usize>() as u64;
@@ -586,6 +594,26 @@ impl Worker {
         }
     }
 
+    /// Hands the shard's messages for other shards to their queues. A full queue keeps
+    /// the message for the next round (a Replaces verdict must not be lost: its INVITE
+    /// waits on it); a stopped shard's are dropped.
+    fn pass_peer_messages(&mut self, round: &mut Round) {
+        let retry = std::mem::take(&mut round.peer_retry);
+        let fresh = std::iter::from_fn(|| self.shard.poll_peer());
+        for (to, message) in retry.into_iter().chain(fresh.collect::<Vec<_>>()) {
+            let Some(peer) = self.peers.get(to) else {
+                continue;
+            };
+            match peer.try_send(Inbound::Peer(message)) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(Inbound::Peer(message))) => {
+                    round.peer_retry.push((to, message));
+                }
+                Err(_) => tracing::debug!(shard = self.index, to, "peer shard gone"),
+            }
+        }
+    }
+
     fn flush(&mut self, round: &mut Round) {
         while let Some(t) = self.shard.poll_transmit() {
             round.transmits.push(t);
@@ -658,7 +686,7 @@ impl Worker {
         };
         consider(round.delayed.next_deadline());
         consider(round.app_deadline);
-        if !round.backlog.is_empty() {
+        if !round.backlog.is_empty() || !round.peer_retry.is_empty() {
             consider(Some(now + BACKLOG_RETRY));
         }
         if let Some(stop) = &round.stop {

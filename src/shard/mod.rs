@@ -37,20 +37,23 @@
 //! sends NOTIFY `100 Trying` and `ReferStatus` the later ones; as sender, `Refer`, whose
 //! NOTIFYs are answered here and reported as `ReferNotify`. A 481 to NOTIFY, SUBSCRIBE or
 //! REFER ends that usage, not the call (RFC 5057 §5.1).
-//! Not yet: SUBSCRIBE/NOTIFY subscriptions (RFC 6665), Replaces (RFC 3891: the replaced
-//! dialog's Call-ID may live on another shard), and the throughput target of
+//! Replaces (RFC 3891, `replaces` module): an INVITE naming a dialog is checked by the
+//! shard owning that dialog's Call-ID ([`PeerMessage`]), and its answer ends the dialog.
+//! Not yet: SUBSCRIBE/NOTIFY subscriptions (RFC 6665), and the throughput target of
 //! `shard/call_flow`.
 
 mod prack;
 mod refer;
 mod register;
 mod reinvite;
+mod replaces;
 mod requests;
 mod standalone;
 mod uac;
 mod uas;
 
 pub use refer::refer_sub_declined;
+pub use replaces::{PeerMessage, ReplacesVerdict};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -214,6 +217,9 @@ pub enum TerminationReason {
     /// Another fork of our INVITE answered first: this early dialog ends, or (a second
     /// 2xx) is ACKed and then ended with BYE (§13.2.2.4).
     OtherForkAnswered,
+    /// An INVITE with Replaces took this dialog's place and was answered (RFC 3891 §3);
+    /// we sent BYE.
+    Replaced,
 }
 
 /// What the shard tells the application (names as the reference's session coordination).
@@ -229,6 +235,10 @@ pub enum SessionEvent {
         from: SocketAddr,
         /// The INVITE (headers and SDP offer).
         request: Message,
+        /// The dialog this call is to replace (RFC 3891): the INVITE's Replaces header
+        /// named it, and its owner found it replaceable. Answering the call with a 2xx ends
+        /// that dialog (BYE, or CANCEL for our early call); rejecting it leaves it alone.
+        replaces: Option<DialogId>,
     },
     /// A tagged provisional response created an early dialog for our call.
     CallRinging {
@@ -821,6 +831,12 @@ pub struct Shard {
     /// The peer's re-INVITEs still unanswered when their dialog ended: they get 487
     /// (§15.1.2) as soon as `now` is known.
     orphaned: Vec<(ServerTxnId, Box<Message>)>,
+    /// INVITEs with Replaces waiting for the named dialog's owner (`replaces` module).
+    awaiting_verdict: ahash::HashMap<ServerTxnId, replaces::AwaitingVerdict>,
+    /// Unanswered incoming calls that replace a dialog, by slot: the dialog they replace.
+    replacing: ahash::HashMap<u32, DialogId>,
+    /// Messages for other shards (`replaces` module).
+    peer_out: VecDeque<(usize, PeerMessage)>,
     ids: IdGenerator,
     events: VecDeque<SessionEvent>,
     buf: BytesMut,
@@ -874,6 +890,9 @@ impl Shard {
             pending_in_dialog: ahash::HashMap::default(),
             refers_sent: ahash::HashMap::default(),
             orphaned: Vec::new(),
+            awaiting_verdict: ahash::HashMap::default(),
+            replacing: ahash::HashMap::default(),
+            peer_out: VecDeque::new(),
             ids,
             events: VecDeque::new(),
             buf: BytesMut::with_capacity(4096),
@@ -1154,6 +1173,7 @@ impl Shard {
                     // Ended unanswered (the application never said; 64·T1 passed).
                     crate::transaction::TxnId::Server(s) => {
                         self.forget_pending(s);
+                        self.forget_awaiting(s);
                     }
                 },
                 TxnEvent::UserTimer { token } => self.on_timer(now, token),
@@ -1240,6 +1260,7 @@ impl Shard {
         if !self.refers_sent.is_empty() {
             self.refers_sent.remove(&index);
         }
+        self.forget_replacing(index);
         if !self.pending_in_dialog.is_empty()
             && let Some(txns) = self.pending_in_dialog.remove(&index)
         {

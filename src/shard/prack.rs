@@ -74,6 +74,10 @@ impl Shard {
             .filter_map(Result::ok)
             .filter(|t| !(prack && t.eq_ignore_ascii_case(TAG_100REL)))
             .filter(|t| {
+                !(request.method() == Some(crate::message::Method::Invite)
+                    && t.eq_ignore_ascii_case(super::replaces::TAG_REPLACES))
+            })
+            .filter(|t| {
                 !(request.method() == Some(crate::message::Method::Refer)
                     && t.eq_ignore_ascii_case(super::refer::TAG_NOREFERSUB))
             })

@@ -156,6 +156,16 @@ impl Shard {
             let unsupported = unsupported.join(&b", "[..]);
             return self.reject_request(now, txn, &request, 420, &[("Unsupported", &unsupported)]);
         }
+        // RFC 3891 §3: Replaces only in an INVITE, once, well-formed, and not beside Join.
+        if request.header(HeaderName::Replaces).is_some() {
+            let status = match request.method() {
+                Some(Method::Invite) => Self::replaces_syntax(&request),
+                _ => Some(400),
+            };
+            if let Some(status) = status {
+                return self.reject_request(now, txn, &request, status, &[]);
+            }
+        }
         if let Some((status, header)) = unreadable_body(&request) {
             return self.reject_request(now, txn, &request, status, header.as_slice());
         }
@@ -186,9 +196,15 @@ impl Shard {
 
     /// What an OPTIONS answer says of us, in or out of a dialog (§11.2).
     fn options_headers(&self) -> Vec<StaticHeader> {
-        let mut headers = vec![("Allow", ALLOW), ("Accept", ACCEPT)];
-        headers.extend(self.supported_header());
-        headers
+        let supported: &'static [u8] = match self.supported_header() {
+            Some(_) => b"100rel, replaces",
+            None => super::replaces::TAG_REPLACES,
+        };
+        vec![
+            ("Allow", ALLOW),
+            ("Accept", ACCEPT),
+            ("Supported", supported),
+        ]
     }
 
     /// §8.2.1 and §21.5.2: 405 for a method sipshard knows but does not serve here
@@ -261,6 +277,24 @@ impl Shard {
                 ],
             );
         }
+        if request.header(HeaderName::Replaces).is_some() {
+            return self.invite_with_replaces(now, txn, request, from);
+        }
+        self.accept_invite(now, txn, request, from, origin, None);
+    }
+
+    /// Makes a new INVITE that passed every check an incoming call, in a new early dialog;
+    /// `origin` is its [`super::origin_key`], `replaces` the dialog it is to replace (RFC
+    /// 3891, `replaces` module), ended when this call is answered.
+    pub(super) fn accept_invite(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        from: SocketAddr,
+        origin: u64,
+        replaces: Option<DialogId>,
+    ) {
         // RFC 2543 peers (RFC 4475 §3.4.1) send no From tag, and may send no Contact: the
         // remote tag is then null (§12.1.1) and the target is the From URI.
         let target = dialog::contact_uri(&request)
@@ -315,10 +349,14 @@ impl Shard {
         self.by_origin.entry(origin).or_insert(index);
         let token = self.token(index, super::TIMER_RING_TIMEOUT);
         self.txn.schedule(now + self.config.ring_timeout, token);
+        if let Some(replaced) = &replaces {
+            self.replacing.insert(index, replaced.clone());
+        }
         self.events.push_back(SessionEvent::IncomingCall {
             dialog: id,
             from,
             request,
+            replaces,
         });
     }
 
@@ -402,6 +440,12 @@ impl Shard {
         // O(1): pending INVITE server transactions are indexed to their dialog.
         let pending = invite.and_then(|inv| self.by_server_txn.get(&inv).copied());
         let Some(index) = pending else {
+            if let Some(invite) = invite
+                && self.cancel_awaiting(now, invite)
+            {
+                // An INVITE with Replaces still waiting for its verdict (§9.2: 200, 487).
+                return self.reject_request(now, txn, &request, 200, &[]);
+            }
             let status = if invite.is_some() { 200 } else { 481 };
             return self.reject_request(now, txn, &request, status, &[]);
         };
@@ -586,6 +630,7 @@ impl Shard {
                 bye_requested: false,
             };
         }
+        self.replacement_answered(now, index);
         Ok(())
     }
 
