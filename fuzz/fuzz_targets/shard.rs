@@ -1,5 +1,7 @@
-//! Arbitrary datagrams, interleaved with timer runs, into a UAS shard that answers every
-//! call: nothing may panic, and the shard's tables stay consistent.
+//! Arbitrary datagrams, interleaved with timer runs, into two UAS shards that share
+//! Call-IDs by hash as the runtime's do (each datagram goes to its Call-ID's owner, and
+//! their peer messages, the Replaces queries of RFC 3891, are carried between them) and
+//! answer every call: nothing may panic, and the shards' tables stay consistent.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -9,16 +11,24 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sipshard::message::IdGenerator;
 use sipshard::registrar::RegistrarConfig;
-use sipshard::shard::{DialogCommand, RegisterMode, SessionEvent, Shard, ShardConfig};
+use sipshard::shard::{
+    DialogCommand, RegisterMode, SessionEvent, Shard, ShardConfig, ShardOwner, shard_for_datagram,
+};
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
-    let config = ShardConfig {
-        register: RegisterMode::Registrar(RegistrarConfig::default()),
-        max_dialogs: 8,
-        ..ShardConfig::new("127.0.0.1:5080".parse().unwrap())
-    };
-    let mut shard = Shard::with_ids(t0, config, IdGenerator::from_seed([1; 32]));
+    let mut shards = [0u8, 1].map(|index| {
+        let config = ShardConfig {
+            register: RegisterMode::Registrar(RegistrarConfig::default()),
+            max_dialogs: 8,
+            owner: Some(ShardOwner {
+                index: usize::from(index),
+                count: 2,
+            }),
+            ..ShardConfig::new("127.0.0.1:5080".parse().unwrap())
+        };
+        Shard::with_ids(t0, config, IdGenerator::from_seed([index + 1; 32]))
+    });
     let from: SocketAddr = "127.0.0.1:5070".parse().unwrap();
     let mut now = t0;
     // The input is a sequence of datagrams separated by 0xFF 0xFE; a 0xFD byte alone between
@@ -27,38 +37,62 @@ fuzz_target!(|data: &[u8]| {
         let chunk = chunk.strip_suffix(&[0xff]).unwrap_or(chunk);
         if chunk == [0xfd] {
             now += Duration::from_secs(1);
-            shard.handle_timeout(now);
+            shards.iter_mut().for_each(|s| s.handle_timeout(now));
         } else {
-            shard.handle_datagram(now, from, Bytes::copy_from_slice(chunk));
+            let owner = shard_for_datagram(chunk, 2).unwrap_or(0);
+            shards[owner].handle_datagram(now, from, Bytes::copy_from_slice(chunk));
         }
-        while let Some(e) = shard.poll_event() {
-            let dialog = match e {
-                SessionEvent::IncomingCall { dialog, .. }
-                | SessionEvent::ReInvite { dialog, .. } => dialog,
-                _ => continue,
-            };
-            let _ = shard.handle_command(
-                now,
-                DialogCommand::Ringing {
-                    dialog: dialog.clone(),
-                },
-            );
-            let _ = shard.handle_command(
-                now,
-                DialogCommand::Answer {
-                    dialog,
-                    sdp: Bytes::new(),
-                },
-            );
-        }
-        while shard.poll_transmit().is_some() {}
+        settle(&mut shards, now);
     }
     // Everything ends: after 5 minutes no transaction may be left.
     for _ in 0..400 {
         now += Duration::from_secs(1);
-        shard.handle_timeout(now);
-        while shard.poll_transmit().is_some() {}
-        while shard.poll_event().is_some() {}
+        for shard in &mut shards {
+            shard.handle_timeout(now);
+        }
+        settle(&mut shards, now);
     }
-    assert_eq!(shard.transaction_count(), 0);
+    for shard in &shards {
+        assert_eq!(shard.transaction_count(), 0);
+    }
 });
+
+/// Answers every call, carries peer messages, drops what was sent, until all is quiet.
+fn settle(shards: &mut [Shard; 2], now: Instant) {
+    loop {
+        let mut busy = false;
+        for index in 0..2 {
+            while let Some(e) = shards[index].poll_event() {
+                let dialog = match e {
+                    SessionEvent::IncomingCall { dialog, .. }
+                    | SessionEvent::ReInvite { dialog, .. } => dialog,
+                    _ => continue,
+                };
+                let shard = &mut shards[index];
+                let _ = shard.handle_command(
+                    now,
+                    DialogCommand::Ringing {
+                        dialog: dialog.clone(),
+                    },
+                );
+                let _ = shard.handle_command(
+                    now,
+                    DialogCommand::Answer {
+                        dialog,
+                        sdp: Bytes::new(),
+                    },
+                );
+                busy = true;
+            }
+            while let Some((to, message)) = shards[index].poll_peer() {
+                assert_ne!(to, index, "a shard answers its own Call-IDs itself");
+                shards[to].handle_peer(now, message);
+                busy = true;
+            }
+            while shards[index].poll_transmit().is_some() {}
+        }
+        if !busy {
+            return;
+        }
+    }
+}
