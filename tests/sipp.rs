@@ -314,6 +314,33 @@ fn sipp_refer_declining_the_subscription_gets_no_notify() {
 }
 
 #[test]
+fn sipp_subscribe_gets_a_notify_and_unsubscribe_the_last_one() {
+    // RFC 6665 with the server as notifier (`--event-packages presence`): SUBSCRIBE gets 200
+    // with Expires and a NOTIFY at once (active, with the time left); SUBSCRIBE Expires: 0
+    // gets 200 and a NOTIFY saying terminated. Nothing is left afterwards.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let server = Server::start(&[
+        "--mode",
+        "auto-answer",
+        "--event-packages",
+        "presence,dialog",
+        "--shards",
+        "2",
+    ]);
+    run_our_scenario(
+        &sipp,
+        "subscribe.xml",
+        &server.sip.to_string(),
+        100,
+        50,
+        "subscribe",
+    );
+    assert_received_at_least(&server.metrics(), "SUBSCRIBE", 200, "auto-answer");
+    assert!(server.stop(), "the server stops cleanly");
+}
+
+#[test]
 fn sipp_cancel_while_ringing_gets_200_then_487_with_the_ringing_tag() {
     // §9.2: the CANCEL gets 200, the INVITE 487 carrying the To tag of the 180; the 487 is
     // ACKed and nothing is left. The callee rings for 10 s, so every CANCEL finds it ringing.

@@ -371,6 +371,28 @@ impl DialogManager {
         .await
     }
 
+    /// Sends a NOTIFY for a subscription this side serves (RFC 6665; the shard writes
+    /// `Event` and `Subscription-State`); [`NotifyState::Terminated`] ends it.
+    ///
+    /// [`NotifyState::Terminated`]: crate::shard::NotifyState::Terminated
+    pub async fn notify(
+        &self,
+        dialog: &DialogId,
+        event: Bytes,
+        state: crate::shard::NotifyState,
+        headers: Vec<(String, Bytes)>,
+        body: Bytes,
+    ) -> Result<(), DialogError> {
+        self.command(DialogCommand::Notify {
+            dialog: dialog.clone(),
+            event,
+            state,
+            headers,
+            body,
+        })
+        .await
+    }
+
     /// Ends a dialog in whatever state it is: CANCEL, 480, or BYE.
     pub async fn terminate_dialog(&self, dialog: &DialogId) -> Result<(), DialogError> {
         let dialog = dialog.clone();
@@ -388,6 +410,7 @@ impl DialogManager {
             | DialogCommand::SendRequest { dialog, .. }
             | DialogCommand::ReferStatus { dialog, .. }
             | DialogCommand::Refer { dialog, .. }
+            | DialogCommand::Notify { dialog, .. }
             | DialogCommand::Terminate { dialog } => dialog.call_id(),
             DialogCommand::Cancel { call } => call.call_id(),
             // These name no dialog: the caller must pick the shard.

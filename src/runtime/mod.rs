@@ -211,11 +211,12 @@ pub struct SessionCoordinationEvent {
 
 impl SessionCoordinationEvent {
     /// The server transaction to answer, for events that carry one
-    /// (RegistrationRequest, DialogRequest, IncomingRequest).
+    /// (RegistrationRequest, DialogRequest, SubscriptionRequest, IncomingRequest).
     pub fn transaction(&self) -> Option<TransactionHandle> {
         match &self.event {
             SessionEvent::RegistrationRequest { txn, .. }
             | SessionEvent::DialogRequest { txn, .. }
+            | SessionEvent::SubscriptionRequest { txn, .. }
             | SessionEvent::IncomingRequest { txn, .. } => Some(TransactionHandle {
                 shard: self.shard,
                 txn: *txn,

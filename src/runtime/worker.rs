@@ -460,6 +460,49 @@ impl Worker {
                     let _ = self.shard.handle_command(now, command);
                     continue;
                 }
+                // Subscriptions to the packages configured are accepted, and the NOTIFY that
+                // must follow at once (RFC 6665 §4.2.1.2) carries no state: the target has
+                // none to report.
+                (
+                    AppMode::AutoAnswer(_),
+                    SessionEvent::SubscriptionRequest {
+                        dialog,
+                        txn,
+                        request,
+                        ..
+                    },
+                ) => {
+                    let respond = DialogCommand::Respond {
+                        txn: *txn,
+                        status: 200,
+                        headers: Vec::new(),
+                        body: Bytes::new(),
+                    };
+                    if self.shard.handle_command(now, respond).is_ok() {
+                        let event = request
+                            .event()
+                            .ok()
+                            .flatten()
+                            .map(|e| {
+                                let mut v = e.package.to_vec();
+                                if let Some(Some(id)) = e.params.get("id") {
+                                    v.extend_from_slice(b";id=");
+                                    v.extend_from_slice(id);
+                                }
+                                Bytes::from(v)
+                            })
+                            .unwrap_or_default();
+                        let notify = DialogCommand::Notify {
+                            dialog: dialog.clone(),
+                            event,
+                            state: crate::shard::NotifyState::Active,
+                            headers: Vec::new(),
+                            body: Bytes::new(),
+                        };
+                        let _ = self.shard.handle_command(now, notify);
+                    }
+                    continue;
+                }
                 // It places no calls for a peer, so a REFER is accepted and its reference
                 // reported declined: 202, NOTIFY `100 Trying`, NOTIFY `603 Declined`
                 // (RFC 3515 §2.4.4), which is the exchange a transferor expects.

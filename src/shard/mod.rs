@@ -49,11 +49,13 @@ mod reinvite;
 mod replaces;
 mod requests;
 mod standalone;
+mod subscribe;
 mod uac;
 mod uas;
 
 pub use refer::refer_sub_declined;
 pub use replaces::{PeerMessage, ReplacesVerdict};
+pub use subscribe::{NotifyState, SubscriptionEnd, Subscriptions};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -94,6 +96,9 @@ pub struct ShardConfig {
     pub owner: Option<ShardOwner>,
     /// When our provisional responses to an INVITE are sent reliably (RFC 3262).
     pub reliable_provisionals: ReliableProvisionals,
+    /// The event packages served as notifier (RFC 6665, `subscribe` module); `None`:
+    /// SUBSCRIBE gets 405.
+    pub subscriptions: Option<Subscriptions>,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -192,6 +197,7 @@ impl ShardConfig {
             ring_timeout: Duration::from_secs(180),
             owner: None,
             reliable_provisionals: ReliableProvisionals::default(),
+            subscriptions: None,
         }
     }
 }
@@ -306,6 +312,30 @@ pub enum SessionEvent {
         txn: ServerTxnId,
         /// The request.
         request: Message,
+    },
+    /// A SUBSCRIBE for an event package the shard serves (RFC 6665), new (outside a
+    /// dialog: `dialog` is the one a 2xx creates) or refreshing (`Expires: 0` ends it).
+    /// Answer with [`DialogCommand::Respond`]: a 2xx accepts (the shard adds `Expires:
+    /// <expires>` unless the answer has one), after which a NOTIFY must follow at once
+    /// ([`DialogCommand::Notify`], RFC 6665 §4.2.1.2); anything else refuses.
+    SubscriptionRequest {
+        /// The subscription's dialog.
+        dialog: DialogId,
+        /// The server transaction to answer on.
+        txn: ServerTxnId,
+        /// The SUBSCRIBE (Event, Accept, body).
+        request: Message,
+        /// The interval the shard grants: the asked one within the configured bounds.
+        expires: u32,
+    },
+    /// A subscription served here ended without a NOTIFY of the application's saying so.
+    SubscriptionTerminated {
+        /// Its dialog.
+        dialog: DialogId,
+        /// Its Event value (`presence`, `dialog;id=7`).
+        event: Bytes,
+        /// Why.
+        reason: SubscriptionEnd,
     },
     /// An out-of-dialog request the shard leaves to the application: a MESSAGE (RFC 3428
     /// pager mode). Answer with [`DialogCommand::Respond`]; unanswered, its transaction
@@ -454,6 +484,20 @@ pub enum DialogCommand {
         /// The Refer-To value (`<sip:carol@example.com>`, with `?Replaces=…` for an
         /// attended transfer).
         refer_to: Bytes,
+    },
+    /// Send a NOTIFY for a subscription the shard serves (RFC 6665): `Event` and
+    /// `Subscription-State` (with the seconds left) are written by the shard.
+    Notify {
+        /// The subscription's dialog (from [`SessionEvent::SubscriptionRequest`]).
+        dialog: DialogId,
+        /// Which subscription: its Event value (`presence`, `dialog;id=7`).
+        event: Bytes,
+        /// The state to report; `Terminated` ends the subscription.
+        state: NotifyState,
+        /// Extra headers (the body's Content-Type).
+        headers: Vec<(String, Bytes)>,
+        /// The body (the package's state document); empty for none.
+        body: Bytes,
     },
     /// Report how the request a peer's REFER asked for went (RFC 3515 §2.4.4): a NOTIFY
     /// with `message/sipfrag` body `SIP/2.0 <status> <reason>`. A 1xx keeps the implicit
@@ -698,6 +742,9 @@ enum Phase {
     Early { last_rseq: u32, invite_offer: bool },
     /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
     Established { ack: Option<Bytes> },
+    /// A dialog a SUBSCRIBE created (RFC 6665): no INVITE usage; it ends with its last
+    /// subscription (`subscribe` module).
+    Subscription,
     /// BYE sent, waiting for its response; a UAC keeps the ACK for a 2xx still being
     /// retransmitted (§13.2.2.4).
     Terminating {
@@ -715,6 +762,7 @@ impl Phase {
             Phase::Early { .. } => "early",
             Phase::Established { .. } => "established",
             Phase::Terminating { .. } => "terminating",
+            Phase::Subscription => "subscription",
         }
     }
 }
@@ -735,6 +783,18 @@ struct Call {
 struct SlotRef {
     index: u32,
     generation: u32,
+}
+
+/// Which usage of its dialog (RFC 5057) an in-dialog request of ours belongs to: what its
+/// failure (481, 408, no answer) ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Usage {
+    /// The session: its failure ends the dialog (§12.2.1.2).
+    Session,
+    /// A subscription we hold or asked for (SUBSCRIBE, REFER): only that ends.
+    Subscription,
+    /// A NOTIFY for a subscription we serve: the subscriber is gone.
+    Notify,
 }
 
 /// re-INVITEs in progress on a confirmed dialog (boxed in the entry: most dialogs have
@@ -779,6 +839,7 @@ const TIMER_ACK_GIVE_UP: u64 = 2;
 const TIMER_REINVITE_RETRY: u64 = 4;
 const TIMER_RING_TIMEOUT: u64 = 5;
 const TIMER_RELIABLE_1XX: u64 = 6;
+const TIMER_SUBSCRIPTION: u64 = 7;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 
@@ -808,7 +869,7 @@ pub struct Shard {
     /// Our other in-dialog requests (SendRequest) → their dialog, and whether the request
     /// belongs to a subscription usage (NOTIFY, SUBSCRIBE, REFER: RFC 5057 §5.1, its
     /// failure ends that usage and not the dialog).
-    requests: ahash::HashMap<ClientTxnId, (SlotRef, bool)>,
+    requests: ahash::HashMap<ClientTxnId, (SlotRef, Usage)>,
     /// Our requests outside any dialog (SendStandalone) awaiting their final response.
     standalone: ahash::HashSet<ClientTxnId>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
@@ -835,6 +896,8 @@ pub struct Shard {
     awaiting_verdict: ahash::HashMap<ServerTxnId, replaces::AwaitingVerdict>,
     /// Unanswered incoming calls that replace a dialog, by slot: the dialog they replace.
     replacing: ahash::HashMap<u32, DialogId>,
+    /// Subscriptions served as notifier, by dialog slot (`subscribe` module).
+    subscriptions: ahash::HashMap<u32, Vec<subscribe::Subscription>>,
     /// Messages for other shards (`replaces` module).
     peer_out: VecDeque<(usize, PeerMessage)>,
     ids: IdGenerator,
@@ -893,6 +956,7 @@ impl Shard {
             awaiting_verdict: ahash::HashMap::default(),
             replacing: ahash::HashMap::default(),
             peer_out: VecDeque::new(),
+            subscriptions: ahash::HashMap::default(),
             ids,
             events: VecDeque::new(),
             buf: BytesMut::with_capacity(4096),
@@ -1124,6 +1188,15 @@ impl Shard {
             } => self
                 .refer_status(now, &dialog, refer_cseq, status)
                 .map(|()| CommandOutcome::Done),
+            DialogCommand::Notify {
+                dialog,
+                event,
+                state,
+                headers,
+                body,
+            } => self
+                .send_notify(now, &dialog, &event, &state, &headers, &body)
+                .map(|()| CommandOutcome::Done),
         };
         self.drain(now);
         out
@@ -1261,6 +1334,13 @@ impl Shard {
             self.refers_sent.remove(&index);
         }
         self.forget_replacing(index);
+        for event in self.forget_subscriptions(index) {
+            self.events.push_back(SessionEvent::SubscriptionTerminated {
+                dialog: entry.dialog.id.clone(),
+                event,
+                reason: SubscriptionEnd::DialogEnded,
+            });
+        }
         if !self.pending_in_dialog.is_empty()
             && let Some(txns) = self.pending_in_dialog.remove(&index)
         {

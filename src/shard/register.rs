@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::uas::{ALLOW, Reply};
+use super::uas::Reply;
 use super::{DialogError, RegisterMode, SessionEvent, Shard, TIMER_REGISTRAR};
 use crate::message::{Message, Method};
 use crate::registrar::{self, RegisterOutcome};
@@ -22,7 +22,7 @@ impl Shard {
     ) {
         match self.config.register {
             RegisterMode::Refuse => {
-                self.reject_request(now, txn, &request, 405, &[("Allow", ALLOW)])
+                self.reject_request(now, txn, &request, 405, &[("Allow", self.allow())])
             }
             RegisterMode::Event => {
                 self.pending.insert(
@@ -118,16 +118,34 @@ impl Shard {
         {
             headers.push(("Refer-Sub", b"false"));
         }
+        // RFC 6665 §4.2.1.1: a 2xx to SUBSCRIBE says for how long.
+        let (expires, written) = self.subscribe_reply_expires(&pending.request, status, &headers);
+        if let Some(expires) = &expires {
+            headers.push(("Expires", expires.as_bytes()));
+        }
+        // A request in (or making) a dialog is answered with that dialog's tag: a SUBSCRIBE
+        // outside one has no To tag yet, and its dialog's tag was chosen on arrival.
+        let local_tag = pending
+            .dialog
+            .and_then(|i| self.entry_mut(i))
+            .map(|e| e.dialog.id.local_tag().to_vec());
         self.respond(
             now,
             txn,
             &pending.request,
-            Reply::new(status, None).headers(&headers).body(body),
+            Reply::new(status, local_tag.as_deref())
+                .headers(&headers)
+                .body(body),
         )
         .ok_or(DialogError::InvalidDialogState {
             current: "answered",
             expected: "pending",
         })?;
+        if pending.request.method() == Some(Method::Subscribe)
+            && let Some(index) = pending.dialog
+        {
+            self.subscribe_answered(now, index, &pending.request, status, written);
+        }
         // A 2xx to a REFER starts its implicit subscription (RFC 3515 §2.4.4).
         if (200..300).contains(&status)
             && refer

@@ -205,6 +205,8 @@ impl Shard {
             // An early dialog the peer started: §3 leaves it alone and answers 481.
             Phase::Incoming { .. } => ReplacesVerdict::NoDialog,
             Phase::Terminating { .. } => ReplacesVerdict::Ending,
+            // A subscription is no session to take the place of.
+            Phase::Subscription => ReplacesVerdict::NoDialog,
         }
     }
 
@@ -284,7 +286,7 @@ impl Shard {
                 Some(call) => self.cancel(now, &call),
                 None => Ok(()),
             },
-            Phase::Incoming { .. } | Phase::Terminating { .. } => Ok(()),
+            Phase::Incoming { .. } | Phase::Terminating { .. } | Phase::Subscription => Ok(()),
         };
         if let Err(e) = outcome {
             tracing::debug!(error = %e, "could not end a replaced dialog");

@@ -159,7 +159,7 @@ impl Shard {
         }
         if !matches!(
             self.entry_mut(index).map(|e| &e.phase),
-            Some(Phase::Established { .. })
+            Some(Phase::Established { .. } | Phase::Subscription)
         ) {
             return Err(self.wrong_state(index, "established"));
         }
@@ -180,30 +180,38 @@ impl Shard {
             .send_request(now, peer, false, method, branch.as_bytes(), buf.freeze())
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
-        let subscription_usage = matches!(method, b"NOTIFY" | b"SUBSCRIBE" | b"REFER");
-        self.requests.insert(txn, (r, subscription_usage));
+        let usage = match method {
+            b"NOTIFY" => super::Usage::Notify,
+            b"SUBSCRIBE" | b"REFER" => super::Usage::Subscription,
+            _ => super::Usage::Session,
+        };
+        self.requests.insert(txn, (r, usage));
         if method == b"REFER" {
             self.refer_sent(index, cseq);
         }
         Ok(())
     }
 
-    /// The final response to our in-dialog request; `subscription_usage` as recorded when
-    /// it was sent (NOTIFY, SUBSCRIBE, REFER).
-    pub(super) fn request_result(
-        &mut self,
-        index: u32,
-        response: Message,
-        subscription_usage: bool,
-    ) {
+    /// The final response to our in-dialog request, of the `usage` recorded when it was
+    /// sent.
+    pub(super) fn request_result(&mut self, index: u32, response: Message, usage: super::Usage) {
         let status = response.status().unwrap_or(500);
-        if subscription_usage && response.cseq().is_ok_and(|c| c.method_bytes == b"REFER") {
+        if usage == super::Usage::Subscription
+            && response.cseq().is_ok_and(|c| c.method_bytes == b"REFER")
+        {
             self.refer_answered(index, &response);
         }
         // RFC 5057 §5.1: a 481 or 408 to NOTIFY, SUBSCRIBE or REFER ends that
         // subscription usage only; to any other request it ends the dialog.
-        if matches!(status, 481 | 408) && !subscription_usage {
-            return self.request_failed(index, status, Some(response));
+        if matches!(status, 481 | 408) {
+            match usage {
+                super::Usage::Session => {
+                    return self.request_failed(index, status, Some(response));
+                }
+                // RFC 6665 §4.2.2: the subscriber is gone.
+                super::Usage::Notify => self.notify_failed(index, status),
+                super::Usage::Subscription => {}
+            }
         }
         if let Some(e) = self.entry_mut(index) {
             let dialog = e.dialog.id.clone();
@@ -238,6 +246,7 @@ impl Shard {
             Some(Phase::Incoming { .. }) => self.reject(now, id, 480),
             Some(Phase::Established { .. } | Phase::Answered { .. }) => self.bye(now, id),
             Some(Phase::Terminating { .. }) => Ok(()),
+            Some(Phase::Subscription) => self.terminate_subscriptions(now, id),
             Some(Phase::Early { .. }) | None => Err(self.wrong_state(index, "a live call")),
         }
     }

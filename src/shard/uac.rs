@@ -188,14 +188,14 @@ impl Shard {
         if self.standalone.contains(&txn) {
             return self.standalone_response(txn, response);
         }
-        if let Some(&(r, subscription_usage)) = self.requests.get(&txn) {
+        if let Some(&(r, usage)) = self.requests.get(&txn) {
             let Some(index) = self.resolve(r) else {
                 self.requests.remove(&txn);
                 return;
             };
             if response.status().is_some_and(|c| c >= 200) {
                 self.requests.remove(&txn);
-                return self.request_result(index, response, subscription_usage);
+                return self.request_result(index, response, usage);
             }
             return;
         }

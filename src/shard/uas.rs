@@ -45,8 +45,11 @@ impl<'a> Reply<'a> {
 }
 
 /// What we answer in Allow.
-pub(super) const ALLOW: &[u8] =
+const ALLOW: &[u8] =
     b"INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, INFO, MESSAGE, UPDATE, NOTIFY, REFER";
+/// What we answer in Allow when serving subscriptions (RFC 6665).
+const ALLOW_SUBSCRIBE: &[u8] =
+    b"INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, INFO, MESSAGE, UPDATE, NOTIFY, REFER, SUBSCRIBE";
 
 /// A header name and value known at compile time.
 type StaticHeader = (&'static str, &'static [u8]);
@@ -55,6 +58,14 @@ type StaticHeader = (&'static str, &'static [u8]);
 const ACCEPT: &[u8] = b"application/sdp, multipart/mixed";
 
 impl Shard {
+    /// The methods we serve, for Allow.
+    pub(super) fn allow(&self) -> &'static [u8] {
+        match self.config.subscriptions {
+            Some(_) => ALLOW_SUBSCRIBE,
+            None => ALLOW,
+        }
+    }
+
     /// Sends `reply` to `request` on its server transaction; returns the bytes sent.
     pub(super) fn respond(
         &mut self,
@@ -146,7 +157,7 @@ impl Shard {
             if rejection.reason == RejectReason::CSeqMethodMismatch
                 && request.method() == Some(Method::Extension)
             {
-                return self.reject_request(now, txn, &request, 501, &[("Allow", ALLOW)]);
+                return self.reject_request(now, txn, &request, 501, &[("Allow", self.allow())]);
             }
             return self.reject_request(now, txn, &request, rejection.code, &[]);
         }
@@ -179,6 +190,7 @@ impl Shard {
                 self.respond(now, txn, &request, Reply::new(200, None).headers(&headers));
             }
             (Some(Method::Message), None) => self.standalone_request(txn, request, from),
+            (Some(Method::Subscribe), None) => self.incoming_subscribe(now, txn, request, from),
             // §15.1.2 and §12.2.2: a BYE (or another method that only lives inside a
             // dialog: INFO per RFC 6086 §4.2.2, UPDATE, PRACK per RFC 3262 §3, NOTIFY
             // without a subscription per RFC 6665 §4.1.3) without To tag matches no dialog.
@@ -201,7 +213,7 @@ impl Shard {
             None => super::replaces::TAG_REPLACES,
         };
         vec![
-            ("Allow", ALLOW),
+            ("Allow", self.allow()),
             ("Accept", ACCEPT),
             ("Supported", supported),
         ]
@@ -209,12 +221,12 @@ impl Shard {
 
     /// §8.2.1 and §21.5.2: 405 for a method sipshard knows but does not serve here
     /// (SUBSCRIBE, PUBLISH), 501 for one it does not know; both list what it serves.
-    fn unsupported_method(&mut self, now: Instant, txn: ServerTxnId, request: &Message) {
+    pub(super) fn unsupported_method(&mut self, now: Instant, txn: ServerTxnId, request: &Message) {
         let status = match request.method() {
             Some(Method::Extension) => 501,
             _ => 405,
         };
-        self.reject_request(now, txn, request, status, &[("Allow", ALLOW)]);
+        self.reject_request(now, txn, request, status, &[("Allow", self.allow())]);
     }
 
     fn incoming_invite(
@@ -424,7 +436,8 @@ impl Shard {
             }
             Some(Method::Notify) => self.on_notify(now, txn, request, index),
             Some(Method::Refer) => self.on_refer(now, txn, request, index),
-            // SUBSCRIBE, PUBLISH and extension methods are not supported in a dialog.
+            Some(Method::Subscribe) => self.in_dialog_subscribe(now, txn, request, index),
+            // PUBLISH and extension methods are not supported in a dialog.
             _ => self.unsupported_method(now, txn, &request),
         }
     }
@@ -691,6 +704,9 @@ impl Shard {
         if token & 0xff == super::TIMER_RELIABLE_1XX {
             return self.reliable_timer(now, index);
         }
+        if token & 0xff == super::TIMER_SUBSCRIPTION {
+            return self.subscriptions_due(now, index);
+        }
         if token & 0xff == super::TIMER_RING_TIMEOUT {
             // Still unanswered: refuse it (480) and end the dialog-to-be.
             if let Some(e) = self.entry_mut(index)
@@ -795,9 +811,13 @@ impl Shard {
         if self.standalone.contains(&client) {
             return self.standalone_failed(client);
         }
-        if let Some((r, subscription_usage)) = self.requests.remove(&client) {
+        if let Some((r, usage)) = self.requests.remove(&client) {
             let Some(index) = self.resolve(r) else { return };
-            if subscription_usage {
+            if usage == super::Usage::Notify {
+                // RFC 6665 §4.2.2: the subscriber does not answer.
+                self.notify_failed(index, 408);
+            }
+            if usage != super::Usage::Session {
                 // RFC 5057 §5.1: a NOTIFY, SUBSCRIBE or REFER that times out ends its
                 // subscription usage; the call stays.
                 if let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) {

@@ -69,6 +69,9 @@ pub struct Config {
     pub reliable_provisionals: Reliable1xx,
     /// Prometheus endpoint (`/metrics`), off when absent.
     pub metrics: Option<SocketAddr>,
+    /// Event packages whose SUBSCRIBEs are served (RFC 6665); empty: SUBSCRIBE gets 405.
+    /// In auto-answer mode each is accepted with a NOTIFY that carries no state.
+    pub event_packages: Vec<String>,
     pub auto_answer: AutoAnswerConfig,
     pub registrar: RegistrarSection,
     pub limits: Limits,
@@ -123,6 +126,7 @@ listen = "127.0.0.1:5060"
 shards = 0
 mode = "auto-answer"
 reliable_provisionals = "when-required"
+event_packages = []
 
 [auto_answer]
 ring_delay_ms = 0
@@ -157,6 +161,7 @@ impl Default for Config {
             mode: Mode::AutoAnswer,
             reliable_provisionals: Reliable1xx::WhenRequired,
             metrics: None,
+            event_packages: Vec::new(),
             auto_answer: AutoAnswerConfig::default(),
             registrar: RegistrarSection::default(),
             limits: Limits::default(),

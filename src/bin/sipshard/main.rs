@@ -67,6 +67,9 @@ struct ServeArgs {
     /// When 18x responses go out reliably (RFC 3262 100rel/PRACK).
     #[arg(long, value_enum)]
     reliable_provisionals: Option<config::Reliable1xx>,
+    /// Event packages to serve SUBSCRIBE for (RFC 6665), comma-separated: `presence,dialog`.
+    #[arg(long, value_delimiter = ',')]
+    event_packages: Option<Vec<String>>,
     /// auto-answer: wait before 180 Ringing (ms).
     #[arg(long)]
     ring_delay_ms: Option<u64>,
@@ -158,6 +161,9 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.reliable_provisionals {
         c.reliable_provisionals = v;
     }
+    if let Some(v) = args.event_packages {
+        c.event_packages = v;
+    }
     if let Some(v) = args.ring_delay_ms {
         c.auto_answer.ring_delay_ms = v;
     }
@@ -191,6 +197,8 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.retry_after = c.limits.retry_after;
     r.shard.reliable_provisionals = c.reliable_provisionals.into();
+    r.shard.subscriptions = (!c.event_packages.is_empty())
+        .then(|| sipshard::shard::Subscriptions::new(c.event_packages.iter().cloned()));
     r.mode = match c.mode {
         // A registrar answers calls too, so a UA can register and then call (SIPp's
         // branchc does exactly that).

@@ -1,0 +1,585 @@
+//! SUBSCRIBE/NOTIFY (RFC 6665) as the notifier, for the event packages the application
+//! serves ([`Subscriptions`]).
+//!
+//! A SUBSCRIBE outside a dialog creates one (a dialog with no INVITE usage); inside a
+//! dialog it refreshes, ends (`Expires: 0`) or adds a subscription. Either way the shard
+//! checks it (489 with Allow-Events for a package not served, 423 with Min-Expires for too
+//! short an interval, 400 without Event) and hands it to the application as
+//! [`SessionEvent::SubscriptionRequest`] with the interval it would grant. The application
+//! answers with `Respond`: a 2xx (to which the shard adds that `Expires` when the
+//! application wrote none) starts or refreshes the subscription, anything else refuses it.
+//! It then sends its NOTIFYs with [`DialogCommand::Notify`](super::DialogCommand::Notify):
+//! the shard writes `Event` and `Subscription-State` (with the seconds left), and a
+//! `terminated` state ends the subscription. At expiry the shard sends the last NOTIFY
+//! itself (`terminated;reason=timeout`) and reports
+//! [`SessionEvent::SubscriptionTerminated`]; after `Expires: 0`, whatever the application
+//! sends says `terminated;reason=timeout`, and the shard sends it after 64·T1 if the
+//! application has not. A dialog made by SUBSCRIBE ends with its last subscription.
+//!
+//! A subscription is named by its dialog, its event package and the Event `id` parameter
+//! (§4.1.2.1 and §8.2.1); state lives in a side table by dialog slot, so dialogs without
+//! subscriptions pay nothing for them.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{DialogError, Entry, Phase, SessionEvent, Shard, TIMER_SUBSCRIPTION};
+use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
+use crate::message::{Message, Method};
+use crate::timer::TimerHandle;
+use crate::transaction::ServerTxnId;
+
+/// What a shard serves as notifier (RFC 6665). Without it ([`ShardConfig::subscriptions`]
+/// `None`), SUBSCRIBE gets 405.
+///
+/// [`ShardConfig::subscriptions`]: super::ShardConfig::subscriptions
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscriptions {
+    /// The event packages served (`presence`, `dialog`, `message-summary`, …), compared
+    /// exactly; any other gets 489 with these in Allow-Events.
+    pub packages: Vec<String>,
+    /// The interval when the SUBSCRIBE gives none, and the longest granted (seconds).
+    pub default_expires: u32,
+    /// The shortest interval accepted; a shorter one but 0 gets 423 (seconds).
+    pub min_expires: u32,
+}
+
+impl Subscriptions {
+    /// Serves `packages`, 3,600 s by default and at most, 60 s at least.
+    pub fn new<S: Into<String>>(packages: impl IntoIterator<Item = S>) -> Self {
+        Subscriptions {
+            packages: packages.into_iter().map(Into::into).collect(),
+            default_expires: 3600,
+            min_expires: 60,
+        }
+    }
+
+    fn allow_events(&self) -> String {
+        self.packages.join(", ")
+    }
+}
+
+/// The state a NOTIFY reports (RFC 6665 §8.2.3, `Subscription-State`).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotifyState {
+    /// The subscription is accepted.
+    Active,
+    /// Waiting for authorization.
+    Pending,
+    /// Ended, with a reason (`noresource`, `rejected`, `deactivated`, `giveup`, …); the
+    /// subscription ends with this NOTIFY.
+    Terminated(String),
+}
+
+/// Why a subscription the shard served ended.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscriptionEnd {
+    /// It expired without refresh; the shard sent `terminated;reason=timeout`.
+    Timeout,
+    /// The subscriber answered a NOTIFY with 481 or 408, or not at all (RFC 6665 §4.2.2).
+    NotifyFailed(u16),
+    /// Its dialog ended (BYE, `Terminate`).
+    DialogEnded,
+}
+
+/// One subscription of a dialog.
+#[derive(Debug)]
+pub(super) struct Subscription {
+    package: Box<[u8]>,
+    id: Option<Box<[u8]>>,
+    expires_at: Instant,
+    timer: Option<TimerHandle>,
+    /// A 2xx went to its SUBSCRIBE.
+    accepted: bool,
+    /// `Expires: 0` was granted: every NOTIFY now says terminated.
+    ending: bool,
+}
+
+impl Subscription {
+    fn is(&self, package: &[u8], id: Option<&[u8]>) -> bool {
+        &*self.package == package && self.id.as_deref() == id
+    }
+
+    fn event(&self) -> Bytes {
+        let mut event = self.package.to_vec();
+        if let Some(id) = &self.id {
+            event.extend_from_slice(b";id=");
+            event.extend_from_slice(id);
+        }
+        Bytes::from(event)
+    }
+}
+
+/// A refusal before the application sees a SUBSCRIBE: status and extra headers.
+type Refusal = (u16, Vec<(&'static str, String)>);
+
+/// A SUBSCRIBE's event and asked interval, once checked.
+struct Asked<'m> {
+    package: &'m [u8],
+    id: Option<&'m [u8]>,
+    expires: u32,
+}
+
+impl Shard {
+    /// The checks of §4.2.1.1 before the application sees a SUBSCRIBE; `Err` has the
+    /// response.
+    fn check_subscribe<'m>(
+        &self,
+        request: &'m Message,
+    ) -> Result<Asked<'m>, Refusal> {
+        let Some(config) = &self.config.subscriptions else {
+            return Err((405, Vec::new()));
+        };
+        let Ok(Some(event)) = request.event() else {
+            return Err((400, Vec::new()));
+        };
+        if !config
+            .packages
+            .iter()
+            .any(|p| p.as_bytes() == event.package)
+        {
+            return Err((489, vec![("Allow-Events", config.allow_events())]));
+        }
+        let expires = match request.expires() {
+            Ok(Some(0)) => 0,
+            Ok(Some(e)) if e < config.min_expires => {
+                return Err((423, vec![("Min-Expires", config.min_expires.to_string())]));
+            }
+            Ok(Some(e)) => e.min(config.default_expires),
+            Ok(None) => config.default_expires,
+            Err(_) => return Err((400, Vec::new())),
+        };
+        Ok(Asked {
+            package: event.package,
+            id: event.params.get("id").flatten(),
+            expires,
+        })
+    }
+
+    fn refuse_subscribe(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: &Message,
+        (status, headers): Refusal,
+    ) {
+        if status == 405 {
+            return self.unsupported_method(now, txn, request);
+        }
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+        self.reject_request(now, txn, request, status, &headers);
+    }
+
+    /// A SUBSCRIBE outside any dialog: a new dialog for the subscription, once the
+    /// application accepts it.
+    pub(super) fn incoming_subscribe(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        from: std::net::SocketAddr,
+    ) {
+        let asked = match self.check_subscribe(&request) {
+            Ok(a) => a,
+            Err(refusal) => return self.refuse_subscribe(now, txn, &request, refusal),
+        };
+        if self.live >= self.config.max_dialogs
+            || self.admission != super::Admission::Open
+            || self.txn.len() > self.config.max_transactions
+        {
+            self.stats.overload_rejections += 1;
+            let retry = self.config.retry_after.to_string();
+            return self.reject_request(
+                now,
+                txn,
+                &request,
+                503,
+                &[("Retry-After", retry.as_bytes())],
+            );
+        }
+        let target = dialog::contact_uri(&request);
+        let (Some(call_id), Ok(Some(remote_tag)), Some(target), Some(to), Some(remote), Ok(cseq)) = (
+            request.call_id(),
+            request.from_tag(),
+            target,
+            request.header(crate::message::HeaderName::To),
+            request.header(crate::message::HeaderName::From),
+            request.cseq(),
+        ) else {
+            // §4.1.2.1: a SUBSCRIBE carries a From tag and a Contact; the dialog needs both.
+            return self.reject_request(now, txn, &request, 400, &[]);
+        };
+        let tag = self.ids.tag();
+        let id = DialogId::new(call_id, tag.as_bytes(), remote_tag);
+        let secure = request
+            .request_uri_bytes()
+            .is_some_and(|u| u.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:")));
+        let local = dialog::with_tag(to, tag.as_bytes());
+        let routes = dialog::uas_route_set(&request);
+        let d = Dialog::new(
+            id,
+            Role::Uas,
+            DialogState::Early,
+            0,
+            Some(cseq.seq),
+            &local,
+            remote,
+            target,
+            &routes,
+            secure,
+            from,
+        );
+        let subscription = new_subscription(&asked, now);
+        let expires = asked.expires;
+        let index = self.insert(Entry {
+            dialog: d,
+            phase: Phase::Subscription,
+            reinvite: None,
+            call: None,
+        });
+        self.subscriptions
+            .entry(index)
+            .or_default()
+            .push(subscription);
+        self.subscription_request(txn, request, index, expires);
+    }
+
+    /// A SUBSCRIBE in the dialog at `index`: refreshes or ends the subscription it names,
+    /// or adds one.
+    pub(super) fn in_dialog_subscribe(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        index: u32,
+    ) {
+        let asked = match self.check_subscribe(&request) {
+            Ok(a) => a,
+            Err(refusal) => return self.refuse_subscribe(now, txn, &request, refusal),
+        };
+        let subs = self.subscriptions.entry(index).or_default();
+        if !subs.iter().any(|s| s.is(asked.package, asked.id)) {
+            subs.push(new_subscription(&asked, now));
+        }
+        let expires = asked.expires;
+        self.subscription_request(txn, request, index, expires);
+    }
+
+    fn subscription_request(
+        &mut self,
+        txn: ServerTxnId,
+        request: Message,
+        index: u32,
+        expires: u32,
+    ) {
+        let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
+            return;
+        };
+        self.pending.insert(
+            txn,
+            super::Pending {
+                request: request.clone(),
+                dialog: Some(index),
+            },
+        );
+        self.pending_in_dialog.entry(index).or_default().push(txn);
+        self.events.push_back(SessionEvent::SubscriptionRequest {
+            dialog,
+            txn,
+            request,
+            expires,
+        });
+    }
+
+    /// The `Expires` a 2xx to this SUBSCRIBE carries when the application wrote none.
+    pub(super) fn granted_expires(&self, request: &Message) -> Option<String> {
+        self.check_subscribe(request)
+            .ok()
+            .map(|a| a.expires.to_string())
+    }
+
+    /// The application answered a SUBSCRIBE in the dialog at `index` with `status`.
+    pub(super) fn subscribe_answered(
+        &mut self,
+        now: Instant,
+        index: u32,
+        request: &Message,
+        status: u16,
+        granted: Option<u32>,
+    ) {
+        let Ok(asked) = self.check_subscribe(request) else {
+            return;
+        };
+        let (package, id) = (asked.package, asked.id);
+        let expires = granted.unwrap_or(asked.expires);
+        if (200..300).contains(&status) {
+            self.set_confirmed(index);
+            let grace = self.config.timers.timeout();
+            let token = self.token(index, TIMER_SUBSCRIPTION);
+            let Some(sub) = self
+                .subscriptions
+                .get_mut(&index)
+                .and_then(|subs| subs.iter_mut().find(|s| s.is(package, id)))
+            else {
+                return;
+            };
+            sub.accepted = true;
+            sub.ending = expires == 0;
+            sub.expires_at = if expires == 0 {
+                now + grace
+            } else {
+                now + Duration::from_secs(u64::from(expires))
+            };
+            let old = sub.timer.take();
+            let at = sub.expires_at;
+            if let Some(old) = old {
+                self.txn.cancel_timer(old);
+            }
+            let timer = self.txn.schedule(at, token);
+            if let Some(sub) = self
+                .subscriptions
+                .get_mut(&index)
+                .and_then(|subs| subs.iter_mut().find(|s| s.is(package, id)))
+            {
+                sub.timer = Some(timer);
+            }
+            return;
+        }
+        // Refused: a subscription this SUBSCRIBE would have created is dropped; a refused
+        // refresh leaves the existing one to its expiry.
+        let never_accepted = self
+            .subscriptions
+            .get(&index)
+            .and_then(|subs| subs.iter().find(|s| s.is(package, id)))
+            .is_some_and(|s| !s.accepted);
+        if never_accepted {
+            let (package, id) = (package.to_vec(), id.map(<[u8]>::to_vec));
+            self.drop_subscription(index, &package, id.as_deref());
+        }
+    }
+
+    /// `Notify`: a NOTIFY for the subscription `event` (`package` or `package;id=…`) of
+    /// `dialog`, with `Subscription-State` from `state` and the time left.
+    pub(super) fn send_notify(
+        &mut self,
+        now: Instant,
+        id: &DialogId,
+        event: &[u8],
+        state: &NotifyState,
+        headers: &[(String, Bytes)],
+        body: &[u8],
+    ) -> Result<(), DialogError> {
+        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let parsed = crate::message::Event::parse(event).map_err(|_| {
+            DialogError::InvalidInput(crate::message::BuildError::InvalidHeaderValue)
+        })?;
+        let (package, sub_id) = (parsed.package, parsed.params.get("id").flatten());
+        let sub = self
+            .subscriptions
+            .get(&index)
+            .and_then(|subs| subs.iter().find(|s| s.is(package, sub_id)))
+            .ok_or(DialogError::InvalidDialogState {
+                current: "no such subscription",
+                expected: "an accepted subscription",
+            })?;
+        if !sub.accepted {
+            return Err(DialogError::InvalidDialogState {
+                current: "subscription not yet accepted",
+                expected: "an accepted subscription",
+            });
+        }
+        let left = sub.expires_at.saturating_duration_since(now).as_secs();
+        let (value, ends) = match state {
+            _ if sub.ending => ("terminated;reason=timeout".to_owned(), true),
+            NotifyState::Active => (format!("active;expires={left}"), false),
+            NotifyState::Pending => (format!("pending;expires={left}"), false),
+            NotifyState::Terminated(reason) => (format!("terminated;reason={reason}"), true),
+        };
+        let event = sub.event();
+        let mut all = vec![
+            ("Event".to_owned(), event),
+            ("Subscription-State".to_owned(), Bytes::from(value)),
+        ];
+        all.extend(headers.iter().cloned());
+        self.send_in_dialog(now, id, b"NOTIFY", &all, body)?;
+        if ends {
+            let (package, sub_id) = (package.to_vec(), sub_id.map(<[u8]>::to_vec));
+            self.drop_subscription(index, &package, sub_id.as_deref());
+        }
+        Ok(())
+    }
+
+    /// The subscription timer of the dialog at `index` fired: each expired subscription
+    /// gets its last NOTIFY (§4.2.2) and ends.
+    pub(super) fn subscriptions_due(&mut self, now: Instant, index: u32) {
+        let Some(subs) = self.subscriptions.get(&index) else {
+            return;
+        };
+        let due: Vec<Bytes> = subs
+            .iter()
+            .filter(|s| s.accepted && s.expires_at <= now)
+            .map(Subscription::event)
+            .collect();
+        let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
+            return;
+        };
+        for event in due {
+            if let Some(s) = self
+                .subscriptions
+                .get_mut(&index)
+                .and_then(|subs| subs.iter_mut().find(|s| s.event() == event))
+            {
+                // Whatever the application would say, this NOTIFY ends it.
+                s.ending = true;
+            }
+            let sent = self.send_notify(now, &dialog, &event, &NotifyState::Active, &[], b"");
+            if sent.is_err() {
+                // The dialog cannot send (it is ending): end the subscription all the same.
+                let parsed = crate::message::Event::parse(&event).ok();
+                if let Some(p) = parsed {
+                    let (package, id) = (p.package.to_vec(), p.params.get("id").flatten());
+                    self.drop_subscription(index, &package, id);
+                }
+            }
+            self.events.push_back(SessionEvent::SubscriptionTerminated {
+                dialog: dialog.clone(),
+                event,
+                reason: SubscriptionEnd::Timeout,
+            });
+        }
+    }
+
+    /// Our NOTIFY in the dialog at `index` got 481 or 408, or no answer: the subscriber
+    /// is gone (§4.2.2), and with it every subscription of the dialog.
+    pub(super) fn notify_failed(&mut self, index: u32, status: u16) {
+        let Some(subs) = self.subscriptions.remove(&index) else {
+            return;
+        };
+        let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
+            return;
+        };
+        for sub in subs {
+            if let Some(timer) = sub.timer {
+                self.txn.cancel_timer(timer);
+            }
+            self.events.push_back(SessionEvent::SubscriptionTerminated {
+                dialog: dialog.clone(),
+                event: sub.event(),
+                reason: SubscriptionEnd::NotifyFailed(status),
+            });
+        }
+        self.end_if_unused(index);
+    }
+
+    /// Removes one subscription; the dialog ends with it when SUBSCRIBE made it and it
+    /// was the last.
+    fn drop_subscription(&mut self, index: u32, package: &[u8], id: Option<&[u8]>) {
+        let Some(subs) = self.subscriptions.get_mut(&index) else {
+            return;
+        };
+        let timers: Vec<TimerHandle> = subs
+            .iter_mut()
+            .filter(|s| s.is(package, id))
+            .filter_map(|s| s.timer.take())
+            .collect();
+        subs.retain(|s| !s.is(package, id));
+        if subs.is_empty() {
+            self.subscriptions.remove(&index);
+        }
+        for timer in timers {
+            self.txn.cancel_timer(timer);
+        }
+        self.end_if_unused(index);
+    }
+
+    /// A dialog SUBSCRIBE made, without subscriptions left: it ends (§4.4.1).
+    fn end_if_unused(&mut self, index: u32) {
+        let unused = !self.subscriptions.contains_key(&index)
+            && matches!(
+                self.entry_mut(index).map(|e| &e.phase),
+                Some(Phase::Subscription)
+            );
+        if unused {
+            self.remove(index);
+        }
+    }
+
+    /// The dialog at `index` is being removed: its subscriptions end with it.
+    pub(super) fn forget_subscriptions(&mut self, index: u32) -> Vec<Bytes> {
+        if self.subscriptions.is_empty() {
+            return Vec::new();
+        }
+        let Some(subs) = self.subscriptions.remove(&index) else {
+            return Vec::new();
+        };
+        subs.into_iter()
+            .map(|s| {
+                if let Some(timer) = s.timer {
+                    self.txn.cancel_timer(timer);
+                }
+                s.event()
+            })
+            .collect()
+    }
+
+    /// `Terminate` of a dialog SUBSCRIBE made: each subscription gets its last NOTIFY
+    /// (`terminated;reason=noresource`) and the dialog ends with the last.
+    pub(super) fn terminate_subscriptions(
+        &mut self,
+        now: Instant,
+        id: &DialogId,
+    ) -> Result<(), DialogError> {
+        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let events: Vec<(Bytes, bool)> = self
+            .subscriptions
+            .get(&index)
+            .map(|subs| subs.iter().map(|s| (s.event(), s.accepted)).collect())
+            .unwrap_or_default();
+        let ended = NotifyState::Terminated("noresource".to_owned());
+        for (event, accepted) in events {
+            if accepted {
+                self.send_notify(now, id, &event, &ended, &[], b"")?;
+            }
+        }
+        if let Some(index) = self.find(id) {
+            self.subscriptions.remove(&index);
+            self.end_if_unused(index);
+        }
+        Ok(())
+    }
+
+    /// Answers the pending SUBSCRIBE `request` (the application's `Respond`), adding the
+    /// granted `Expires` to a 2xx that has none; returns the interval granted.
+    pub(super) fn subscribe_reply_expires(
+        &self,
+        request: &Message,
+        status: u16,
+        headers: &[(&str, &[u8])],
+    ) -> (Option<String>, Option<u32>) {
+        if !(200..300).contains(&status) || request.method() != Some(Method::Subscribe) {
+            return (None, None);
+        }
+        let written = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Expires"))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok());
+        match written {
+            Some(e) => (None, Some(e)),
+            None => (self.granted_expires(request), None),
+        }
+    }
+}
+
+fn new_subscription(asked: &Asked<'_>, now: Instant) -> Subscription {
+    Subscription {
+        package: asked.package.into(),
+        id: asked.id.map(Into::into),
+        expires_at: now,
+        timer: None,
+        accepted: false,
+        ending: false,
+    }
+}
