@@ -434,3 +434,18 @@ fn a_notify_nobody_answers_ends_the_subscription() {
     assert_eq!(reasons, [SubscriptionEnd::NotifyFailed(408)]);
     assert!(bob.dialog_state(&dialog).is_none());
 }
+
+#[test]
+fn a_subscribe_the_application_never_answers_leaves_nothing() {
+    let t0 = Instant::now();
+    let mut bob = notifier(t0);
+    bob.handle_datagram(t0, watcher(), subscribe(1, "s1", "", "Event: presence\r\n"));
+    let (dialog, _, _) = request_event(&mut bob);
+    assert_eq!(bob.dialog_count(), 1);
+    for s in 1..=40 {
+        bob.handle_timeout(t0 + Duration::from_secs(s));
+    }
+    assert!(bob.dialog_state(&dialog).is_none());
+    assert_eq!(bob.dialog_count(), 0);
+    assert_eq!(bob.transaction_count(), 0);
+}

@@ -1245,7 +1245,13 @@ impl Shard {
                     }
                     // Ended unanswered (the application never said; 64·T1 passed).
                     crate::transaction::TxnId::Server(s) => {
-                        self.forget_pending(s);
+                        if let Some(p) = self.forget_pending(s)
+                            && p.request.method() == Some(crate::message::Method::Subscribe)
+                            && let Some(index) = p.dialog
+                        {
+                            // A SUBSCRIBE the application never answered creates nothing.
+                            self.subscribe_answered(now, index, &p.request, 408, None);
+                        }
                         self.forget_awaiting(s);
                     }
                 },

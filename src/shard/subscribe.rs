@@ -186,19 +186,8 @@ impl Shard {
             Ok(a) => a,
             Err(refusal) => return self.refuse_subscribe(now, txn, &request, refusal),
         };
-        if self.live >= self.config.max_dialogs
-            || self.admission != super::Admission::Open
-            || self.txn.len() > self.config.max_transactions
-        {
-            self.stats.overload_rejections += 1;
-            let retry = self.config.retry_after.to_string();
-            return self.reject_request(
-                now,
-                txn,
-                &request,
-                503,
-                &[("Retry-After", retry.as_bytes())],
-            );
+        if self.refuse_new_dialog(now, txn, &request) {
+            return;
         }
         let target = dialog::contact_uri(&request);
         let (Some(call_id), Ok(Some(remote_tag)), Some(target), Some(to), Some(remote), Ok(cseq)) = (

@@ -133,6 +133,35 @@ impl Shard {
         Some(self.buf.split().freeze())
     }
 
+    /// Over the dialog or transaction limit, with the application behind, or stopping: a
+    /// request that would create a dialog gets 503 with Retry-After (counted by cause);
+    /// true when it did.
+    pub(super) fn refuse_new_dialog(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: &Message,
+    ) -> bool {
+        let refused = match self.admission {
+            super::Admission::Open => {
+                self.live >= self.config.max_dialogs
+                    || self.txn.len() > self.config.max_transactions
+            }
+            super::Admission::Backpressure => true,
+            super::Admission::Stopping => true,
+        };
+        if refused {
+            match self.admission {
+                super::Admission::Open => self.stats.overload_rejections += 1,
+                super::Admission::Backpressure => self.stats.backpressure_rejections += 1,
+                super::Admission::Stopping => self.stats.shutdown_rejections += 1,
+            }
+            let retry = self.config.retry_after.to_string();
+            self.reject_request(now, txn, request, 503, &[("Retry-After", retry.as_bytes())]);
+        }
+        refused
+    }
+
     pub(super) fn reject_request(
         &mut self,
         now: Instant,
@@ -249,28 +278,8 @@ impl Shard {
             // branch: the request forked and merged back here.
             return self.reject_request(now, txn, &request, 482, &[]);
         }
-        let refused = match self.admission {
-            super::Admission::Open => {
-                self.live >= self.config.max_dialogs
-                    || self.txn.len() > self.config.max_transactions
-            }
-            super::Admission::Backpressure => true,
-            super::Admission::Stopping => true,
-        };
-        if refused {
-            match self.admission {
-                super::Admission::Open => self.stats.overload_rejections += 1,
-                super::Admission::Backpressure => self.stats.backpressure_rejections += 1,
-                super::Admission::Stopping => self.stats.shutdown_rejections += 1,
-            }
-            let retry = self.config.retry_after.to_string();
-            return self.reject_request(
-                now,
-                txn,
-                &request,
-                503,
-                &[("Retry-After", retry.as_bytes())],
-            );
+        if self.refuse_new_dialog(now, txn, &request) {
+            return;
         }
         if !request.accepts("application", "sdp") {
             // RFC 4475 §3.3.15: our answer would be SDP, which the caller refuses.
