@@ -213,6 +213,42 @@ impl DialogManager {
         }
     }
 
+    /// Subscribes to `event` (`presence`, `dialog`, …) of the SIP URI `to` for `expires`
+    /// seconds (RFC 6665), sent to the address in `to`. The shard refreshes it; events name
+    /// the returned handle as `subscription`.
+    pub async fn subscribe(
+        &self,
+        from: &str,
+        to: &str,
+        event: &str,
+        expires: u32,
+    ) -> Result<DialogId, DialogError> {
+        let running = self.running()?;
+        let destination = destination_of(to)?;
+        let shard = running.next_call.fetch_add(1, Ordering::Relaxed) % running.shards.len();
+        let command = DialogCommand::Subscribe(Box::new(crate::shard::NewSubscription {
+            from: Bytes::from(angle(from)),
+            to: Bytes::from(angle(to)),
+            request_uri: Bytes::copy_from_slice(bare_uri(to).as_bytes()),
+            destination,
+            event: Bytes::copy_from_slice(event.as_bytes()),
+            expires,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }));
+        match self.command_on(shard, command).await? {
+            CommandOutcome::Subscription(id) => Ok(id),
+            _ => Err(DialogError::SessionCoordinationFailed),
+        }
+    }
+
+    /// Ends a subscription we hold (`Expires: 0`), by its handle or one of its dialogs.
+    pub async fn unsubscribe(&self, subscription: &DialogId) -> Result<(), DialogError> {
+        let subscription = subscription.clone();
+        self.command(DialogCommand::Unsubscribe { subscription })
+            .await
+    }
+
     /// Sends a request outside any dialog (REGISTER, OPTIONS, MESSAGE …). A given Call-ID
     /// picks its owning shard; without one the shards take turns and each makes a Call-ID
     /// of its own. The final response arrives as a
@@ -411,6 +447,9 @@ impl DialogManager {
             | DialogCommand::ReferStatus { dialog, .. }
             | DialogCommand::Refer { dialog, .. }
             | DialogCommand::Notify { dialog, .. }
+            | DialogCommand::Unsubscribe {
+                subscription: dialog,
+            }
             | DialogCommand::Terminate { dialog } => dialog.call_id(),
             DialogCommand::Cancel { call } => call.call_id(),
             // These name no dialog: the caller must pick the shard.

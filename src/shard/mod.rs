@@ -52,10 +52,12 @@ mod standalone;
 mod subscribe;
 mod uac;
 mod uas;
+mod watch;
 
 pub use refer::refer_sub_declined;
 pub use replaces::{PeerMessage, ReplacesVerdict};
 pub use subscribe::{NotifyState, SubscriptionEnd, Subscriptions};
+pub use watch::NewSubscription;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -328,14 +330,37 @@ pub enum SessionEvent {
         /// The interval the shard grants: the asked one within the configured bounds.
         expires: u32,
     },
-    /// A subscription served here ended without a NOTIFY of the application's saying so.
+    /// A subscription ended: one served here, without a NOTIFY of the application's
+    /// saying so, or one we hold (`subscription` is then its handle).
     SubscriptionTerminated {
-        /// Its dialog.
+        /// The `Subscribe` handle, for a subscription we hold; `None` for one we serve.
+        subscription: Option<DialogId>,
+        /// Its dialog (the handle, when no dialog formed).
         dialog: DialogId,
         /// Its Event value (`presence`, `dialog;id=7`).
         event: Bytes,
         /// Why.
         reason: SubscriptionEnd,
+    },
+    /// A subscription we asked for with [`DialogCommand::Subscribe`] is accepted (its 2xx,
+    /// or a NOTIFY before it); one event per dialog (a forked SUBSCRIBE may get several).
+    SubscriptionAccepted {
+        /// The handle `Subscribe` returned.
+        subscription: DialogId,
+        /// The subscription's dialog.
+        dialog: DialogId,
+        /// The interval granted (seconds); the shard refreshes before it ends.
+        expires: u32,
+    },
+    /// A NOTIFY for a subscription we hold, already answered 200: its state document is
+    /// the body, `Subscription-State` says active, pending or terminated (which ends it).
+    Notification {
+        /// The handle `Subscribe` returned.
+        subscription: DialogId,
+        /// The dialog it came in.
+        dialog: DialogId,
+        /// The NOTIFY.
+        request: Message,
     },
     /// An out-of-dialog request the shard leaves to the application: a MESSAGE (RFC 3428
     /// pager mode). Answer with [`DialogCommand::Respond`]; unanswered, its transaction
@@ -485,6 +510,16 @@ pub enum DialogCommand {
         /// attended transfer).
         refer_to: Bytes,
     },
+    /// Subscribe to an event package at a notifier (RFC 6665): the outcome comes as
+    /// [`SessionEvent::SubscriptionAccepted`], [`SessionEvent::Notification`]s and, at the
+    /// end, [`SessionEvent::SubscriptionTerminated`]; the shard refreshes it.
+    Subscribe(Box<NewSubscription>),
+    /// End a subscription we hold (`Expires: 0`), by its handle (every dialog of it) or
+    /// one of its dialogs.
+    Unsubscribe {
+        /// The `Subscribe` handle or a dialog of it.
+        subscription: DialogId,
+    },
     /// Send a NOTIFY for a subscription the shard serves (RFC 6665): `Event` and
     /// `Subscription-State` (with the seconds left) are written by the shard.
     Notify {
@@ -523,6 +558,8 @@ pub enum CommandOutcome {
     /// SendStandalone: the request's transaction, which its
     /// [`SessionEvent::StandaloneResult`] names.
     Request(ClientTxnId),
+    /// Subscribe: the handle of the new subscription.
+    Subscription(DialogId),
 }
 
 /// Why a command was refused.
@@ -840,6 +877,7 @@ const TIMER_REINVITE_RETRY: u64 = 4;
 const TIMER_RING_TIMEOUT: u64 = 5;
 const TIMER_RELIABLE_1XX: u64 = 6;
 const TIMER_SUBSCRIPTION: u64 = 7;
+const TIMER_WATCH: u64 = 8;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 
@@ -896,6 +934,10 @@ pub struct Shard {
     awaiting_verdict: ahash::HashMap<ServerTxnId, replaces::AwaitingVerdict>,
     /// Unanswered incoming calls that replace a dialog, by slot: the dialog they replace.
     replacing: ahash::HashMap<u32, DialogId>,
+    /// Subscriptions we hold as subscriber, by dialog slot (`watch` module).
+    watches: ahash::HashMap<u32, watch::Watch>,
+    /// Our SUBSCRIBE transactions → the slot of their subscription.
+    subscribes: ahash::HashMap<ClientTxnId, SlotRef>,
     /// Subscriptions served as notifier, by dialog slot (`subscribe` module).
     subscriptions: ahash::HashMap<u32, Vec<subscribe::Subscription>>,
     /// Messages for other shards (`replaces` module).
@@ -957,6 +999,8 @@ impl Shard {
             replacing: ahash::HashMap::default(),
             peer_out: VecDeque::new(),
             subscriptions: ahash::HashMap::default(),
+            watches: ahash::HashMap::default(),
+            subscribes: ahash::HashMap::default(),
             ids,
             events: VecDeque::new(),
             buf: BytesMut::with_capacity(4096),
@@ -1188,6 +1232,10 @@ impl Shard {
             } => self
                 .refer_status(now, &dialog, refer_cseq, status)
                 .map(|()| CommandOutcome::Done),
+            DialogCommand::Subscribe(new) => self.subscribe(now, &new),
+            DialogCommand::Unsubscribe { subscription } => self
+                .unsubscribe(now, &subscription)
+                .map(|()| CommandOutcome::Done),
             DialogCommand::Notify {
                 dialog,
                 event,
@@ -1240,6 +1288,7 @@ impl Shard {
                         self.by_client_txn.remove(&c);
                         self.reinvites.remove(&c);
                         self.requests.remove(&c);
+                        self.subscribes.remove(&c);
                         self.standalone_failed(c);
                         self.invite_ended(c);
                     }
@@ -1340,8 +1389,17 @@ impl Shard {
             self.refers_sent.remove(&index);
         }
         self.forget_replacing(index);
+        if let Some((handle, event)) = self.forget_watch(index) {
+            self.events.push_back(SessionEvent::SubscriptionTerminated {
+                subscription: Some(handle),
+                dialog: entry.dialog.id.clone(),
+                event,
+                reason: SubscriptionEnd::DialogEnded,
+            });
+        }
         for event in self.forget_subscriptions(index) {
             self.events.push_back(SessionEvent::SubscriptionTerminated {
+                subscription: None,
                 dialog: entry.dialog.id.clone(),
                 event,
                 reason: SubscriptionEnd::DialogEnded,

@@ -152,6 +152,9 @@ impl Shard {
         request: Message,
         index: u32,
     ) {
+        if self.is_watched_notify(index, &request) {
+            return self.watched_notify(now, txn, request, index);
+        }
         let id = match request.event() {
             Ok(Some(event)) if event.package.eq_ignore_ascii_case(b"refer") => {
                 // §2.4.6: `id` is the REFER's CSeq; without it, the dialog's first REFER.

@@ -147,6 +147,19 @@ impl Shard {
         headers: &[(String, Bytes)],
         body: &[u8],
     ) -> Result<(), DialogError> {
+        self.send_in_dialog_txn(now, id, method, headers, body)
+            .map(drop)
+    }
+
+    /// [`Shard::send_in_dialog`], returning the request's transaction.
+    pub(super) fn send_in_dialog_txn(
+        &mut self,
+        now: Instant,
+        id: &DialogId,
+        method: &[u8],
+        headers: &[(String, Bytes)],
+        body: &[u8],
+    ) -> Result<crate::transaction::ClientTxnId, DialogError> {
         let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
         if matches!(
             Method::from_bytes(method),
@@ -189,7 +202,7 @@ impl Shard {
         if method == b"REFER" {
             self.refer_sent(index, cseq);
         }
-        Ok(())
+        Ok(txn)
     }
 
     /// The final response to our in-dialog request, of the `usage` recorded when it was
@@ -246,7 +259,13 @@ impl Shard {
             Some(Phase::Incoming { .. }) => self.reject(now, id, 480),
             Some(Phase::Established { .. } | Phase::Answered { .. }) => self.bye(now, id),
             Some(Phase::Terminating { .. }) => Ok(()),
-            Some(Phase::Subscription) => self.terminate_subscriptions(now, id),
+            Some(Phase::Subscription) => {
+                if self.watches_at(index) {
+                    self.unsubscribe(now, id)
+                } else {
+                    self.terminate_subscriptions(now, id)
+                }
+            }
             Some(Phase::Early { .. }) | None => Err(self.wrong_state(index, "a live call")),
         }
     }

@@ -73,7 +73,7 @@ pub enum NotifyState {
     Terminated(String),
 }
 
-/// Why a subscription the shard served ended.
+/// Why a subscription ended.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscriptionEnd {
@@ -83,6 +83,12 @@ pub enum SubscriptionEnd {
     NotifyFailed(u16),
     /// Its dialog ended (BYE, `Terminate`).
     DialogEnded,
+    /// Subscriber side: the SUBSCRIBE was refused with this status (or got none: 408), or
+    /// a refresh got 481 (RFC 6665 §4.1.2.2).
+    Rejected(u16),
+    /// Subscriber side: a NOTIFY said `terminated` (its reason is in the
+    /// [`SessionEvent::Notification`] before).
+    ByNotifier,
 }
 
 /// One subscription of a dialog.
@@ -126,10 +132,7 @@ struct Asked<'m> {
 impl Shard {
     /// The checks of §4.2.1.1 before the application sees a SUBSCRIBE; `Err` has the
     /// response.
-    fn check_subscribe<'m>(
-        &self,
-        request: &'m Message,
-    ) -> Result<Asked<'m>, Refusal> {
+    fn check_subscribe<'m>(&self, request: &'m Message) -> Result<Asked<'m>, Refusal> {
         let Some(config) = &self.config.subscriptions else {
             return Err((405, Vec::new()));
         };
@@ -434,6 +437,7 @@ impl Shard {
                 }
             }
             self.events.push_back(SessionEvent::SubscriptionTerminated {
+                subscription: None,
                 dialog: dialog.clone(),
                 event,
                 reason: SubscriptionEnd::Timeout,
@@ -455,6 +459,7 @@ impl Shard {
                 self.txn.cancel_timer(timer);
             }
             self.events.push_back(SessionEvent::SubscriptionTerminated {
+                subscription: None,
                 dialog: dialog.clone(),
                 event: sub.event(),
                 reason: SubscriptionEnd::NotifyFailed(status),

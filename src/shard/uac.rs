@@ -177,6 +177,9 @@ impl Shard {
     }
 
     pub(super) fn on_response(&mut self, now: Instant, txn: ClientTxnId, response: Message) {
+        if !self.subscribes.is_empty() && self.subscribes.contains_key(&txn) {
+            return self.subscribe_response(now, txn, &response);
+        }
         if self.calls.contains_key(&txn) {
             return self.invite_response(now, txn, &response);
         }
@@ -524,7 +527,7 @@ pub(super) struct NewCall<'a> {
 
 /// Headers of an INVITE that the dialog layer writes itself, in long or compact form (the
 /// message layer's name classification knows both).
-fn is_reserved(name: &str) -> bool {
+pub(super) fn is_reserved(name: &str) -> bool {
     matches!(
         HeaderName::from_bytes(name.trim().as_bytes()),
         HeaderName::Via

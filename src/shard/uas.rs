@@ -396,6 +396,12 @@ impl Shard {
         };
         let remote = remote.unwrap_or_default();
         let Some(index) = self.find_parts(call_id, local, remote) else {
+            // A NOTIFY for our SUBSCRIBE may come before its 2xx, or from a second
+            // notifier (RFC 6665 §4.1.2.4): it makes the dialog.
+            if request.method() == Some(Method::Notify) && self.notify_for_watch(now, txn, &request)
+            {
+                return;
+            }
             return self.reject_request(now, txn, &request, 481, &[]);
         };
         let Some(entry) = self.entry_mut(index) else {
@@ -716,6 +722,9 @@ impl Shard {
         if token & 0xff == super::TIMER_SUBSCRIPTION {
             return self.subscriptions_due(now, index);
         }
+        if token & 0xff == super::TIMER_WATCH {
+            return self.watch_due(now, index);
+        }
         if token & 0xff == super::TIMER_RING_TIMEOUT {
             // Still unanswered: refuse it (480) and end the dialog-to-be.
             if let Some(e) = self.entry_mut(index)
@@ -819,6 +828,9 @@ impl Shard {
         }
         if self.standalone.contains(&client) {
             return self.standalone_failed(client);
+        }
+        if self.subscribes.contains_key(&client) {
+            return self.subscribe_failed(client);
         }
         if let Some((r, usage)) = self.requests.remove(&client) {
             let Some(index) = self.resolve(r) else { return };
