@@ -538,6 +538,99 @@ async fn dialog_manager_refers_a_sipp_callee_and_follows_its_notifies() {
     assert_eq!(stats.total.transactions.timeouts, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The lock only orders whole tests; nothing in this runtime waits for it.
+#[allow(clippy::await_holding_lock)]
+async fn dialog_manager_subscribes_to_a_sipp_notifier_and_unsubscribes() {
+    // RFC 6665 with sipshard as subscriber: 20 subscriptions through DialogManager, each
+    // accepted, notified (SIPp's NOTIFY answered 200 by the shard), then ended with
+    // Expires: 0 and the notifier's terminated NOTIFY.
+    use sipshard::runtime::{DialogManager, RuntimeConfig, StopPolicy};
+    use sipshard::shard::{SessionEvent, SubscriptionEnd};
+
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let subscriptions = 20u32;
+    let port = common::peers::free_udp_port();
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sipp/uas_notifier.xml"
+    );
+    let count = subscriptions.to_string();
+    let args = [
+        "-sf",
+        scenario,
+        "-m",
+        &count,
+        "-timeout",
+        "60",
+        "-timeout_error",
+    ];
+    let notifier = common::peers::spawn_sipp(&sipp, port, &args, &std::env::temp_dir());
+    let mut config = RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.shards = 2;
+    let manager = DialogManager::new(config);
+    let (tx, mut events) = tokio::sync::mpsc::channel(1024);
+    manager.set_session_coordinator(tx);
+    manager.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let to = format!("sip:service@127.0.0.1:{port}");
+    for _ in 0..subscriptions {
+        manager
+            .subscribe("sip:watcher@127.0.0.1", &to, "presence", 600)
+            .await
+            .unwrap();
+    }
+    let (mut accepted, mut notified, mut ended) = (0u32, 0u32, Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (ended.len() as u32) < subscriptions {
+        let batch = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("subscriptions end within the time limit")
+            .expect("event channel open");
+        for e in batch {
+            match e.event {
+                SessionEvent::SubscriptionAccepted {
+                    subscription,
+                    expires,
+                    ..
+                } => {
+                    assert_eq!(expires, 120, "the interval the 2xx granted");
+                    accepted += 1;
+                    manager.unsubscribe(&subscription).await.unwrap();
+                }
+                SessionEvent::Notification { request, .. } => {
+                    if request.body_bytes().trim_ascii() == b"<presence/>" {
+                        notified += 1;
+                    }
+                }
+                SessionEvent::SubscriptionTerminated { reason, .. } => ended.push(reason),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(accepted, subscriptions, "{ended:?}");
+    assert_eq!(notified, subscriptions);
+    assert!(
+        ended.iter().all(|r| *r == SubscriptionEnd::ByNotifier),
+        "{ended:?}"
+    );
+    let stats = manager
+        .stop(StopPolicy::Wait, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(stats.dialogs(), 0);
+    let run = common::peers::wait_sipp(notifier, Duration::from_secs(30));
+    assert!(run.success, "sipp notifier failed:\n{}", run.screen);
+    assert_eq!(
+        run.successful_calls,
+        u64::from(subscriptions),
+        "{}",
+        run.screen
+    );
+}
+
 /// Places `calls` calls (at most 100 at once) to a SIPp callee started with `scenario`
 /// arguments, BYEs each when answered, and checks that all completed on both sides.
 async fn place_calls_to_sipp(
