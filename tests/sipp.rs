@@ -600,10 +600,10 @@ async fn dialog_manager_subscribes_to_a_sipp_notifier_and_unsubscribes() {
                     accepted += 1;
                     manager.unsubscribe(&subscription).await.unwrap();
                 }
-                SessionEvent::Notification { request, .. } => {
-                    if request.body_bytes().trim_ascii() == b"<presence/>" {
-                        notified += 1;
-                    }
+                SessionEvent::Notification { request, .. }
+                    if request.body_bytes().trim_ascii() == b"<presence/>" =>
+                {
+                    notified += 1;
                 }
                 SessionEvent::SubscriptionTerminated { reason, .. } => ended.push(reason),
                 _ => {}
