@@ -39,8 +39,9 @@
 //! REFER ends that usage, not the call (RFC 5057 §5.1).
 //! Replaces (RFC 3891, `replaces` module): an INVITE naming a dialog is checked by the
 //! shard owning that dialog's Call-ID ([`PeerMessage`]), and its answer ends the dialog.
-//! Not yet: SUBSCRIBE/NOTIFY subscriptions (RFC 6665), and the throughput target of
-//! `shard/call_flow`.
+//! SUBSCRIBE/NOTIFY (RFC 6665) as notifier (`subscribe` module, [`Subscriptions`]) and as
+//! subscriber (`watch` module, [`DialogCommand::Subscribe`]).
+//! Not yet: PUBLISH, and the throughput target of `shard/call_flow`.
 
 mod prack;
 mod refer;
