@@ -1,5 +1,6 @@
 //! A UAC shard and a UAS shard over a network the fuzzer runs: each input byte is one step
-//! (place a call, hang up, cancel, re-INVITE, terminate, deliver / drop / duplicate the
+//! (place a call, hang up, cancel, re-INVITE, subscribe (RFC 6665, the UAS notifies),
+//! terminate, deliver / drop / duplicate the
 //! next datagram, let time pass), so calls overlap, race and outlive their transactions
 //! (RFC 6026 keeps an INVITE's for 32 s, long after its dialog's slot is reused). Nothing
 //! may panic; once every call is terminated and time runs out, no transaction and no
@@ -15,7 +16,8 @@ use libfuzzer_sys::fuzz_target;
 use sipshard::dialog::DialogId;
 use sipshard::message::IdGenerator;
 use sipshard::shard::{
-    CommandOutcome, DialogCommand, ReliableProvisionals, SessionEvent, Shard, ShardConfig,
+    CommandOutcome, DialogCommand, NewSubscription, NotifyState, ReliableProvisionals,
+    SessionEvent, Shard, ShardConfig, Subscriptions,
 };
 
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
@@ -59,7 +61,34 @@ fn drain(
                 from.known.push(dialog);
             }
             SessionEvent::CallRinging { dialog, .. }
-            | SessionEvent::CallAnswered { dialog, .. } => from.known.push(dialog),
+            | SessionEvent::CallAnswered { dialog, .. }
+            | SessionEvent::SubscriptionAccepted { dialog, .. } => from.known.push(dialog),
+            // The notifier accepts and notifies at once (RFC 6665 §4.2.1.2), or leaves the
+            // SUBSCRIBE unanswered.
+            SessionEvent::SubscriptionRequest { dialog, txn, .. } => {
+                if answer {
+                    let _ = from.shard.handle_command(
+                        now,
+                        DialogCommand::Respond {
+                            txn,
+                            status: 200,
+                            headers: Vec::new(),
+                            body: Bytes::new(),
+                        },
+                    );
+                    let _ = from.shard.handle_command(
+                        now,
+                        DialogCommand::Notify {
+                            dialog: dialog.clone(),
+                            event: Bytes::from_static(b"presence"),
+                            state: NotifyState::Active,
+                            headers: Vec::new(),
+                            body: Bytes::new(),
+                        },
+                    );
+                }
+                from.known.push(dialog);
+            }
             // A REFER is accepted and its reference reported at once (RFC 3515).
             SessionEvent::DialogRequest {
                 txn,
@@ -119,6 +148,7 @@ fuzz_target!(|data: &[u8]| {
                 ShardConfig {
                     max_dialogs: 16,
                     reliable_provisionals: ReliableProvisionals::WhenSupported,
+                    subscriptions: Some(Subscriptions::new(["presence"])),
                     ..ShardConfig::new(addr)
                 },
                 IdGenerator::from_seed([seed; 32]),
@@ -238,6 +268,25 @@ fuzz_target!(|data: &[u8]| {
                             refer_to: Bytes::from_static(b"<sip:carol@127.0.0.1>"),
                         },
                     );
+                }
+            }
+            // A subscription to the UAS's presence, for 60 to 210 s.
+            14 => {
+                let new = NewSubscription {
+                    from: Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
+                    to: Bytes::from_static(b"<sip:bob@127.0.0.1:5080>"),
+                    request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
+                    destination: uas.addr,
+                    event: Bytes::from_static(b"presence"),
+                    expires: 60 + u32::from(b >> 4) * 10,
+                    headers: Vec::new(),
+                    body: Bytes::new(),
+                };
+                if let Ok(CommandOutcome::Subscription(id)) = uac
+                    .shard
+                    .handle_command(now, DialogCommand::Subscribe(Box::new(new)))
+                {
+                    uac.known.push(id);
                 }
             }
             // Deliver the next datagram.
