@@ -94,7 +94,7 @@ fn incoming(shard: &mut Shard) -> (DialogId, Option<DialogId>) {
         match shard.poll_event() {
             Some(SessionEvent::IncomingCall {
                 dialog, replaces, ..
-            }) => return (dialog, replaces),
+            }) => return (dialog, replaces.map(|r| *r)),
             Some(_) => continue,
             None => panic!("no IncomingCall"),
         }

@@ -21,18 +21,23 @@ use crate::message::{
 /// allocated once).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct DialogId {
-    /// `call-id \0 local-tag \0 remote-tag`: also the dialog table key.
+    /// The dialog table key: the Call-ID's and local tag's lengths (two little-endian
+    /// u16), then Call-ID, local tag and remote tag. Keeping the lengths in the shared
+    /// buffer keeps the id at 16 bytes, so events that carry one stay small.
     key: std::sync::Arc<[u8]>,
-    call_id_len: u16,
-    local_len: u16,
 }
 
+/// Bytes before the Call-ID in a key: the two lengths.
+const KEY_PREFIX: usize = 4;
+
 impl DialogId {
-    /// A dialog id from its three parts.
+    /// A dialog id from its three parts (a Call-ID or local tag longer than 65,535 bytes,
+    /// which no datagram can carry, is cut there).
     pub fn new(call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) -> DialogId {
         // Written on the stack and copied once into the shared slice (usual ids are well
         // under 128 bytes; longer ones go through a Vec).
-        let len = call_id.len() + local_tag.len() + remote_tag.len() + 2;
+        let (call_id, local_tag) = (cap(call_id), cap(local_tag));
+        let len = KEY_PREFIX + call_id.len() + local_tag.len() + remote_tag.len();
         let key: std::sync::Arc<[u8]> = if len <= 128 {
             let mut buf = [0u8; 128];
             put_key(&mut &mut buf[..], call_id, local_tag, remote_tag);
@@ -42,27 +47,31 @@ impl DialogId {
             write_key(&mut key, call_id, local_tag, remote_tag);
             std::sync::Arc::from(key)
         };
-        DialogId {
-            key,
-            call_id_len: call_id.len().min(u16::MAX as usize) as u16,
-            local_len: local_tag.len().min(u16::MAX as usize) as u16,
-        }
+        DialogId { key }
+    }
+
+    fn lengths(&self) -> (usize, usize) {
+        let len = |i: usize| usize::from(u16::from_le_bytes([self.key[i], self.key[i + 1]]));
+        (len(0), len(2))
     }
 
     /// The Call-ID (what the runtime hashes to find the owning shard).
     pub fn call_id(&self) -> &[u8] {
-        &self.key[..usize::from(self.call_id_len)]
+        let (call_id, _) = self.lengths();
+        &self.key[KEY_PREFIX..KEY_PREFIX + call_id]
     }
 
     /// Our tag.
     pub fn local_tag(&self) -> &[u8] {
-        let start = usize::from(self.call_id_len) + 1;
-        &self.key[start..start + usize::from(self.local_len)]
+        let (call_id, local) = self.lengths();
+        let start = KEY_PREFIX + call_id;
+        &self.key[start..start + local]
     }
 
     /// The peer's tag (empty until a response established the dialog, on the UAC side).
     pub fn remote_tag(&self) -> &[u8] {
-        &self.key[usize::from(self.call_id_len) + usize::from(self.local_len) + 2..]
+        let (call_id, local) = self.lengths();
+        &self.key[KEY_PREFIX + call_id + local..]
     }
 
     /// The table key.
@@ -71,19 +80,26 @@ impl DialogId {
     }
 }
 
+/// At most what a key's u16 length can say.
+fn cap(part: &[u8]) -> &[u8] {
+    &part[..part.len().min(usize::from(u16::MAX))]
+}
+
 /// Writes the table key of (Call-ID, local tag, remote tag) into `out` (cleared first): the
 /// form [`DialogId`] holds, so a lookup can build it in a reused buffer.
 pub(crate) fn write_key(out: &mut Vec<u8>, call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) {
     out.clear();
-    put_key(out, call_id, local_tag, remote_tag);
+    put_key(out, cap(call_id), cap(local_tag), remote_tag);
 }
 
-/// Appends the table key (see [`write_key`]) to `out`, which must have room for it.
+/// Appends the table key (see [`write_key`]) to `out`, which must have room for it; the
+/// Call-ID and local tag are at most 65,535 bytes ([`cap`]).
 fn put_key(out: &mut impl BufMut, call_id: &[u8], local_tag: &[u8], remote_tag: &[u8]) {
+    // Capped by the callers, so the casts keep every bit.
+    out.put_u16_le(call_id.len() as u16);
+    out.put_u16_le(local_tag.len() as u16);
     out.put_slice(call_id);
-    out.put_u8(0);
     out.put_slice(local_tag);
-    out.put_u8(0);
     out.put_slice(remote_tag);
 }
 
@@ -418,6 +434,11 @@ mod tests {
         assert_eq!(long.key(), &key[..]);
         write_key(&mut key, b"abc@h", b"loc", b"rem");
         assert_eq!(id.key(), &key[..]);
+        // The lengths keep parts apart that concatenate alike.
+        assert_ne!(DialogId::new(b"ab", b"c", b""), DialogId::new(b"a", b"bc", b""));
+        assert_ne!(DialogId::new(b"a", b"b", b"c"), DialogId::new(b"a", b"bc", b""));
+        // Two words: events carrying ids stay small.
+        assert_eq!(std::mem::size_of::<DialogId>(), 16);
     }
 
     fn dialog_with_routes(routes: &[&[u8]]) -> Dialog {

@@ -377,7 +377,7 @@ impl Shard {
             dialog: id,
             from,
             request,
-            replaces,
+            replaces: replaces.map(Box::new),
         });
     }
 

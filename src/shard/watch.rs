@@ -567,6 +567,27 @@ impl Shard {
         Some((w.handle, w.event))
     }
 
+    /// The dialog at `index` (`dialog`) is being removed: every subscription in it, held or
+    /// served, ends with it.
+    pub(super) fn subscriptions_end_with(&mut self, index: u32, dialog: &DialogId) {
+        if let Some((handle, event)) = self.forget_watch(index) {
+            self.events.push_back(SessionEvent::SubscriptionTerminated {
+                subscription: Some(handle),
+                dialog: dialog.clone(),
+                event,
+                reason: SubscriptionEnd::DialogEnded,
+            });
+        }
+        for event in self.forget_subscriptions(index) {
+            self.events.push_back(SessionEvent::SubscriptionTerminated {
+                subscription: None,
+                dialog: dialog.clone(),
+                event,
+                reason: SubscriptionEnd::DialogEnded,
+            });
+        }
+    }
+
     /// Whether the dialog at `index` holds a subscription of ours.
     pub(super) fn watches_at(&self, index: u32) -> bool {
         !self.watches.is_empty() && self.watches.contains_key(&index)
