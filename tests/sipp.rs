@@ -318,26 +318,29 @@ fn sipp_subscribe_gets_a_notify_and_unsubscribe_the_last_one() {
     // RFC 6665 with the server as notifier (`--event-packages presence`): SUBSCRIBE gets 200
     // with Expires and a NOTIFY at once (active, with the time left); SUBSCRIBE Expires: 0
     // gets 200 and a NOTIFY saying terminated. Nothing is left afterwards.
+    // Both modes: the worker's inline answer, and the application loop over DialogManager.
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let server = Server::start(&[
-        "--mode",
-        "auto-answer",
-        "--event-packages",
-        "presence,dialog",
-        "--shards",
-        "2",
-    ]);
-    run_our_scenario(
-        &sipp,
-        "subscribe.xml",
-        &server.sip.to_string(),
-        100,
-        50,
-        "subscribe",
-    );
-    assert_received_at_least(&server.metrics(), "SUBSCRIBE", 200, "auto-answer");
-    assert!(server.stop(), "the server stops cleanly");
+    for mode in ["auto-answer", "app"] {
+        let server = Server::start(&[
+            "--mode",
+            mode,
+            "--event-packages",
+            "presence,dialog",
+            "--shards",
+            "2",
+        ]);
+        run_our_scenario(
+            &sipp,
+            "subscribe.xml",
+            &server.sip.to_string(),
+            100,
+            50,
+            mode,
+        );
+        assert_received_at_least(&server.metrics(), "SUBSCRIBE", 200, mode);
+        assert!(server.stop(), "{mode}: the server stops cleanly");
+    }
 }
 
 #[test]

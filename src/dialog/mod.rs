@@ -435,8 +435,14 @@ mod tests {
         write_key(&mut key, b"abc@h", b"loc", b"rem");
         assert_eq!(id.key(), &key[..]);
         // The lengths keep parts apart that concatenate alike.
-        assert_ne!(DialogId::new(b"ab", b"c", b""), DialogId::new(b"a", b"bc", b""));
-        assert_ne!(DialogId::new(b"a", b"b", b"c"), DialogId::new(b"a", b"bc", b""));
+        assert_ne!(
+            DialogId::new(b"ab", b"c", b""),
+            DialogId::new(b"a", b"bc", b"")
+        );
+        assert_ne!(
+            DialogId::new(b"a", b"b", b"c"),
+            DialogId::new(b"a", b"bc", b"")
+        );
         // Two words: events carrying ids stay small.
         assert_eq!(std::mem::size_of::<DialogId>(), 16);
     }

@@ -479,19 +479,7 @@ impl Worker {
                         body: Bytes::new(),
                     };
                     if self.shard.handle_command(now, respond).is_ok() {
-                        let event = request
-                            .event()
-                            .ok()
-                            .flatten()
-                            .map(|e| {
-                                let mut v = e.package.to_vec();
-                                if let Some(Some(id)) = e.params.get("id") {
-                                    v.extend_from_slice(b";id=");
-                                    v.extend_from_slice(id);
-                                }
-                                Bytes::from(v)
-                            })
-                            .unwrap_or_default();
+                        let event = crate::shard::subscription_event(request).unwrap_or_default();
                         let notify = DialogCommand::Notify {
                             dialog: dialog.clone(),
                             event,

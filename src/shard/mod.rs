@@ -57,7 +57,7 @@ mod watch;
 
 pub use refer::refer_sub_declined;
 pub use replaces::{PeerMessage, ReplacesVerdict};
-pub use subscribe::{NotifyState, SubscriptionEnd, Subscriptions};
+pub use subscribe::{NotifyState, SubscriptionEnd, Subscriptions, subscription_event};
 pub use watch::NewSubscription;
 
 use std::collections::VecDeque;

@@ -60,6 +60,19 @@ impl Subscriptions {
     }
 }
 
+/// The Event value that names a SUBSCRIBE's subscription (`presence`, `dialog;id=7`): what
+/// [`DialogCommand::Notify`](super::DialogCommand::Notify) takes as `event`. `None` when the
+/// request has no readable Event.
+pub fn subscription_event(request: &Message) -> Option<Bytes> {
+    let event = request.event().ok().flatten()?;
+    let mut value = event.package.to_vec();
+    if let Some(Some(id)) = event.params.get("id") {
+        value.extend_from_slice(b";id=");
+        value.extend_from_slice(id);
+    }
+    Some(Bytes::from(value))
+}
+
 /// The state a NOTIFY reports (RFC 6665 §8.2.3, `Subscription-State`).
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]

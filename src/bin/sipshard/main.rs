@@ -336,6 +336,24 @@ async fn application(
                         }
                     }
                 }
+                // Subscriptions to the configured packages: accepted, and the NOTIFY that
+                // must follow (RFC 6665 §4.2.1.2) carries no state.
+                SessionEvent::SubscriptionRequest {
+                    dialog, request, ..
+                } => {
+                    if let Some(h) = handle
+                        && manager.send_response(&h, 200, Vec::new()).await.is_ok()
+                    {
+                        let event =
+                            sipshard::shard::subscription_event(&request).unwrap_or_default();
+                        let state = sipshard::shard::NotifyState::Active;
+                        let notify =
+                            manager.notify(&dialog, event, state, Vec::new(), Bytes::new());
+                        if let Err(err) = notify.await {
+                            tracing::debug!(%err, "notify failed");
+                        }
+                    }
+                }
                 SessionEvent::DialogRequest { .. }
                 | SessionEvent::RegistrationRequest { .. }
                 | SessionEvent::IncomingRequest { .. } => {
