@@ -183,21 +183,7 @@ fn an_answered_replacement_ends_the_confirmed_dialog_with_bye() {
     assert_eq!(bye.to_tag().unwrap(), Some(&b"a1"[..]));
 
     // Alice answers the BYE: the old dialog ends, replaced; the new one stays.
-    let branch = bye.top_via().unwrap().branch().unwrap().to_vec();
-    let ok = format!(
-        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch={}\r\n{}\r\n{}\r\nCall-ID: old@test\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-        String::from_utf8_lossy(&branch),
-        format_args!(
-            "From: {}",
-            String::from_utf8_lossy(bye.header(HeaderName::From).unwrap())
-        ),
-        format_args!(
-            "To: {}",
-            String::from_utf8_lossy(bye.header(HeaderName::To).unwrap())
-        ),
-        String::from_utf8_lossy(bye.header(HeaderName::CSeq).unwrap()),
-    );
-    bob.handle_datagram(now, alice(), Bytes::from(ok));
+    bob.handle_datagram(now, alice(), common::sip::response_to(bye, 200));
     let ended: Vec<_> = std::iter::from_fn(|| bob.poll_event())
         .filter_map(|e| match e {
             SessionEvent::CallTerminated { dialog, reason } => Some((dialog, reason)),
@@ -598,27 +584,6 @@ impl Peer {
     }
 }
 
-/// The 200 answering `response`'s request, as a peer sends it back (same Via, From, To,
-/// Call-ID, CSeq).
-fn ok_for(request: &Message) -> Vec<u8> {
-    let mut ok = b"SIP/2.0 200 OK\r\n".to_vec();
-    for name in [
-        HeaderName::Via,
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::CallId,
-        HeaderName::CSeq,
-    ] {
-        for value in request.header_values(name) {
-            ok.extend_from_slice(format!("{name}: ").as_bytes());
-            ok.extend_from_slice(value);
-            ok.extend_from_slice(b"\r\n");
-        }
-    }
-    ok.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    ok
-}
-
 #[test]
 fn the_server_ends_a_call_on_its_other_shard_when_a_replacement_is_answered() {
     let server = common::peers::Server::start(&[
@@ -662,7 +627,7 @@ fn the_server_ends_a_call_on_its_other_shard_when_a_replacement_is_answered() {
     });
     assert_eq!(bye.call_id(), Some(old_call.as_bytes()));
     assert_eq!(bye.to_tag().unwrap(), Some(&b"a1"[..]));
-    alice.send_raw(&ok_for(&bye));
+    alice.send_raw(&common::sip::response_to(&bye, 200));
 
     // The new call is up: Carol ends it normally.
     carol.send(Request {

@@ -548,7 +548,7 @@ async fn dialog_manager_subscribes_to_a_sipp_notifier_and_unsubscribes() {
     // RFC 6665 with sipshard as subscriber: 20 subscriptions through DialogManager, each
     // accepted, notified (SIPp's NOTIFY answered 200 by the shard), then ended with
     // Expires: 0 and the notifier's terminated NOTIFY.
-    use sipshard::runtime::{DialogManager, RuntimeConfig, StopPolicy};
+    use sipshard::runtime::StopPolicy;
     use sipshard::shard::{SessionEvent, SubscriptionEnd};
 
     let Some(sipp) = sipp() else { return };
@@ -570,12 +570,7 @@ async fn dialog_manager_subscribes_to_a_sipp_notifier_and_unsubscribes() {
         "-timeout_error",
     ];
     let notifier = common::peers::spawn_sipp(&sipp, port, &args, &std::env::temp_dir());
-    let mut config = RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
-    config.shards = 2;
-    let manager = DialogManager::new(config);
-    let (tx, mut events) = tokio::sync::mpsc::channel(1024);
-    manager.set_session_coordinator(tx);
-    manager.start().await.unwrap();
+    let (manager, mut events) = start_manager().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let to = format!("sip:service@127.0.0.1:{port}");
@@ -634,6 +629,20 @@ async fn dialog_manager_subscribes_to_a_sipp_notifier_and_unsubscribes() {
     );
 }
 
+/// A started two-shard `DialogManager` on an ephemeral port, with its event channel.
+async fn start_manager() -> (
+    sipshard::runtime::DialogManager,
+    tokio::sync::mpsc::Receiver<Vec<sipshard::runtime::SessionCoordinationEvent>>,
+) {
+    let mut config = sipshard::runtime::RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.shards = 2;
+    let manager = sipshard::runtime::DialogManager::new(config);
+    let (tx, events) = tokio::sync::mpsc::channel(1024);
+    manager.set_session_coordinator(tx);
+    manager.start().await.unwrap();
+    (manager, events)
+}
+
 /// Places `calls` calls (at most 100 at once) to a SIPp callee started with `scenario`
 /// arguments, BYEs each when answered, and checks that all completed on both sides.
 async fn place_calls_to_sipp(
@@ -663,7 +672,7 @@ async fn place_calls_to_sipp_then(
     after: AfterAnswer,
 ) -> sipshard::runtime::DialogStats {
     use sipshard::message::Method;
-    use sipshard::runtime::{DialogManager, RuntimeConfig, StopPolicy};
+    use sipshard::runtime::StopPolicy;
     use sipshard::shard::{SessionEvent, TerminationReason};
 
     let port = common::peers::free_udp_port();
@@ -671,12 +680,7 @@ async fn place_calls_to_sipp_then(
     let mut args = scenario.to_vec();
     args.extend(["-m", &count, "-timeout", "90", "-timeout_error"]);
     let uas = common::peers::spawn_sipp(sipp, port, &args, &std::env::temp_dir());
-    let mut config = RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
-    config.shards = 2;
-    let manager = DialogManager::new(config);
-    let (tx, mut events) = tokio::sync::mpsc::channel(1024);
-    manager.set_session_coordinator(tx);
-    manager.start().await.unwrap();
+    let (manager, mut events) = start_manager().await;
     // Give SIPp a moment to bind (an early INVITE would only be retransmitted anyway).
     tokio::time::sleep(Duration::from_millis(300)).await;
 

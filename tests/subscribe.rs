@@ -14,6 +14,8 @@ use sipshard::shard::{
 };
 use sipshard::transaction::ServerTxnId;
 
+mod common;
+
 fn watcher() -> SocketAddr {
     "127.0.0.1:5070".parse().unwrap()
 }
@@ -47,24 +49,6 @@ fn subscribe(cseq: u32, branch: &str, to_tag: &str, extra: &str) -> Bytes {
 Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=w1\r\nTo: <sip:bob@127.0.0.1>{to_tag}\r\nCall-ID: sub@test\r\n\
 CSeq: {cseq} SUBSCRIBE\r\nContact: <sip:alice@127.0.0.1:5070>\r\n{extra}Content-Length: 0\r\n\r\n"
     ))
-}
-
-/// The watcher's answer with `status` to our request `m`.
-fn answer(m: &Message, status: u16) -> Bytes {
-    let mut r = format!("SIP/2.0 {status} Whatever\r\n").into_bytes();
-    for name in [
-        HeaderName::Via,
-        HeaderName::From,
-        HeaderName::To,
-        HeaderName::CallId,
-        HeaderName::CSeq,
-    ] {
-        r.extend_from_slice(format!("{name}: ").as_bytes());
-        r.extend_from_slice(m.header(name).unwrap());
-        r.extend_from_slice(b"\r\n");
-    }
-    r.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    Bytes::from(r)
 }
 
 /// The next SubscriptionRequest: (dialog, txn, expires).
@@ -124,6 +108,14 @@ fn accepted(shard: &mut Shard, now: Instant, expires: u32) -> DialogId {
     dialog
 }
 
+/// [`accepted`], with what the shard sent dropped, and our tag.
+fn subscribed(shard: &mut Shard, now: Instant, expires: u32) -> (DialogId, String) {
+    let dialog = accepted(shard, now, expires);
+    sent(shard);
+    let tag = std::str::from_utf8(dialog.local_tag()).unwrap().to_owned();
+    (dialog, tag)
+}
+
 #[test]
 fn an_accepted_subscribe_makes_a_dialog_and_notifies_carry_the_time_left() {
     let t0 = Instant::now();
@@ -167,9 +159,7 @@ fn an_accepted_subscribe_makes_a_dialog_and_notifies_carry_the_time_left() {
 fn a_refresh_restarts_the_interval_and_expiry_sends_the_last_notify() {
     let t0 = Instant::now();
     let mut bob = notifier(t0);
-    let dialog = accepted(&mut bob, t0, 600);
-    sent(&mut bob);
-    let tag = std::str::from_utf8(dialog.local_tag()).unwrap().to_owned();
+    let (dialog, tag) = subscribed(&mut bob, t0, 600);
 
     // A refresh half-way, in the dialog.
     let t1 = t0 + Duration::from_secs(300);
@@ -186,7 +176,7 @@ fn a_refresh_restarts_the_interval_and_expiry_sends_the_last_notify() {
         header(&out[1], "Subscription-State"),
         Some("active;expires=600")
     );
-    bob.handle_datagram(t1, watcher(), answer(&out[1], 200));
+    bob.handle_datagram(t1, watcher(), common::sip::response_to(&out[1], 200));
 
     // Past the first interval nothing happens; past the refreshed one the shard ends it.
     let t2 = t0 + Duration::from_secs(700);
@@ -220,9 +210,7 @@ fn a_refresh_restarts_the_interval_and_expiry_sends_the_last_notify() {
 fn unsubscribing_makes_the_next_notify_the_last() {
     let t0 = Instant::now();
     let mut bob = notifier(t0);
-    let dialog = accepted(&mut bob, t0, 600);
-    sent(&mut bob);
-    let tag = std::str::from_utf8(dialog.local_tag()).unwrap().to_owned();
+    let (dialog, tag) = subscribed(&mut bob, t0, 600);
     let extra = "Event: presence\r\nExpires: 0\r\n";
     bob.handle_datagram(t0, watcher(), subscribe(2, "s2", &tag, extra));
     let (_, txn, expires) = request_event(&mut bob);
@@ -244,9 +232,7 @@ fn unsubscribing_makes_the_next_notify_the_last() {
 fn an_unsubscribe_the_application_leaves_unanswered_is_ended_by_the_shard() {
     let t0 = Instant::now();
     let mut bob = notifier(t0);
-    let dialog = accepted(&mut bob, t0, 600);
-    sent(&mut bob);
-    let tag = std::str::from_utf8(dialog.local_tag()).unwrap().to_owned();
+    let (dialog, tag) = subscribed(&mut bob, t0, 600);
     let extra = "Event: presence\r\nExpires: 0\r\n";
     bob.handle_datagram(t0, watcher(), subscribe(2, "s2", &tag, extra));
     let (_, txn, _) = request_event(&mut bob);
@@ -332,7 +318,7 @@ fn a_481_to_a_notify_ends_the_subscription_and_terminate_sends_the_last_notify()
     sent(&mut bob);
     notify(&mut bob, t0, &dialog, NotifyState::Active, "");
     let n = sent(&mut bob).pop().unwrap();
-    bob.handle_datagram(t0, watcher(), answer(&n, 481));
+    bob.handle_datagram(t0, watcher(), common::sip::response_to(&n, 481));
     let reasons: Vec<_> = std::iter::from_fn(|| bob.poll_event())
         .filter_map(|e| match e {
             SessionEvent::SubscriptionTerminated { reason, .. } => Some(reason),

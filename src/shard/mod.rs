@@ -1209,7 +1209,7 @@ impl Shard {
                 body,
             } => self
                 .send_in_dialog(now, &dialog, &method, &headers, &body)
-                .map(|()| CommandOutcome::Done),
+                .map(|_| CommandOutcome::Done),
             DialogCommand::Terminate { dialog } => {
                 self.terminate(now, &dialog).map(|()| CommandOutcome::Done)
             }

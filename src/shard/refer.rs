@@ -103,6 +103,7 @@ impl Shard {
         ];
         let body = format!("SIP/2.0 {status} {}\r\n", default_reason(status));
         self.send_in_dialog(now, dialog, b"NOTIFY", &headers, body.as_bytes())
+            .map(drop)
     }
 
     /// `Refer`: a REFER asking the peer to send a request to `refer_to` (a name-addr or
@@ -115,6 +116,7 @@ impl Shard {
     ) -> Result<(), DialogError> {
         let headers = [("Refer-To".to_owned(), refer_to.clone())];
         self.send_in_dialog(now, dialog, b"REFER", &headers, b"")
+            .map(drop)
     }
 
     /// A REFER of ours (however it was asked for) went out with CSeq `cseq`: its

@@ -43,14 +43,7 @@ impl Shard {
             entry.dialog.set_remote_target(target);
         }
         let dialog = entry.dialog.id.clone();
-        self.pending.insert(
-            txn,
-            Pending {
-                request: request.clone(),
-                dialog: Some(index),
-            },
-        );
-        self.pending_in_dialog.entry(index).or_default().push(txn);
+        self.hold_for_application(txn, &request, index);
         self.events.push_back(SessionEvent::DialogRequest {
             dialog,
             txn,
@@ -102,6 +95,19 @@ impl Shard {
         theirs.then_some((500, true))
     }
 
+    /// Books the peer's request in the dialog at `index` as the application's to answer:
+    /// `Respond` finds it, and the dialog's end answers it 487 (§15.1.2).
+    pub(super) fn hold_for_application(&mut self, txn: ServerTxnId, request: &Message, index: u32) {
+        self.pending.insert(
+            txn,
+            Pending {
+                request: request.clone(),
+                dialog: Some(index),
+            },
+        );
+        self.pending_in_dialog.entry(index).or_default().push(txn);
+    }
+
     /// An out-of-dialog MESSAGE (RFC 3428 pager mode) for the application.
     pub(super) fn standalone_request(
         &mut self,
@@ -138,21 +144,8 @@ impl Shard {
         Some(pending)
     }
 
-    /// `SendRequest`: a non-INVITE request in a confirmed dialog.
+    /// `SendRequest`: a non-INVITE request in a confirmed dialog; returns its transaction.
     pub(super) fn send_in_dialog(
-        &mut self,
-        now: Instant,
-        id: &DialogId,
-        method: &[u8],
-        headers: &[(String, Bytes)],
-        body: &[u8],
-    ) -> Result<(), DialogError> {
-        self.send_in_dialog_txn(now, id, method, headers, body)
-            .map(drop)
-    }
-
-    /// [`Shard::send_in_dialog`], returning the request's transaction.
-    pub(super) fn send_in_dialog_txn(
         &mut self,
         now: Instant,
         id: &DialogId,

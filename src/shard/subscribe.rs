@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{DialogError, Entry, Phase, SessionEvent, Shard, TIMER_SUBSCRIPTION};
-use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
+use crate::dialog::{self, DialogId};
 use crate::message::{Message, Method};
 use crate::timer::TimerHandle;
 use crate::transaction::ServerTxnId;
@@ -205,38 +205,17 @@ impl Shard {
         if self.refuse_new_dialog(now, txn, &request) {
             return;
         }
-        let target = dialog::contact_uri(&request);
-        let (Some(call_id), Ok(Some(remote_tag)), Some(target), Some(to), Some(remote), Ok(cseq)) = (
-            request.call_id(),
-            request.from_tag(),
-            target,
-            request.header(crate::message::HeaderName::To),
-            request.header(crate::message::HeaderName::From),
-            request.cseq(),
-        ) else {
-            // §4.1.2.1: a SUBSCRIBE carries a From tag and a Contact; the dialog needs both.
+        // §4.1.2.1: a SUBSCRIBE carries a From tag and a Contact; the dialog needs both.
+        let tag = self.ids.tag();
+        let made = match (dialog::contact_uri(&request), request.from_tag()) {
+            (Some(target), Ok(Some(remote_tag))) => {
+                super::uas::uas_dialog(&request, tag.as_bytes(), remote_tag, target, from)
+            }
+            _ => None,
+        };
+        let Some(d) = made else {
             return self.reject_request(now, txn, &request, 400, &[]);
         };
-        let tag = self.ids.tag();
-        let id = DialogId::new(call_id, tag.as_bytes(), remote_tag);
-        let secure = request
-            .request_uri_bytes()
-            .is_some_and(|u| u.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:")));
-        let local = dialog::with_tag(to, tag.as_bytes());
-        let routes = dialog::uas_route_set(&request);
-        let d = Dialog::new(
-            id,
-            Role::Uas,
-            DialogState::Early,
-            0,
-            Some(cseq.seq),
-            &local,
-            remote,
-            target,
-            &routes,
-            secure,
-            from,
-        );
         let subscription = new_subscription(&asked, now);
         let expires = asked.expires;
         let index = self.insert(Entry {
@@ -283,14 +262,7 @@ impl Shard {
         let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
             return;
         };
-        self.pending.insert(
-            txn,
-            super::Pending {
-                request: request.clone(),
-                dialog: Some(index),
-            },
-        );
-        self.pending_in_dialog.entry(index).or_default().push(txn);
+        self.hold_for_application(txn, &request, index);
         self.events.push_back(SessionEvent::SubscriptionRequest {
             dialog,
             txn,

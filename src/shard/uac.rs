@@ -12,6 +12,18 @@ use crate::message::{BuildError, HeaderName, Message, RequestBuilder};
 use crate::transaction::ClientTxnId;
 
 impl Shard {
+    /// Whether a dialog of ours (MakeCall, Subscribe) may start: not over the dialog or
+    /// transaction limit, not stopping.
+    pub(super) fn admit_own_dialog(&self) -> Result<(), DialogError> {
+        if self.live >= self.config.max_dialogs || self.txn.len() >= self.config.max_transactions {
+            return Err(DialogError::Overloaded);
+        }
+        if self.admission == super::Admission::Stopping {
+            return Err(DialogError::ShuttingDown);
+        }
+        Ok(())
+    }
+
     pub(super) fn make_call(
         &mut self,
         now: Instant,
@@ -20,12 +32,7 @@ impl Shard {
         if call.headers.iter().any(|(name, _)| is_reserved(name)) {
             return Err(DialogError::InvalidInput(BuildError::ReservedHeader));
         }
-        if self.live >= self.config.max_dialogs || self.txn.len() >= self.config.max_transactions {
-            return Err(DialogError::Overloaded);
-        }
-        if self.admission == super::Admission::Stopping {
-            return Err(DialogError::ShuttingDown);
-        }
+        self.admit_own_dialog()?;
         let call_id = self.owned_call_id();
         let tag = self.ids.tag();
         let (via, branch) = self.via();
@@ -33,13 +40,15 @@ impl Shard {
         let local = dialog::with_tag(call.from, tag.as_bytes());
         let mut buf = BytesMut::with_capacity(512 + call.sdp.len());
         let mut b = RequestBuilder::new(&mut buf, b"INVITE", call.request_uri);
-        b.header_named(HeaderName::Via, &via)
-            .header_named(HeaderName::MaxForwards, b"70")
-            .header_named(HeaderName::From, &local)
-            .header_named(HeaderName::To, call.to)
-            .header_named(HeaderName::CallId, call_id.as_bytes())
-            .header_named(HeaderName::CSeq, b"1 INVITE")
-            .header_named(HeaderName::Contact, &contact);
+        let first = FirstRequest {
+            via: &via,
+            local: &local,
+            to: call.to,
+            call_id: call_id.as_bytes(),
+            cseq: b"1 INVITE",
+            contact: &contact,
+        };
+        first.headers(&mut b);
         for (name, value) in call.headers {
             b.header(name, value);
         }
@@ -65,17 +74,11 @@ impl Shard {
                 request.clone(),
             )
             .map_err(DialogError::TransactionError)?;
-        let d = Dialog::new(
+        let d = uac_dialog(
             id.clone(),
-            Role::Uac,
-            DialogState::Early,
-            1,
-            None,
             &local,
             call.to,
             call.request_uri,
-            &[],
-            false,
             call.destination,
         );
         let index = self.insert(Entry {
@@ -513,6 +516,55 @@ fn build_cancel(invite: &Bytes) -> Option<Bytes> {
     }
     b.finish(b"").ok()?;
     Some(buf.freeze())
+}
+
+/// The headers every request that opens a dialog of ours starts with (§8.1.1).
+pub(super) struct FirstRequest<'a> {
+    pub(super) via: &'a [u8],
+    /// Our From value, with our tag.
+    pub(super) local: &'a [u8],
+    pub(super) to: &'a [u8],
+    pub(super) call_id: &'a [u8],
+    /// `1 INVITE`, `1 SUBSCRIBE`.
+    pub(super) cseq: &'a [u8],
+    pub(super) contact: &'a [u8],
+}
+
+impl FirstRequest<'_> {
+    /// Via, Max-Forwards, From, To, Call-ID, CSeq and Contact.
+    pub(super) fn headers(&self, b: &mut RequestBuilder<'_>) {
+        b.header_named(HeaderName::Via, self.via)
+            .header_named(HeaderName::MaxForwards, b"70")
+            .header_named(HeaderName::From, self.local)
+            .header_named(HeaderName::To, self.to)
+            .header_named(HeaderName::CallId, self.call_id)
+            .header_named(HeaderName::CSeq, self.cseq)
+            .header_named(HeaderName::Contact, self.contact);
+    }
+}
+
+/// Our dialog, as UAC, for a request we are sending to `request_uri` at `destination`: no
+/// peer tag yet, CSeq 1, the target the Request-URI until a Contact says otherwise.
+pub(super) fn uac_dialog(
+    id: DialogId,
+    local: &[u8],
+    to: &[u8],
+    request_uri: &[u8],
+    destination: SocketAddr,
+) -> Dialog {
+    Dialog::new(
+        id,
+        Role::Uac,
+        DialogState::Early,
+        1,
+        None,
+        local,
+        to,
+        request_uri,
+        &[],
+        false,
+        destination,
+    )
 }
 
 /// What `MakeCall` carries, borrowed.

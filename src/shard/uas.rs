@@ -320,41 +320,25 @@ impl Shard {
         // remote tag is then null (§12.1.1) and the target is the From URI.
         let target = dialog::contact_uri(&request)
             .or_else(|| request.from_header().ok().map(|f| f.uri_bytes));
-        let (Some(call_id), Ok(remote_tag), Some(target), Some(to), Some(remote), Ok(cseq)) = (
-            request.call_id(),
-            request.from_tag(),
-            target,
-            request.header(HeaderName::To),
-            request.header(HeaderName::From),
-            request.cseq(),
-        ) else {
+        let tag = self.ids.tag();
+        let made = match (target, request.from_tag()) {
+            (Some(target), Ok(remote_tag)) => uas_dialog(
+                &request,
+                tag.as_bytes(),
+                remote_tag.unwrap_or_default(),
+                target,
+                from,
+            ),
+            _ => None,
+        };
+        let Some(d) = made else {
             // An INVITE must carry a readable From (and Contact or From URI) to make a
             // dialog.
             return self.reject_request(now, txn, &request, 400, &[]);
         };
-        let remote_tag = remote_tag.unwrap_or_default();
-        let tag = self.ids.tag();
-        let id = DialogId::new(call_id, tag.as_bytes(), remote_tag);
-        // check_request made it a sip: or sips: URI; only the scheme is needed here.
-        let secure = request
-            .request_uri_bytes()
-            .is_some_and(|u| u.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:")));
-        let local = dialog::with_tag(to, tag.as_bytes());
-        let routes = dialog::uas_route_set(&request);
-        let d = Dialog::new(
-            id.clone(),
-            Role::Uas,
-            DialogState::Early,
-            0,
-            Some(cseq.seq),
-            &local,
-            remote,
-            target,
-            &routes,
-            secure,
-            from,
-        );
-        let reliable = self.reliable_for(&request, cseq.seq);
+        let id = d.id.clone();
+        let cseq = d.remote_cseq.unwrap_or_default();
+        let reliable = self.reliable_for(&request, cseq);
         let index = self.insert(Entry {
             dialog: d,
             phase: Phase::Incoming {
@@ -888,6 +872,43 @@ impl Shard {
 /// saturating, though SIP timers are far below u32::MAX ms).
 fn duration_ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Our new dialog, as UAS, for the dialog-creating `request` (§12.1.1): our tag `tag` on
+/// its To, the peer's From and `remote_tag`, `target` (its Contact), its Record-Route in
+/// order, secure for a sips Request-URI; in-dialog requests go to `from`. `None` without a
+/// Call-ID, From, To or CSeq.
+pub(super) fn uas_dialog(
+    request: &Message,
+    tag: &[u8],
+    remote_tag: &[u8],
+    target: &[u8],
+    from: SocketAddr,
+) -> Option<Dialog> {
+    let call_id = request.call_id()?;
+    let to = request.header(HeaderName::To)?;
+    let remote = request.header(HeaderName::From)?;
+    let cseq = request.cseq().ok()?;
+    let id = DialogId::new(call_id, tag, remote_tag);
+    // check_request made it a sip: or sips: URI; only the scheme is needed here.
+    let secure = request
+        .request_uri_bytes()
+        .is_some_and(|u| u.get(..5).is_some_and(|s| s.eq_ignore_ascii_case(b"sips:")));
+    let local = dialog::with_tag(to, tag);
+    let routes = dialog::uas_route_set(request);
+    Some(Dialog::new(
+        id,
+        Role::Uas,
+        DialogState::Early,
+        0,
+        Some(cseq.seq),
+        &local,
+        remote,
+        target,
+        &routes,
+        secure,
+        from,
+    ))
 }
 
 /// §8.2.3: the body of an INVITE, UPDATE or PRACK is an offer or answer sipshard reads, so

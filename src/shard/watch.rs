@@ -83,12 +83,7 @@ impl Shard {
         {
             return Err(DialogError::InvalidInput(BuildError::ReservedHeader));
         }
-        if self.live >= self.config.max_dialogs || self.txn.len() >= self.config.max_transactions {
-            return Err(DialogError::Overloaded);
-        }
-        if self.admission == super::Admission::Stopping {
-            return Err(DialogError::ShuttingDown);
-        }
+        self.admit_own_dialog()?;
         let call_id = self.owned_call_id();
         let tag = self.ids.tag();
         let (via, branch) = self.via();
@@ -97,14 +92,16 @@ impl Shard {
         let expires = new.expires.to_string();
         let mut buf = BytesMut::with_capacity(512 + new.body.len());
         let mut b = RequestBuilder::new(&mut buf, b"SUBSCRIBE", &new.request_uri);
-        b.header_named(HeaderName::Via, &via)
-            .header_named(HeaderName::MaxForwards, b"70")
-            .header_named(HeaderName::From, &local)
-            .header_named(HeaderName::To, &new.to)
-            .header_named(HeaderName::CallId, call_id.as_bytes())
-            .header_named(HeaderName::CSeq, b"1 SUBSCRIBE")
-            .header_named(HeaderName::Contact, &contact)
-            .header_named(HeaderName::Event, &new.event)
+        let first = super::uac::FirstRequest {
+            via: &via,
+            local: &local,
+            to: &new.to,
+            call_id: call_id.as_bytes(),
+            cseq: b"1 SUBSCRIBE",
+            contact: &contact,
+        };
+        first.headers(&mut b);
+        b.header_named(HeaderName::Event, &new.event)
             .header_named(HeaderName::Expires, expires.as_bytes());
         for (name, value) in &new.headers {
             b.header(name, value);
@@ -122,17 +119,11 @@ impl Shard {
                 buf.freeze(),
             )
             .map_err(DialogError::TransactionError)?;
-        let d = Dialog::new(
+        let d = super::uac::uac_dialog(
             id.clone(),
-            Role::Uac,
-            DialogState::Early,
-            1,
-            None,
             &local,
             &new.to,
             &new.request_uri,
-            &[],
-            false,
             new.destination,
         );
         let index = self.insert(Entry {
@@ -387,7 +378,7 @@ impl Shard {
             ("Event".to_owned(), event),
             ("Expires".to_owned(), Bytes::from(expires.to_string())),
         ];
-        let txn = self.send_in_dialog_txn(now, &dialog, b"SUBSCRIBE", &headers, b"")?;
+        let txn = self.send_in_dialog(now, &dialog, b"SUBSCRIBE", &headers, b"")?;
         self.requests.remove(&txn);
         let r = self.slot_ref(index);
         self.subscribes.insert(txn, r);

@@ -4,6 +4,7 @@
 
 pub mod peers;
 pub mod sim;
+pub mod sip;
 
 use std::path::PathBuf;
 
