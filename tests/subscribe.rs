@@ -276,6 +276,17 @@ fn what_the_notifier_refuses_before_the_application_sees_it() {
     assert_eq!(header(&r, "Min-Expires"), Some("60"));
     assert_eq!(bob.dialog_count(), 0, "no dialog left behind");
 
+    // OPTIONS says what is served (RFC 6665 §8.2.2).
+    let options = Bytes::from_static(
+        b"OPTIONS sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKo1\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=o1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: opt@test\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+    );
+    bob.handle_datagram(t0, watcher(), options);
+    let ok = sent(&mut bob).pop().unwrap();
+    assert_eq!(header(&ok, "Allow-Events"), Some("presence, dialog"));
+    assert!(header(&ok, "Allow").unwrap().contains("SUBSCRIBE"));
+
     // Without subscriptions configured, SUBSCRIBE is a method not served.
     let mut plain = Shard::new(t0, ShardConfig::new("127.0.0.1:5080".parse().unwrap()));
     plain.handle_datagram(t0, watcher(), subscribe(1, "p", "", "Event: presence\r\n"));

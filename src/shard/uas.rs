@@ -215,7 +215,8 @@ impl Shard {
             (Some(Method::Invite), None) => self.incoming_invite(now, txn, request, from),
             (Some(Method::Register), None) => self.on_register(now, txn, request, from),
             (Some(Method::Options), None) => {
-                let headers = self.options_headers();
+                let (headers, allow_events) = self.options_headers();
+                let headers = with_allow_events(&headers, &allow_events);
                 self.respond(now, txn, &request, Reply::new(200, None).headers(&headers));
             }
             (Some(Method::Message), None) => self.standalone_request(txn, request, from),
@@ -235,17 +236,25 @@ impl Shard {
         }
     }
 
-    /// What an OPTIONS answer says of us, in or out of a dialog (§11.2).
-    fn options_headers(&self) -> Vec<StaticHeader> {
+    /// What an OPTIONS answer says of us, in or out of a dialog (§11.2), and the event
+    /// packages we serve (RFC 6665 §8.2.2 `Allow-Events`; empty for none).
+    fn options_headers(&self) -> (Vec<StaticHeader>, String) {
         let supported: &'static [u8] = match self.supported_header() {
             Some(_) => b"100rel, replaces",
             None => super::replaces::TAG_REPLACES,
         };
-        vec![
+        let headers = vec![
             ("Allow", self.allow()),
             ("Accept", ACCEPT),
             ("Supported", supported),
-        ]
+        ];
+        let allow_events = self
+            .config
+            .subscriptions
+            .as_ref()
+            .map(|s| s.packages.join(", "))
+            .unwrap_or_default();
+        (headers, allow_events)
     }
 
     /// §8.2.1 and §21.5.2: 405 for a method sipshard knows but does not serve here
@@ -420,7 +429,8 @@ impl Shard {
                 }
             }
             Some(Method::Options) => {
-                let headers = self.options_headers();
+                let (headers, allow_events) = self.options_headers();
+                let headers = with_allow_events(&headers, &allow_events);
                 self.respond(
                     now,
                     txn,
@@ -872,6 +882,18 @@ impl Shard {
 /// saturating, though SIP timers are far below u32::MAX ms).
 fn duration_ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1)
+}
+
+/// `headers`, and `Allow-Events` when `allow_events` names any package.
+fn with_allow_events<'a>(
+    headers: &[StaticHeader],
+    allow_events: &'a str,
+) -> Vec<(&'a str, &'a [u8])> {
+    let mut all: Vec<(&str, &[u8])> = headers.to_vec();
+    if !allow_events.is_empty() {
+        all.push(("Allow-Events", allow_events.as_bytes()));
+    }
+    all
 }
 
 /// Our new dialog, as UAS, for the dialog-creating `request` (§12.1.1): our tag `tag` on
