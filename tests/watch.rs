@@ -375,3 +375,17 @@ fn a_notifier_that_went_away_lets_the_subscription_lapse_at_its_expiry() {
     assert_eq!(p.ended(), [SubscriptionEnd::Timeout]);
     assert_eq!(p.alice.dialog_count(), 0);
 }
+
+#[test]
+fn too_brief_an_interval_is_asked_again_with_min_expires() {
+    // RFC 6665 §4.1.2.1: a 423 names the shortest interval; the SUBSCRIBE goes again with it.
+    let mut p = Pair::new();
+    p.subscribe(30);
+    let to_alice = p.run();
+    let codes: Vec<u16> = to_alice.iter().filter_map(Message::status).collect();
+    assert_eq!(codes, [423, 200], "{codes:?}");
+    assert_eq!(p.accepted().len(), 1);
+    assert_eq!(p.accepted()[0].1, 60);
+    assert!(p.ended().is_empty());
+    assert_eq!(p.alice.dialog_count(), 1);
+}

@@ -10,6 +10,7 @@
 //! The shard refreshes each subscription at nine tenths of its interval (the interval of
 //! the 2xx, shortened by a NOTIFY's `expires`), and ends it if no refresh succeeded by its
 //! expiry. `Unsubscribe` sends `Expires: 0` and waits up to 64·T1 for the last NOTIFY. A
+//! 423 to the first SUBSCRIBE sends it once more with the Min-Expires it names; any other
 //! refused SUBSCRIBE ends it at once; a refused refresh leaves it to its expiry, except a
 //! 481, which ends it (§4.1.2.2). A dialog SUBSCRIBE made ends with its last subscription.
 
@@ -67,6 +68,8 @@ pub(super) struct Watch {
     unsubscribing: bool,
     /// Other dialogs of the same handle (forks), kept on the first one.
     forks: Vec<SlotRef>,
+    /// What `Subscribe` asked, until a 423 has been answered with a retry (§4.1.2.1).
+    retry: Option<Box<NewSubscription>>,
 }
 
 impl Shard {
@@ -86,39 +89,9 @@ impl Shard {
         self.admit_own_dialog()?;
         let call_id = self.owned_call_id();
         let tag = self.ids.tag();
-        let (via, branch) = self.via();
-        let contact = self.contact();
         let local = dialog::with_tag(&new.from, tag.as_bytes());
-        let expires = new.expires.to_string();
-        let mut buf = BytesMut::with_capacity(512 + new.body.len());
-        let mut b = RequestBuilder::new(&mut buf, b"SUBSCRIBE", &new.request_uri);
-        let first = super::uac::FirstRequest {
-            via: &via,
-            local: &local,
-            to: &new.to,
-            call_id: call_id.as_bytes(),
-            cseq: b"1 SUBSCRIBE",
-            contact: &contact,
-        };
-        first.headers(&mut b);
-        b.header_named(HeaderName::Event, &new.event)
-            .header_named(HeaderName::Expires, expires.as_bytes());
-        for (name, value) in &new.headers {
-            b.header(name, value);
-        }
-        b.finish(&new.body).map_err(DialogError::InvalidInput)?;
         let id = DialogId::new(call_id.as_bytes(), tag.as_bytes(), b"");
-        let txn = self
-            .txn
-            .send_request(
-                now,
-                new.destination,
-                false,
-                b"SUBSCRIBE",
-                branch.as_bytes(),
-                buf.freeze(),
-            )
-            .map_err(DialogError::TransactionError)?;
+        let txn = self.send_first_subscribe(now, new, &id, &local, 1, new.expires)?;
         let d = super::uac::uac_dialog(
             id.clone(),
             &local,
@@ -143,11 +116,85 @@ impl Shard {
                 accepted: false,
                 unsubscribing: false,
                 forks: Vec::new(),
+                retry: Some(Box::new(new.clone())),
             },
         );
         let r = self.slot_ref(index);
         self.subscribes.insert(txn, r);
         Ok(CommandOutcome::Subscription(id))
+    }
+
+    /// The SUBSCRIBE outside a dialog for the handle `id` (our From `local`), with CSeq
+    /// `cseq` and `expires`; returns its transaction.
+    fn send_first_subscribe(
+        &mut self,
+        now: Instant,
+        new: &NewSubscription,
+        id: &DialogId,
+        local: &[u8],
+        cseq: u32,
+        expires: u32,
+    ) -> Result<ClientTxnId, DialogError> {
+        let (via, branch) = self.via();
+        let contact = self.contact();
+        let (expires, cseq) = (expires.to_string(), format!("{cseq} SUBSCRIBE"));
+        let mut buf = BytesMut::with_capacity(512 + new.body.len());
+        let mut b = RequestBuilder::new(&mut buf, b"SUBSCRIBE", &new.request_uri);
+        let first = super::uac::FirstRequest {
+            via: &via,
+            local,
+            to: &new.to,
+            call_id: id.call_id(),
+            cseq: cseq.as_bytes(),
+            contact: &contact,
+        };
+        first.headers(&mut b);
+        b.header_named(HeaderName::Event, &new.event)
+            .header_named(HeaderName::Expires, expires.as_bytes());
+        for (name, value) in &new.headers {
+            b.header(name, value);
+        }
+        b.finish(&new.body).map_err(DialogError::InvalidInput)?;
+        self.txn
+            .send_request(
+                now,
+                new.destination,
+                false,
+                b"SUBSCRIBE",
+                branch.as_bytes(),
+                buf.freeze(),
+            )
+            .map_err(DialogError::TransactionError)
+    }
+
+    /// A 423 to the first SUBSCRIBE of the handle at `index` (RFC 6665 §4.1.2.1): sent
+    /// again, once, with the notifier's Min-Expires. True when it went.
+    fn retry_with_min_expires(&mut self, now: Instant, index: u32, response: &Message) -> bool {
+        let Some(min) = response.min_expires().ok().flatten() else {
+            return false;
+        };
+        let Some(w) = self.watches.get_mut(&index) else {
+            return false;
+        };
+        let Some(new) = w.retry.take().filter(|_| min > w.expires) else {
+            return false;
+        };
+        w.expires = min;
+        let Some(entry) = self.entry_mut(index) else {
+            return false;
+        };
+        entry.dialog.local_cseq += 1;
+        let (id, local, cseq) = (
+            entry.dialog.id.clone(),
+            entry.dialog.local().to_vec(),
+            entry.dialog.local_cseq,
+        );
+        let Ok(txn) = self.send_first_subscribe(now, &new, &id, &local, cseq, min) else {
+            return false;
+        };
+        let r = self.slot_ref(index);
+        self.subscribes.insert(txn, r);
+        true
     }
 
     /// A final response to one of our SUBSCRIBEs (initial, refresh or unsubscribe).
@@ -178,6 +225,9 @@ impl Shard {
             return;
         }
         let initial = self.watches.get(&index).is_some_and(|w| !w.accepted);
+        if initial && code == 423 && self.retry_with_min_expires(now, index, response) {
+            return;
+        }
         if initial || code == 481 {
             self.end_watch(index, SubscriptionEnd::Rejected(code));
         }
@@ -272,6 +322,7 @@ impl Shard {
             accepted: false,
             unsubscribing: watch.unsubscribing,
             forks: Vec::new(),
+            retry: None,
         };
         self.watches.insert(fork, copy);
         let r = self.slot_ref(fork);
@@ -300,6 +351,7 @@ impl Shard {
         let seconds = granted.unwrap_or(w.expires);
         let first = !w.accepted;
         w.accepted = true;
+        w.retry = None;
         if seconds == 0 || w.unsubscribing {
             // Ending: the last NOTIFY will say so; the timer ends it if none comes.
             let grace = self.config.timers.timeout();
