@@ -389,3 +389,18 @@ fn too_brief_an_interval_is_asked_again_with_min_expires() {
     assert!(p.ended().is_empty());
     assert_eq!(p.alice.dialog_count(), 1);
 }
+
+#[test]
+fn an_unsubscribe_before_any_answer_goes_out_once_the_dialog_exists() {
+    let mut p = Pair::new();
+    let handle = p.subscribe(600);
+    // Before the SUBSCRIBE has reached Bob: nothing to send it in yet.
+    let unsubscribe = DialogCommand::Unsubscribe {
+        subscription: handle,
+    };
+    p.alice.handle_command(p.now, unsubscribe).unwrap();
+    p.run();
+    assert_eq!(p.ended(), [SubscriptionEnd::ByNotifier]);
+    assert_eq!(p.alice.dialog_count(), 0);
+    assert_eq!(p.bob.dialog_count(), 0, "Bob's subscription ended too");
+}

@@ -55,7 +55,8 @@ impl Subscriptions {
         }
     }
 
-    fn allow_events(&self) -> String {
+    /// The packages as `Allow-Events` lists them.
+    pub(super) fn allow_events(&self) -> String {
         self.packages.join(", ")
     }
 }

@@ -252,7 +252,7 @@ impl Shard {
             .config
             .subscriptions
             .as_ref()
-            .map(|s| s.packages.join(", "))
+            .map(super::Subscriptions::allow_events)
             .unwrap_or_default();
         (headers, allow_events)
     }

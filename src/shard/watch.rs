@@ -353,6 +353,12 @@ impl Shard {
         w.accepted = true;
         w.retry = None;
         if seconds == 0 || w.unsubscribing {
+            // `Unsubscribe` came before there was a dialog to send `Expires: 0` in: it
+            // goes now.
+            if first && w.unsubscribing {
+                let event = w.event.clone();
+                let _ = self.send_watch_subscribe(now, index, event, 0);
+            }
             // Ending: the last NOTIFY will say so; the timer ends it if none comes.
             let grace = self.config.timers.timeout();
             self.arm_watch(index, now + grace, true);
