@@ -643,3 +643,173 @@ fn the_server_ends_a_call_on_its_other_shard_when_a_replacement_is_answered() {
     assert_eq!(ok.call_id(), Some(new_call.as_bytes()));
     assert!(server.stop(), "the server stops cleanly");
 }
+
+/// Three shards on simulated time, datagrams delivered by destination, events kept per
+/// shard for the test to act on.
+struct Three {
+    shards: Vec<(SocketAddr, Shard)>,
+    events: Vec<Vec<SessionEvent>>,
+    now: Instant,
+}
+
+impl Three {
+    fn new(addrs: [SocketAddr; 3]) -> Three {
+        let now = Instant::now();
+        Three {
+            shards: addrs
+                .iter()
+                .map(|&a| (a, Shard::new(now, ShardConfig::new(a))))
+                .collect(),
+            events: vec![Vec::new(), Vec::new(), Vec::new()],
+            now,
+        }
+    }
+
+    fn run(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..3 {
+                let from = self.shards[i].0;
+                let out: Vec<_> = std::iter::from_fn(|| self.shards[i].1.poll_transmit()).collect();
+                for t in out {
+                    if let Some((_, to)) = self.shards.iter_mut().find(|(a, _)| *a == t.destination)
+                    {
+                        to.handle_datagram(self.now, from, t.payload);
+                        moved = true;
+                    }
+                }
+                self.events[i].extend(std::iter::from_fn(|| self.shards[i].1.poll_event()));
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn command(&mut self, i: usize, command: DialogCommand) -> sipshard::shard::CommandOutcome {
+        let outcome = self.shards[i].1.handle_command(self.now, command).unwrap();
+        self.run();
+        outcome
+    }
+
+    /// Shard `from` calls shard `to`, which answers; (caller's dialog, callee's dialog).
+    fn call(&mut self, from: usize, to: usize) -> (DialogId, DialogId) {
+        let target = self.shards[to].0;
+        self.command(
+            from,
+            DialogCommand::MakeCall {
+                from: Bytes::from(format!("<sip:{}>", self.shards[from].0)),
+                to: Bytes::from(format!("<sip:{target}>")),
+                request_uri: Bytes::from(format!("sip:{target}")),
+                destination: target,
+                sdp: Bytes::new(),
+                headers: Vec::new(),
+            },
+        );
+        let callee = self.take(to, |e| match e {
+            SessionEvent::IncomingCall { dialog, .. } => Some(dialog.clone()),
+            _ => None,
+        });
+        self.command(
+            to,
+            DialogCommand::Answer {
+                dialog: callee.clone(),
+                sdp: Bytes::new(),
+            },
+        );
+        let caller = self.take(from, |e| match e {
+            SessionEvent::CallAnswered { dialog, .. } => Some(dialog.clone()),
+            _ => None,
+        });
+        (caller, callee)
+    }
+
+    /// The first event of shard `i` that `pick` takes, removed.
+    fn take<T>(&mut self, i: usize, pick: impl Fn(&SessionEvent) -> Option<T>) -> T {
+        let at = self.events[i]
+            .iter()
+            .position(|e| pick(e).is_some())
+            .unwrap_or_else(|| panic!("shard {i}: no such event in {:?}", self.events[i]));
+        pick(&self.events[i].remove(at)).expect("position found it")
+    }
+}
+
+#[test]
+fn an_attended_transfer_replaces_the_consultation_call_at_the_target() {
+    // RFC 5589 §7.1: Alice (0) talks to Bob (1) and consults Carol (2); she REFERs Bob to
+    // Carol with Replaces naming her call with Carol. Bob calls Carol with that Replaces;
+    // Carol's answer ends her call with Alice.
+    let (a, b, c) = (alice(), bob(), carol());
+    let mut net = Three::new([a, b, c]);
+    let (alice_bob, _) = net.call(0, 1);
+    let (alice_carol, carol_alice) = net.call(0, 2);
+
+    let replaces = format!(
+        "{}%3Bto-tag%3D{}%3Bfrom-tag%3D{}",
+        String::from_utf8_lossy(alice_carol.call_id()).replace('@', "%40"),
+        String::from_utf8_lossy(alice_carol.remote_tag()),
+        String::from_utf8_lossy(alice_carol.local_tag()),
+    );
+    net.command(
+        0,
+        DialogCommand::Refer {
+            dialog: alice_bob,
+            refer_to: Bytes::from(format!("<sip:carol@{c}?Replaces={replaces}>")),
+        },
+    );
+    let (txn, request) = net.take(1, |e| match e {
+        SessionEvent::DialogRequest { txn, request, .. } => Some((*txn, request.clone())),
+        _ => None,
+    });
+    net.command(
+        1,
+        DialogCommand::Respond {
+            txn,
+            status: 202,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        },
+    );
+    let header = sipshard::shard::replaces_of_refer_to(&request).expect("a Replaces to send");
+    net.command(
+        1,
+        DialogCommand::MakeCall {
+            from: Bytes::from(format!("<sip:bob@{b}>")),
+            to: Bytes::from(format!("<sip:carol@{c}>")),
+            request_uri: Bytes::from(format!("sip:carol@{c}")),
+            destination: c,
+            sdp: Bytes::new(),
+            headers: vec![("Replaces".to_owned(), Bytes::from(header))],
+        },
+    );
+    let (carol_bob, replaced) = net.take(2, |e| match e {
+        SessionEvent::IncomingCall {
+            dialog, replaces, ..
+        } => Some((dialog.clone(), replaces.clone())),
+        _ => None,
+    });
+    assert_eq!(replaced.as_deref(), Some(&carol_alice));
+    net.command(
+        2,
+        DialogCommand::Answer {
+            dialog: carol_bob.clone(),
+            sdp: Bytes::new(),
+        },
+    );
+    // Carol's call with Alice is over, replaced; Alice heard the BYE; Bob and Carol talk.
+    let ended = net.take(2, |e| match e {
+        SessionEvent::CallTerminated { dialog, reason } if *dialog == carol_alice => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(ended, TerminationReason::Replaced);
+    let reason = net.take(0, |e| match e {
+        SessionEvent::CallTerminated { dialog, reason } if *dialog == alice_carol => Some(*reason),
+        _ => None,
+    });
+    assert_eq!(reason, TerminationReason::RemoteBye);
+    assert_eq!(
+        net.shards[2].1.dialog_state(&carol_bob),
+        Some(sipshard::dialog::DialogState::Confirmed)
+    );
+    assert!(net.shards[2].1.dialog_state(&carol_alice).is_none());
+}

@@ -570,6 +570,33 @@ impl<'a> Iterator for ParamIter<'a> {
     }
 }
 
+/// Decodes `%HH` escapes (RFC 3261 §19.1.2, §25.1 `escaped`); a `%` not followed by two
+/// hex digits is kept as written. Borrows when there is nothing to decode.
+pub fn unescape(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let decoded = (s[i] == b'%')
+            .then(|| Some(hex(*s.get(i + 1)?)? << 4 | hex(*s.get(i + 2)?)?))
+            .flatten();
+        match decoded {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(s[i]);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Removes the quotes and unescapes nothing: returns the content between the quotes of a
 /// quoted string (escapes kept as written), or `s` itself when it is not quoted.
 pub fn unquote(s: &[u8]) -> &[u8] {
@@ -583,6 +610,16 @@ pub fn unquote(s: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescape_decodes_hex_escapes_only() {
+        assert_eq!(&*unescape(b"abc"), b"abc");
+        assert!(matches!(unescape(b"abc"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(&*unescape(b"a%40b%3Bto-tag%3d1"), b"a@b;to-tag=1");
+        assert_eq!(&*unescape(b"100%"), b"100%");
+        assert_eq!(&*unescape(b"%4"), b"%4");
+        assert_eq!(&*unescape(b"%zz%41"), b"%zzA");
+    }
 
     #[test]
     fn list_split_respects_quotes_and_angles() {

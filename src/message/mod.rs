@@ -148,7 +148,7 @@ pub use error::{ParseError, RejectReason, Rejection, UriError, ValueError};
 pub use header::HeaderName;
 pub use ids::{Branch, CallIdValue, IdGenerator, Tag};
 pub(crate) use lex::find_outside;
-pub use lex::{ParamIter, Params, unquote};
+pub use lex::{ParamIter, Params, unescape, unquote};
 pub use method::Method;
 pub use name_addr::{Contact, NameAddr};
 pub(crate) use name_addr::{tag_param, uri_of};

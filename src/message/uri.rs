@@ -37,6 +37,21 @@ pub struct SipUri<'a> {
     pub headers: Option<&'a [u8]>,
 }
 
+impl<'a> SipUri<'a> {
+    /// The value of the URI header `name` (`?Replaces=…&Require=replaces`, RFC 3261
+    /// §19.1.1), escapes decoded: how a Refer-To carries the headers of the request it asks
+    /// for (RFC 3515 §2.1). Names compare case-insensitively; `None` when absent.
+    pub fn header(&self, name: &str) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let headers = self.headers?;
+        headers.split(|&b| b == b'&').find_map(|pair| {
+            let eq = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
+            lex::unescape(&pair[..eq])
+                .eq_ignore_ascii_case(name.as_bytes())
+                .then(|| lex::unescape(pair.get(eq + 1..).unwrap_or_default()))
+        })
+    }
+}
+
 /// A URI of a scheme other than sip/sips.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AbsoluteUri<'a> {
@@ -416,6 +431,24 @@ pub(crate) fn parse_ipv6(s: &[u8]) -> Result<Ipv6Addr, UriError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_headers_are_read_decoded() {
+        let raw = b"sip:carol@h?Replaces=a%40h%3Bto-tag%3D1%3Bfrom-tag%3D2&require=replaces";
+        let Ok(Uri::Sip(uri)) = Uri::parse(raw) else {
+            panic!("a SIP URI")
+        };
+        assert_eq!(
+            uri.header("replaces").as_deref(),
+            Some(&b"a@h;to-tag=1;from-tag=2"[..])
+        );
+        assert_eq!(uri.header("Require").as_deref(), Some(&b"replaces"[..]));
+        assert_eq!(uri.header("Subject"), None);
+        let Ok(Uri::Sip(bare)) = Uri::parse(b"sip:carol@h") else {
+            panic!("a SIP URI")
+        };
+        assert_eq!(bare.header("Replaces"), None);
+    }
 
     #[test]
     fn ipv4_octet_reader_agrees_with_the_bytewise_one() {

@@ -55,7 +55,7 @@ mod uac;
 mod uas;
 mod watch;
 
-pub use refer::refer_sub_declined;
+pub use refer::{refer_sub_declined, replaces_of_refer_to};
 pub use replaces::{PeerMessage, ReplacesVerdict};
 pub use subscribe::{NotifyState, SubscriptionEnd, Subscriptions, subscription_event};
 pub use watch::NewSubscription;

@@ -40,6 +40,21 @@ pub fn refer_sub_declined(request: &Message) -> bool {
         .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"false"))
 }
 
+/// The Replaces header a REFER asks its recipient to send (attended transfer, RFC 5589
+/// §7: `Refer-To: <sip:carol@example.com?Replaces=call%40h%3Bto-tag%3D1%3Bfrom-tag%3D2>`),
+/// decoded and checked (RFC 3891 §6.1): pass it as the `Replaces` header of the
+/// [`DialogCommand::MakeCall`](super::DialogCommand::MakeCall) that carries the reference
+/// out. `None` when the Refer-To has none, or one that is not a valid Replaces value.
+pub fn replaces_of_refer_to(request: &Message) -> Option<Vec<u8>> {
+    let refer_to = request.refer_to().ok()??;
+    let crate::message::Uri::Sip(uri) = refer_to.uri else {
+        return None;
+    };
+    let value = uri.header("Replaces")?.into_owned();
+    crate::message::Replaces::parse(&value).ok()?;
+    Some(value)
+}
+
 /// How long the implicit subscription is said to last while the reference is in progress.
 /// RFC 3515 leaves it to the notifier; the final NOTIFY ends it sooner.
 const REFER_SUBSCRIPTION_SECONDS: u32 = 60;
