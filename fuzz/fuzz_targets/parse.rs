@@ -1,7 +1,7 @@
 //! Arbitrary datagrams through the parser and every view: nothing may panic, and the fast
 //! paths must agree with the full parse wherever both read: the Call-ID scan, the one-pass
 //! top-Via key, the one-pass From/To tags, and the one-pass name-addr, Via, CSeq and URI
-//! readers on every header value.
+//! readers on every header value; URI headers decoded.
 #![no_main]
 
 use bytes::Bytes;
@@ -47,6 +47,13 @@ fuzz_target!(|data: &[u8]| {
         m.refer_to(),
         m.replaces(),
     );
+    // The URI headers a Refer-To carries, decoded (attended transfer).
+    let _ = sipshard::shard::replaces_of_refer_to(&m);
+    if let Ok(sipshard::message::Uri::Sip(uri)) =
+        sipshard::message::Uri::parse(m.request_uri_bytes().unwrap_or_default())
+    {
+        let _ = (uri.header("Replaces"), uri.header(""));
+    }
     let _ = (m.rseq(), m.rack(), m.session_expires(), m.min_se());
     let _ = (m.authorization(), m.www_authenticate(), m.request_uri());
     for v in m.vias().flatten() {

@@ -460,7 +460,9 @@ impl Shard {
         }
         let grace = self.config.timers.timeout();
         for index in targets {
-            let Some(w) = self.watches.get_mut(&index) else {
+            // Already ending (a second Unsubscribe, or a stop ending each dialog of one
+            // handle): nothing more to send.
+            let Some(w) = self.watches.get_mut(&index).filter(|w| !w.unsubscribing) else {
                 continue;
             };
             w.unsubscribing = true;
