@@ -227,7 +227,8 @@ pub enum TerminationReason {
     /// 2xx) is ACKed and then ended with BYE (§13.2.2.4).
     OtherForkAnswered,
     /// An INVITE with Replaces took this dialog's place and was answered (RFC 3891 §3);
-    /// we sent BYE.
+    /// we sent BYE. (A dialog whose 2xx still waited for its ACK sends that BYE after the
+    /// ACK, as §15 asks, and reports `LocalBye`.)
     Replaced,
 }
 
