@@ -339,6 +339,13 @@ fn sipp_subscribe_gets_a_notify_and_unsubscribe_the_last_one() {
             mode,
         );
         assert_received_at_least(&server.metrics(), "SUBSCRIBE", 200, mode);
+        let held = server.metric("sipshard_subscriptions", "role=\"notifier\"");
+        assert_eq!(held, 0, "{mode}: every subscription ended with its dialog");
+        assert_eq!(
+            wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+            0,
+            "{mode}"
+        );
         assert!(server.stop(), "{mode}: the server stops cleanly");
     }
 }

@@ -121,6 +121,7 @@ fn an_accepted_subscribe_makes_a_dialog_and_notifies_carry_the_time_left() {
     let t0 = Instant::now();
     let mut bob = notifier(t0);
     let dialog = accepted(&mut bob, t0, 7200);
+    assert_eq!(bob.stats().subscription_dialogs_served, 1);
     let ok = sent(&mut bob).pop().unwrap();
     assert_eq!(ok.status(), Some(200));
     assert_eq!(

@@ -193,6 +193,8 @@ fn a_subscription_is_accepted_notified_and_refreshed_before_it_ends() {
     assert!(p.notifications().len() >= 4);
     assert_eq!(p.alice.dialog_count(), 1);
     assert_eq!(p.bob.dialog_count(), 1);
+    assert_eq!(p.alice.stats().subscriptions_held, 1);
+    assert_eq!(p.bob.stats().subscription_dialogs_served, 1);
 }
 
 #[test]

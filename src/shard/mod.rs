@@ -677,6 +677,11 @@ pub struct ShardStats {
     pub dialogs_early: u64,
     /// Live confirmed dialogs.
     pub dialogs_confirmed: u64,
+    /// Dialogs in which we serve subscriptions as notifier (RFC 6665; usually one
+    /// subscription each).
+    pub subscription_dialogs_served: u64,
+    /// Subscriptions we hold as subscriber, one per dialog.
+    pub subscriptions_held: u64,
     /// Requests received, by method, in the order of [`REQUEST_METHODS`].
     pub requests_in: [u64; REQUEST_METHODS.len()],
     /// Responses received, by class 1xx..6xx.
@@ -704,6 +709,8 @@ impl ShardStats {
         self.pracks_sent += other.pracks_sent;
         self.dialogs_early += other.dialogs_early;
         self.dialogs_confirmed += other.dialogs_confirmed;
+        self.subscription_dialogs_served += other.subscription_dialogs_served;
+        self.subscriptions_held += other.subscriptions_held;
         add(&mut self.requests_in, &other.requests_in);
         add(&mut self.responses_in, &other.responses_in);
         add(&mut self.responses_out, &other.responses_out);
@@ -1068,6 +1075,8 @@ impl Shard {
         let mut s = self.stats;
         s.dialogs_confirmed = self.confirmed as u64;
         s.dialogs_early = (self.live - self.confirmed) as u64;
+        s.subscription_dialogs_served = self.subscriptions.len() as u64;
+        s.subscriptions_held = self.watches.len() as u64;
         s.transactions = *self.txn.stats();
         s
     }

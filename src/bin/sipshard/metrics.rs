@@ -90,6 +90,23 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         }),
     );
     family(
+        "sipshard_subscriptions",
+        "gauge",
+        "Subscriptions (RFC 6665): dialogs we serve them in as notifier, and those we hold.",
+        &mut stats.shards.iter().flat_map(|r| {
+            [
+                (
+                    format!("shard=\"{}\",role=\"notifier\"", r.shard),
+                    r.stats.subscription_dialogs_served,
+                ),
+                (
+                    format!("shard=\"{}\",role=\"subscriber\"", r.shard),
+                    r.stats.subscriptions_held,
+                ),
+            ]
+        }),
+    );
+    family(
         "sipshard_transactions",
         "gauge",
         "Live transactions.",
