@@ -42,7 +42,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Place calls or requests (--scenario basic|register|options|cancel|reinvite).
+    /// Place calls or requests (--scenario basic|register|options|cancel|reinvite|subscribe).
     Uac(Box<UacArgs>),
     /// Answer calls.
     Uas(Box<UasArgs>),
@@ -276,6 +276,8 @@ fn run_uas(args: UasArgs) -> Outcome {
     let mut config = RuntimeConfig::new(args.listen);
     config.shards = shards;
     config.mode = AppMode::Inline(InlineApp(Arc::new(factory)));
+    // The `subscribe` scenario's target.
+    config.shard.subscriptions = Some(sipshard::shard::Subscriptions::new(["presence"]));
     if args.registrar {
         config.shard.register = sipshard::shard::RegisterMode::Registrar(
             sipshard::registrar::RegistrarConfig::default(),

@@ -15,7 +15,8 @@ use bytes::Bytes;
 use sipshard::dialog::DialogId;
 use sipshard::runtime::{ShardApp, ShardControl};
 use sipshard::shard::{
-    CommandOutcome, DialogCommand, SessionEvent, StandaloneRequest, TerminationReason,
+    CommandOutcome, DialogCommand, NewSubscription, SessionEvent, StandaloneRequest,
+    SubscriptionEnd, TerminationReason,
 };
 use sipshard::transaction::ClientTxnId;
 
@@ -43,6 +44,10 @@ pub enum Scenario {
     /// A basic call with a re-INVITE (same offer) once it is answered; BYE after the
     /// re-INVITE's 200 and the hold time.
     Reinvite,
+    /// A presence subscription (RFC 6665): SUBSCRIBE, its 2xx and first NOTIFY, then
+    /// `Expires: 0` after the hold time and the notifier's terminated NOTIFY. The target
+    /// must serve `presence` (`sipshard serve --event-packages presence`, or `uas`).
+    Subscribe,
 }
 
 impl Scenario {
@@ -54,6 +59,7 @@ impl Scenario {
             Scenario::Options => "options",
             Scenario::Cancel => "cancel",
             Scenario::Reinvite => "reinvite",
+            Scenario::Subscribe => "subscribe",
         }
     }
 
@@ -199,6 +205,9 @@ impl UacApp {
         };
         c.pending_since = Some(now);
         let command = match step {
+            Step::Bye if self.plan.scenario == Scenario::Subscribe => DialogCommand::Unsubscribe {
+                subscription: call.clone(),
+            },
             Step::Bye => DialogCommand::Bye { dialog },
             Step::Cancel => DialogCommand::Cancel { call: call.clone() },
         };
@@ -269,6 +278,48 @@ impl UacApp {
         }
     }
 
+    /// The SUBSCRIBE's 2xx (or first NOTIFY): measured as the request's final response;
+    /// `Expires: 0` follows after the hold time.
+    fn subscription_accepted(
+        &mut self,
+        now: Instant,
+        dialog: DialogId,
+        subscription: DialogId,
+        shard: &mut ShardControl<'_>,
+    ) {
+        let Some(c) = self.active.get_mut(&subscription) else {
+            return;
+        };
+        let _ = self.interval.latency[REQUEST_TO_FINAL].record(micros(now, c.invited));
+        self.interval.established += 1;
+        c.dialogs.push(dialog.clone());
+        self.hang_up_later(now, dialog, subscription, shard);
+    }
+
+    /// A subscription ended: by the notifier after our `Expires: 0` (completed, measured
+    /// from it), or otherwise (refused, lapsed, ended early: failed).
+    fn subscription_ended(
+        &mut self,
+        now: Instant,
+        subscription: DialogId,
+        reason: SubscriptionEnd,
+    ) {
+        let Some(c) = self.active.remove(&subscription) else {
+            return;
+        };
+        match (reason, c.pending_since) {
+            (SubscriptionEnd::ByNotifier, Some(sent)) => {
+                self.interval.completed += 1;
+                let _ = self.interval.latency[BYE_TO_200].record(micros(now, sent));
+            }
+            (SubscriptionEnd::Rejected(code), _) => {
+                *self.interval.failed.entry(code).or_default() += 1;
+            }
+            (SubscriptionEnd::Timeout, _) => self.interval.timeouts += 1,
+            _ => *self.interval.failed.entry(0).or_default() += 1,
+        }
+    }
+
     fn call_ended(&mut self, now: Instant, dialog: DialogId, reason: TerminationReason) {
         let call = self.by_dialog.remove(&dialog).unwrap_or(dialog);
         let Some(c) = self.active.remove(&call) else {
@@ -329,6 +380,17 @@ impl UacApp {
             Scenario::Register | Scenario::Options => {
                 DialogCommand::SendStandalone(Box::new(self.standalone()))
             }
+            Scenario::Subscribe => DialogCommand::Subscribe(Box::new(NewSubscription {
+                from: self.plan.from.clone(),
+                to: self.plan.to.clone(),
+                request_uri: self.plan.request_uri.clone(),
+                destination: self.plan.destination,
+                event: Bytes::from_static(b"presence"),
+                // Longer than any hold: the subscription ends by our Expires: 0.
+                expires: 3600,
+                headers: Vec::new(),
+                body: Bytes::new(),
+            })),
             _ => DialogCommand::MakeCall {
                 from: self.plan.from.clone(),
                 to: self.plan.to.clone(),
@@ -339,7 +401,7 @@ impl UacApp {
             },
         };
         match shard.command(now, command) {
-            Ok(CommandOutcome::Call(call)) => {
+            Ok(CommandOutcome::Call(call) | CommandOutcome::Subscription(call)) => {
                 self.active.insert(
                     call.clone(),
                     Call {
@@ -484,6 +546,16 @@ impl ShardApp for UacApp {
                 }
             }
             SessionEvent::CallTerminated { dialog, reason } => self.call_ended(now, dialog, reason),
+            SessionEvent::SubscriptionAccepted {
+                subscription,
+                dialog,
+                ..
+            } => self.subscription_accepted(now, dialog, subscription, shard),
+            SessionEvent::SubscriptionTerminated {
+                subscription: Some(subscription),
+                reason,
+                ..
+            } => self.subscription_ended(now, subscription, reason),
             SessionEvent::StandaloneResult {
                 request,
                 status,

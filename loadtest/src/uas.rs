@@ -104,6 +104,31 @@ impl ShardApp for UasApp {
                 let sdp = self.plan.sdp.clone();
                 let _ = shard.command(now, DialogCommand::Answer { dialog, sdp });
             }
+            // A subscription (the `subscribe` scenario): accepted, and the NOTIFY that must
+            // follow at once (RFC 6665 §4.2.1.2), with no state to report.
+            SessionEvent::SubscriptionRequest {
+                dialog,
+                txn,
+                request,
+                ..
+            } => {
+                let respond = DialogCommand::Respond {
+                    txn,
+                    status: 200,
+                    headers: Vec::new(),
+                    body: bytes::Bytes::new(),
+                };
+                if shard.command(now, respond).is_ok() {
+                    let notify = DialogCommand::Notify {
+                        dialog,
+                        event: sipshard::shard::subscription_event(&request).unwrap_or_default(),
+                        state: sipshard::shard::NotifyState::Active,
+                        headers: Vec::new(),
+                        body: bytes::Bytes::new(),
+                    };
+                    let _ = shard.command(now, notify);
+                }
+            }
             SessionEvent::DialogRequest { txn, .. } => {
                 let _ = shard.command(
                     now,

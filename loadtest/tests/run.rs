@@ -129,7 +129,7 @@ fn calls_against_the_own_uas_with_results_reports_and_gating() {
 }
 
 #[test]
-fn register_options_reinvite_and_cancel_scenarios() {
+fn register_options_reinvite_subscribe_and_cancel_scenarios() {
     let dir = std::env::temp_dir().join(format!("sipshard-load-scn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
@@ -140,6 +140,7 @@ fn register_options_reinvite_and_cancel_scenarios() {
         ("register", port, "request_to_final", vec![]),
         ("options", port, "request_to_final", vec![]),
         ("reinvite", port, "invite_to_200", vec![]),
+        ("subscribe", port, "request_to_final", vec![]),
         (
             "cancel",
             ringing_port,
@@ -181,6 +182,11 @@ fn register_options_reinvite_and_cancel_scenarios() {
                 })
                 .sum();
             assert_eq!(all, 400, "re-INVITEs measured");
+        }
+        if scenario == "subscribe" {
+            // Every subscription ended by the notifier's NOTIFY after our Expires: 0.
+            assert_eq!(r["completed"], 400, "{r}");
+            assert!(r["latency_ms"]["bye_to_200"]["count"].as_u64().unwrap() > 0);
         }
         if scenario == "cancel" {
             // Cancelled before the 10 s ring time: nothing was answered.
