@@ -145,19 +145,42 @@ fn shard(now: Instant) -> Shard {
     Shard::new(now, ShardConfig::new(bob()))
 }
 
-#[test]
-fn an_answered_replacement_ends_the_confirmed_dialog_with_bye() {
-    let now = Instant::now();
+/// Bob with a confirmed call from Alice (`old`), and Carol's INVITE replacing it (with
+/// `extra` headers beside its Replaces) as the IncomingCall `new`.
+struct Replacing {
+    bob: Shard,
+    old: DialogId,
+    new: DialogId,
+    replaces: Option<DialogId>,
+}
+
+fn replacing(now: Instant, extra: &str) -> Replacing {
     let mut bob = shard(now);
     let old = confirmed_call(&mut bob, now, "old@test");
-
-    let header = replaces_header(&old, "");
+    let header = format!("{}{extra}", replaces_header(&old, ""));
     bob.handle_datagram(
         now,
         carol(),
         invite("new@test", "c-inv", "c1", &header).bytes(),
     );
     let (new, replaces) = incoming(&mut bob);
+    Replacing {
+        bob,
+        old,
+        new,
+        replaces,
+    }
+}
+
+#[test]
+fn an_answered_replacement_ends_the_confirmed_dialog_with_bye() {
+    let now = Instant::now();
+    let Replacing {
+        mut bob,
+        old,
+        new,
+        replaces,
+    } = replacing(now, "");
     assert_eq!(
         replaces.as_ref(),
         Some(&old),
@@ -198,15 +221,9 @@ fn an_answered_replacement_ends_the_confirmed_dialog_with_bye() {
 #[test]
 fn a_refused_replacement_leaves_the_dialog_alone() {
     let now = Instant::now();
-    let mut bob = shard(now);
-    let old = confirmed_call(&mut bob, now, "old@test");
-    let header = replaces_header(&old, "");
-    bob.handle_datagram(
-        now,
-        carol(),
-        invite("new@test", "c-inv", "c1", &header).bytes(),
-    );
-    let (new, _) = incoming(&mut bob);
+    let Replacing {
+        mut bob, old, new, ..
+    } = replacing(now, "");
     let reject = DialogCommand::Reject {
         dialog: new,
         status: 603,
@@ -381,15 +398,12 @@ fn replacing_our_early_call_cancels_it() {
 #[test]
 fn require_replaces_is_accepted_and_options_lists_it() {
     let now = Instant::now();
-    let mut bob = shard(now);
-    let old = confirmed_call(&mut bob, now, "old@test");
-    let header = format!("{}Require: replaces\r\n", replaces_header(&old, ""));
-    bob.handle_datagram(
-        now,
-        carol(),
-        invite("new@test", "c-inv", "c1", &header).bytes(),
-    );
-    let (_, replaces) = incoming(&mut bob);
+    let Replacing {
+        mut bob,
+        old,
+        replaces,
+        ..
+    } = replacing(now, "Require: replaces\r\n");
     assert_eq!(replaces, Some(old));
 
     let options = Request {
