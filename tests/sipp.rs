@@ -578,7 +578,7 @@ async fn dialog_manager_subscribes_to_a_sipp_notifier_and_unsubscribes() {
     ];
     let notifier = common::peers::spawn_sipp(&sipp, port, &args, &std::env::temp_dir());
     let (manager, mut events) = start_manager().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No wait for SIPp to bind: a SUBSCRIBE sent before it listens is retransmitted (Timer E).
 
     let to = format!("sip:service@127.0.0.1:{port}");
     for _ in 0..subscriptions {

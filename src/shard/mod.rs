@@ -1309,9 +1309,11 @@ impl Shard {
                         if let Some(p) = self.forget_pending(s)
                             && p.request.method() == Some(crate::message::Method::Subscribe)
                             && let Some(index) = p.dialog
+                            && let Ok(asked) = self.check_subscribe(&p.request)
                         {
                             // A SUBSCRIBE the application never answered creates nothing.
-                            self.subscribe_answered(now, index, &p.request, 408, None);
+                            let expires = asked.expires;
+                            self.subscribe_answered(now, index, &asked, 408, expires);
                         }
                         self.forget_awaiting(s);
                     }

@@ -118,9 +118,17 @@ impl Shard {
         {
             headers.push(("Refer-Sub", b"false"));
         }
-        // RFC 6665 §4.2.1.1: a 2xx to SUBSCRIBE says for how long.
-        let (expires, written) = self.subscribe_reply_expires(&pending.request, status, &headers);
-        if let Some(expires) = &expires {
+        // RFC 6665 §4.2.1.1: a 2xx to SUBSCRIBE says for how long (what the application
+        // wrote, else what the shard grants).
+        let subscribe = (pending.request.method() == Some(Method::Subscribe))
+            .then(|| self.check_subscribe(&pending.request).ok())
+            .flatten();
+        let written = super::subscribe::written_expires(&headers);
+        let granted = subscribe.as_ref().map(|a| written.unwrap_or(a.expires));
+        let added = granted
+            .filter(|_| written.is_none() && (200..300).contains(&status))
+            .map(|g| g.to_string());
+        if let Some(expires) = &added {
             headers.push(("Expires", expires.as_bytes()));
         }
         // A request in (or making) a dialog is answered with that dialog's tag: a SUBSCRIBE
@@ -141,10 +149,8 @@ impl Shard {
             current: "answered",
             expected: "pending",
         })?;
-        if pending.request.method() == Some(Method::Subscribe)
-            && let Some(index) = pending.dialog
-        {
-            self.subscribe_answered(now, index, &pending.request, status, written);
+        if let (Some(asked), Some(granted), Some(index)) = (&subscribe, granted, pending.dialog) {
+            self.subscribe_answered(now, index, asked, status, granted);
         }
         // A 2xx to a REFER starts its implicit subscription (RFC 3515 §2.4.4).
         if (200..300).contains(&status)

@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use super::{DialogError, Entry, Phase, SessionEvent, Shard, TIMER_SUBSCRIPTION};
 use crate::dialog::{self, DialogId};
-use crate::message::{Message, Method};
+use crate::message::Message;
 use crate::timer::TimerHandle;
 use crate::transaction::ServerTxnId;
 
@@ -66,12 +66,27 @@ impl Subscriptions {
 /// request has no readable Event.
 pub fn subscription_event(request: &Message) -> Option<Bytes> {
     let event = request.event().ok().flatten()?;
-    let mut value = event.package.to_vec();
-    if let Some(Some(id)) = event.params.get("id") {
+    Some(event_value(event.package, event.params.get("id").flatten()))
+}
+
+/// `package` or `package;id=<id>`: how an Event value names a subscription.
+fn event_value(package: &[u8], id: Option<&[u8]>) -> Bytes {
+    let mut value = package.to_vec();
+    if let Some(id) = id {
         value.extend_from_slice(b";id=");
         value.extend_from_slice(id);
     }
-    Some(Bytes::from(value))
+    Bytes::from(value)
+}
+
+/// A subscription's name within its dialog, owned: its package and Event `id`.
+type SubscriptionKey = (Box<[u8]>, Option<Box<[u8]>>);
+
+/// What a NOTIFY reports, borrowed from the `Notify` command.
+struct Note<'a> {
+    state: &'a NotifyState,
+    headers: &'a [(String, Bytes)],
+    body: &'a [u8],
 }
 
 /// The state a NOTIFY reports (RFC 6665 §8.2.3, `Subscription-State`).
@@ -124,12 +139,7 @@ impl Subscription {
     }
 
     fn event(&self) -> Bytes {
-        let mut event = self.package.to_vec();
-        if let Some(id) = &self.id {
-            event.extend_from_slice(b";id=");
-            event.extend_from_slice(id);
-        }
-        Bytes::from(event)
+        event_value(&self.package, self.id.as_deref())
     }
 }
 
@@ -137,16 +147,17 @@ impl Subscription {
 type Refusal = (u16, Vec<(&'static str, String)>);
 
 /// A SUBSCRIBE's event and asked interval, once checked.
-struct Asked<'m> {
+pub(super) struct Asked<'m> {
     package: &'m [u8],
     id: Option<&'m [u8]>,
-    expires: u32,
+    /// The interval the shard grants.
+    pub(super) expires: u32,
 }
 
 impl Shard {
     /// The checks of §4.2.1.1 before the application sees a SUBSCRIBE; `Err` has the
     /// response.
-    fn check_subscribe<'m>(&self, request: &'m Message) -> Result<Asked<'m>, Refusal> {
+    pub(super) fn check_subscribe<'m>(&self, request: &'m Message) -> Result<Asked<'m>, Refusal> {
         let Some(config) = &self.config.subscriptions else {
             return Err((405, Vec::new()));
         };
@@ -272,27 +283,17 @@ impl Shard {
         });
     }
 
-    /// The `Expires` a 2xx to this SUBSCRIBE carries when the application wrote none.
-    pub(super) fn granted_expires(&self, request: &Message) -> Option<String> {
-        self.check_subscribe(request)
-            .ok()
-            .map(|a| a.expires.to_string())
-    }
-
-    /// The application answered a SUBSCRIBE in the dialog at `index` with `status`.
+    /// The application answered the SUBSCRIBE `asked` in the dialog at `index` with
+    /// `status`, granting `expires` seconds when a 2xx.
     pub(super) fn subscribe_answered(
         &mut self,
         now: Instant,
         index: u32,
-        request: &Message,
+        asked: &Asked<'_>,
         status: u16,
-        granted: Option<u32>,
+        expires: u32,
     ) {
-        let Ok(asked) = self.check_subscribe(request) else {
-            return;
-        };
         let (package, id) = (asked.package, asked.id);
-        let expires = granted.unwrap_or(asked.expires);
         if (200..300).contains(&status) {
             self.set_confirmed(index);
             let grace = self.config.timers.timeout();
@@ -334,8 +335,7 @@ impl Shard {
             .and_then(|subs| subs.iter().find(|s| s.is(package, id)))
             .is_some_and(|s| !s.accepted);
         if never_accepted {
-            let (package, id) = (package.to_vec(), id.map(<[u8]>::to_vec));
-            self.drop_subscription(index, &package, id.as_deref());
+            self.drop_subscription(index, package, id);
         }
     }
 
@@ -355,6 +355,29 @@ impl Shard {
             DialogError::InvalidInput(crate::message::BuildError::InvalidHeaderValue)
         })?;
         let (package, sub_id) = (parsed.package, parsed.params.get("id").flatten());
+        let note = Note {
+            state,
+            headers,
+            body,
+        };
+        self.notify(now, id, index, (package, sub_id), note)
+    }
+
+    /// The NOTIFY of [`Shard::send_notify`] for the subscription (`package`, `id`) of the
+    /// dialog `dialog` at `index`.
+    fn notify(
+        &mut self,
+        now: Instant,
+        dialog: &DialogId,
+        index: u32,
+        (package, sub_id): (&[u8], Option<&[u8]>),
+        note: Note<'_>,
+    ) -> Result<(), DialogError> {
+        let Note {
+            state,
+            headers,
+            body,
+        } = note;
         let sub = self
             .subscriptions
             .get(&index)
@@ -382,10 +405,9 @@ impl Shard {
             ("Subscription-State".to_owned(), Bytes::from(value)),
         ];
         all.extend(headers.iter().cloned());
-        self.send_in_dialog(now, id, b"NOTIFY", &all, body)?;
+        self.send_in_dialog(now, dialog, b"NOTIFY", &all, body)?;
         if ends {
-            let (package, sub_id) = (package.to_vec(), sub_id.map(<[u8]>::to_vec));
-            self.drop_subscription(index, &package, sub_id.as_deref());
+            self.drop_subscription(index, package, sub_id);
         }
         Ok(())
     }
@@ -396,36 +418,37 @@ impl Shard {
         let Some(subs) = self.subscriptions.get(&index) else {
             return;
         };
-        let due: Vec<Bytes> = subs
+        let due: Vec<SubscriptionKey> = subs
             .iter()
             .filter(|s| s.accepted && s.expires_at <= now)
-            .map(Subscription::event)
+            .map(|s| (s.package.clone(), s.id.clone()))
             .collect();
         let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
             return;
         };
-        for event in due {
+        for (package, id) in due {
+            let key = (&*package, id.as_deref());
             if let Some(s) = self
                 .subscriptions
                 .get_mut(&index)
-                .and_then(|subs| subs.iter_mut().find(|s| s.event() == event))
+                .and_then(|subs| subs.iter_mut().find(|s| s.is(key.0, key.1)))
             {
                 // Whatever the application would say, this NOTIFY ends it.
                 s.ending = true;
             }
-            let sent = self.send_notify(now, &dialog, &event, &NotifyState::Active, &[], b"");
-            if sent.is_err() {
+            let last = Note {
+                state: &NotifyState::Active,
+                headers: &[],
+                body: b"",
+            };
+            if self.notify(now, &dialog, index, key, last).is_err() {
                 // The dialog cannot send (it is ending): end the subscription all the same.
-                let parsed = crate::message::Event::parse(&event).ok();
-                if let Some(p) = parsed {
-                    let (package, id) = (p.package.to_vec(), p.params.get("id").flatten());
-                    self.drop_subscription(index, &package, id);
-                }
+                self.drop_subscription(index, key.0, key.1);
             }
             self.events.push_back(SessionEvent::SubscriptionTerminated {
                 subscription: None,
                 dialog: dialog.clone(),
-                event,
+                event: event_value(key.0, key.1),
                 reason: SubscriptionEnd::Timeout,
             });
         }
@@ -513,16 +536,24 @@ impl Shard {
         id: &DialogId,
     ) -> Result<(), DialogError> {
         let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
-        let events: Vec<(Bytes, bool)> = self
+        let accepted: Vec<SubscriptionKey> = self
             .subscriptions
             .get(&index)
-            .map(|subs| subs.iter().map(|s| (s.event(), s.accepted)).collect())
+            .map(|subs| {
+                subs.iter()
+                    .filter(|s| s.accepted)
+                    .map(|s| (s.package.clone(), s.id.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         let ended = NotifyState::Terminated("noresource".to_owned());
-        for (event, accepted) in events {
-            if accepted {
-                self.send_notify(now, id, &event, &ended, &[], b"")?;
-            }
+        for (package, sub_id) in &accepted {
+            let last = Note {
+                state: &ended,
+                headers: &[],
+                body: b"",
+            };
+            self.notify(now, id, index, (package, sub_id.as_deref()), last)?;
         }
         if let Some(index) = self.find(id) {
             self.subscriptions.remove(&index);
@@ -530,27 +561,14 @@ impl Shard {
         }
         Ok(())
     }
+}
 
-    /// Answers the pending SUBSCRIBE `request` (the application's `Respond`), adding the
-    /// granted `Expires` to a 2xx that has none; returns the interval granted.
-    pub(super) fn subscribe_reply_expires(
-        &self,
-        request: &Message,
-        status: u16,
-        headers: &[(&str, &[u8])],
-    ) -> (Option<String>, Option<u32>) {
-        if !(200..300).contains(&status) || request.method() != Some(Method::Subscribe) {
-            return (None, None);
-        }
-        let written = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("Expires"))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok());
-        match written {
-            Some(e) => (None, Some(e)),
-            None => (self.granted_expires(request), None),
-        }
-    }
+/// The `Expires` the application wrote in its answer, if any.
+pub(super) fn written_expires(headers: &[(&str, &[u8])]) -> Option<u32> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("Expires"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok())
 }
 
 fn new_subscription(asked: &Asked<'_>, now: Instant) -> Subscription {

@@ -282,10 +282,11 @@ impl Shard {
         } else {
             None
         };
+        // Made early and confirmed through `set_confirmed`, which keeps the count.
         let d = Dialog::new(
             id.clone(),
             Role::Uac,
-            DialogState::Confirmed,
+            DialogState::Early,
             base.local_cseq,
             remote_cseq,
             base.local(),
@@ -297,7 +298,7 @@ impl Shard {
         );
         if base.id.remote_tag().is_empty() {
             self.replace_dialog(index, d);
-            self.set_confirmed_again(index);
+            self.set_confirmed(index);
             return Some(index);
         }
         // Another notifier answered the same SUBSCRIBE: a subscription of its own.
@@ -311,7 +312,7 @@ impl Shard {
             reinvite: None,
             call: handle,
         });
-        self.confirmed += 1;
+        self.set_confirmed(fork);
         let watch = self.watches.get(&index)?;
         let copy = Watch {
             handle: watch.handle.clone(),
@@ -330,15 +331,6 @@ impl Shard {
             w.forks.push(r);
         }
         Some(fork)
-    }
-
-    /// `set_confirmed` for a slot whose dialog was just replaced by a confirmed one (the
-    /// count goes by the state before).
-    fn set_confirmed_again(&mut self, index: u32) {
-        if let Some(e) = self.entry_mut(index) {
-            e.dialog.state = DialogState::Early;
-        }
-        self.set_confirmed(index);
     }
 
     /// The subscription of the dialog at `index` is granted for `granted` seconds (the
