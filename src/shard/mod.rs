@@ -49,6 +49,7 @@ mod register;
 mod reinvite;
 mod replaces;
 mod requests;
+mod session_timer;
 mod standalone;
 mod subscribe;
 mod uac;
@@ -57,6 +58,7 @@ mod watch;
 
 pub use refer::{refer_sub_declined, replaces_of_refer_to};
 pub use replaces::{PeerMessage, ReplacesVerdict};
+pub use session_timer::{MIN_SE_FLOOR, Refresher, SessionTimers};
 pub use subscribe::{NotifyState, SubscriptionEnd, Subscriptions, subscription_event};
 pub use watch::NewSubscription;
 
@@ -102,6 +104,9 @@ pub struct ShardConfig {
     /// The event packages served as notifier (RFC 6665, `subscribe` module); `None`:
     /// SUBSCRIBE gets 405.
     pub subscriptions: Option<Subscriptions>,
+    /// Session timers (RFC 4028, `session_timer` module); `None`: no `timer` support (an
+    /// INVITE that requires it gets 420, and Session-Expires is ignored).
+    pub session_timers: Option<SessionTimers>,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -201,6 +206,7 @@ impl ShardConfig {
             owner: None,
             reliable_provisionals: ReliableProvisionals::default(),
             subscriptions: None,
+            session_timers: None,
         }
     }
 }
@@ -230,6 +236,9 @@ pub enum TerminationReason {
     /// we sent BYE. (A dialog whose 2xx still waited for its ACK sends that BYE after the
     /// ACK, as §15 asks, and reports `LocalBye`.)
     Replaced,
+    /// The session timer ran out (RFC 4028 §10): no refresh came, or ours got no answer in
+    /// time; we sent BYE.
+    SessionExpired,
 }
 
 /// What the shard tells the application (names as the reference's session coordination).
@@ -842,6 +851,9 @@ enum Usage {
     Subscription,
     /// A NOTIFY for a subscription we serve: the subscriber is gone.
     Notify,
+    /// Our session refresh (RFC 4028 UPDATE): its failure ends the dialog, its outcome is
+    /// the shard's own.
+    Refresh,
 }
 
 /// re-INVITEs in progress on a confirmed dialog (boxed in the entry: most dialogs have
@@ -860,10 +872,11 @@ struct Reinvite {
 enum Outgoing {
     #[default]
     Idle,
-    /// Sent with this offer, waiting for its final response.
-    InProgress { sdp: Bytes },
+    /// Sent with this offer (as a session refresh of the shard's own, RFC 4028, when
+    /// `refresh`), waiting for its final response.
+    InProgress { sdp: Bytes, refresh: bool },
     /// Got 491; goes again with this offer when the §14.1 wait ends.
-    RetryPending { sdp: Bytes },
+    RetryPending { sdp: Bytes, refresh: bool },
 }
 
 #[derive(Debug)]
@@ -888,6 +901,7 @@ const TIMER_RING_TIMEOUT: u64 = 5;
 const TIMER_RELIABLE_1XX: u64 = 6;
 const TIMER_SUBSCRIPTION: u64 = 7;
 const TIMER_WATCH: u64 = 8;
+const TIMER_SESSION: u64 = 9;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 
@@ -950,6 +964,8 @@ pub struct Shard {
     subscribes: ahash::HashMap<ClientTxnId, SlotRef>,
     /// Subscriptions served as notifier, by dialog slot (`subscribe` module).
     subscriptions: ahash::HashMap<u32, Vec<subscribe::Subscription>>,
+    /// Session timers (RFC 4028), by dialog slot: only dialogs with one (`session_timer`).
+    session_timers: ahash::HashMap<u32, session_timer::SessionTimer>,
     /// Messages for other shards (`replaces` module).
     peer_out: VecDeque<(usize, PeerMessage)>,
     ids: IdGenerator,
@@ -1011,6 +1027,7 @@ impl Shard {
             subscriptions: ahash::HashMap::default(),
             watches: ahash::HashMap::default(),
             subscribes: ahash::HashMap::default(),
+            session_timers: ahash::HashMap::default(),
             ids,
             events: VecDeque::new(),
             buf: BytesMut::with_capacity(4096),
@@ -1403,6 +1420,9 @@ impl Shard {
             self.refers_sent.remove(&index);
         }
         self.forget_replacing(index);
+        if !self.session_timers.is_empty() {
+            self.forget_session_timer(index);
+        }
         if !self.watches.is_empty() || !self.subscriptions.is_empty() {
             self.subscriptions_end_with(index, &entry.dialog.id);
         }

@@ -69,10 +69,12 @@ impl Shard {
     /// Option tags of the request's Require that this shard does not support (§8.2.2.3).
     pub(super) fn unsupported_tags<'m>(&self, request: &'m Message) -> Vec<&'m [u8]> {
         let prack = self.config.reliable_provisionals != ReliableProvisionals::Never;
+        let timer = self.session_timers_on();
         request
             .require()
             .filter_map(Result::ok)
             .filter(|t| !(prack && t.eq_ignore_ascii_case(TAG_100REL)))
+            .filter(|t| !(timer && t.eq_ignore_ascii_case(super::session_timer::TAG_TIMER)))
             .filter(|t| {
                 !(request.method() == Some(crate::message::Method::Invite)
                     && t.eq_ignore_ascii_case(super::replaces::TAG_REPLACES))

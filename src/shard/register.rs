@@ -131,6 +131,16 @@ impl Shard {
         if let Some(expires) = &added {
             headers.push(("Expires", expires.as_bytes()));
         }
+        // RFC 4028 §9: a 2xx to an UPDATE settles the session timer it asked for.
+        let update_in = (pending.request.method() == Some(Method::Update))
+            .then_some(pending.dialog)
+            .flatten();
+        let timer = update_in
+            .filter(|_| (200..300).contains(&status))
+            .and_then(|i| self.answer_headers(i));
+        if let Some(timer) = &timer {
+            headers.extend(timer.pairs());
+        }
         // A request in (or making) a dialog is answered with that dialog's tag: a SUBSCRIBE
         // outside one has no To tag yet, and its dialog's tag was chosen on arrival.
         let local_tag = pending
@@ -149,6 +159,14 @@ impl Shard {
             current: "answered",
             expected: "pending",
         })?;
+        if let Some(index) = update_in
+            && status >= 200
+        {
+            match timer {
+                Some(_) => self.refresh_answered(now, index, None),
+                None => self.expect_refresh(now, index, &pending.request, None),
+            }
+        }
         if let (Some(asked), Some(granted), Some(index)) = (&subscribe, granted, pending.dialog) {
             self.subscribe_answered(now, index, asked, status, granted);
         }

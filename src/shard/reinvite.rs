@@ -60,6 +60,15 @@ impl Shard {
             // Ours is in progress (glare), or the dialog is not settled yet: 491.
             return self.reject_request(now, txn, &request, 491, &[]);
         }
+        // RFC 4028 §9: a re-INVITE refreshes the session timer, or starts one.
+        let timer = match self.check_session_timer(&request, Some(index)) {
+            Ok(timer) => timer,
+            Err(min_se) => return self.reject_interval(now, txn, &request, min_se),
+        };
+        self.expect_refresh(now, index, &request, timer);
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
         if let Some(target) = dialog::contact_uri(&request) {
             entry.dialog.set_remote_target(target);
         }
@@ -109,6 +118,8 @@ impl Shard {
         if let Some((txn, request)) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {
             let local = entry.dialog.id.local_tag().to_vec();
             self.respond(now, txn, &request, Reply::new(status, Some(&local)));
+            // The refused re-INVITE settles no session timer: the running one goes on.
+            self.expect_refresh(now, index, &request, None);
         }
         Ok(())
     }
@@ -134,33 +145,44 @@ impl Shard {
             }
             None => return Err(DialogError::DialogNotFound),
         }
-        self.transmit_reinvite(now, index, sdp)
+        self.transmit_reinvite(now, index, sdp, false)
     }
 
-    fn transmit_reinvite(
+    /// Sends a re-INVITE with `sdp`: the application's, or (`refresh`) the shard's own
+    /// session refresh (RFC 4028), whose outcome the application does not hear. In a dialog
+    /// with a session timer it carries the timer's headers either way.
+    pub(super) fn transmit_reinvite(
         &mut self,
         now: Instant,
         index: u32,
         sdp: Bytes,
+        refresh: bool,
     ) -> Result<(), DialogError> {
         let (via, branch) = self.via();
         let contact = self.contact();
+        let timer = self.refresh_request_headers(index);
         let Some(entry) = self.entry_mut(index) else {
             return Err(DialogError::DialogNotFound);
         };
         let mut buf = BytesMut::with_capacity(512 + sdp.len());
-        let content_type: &[(&str, &[u8])] = if sdp.is_empty() {
-            &[]
-        } else {
-            &[("Content-Type", b"application/sdp")]
-        };
+        let mut headers: Vec<(&str, &[u8])> = Vec::new();
+        if !sdp.is_empty() {
+            headers.push(("Content-Type", b"application/sdp"));
+        }
+        if let Some((se, min)) = &timer {
+            headers.push(("Session-Expires", se.as_bytes()));
+            headers.push(("Supported", super::session_timer::TAG_TIMER));
+            if let Some(min) = min {
+                headers.push(("Min-SE", min.as_bytes()));
+            }
+        }
         entry
             .dialog
-            .build_request(&mut buf, b"INVITE", &via, &contact, content_type, &sdp)
+            .build_request(&mut buf, b"INVITE", &via, &contact, &headers, &sdp)
             .map_err(DialogError::InvalidInput)?;
         let peer = entry.dialog.peer;
         // The offer is kept in case a 491 asks for a retry.
-        Self::reinvite_state(entry).outgoing = Outgoing::InProgress { sdp };
+        Self::reinvite_state(entry).outgoing = Outgoing::InProgress { sdp, refresh };
         let txn = self
             .txn
             .send_request(now, peer, false, b"INVITE", branch.as_bytes(), buf.freeze())
@@ -187,8 +209,13 @@ impl Shard {
             .map(|r| std::mem::take(&mut r.outgoing))
             .unwrap_or_default();
         let dialog = entry.dialog.id.clone();
+        let refresh = matches!(was, Outgoing::InProgress { refresh: true, .. });
         match (code, was) {
-            (200..=299, Outgoing::InProgress { .. }) => {
+            (200..=299, Outgoing::InProgress { sdp, .. }) => {
+                self.session_confirmed(now, index, response, Some(&sdp));
+                let Some(entry) = self.entry_mut(index) else {
+                    return;
+                };
                 if let Some(target) = dialog::contact_uri(response) {
                     entry.dialog.set_remote_target(target);
                 }
@@ -206,21 +233,23 @@ impl Shard {
                     };
                     self.txn.send_stateless(peer, ack);
                 }
-                self.events.push_back(SessionEvent::ReInviteResult {
-                    dialog,
-                    status: code,
-                    sdp: crate::sdp::sdp_bytes(response),
-                });
+                if !refresh {
+                    self.events.push_back(SessionEvent::ReInviteResult {
+                        dialog,
+                        status: code,
+                        sdp: crate::sdp::sdp_bytes(response),
+                    });
+                }
             }
             // A retransmitted 2xx: the same ACK again.
             (200..=299, other) => {
                 self.restore_outgoing(index, other);
                 self.ack_again(index);
             }
-            (491, Outgoing::InProgress { sdp }) => {
+            (491, Outgoing::InProgress { sdp, refresh }) => {
                 self.schedule_retry(now, index);
                 if let Some(entry) = self.entry_mut(index) {
-                    Self::reinvite_state(entry).outgoing = Outgoing::RetryPending { sdp };
+                    Self::reinvite_state(entry).outgoing = Outgoing::RetryPending { sdp, refresh };
                 }
             }
             // §12.2.1.2: 481 or 408 means the dialog is gone.
@@ -232,11 +261,20 @@ impl Shard {
                     });
                 }
             }
-            (_, _) => self.events.push_back(SessionEvent::ReInviteResult {
-                dialog,
-                status: code,
-                sdp: Bytes::new(),
-            }),
+            (_, Outgoing::InProgress { refresh: true, .. }) => {
+                self.refresh_result(now, index, response)
+            }
+            (_, _) => {
+                if code == 422 {
+                    // RFC 4028 §7.3: a later re-INVITE asks for at least the Min-SE given.
+                    self.refresh_result(now, index, response);
+                }
+                self.events.push_back(SessionEvent::ReInviteResult {
+                    dialog,
+                    status: code,
+                    sdp: Bytes::new(),
+                })
+            }
         }
     }
 
@@ -277,10 +315,10 @@ impl Shard {
         if busy {
             return self.schedule_retry(now, index);
         }
-        let Outgoing::RetryPending { sdp } = std::mem::take(&mut r.outgoing) else {
+        let Outgoing::RetryPending { sdp, refresh } = std::mem::take(&mut r.outgoing) else {
             return;
         };
-        if self.transmit_reinvite(now, index, sdp).is_err() {
+        if self.transmit_reinvite(now, index, sdp, refresh).is_err() {
             self.restore_outgoing(index, Outgoing::Idle);
         }
     }

@@ -33,15 +33,27 @@ impl Shard {
                 .collect();
             return self.reject_request(now, txn, &request, status, &headers);
         }
+        let update = request.method() == Some(Method::Update);
+        if update && self.session_timers_on() {
+            // RFC 4028 §9: an UPDATE refreshes the session timer, or starts one.
+            match self.check_session_timer(&request, Some(index)) {
+                Ok(timer) => self.expect_refresh(now, index, &request, timer),
+                Err(min_se) => return self.reject_interval(now, txn, &request, min_se),
+            }
+        }
         let Some(entry) = self.entry_mut(index) else {
             return;
         };
         // RFC 3311 §5.2: UPDATE is a target refresh request.
-        if request.method() == Some(Method::Update)
-            && let Some(target) = dialog::contact_uri(&request)
-        {
+        if update && let Some(target) = dialog::contact_uri(&request) {
             entry.dialog.set_remote_target(target);
         }
+        if update && self.answer_update_refresh(now, txn, &request, index) {
+            return;
+        }
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
         let dialog = entry.dialog.id.clone();
         self.hold_for_application(txn, &request, index);
         self.events.push_back(SessionEvent::DialogRequest {
@@ -69,7 +81,7 @@ impl Shard {
         let ours = matches!(
             entry.reinvite.as_deref(),
             Some(super::Reinvite {
-                outgoing: super::Outgoing::InProgress { sdp },
+                outgoing: super::Outgoing::InProgress { sdp, .. },
                 ..
             }) if !sdp.is_empty()
         ) || matches!(&entry.phase, Phase::Calling { request, last_rseq: 0, .. }
@@ -200,8 +212,20 @@ impl Shard {
 
     /// The final response to our in-dialog request, of the `usage` recorded when it was
     /// sent.
-    pub(super) fn request_result(&mut self, index: u32, response: Message, usage: super::Usage) {
+    pub(super) fn request_result(
+        &mut self,
+        now: Instant,
+        index: u32,
+        response: Message,
+        usage: super::Usage,
+    ) {
         let status = response.status().unwrap_or(500);
+        if usage == super::Usage::Refresh {
+            return match status {
+                481 | 408 => self.refresh_failed(index, status),
+                _ => self.refresh_result(now, index, &response),
+            };
+        }
         if usage == super::Usage::Subscription
             && response.cseq().is_ok_and(|c| c.method_bytes == b"REFER")
         {
@@ -216,7 +240,7 @@ impl Shard {
                 }
                 // RFC 6665 §4.2.2: the subscriber is gone.
                 super::Usage::Notify => self.notify_failed(index, status),
-                super::Usage::Subscription => {}
+                super::Usage::Subscription | super::Usage::Refresh => {}
             }
         }
         if let Some(e) = self.entry_mut(index) {

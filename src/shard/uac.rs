@@ -52,13 +52,44 @@ impl Shard {
         for (name, value) in call.headers {
             b.header(name, value);
         }
+        // RFC 3262 as UAC: offered only with an SDP offer of ours, so that a reliable 18x
+        // never brings an offer our PRACK would have to answer.
+        let prack = !call.sdp.is_empty() && self.supported_header().is_some();
         if !call.sdp.is_empty() {
             b.header_named(HeaderName::ContentType, b"application/sdp");
-            // RFC 3262 as UAC: offered only with an SDP offer of ours, so that a reliable
-            // 18x never brings an offer our PRACK would have to answer.
-            if let Some((name, value)) = self.supported_header() {
-                b.header(name, value);
-            }
+        }
+        let timers = self.config.session_timers;
+        let supported: &[u8] = match (prack, timers.is_some()) {
+            (true, true) => b"100rel, timer",
+            (true, false) => super::prack::TAG_100REL,
+            (false, true) => super::session_timer::TAG_TIMER,
+            (false, false) => b"",
+        };
+        if !supported.is_empty() {
+            b.header_named(HeaderName::Supported, supported);
+        }
+        if timers.is_some() {
+            // RFC 4028 refreshes by UPDATE only towards a peer that allows it: say we do.
+            b.header_named(HeaderName::Allow, self.allow());
+        }
+        // RFC 4028 §7.1: the interval we ask for, and the least we accept.
+        let own = |name: HeaderName| {
+            call.headers
+                .iter()
+                .any(|(n, _)| HeaderName::from_bytes(n.trim().as_bytes()) == name)
+        };
+        let asked = timers
+            .filter(|t| t.ask && !own(HeaderName::SessionExpires))
+            .map(|t| t.session_expires.to_string());
+        if let Some(asked) = &asked {
+            b.header_named(HeaderName::SessionExpires, asked.as_bytes());
+        }
+        let min_se = timers
+            .map(|t| t.min_se)
+            .filter(|&m| m > super::MIN_SE_FLOOR && !own(HeaderName::MinSE))
+            .map(|m| m.to_string());
+        if let Some(min_se) = &min_se {
+            b.header_named(HeaderName::MinSE, min_se.as_bytes());
         }
         b.finish(&call.sdp).map_err(DialogError::InvalidInput)?;
         let request = buf.freeze();
@@ -201,7 +232,7 @@ impl Shard {
             };
             if response.status().is_some_and(|c| c >= 200) {
                 self.requests.remove(&txn);
-                return self.request_result(index, response, usage);
+                return self.request_result(now, index, response, usage);
             }
             return;
         }
@@ -269,7 +300,11 @@ impl Shard {
                         if let Some(call) = self.calls.get_mut(&txn) {
                             call.answered = Some(this);
                         }
+                        let offer = self.session_timers_on().then(|| self.invite_offer(txn));
                         self.confirm(index, response, true);
+                        if let Some(offer) = offer {
+                            self.session_confirmed(now, index, response, offer.as_ref());
+                        }
                     }
                     Some(first) if first == this => self.ack_again(index),
                     // §13.2.2.4: a 2xx from another fork is ACKed, then ended with BYE.
@@ -286,6 +321,7 @@ impl Shard {
                     }
                 }
             }
+            (422, _) if self.retry_interval(now, txn, response) => {}
             (300..=699, _) => {
                 let reason = if code == 487 {
                     TerminationReason::Cancelled

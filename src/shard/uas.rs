@@ -239,9 +239,11 @@ impl Shard {
     /// What an OPTIONS answer says of us, in or out of a dialog (§11.2), and the event
     /// packages we serve (RFC 6665 §8.2.2 `Allow-Events`; empty for none).
     fn options_headers(&self) -> (Vec<StaticHeader>, String) {
-        let supported: &'static [u8] = match self.supported_header() {
-            Some(_) => b"100rel, replaces",
-            None => super::replaces::TAG_REPLACES,
+        let supported: &'static [u8] = match (self.supported_header(), self.session_timers_on()) {
+            (Some(_), true) => b"100rel, replaces, timer",
+            (Some(_), false) => b"100rel, replaces",
+            (None, true) => b"replaces, timer",
+            (None, false) => super::replaces::TAG_REPLACES,
         };
         let headers = vec![
             ("Allow", self.allow()),
@@ -325,6 +327,11 @@ impl Shard {
         origin: u64,
         replaces: Option<DialogId>,
     ) {
+        // RFC 4028 §9: an interval below our minimum, from a peer that can retry, gets 422.
+        let timer = match self.check_session_timer(&request, None) {
+            Ok(timer) => timer,
+            Err(min_se) => return self.reject_interval(now, txn, &request, min_se),
+        };
         // RFC 2543 peers (RFC 4475 §3.4.1) send no From tag, and may send no Contact: the
         // remote tag is then null (§12.1.1) and the target is the From URI.
         let target = dialog::contact_uri(&request)
@@ -359,6 +366,9 @@ impl Shard {
             reinvite: None,
         });
         self.by_server_txn.insert(txn, index);
+        if timer.is_some() {
+            self.expect_refresh(now, index, &request, timer);
+        }
         // On a hash collision with another pending INVITE, the first keeps the key.
         self.by_origin.entry(origin).or_insert(index);
         let token = self.token(index, super::TIMER_RING_TIMEOUT);
@@ -618,11 +628,21 @@ impl Shard {
         let contact = self.contact();
         let both: [(&str, &[u8]); 2] =
             [("Contact", &contact), ("Content-Type", b"application/sdp")];
-        let headers = if sdp.is_empty() {
+        let mut headers = if sdp.is_empty() {
             &both[..1]
         } else {
             &both[..]
         };
+        // RFC 4028 §9: the 2xx settles the session timer the INVITE asked for.
+        let timer = match self.session_timers.is_empty() {
+            true => None,
+            false => self.answer_headers(index),
+        };
+        let with_timer;
+        if let Some(timer) = &timer {
+            with_timer = [headers, &timer.pairs()].concat();
+            headers = &with_timer;
+        }
         let ok = self
             .respond(
                 now,
@@ -651,6 +671,9 @@ impl Shard {
                 give_up,
                 bye_requested: false,
             };
+        }
+        if timer.is_some() {
+            self.refresh_answered(now, index, Some(sdp));
         }
         self.replacement_answered(now, index);
         Ok(())
@@ -715,6 +738,9 @@ impl Shard {
         }
         if token & 0xff == super::TIMER_SUBSCRIPTION {
             return self.subscriptions_due(now, index);
+        }
+        if token & 0xff == super::TIMER_SESSION {
+            return self.session_timer_due(now, index);
         }
         if token & 0xff == super::TIMER_WATCH {
             return self.watch_due(now, index);
@@ -828,6 +854,10 @@ impl Shard {
         }
         if let Some((r, usage)) = self.requests.remove(&client) {
             let Some(index) = self.resolve(r) else { return };
+            if usage == super::Usage::Refresh {
+                // RFC 4028 §10: a refresh without an answer ends the session.
+                return self.refresh_failed(index, 408);
+            }
             if usage == super::Usage::Notify {
                 // RFC 6665 §4.2.2: the subscriber does not answer.
                 self.notify_failed(index, 408);

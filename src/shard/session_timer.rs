@@ -1,0 +1,848 @@
+//! Session timers (RFC 4028): the keep-alive of a call. Either side may ask for one with
+//! `Session-Expires` (and `Supported: timer`); the UAS settles the interval and who
+//! refreshes (`refresher=uac|uas`) in its 2xx. The refresher sends a re-INVITE or UPDATE
+//! at half the interval; the other side, when no refresh came, sends BYE a little before
+//! the interval ends (the smaller of 32 s and a third of it, §10).
+//!
+//! # What it owns, what it may not touch
+//! [`Shard`]'s `session_timers` (per dialog slot, only for dialogs with a timer) and the
+//! `TIMER_SESSION` wheel entries. Requests go out through the dialog's own builders, the
+//! re-INVITE machinery (`reinvite` module) and the in-dialog request book (`requests`);
+//! the application never sees a refresh: no event for an offerless UPDATE refresh we
+//! answer, for our refresh's outcome, or for our own refresh's 2xx.
+//!
+//! # Choices
+//! - The peer's refresh request is answered with the interval it asked for, lowered to
+//!   [`SessionTimers::session_expires`] (never below either side's Min-SE); one below our
+//!   Min-SE gets 422 when the peer supports timers, else is raised (RFC 4028 errata 1687).
+//! - Our refresh is an offerless UPDATE when the peer allows UPDATE, else a re-INVITE with
+//!   our last SDP unchanged (RFC 3264 §8: the same version, no change to the session).
+//! - A refresh that fails with 422 goes again at once with the asked Min-SE; one that gets
+//!   405/501 to UPDATE goes again as re-INVITE; 408/481 or no answer ends the dialog
+//!   (§12.2.1.2); any other failure is tried again halfway to the end of the interval.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::uas::Reply;
+use super::{Entry, Outgoing, Phase, SessionEvent, Shard, TIMER_SESSION, TerminationReason};
+use crate::message::{HeaderName, Message, RequestBuilder};
+use crate::timer::TimerHandle;
+use crate::transaction::{ClientTxnId, ServerTxnId};
+
+/// RFC 4028 §4: no session interval (and no Min-SE) is below 90 seconds.
+pub const MIN_SE_FLOOR: u32 = 90;
+/// The longest interval a 422 may ask of us (a day): a peer cannot make us retry forever.
+const MAX_INTERVAL: u32 = 86_400;
+/// The option tag of RFC 4028.
+pub(super) const TAG_TIMER: &[u8] = b"timer";
+
+/// Who sends the refreshes, as the `refresher` parameter names them: the UAC or the UAS of
+/// the request that settled the interval.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Refresher {
+    /// The caller (the sender of the INVITE, re-INVITE or UPDATE).
+    #[default]
+    Uac,
+    /// The callee.
+    Uas,
+}
+
+impl Refresher {
+    fn parameter(self) -> &'static str {
+        match self {
+            Refresher::Uac => "uac",
+            Refresher::Uas => "uas",
+        }
+    }
+
+    fn parse(value: &[u8]) -> Option<Refresher> {
+        if value.eq_ignore_ascii_case(b"uac") {
+            Some(Refresher::Uac)
+        } else if value.eq_ignore_ascii_case(b"uas") {
+            Some(Refresher::Uas)
+        } else {
+            None
+        }
+    }
+}
+
+/// Session timer settings of a shard (RFC 4028); `ShardConfig::session_timers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTimers {
+    /// The interval (seconds) we ask for, and the most we grant: a peer asking for more is
+    /// answered with this. Default 1800 (RFC 4028 §4 recommends it).
+    pub session_expires: u32,
+    /// The smallest interval we accept (seconds, at least 90): Min-SE of our 422s and
+    /// requests. Default 90.
+    pub min_se: u32,
+    /// Ask for a timer when the other side did not: `Session-Expires` in our INVITEs, and in
+    /// our 2xx to an INVITE without one. When false, a timer runs only where the peer (or a
+    /// proxy) asks for one (`accept`).
+    pub ask: bool,
+    /// Who refreshes when the caller supports timers and leaves the choice to us (as UAS).
+    pub refresher: Refresher,
+}
+
+impl Default for SessionTimers {
+    fn default() -> Self {
+        SessionTimers {
+            session_expires: 1800,
+            min_se: MIN_SE_FLOOR,
+            ask: true,
+            refresher: Refresher::Uac,
+        }
+    }
+}
+
+impl SessionTimers {
+    /// Both intervals raised to the RFC's floor, and `session_expires` to `min_se`.
+    pub fn normalized(mut self) -> Self {
+        self.min_se = self.min_se.max(MIN_SE_FLOOR);
+        self.session_expires = self.session_expires.max(self.min_se);
+        self
+    }
+}
+
+/// What a request of the peer's and our 2xx to it settle: the interval, who refreshes, and
+/// whether the peer supports timers (then our 2xx says `Require: timer`, §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Negotiated {
+    interval: u32,
+    refresher: Refresher,
+    peer_supports: bool,
+}
+
+/// The session timer of one dialog.
+#[derive(Debug)]
+pub(super) struct SessionTimer {
+    /// The running interval in seconds; 0 before the first 2xx settles one.
+    interval: u32,
+    /// We send the refreshes.
+    we_refresh: bool,
+    /// When the session ends without a refresh.
+    expires_at: Instant,
+    /// The refresh or expiry timer on the wheel.
+    timer: Option<TimerHandle>,
+    /// Min-SE for our refresh requests: the largest either side asked for.
+    min_se: u32,
+    /// The peer allows UPDATE (its Allow said so): refreshes need no offer.
+    peer_update: bool,
+    /// Our last SDP, for a re-INVITE refresh.
+    local_sdp: Bytes,
+    /// Settled for the peer's request we are answering; takes effect with our 2xx.
+    pending: Option<Negotiated>,
+    /// A refresh of ours is out.
+    refreshing: bool,
+}
+
+impl SessionTimer {
+    fn new(now: Instant, min_se: u32, peer_update: bool, local_sdp: Bytes) -> Self {
+        SessionTimer {
+            interval: 0,
+            we_refresh: false,
+            expires_at: now,
+            timer: None,
+            min_se,
+            peer_update,
+            local_sdp,
+            pending: None,
+            refreshing: false,
+        }
+    }
+
+    /// How long before the end the non-refresher sends BYE: min(32 s, interval / 3) (§10).
+    fn margin(&self) -> Duration {
+        Duration::from_secs(u64::from(32.min(self.interval / 3)))
+    }
+
+    /// When the session is given up: the end, less the margin.
+    fn backstop(&self) -> Instant {
+        self.expires_at - self.margin()
+    }
+}
+
+/// RFC 4028 §9 for the peer's INVITE, re-INVITE or UPDATE (`current`: the dialog's running
+/// interval): `Ok(None)` when no timer is asked for or wanted, `Err(min_se)` for a 422.
+pub(super) fn negotiate(
+    config: &SessionTimers,
+    request: &Message,
+    current: Option<u32>,
+) -> Result<Option<Negotiated>, u32> {
+    let peer_supports = lists_timer(request);
+    let asked = request.session_expires().ok().flatten();
+    let their_min = request
+        .min_se()
+        .ok()
+        .flatten()
+        .map_or(MIN_SE_FLOOR, |m| m.seconds.max(MIN_SE_FLOOR));
+    let floor = their_min.max(config.min_se);
+    let interval = match asked {
+        Some(se) if se.seconds < floor => {
+            if peer_supports && se.seconds < config.min_se {
+                return Err(floor);
+            }
+            // Errata 1687: a peer that cannot retry gets the interval raised instead.
+            floor
+        }
+        // §9: the UAS may lower the interval, never below Min-SE, and never raises it.
+        Some(se) => se.seconds.min(config.session_expires.max(floor)),
+        None => match current {
+            Some(running) => running.max(floor),
+            None if config.ask => config.session_expires.max(floor),
+            None => return Ok(None),
+        },
+    };
+    // §9 Table 2: a peer without timer support cannot refresh; else its choice, or ours.
+    let refresher = if peer_supports {
+        asked
+            .and_then(|se| se.refresher())
+            .and_then(Refresher::parse)
+            .unwrap_or(config.refresher)
+    } else {
+        Refresher::Uas
+    };
+    Ok(Some(Negotiated {
+        interval,
+        refresher,
+        peer_supports,
+    }))
+}
+
+/// `timer` in the request's Supported or Require.
+fn lists_timer(message: &Message) -> bool {
+    let is_timer = |t: Result<&[u8], _>| t.is_ok_and(|t: &[u8]| t.eq_ignore_ascii_case(TAG_TIMER));
+    message.supported().any(is_timer) || message.require().any(is_timer)
+}
+
+/// Whether the message's Allow lists UPDATE.
+fn allows_update(message: &Message) -> bool {
+    message
+        .allow()
+        .any(|m| m.is_ok_and(|m| m.eq_ignore_ascii_case(b"UPDATE")))
+}
+
+/// The headers our 2xx to a refresh request carries for `n`: Session-Expires with the
+/// refresher, Require: timer when the peer supports it, and Supported: timer.
+pub(super) struct AnswerHeaders {
+    session_expires: String,
+    require: bool,
+    allow: &'static [u8],
+}
+
+impl AnswerHeaders {
+    /// As (name, value) pairs, borrowed; with our Allow, so that the peer may refresh by
+    /// UPDATE.
+    pub(super) fn pairs(&self) -> Vec<(&'static str, &[u8])> {
+        let mut out: Vec<(&'static str, &[u8])> = vec![
+            ("Session-Expires", self.session_expires.as_bytes()),
+            ("Supported", TAG_TIMER),
+            ("Allow", self.allow),
+        ];
+        if self.require {
+            out.push(("Require", TAG_TIMER));
+        }
+        out
+    }
+}
+
+impl Shard {
+    /// Session timers are on, and `timer` in a Require is understood.
+    pub(super) fn session_timers_on(&self) -> bool {
+        self.config.session_timers.is_some()
+    }
+
+    /// RFC 4028 §9 for a request of the peer's that may start or refresh the session
+    /// timer (a new INVITE: `index` is `None`). `Err(min_se)`: answer it 422 with Min-SE.
+    pub(super) fn check_session_timer(
+        &self,
+        request: &Message,
+        index: Option<u32>,
+    ) -> Result<Option<Negotiated>, u32> {
+        let Some(config) = &self.config.session_timers else {
+            return Ok(None);
+        };
+        let current = index
+            .and_then(|i| self.session_timers.get(&i))
+            .map(|st| st.interval)
+            .filter(|&i| i > 0);
+        negotiate(config, request, current)
+    }
+
+    /// Answers `request` 422 with our Min-SE (§9).
+    pub(super) fn reject_interval(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: &Message,
+        min_se: u32,
+    ) {
+        let min = min_se.to_string();
+        self.reject_request(now, txn, request, 422, &[("Min-SE", min.as_bytes())]);
+    }
+
+    /// Books what the peer's request at `index` settled, to take effect with our 2xx.
+    pub(super) fn expect_refresh(
+        &mut self,
+        now: Instant,
+        index: u32,
+        request: &Message,
+        n: Option<Negotiated>,
+    ) {
+        let Some(config) = self.config.session_timers else {
+            return;
+        };
+        let Some(n) = n else {
+            if let Some(st) = self.session_timers.get_mut(&index) {
+                st.pending = None;
+            }
+            return;
+        };
+        let their_min = request.min_se().ok().flatten().map_or(0, |m| m.seconds);
+        let st = self.session_timers.entry(index).or_insert_with(|| {
+            SessionTimer::new(now, config.min_se, allows_update(request), Bytes::new())
+        });
+        st.min_se = st.min_se.max(their_min);
+        st.peer_update |= allows_update(request);
+        st.pending = Some(n);
+    }
+
+    /// The headers our 2xx to the peer's request at `index` adds (none without a timer
+    /// settled for it).
+    pub(super) fn answer_headers(&self, index: u32) -> Option<AnswerHeaders> {
+        let n = self.session_timers.get(&index)?.pending?;
+        Some(AnswerHeaders {
+            session_expires: format!("{};refresher={}", n.interval, n.refresher.parameter()),
+            require: n.peer_supports,
+            allow: self.allow(),
+        })
+    }
+
+    /// Our 2xx to the peer's request at `index` went out (with `sdp`, when it is an answer
+    /// to an INVITE): the settled interval runs from now.
+    pub(super) fn refresh_answered(&mut self, now: Instant, index: u32, sdp: Option<&Bytes>) {
+        let Some(st) = self.session_timers.get_mut(&index) else {
+            return;
+        };
+        if let Some(sdp) = sdp.filter(|s| !s.is_empty()) {
+            st.local_sdp = sdp.clone();
+        }
+        let Some(n) = st.pending.take() else {
+            return;
+        };
+        st.interval = n.interval;
+        st.we_refresh = n.refresher == Refresher::Uas;
+        st.expires_at = now + Duration::from_secs(u64::from(n.interval));
+        self.arm_session_timer(now, index);
+    }
+
+    /// A 2xx to our INVITE, re-INVITE or UPDATE at `index` (`offer`: the SDP we sent, if
+    /// any): its Session-Expires starts or refreshes the timer, its absence ends it (§7.2).
+    pub(super) fn session_confirmed(
+        &mut self,
+        now: Instant,
+        index: u32,
+        response: &Message,
+        offer: Option<&Bytes>,
+    ) {
+        let Some(config) = self.config.session_timers else {
+            return;
+        };
+        let Ok(Some(se)) = response.session_expires() else {
+            if let Some(st) = self.session_timers.remove(&index)
+                && let Some(timer) = st.timer
+            {
+                self.txn.cancel_timer(timer);
+            }
+            return;
+        };
+        let st = self
+            .session_timers
+            .entry(index)
+            .or_insert_with(|| SessionTimer::new(now, config.min_se, false, Bytes::new()));
+        st.peer_update |= allows_update(response);
+        if let Some(offer) = offer.filter(|s| !s.is_empty()) {
+            st.local_sdp = offer.clone();
+        }
+        st.interval = se.seconds.max(MIN_SE_FLOOR);
+        // §7.2: the UAS must name the refresher; without it, we keep the session alive.
+        st.we_refresh = se.refresher().and_then(Refresher::parse) != Some(Refresher::Uas);
+        st.expires_at = now + Duration::from_secs(u64::from(st.interval));
+        st.refreshing = false;
+        self.arm_session_timer(now, index);
+    }
+
+    /// The headers of a refresh request of ours (and of any re-INVITE in a dialog with a
+    /// timer): Session-Expires naming the refresher as it stands, Supported, Min-SE.
+    pub(super) fn refresh_request_headers(&self, index: u32) -> Option<(String, Option<String>)> {
+        let st = self
+            .session_timers
+            .get(&index)
+            .filter(|st| st.interval > 0)?;
+        let refresher = if st.we_refresh {
+            Refresher::Uac
+        } else {
+            Refresher::Uas
+        };
+        let se = format!("{};refresher={}", st.interval, refresher.parameter());
+        let min = (st.min_se > MIN_SE_FLOOR).then(|| st.min_se.to_string());
+        Some((se, min))
+    }
+
+    /// (Re)schedules the refresh (at half the interval) or the BYE (the end less the
+    /// margin) of the dialog at `index`.
+    fn arm_session_timer(&mut self, now: Instant, index: u32) {
+        let token = self.token(index, TIMER_SESSION);
+        let Some(st) = self.session_timers.get_mut(&index) else {
+            return;
+        };
+        if let Some(old) = st.timer.take() {
+            self.txn.cancel_timer(old);
+        }
+        let at = if st.we_refresh && !st.refreshing {
+            now + Duration::from_secs(u64::from(st.interval / 2))
+        } else {
+            st.backstop()
+        };
+        let handle = self.txn.schedule(at.max(now), token);
+        if let Some(st) = self.session_timers.get_mut(&index) {
+            st.timer = Some(handle);
+        }
+    }
+
+    /// The session timer of the dialog at `index` fired: refresh, or give the session up.
+    pub(super) fn session_timer_due(&mut self, now: Instant, index: u32) {
+        let Some(st) = self.session_timers.get_mut(&index) else {
+            return;
+        };
+        st.timer = None;
+        let backstop = st.backstop();
+        if st.we_refresh && !st.refreshing && now + Duration::from_secs(1) < backstop {
+            if self.send_refresh(now, index) {
+                if let Some(st) = self.session_timers.get_mut(&index) {
+                    st.refreshing = true;
+                }
+                return self.arm_session_timer(now, index);
+            }
+            // An INVITE of either side is in progress: its 2xx refreshes; look again
+            // halfway to the end.
+            return self.retry_refresh_later(now, index);
+        }
+        if now < backstop {
+            return self.arm_session_timer(now, index);
+        }
+        self.session_expired(now, index);
+    }
+
+    /// No refresh in time: BYE (after the ACK, if our 2xx still waits for one).
+    fn session_expired(&mut self, now: Instant, index: u32) {
+        self.session_timers.remove(&index);
+        match self.entry_mut(index).map(|e| &mut e.phase) {
+            Some(Phase::Established { .. }) => {
+                let _ = self.send_bye(now, index, TerminationReason::SessionExpired);
+            }
+            Some(Phase::Answered { bye_requested, .. }) => *bye_requested = true,
+            _ => {}
+        }
+    }
+
+    /// Our refresh, as UPDATE or re-INVITE; false when an INVITE is in progress.
+    fn send_refresh(&mut self, now: Instant, index: u32) -> bool {
+        let Some(st) = self.session_timers.get(&index) else {
+            return false;
+        };
+        let (peer_update, sdp) = (st.peer_update, st.local_sdp.clone());
+        if peer_update {
+            return self.send_update_refresh(now, index).is_ok();
+        }
+        let idle = matches!(
+            self.entry_mut(index),
+            Some(Entry { phase: Phase::Established { .. }, reinvite, .. })
+                if reinvite.as_deref().is_none_or(|r| r.incoming.is_none()
+                    && matches!(r.outgoing, Outgoing::Idle))
+        );
+        idle && self.transmit_reinvite(now, index, sdp, true).is_ok()
+    }
+
+    /// An offerless UPDATE with the timer's headers (RFC 4028 §7.4, RFC 3311).
+    fn send_update_refresh(&mut self, now: Instant, index: u32) -> Result<(), ()> {
+        let (se, min) = self.refresh_request_headers(index).ok_or(())?;
+        let (via, branch) = self.via();
+        let contact = self.contact();
+        let entry = self.entry_mut(index).ok_or(())?;
+        let mut headers: Vec<(&str, &[u8])> =
+            vec![("Session-Expires", se.as_bytes()), ("Supported", TAG_TIMER)];
+        if let Some(min) = &min {
+            headers.push(("Min-SE", min.as_bytes()));
+        }
+        let mut buf = BytesMut::with_capacity(512);
+        entry
+            .dialog
+            .build_request(&mut buf, b"UPDATE", &via, &contact, &headers, b"")
+            .map_err(drop)?;
+        let peer = entry.dialog.peer;
+        let txn = self
+            .txn
+            .send_request(now, peer, false, b"UPDATE", branch.as_bytes(), buf.freeze())
+            .map_err(drop)?;
+        let r = self.slot_ref(index);
+        self.requests.insert(txn, (r, super::Usage::Refresh));
+        Ok(())
+    }
+
+    /// The final response to our refresh (UPDATE, or a re-INVITE sent as one) that did not
+    /// end the dialog: 2xx refreshes; 422 and a refused UPDATE go again at once; anything
+    /// else is tried again later.
+    pub(super) fn refresh_result(&mut self, now: Instant, index: u32, response: &Message) {
+        let status = response.status().unwrap_or(500);
+        if (200..300).contains(&status) {
+            return self.session_confirmed(now, index, response, None);
+        }
+        let Some(st) = self.session_timers.get_mut(&index) else {
+            return;
+        };
+        st.refreshing = false;
+        let again_now = match status {
+            422 => match response.min_se() {
+                Ok(Some(min)) if min.seconds > st.interval => {
+                    st.min_se = st.min_se.max(min.seconds);
+                    st.interval = min.seconds;
+                    true
+                }
+                _ => false,
+            },
+            405 | 501 if response.cseq().is_ok_and(|c| c.method_bytes == b"UPDATE") => {
+                let retry = st.peer_update;
+                st.peer_update = false;
+                retry
+            }
+            _ => false,
+        };
+        if again_now
+            && now + Duration::from_secs(1) < st.backstop()
+            && self.send_refresh(now, index)
+        {
+            if let Some(st) = self.session_timers.get_mut(&index) {
+                st.refreshing = true;
+            }
+            return self.arm_session_timer(now, index);
+        }
+        self.retry_refresh_later(now, index);
+    }
+
+    /// Tries the refresh again halfway between now and the backstop (or gives up there).
+    fn retry_refresh_later(&mut self, now: Instant, index: u32) {
+        let token = self.token(index, TIMER_SESSION);
+        let Some(st) = self.session_timers.get_mut(&index) else {
+            return;
+        };
+        if let Some(old) = st.timer.take() {
+            self.txn.cancel_timer(old);
+        }
+        st.refreshing = false;
+        let backstop = st.backstop();
+        let at = now + backstop.saturating_duration_since(now) / 2;
+        let handle = self.txn.schedule(at, token);
+        if let Some(st) = self.session_timers.get_mut(&index) {
+            st.timer = Some(handle);
+        }
+    }
+
+    /// The dialog at `index` ended: its timer goes with it.
+    pub(super) fn forget_session_timer(&mut self, index: u32) {
+        if let Some(st) = self.session_timers.remove(&index)
+            && let Some(timer) = st.timer
+        {
+            self.txn.cancel_timer(timer);
+        }
+    }
+
+    /// The peer's offerless UPDATE in a dialog with a timer settled for it: a refresh the
+    /// shard answers itself (200 with the timer's headers), without troubling the
+    /// application. False when it is not one.
+    pub(super) fn answer_update_refresh(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: &Message,
+        index: u32,
+    ) -> bool {
+        if !request.body_bytes().is_empty() || request.session_expires().ok().flatten().is_none() {
+            return false;
+        }
+        let Some(headers) = self.answer_headers(index) else {
+            return false;
+        };
+        let Some(local) = self
+            .entry_mut(index)
+            .map(|e| e.dialog.id.local_tag().to_vec())
+        else {
+            return false;
+        };
+        let contact = self.contact();
+        let mut pairs = headers.pairs();
+        pairs.push(("Contact", &contact));
+        self.respond(
+            now,
+            txn,
+            request,
+            Reply::new(200, Some(&local)).headers(&pairs),
+        );
+        self.refresh_answered(now, index, None);
+        true
+    }
+
+    /// Reports a refresh that failed for good (408, 481, no answer): the dialog is gone
+    /// (§12.2.1.2).
+    pub(super) fn refresh_failed(&mut self, index: u32, status: u16) {
+        if let Some(e) = self.remove(index) {
+            let reason = if status == 408 {
+                TerminationReason::Timeout
+            } else {
+                TerminationReason::Rejected(status)
+            };
+            self.events.push_back(SessionEvent::CallTerminated {
+                dialog: e.dialog.id,
+                reason,
+            });
+        }
+    }
+}
+
+impl Shard {
+    /// The SDP offer our INVITE (of the call whose INVITE transaction is `txn`) carried:
+    /// the body of the request as sent, shared.
+    pub(super) fn invite_offer(&mut self, txn: ClientTxnId) -> Option<Bytes> {
+        let primary = self.calls.get(&txn).and_then(|c| self.resolve(c.primary))?;
+        let Some(Entry {
+            phase: Phase::Calling { request, .. },
+            ..
+        }) = self.entry_mut(primary)
+        else {
+            return None;
+        };
+        let end = memchr::memmem::find(request, b"\r\n\r\n")? + 4;
+        (end < request.len()).then(|| request.slice(end..))
+    }
+
+    /// RFC 4028 §7.3 (with errata 1681): a 422 to our INVITE sends it again with the same
+    /// Call-ID and From tag, the next CSeq, and the 422's Min-SE as both Session-Expires and
+    /// Min-SE. Twice at most, only for a call with no early dialog yet, and only upwards.
+    /// False when no retry went out (the call then fails with the 422).
+    pub(super) fn retry_interval(
+        &mut self,
+        now: Instant,
+        txn: ClientTxnId,
+        response: &Message,
+    ) -> bool {
+        if !self.session_timers_on() {
+            return false;
+        }
+        let Ok(Some(min)) = response.min_se() else {
+            return false;
+        };
+        let Some(call) = self.calls.get(&txn).filter(|c| c.forks.is_empty()) else {
+            return false;
+        };
+        let Some(index) = self.resolve(call.primary) else {
+            return false;
+        };
+        let Some(Entry {
+            phase: Phase::Calling { request, .. },
+            dialog,
+            ..
+        }) = self.entry_mut(index)
+        else {
+            return false;
+        };
+        if !dialog.id.remote_tag().is_empty() {
+            return false;
+        }
+        let request = request.clone();
+        let Ok(old) = Message::parse(request.clone()) else {
+            return false;
+        };
+        let (Ok(cseq), Some(uri)) = (old.cseq(), old.request_uri_bytes()) else {
+            return false;
+        };
+        let asked = old
+            .session_expires()
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.seconds);
+        if cseq.seq >= 3 || min.seconds <= asked || min.seconds > MAX_INTERVAL {
+            return false;
+        }
+        let seq = cseq.seq + 1;
+        let (via, branch) = self.via();
+        let mut buf = BytesMut::with_capacity(request.len() + 64);
+        let mut b = RequestBuilder::new(&mut buf, b"INVITE", uri);
+        let cseq_value = format!("{seq} INVITE");
+        let interval = min.seconds.to_string();
+        for h in old.headers() {
+            match h.name {
+                HeaderName::Via => b.header_named(HeaderName::Via, &via),
+                HeaderName::CSeq => b.header_named(HeaderName::CSeq, cseq_value.as_bytes()),
+                HeaderName::SessionExpires | HeaderName::MinSE | HeaderName::ContentLength => {
+                    continue;
+                }
+                _ => match std::str::from_utf8(h.name_bytes) {
+                    Ok(name) => b.header(name, h.value),
+                    Err(_) => continue,
+                },
+            };
+        }
+        b.header_named(HeaderName::SessionExpires, interval.as_bytes())
+            .header_named(HeaderName::MinSE, interval.as_bytes());
+        if b.finish(old.body_bytes()).is_err() {
+            return false;
+        }
+        let invite = buf.freeze();
+        let Some(Entry { dialog, .. }) = self.entry_mut(index) else {
+            return false;
+        };
+        let peer = dialog.peer;
+        let Ok(new_txn) = self.txn.send_request(
+            now,
+            peer,
+            false,
+            b"INVITE",
+            branch.as_bytes(),
+            invite.clone(),
+        ) else {
+            return false;
+        };
+        let Some(Entry { phase, dialog, .. }) = self.entry_mut(index) else {
+            return false;
+        };
+        dialog.local_cseq = seq;
+        if let Phase::Calling {
+            invite: txn_slot,
+            request,
+            branch: branch_slot,
+            provisional,
+            last_rseq,
+            ..
+        } = phase
+        {
+            *txn_slot = new_txn;
+            *request = invite;
+            *branch_slot = branch;
+            *provisional = false;
+            *last_rseq = 0;
+        }
+        if let Some(call) = self.calls.remove(&txn) {
+            self.calls.insert(new_txn, call);
+        }
+        // Later refreshes in the dialog ask for at least this too (§7.4).
+        let floor = self
+            .config
+            .session_timers
+            .map_or(MIN_SE_FLOOR, |c| c.min_se);
+        let st = self
+            .session_timers
+            .entry(index)
+            .or_insert_with(|| SessionTimer::new(now, floor, false, Bytes::new()));
+        st.min_se = st.min_se.max(min.seconds);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite(extra: &str) -> Message {
+        let text = format!(
+            "INVITE sip:bob@example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+             From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n\
+             Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1>\r\n\
+             {extra}Content-Length: 0\r\n\r\n"
+        );
+        Message::parse(Bytes::from(text)).expect("the test INVITE parses")
+    }
+
+    fn accept() -> SessionTimers {
+        SessionTimers {
+            ask: false,
+            ..SessionTimers::default()
+        }
+    }
+
+    #[test]
+    fn supported_peer_below_our_minimum_gets_422() {
+        let m = invite("Supported: timer\r\nSession-Expires: 60\r\n");
+        assert_eq!(negotiate(&accept(), &m, None), Err(90));
+        let strict = SessionTimers {
+            min_se: 300,
+            ..accept()
+        };
+        let m = invite("Supported: timer\r\nSession-Expires: 200\r\n");
+        assert_eq!(negotiate(&strict, &m, None), Err(300));
+    }
+
+    #[test]
+    fn unsupporting_peer_gets_the_interval_raised_and_we_refresh() {
+        let m = invite("Session-Expires: 60\r\n");
+        let n = negotiate(&accept(), &m, None).expect("no 422 without timer support");
+        assert_eq!(
+            n,
+            Some(Negotiated {
+                interval: 90,
+                refresher: Refresher::Uas,
+                peer_supports: false
+            })
+        );
+    }
+
+    #[test]
+    fn interval_is_lowered_to_ours_but_never_below_their_min_se() {
+        let m = invite("Supported: timer\r\nSession-Expires: 7200;refresher=uas\r\n");
+        let n = negotiate(&accept(), &m, None).unwrap().unwrap();
+        assert_eq!((n.interval, n.refresher), (1800, Refresher::Uas));
+        let m = invite("Supported: timer\r\nSession-Expires: 7200\r\nMin-SE: 3600\r\n");
+        let n = negotiate(&accept(), &m, None).unwrap().unwrap();
+        assert_eq!((n.interval, n.refresher), (3600, Refresher::Uac));
+        let m = invite("Supported: timer\r\nx: 120\r\n");
+        let n = negotiate(&accept(), &m, None).unwrap().unwrap();
+        assert_eq!(n.interval, 120, "a shorter interval than ours is kept");
+    }
+
+    #[test]
+    fn no_timer_unless_asked_by_either_side() {
+        let m = invite("Supported: timer\r\n");
+        assert_eq!(negotiate(&accept(), &m, None), Ok(None));
+        let n = negotiate(&SessionTimers::default(), &m, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!((n.interval, n.refresher), (1800, Refresher::Uac));
+        let n = negotiate(&accept(), &m, Some(600)).unwrap().unwrap();
+        assert_eq!(
+            n.interval, 600,
+            "a running timer goes on without Session-Expires"
+        );
+        let plain = invite("");
+        let n = negotiate(&SessionTimers::default(), &plain, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            n.refresher,
+            Refresher::Uas,
+            "a peer without support cannot refresh"
+        );
+    }
+
+    #[test]
+    fn settings_are_raised_to_the_floor() {
+        let s = SessionTimers {
+            session_expires: 30,
+            min_se: 10,
+            ..SessionTimers::default()
+        }
+        .normalized();
+        assert_eq!((s.session_expires, s.min_se), (90, 90));
+    }
+}
