@@ -276,10 +276,34 @@ fn the_peers_refreshes_keep_the_call_and_the_application_never_sees_them() {
         assert_eq!(header(&out[0], "Require"), Some("timer"));
     }
     assert!(events(&mut bob).is_empty(), "refreshes are the shard's own");
+    // An UPDATE with an offer is the application's; its 2xx refreshes too.
+    now += Duration::from_secs(45);
+    let extra = "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n";
+    bob.handle_datagram(now, alice_addr(), in_dialog("UPDATE", 7, &tag, extra, SDP));
+    let Some(SessionEvent::DialogRequest { txn, .. }) = bob.poll_event() else {
+        panic!("the UPDATE's offer is for the application");
+    };
+    let respond = DialogCommand::Respond {
+        txn,
+        status: 200,
+        headers: vec![(
+            "Content-Type".to_owned(),
+            Bytes::from_static(b"application/sdp"),
+        )],
+        body: Bytes::from_static(SDP.as_bytes()),
+    };
+    bob.handle_command(now, respond).unwrap();
+    let ok = sent(&mut bob).remove(0);
+    assert_eq!(header(&ok, "Session-Expires"), Some("90;refresher=uac"));
+    assert_eq!(
+        header(&ok, "Contact"),
+        Some("<sip:127.0.0.1:5080>"),
+        "RFC 3311 §5.2"
+    );
     // A re-INVITE refresh goes to the application (its SDP is an offer) and re-arms.
     now += Duration::from_secs(45);
     let extra = "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n";
-    bob.handle_datagram(now, alice_addr(), in_dialog("INVITE", 7, &tag, extra, SDP));
+    bob.handle_datagram(now, alice_addr(), in_dialog("INVITE", 8, &tag, extra, SDP));
     assert!(matches!(
         events(&mut bob).as_slice(),
         [SessionEvent::ReInvite { .. }]
@@ -291,7 +315,7 @@ fn the_peers_refreshes_keep_the_call_and_the_application_never_sees_them() {
     bob.handle_command(now, answer).unwrap();
     let ok = sent(&mut bob);
     assert_eq!(header(&ok[0], "Session-Expires"), Some("90;refresher=uac"));
-    bob.handle_datagram(now, alice_addr(), in_dialog("ACK", 7, &tag, "", ""));
+    bob.handle_datagram(now, alice_addr(), in_dialog("ACK", 8, &tag, "", ""));
     events(&mut bob);
     // No more refreshes: the BYE comes 60 s after the last one.
     bob.handle_timeout(now + Duration::from_secs(59));

@@ -459,6 +459,19 @@ fn sipp_update_offer_gets_its_answer_in_the_200() {
 }
 
 #[test]
+fn sipp_session_timer_422_then_a_2xx_that_settles_it_and_an_update_refresh() {
+    // RFC 4028 with the server's default (accept): 422 with Min-SE for 60 s, then the
+    // interval and refresher in the 200 with Require: timer, and 200 to the UPDATE
+    // refresh (answered by the shard itself), in both server modes.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    scenario_in_both_modes(&sipp, "session_timer.xml", 50, 25, |mode, server| {
+        let m = server.metrics();
+        assert_received_at_least(&m, "UPDATE", 50, mode);
+    });
+}
+
+#[test]
 fn sipp_branchc_registers_then_calls_the_registrar() {
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();

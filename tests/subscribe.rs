@@ -130,6 +130,11 @@ fn an_accepted_subscribe_makes_a_dialog_and_notifies_carry_the_time_left() {
         "shortened to the maximum"
     );
     assert_eq!(ok.to_tag().unwrap(), Some(dialog.local_tag()));
+    assert_eq!(
+        header(&ok, "Contact"),
+        Some("<sip:127.0.0.1:5080>"),
+        "a 2xx that makes a dialog names our target (RFC 6665 §4.2.1.1)"
+    );
     assert_eq!(dialog.remote_tag(), b"w1");
 
     let later = t0 + Duration::from_secs(100);

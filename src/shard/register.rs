@@ -131,6 +131,21 @@ impl Shard {
         if let Some(expires) = &added {
             headers.push(("Expires", expires.as_bytes()));
         }
+        // A 2xx to a request that makes a dialog (SUBSCRIBE, RFC 6665 §4.2.1.1) or refreshes
+        // its target (UPDATE, RFC 3311 §5.2) carries our Contact.
+        let contact = self.contact();
+        if (200..300).contains(&status)
+            && matches!(
+                pending.request.method(),
+                Some(Method::Subscribe | Method::Update)
+            )
+            && !headers.iter().any(|(n, _)| {
+                crate::message::HeaderName::from_bytes(n.trim().as_bytes())
+                    == crate::message::HeaderName::Contact
+            })
+        {
+            headers.push(("Contact", &contact));
+        }
         // RFC 4028 §9: a 2xx to an UPDATE settles the session timer it asked for.
         let update_in = (pending.request.method() == Some(Method::Update))
             .then_some(pending.dialog)

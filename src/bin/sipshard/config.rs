@@ -21,6 +21,30 @@ pub enum Mode {
     App,
 }
 
+/// Session timers (RFC 4028).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimerMode {
+    /// No `timer` support: Session-Expires is ignored, `Require: timer` gets 420.
+    Off,
+    /// A timer runs where the caller (or a proxy) asks for one.
+    #[default]
+    Accept,
+    /// A timer runs on every call: asked for in our 2xx when the INVITE had none.
+    Ask,
+}
+
+/// Who refreshes when a caller that supports timers leaves the choice to us.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefresherChoice {
+    /// The caller.
+    #[default]
+    Uac,
+    /// We do.
+    Uas,
+}
+
 /// What a stop does with calls still up when its deadline passes.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -73,6 +97,7 @@ pub struct Config {
     /// In auto-answer mode each is accepted with a NOTIFY that carries no state.
     pub event_packages: Vec<String>,
     pub auto_answer: AutoAnswerConfig,
+    pub session_timers: SessionTimersSection,
     pub registrar: RegistrarSection,
     pub limits: Limits,
     pub stop: StopSection,
@@ -87,6 +112,53 @@ pub struct AutoAnswerConfig {
     /// SDP of the 200 (empty: an answer to the INVITE's offer, or an offer when it had
     /// none, RFC 3264).
     pub sdp: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionTimersSection {
+    pub mode: TimerMode,
+    /// The most we grant and what we ask for (seconds).
+    pub session_expires: u32,
+    /// The least we accept (seconds, at least 90): a smaller ask gets 422.
+    pub min_se: u32,
+    pub refresher: RefresherChoice,
+}
+
+impl SessionTimersSection {
+    /// The shard's setting (`None` when off).
+    pub fn shard_setting(&self) -> Option<sipshard::shard::SessionTimers> {
+        let refresher = match self.refresher {
+            RefresherChoice::Uac => sipshard::shard::Refresher::Uac,
+            RefresherChoice::Uas => sipshard::shard::Refresher::Uas,
+        };
+        let ask = match self.mode {
+            TimerMode::Off => return None,
+            TimerMode::Accept => false,
+            TimerMode::Ask => true,
+        };
+        Some(
+            sipshard::shard::SessionTimers {
+                session_expires: self.session_expires,
+                min_se: self.min_se,
+                ask,
+                refresher,
+            }
+            .normalized(),
+        )
+    }
+}
+
+impl Default for SessionTimersSection {
+    fn default() -> Self {
+        let d = sipshard::shard::SessionTimers::default();
+        SessionTimersSection {
+            mode: TimerMode::Accept,
+            session_expires: d.session_expires,
+            min_se: d.min_se,
+            refresher: RefresherChoice::Uac,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -134,6 +206,12 @@ answer_delay_ms = 0
 send_ringing = true
 sdp = ""
 
+[session_timers]
+mode = "accept"
+session_expires = 1800
+min_se = 90
+refresher = "uac"
+
 [registrar]
 min_expires = 60
 max_expires = 7200
@@ -163,6 +241,7 @@ impl Default for Config {
             metrics: None,
             event_packages: Vec::new(),
             auto_answer: AutoAnswerConfig::default(),
+            session_timers: SessionTimersSection::default(),
             registrar: RegistrarSection::default(),
             limits: Limits::default(),
             stop: StopSection::default(),

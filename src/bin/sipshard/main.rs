@@ -70,6 +70,15 @@ struct ServeArgs {
     /// Event packages to serve SUBSCRIBE for (RFC 6665), comma-separated: `presence,dialog`.
     #[arg(long, value_delimiter = ',')]
     event_packages: Option<Vec<String>>,
+    /// Session timers (RFC 4028): off, accept (where the caller asks) or ask (every call).
+    #[arg(long, value_enum)]
+    session_timers: Option<config::TimerMode>,
+    /// Session timers: the interval we grant at most and ask for (seconds).
+    #[arg(long)]
+    session_expires: Option<u32>,
+    /// Session timers: the least interval we accept (seconds, at least 90).
+    #[arg(long)]
+    min_se: Option<u32>,
     /// auto-answer: wait before 180 Ringing (ms).
     #[arg(long)]
     ring_delay_ms: Option<u64>,
@@ -164,6 +173,15 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.event_packages {
         c.event_packages = v;
     }
+    if let Some(v) = args.session_timers {
+        c.session_timers.mode = v;
+    }
+    if let Some(v) = args.session_expires {
+        c.session_timers.session_expires = v;
+    }
+    if let Some(v) = args.min_se {
+        c.session_timers.min_se = v;
+    }
     if let Some(v) = args.ring_delay_ms {
         c.auto_answer.ring_delay_ms = v;
     }
@@ -197,6 +215,7 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.retry_after = c.limits.retry_after;
     r.shard.reliable_provisionals = c.reliable_provisionals.into();
+    r.shard.session_timers = c.session_timers.shard_setting();
     r.shard.subscriptions = (!c.event_packages.is_empty())
         .then(|| sipshard::shard::Subscriptions::new(c.event_packages.iter().cloned()));
     r.mode = match c.mode {
