@@ -17,7 +17,7 @@ use sipshard::dialog::DialogId;
 use sipshard::message::IdGenerator;
 use sipshard::shard::{
     CommandOutcome, DialogCommand, NewSubscription, NotifyState, ReliableProvisionals,
-    SessionEvent, Shard, ShardConfig, Subscriptions,
+    SessionEvent, SessionTimers, Shard, ShardConfig, Subscriptions,
 };
 
 const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
@@ -149,6 +149,11 @@ fuzz_target!(|data: &[u8]| {
                     max_dialogs: 16,
                     reliable_provisionals: ReliableProvisionals::WhenSupported,
                     subscriptions: Some(Subscriptions::new(["presence"])),
+                    // Session timers on every call, at the shortest interval (RFC 4028).
+                    session_timers: Some(SessionTimers {
+                        session_expires: 90,
+                        ..SessionTimers::default()
+                    }),
                     ..ShardConfig::new(addr)
                 },
                 IdGenerator::from_seed([seed; 32]),

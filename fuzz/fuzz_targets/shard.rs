@@ -12,7 +12,8 @@ use libfuzzer_sys::fuzz_target;
 use sipshard::message::IdGenerator;
 use sipshard::registrar::RegistrarConfig;
 use sipshard::shard::{
-    DialogCommand, RegisterMode, SessionEvent, Shard, ShardConfig, ShardOwner, shard_for_datagram,
+    DialogCommand, RegisterMode, SessionEvent, SessionTimers, Shard, ShardConfig, ShardOwner,
+    shard_for_datagram,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -21,6 +22,11 @@ fuzz_target!(|data: &[u8]| {
         let config = ShardConfig {
             register: RegisterMode::Registrar(RegistrarConfig::default()),
             max_dialogs: 8,
+            // Session timers on every call, at the shortest interval (RFC 4028).
+            session_timers: Some(SessionTimers {
+                session_expires: 90,
+                ..SessionTimers::default()
+            }),
             owner: Some(ShardOwner {
                 index: usize::from(index),
                 count: 2,
