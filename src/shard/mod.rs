@@ -41,6 +41,8 @@
 //! shard owning that dialog's Call-ID ([`PeerMessage`]), and its answer ends the dialog.
 //! SUBSCRIBE/NOTIFY (RFC 6665) as notifier (`subscribe` module, [`Subscriptions`]) and as
 //! subscriber (`watch` module, [`DialogCommand::Subscribe`]).
+//! Session timers (RFC 4028, `session_timer` module, [`SessionTimers`]): the interval and
+//! refresher settled in the 2xx, refreshes by UPDATE or re-INVITE, BYE when none came.
 //! Not yet: PUBLISH, and the throughput target of `shard/call_flow`.
 
 mod prack;
