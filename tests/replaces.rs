@@ -3,7 +3,7 @@
 //! query between two shards when the two Call-IDs hash apart.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sipshard::dialog::DialogId;
@@ -548,6 +548,37 @@ fn across_shards_no_such_dialog_is_481_and_a_cancel_before_the_verdict_wins() {
         sent(&mut shards[0]).is_empty(),
         "the old dialog is untouched"
     );
+}
+
+#[test]
+fn a_verdict_that_does_not_come_gets_503_after_two_seconds() {
+    let start = Instant::now();
+    let mut shards = two_shards(start);
+    let old_call = call_id_on(0, "old");
+    let old = confirmed_call(&mut shards[0], start, &old_call);
+    sent(&mut shards[0]);
+    // The owner never answers (a stuck shard): the query is lost.
+    let header = replaces_header(&old, "");
+    let call = call_id_on(1, "stuck");
+    shards[1].handle_datagram(start, carol(), invite(&call, "s1", "c1", &header).bytes());
+    let (_, query) = shards[1].poll_peer().expect("the query");
+    sent(&mut shards[1]);
+    shards[1].handle_timeout(start + Duration::from_millis(1990));
+    assert!(
+        statuses(&sent(&mut shards[1])).iter().all(|&c| c < 200),
+        "still waiting (a 100 Trying at most)"
+    );
+    let late = start + Duration::from_secs(2);
+    shards[1].handle_timeout(late);
+    let out = sent(&mut shards[1]);
+    assert_eq!(statuses(&out), [503]);
+    assert_eq!(out[0].1.header(HeaderName::RetryAfter), Some(&b"5"[..]));
+    // The verdict, if it comes after all, finds nothing to answer.
+    shards[0].handle_peer(late, query);
+    assert_eq!(carry(&mut shards, late), 1);
+    assert!(sent(&mut shards[1]).is_empty());
+    assert!(shards[1].poll_event().is_none());
+    assert!(sent(&mut shards[0]).is_empty(), "the old call goes on");
 }
 
 mod common;

@@ -351,8 +351,8 @@ fn as_refresher_for_a_peer_without_update_we_reinvite_with_our_sdp() {
         SDP.as_bytes(),
         "the same SDP, unchanged"
     );
-    // The caller answers without Session-Expires (it knows no timers): Bob keeps
-    // refreshing only if... the 2xx decides: no Session-Expires ends the timer (§7.2).
+    // The 2xx settles the next interval (here the same, Bob refreshing again); one
+    // without Session-Expires would end the timer (§7.2, tested below).
     let extra = "Session-Expires: 120;refresher=uac\r\nContent-Type: application/sdp\r\n";
     bob.handle_datagram(now, alice_addr(), reply(reinvite, 200, "a1", extra, SDP));
     let out = sent(&mut bob);

@@ -906,6 +906,8 @@ const TIMER_WATCH: u64 = 8;
 const TIMER_SESSION: u64 = 9;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
+/// The sweep of INVITEs waiting too long for a Replaces verdict (`replaces` module).
+const TIMER_VERDICT_SWEEP: u64 = 1 << 63 | 4;
 
 /// A request handed to the application, awaiting `Respond`.
 struct Pending {
@@ -958,6 +960,8 @@ pub struct Shard {
     orphaned: Vec<(ServerTxnId, Box<Message>)>,
     /// INVITEs with Replaces waiting for the named dialog's owner (`replaces` module).
     awaiting_verdict: ahash::HashMap<ServerTxnId, replaces::AwaitingVerdict>,
+    /// A verdict sweep is on the wheel.
+    verdict_sweep: bool,
     /// Unanswered incoming calls that replace a dialog, by slot: the dialog they replace.
     replacing: ahash::HashMap<u32, DialogId>,
     /// Subscriptions we hold as subscriber, by dialog slot (`watch` module).
@@ -1024,6 +1028,7 @@ impl Shard {
             refers_sent: ahash::HashMap::default(),
             orphaned: Vec::new(),
             awaiting_verdict: ahash::HashMap::default(),
+            verdict_sweep: false,
             replacing: ahash::HashMap::default(),
             peer_out: VecDeque::new(),
             subscriptions: ahash::HashMap::default(),

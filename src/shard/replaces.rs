@@ -15,9 +15,9 @@
 //! the owner ends the replaced dialog: BYE if confirmed, CANCEL if it is our early call.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{Phase, Shard, TerminationReason, shard_for_call_id};
+use super::{Phase, Shard, TIMER_VERDICT_SWEEP, TerminationReason, shard_for_call_id};
 use crate::dialog::DialogId;
 use crate::message::{HeaderName, Message};
 use crate::transaction::ServerTxnId;
@@ -86,7 +86,14 @@ pub(super) struct AwaitingVerdict {
     request: Box<Message>,
     from: SocketAddr,
     replaced: DialogId,
+    /// When the query went out: past [`VERDICT_WAIT`], the INVITE gets 503.
+    asked: Instant,
 }
+
+/// How long an INVITE with Replaces waits for the owner shard's verdict. Shards answer
+/// each other within a round (microseconds); one that has not in this long is stuck or
+/// gone, and the caller is better told to retry than left until its Timer B.
+pub(super) const VERDICT_WAIT: Duration = Duration::from_secs(2);
 
 impl Shard {
     /// The next message for another shard: (its index, the message).
@@ -170,6 +177,7 @@ impl Shard {
             request: Box::new(request),
             from,
             replaced,
+            asked: now,
         };
         if owner == self.shard_index() {
             let verdict = self.replaces_verdict(&waiting.replaced, early_only);
@@ -181,8 +189,36 @@ impl Shard {
             dialog: waiting.replaced.clone(),
             early_only,
         };
+        if !self.verdict_sweep {
+            self.verdict_sweep = true;
+            self.txn.schedule(now + VERDICT_WAIT, TIMER_VERDICT_SWEEP);
+        }
         self.awaiting_verdict.insert(txn, waiting);
         self.peer_out.push_back((owner, query));
+    }
+
+    /// The verdict sweep: INVITEs that waited [`VERDICT_WAIT`] for theirs get 503 with
+    /// Retry-After (a late verdict then finds nothing); the sweep comes back for the rest.
+    pub(super) fn verdicts_overdue(&mut self, now: Instant) {
+        let overdue: Vec<ServerTxnId> = self
+            .awaiting_verdict
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.asked) >= VERDICT_WAIT)
+            .map(|(txn, _)| *txn)
+            .collect();
+        let retry = self.config.retry_after.to_string();
+        for txn in overdue {
+            if let Some(waiting) = self.awaiting_verdict.remove(&txn) {
+                let headers = [("Retry-After", retry.as_bytes())];
+                self.reject_request(now, txn, &waiting.request, 503, &headers);
+            }
+        }
+        self.verdict_sweep = false;
+        if let Some(oldest) = self.awaiting_verdict.values().map(|w| w.asked).min() {
+            self.verdict_sweep = true;
+            self.txn
+                .schedule(oldest + VERDICT_WAIT, TIMER_VERDICT_SWEEP);
+        }
     }
 
     /// The owner's side: may `dialog` be replaced (§3)?

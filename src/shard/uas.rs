@@ -727,6 +727,9 @@ impl Shard {
         if token == super::TIMER_REGISTRAR {
             return self.registrar_sweep(now);
         }
+        if token == super::TIMER_VERDICT_SWEEP {
+            return self.verdicts_overdue(now);
+        }
         let Some(index) = self.entry_for_token(token) else {
             return;
         };
