@@ -237,8 +237,9 @@ impl<'a> ResponseBuilder<'a> {
     }
 
     /// Starts a response to `request` (RFC 3261 §8.2.6.2): copies every Via in order, From,
-    /// To, Call-ID and CSeq, and Timestamp on a 100 (§8.2.6.1). When the request's To has no
-    /// tag and the response is not a 100, `to_tag` is appended as the dialog's local tag.
+    /// To, Call-ID and CSeq, Record-Route on a 101-299 (§12.1.1), and Timestamp on a 100
+    /// (§8.2.6.1). When the request's To has no tag and the response is not a 100, `to_tag`
+    /// is appended as the dialog's local tag.
     pub fn to_request(
         out: &'a mut BytesMut,
         request: &Message,
@@ -301,6 +302,14 @@ impl<'a> ResponseBuilder<'a> {
         }
         copy(&mut b, HeaderName::CallId);
         copy(&mut b, HeaderName::CSeq);
+        // §12.1.1: a response that may establish a dialog (a tagged 1xx, a 2xx) carries every
+        // Record-Route value of the request, in order, parameters and all; elsewhere the
+        // UAC ignores them. (A 100 is hop-by-hop and makes no dialog.)
+        if (101..300).contains(&code) {
+            for rr in request.header_values(HeaderName::RecordRoute) {
+                b.w.known_header(HeaderName::RecordRoute, rr);
+            }
+        }
         if code == 100
             && let Some(ts) = request.header(HeaderName::Timestamp)
         {
@@ -535,6 +544,35 @@ mod tests {
         let trying = Message::parse(buf.split().freeze()).unwrap();
         assert_eq!(trying.to_tag().unwrap(), None);
         assert_eq!(trying.header(HeaderName::Timestamp), Some(&b"54"[..]));
+    }
+
+    #[test]
+    fn dialog_making_responses_copy_record_route_in_order() {
+        let text = "INVITE sip:bob@biloxi.com SIP/2.0\r\n\
+            Record-Route: <sip:p2.biloxi.com;lr>, <sip:p1.atlanta.com;lr;ftag=1928301774>\r\n\
+            Via: SIP/2.0/UDP p2.biloxi.com;branch=z9hG4bK2\r\n\
+            Record-Route: <sip:p0.example.com;lr>;x=y\r\n\
+            Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bK1\r\n\
+            To: Bob <sip:bob@biloxi.com>\r\nFrom: Alice <sip:alice@atlanta.com>;tag=1928301774\r\n\
+            Call-ID: rr1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let req = Message::parse(Bytes::from(text)).unwrap();
+        let mut buf = BytesMut::new();
+        for (code, copied) in [(100, false), (180, true), (200, true), (486, false)] {
+            ResponseBuilder::to_request(&mut buf, &req, code, None, Some(b"t"))
+                .finish(b"")
+                .unwrap();
+            let resp = Message::parse(buf.split().freeze()).unwrap();
+            let rr: Vec<&[u8]> = resp.header_values(HeaderName::RecordRoute).collect();
+            let want: Vec<&[u8]> = if copied {
+                vec![
+                    b"<sip:p2.biloxi.com;lr>, <sip:p1.atlanta.com;lr;ftag=1928301774>",
+                    b"<sip:p0.example.com;lr>;x=y",
+                ]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(rr, want, "{code}");
+        }
     }
 
     use crate::message::via::TopViaScan;
