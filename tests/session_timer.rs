@@ -133,6 +133,29 @@ fn tag_of(dialog: &DialogId) -> String {
     String::from_utf8(dialog.local_tag().to_vec()).unwrap()
 }
 
+/// Alice's MakeCall to Bob with `sdp` and extra `headers`.
+fn make_call(sdp: Bytes, headers: Vec<(String, Bytes)>) -> DialogCommand {
+    DialogCommand::MakeCall {
+        from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+        to: Bytes::from_static(b"<sip:bob@127.0.0.1>"),
+        request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
+        destination: bob_addr(),
+        sdp,
+        headers,
+    }
+}
+
+/// Why the calls that ended (by the events so far) ended.
+fn ended(shard: &mut Shard) -> Vec<TerminationReason> {
+    events(shard)
+        .into_iter()
+        .filter_map(|e| match e {
+            SessionEvent::CallTerminated { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn the_2xx_settles_interval_and_refresher_as_table_2_says() {
     let now = Instant::now();
@@ -236,13 +259,7 @@ fn the_side_that_hears_no_refresh_sends_bye_before_the_end() {
     assert_eq!(bye.len(), 1);
     assert_eq!(bye[0].method(), Some(Method::Bye));
     bob.handle_datagram(at, alice_addr(), reply(&bye[0], 200, "", "", ""));
-    let ended: Vec<_> = events(&mut bob)
-        .into_iter()
-        .filter_map(|e| match e {
-            SessionEvent::CallTerminated { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let ended: Vec<_> = ended(&mut bob);
     assert_eq!(ended, [TerminationReason::SessionExpired]);
 }
 
@@ -393,14 +410,7 @@ impl Pair {
     }
 
     fn call(&mut self) -> DialogId {
-        let call = DialogCommand::MakeCall {
-            from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
-            to: Bytes::from_static(b"<sip:bob@127.0.0.1>"),
-            request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
-            destination: bob_addr(),
-            sdp: Bytes::from_static(SDP.as_bytes()),
-            headers: Vec::new(),
-        };
+        let call = make_call(Bytes::from_static(SDP.as_bytes()), Vec::new());
         match self.alice.handle_command(self.now, call) {
             Ok(CommandOutcome::Call(id)) => id,
             other => panic!("MakeCall: {other:?}"),
@@ -561,14 +571,7 @@ fn a_refresh_refused_with_481_ends_the_call() {
 fn alice_called(interval: u32, session_expires: &str) -> (Shard, Instant, DialogId) {
     let start = Instant::now();
     let mut alice = shard(start, alice_addr(), Some(asks(interval)));
-    let call = DialogCommand::MakeCall {
-        from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
-        to: Bytes::from_static(b"<sip:bob@127.0.0.1>"),
-        request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
-        destination: bob_addr(),
-        sdp: Bytes::from_static(SDP.as_bytes()),
-        headers: Vec::new(),
-    };
+    let call = make_call(Bytes::from_static(SDP.as_bytes()), Vec::new());
     alice.handle_command(start, call).unwrap();
     let invite = sent(&mut alice).remove(0);
     let extra = format!(
@@ -698,14 +701,10 @@ fn a_2xx_without_session_expires_means_no_timer() {
 fn a_caller_retries_after_422_with_the_asked_minimum() {
     let start = Instant::now();
     let mut alice = shard(start, alice_addr(), Some(asks(120)));
-    let call = DialogCommand::MakeCall {
-        from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
-        to: Bytes::from_static(b"<sip:bob@127.0.0.1>"),
-        request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
-        destination: bob_addr(),
-        sdp: Bytes::from_static(SDP.as_bytes()),
-        headers: vec![("X-Keep".to_owned(), Bytes::from_static(b"me"))],
-    };
+    let call = make_call(
+        Bytes::from_static(SDP.as_bytes()),
+        vec![("X-Keep".to_owned(), Bytes::from_static(b"me"))],
+    );
     let Ok(CommandOutcome::Call(handle)) = alice.handle_command(start, call) else {
         panic!("MakeCall refused");
     };
@@ -769,14 +768,7 @@ fn a_caller_retries_after_422_with_the_asked_minimum() {
 fn a_second_422_that_asks_no_more_ends_the_call() {
     let start = Instant::now();
     let mut alice = shard(start, alice_addr(), Some(asks(120)));
-    let call = DialogCommand::MakeCall {
-        from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
-        to: Bytes::from_static(b"<sip:bob@127.0.0.1>"),
-        request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5080"),
-        destination: bob_addr(),
-        sdp: Bytes::new(),
-        headers: Vec::new(),
-    };
+    let call = make_call(Bytes::new(), Vec::new());
     alice.handle_command(start, call).unwrap();
     let first = sent(&mut alice).remove(0);
     alice.handle_datagram(
@@ -793,12 +785,6 @@ fn a_second_422_that_asks_no_more_ends_the_call() {
         bob_addr(),
         reply(&second, 422, "b1", "Min-SE: 600\r\n", ""),
     );
-    let ended: Vec<_> = events(&mut alice)
-        .into_iter()
-        .filter_map(|e| match e {
-            SessionEvent::CallTerminated { reason, .. } => Some(reason),
-            _ => None,
-        })
-        .collect();
+    let ended: Vec<_> = ended(&mut alice);
     assert_eq!(ended, [TerminationReason::Rejected(422)]);
 }
