@@ -238,8 +238,9 @@ fn too_small_an_interval_gets_422_and_require_timer_needs_support() {
     assert_eq!(header(&ok, "Session-Expires"), Some("1800;refresher=uac"));
 }
 
-#[test]
-fn the_side_that_hears_no_refresh_sends_bye_before_the_end() {
+/// Bob (accepting timers) in a call whose caller refreshes every 90 s, ACKed, events
+/// drained: Bob, the start, the dialog and Bob's tag.
+fn bob_in_call() -> (Shard, Instant, DialogId, String) {
     let start = Instant::now();
     let mut bob = shard(start, bob_addr(), Some(accept_mode()));
     let (_, dialog) = answered(
@@ -250,6 +251,12 @@ fn the_side_that_hears_no_refresh_sends_bye_before_the_end() {
     let tag = tag_of(&dialog);
     ack(&mut bob, start, &tag);
     events(&mut bob);
+    (bob, start, dialog, tag)
+}
+
+#[test]
+fn the_side_that_hears_no_refresh_sends_bye_before_the_end() {
+    let (mut bob, start, _, _) = bob_in_call();
     // The end less min(32 s, 90 / 3 = 30 s): BYE at 60 s, not before.
     bob.handle_timeout(start + Duration::from_secs(59));
     assert!(sent(&mut bob).is_empty());
@@ -265,16 +272,7 @@ fn the_side_that_hears_no_refresh_sends_bye_before_the_end() {
 
 #[test]
 fn the_peers_refreshes_keep_the_call_and_the_application_never_sees_them() {
-    let start = Instant::now();
-    let mut bob = shard(start, bob_addr(), Some(accept_mode()));
-    let (_, dialog) = answered(
-        &mut bob,
-        start,
-        invite("Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n"),
-    );
-    let tag = tag_of(&dialog);
-    ack(&mut bob, start, &tag);
-    events(&mut bob);
+    let (mut bob, start, dialog, tag) = bob_in_call();
     let mut now = start;
     // Five refreshes by offerless UPDATE, 45 s apart: each answered 200 with the interval.
     for cseq in 2..7 {

@@ -394,19 +394,31 @@ impl Shard {
     /// (Re)schedules the refresh (at half the interval) or the BYE (the end less the
     /// margin) of the dialog at `index`.
     fn arm_session_timer(&mut self, now: Instant, index: u32) {
-        let token = self.token(index, TIMER_SESSION);
-        let Some(st) = self.session_timers.get_mut(&index) else {
+        let Some(st) = self.session_timers.get(&index) else {
             return;
         };
-        if let Some(old) = st.timer.take() {
-            self.txn.cancel_timer(old);
-        }
         let at = if st.we_refresh && !st.refreshing {
             now + Duration::from_secs(u64::from(st.interval / 2))
         } else {
             st.backstop()
         };
-        let handle = self.txn.schedule(at.max(now), token);
+        self.set_session_timer(index, at.max(now));
+    }
+
+    /// Puts the dialog's one session timer at `at`, in place of any earlier one.
+    fn set_session_timer(&mut self, index: u32, at: Instant) {
+        let token = self.token(index, TIMER_SESSION);
+        let Some(old) = self
+            .session_timers
+            .get_mut(&index)
+            .map(|st| st.timer.take())
+        else {
+            return;
+        };
+        if let Some(old) = old {
+            self.txn.cancel_timer(old);
+        }
+        let handle = self.txn.schedule(at, token);
         if let Some(st) = self.session_timers.get_mut(&index) {
             st.timer = Some(handle);
         }
@@ -534,20 +546,12 @@ impl Shard {
 
     /// Tries the refresh again halfway between now and the backstop (or gives up there).
     fn retry_refresh_later(&mut self, now: Instant, index: u32) {
-        let token = self.token(index, TIMER_SESSION);
         let Some(st) = self.session_timers.get_mut(&index) else {
             return;
         };
-        if let Some(old) = st.timer.take() {
-            self.txn.cancel_timer(old);
-        }
         st.refreshing = false;
-        let backstop = st.backstop();
-        let at = now + backstop.saturating_duration_since(now) / 2;
-        let handle = self.txn.schedule(at, token);
-        if let Some(st) = self.session_timers.get_mut(&index) {
-            st.timer = Some(handle);
-        }
+        let at = now + st.backstop().saturating_duration_since(now) / 2;
+        self.set_session_timer(index, at);
     }
 
     /// The dialog at `index` ended: its timer goes with it.
