@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use sipshard::message::{Message, ResponseBuilder};
 use sipshard::timer::TimerWheel;
-use sipshard::transaction::{TimerConfig, TransactionLayer, TxnEvent};
+use sipshard::transaction::{TimerConfig, TransactionLayer, Transport, TxnEvent};
 
 const REGISTER: &[u8] = b"REGISTER sip:registrar.example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bKnashds7;rport\r\n\
@@ -50,12 +50,14 @@ fn server_noninvite_roundtrip(c: &mut Criterion) {
             },
             |(first, retransmission)| {
                 now += Duration::from_secs(40);
-                layer.handle_request(now, from, false, first).unwrap();
+                layer
+                    .handle_request(now, from, Transport::Udp, first)
+                    .unwrap();
                 let Some(TxnEvent::Request { txn, .. }) = layer.poll_event() else {
                     panic!("no Request event")
                 };
                 layer
-                    .handle_request(now, from, false, retransmission)
+                    .handle_request(now, from, Transport::Udp, retransmission)
                     .unwrap();
                 layer.send_response(now, txn, 200, ok.clone()).unwrap();
                 while let Some(t) = layer.poll_transmit() {

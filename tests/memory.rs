@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use sipshard::message::{Message, ResponseBuilder};
-use sipshard::transaction::{TimerConfig, TransactionLayer, TxnEvent};
+use sipshard::transaction::{TimerConfig, TransactionLayer, Transport, TxnEvent};
 
 struct Counting;
 
@@ -89,7 +89,7 @@ fn bytes_per_outstanding_transaction() {
     let mut layer = TransactionLayer::new(now, TimerConfig::default());
     for d in &datagrams {
         let m = Message::parse(d.clone()).unwrap();
-        layer.handle_request(now, from, false, m).unwrap();
+        layer.handle_request(now, from, Transport::Udp, m).unwrap();
         while let Some(e) = layer.poll_event() {
             if let TxnEvent::Request { txn, .. } = e {
                 // Completed: the 486 is kept for retransmission, Timers G and H run.

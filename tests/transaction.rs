@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use common::sim::{Conditions, Network};
 use sipshard::message::{Message, ResponseBuilder};
 use sipshard::transaction::{
-    ClientTxnId, ServerTxnId, TimerConfig, TransactionLayer, TxnError, TxnEvent, TxnId,
+    ClientTxnId, ServerTxnId, TimerConfig, TransactionLayer, Transport, TxnError, TxnEvent, TxnId,
 };
 
 fn client_addr() -> SocketAddr {
@@ -126,17 +126,22 @@ impl Solo {
 
     /// Starts a client transaction for a fresh `method` request with `branch` (UDP).
     fn send(&mut self, method: &str, branch: &str) -> (ClientTxnId, Bytes) {
-        self.send_over(method, branch, false)
+        self.send_over(method, branch, Transport::Udp)
     }
 
-    fn send_over(&mut self, method: &str, branch: &str, reliable: bool) -> (ClientTxnId, Bytes) {
+    fn send_over(
+        &mut self,
+        method: &str,
+        branch: &str,
+        transport: Transport,
+    ) -> (ClientTxnId, Bytes) {
         let req = request(method, branch, 1);
         let txn = self
             .layer
             .send_request(
                 self.now,
                 server_addr(),
-                reliable,
+                transport,
                 method.as_bytes(),
                 branch.as_bytes(),
                 req.clone(),
@@ -147,7 +152,7 @@ impl Solo {
 
     fn deliver_request(&mut self, req: &Bytes) {
         self.layer
-            .handle_request(self.now, client_addr(), false, parse(req))
+            .handle_request(self.now, client_addr(), Transport::Udp, parse(req))
             .unwrap();
         self.drain();
     }
@@ -190,7 +195,7 @@ fn timer_a_doubles_without_cap_and_timer_b_ends_at_64_t1() {
 #[test]
 fn timer_a_is_not_used_on_reliable_transports() {
     let mut s = Solo::new(TimerConfig::default());
-    s.send_over("INVITE", "z9hG4bKr", true);
+    s.send_over("INVITE", "z9hG4bKr", Transport::Tcp);
     s.run_until(Duration::from_secs(40));
     assert_eq!(s.sent_times(), secs(&[0.0]));
     assert_eq!(s.event_times("Timeout"), secs(&[32.0]));
@@ -260,7 +265,7 @@ fn timer_d_waits_32s_and_acks_every_retransmitted_final() {
 #[test]
 fn timer_d_is_zero_on_reliable_transports() {
     let mut s = Solo::new(TimerConfig::default());
-    let (_, inv) = s.send_over("INVITE", "z9hG4bKdr", true);
+    let (_, inv) = s.send_over("INVITE", "z9hG4bKdr", Transport::Tcp);
     s.deliver_response(&response(&inv, 603));
     assert_eq!(s.event_times("Terminated"), secs(&[0.0]));
 }
@@ -567,7 +572,7 @@ fn duplicate_branch_and_ack_are_refused() {
         s.layer.send_request(
             s.now,
             server_addr(),
-            false,
+            Transport::Udp,
             b"OPTIONS",
             b"z9hG4bKdup",
             r.clone()
@@ -576,7 +581,14 @@ fn duplicate_branch_and_ack_are_refused() {
     );
     assert!(
         s.layer
-            .send_request(s.now, server_addr(), false, b"ACK", b"z9hG4bKdup2", r)
+            .send_request(
+                s.now,
+                server_addr(),
+                Transport::Udp,
+                b"ACK",
+                b"z9hG4bKdup2",
+                r
+            )
             .is_err()
     );
 }
@@ -672,7 +684,9 @@ impl Pair {
                 &mut self.client
             };
             if m.is_request() {
-                layer.handle_request(self.now, d.from, false, m).unwrap();
+                layer
+                    .handle_request(self.now, d.from, Transport::Udp, m)
+                    .unwrap();
             } else {
                 layer.handle_response(self.now, d.from, m).unwrap();
             }
@@ -705,7 +719,7 @@ fn a_thousand_transactions_survive_loss_duplication_and_reordering() {
             .send_request(
                 p.now,
                 server_addr(),
-                false,
+                Transport::Udp,
                 method.as_bytes(),
                 branch.as_bytes(),
                 req,

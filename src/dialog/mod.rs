@@ -163,6 +163,8 @@ pub struct Dialog {
     pub secure: bool,
     /// Where in-dialog requests go (see [`Dialog::new`]).
     pub peer: SocketAddr,
+    /// Over what they go: the transport the dialog was made over (UDP unless set).
+    pub transport: crate::transaction::Transport,
     strings: Box<[u8]>,
     layout: Layout,
 }
@@ -210,6 +212,7 @@ impl Dialog {
             remote_cseq,
             secure,
             peer,
+            transport: crate::transaction::Transport::Udp,
             strings: strings.into_boxed_slice(),
             layout: Layout {
                 local_end,
@@ -217,6 +220,12 @@ impl Dialog {
                 target_end,
             },
         }
+    }
+
+    /// The same dialog, its in-dialog requests going over `transport`.
+    pub fn with_transport(mut self, transport: crate::transaction::Transport) -> Dialog {
+        self.transport = transport;
+        self
     }
 
     /// Our From (UAC) or To (UAS) value, with our tag.

@@ -22,6 +22,7 @@
 mod access;
 mod build;
 mod error;
+mod framing;
 mod header;
 mod ids;
 mod lex;
@@ -145,6 +146,7 @@ use bytes::Bytes;
 pub(crate) use build::push_decimal;
 pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
 pub use error::{ParseError, RejectReason, Rejection, UriError, ValueError};
+pub use framing::{Frame, FramingError, next_frame};
 pub use header::HeaderName;
 pub use ids::{Branch, CallIdValue, IdGenerator, Tag};
 pub(crate) use lex::find_outside;

@@ -166,6 +166,7 @@ mod tests {
             .map(|i| Transmit {
                 destination: to,
                 payload: Bytes::from(format!("datagram {i}")),
+                transport: crate::transaction::Transport::Udp,
             })
             .collect();
         assert_eq!(BatchSender::new().send(&a, &transmits), 0);

@@ -75,7 +75,8 @@ use crate::message::{Branch, BuildError, IdGenerator, Message};
 use crate::timer::TimerHandle;
 
 use crate::transaction::{
-    ClientTxnId, ServerTxnId, TimerConfig, TransactionLayer, Transmit, TxnError, TxnEvent,
+    ClientTxnId, ServerTxnId, TimerConfig, TransactionLayer, Transmit, Transport, TxnError,
+    TxnEvent,
 };
 pub use standalone::StandaloneRequest;
 
@@ -983,10 +984,12 @@ pub struct Shard {
     admission: Admission,
     /// Buffer for dialog-key lookups.
     key_scratch: Vec<u8>,
-    /// `SIP/2.0/UDP <local>;branch=` and `<sip:<local>>`, written once.
-    via_prefix: Box<[u8]>,
-    /// Our Contact value: shared, so a message that needs it takes a reference count.
-    contact: Bytes,
+    /// `SIP/2.0/UDP <local>;branch=` and `SIP/2.0/TCP <local>;branch=`, written once.
+    via_prefixes: [Box<[u8]>; 2],
+    /// Our Contact values for UDP (`<sip:local>`) and TCP (`<sip:local;transport=tcp>`, so
+    /// that a peer sends its in-dialog requests over TCP too: RFC 3263 §4.1 reads a sip: URI
+    /// without the parameter as UDP). Shared: a message that needs one takes a reference count.
+    contacts: [Bytes; 2],
 }
 
 impl Shard {
@@ -999,10 +1002,15 @@ impl Shard {
 
     /// A shard with a given id generator (tests and simulations that must repeat).
     pub fn with_ids(now: Instant, config: ShardConfig, ids: IdGenerator) -> Self {
-        let via_prefix = format!("SIP/2.0/UDP {};branch=", config.local_addr)
-            .into_bytes()
-            .into_boxed_slice();
-        let contact = Bytes::from(format!("<sip:{}>", config.local_addr));
+        let via_prefixes = [Transport::Udp, Transport::Tcp].map(|t| {
+            format!("SIP/2.0/{} {};branch=", t.token(), config.local_addr)
+                .into_bytes()
+                .into_boxed_slice()
+        });
+        let contacts = [
+            Bytes::from(format!("<sip:{}>", config.local_addr)),
+            Bytes::from(format!("<sip:{};transport=tcp>", config.local_addr)),
+        ];
         let registrar = match config.register {
             RegisterMode::Registrar(c) => Some(crate::registrar::Registrar::new(c)),
             _ => None,
@@ -1043,8 +1051,8 @@ impl Shard {
             confirmed: 0,
             key_scratch: Vec::with_capacity(128),
             admission: Admission::Open,
-            via_prefix,
-            contact,
+            via_prefixes,
+            contacts,
         }
     }
 
@@ -1144,10 +1152,24 @@ impl Shard {
 
     /// A datagram from `from`, received at `now` (UDP).
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: Bytes) {
+        self.handle_message(now, from, Transport::Udp, datagram);
+    }
+
+    /// A message from `from` over `transport`, received at `now`: a UDP datagram, or one
+    /// message framed out of a stream connection (the runtime's framing, §18.3). Responses
+    /// to it, and the in-dialog requests of a dialog it makes, go back over `transport`
+    /// (over a stream, on the connection to `from`).
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        datagram: Bytes,
+    ) {
         self.stats.datagrams_in += 1;
         let Ok(msg) = Message::parse(datagram.clone()) else {
             self.stats.parse_errors += 1;
-            self.answer_unparseable(from, &datagram);
+            self.answer_unparseable(from, transport, &datagram);
             return;
         };
         match msg.status() {
@@ -1155,7 +1177,7 @@ impl Shard {
             None => self.stats.requests_in[method_slot(msg.method())] += 1,
         }
         let handled = if msg.is_request() {
-            self.txn.handle_request(now, from, false, msg)
+            self.txn.handle_request(now, from, transport, msg)
         } else {
             self.txn.handle_response(now, from, msg)
         };
@@ -1163,7 +1185,7 @@ impl Shard {
             // The message parsed but its key headers did not (an unreadable top Via or
             // CSeq): no transaction can be made for it.
             self.stats.parse_errors += 1;
-            self.answer_unparseable(from, &datagram);
+            self.answer_unparseable(from, transport, &datagram);
         }
         self.drain(now);
     }
@@ -1171,7 +1193,7 @@ impl Shard {
     /// A stateless 400 for a request that could not be parsed, when its Via can be
     /// read (RFC 3261 §8.2.2; RFC 4475 §3.1.2 on UDP); responses and hopeless datagrams
     /// are only counted.
-    fn answer_unparseable(&mut self, from: SocketAddr, datagram: &[u8]) {
+    fn answer_unparseable(&mut self, from: SocketAddr, transport: Transport, datagram: &[u8]) {
         let tag = self.ids.tag();
         let Some(salvaged) =
             crate::message::salvage_response(datagram, 400, "Bad Request", tag.as_bytes())
@@ -1179,12 +1201,13 @@ impl Shard {
             return;
         };
         let destination = match salvaged.via_port {
-            Some(port) => SocketAddr::new(from.ip(), port),
-            None => from,
+            Some(port) if !transport.is_reliable() => SocketAddr::new(from.ip(), port),
+            _ => from,
         };
         self.stats.requests_rejected += 1;
         self.stats.responses_out[class_slot(400)] += 1;
-        self.txn.send_stateless(destination, salvaged.response);
+        self.txn
+            .send_stateless(destination, transport, salvaged.response);
     }
 
     /// Fires due timers.
@@ -1396,6 +1419,14 @@ impl Shard {
         self.slots.get_mut(index as usize)?.entry.as_mut()
     }
 
+    /// The transport of the dialog at `index` (UDP when there is none).
+    fn dialog_transport(&self, index: u32) -> Transport {
+        self.slots
+            .get(index as usize)
+            .and_then(|s| s.entry.as_ref())
+            .map_or(Transport::Udp, |e| e.dialog.transport)
+    }
+
     /// Removes a dialog; its timers die with it (stale handles are ignored by the wheel).
     fn remove(&mut self, index: u32) -> Option<Entry> {
         let slot = self.slots.get_mut(index as usize)?;
@@ -1509,11 +1540,12 @@ impl Shard {
         (slot.entry.is_some() && slot.generation & 0x00ff_ffff == generation).then_some(index)
     }
 
-    /// Our Via value with a fresh branch; returns (via, branch).
-    fn via(&mut self) -> (Vec<u8>, Branch) {
+    /// Our Via value for `transport` with a fresh branch; returns (via, branch).
+    fn via(&mut self, transport: Transport) -> (Vec<u8>, Branch) {
         let branch = self.ids.branch();
-        let mut via = Vec::with_capacity(self.via_prefix.len() + 32);
-        via.extend_from_slice(&self.via_prefix);
+        let prefix = &self.via_prefixes[usize::from(transport.is_reliable())];
+        let mut via = Vec::with_capacity(prefix.len() + 32);
+        via.extend_from_slice(prefix);
         via.extend_from_slice(branch.as_bytes());
         via.extend_from_slice(b";rport");
         (via, branch)
@@ -1531,9 +1563,20 @@ impl Shard {
         call_id
     }
 
-    fn contact(&self) -> Bytes {
-        self.contact.clone()
+    /// Our Contact value for a dialog or request over `transport`.
+    fn contact(&self, transport: Transport) -> Bytes {
+        self.contacts[usize::from(transport.is_reliable())].clone()
     }
+}
+
+/// The transport a request to `uri` goes over: its `transport` parameter when sipshard speaks
+/// it, else UDP (RFC 3263 §4.1 for a sip: URI with no parameter; sipshard does no NAPTR).
+pub(crate) fn uri_transport(uri: &[u8]) -> Transport {
+    crate::message::Uri::parse(uri)
+        .ok()
+        .and_then(|u| u.as_sip().and_then(|s| s.transport()))
+        .and_then(Transport::from_token)
+        .unwrap_or(Transport::Udp)
 }
 
 /// (Call-ID, From tag, CSeq number) of a request, hashed: the key of `by_origin`. A hit

@@ -277,7 +277,8 @@ impl Shard {
         if rseq == 0 || !lists_100rel(response.require()) {
             return;
         }
-        let (via, branch) = self.via();
+        let transport = self.dialog_transport(index);
+        let (via, branch) = self.via(transport);
         let Some(entry) = self.entry_mut(index) else {
             return;
         };
@@ -311,7 +312,14 @@ impl Shard {
         // INVITE's own final response will say.
         if self
             .txn
-            .send_request(now, peer, false, b"PRACK", branch.as_bytes(), buf.freeze())
+            .send_request(
+                now,
+                peer,
+                transport,
+                b"PRACK",
+                branch.as_bytes(),
+                buf.freeze(),
+            )
             .is_ok()
         {
             self.stats.pracks_sent += 1;

@@ -133,7 +133,7 @@ impl Shard {
         }
         // A 2xx to a request that makes a dialog (SUBSCRIBE, RFC 6665 §4.2.1.1) or refreshes
         // its target (UPDATE, RFC 3311 §5.2) carries our Contact.
-        let contact = self.contact();
+        let contact = self.contact(self.txn.server_transport(txn));
         if (200..300).contains(&status)
             && matches!(
                 pending.request.method(),

@@ -158,8 +158,9 @@ impl Shard {
         sdp: Bytes,
         refresh: bool,
     ) -> Result<(), DialogError> {
-        let (via, branch) = self.via();
-        let contact = self.contact();
+        let transport = self.dialog_transport(index);
+        let (via, branch) = self.via(transport);
+        let contact = self.contact(transport);
         let timer = self.refresh_request_headers(index);
         let Some(entry) = self.entry_mut(index) else {
             return Err(DialogError::DialogNotFound);
@@ -185,7 +186,14 @@ impl Shard {
         Self::reinvite_state(entry).outgoing = Outgoing::InProgress { sdp, refresh };
         let txn = self
             .txn
-            .send_request(now, peer, false, b"INVITE", branch.as_bytes(), buf.freeze())
+            .send_request(
+                now,
+                peer,
+                transport,
+                b"INVITE",
+                branch.as_bytes(),
+                buf.freeze(),
+            )
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
         self.reinvites.insert(txn, r);
@@ -219,7 +227,8 @@ impl Shard {
                 if let Some(target) = dialog::contact_uri(response) {
                     entry.dialog.set_remote_target(target);
                 }
-                let (via, _) = self.via();
+                let transport = self.dialog_transport(index);
+                let (via, _) = self.via(transport);
                 let Some(entry) = self.entry_mut(index) else {
                     return;
                 };
@@ -231,7 +240,7 @@ impl Shard {
                     entry.phase = Phase::Established {
                         ack: Some(ack.clone()),
                     };
-                    self.txn.send_stateless(peer, ack);
+                    self.txn.send_stateless(peer, transport, ack);
                 }
                 if !refresh {
                     self.events.push_back(SessionEvent::ReInviteResult {

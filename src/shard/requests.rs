@@ -181,8 +181,9 @@ impl Shard {
         ) {
             return Err(self.wrong_state(index, "established"));
         }
-        let (via, branch) = self.via();
-        let contact = self.contact();
+        let transport = self.dialog_transport(index);
+        let (via, branch) = self.via(transport);
+        let contact = self.contact(transport);
         let Some(entry) = self.entry_mut(index) else {
             return Err(DialogError::DialogNotFound);
         };
@@ -195,7 +196,14 @@ impl Shard {
         let (peer, cseq) = (entry.dialog.peer, entry.dialog.local_cseq);
         let txn = self
             .txn
-            .send_request(now, peer, false, method, branch.as_bytes(), buf.freeze())
+            .send_request(
+                now,
+                peer,
+                transport,
+                method,
+                branch.as_bytes(),
+                buf.freeze(),
+            )
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
         let usage = match method {

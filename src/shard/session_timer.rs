@@ -481,8 +481,9 @@ impl Shard {
     /// An offerless UPDATE with the timer's headers (RFC 4028 §7.4, RFC 3311).
     fn send_update_refresh(&mut self, now: Instant, index: u32) -> Result<(), ()> {
         let (se, min) = self.refresh_request_headers(index).ok_or(())?;
-        let (via, branch) = self.via();
-        let contact = self.contact();
+        let transport = self.dialog_transport(index);
+        let (via, branch) = self.via(transport);
+        let contact = self.contact(self.dialog_transport(index));
         let entry = self.entry_mut(index).ok_or(())?;
         let mut headers: Vec<(&str, &[u8])> =
             vec![("Session-Expires", se.as_bytes()), ("Supported", TAG_TIMER)];
@@ -497,7 +498,14 @@ impl Shard {
         let peer = entry.dialog.peer;
         let txn = self
             .txn
-            .send_request(now, peer, false, b"UPDATE", branch.as_bytes(), buf.freeze())
+            .send_request(
+                now,
+                peer,
+                transport,
+                b"UPDATE",
+                branch.as_bytes(),
+                buf.freeze(),
+            )
             .map_err(drop)?;
         let r = self.slot_ref(index);
         self.requests.insert(txn, (r, super::Usage::Refresh));
@@ -585,7 +593,7 @@ impl Shard {
         else {
             return false;
         };
-        let contact = self.contact();
+        let contact = self.contact(self.dialog_transport(index));
         let mut pairs = headers.pairs();
         pairs.push(("Contact", &contact));
         self.respond(
@@ -680,7 +688,8 @@ impl Shard {
             return false;
         }
         let seq = cseq.seq + 1;
-        let (via, branch) = self.via();
+        let transport = self.dialog_transport(index);
+        let (via, branch) = self.via(transport);
         let mut buf = BytesMut::with_capacity(request.len() + 64);
         let mut b = RequestBuilder::new(&mut buf, b"INVITE", uri);
         let cseq_value = format!("{seq} INVITE");
@@ -711,7 +720,7 @@ impl Shard {
         let Ok(new_txn) = self.txn.send_request(
             now,
             peer,
-            false,
+            transport,
             b"INVITE",
             branch.as_bytes(),
             invite.clone(),

@@ -75,7 +75,8 @@ impl Shard {
             None => Bytes::copy_from_slice(self.owned_call_id().as_bytes()),
         };
         let tag = self.ids.tag();
-        let (via, branch) = self.via();
+        let transport = super::uri_transport(&r.request_uri);
+        let (via, branch) = self.via(transport);
         let local = dialog::with_tag(&r.from, tag.as_bytes());
         let mut cseq = format!("{} ", r.cseq).into_bytes();
         cseq.extend_from_slice(&r.method);
@@ -96,7 +97,7 @@ impl Shard {
             .send_request(
                 now,
                 r.destination,
-                false,
+                transport,
                 &r.method,
                 branch.as_bytes(),
                 buf.freeze(),

@@ -222,6 +222,7 @@ impl Shard {
         let made = match (dialog::contact_uri(&request), request.from_tag()) {
             (Some(target), Ok(Some(remote_tag))) => {
                 super::uas::uas_dialog(&request, tag.as_bytes(), remote_tag, target, from)
+                    .map(|d| d.with_transport(self.txn.server_transport(txn)))
             }
             _ => None,
         };

@@ -35,8 +35,9 @@ impl Shard {
         self.admit_own_dialog()?;
         let call_id = self.owned_call_id();
         let tag = self.ids.tag();
-        let (via, branch) = self.via();
-        let contact = self.contact();
+        let transport = super::uri_transport(call.request_uri);
+        let (via, branch) = self.via(transport);
+        let contact = self.contact(transport);
         let local = dialog::with_tag(call.from, tag.as_bytes());
         let mut buf = BytesMut::with_capacity(512 + call.sdp.len());
         let mut b = RequestBuilder::new(&mut buf, b"INVITE", call.request_uri);
@@ -99,7 +100,7 @@ impl Shard {
             .send_request(
                 now,
                 call.destination,
-                false,
+                transport,
                 b"INVITE",
                 branch.as_bytes(),
                 request.clone(),
@@ -175,13 +176,19 @@ impl Shard {
         else {
             return Err(self.wrong_state(index, "calling"));
         };
-        let (invite, request, branch, peer) = (*invite, request.clone(), *branch, dialog.peer);
+        let (invite, request, branch, peer, transport) = (
+            *invite,
+            request.clone(),
+            *branch,
+            dialog.peer,
+            dialog.transport,
+        );
         let cancel = build_cancel(&request).ok_or(DialogError::InvalidDialogState {
             current: "calling",
             expected: "a parseable INVITE",
         })?;
         self.txn
-            .send_request(now, peer, false, b"CANCEL", branch.as_bytes(), cancel)
+            .send_request(now, peer, transport, b"CANCEL", branch.as_bytes(), cancel)
             .map_err(DialogError::TransactionError)?;
         // §9.1: no final response 64·T1 after the CANCEL ends the INVITE transaction.
         self.txn.cancel_sent(now, invite);
@@ -431,7 +438,8 @@ impl Shard {
     /// A 2xx confirms the dialog at `index`: the ACK goes out (§13.2.2.4) and, when
     /// `announce`, the application hears CallAnswered.
     fn confirm(&mut self, index: u32, response: &Message, announce: bool) {
-        let (via, _) = self.via();
+        let transport = self.dialog_transport(index);
+        let (via, _) = self.via(transport);
         let Some(e) = self.entry_mut(index) else {
             return;
         };
@@ -454,7 +462,8 @@ impl Shard {
                 &routes,
                 e.dialog.secure,
                 e.dialog.peer,
-            );
+            )
+            .with_transport(transport);
         }
         // An ACK is a few hundred bytes: one allocation, not a doubling per header.
         let mut buf = BytesMut::with_capacity(512);
@@ -470,7 +479,7 @@ impl Shard {
         let dialog = e.dialog.id.clone();
         let call = e.call.clone().unwrap_or_else(|| dialog.clone());
         self.set_confirmed(index);
-        self.txn.send_stateless(peer, ack);
+        self.txn.send_stateless(peer, transport, ack);
         if announce {
             self.events.push_back(SessionEvent::CallAnswered {
                 dialog,
@@ -488,8 +497,8 @@ impl Shard {
             ..
         }) = self.entry_mut(index)
         {
-            let (peer, ack) = (dialog.peer, ack.clone());
-            self.txn.send_stateless(peer, ack);
+            let (peer, transport, ack) = (dialog.peer, dialog.transport, ack.clone());
+            self.txn.send_stateless(peer, transport, ack);
         }
     }
 
@@ -531,6 +540,7 @@ fn dialog_from_response(base: &Dialog, tag: &[u8], response: &Message) -> Dialog
         base.secure,
         base.peer,
     )
+    .with_transport(base.transport)
 }
 
 /// CANCEL for an INVITE we sent (§9.1): same Request-URI, Call-ID, To, From, CSeq number and
@@ -601,6 +611,7 @@ pub(super) fn uac_dialog(
         false,
         destination,
     )
+    .with_transport(super::uri_transport(request_uri))
 }
 
 /// What `MakeCall` carries, borrowed.

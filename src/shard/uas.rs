@@ -344,7 +344,8 @@ impl Shard {
                 remote_tag.unwrap_or_default(),
                 target,
                 from,
-            ),
+            )
+            .map(|d| d.with_transport(self.txn.server_transport(txn))),
             _ => None,
         };
         let Some(d) = made else {
@@ -561,7 +562,7 @@ impl Shard {
         let (invite, request, id) = self.incoming_parts(index)?;
         let local = id.local_tag();
         let rseq = self.next_rseq(index)?;
-        let contact = self.contact();
+        let contact = self.contact(self.dialog_transport(index));
         let rseq_text = rseq.map(|n| n.to_string()).unwrap_or_default();
         let all: [(&str, &[u8]); 3] = [
             ("Contact", &contact),
@@ -625,7 +626,7 @@ impl Shard {
         local: &[u8],
         sdp: &Bytes,
     ) -> Result<(), DialogError> {
-        let contact = self.contact();
+        let contact = self.contact(self.dialog_transport(index));
         let both: [(&str, &[u8]); 2] =
             [("Contact", &contact), ("Content-Type", b"application/sdp")];
         let mut headers = if sdp.is_empty() {
@@ -819,7 +820,8 @@ impl Shard {
         index: u32,
         reason: TerminationReason,
     ) -> Result<(), DialogError> {
-        let (via, branch) = self.via();
+        let transport = self.dialog_transport(index);
+        let (via, branch) = self.via(transport);
         let Some(entry) = self.entry_mut(index) else {
             return Err(DialogError::DialogNotFound);
         };
@@ -836,7 +838,14 @@ impl Shard {
         entry.phase = Phase::Terminating { reason, ack };
         let txn = self
             .txn
-            .send_request(now, peer, false, b"BYE", branch.as_bytes(), buf.freeze())
+            .send_request(
+                now,
+                peer,
+                transport,
+                b"BYE",
+                branch.as_bytes(),
+                buf.freeze(),
+            )
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
         self.by_client_txn.insert(txn, r);

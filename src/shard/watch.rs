@@ -135,8 +135,9 @@ impl Shard {
         cseq: u32,
         expires: u32,
     ) -> Result<ClientTxnId, DialogError> {
-        let (via, branch) = self.via();
-        let contact = self.contact();
+        let transport = super::uri_transport(&new.request_uri);
+        let (via, branch) = self.via(transport);
+        let contact = self.contact(transport);
         let (expires, cseq) = (expires.to_string(), format!("{cseq} SUBSCRIBE"));
         let mut buf = BytesMut::with_capacity(512 + new.body.len());
         let mut b = RequestBuilder::new(&mut buf, b"SUBSCRIBE", &new.request_uri);
@@ -159,7 +160,7 @@ impl Shard {
             .send_request(
                 now,
                 new.destination,
-                false,
+                transport,
                 b"SUBSCRIBE",
                 branch.as_bytes(),
                 buf.freeze(),
@@ -295,7 +296,8 @@ impl Shard {
             &routes,
             base.secure,
             notify_source.unwrap_or(base.peer),
-        );
+        )
+        .with_transport(base.transport);
         if base.id.remote_tag().is_empty() {
             self.replace_dialog(index, d);
             self.set_confirmed(index);

@@ -6,8 +6,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ClientTxnId, Retransmit, SlotId, State, Transaction, TransactionLayer, TxnError, TxnEvent,
-    TxnId, key,
+    ClientTxnId, Retransmit, SlotId, State, Transaction, TransactionLayer, Transport, TxnError,
+    TxnEvent, TxnId, key,
 };
 use crate::message::{HeaderName, Message, Method, RequestBuilder};
 use crate::timer::TimerHandle;
@@ -86,7 +86,7 @@ impl TransactionLayer {
         &mut self,
         now: Instant,
         destination: SocketAddr,
-        reliable: bool,
+        transport: Transport,
         method: &[u8],
         branch: &[u8],
         request: Bytes,
@@ -113,10 +113,10 @@ impl TransactionLayer {
                 request: request.clone(),
                 state: State::ClientInvite(ClientInvite::Proceeding),
             },
-            reliable,
+            transport,
         );
         self.stats.client_created += 1;
-        self.transmit(destination, request);
+        self.transmit(id, destination, request);
         let timeout = self.set_timer(
             now,
             id,
@@ -127,14 +127,17 @@ impl TransactionLayer {
             },
             self.config.timeout(),
         );
-        let retransmit = self.config.first_retransmit(reliable).map(|interval| {
-            let name = if kind == Method::Invite {
-                TimerName::A
-            } else {
-                TimerName::E
-            };
-            Retransmit::new(self.set_timer(now, id, name, interval), interval)
-        });
+        let retransmit = self
+            .config
+            .first_retransmit(transport.is_reliable())
+            .map(|interval| {
+                let name = if kind == Method::Invite {
+                    TimerName::A
+                } else {
+                    TimerName::E
+                };
+                Retransmit::new(self.set_timer(now, id, name, interval), interval)
+            });
         let state = if kind == Method::Invite {
             State::ClientInvite(ClientInvite::Calling {
                 retransmit,
@@ -253,7 +256,7 @@ impl TransactionLayer {
                     _ => {
                         let ack = build_ack(&request, &response);
                         if let Some(ack) = &ack {
-                            self.transmit(peer, ack.clone());
+                            self.transmit(id, peer, ack.clone());
                         }
                         let d = self.config.d(reliable);
                         self.events.push_back(TxnEvent::Response {
@@ -284,7 +287,7 @@ impl TransactionLayer {
                 let (peer, ack) = (txn.peer, ack.clone());
                 self.stats.responses_absorbed += 1;
                 if code >= 300 && !ack.is_empty() {
-                    self.transmit(peer, ack);
+                    self.transmit(id, peer, ack);
                 }
             }
             ClientInvite::Accepted { .. } => {

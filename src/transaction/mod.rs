@@ -36,13 +36,54 @@ pub use config::{TimerConfig, TimerName};
 use client::{ClientInvite, ClientNonInvite};
 use server::{ServerInvite, ServerNonInvite};
 
-/// A datagram to send.
+/// A message to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     /// Where to.
     pub destination: SocketAddr,
     /// The bytes (usually a zero-copy handle on a message built or received earlier).
     pub payload: Bytes,
+    /// Over what: a datagram, or the stream connection to `destination` (the one the
+    /// request came in on, for a response: §18.2.2).
+    pub transport: Transport,
+}
+
+/// The transports sipshard speaks (RFC 3261 §18: UDP and TCP). Reliable transports get no
+/// retransmission timers and zero-length wait states (§17).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Datagrams: the transaction layer retransmits.
+    #[default]
+    Udp,
+    /// A stream connection: reliable, messages framed by Content-Length (§18.3).
+    Tcp,
+}
+
+impl Transport {
+    /// True for stream transports (§17: Timers A, E and G off; D, I, J and K zero).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+
+    /// The transport token of a Via's sent-protocol and of a URI's `transport` parameter.
+    pub fn token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// The transport a URI's `transport` parameter value names, if sipshard speaks it.
+    pub fn from_token(token: &[u8]) -> Option<Transport> {
+        if token.eq_ignore_ascii_case(b"udp") {
+            Some(Transport::Udp)
+        } else if token.eq_ignore_ascii_case(b"tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
+        }
+    }
 }
 
 /// A slab position plus generation: a stale id never reaches a newer transaction.
@@ -263,9 +304,9 @@ struct Transaction {
 
 struct Slot {
     generation: u32,
-    /// The transaction's transport is reliable (kept here, beside the generation, where it
-    /// fills padding: 8 bytes less per transaction than inside it).
-    reliable: bool,
+    /// The transaction's transport (kept here, beside the generation, where it fills
+    /// padding: 8 bytes less per transaction than inside it).
+    transport: Transport,
     txn: Option<Transaction>,
 }
 
@@ -370,11 +411,22 @@ impl TransactionLayer {
         self.timers.next_deadline()
     }
 
-    /// Sends a datagram outside any transaction (the ACK to a 2xx, a stateless 400).
-    pub fn send_stateless(&mut self, destination: SocketAddr, payload: Bytes) {
+    /// The transport the request of a server transaction came over (UDP once it is gone).
+    pub fn server_transport(&self, txn: ServerTxnId) -> Transport {
+        self.transport(txn.0)
+    }
+
+    /// Sends a message outside any transaction (the ACK to a 2xx, a stateless 400).
+    pub fn send_stateless(
+        &mut self,
+        destination: SocketAddr,
+        transport: Transport,
+        payload: Bytes,
+    ) {
         self.transmits.push_back(Transmit {
             destination,
             payload,
+            transport,
         });
     }
 
@@ -425,13 +477,13 @@ impl TransactionLayer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        reliable: bool,
+        transport: Transport,
         request: Message,
     ) -> Result<(), ParseError> {
         match request.method() {
             Some(Method::Ack) => self.on_ack(now, from, request),
-            Some(Method::Cancel) => self.on_cancel(now, from, reliable, request),
-            _ => self.on_request(now, from, reliable, request),
+            Some(Method::Cancel) => self.on_cancel(now, from, transport, request),
+            _ => self.on_request(now, from, transport, request),
         }
     }
 
@@ -504,9 +556,15 @@ impl TransactionLayer {
 
     /// Whether the transaction's transport is reliable.
     fn reliable(&self, id: SlotId) -> bool {
+        self.transport(id).is_reliable()
+    }
+
+    /// The transaction's transport.
+    fn transport(&self, id: SlotId) -> Transport {
         self.slots
             .get(id.index as usize)
-            .is_some_and(|s| s.reliable)
+            .filter(|s| s.generation == id.generation)
+            .map_or(Transport::Udp, |s| s.transport)
     }
 
     fn get_mut(&mut self, id: SlotId) -> Option<&mut Transaction> {
@@ -573,7 +631,7 @@ impl TransactionLayer {
         } else {
             self.stats.request_retransmissions += 1;
         }
-        self.transmit(peer, payload);
+        self.transmit(id, peer, payload);
     }
 
     /// The slab index of the transaction with this key.
@@ -592,19 +650,19 @@ impl TransactionLayer {
     }
 
     /// Inserts a transaction under its key (which the caller checked is not taken).
-    fn insert(&mut self, txn: Transaction, reliable: bool) -> SlotId {
+    fn insert(&mut self, txn: Transaction, transport: Transport) -> SlotId {
         let hash = self.hasher.hash_one(txn.key.as_bytes());
-        self.insert_hashed(hash, txn, reliable)
+        self.insert_hashed(hash, txn, transport)
     }
 
     /// Inserts a transaction whose key hashes to `hash`.
-    fn insert_hashed(&mut self, hash: u64, txn: Transaction, reliable: bool) -> SlotId {
+    fn insert_hashed(&mut self, hash: u64, txn: Transaction, transport: Transport) -> SlotId {
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
                 self.slots.push(Slot {
                     generation: 0,
-                    reliable: false,
+                    transport: Transport::Udp,
                     txn: None,
                 });
                 (self.slots.len() - 1) as u32
@@ -612,7 +670,7 @@ impl TransactionLayer {
         };
         let slot = &mut self.slots[index as usize];
         slot.txn = Some(txn);
-        slot.reliable = reliable;
+        slot.transport = transport;
         let id = SlotId {
             index,
             generation: slot.generation,
@@ -638,10 +696,13 @@ impl TransactionLayer {
         }
     }
 
-    fn transmit(&mut self, destination: SocketAddr, payload: Bytes) {
+    /// Sends `payload` to `destination` over the transport of the transaction `id`.
+    fn transmit(&mut self, id: SlotId, destination: SocketAddr, payload: Bytes) {
+        let transport = self.transport(id);
         self.transmits.push_back(Transmit {
             destination,
             payload,
+            transport,
         });
     }
 

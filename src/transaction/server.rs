@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::key::KeyMethod;
 use super::{
-    Retransmit, ServerTxnId, SlotId, State, Transaction, TransactionLayer, TxnError, TxnEvent,
-    TxnId,
+    Retransmit, ServerTxnId, SlotId, State, Transaction, TransactionLayer, Transport, TxnError,
+    TxnEvent, TxnId,
 };
 use crate::message::{Message, Method, ParseError, ResponseBuilder, ViaKey};
 use crate::timer::TimerHandle;
@@ -89,11 +89,11 @@ impl ServerNonInvite {
     }
 }
 
-/// Where responses to this request go: back to the source when the top Via asks for it with
-/// rport (RFC 3581), else to the source address (the `received` of §18.2.1) at the sent-by
-/// port (§18.2.2).
-fn response_destination(via: &ViaKey<'_>, from: SocketAddr) -> SocketAddr {
-    if via.rport {
+/// Where responses to this request go: over a stream, back on the connection it came in on
+/// (§18.2.2); on UDP, back to the source when the top Via asks for it with rport (RFC 3581),
+/// else to the source address (the `received` of §18.2.1) at the sent-by port (§18.2.2).
+fn response_destination(via: &ViaKey<'_>, from: SocketAddr, transport: Transport) -> SocketAddr {
+    if via.rport || transport.is_reliable() {
         from
     } else {
         SocketAddr::new(from.ip(), via.port.unwrap_or(5060))
@@ -106,7 +106,7 @@ impl TransactionLayer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        reliable: bool,
+        transport: Transport,
         request: Message,
     ) -> Result<(), ParseError> {
         let via = request.top_via_key()?;
@@ -117,7 +117,7 @@ impl TransactionLayer {
             return Ok(());
         }
         let key = super::Key::new(&self.scratch);
-        let peer = response_destination(&via, from);
+        let peer = response_destination(&via, from, transport);
         let is_invite = request.method() == Some(Method::Invite);
         let state = if is_invite {
             State::ServerInvite(ServerInvite::Proceeding {
@@ -142,7 +142,7 @@ impl TransactionLayer {
                 },
                 state,
             },
-            reliable,
+            transport,
         );
         self.stats.server_created += 1;
         if is_invite {
@@ -193,7 +193,7 @@ impl TransactionLayer {
         if let Some(bytes) = resend {
             let peer = txn.peer;
             self.stats.response_retransmissions += 1;
-            self.transmit(peer, bytes);
+            self.transmit(id, peer, bytes);
         }
     }
 
@@ -246,7 +246,7 @@ impl TransactionLayer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        reliable: bool,
+        transport: Transport,
         request: Message,
     ) -> Result<(), ParseError> {
         let via = request.top_via_key()?;
@@ -262,7 +262,7 @@ impl TransactionLayer {
         });
         let before = self.stats.server_created;
         // Created like any non-INVITE request; the Request event is rewritten as Cancel.
-        self.on_request(now, from, reliable, request)?;
+        self.on_request(now, from, transport, request)?;
         if self.stats.server_created != before
             && let Some(TxnEvent::Request { txn, request, from }) = self.events.pop_back()
         {
@@ -353,7 +353,7 @@ impl TransactionLayer {
                         self.cancel(deadline);
                         let j = self.config.j(reliable);
                         if j.is_zero() {
-                            self.transmit(peer, response);
+                            self.transmit(id, peer, response);
                             self.terminate(id);
                             return Ok(());
                         }
@@ -376,7 +376,7 @@ impl TransactionLayer {
                 return Err(TxnError::UnknownTransaction);
             }
         }
-        self.transmit(peer, response);
+        self.transmit(id, peer, response);
         Ok(())
     }
 
@@ -413,7 +413,7 @@ impl TransactionLayer {
                         {
                             *provisional = Some(bytes.clone());
                         }
-                        self.transmit(peer, bytes);
+                        self.transmit(id, peer, bytes);
                     }
                 }
             }
