@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::tcp::listen_shared;
 use super::udp::bind_shared;
 use super::worker::{Inbound, ShardHandle, Waker, Worker};
 use super::{DialogStats, RuntimeConfig, SessionCoordinationEvent, ShardReport, StopPolicy};
@@ -79,19 +80,7 @@ impl DialogManager {
             n => n,
         };
         let transport = |e: std::io::Error| DialogError::Transport(e.to_string());
-        // SO_REUSEPORT would let us share a port with another process (the kernel would
-        // split the traffic between us): make sure nobody holds it first.
-        if self.config.listen.port() != 0 {
-            drop(std::net::UdpSocket::bind(self.config.listen).map_err(transport)?);
-        }
-        // The first socket fixes the port (when 0 was asked); the others share it.
-        let first =
-            bind_shared(self.config.listen, self.config.socket_buffer).map_err(transport)?;
-        let local_addr = first.local_addr().map_err(transport)?;
-        let mut sockets = vec![first];
-        for _ in 1..count {
-            sockets.push(bind_shared(local_addr, self.config.socket_buffer).map_err(transport)?);
-        }
+        let (sockets, listeners, local_addr) = bind_all(&self.config, count).map_err(transport)?;
         let advertised = self.config.advertised.unwrap_or(local_addr);
         let mut handles = Vec::with_capacity(count);
         let mut receivers = Vec::with_capacity(count);
@@ -109,7 +98,22 @@ impl DialogManager {
         let now = Instant::now();
         let mut threads = Vec::with_capacity(count);
         let stopped = Arc::new(AtomicUsize::new(0));
+        let mut listeners = listeners.into_iter();
         for (index, (socket, inbound)) in sockets.into_iter().zip(receivers).enumerate() {
+            let tcp = match listeners.next() {
+                Some(listener) => Some(
+                    super::tcp::TcpSide::new(
+                        listener,
+                        super::tcp::TcpSettings {
+                            idle_after: self.config.tcp_idle,
+                            max_connections: self.config.tcp_max_connections,
+                        },
+                        now,
+                    )
+                    .map_err(transport)?,
+                ),
+                None => None,
+            };
             let mut shard_config = self.config.shard.clone();
             shard_config.local_addr = advertised;
             shard_config.owner = Some(ShardOwner { index, count });
@@ -126,6 +130,8 @@ impl DialogManager {
                 coalesce: self.config.coalesce,
                 backlog: super::worker::ReceiveBacklog::new(self.config.overload_after),
                 stopped: stopped.clone(),
+                tcp,
+                stream_routes: ahash::HashMap::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("sipshard-{index}"))
@@ -613,6 +619,54 @@ fn angle(value: &str) -> Vec<u8> {
     } else {
         format!("<{}>", value.trim()).into_bytes()
     }
+}
+
+/// Binds a UDP socket per shard on `config.listen` and, with TCP on, a TCP listener per
+/// shard on the same port; returns them and the address they share.
+fn bind_all(
+    config: &RuntimeConfig,
+    count: usize,
+) -> std::io::Result<(
+    Vec<std::net::UdpSocket>,
+    Vec<std::net::TcpListener>,
+    SocketAddr,
+)> {
+    let listen = config.listen;
+    // SO_REUSEPORT would let us share a port with another process (the kernel would split
+    // the traffic between us): make sure nobody holds it first.
+    if listen.port() != 0 {
+        drop(std::net::UdpSocket::bind(listen)?);
+        if config.tcp {
+            drop(std::net::TcpListener::bind(listen)?);
+        }
+    }
+    // Port 0: the first UDP socket picks the port, whose TCP twin may be taken; then the
+    // next free UDP port is tried.
+    let attempts = if listen.port() == 0 { 16 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let first = bind_shared(listen, config.socket_buffer)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = Vec::new();
+        if config.tcp {
+            let bound: std::io::Result<Vec<_>> =
+                (0..count).map(|_| listen_shared(local_addr)).collect();
+            match bound {
+                Ok(l) => listeners = l,
+                Err(e) => {
+                    last_error = Some(e);
+                    continue;
+                }
+            }
+        }
+        let mut sockets = vec![first];
+        for _ in 1..count {
+            sockets.push(bind_shared(local_addr, config.socket_buffer)?);
+        }
+        return Ok((sockets, listeners, local_addr));
+    }
+    Err(last_error
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port")))
 }
 
 #[cfg(test)]

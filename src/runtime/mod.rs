@@ -21,6 +21,7 @@
 //! the shards'; it must not parse beyond the Call-ID scan, nor build SIP messages.
 
 mod manager;
+mod tcp;
 mod udp;
 mod worker;
 
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use manager::DialogManager;
+pub use tcp::TcpStats;
 
 use crate::shard::{SessionEvent, ShardConfig, ShardStats};
 use crate::transaction::ServerTxnId;
@@ -38,9 +40,16 @@ use crate::transaction::ServerTxnId;
 /// Settings of a [`DialogManager`].
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Where to listen (UDP). Port 0 picks a free port; [`DialogManager::local_addr`]
-    /// tells which.
+    /// Where to listen (UDP, and TCP on the same port unless `tcp` is off). Port 0 picks a
+    /// free port; [`DialogManager::local_addr`] tells which.
     pub listen: SocketAddr,
+    /// Listen on TCP too and send over it (RFC 3261 §18: every element MUST speak UDP
+    /// and TCP). Each shard thread has its own listener and connections.
+    pub tcp: bool,
+    /// A TCP connection with no traffic either way for this long is closed.
+    pub tcp_idle: Duration,
+    /// Most TCP connections per shard thread.
+    pub tcp_max_connections: usize,
     /// Shard threads; 0 means one per available core.
     pub shards: usize,
     /// The address put in Via and Contact, when it differs from `listen` (a wildcard
@@ -79,6 +88,9 @@ impl RuntimeConfig {
             socket_buffer: 8 << 20,
             coalesce: Duration::ZERO,
             overload_after: Duration::from_millis(100),
+            tcp: true,
+            tcp_idle: Duration::from_secs(300),
+            tcp_max_connections: 16_384,
         }
     }
 }
@@ -285,6 +297,10 @@ pub struct IoStats {
     pub receive_overloads: u64,
     /// Wake-ups that needed an eventfd write (the shard was asleep).
     pub eventfd_wakes: u64,
+    /// The TCP side's counters.
+    pub tcp: TcpStats,
+    /// Open TCP connections (a gauge, at snapshot time).
+    pub tcp_connections: u64,
 }
 
 impl IoStats {
@@ -308,6 +324,8 @@ impl IoStats {
         self.dialogs_abandoned += o.dialogs_abandoned;
         self.receive_overloads += o.receive_overloads;
         self.eventfd_wakes += o.eventfd_wakes;
+        self.tcp.merge(&o.tcp);
+        self.tcp_connections += o.tcp_connections;
     }
 }
 

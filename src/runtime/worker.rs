@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use super::tcp::TcpSide;
 use super::udp::{BatchReceiver, BatchSender, Received};
 use super::{AppMode, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy};
 use crate::dialog::DialogId;
@@ -25,7 +26,7 @@ use crate::shard::{
     Admission, CommandOutcome, DialogCommand, DialogError, SessionEvent, Shard, shard_for_datagram,
 };
 use crate::timer::TimerWheel;
-use crate::transaction::Transmit;
+use crate::transaction::{Transmit, Transport};
 
 /// How a command's answer comes back to the async caller.
 pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<CommandOutcome, DialogError>>;
@@ -34,6 +35,14 @@ pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<CommandOutcome, Dial
 pub(crate) enum Inbound {
     /// Datagrams another shard's socket received for our Call-IDs.
     Datagrams(Vec<(SocketAddr, Bytes)>),
+    /// Messages a connection of shard `owner` carried for our Call-IDs: what we send back
+    /// to those peers goes out through that shard.
+    Stream {
+        owner: usize,
+        messages: Vec<(SocketAddr, Bytes)>,
+    },
+    /// Messages for connections this shard holds (another shard's dialogs reply over them).
+    StreamSend(Vec<Transmit>),
     /// A command from the application (boxed: commands are rare next to datagrams, and
     /// this keeps every queue slot small).
     Command(Box<DialogCommand>, Reply),
@@ -114,7 +123,16 @@ pub(crate) struct Worker {
     /// keeps answering new INVITEs 503 and handing datagrams over, so no Call-ID loses its
     /// owner while another shard still has calls. Touched only while stopping.
     pub(crate) stopped: Arc<AtomicUsize>,
+    /// This thread's TCP listener and connections (none when TCP is off).
+    pub(crate) tcp: Option<TcpSide>,
+    /// Which shard holds the connection to a peer whose messages another shard handed us:
+    /// our replies to it go there. A cache, cleared when it grows past
+    /// [`STREAM_ROUTES_MAX`]; a stale entry only makes that shard open a new connection.
+    pub(crate) stream_routes: ahash::HashMap<SocketAddr, usize>,
 }
+
+/// Most remembered stream routes before the cache is cleared.
+const STREAM_ROUTES_MAX: usize = 65_536;
 
 /// Per-thread state of the loop.
 struct Round {
@@ -122,6 +140,11 @@ struct Round {
     tx: BatchSender,
     received: Received,
     outboxes: Vec<Vec<(SocketAddr, Bytes)>>,
+    /// Messages framed out of this thread's connections, then per owning shard.
+    stream_in: Vec<(SocketAddr, Bytes)>,
+    stream_outboxes: Vec<Vec<(SocketAddr, Bytes)>>,
+    /// Stream transmits for connections other shards hold, per shard.
+    stream_sends: Vec<Vec<Transmit>>,
     transmits: Vec<Transmit>,
     events: Vec<SessionCoordinationEvent>,
     /// Event batches the application's channel had no room for, oldest first.
@@ -181,6 +204,9 @@ impl Worker {
                 truncated: 0,
             },
             outboxes: (0..self.peers.len()).map(|_| Vec::new()).collect(),
+            stream_in: Vec::new(),
+            stream_outboxes: (0..self.peers.len()).map(|_| Vec::new()).collect(),
+            stream_sends: (0..self.peers.len()).map(|_| Vec::new()).collect(),
             transmits: Vec::with_capacity(256),
             events: Vec::new(),
             backlog: VecDeque::new(),
@@ -206,8 +232,9 @@ impl Worker {
                 Backlog::Ended => tracing::debug!(shard = self.index, "receive backlog drained"),
                 Backlog::Steady => {}
             }
+            let streamed = self.receive_streams(now, &mut round);
             let (inbound, took) = self.take_inbound(now, &mut round);
-            let worked = took || round.io.datagrams_received != received;
+            let worked = took || streamed || round.io.datagrams_received != received;
             self.fire_timers(now, &mut round);
             self.poll_app(now, &mut round);
             self.pass_events(now, &mut round);
@@ -246,11 +273,18 @@ impl Worker {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&self.socket, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
         epoll.add(&self.waker.fd, EpollEvent::new(EpollFlags::EPOLLIN, 1))?;
+        if let Some(tcp) = &self.tcp {
+            epoll.add(&tcp.epoll().0, EpollEvent::new(EpollFlags::EPOLLIN, 2))?;
+        }
         Ok(epoll)
     }
 
     fn report(&self, io: &IoStats) -> ShardReport {
         let mut io = *io;
+        if let Some(tcp) = &self.tcp {
+            io.tcp = tcp.stats;
+            io.tcp_connections = tcp.len() as u64;
+        }
         io.eventfd_wakes = self.waker.writes.load(Ordering::Relaxed);
         ShardReport {
             shard: self.index,
@@ -309,6 +343,46 @@ impl Worker {
         full
     }
 
+    /// Reads this thread's TCP connections: messages whose Call-ID hashes here are handled,
+    /// the others go to their shard in one queue message each. True if any came.
+    fn receive_streams(&mut self, now: Instant, round: &mut Round) -> bool {
+        let Some(tcp) = &mut self.tcp else {
+            return false;
+        };
+        tcp.poll(now, &mut round.stream_in);
+        if round.stream_in.is_empty() {
+            return false;
+        }
+        let shards = self.peers.len();
+        for (from, message) in round.stream_in.drain(..) {
+            let owner = shard_for_datagram(&message, shards).unwrap_or(self.index);
+            if owner == self.index {
+                self.shard
+                    .handle_message(now, from, Transport::Tcp, message);
+            } else {
+                round.stream_outboxes[owner].push((from, message));
+            }
+        }
+        for (owner, outbox) in round.stream_outboxes.iter_mut().enumerate() {
+            if outbox.is_empty() {
+                continue;
+            }
+            let count = outbox.len() as u64;
+            let messages = std::mem::take(outbox);
+            let handover = Inbound::Stream {
+                owner: self.index,
+                messages,
+            };
+            match self.peers[owner].try_send(handover) {
+                Ok(()) => round.io.handed_over += count,
+                // The peer's TCP retransmits nothing: its transaction times out, as over
+                // UDP when a datagram is lost.
+                Err(_) => round.io.handover_drops += count,
+            }
+        }
+        true
+    }
+
     /// Takes handed-over datagrams and commands; (the queue had more, took any).
     fn take_inbound(&mut self, now: Instant, round: &mut Round) -> (bool, bool) {
         for taken in 0..INBOUND_PER_ROUND {
@@ -316,6 +390,23 @@ impl Worker {
                 Ok(Inbound::Datagrams(batch)) => {
                     for (from, datagram) in batch {
                         self.shard.handle_datagram(now, from, datagram);
+                    }
+                }
+                Ok(Inbound::Stream { owner, messages }) => {
+                    if self.stream_routes.len() >= STREAM_ROUTES_MAX {
+                        self.stream_routes.clear();
+                    }
+                    for (from, message) in messages {
+                        self.stream_routes.insert(from, owner);
+                        self.shard
+                            .handle_message(now, from, Transport::Tcp, message);
+                    }
+                }
+                Ok(Inbound::StreamSend(transmits)) => {
+                    if let Some(tcp) = &mut self.tcp {
+                        for t in transmits {
+                            tcp.send(now, t.destination, t.payload);
+                        }
                     }
                 }
                 Ok(Inbound::Command(command, reply)) => {
@@ -646,8 +737,22 @@ impl Worker {
     }
 
     fn flush(&mut self, round: &mut Round) {
+        let now = Instant::now();
         while let Some(t) = self.shard.poll_transmit() {
-            round.transmits.push(t);
+            if t.transport == Transport::Udp {
+                round.transmits.push(t);
+            } else {
+                self.send_stream(now, t, round);
+            }
+        }
+        for (to, sends) in round.stream_sends.iter_mut().enumerate() {
+            if sends.is_empty() {
+                continue;
+            }
+            let batch = std::mem::take(sends);
+            if self.peers[to].try_send(Inbound::StreamSend(batch)).is_err() {
+                round.io.tcp.failures += 1;
+            }
         }
         if round.transmits.is_empty() {
             return;
@@ -656,6 +761,23 @@ impl Worker {
         round.io.send_calls += round.transmits.len().div_ceil(super::udp::BATCH) as u64;
         round.io.send_failures += round.tx.send(&self.socket, &round.transmits);
         round.transmits.clear();
+    }
+
+    /// A stream transmit: on our connection to its destination, else through the shard
+    /// whose connection carried that peer's messages to us, else on a new connection.
+    fn send_stream(&mut self, now: Instant, t: Transmit, round: &mut Round) {
+        let Some(tcp) = &mut self.tcp else {
+            round.io.tcp.failures += 1;
+            return;
+        };
+        match self.stream_routes.get(&t.destination) {
+            Some(&owner) if owner != self.index && !tcp.has(t.destination) => {
+                round.stream_sends[owner].push(t);
+            }
+            _ => {
+                tcp.send(now, t.destination, t.payload);
+            }
+        }
     }
 
     /// True when a stop is complete for every shard.
@@ -738,7 +860,7 @@ impl Worker {
             self.waker.sleeping.store(false, Ordering::Relaxed);
             return;
         }
-        let mut events = [EpollEvent::empty(); 2];
+        let mut events = [EpollEvent::empty(); 3];
         let woke = epoll.wait(&mut events, timeout);
         self.waker.sleeping.store(false, Ordering::Relaxed);
         if let Ok(n) = woke {

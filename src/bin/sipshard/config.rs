@@ -83,7 +83,10 @@ impl From<Reliable1xx> for sipshard::shard::ReliableProvisionals {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// UDP, and TCP on the same port when `tcp` is on.
     pub listen: SocketAddr,
+    /// Listen and send on TCP too (RFC 3261 §18).
+    pub tcp: bool,
     /// Address for Via/Contact when `listen` is a wildcard.
     pub advertised: Option<SocketAddr>,
     /// 0: one per core.
@@ -182,6 +185,8 @@ pub struct Limits {
     pub socket_buffer: usize,
     /// Under load, gather datagrams this long between rounds (µs; 0: wake per datagram).
     pub coalesce_us: u64,
+    /// Seconds without traffic after which a TCP connection is closed.
+    pub tcp_idle_s: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -195,6 +200,7 @@ pub struct StopSection {
 /// The embedded default: a loopback auto-answer server on 5060.
 pub const DEFAULT_TOML: &str = r#"
 listen = "127.0.0.1:5060"
+tcp = true
 shards = 0
 mode = "auto-answer"
 reliable_provisionals = "when-required"
@@ -223,6 +229,7 @@ retry_after = 5
 event_channel = 1024
 socket_buffer = 8388608
 coalesce_us = 0
+tcp_idle_s = 300
 
 [stop]
 deadline_s = 5
@@ -234,6 +241,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            tcp: true,
             advertised: None,
             shards: 0,
             mode: Mode::AutoAnswer,
@@ -279,6 +287,7 @@ impl Default for Limits {
             event_channel: 1024,
             socket_buffer: 8 << 20,
             coalesce_us: 0,
+            tcp_idle_s: 300,
         }
     }
 }

@@ -100,6 +100,9 @@ struct ServeArgs {
     /// Under load, gather datagrams this long between rounds (µs; 0: wake per datagram).
     #[arg(long)]
     coalesce_us: Option<u64>,
+    /// UDP only: no TCP listener, no TCP connections.
+    #[arg(long)]
+    no_tcp: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -203,6 +206,9 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.coalesce_us {
         c.limits.coalesce_us = v;
     }
+    if args.no_tcp {
+        c.tcp = false;
+    }
     Ok(c)
 }
 
@@ -212,6 +218,8 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
     r.advertised = c.advertised;
     r.socket_buffer = c.limits.socket_buffer;
     r.coalesce = Duration::from_micros(c.limits.coalesce_us);
+    r.tcp = c.tcp;
+    r.tcp_idle = Duration::from_secs(c.limits.tcp_idle_s.max(1));
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.retry_after = c.limits.retry_after;
     r.shard.reliable_provisionals = c.reliable_provisionals.into();
@@ -255,8 +263,13 @@ async fn serve(c: Config) -> Result<(), String> {
         .local_addr()
         .ok_or_else(|| "manager did not start".to_owned())?;
     // Scripts and tests read this line to learn the port.
+    let tcp = if c.tcp {
+        format!(" tcp:{local}")
+    } else {
+        String::new()
+    };
     println!(
-        "sipshard listening on udp:{local} shards={} mode={:?}",
+        "sipshard listening on udp:{local}{tcp} shards={} mode={:?}",
         manager.shard_count(),
         c.mode
     );

@@ -250,6 +250,31 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         &mut per_shard(&|r| r.io.receive_overloads).into_iter(),
     );
     family(
+        "sipshard_tcp_connections",
+        "gauge",
+        "Open TCP connections.",
+        &mut per_shard(&|r| r.io.tcp_connections).into_iter(),
+    );
+    family(
+        "sipshard_tcp_events_total",
+        "counter",
+        "TCP connections and messages, by event.",
+        &mut stats.shards.iter().flat_map(|r| {
+            let t = &r.io.tcp;
+            [
+                ("accepted", t.accepted),
+                ("connected", t.connected),
+                ("closed", t.closed),
+                ("framing_error", t.framing_errors),
+                ("failure", t.failures),
+                ("message_in", t.messages_in),
+                ("message_out", t.messages_out),
+                ("keepalive", t.pings),
+            ]
+            .map(|(k, v)| (format!("shard=\"{}\",event=\"{k}\"", r.shard), v))
+        }),
+    );
+    family(
         "sipshard_event_channel_full_total",
         "counter",
         "Times the application's event channel was full.",

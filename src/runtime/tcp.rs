@@ -1,0 +1,613 @@
+//! TCP for one shard thread (RFC 3261 §18): its own `SO_REUSEPORT` listener on the UDP
+//! port (the kernel spreads new connections over the shards' listeners), the connections
+//! it accepted or opened, and their buffers.
+//!
+//! # What it owns, what it may not touch
+//! Sockets and bytes. Messages are cut out of each stream by
+//! [`next_frame`](crate::message::next_frame) and handed up whole with the peer's
+//! address; transmits are queued on the connection to their destination, which is opened
+//! when there is none (non-blocking connect). It knows nothing else of SIP, and nothing of
+//! shards: the worker decides which thread handles a message and which sends a transmit.
+//!
+//! Readiness comes from an epoll instance of its own, level-triggered, which the worker
+//! registers in its own epoll (an epoll fd is pollable) so that a sleeping shard wakes on
+//! TCP traffic too; each round polls it without waiting.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::message::{Frame, next_frame};
+
+/// Largest message accepted on a stream (the UDP maximum: what one datagram could carry).
+pub(crate) const MAX_MESSAGE: usize = 65_535;
+/// Readiness events taken per poll.
+const EVENTS: usize = 64;
+/// Connections accepted per poll, so that a flood of them cannot starve the rest.
+const ACCEPTS_PER_POLL: usize = 64;
+/// Bytes read from one connection per poll (the rest waits for the next round).
+const READ_PER_POLL: usize = 256 * 1024;
+/// Most bytes queued for one connection before it counts as stuck and is closed.
+const MAX_QUEUED: usize = 4 << 20;
+/// How often idle connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Epoll token of the listener; connection `i` has `i + 1`.
+const LISTENER: u64 = 0;
+
+/// Settings of the shards' TCP side.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TcpSettings {
+    /// A connection with no traffic either way for this long is closed.
+    pub(crate) idle_after: Duration,
+    /// Most connections per shard thread; more are refused (closed on accept).
+    pub(crate) max_connections: usize,
+}
+
+/// Counters of the TCP side, kept with the thread's I/O counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections we opened.
+    pub connected: u64,
+    /// Connections closed, for any reason.
+    pub closed: u64,
+    /// Connections closed because their stream could not be framed (no Content-Length,
+    /// over the size limit).
+    pub framing_errors: u64,
+    /// Connections refused or opened in vain (connect failed, limit reached).
+    pub failures: u64,
+    /// Messages framed out of streams.
+    pub messages_in: u64,
+    /// Messages queued on connections.
+    pub messages_out: u64,
+    /// Keep-alive pings answered.
+    pub pings: u64,
+}
+
+impl TcpStats {
+    pub(crate) fn merge(&mut self, o: &TcpStats) {
+        self.accepted += o.accepted;
+        self.connected += o.connected;
+        self.closed += o.closed;
+        self.framing_errors += o.framing_errors;
+        self.failures += o.failures;
+        self.messages_in += o.messages_in;
+        self.messages_out += o.messages_out;
+        self.pings += o.pings;
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    input: BytesMut,
+    output: VecDeque<Bytes>,
+    /// Bytes of `output[0]` already written.
+    written: usize,
+    queued: usize,
+    /// A non-blocking connect not yet complete.
+    connecting: bool,
+    /// Registered for writability too (while output waits).
+    watching_writes: bool,
+    last_active: Instant,
+}
+
+/// One thread's listener and connections.
+pub(crate) struct TcpSide {
+    epoll: Epoll,
+    listener: TcpListener,
+    connections: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    by_peer: ahash::HashMap<SocketAddr, usize>,
+    settings: TcpSettings,
+    last_sweep: Instant,
+    pub(crate) stats: TcpStats,
+}
+
+/// Opens a TCP listener on `addr` that other shards may bind too (`SO_REUSEPORT`).
+pub(crate) fn listen_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+impl TcpSide {
+    pub(crate) fn new(
+        listener: TcpListener,
+        settings: TcpSettings,
+        now: Instant,
+    ) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+        Ok(TcpSide {
+            epoll,
+            listener,
+            connections: Vec::new(),
+            free: Vec::new(),
+            by_peer: ahash::HashMap::default(),
+            settings,
+            last_sweep: now,
+            stats: TcpStats::default(),
+        })
+    }
+
+    /// The epoll instance to register in the thread's own.
+    pub(crate) fn epoll(&self) -> &Epoll {
+        &self.epoll
+    }
+
+    /// True when a connection to `peer` is open (or opening) here.
+    pub(crate) fn has(&self, peer: SocketAddr) -> bool {
+        self.by_peer.contains_key(&peer)
+    }
+
+    /// Open connections.
+    pub(crate) fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Accepts, reads and writes whatever is ready, without waiting; whole messages go to
+    /// `out` with their sender.
+    pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<(SocketAddr, Bytes)>) {
+        let mut events = [EpollEvent::empty(); EVENTS];
+        let n = self
+            .epoll
+            .wait(&mut events, EpollTimeout::ZERO)
+            .unwrap_or(0);
+        for e in &events[..n] {
+            if e.data() == LISTENER {
+                self.accept(now);
+                continue;
+            }
+            let index = (e.data() - 1) as usize;
+            let flags = e.events();
+            if flags.intersects(EpollFlags::EPOLLOUT) {
+                self.writable(index, now);
+            }
+            if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
+                self.read(index, now, out);
+            }
+        }
+        if now.saturating_duration_since(self.last_sweep) >= SWEEP_EVERY {
+            self.last_sweep = now;
+            self.close_idle(now);
+        }
+    }
+
+    /// Queues `payload` for `peer`, opening a connection when there is none. False when
+    /// none could be opened (the message is lost, as a datagram would be).
+    pub(crate) fn send(&mut self, now: Instant, peer: SocketAddr, payload: Bytes) -> bool {
+        let index = match self.by_peer.get(&peer) {
+            Some(&i) => i,
+            None => match self.connect(now, peer) {
+                Some(i) => i,
+                None => {
+                    self.stats.failures += 1;
+                    return false;
+                }
+            },
+        };
+        let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
+            return false;
+        };
+        c.queued += payload.len();
+        c.output.push_back(payload);
+        self.stats.messages_out += 1;
+        if c.queued > MAX_QUEUED {
+            // The peer reads nothing: it would hold our memory forever.
+            self.close(index);
+            return false;
+        }
+        if !c.connecting {
+            self.flush(index, now);
+        }
+        true
+    }
+
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..ACCEPTS_PER_POLL {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.by_peer.len() >= self.settings.max_connections {
+                        self.stats.failures += 1;
+                        continue; // dropped: closed
+                    }
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    if let Some(old) = self.by_peer.get(&peer).copied() {
+                        self.close(old);
+                    }
+                    if self.insert(stream, peer, false, now).is_some() {
+                        self.stats.accepted += 1;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, now: Instant, peer: SocketAddr) -> Option<usize> {
+        if self.by_peer.len() >= self.settings.max_connections {
+            return None;
+        }
+        let socket =
+            Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP)).ok()?;
+        socket.set_nonblocking(true).ok()?;
+        let _ = socket.set_tcp_nodelay(true);
+        let connecting = match socket.connect(&peer.into()) {
+            Ok(()) => false,
+            Err(e)
+                if e.raw_os_error() == Some(nix::libc::EINPROGRESS)
+                    || e.kind() == ErrorKind::WouldBlock =>
+            {
+                true
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connect failed");
+                return None;
+            }
+        };
+        let index = self.insert(socket.into(), peer, connecting, now)?;
+        self.stats.connected += 1;
+        Some(index)
+    }
+
+    fn insert(
+        &mut self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        connecting: bool,
+        now: Instant,
+    ) -> Option<usize> {
+        let index = self.free.pop().unwrap_or(self.connections.len());
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if connecting {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        if let Err(e) = self
+            .epoll
+            .add(&stream, EpollEvent::new(flags, index as u64 + 1))
+        {
+            tracing::debug!(%peer, error = %e, "cannot watch connection");
+            self.free.push(index);
+            return None;
+        }
+        let c = Connection {
+            stream,
+            peer,
+            input: BytesMut::new(),
+            output: VecDeque::new(),
+            written: 0,
+            queued: 0,
+            connecting,
+            watching_writes: connecting,
+            last_active: now,
+        };
+        if index == self.connections.len() {
+            self.connections.push(Some(c));
+        } else {
+            self.connections[index] = Some(c);
+        }
+        self.by_peer.insert(peer, index);
+        Some(index)
+    }
+
+    fn close(&mut self, index: usize) {
+        let Some(c) = self.connections.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.epoll.delete(&c.stream);
+        if self.by_peer.get(&c.peer) == Some(&index) {
+            self.by_peer.remove(&c.peer);
+        }
+        self.free.push(index);
+        self.stats.closed += 1;
+    }
+
+    fn read(&mut self, index: usize, now: Instant, out: &mut Vec<(SocketAddr, Bytes)>) {
+        let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut total = 0;
+        let mut closed = false;
+        while total < READ_PER_POLL {
+            c.input.reserve(16 * 1024);
+            let start = c.input.len();
+            let spare = c.input.capacity() - start;
+            c.input.resize(start + spare, 0);
+            match c.stream.read(&mut c.input[start..]) {
+                Ok(0) => {
+                    c.input.truncate(start);
+                    closed = true;
+                    break;
+                }
+                Ok(n) => {
+                    c.input.truncate(start + n);
+                    total += n;
+                }
+                Err(e) => {
+                    c.input.truncate(start);
+                    match e.kind() {
+                        ErrorKind::WouldBlock => break,
+                        ErrorKind::Interrupted => continue,
+                        _ => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if total > 0 {
+            c.last_active = now;
+        }
+        let mut pongs = 0;
+        let mut broken = false;
+        loop {
+            match next_frame(&c.input, MAX_MESSAGE) {
+                Ok(Frame::Incomplete) => break,
+                Ok(Frame::KeepAlive(n)) => {
+                    let _ = c.input.split_to(n);
+                    pongs += 1;
+                }
+                Ok(Frame::Skip(n)) => {
+                    let _ = c.input.split_to(n);
+                }
+                Ok(Frame::Message(n)) => {
+                    out.push((c.peer, c.input.split_to(n).freeze()));
+                    self.stats.messages_in += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %c.peer, error = %e, "closing unframeable stream");
+                    self.stats.framing_errors += 1;
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        let peer = c.peer;
+        if broken || closed {
+            self.close(index);
+            return;
+        }
+        for _ in 0..pongs {
+            // RFC 5626 §3.5.1: a CRLF CRLF ping is answered with one CRLF.
+            self.stats.pings += 1;
+            self.send(now, peer, Bytes::from_static(b"\r\n"));
+        }
+    }
+
+    fn writable(&mut self, index: usize, now: Instant) {
+        let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if c.connecting {
+            match c.stream.take_error() {
+                Ok(None) => c.connecting = false,
+                _ => {
+                    tracing::debug!(peer = %c.peer, "connect failed");
+                    self.stats.failures += 1;
+                    self.close(index);
+                    return;
+                }
+            }
+        }
+        self.flush(index, now);
+    }
+
+    /// Writes what the connection has queued; watches for writability while some is left.
+    fn flush(&mut self, index: usize, now: Instant) {
+        let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut failed = false;
+        while let Some(front) = c.output.front() {
+            match c.stream.write(&front[c.written..]) {
+                Ok(n) => {
+                    c.written += n;
+                    c.last_active = now;
+                    if c.written == front.len() {
+                        c.queued -= front.len();
+                        c.written = 0;
+                        c.output.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            self.close(index);
+            return;
+        }
+        let want = !c.output.is_empty();
+        if want != c.watching_writes {
+            let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            if want {
+                flags |= EpollFlags::EPOLLOUT;
+            }
+            let mut event = EpollEvent::new(flags, index as u64 + 1);
+            if self.epoll.modify(&c.stream, &mut event).is_ok() {
+                c.watching_writes = want;
+            }
+        }
+    }
+
+    fn close_idle(&mut self, now: Instant) {
+        let idle: Vec<usize> = self
+            .connections
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                (now.saturating_duration_since(c.last_active) >= self.settings.idle_after)
+                    .then_some(i)
+            })
+            .collect();
+        for i in idle {
+            self.close(i);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side() -> (TcpSide, SocketAddr) {
+        let listener = listen_shared("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = TcpSettings {
+            idle_after: Duration::from_secs(60),
+            max_connections: 16,
+        };
+        (
+            TcpSide::new(listener, settings, Instant::now()).unwrap(),
+            addr,
+        )
+    }
+
+    /// Polls until `want` messages came or five seconds passed.
+    fn gather(side: &mut TcpSide, want: usize) -> Vec<(SocketAddr, Bytes)> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while out.len() < want && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut out);
+            std::thread::yield_now();
+        }
+        out
+    }
+
+    const MSG: &[u8] = b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 2\r\n\r\nhi";
+
+    #[test]
+    fn messages_split_and_joined_by_the_stream_come_out_whole() {
+        let (mut side, addr) = side();
+        let mut client = TcpStream::connect(addr).unwrap();
+        let mut all = b"\r\n\r\n".to_vec();
+        all.extend_from_slice(MSG);
+        all.extend_from_slice(MSG);
+        client.write_all(&all[..30]).unwrap();
+        client.flush().unwrap();
+        let first = gather(&mut side, 0);
+        assert!(first.is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+        client.write_all(&all[30..]).unwrap();
+        let got = gather(&mut side, 2);
+        assert_eq!(got.len(), 2);
+        assert!(
+            got.iter()
+                .all(|(from, m)| *from == client.local_addr().unwrap() && m == MSG)
+        );
+        assert_eq!(side.stats.pings, 1);
+        // The ping was answered with one CRLF.
+        let mut pong = [0u8; 2];
+        client.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong, b"\r\n");
+    }
+
+    #[test]
+    fn transmits_reuse_the_connection_or_open_one() {
+        let (mut side, addr) = side();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.write_all(MSG).unwrap();
+        let got = gather(&mut side, 1);
+        let peer = got[0].0;
+        assert!(side.has(peer));
+        assert!(side.send(Instant::now(), peer, Bytes::from_static(MSG)));
+        let mut back = vec![0u8; MSG.len()];
+        client.read_exact(&mut back).unwrap();
+        assert_eq!(back, MSG);
+        assert_eq!(side.stats.connected, 0);
+
+        // No connection to this listener yet: one is opened, and the message follows.
+        let far = TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = far.local_addr().unwrap();
+        assert!(side.send(Instant::now(), to, Bytes::from_static(MSG)));
+        let (mut accepted, _) = far.accept().unwrap();
+        accepted
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < MSG.len() && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+            let mut buf = [0u8; 256];
+            if let Ok(n) = accepted.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, MSG);
+        assert_eq!(side.stats.connected, 1);
+        assert!(side.has(to));
+    }
+
+    #[test]
+    fn an_unframeable_stream_or_a_closed_peer_closes_the_connection() {
+        let (mut side, addr) = side();
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .write_all(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while side.stats.framing_errors == 0 && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+        }
+        assert_eq!(side.stats.framing_errors, 1);
+        assert_eq!(side.len(), 0);
+        let mut buf = [0u8; 8];
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(client.read(&mut buf).unwrap_or(0), 0, "closed by us");
+
+        let other = TcpStream::connect(addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while side.len() == 0 && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+        }
+        assert_eq!(side.len(), 1);
+        drop(other);
+        while side.len() == 1 && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+        }
+        assert_eq!(side.len(), 0);
+        assert_eq!(side.stats.closed, 2);
+    }
+
+    #[test]
+    fn idle_connections_are_closed() {
+        let (mut side, addr) = side();
+        let _client = TcpStream::connect(addr).unwrap();
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(5);
+        while side.len() == 0 && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+        }
+        assert_eq!(side.len(), 1);
+        side.poll(Instant::now() + Duration::from_secs(61), &mut Vec::new());
+        assert_eq!(side.len(), 0);
+    }
+}

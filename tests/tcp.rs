@@ -1,0 +1,242 @@
+//! SIP over TCP (RFC 3261 §18) against SIPp: calls into the server over one shared
+//! connection (handed between shards by Call-ID) and over a connection per call, the
+//! server's own BYE over the caller's connection, and calls placed through
+//! `DialogManager` to a SIPp callee listening on TCP.
+//!
+//! Bound to 127.0.0.1 on OS-chosen ports; bounded call counts and time limits. Without
+//! sipp these tests skip loudly, except under `CI=true`, where they fail.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::peers::{Server, free_udp_port, run_sipp, sipp, spawn_sipp, sum_metric, wait_sipp};
+
+/// SIPp's built-in uac over TCP in `mode` (`t1`: one connection for every call, `tn`: one
+/// per call) against a two-shard server in each answering mode; every call must complete
+/// and leave nothing behind. Returns each run's metrics text.
+fn uac_over_tcp(sipp: &std::path::Path, mode: &str, calls: u32) -> Vec<String> {
+    let mut texts = Vec::new();
+    for answering in ["auto-answer", "app"] {
+        let server = Server::start(&["--mode", answering, "--shards", "2"]);
+        let count = calls.to_string();
+        let run = run_sipp(
+            sipp,
+            &[
+                "-sn",
+                "uac",
+                &server.sip.to_string(),
+                "-t",
+                mode,
+                // tn: SIPp asks for 50,000 sockets unless told, over this machine's limit.
+                "-max_socket",
+                "1000",
+                "-m",
+                &count,
+                "-r",
+                "100",
+                "-timeout",
+                "60",
+                "-timeout_error",
+            ],
+            Duration::from_secs(90),
+        );
+        assert!(run.success, "{answering}: sipp failed:\n{}", run.screen);
+        assert_eq!(
+            run.successful_calls,
+            u64::from(calls),
+            "{answering}: {}",
+            run.screen
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.metric("sipshard_dialogs", "") != 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let m = server.metrics();
+        assert_eq!(sum_metric(&m, "sipshard_dialogs", ""), 0, "{answering}");
+        assert_eq!(
+            sum_metric(&m, "sipshard_requests_received_total", "method=\"INVITE\""),
+            u64::from(calls),
+            "{answering}: an INVITE retransmitted over TCP"
+        );
+        assert_eq!(sum_metric(&m, "sipshard_drops_total", ""), 0, "{answering}");
+        // INVITE, ACK and BYE of every call came framed out of the stream.
+        assert!(
+            sum_metric(&m, "sipshard_tcp_events_total", "event=\"message_in\"")
+                >= 3 * u64::from(calls),
+            "{answering}: {m}"
+        );
+        assert_eq!(
+            sum_metric(&m, "sipshard_tcp_events_total", "event=\"framing_error\""),
+            0
+        );
+        // Nothing went out or came in over UDP: every response went back on the stream.
+        assert_eq!(
+            sum_metric(&m, "sipshard_datagrams_sent_total", ""),
+            0,
+            "{m}"
+        );
+        assert_eq!(sum_metric(&m, "sipshard_datagrams_received_total", ""), 0);
+        texts.push(m);
+        assert!(server.stop(), "{answering}: graceful stop exits 0");
+    }
+    texts
+}
+
+#[test]
+fn sipp_calls_over_one_tcp_connection_shared_by_two_shards() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    for m in uac_over_tcp(&sipp, "t1", 300) {
+        // One connection, accepted by one shard: the other shard's calls were handed over
+        // and answered back through it.
+        assert_eq!(
+            sum_metric(&m, "sipshard_tcp_events_total", "event=\"accepted\""),
+            1
+        );
+        assert_eq!(
+            sum_metric(&m, "sipshard_tcp_events_total", "event=\"connected\""),
+            0,
+            "no connection of our own was needed"
+        );
+    }
+}
+
+#[test]
+fn sipp_calls_over_a_tcp_connection_each() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    for m in uac_over_tcp(&sipp, "tn", 200) {
+        assert_eq!(
+            sum_metric(&m, "sipshard_tcp_events_total", "event=\"accepted\""),
+            200
+        );
+        assert_eq!(
+            sum_metric(&m, "sipshard_tcp_events_total", "event=\"connected\""),
+            0
+        );
+    }
+}
+
+#[test]
+fn the_servers_bye_goes_over_the_callers_tcp_connection() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let server = Server::start(&[
+        "--mode",
+        "auto-answer",
+        "--shards",
+        "2",
+        "--stop-deadline-s",
+        "1",
+    ]);
+    let scenario = format!(
+        "{}/tests/data/sipp/bye_from_sut.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let caller = spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &[
+            "-sf",
+            &scenario,
+            &server.sip.to_string(),
+            "-t",
+            "t1",
+            "-m",
+            "5",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ],
+        &std::env::temp_dir(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.metric("sipshard_dialogs", "state=\"confirmed\"") < 5 {
+        assert!(Instant::now() < deadline, "the calls did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(server.stop(), "the server stops cleanly");
+    let run = wait_sipp(caller, Duration::from_secs(30));
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 5, "{}", run.screen);
+}
+
+#[test]
+fn calls_placed_to_a_tcp_uri_open_a_connection_to_the_sipp_callee() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use sipshard::message::Method;
+        use sipshard::shard::{SessionEvent, TerminationReason};
+
+        const CALLS: u32 = 50;
+        let port = free_udp_port();
+        let count = CALLS.to_string();
+        let uas = spawn_sipp(
+            &sipp,
+            port,
+            &["-sn", "uas", "-t", "t1", "-m", &count, "-timeout", "60", "-timeout_error"],
+            &std::env::temp_dir(),
+        );
+        let mut config = sipshard::runtime::RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
+        config.shards = 2;
+        let manager = sipshard::runtime::DialogManager::new(config);
+        let (tx, mut events) = tokio::sync::mpsc::channel(1024);
+        manager.set_session_coordinator(tx);
+        manager.start().await.unwrap();
+        // SIPp must be listening before the first connect: a refused connect loses the
+        // INVITE, and over TCP nothing retransmits it (the call would end at Timer B).
+        let listening = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < listening, "sipp does not listen on TCP");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let to = format!("sip:service@127.0.0.1:{port};transport=tcp");
+        let sdp = bytes::Bytes::from_static(
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
+        );
+        for _ in 0..CALLS {
+            manager
+                .make_call("sip:sipshard@127.0.0.1", &to, Some(sdp.clone()))
+                .await
+                .unwrap();
+        }
+        let (mut ended, mut completed) = (0, 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while ended < CALLS {
+            let batch = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("calls finish within the time limit")
+                .expect("event channel open");
+            for e in batch {
+                match e.event {
+                    SessionEvent::CallAnswered { dialog, .. } => {
+                        manager
+                            .send_request(&dialog, Method::Bye, None)
+                            .await
+                            .unwrap();
+                    }
+                    SessionEvent::CallTerminated { reason, .. } => {
+                        ended += 1;
+                        if reason == TerminationReason::LocalBye {
+                            completed += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(completed, CALLS);
+        let stats = manager.stats().await.unwrap();
+        assert!(stats.io.tcp.connected >= 1, "{:?}", stats.io.tcp);
+        assert_eq!(stats.io.datagrams_sent, 0, "nothing went over UDP");
+        let run = wait_sipp(uas, Duration::from_secs(30));
+        assert!(run.success, "sipp failed:\n{}", run.screen);
+        assert_eq!(run.successful_calls, u64::from(CALLS), "{}", run.screen);
+    });
+}
