@@ -107,6 +107,9 @@ pub(crate) struct TcpSide {
     by_peer: ahash::HashMap<SocketAddr, usize>,
     settings: TcpSettings,
     last_sweep: Instant,
+    /// Peers a connection to which failed with messages for them unsent, or could not be
+    /// opened: the worker tells its shard (`Shard::handle_transport_failure`).
+    failed: Vec<SocketAddr>,
     pub(crate) stats: TcpStats,
 }
 
@@ -138,6 +141,7 @@ impl TcpSide {
             by_peer: ahash::HashMap::default(),
             settings,
             last_sweep: now,
+            failed: Vec::new(),
             stats: TcpStats::default(),
         })
     }
@@ -150,6 +154,16 @@ impl TcpSide {
     /// True when a connection to `peer` is open (or opening) here.
     pub(crate) fn has(&self, peer: SocketAddr) -> bool {
         self.by_peer.contains_key(&peer)
+    }
+
+    /// Peers whose messages could not be delivered since the last call.
+    pub(crate) fn take_failures(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.failed)
+    }
+
+    /// True when failures wait for [`TcpSide::take_failures`].
+    pub(crate) fn has_failures(&self) -> bool {
+        !self.failed.is_empty()
     }
 
     /// Open connections.
@@ -194,6 +208,7 @@ impl TcpSide {
                 Some(i) => i,
                 None => {
                     self.stats.failures += 1;
+                    self.failed.push(peer);
                     return false;
                 }
             },
@@ -314,6 +329,9 @@ impl TcpSide {
         let Some(c) = self.connections.get_mut(index).and_then(Option::take) else {
             return;
         };
+        if !c.output.is_empty() {
+            self.failed.push(c.peer);
+        }
         let _ = self.epoll.delete(&c.stream);
         if self.by_peer.get(&c.peer) == Some(&index) {
             self.by_peer.remove(&c.peer);
@@ -595,6 +613,24 @@ mod tests {
         }
         assert_eq!(side.len(), 0);
         assert_eq!(side.stats.closed, 2);
+    }
+
+    #[test]
+    fn a_refused_connect_is_reported_as_a_failure_for_its_peer() {
+        let (mut side, _) = side();
+        // A port nobody listens on: bound, then closed.
+        let gone = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let sent = side.send(Instant::now(), gone, Bytes::from_static(MSG));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !side.has_failures() && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+        }
+        assert_eq!(side.take_failures(), vec![gone], "sent: {sent}");
+        assert!(!side.has(gone));
+        assert_eq!(side.stats.failures, 1);
     }
 
     #[test]

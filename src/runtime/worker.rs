@@ -350,6 +350,10 @@ impl Worker {
             return false;
         };
         tcp.poll(now, &mut round.stream_in);
+        for peer in tcp.take_failures() {
+            self.shard
+                .handle_transport_failure(now, peer, Transport::Tcp);
+        }
         if round.stream_in.is_empty() {
             return false;
         }
@@ -841,6 +845,9 @@ impl Worker {
         consider(round.app_deadline);
         if !round.backlog.is_empty() || !round.peer_retry.is_empty() {
             consider(Some(now + BACKLOG_RETRY));
+        }
+        if self.tcp.as_ref().is_some_and(TcpSide::has_failures) {
+            consider(Some(now));
         }
         if let Some(stop) = &round.stop {
             consider(Some(stop.hard_deadline.unwrap_or(stop.deadline)));

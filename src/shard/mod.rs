@@ -1190,6 +1190,20 @@ impl Shard {
         self.drain(now);
     }
 
+    /// The runtime could not deliver to `destination` over `transport` (a stream connection
+    /// refused, reset, or closed with messages unsent): the client transactions sending
+    /// there fail at once, as a timeout would fail them later (a BYE's dialog ends, a call
+    /// is reported failed).
+    pub fn handle_transport_failure(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        transport: Transport,
+    ) {
+        self.txn.transport_failed(destination, transport);
+        self.drain(now);
+    }
+
     /// A stateless 400 for a request that could not be parsed, when its Via can be
     /// read (RFC 3261 §8.2.2; RFC 4475 §3.1.2 on UDP); responses and hopeless datagrams
     /// are only counted.

@@ -116,6 +116,9 @@ impl TransactionLayer {
             transport,
         );
         self.stats.client_created += 1;
+        if transport.is_reliable() {
+            self.stream_clients += 1;
+        }
         self.transmit(id, destination, request);
         let timeout = self.set_timer(
             now,

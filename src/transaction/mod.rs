@@ -357,6 +357,9 @@ pub struct TransactionLayer {
     events: VecDeque<TxnEvent>,
     scratch: Vec<u8>,
     stats: TxnStats,
+    /// Live client transactions over stream transports (so a connection failure walks the
+    /// table only when one may be affected).
+    stream_clients: usize,
 }
 
 impl TransactionLayer {
@@ -373,6 +376,7 @@ impl TransactionLayer {
             events: VecDeque::new(),
             scratch: Vec::with_capacity(128),
             stats: TxnStats::default(),
+            stream_clients: 0,
         }
     }
 
@@ -409,6 +413,38 @@ impl TransactionLayer {
     /// When [`TransactionLayer::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()
+    }
+
+    /// The stream connection to `destination` failed (refused, reset, or closed with
+    /// messages unsent): every client transaction sending there ends with
+    /// [`TxnEvent::TransportError`] (§17.1.4, §8.1.3.1) instead of waiting for Timer B or
+    /// F. Returns how many. A walk over the table: connection failures are rare, and a
+    /// table without stream client transactions is not walked at all.
+    pub fn transport_failed(&mut self, destination: SocketAddr, transport: Transport) -> usize {
+        if !transport.is_reliable() || self.stream_clients == 0 {
+            return 0;
+        }
+        let failed: Vec<TxnId> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.transport == transport)
+            .filter_map(|(index, s)| {
+                let txn = s.txn.as_ref()?;
+                let client = matches!(
+                    txn.state,
+                    State::ClientInvite(_) | State::ClientNonInvite(_)
+                );
+                (client && txn.peer == destination).then_some(TxnId::Client(ClientTxnId(SlotId {
+                    index: index as u32,
+                    generation: s.generation,
+                })))
+            })
+            .collect();
+        for &txn in &failed {
+            self.transport_error(txn);
+        }
+        failed.len()
     }
 
     /// The transport the request of a server transaction came over (UDP once it is gone).
@@ -724,6 +760,9 @@ impl TransactionLayer {
             State::ServerInvite(_) | State::ServerNonInvite(_) => TxnId::Server(ServerTxnId(id)),
         };
         let timers = state_timers(&txn.state);
+        if slot.transport.is_reliable() && matches!(kind, TxnId::Client(_)) {
+            self.stream_clients -= 1;
+        }
         slot.txn = None;
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.index);

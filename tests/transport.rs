@@ -1,0 +1,245 @@
+//! The shard over TCP, on simulated time (RFC 3261 §17, §18): responses go back to the
+//! connection's source whatever the Via's sent-by port says, our Via and Contact name TCP,
+//! nothing is retransmitted hop by hop, the wait states last no time, and a failed
+//! connection fails the transactions sending over it at once.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sipshard::message::Message;
+use sipshard::shard::{
+    CommandOutcome, DialogCommand, SessionEvent, Shard, ShardConfig, TerminationReason,
+};
+use sipshard::transaction::{Transmit, Transport};
+
+const SDP: &[u8] = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+fn local() -> SocketAddr {
+    "127.0.0.1:5080".parse().unwrap()
+}
+
+/// The far end of the caller's connection: an ephemeral port, not the Via's 5070.
+fn connection_source() -> SocketAddr {
+    "127.0.0.1:40001".parse().unwrap()
+}
+
+fn shard(now: Instant) -> Shard {
+    Shard::new(now, ShardConfig::new(local()))
+}
+
+fn invite(branch: &str) -> Bytes {
+    let sdp = std::str::from_utf8(SDP).unwrap();
+    Bytes::from(format!(
+        "INVITE sip:bob@127.0.0.1:5080;transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:5070;branch={branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\n\
+         To: <sip:bob@127.0.0.1>\r\nCall-ID: tcp-call-1\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:alice@127.0.0.1:5070;transport=tcp>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ))
+}
+
+fn transmits(s: &mut Shard) -> Vec<Transmit> {
+    std::iter::from_fn(|| s.poll_transmit()).collect()
+}
+
+fn events(s: &mut Shard) -> Vec<SessionEvent> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+fn parse(t: &Transmit) -> Message {
+    Message::parse(t.payload.clone()).expect("we send parseable messages")
+}
+
+/// An answered call from the caller's TCP connection; returns its dialog and the 200.
+fn answered_call(s: &mut Shard, now: Instant) -> (sipshard::dialog::DialogId, Message) {
+    s.handle_message(
+        now,
+        connection_source(),
+        Transport::Tcp,
+        invite("z9hG4bKtcp1"),
+    );
+    let dialog = events(s)
+        .into_iter()
+        .find_map(|e| match e {
+            SessionEvent::IncomingCall { dialog, .. } => Some(dialog),
+            _ => None,
+        })
+        .expect("IncomingCall");
+    s.handle_command(
+        now,
+        DialogCommand::Answer {
+            dialog: dialog.clone(),
+            sdp: Bytes::from_static(SDP),
+        },
+    )
+    .unwrap();
+    let sent = transmits(s);
+    let ok = sent
+        .iter()
+        .find(|t| parse(t).status() == Some(200))
+        .expect("a 200");
+    assert_eq!(
+        ok.destination,
+        connection_source(),
+        "§18.2.2: the connection"
+    );
+    assert_eq!(ok.transport, Transport::Tcp);
+    (dialog, parse(ok))
+}
+
+#[test]
+fn a_call_over_tcp_is_answered_on_its_connection_and_our_bye_follows_it() {
+    let start = Instant::now();
+    let mut s = shard(start);
+    let (dialog, ok) = answered_call(&mut s, start);
+    let contact = ok.header(sipshard::message::HeaderName::Contact).unwrap();
+    assert!(
+        contact.windows(13).any(|w| w == b"transport=tcp"),
+        "{}",
+        String::from_utf8_lossy(contact)
+    );
+    let ack = format!(
+        "ACK sip:bob@127.0.0.1:5080;transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKack1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag={}\r\n\
+         Call-ID: tcp-call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        String::from_utf8_lossy(dialog.local_tag())
+    );
+    s.handle_message(start, connection_source(), Transport::Tcp, Bytes::from(ack));
+    events(&mut s);
+    s.handle_command(start, DialogCommand::Bye { dialog })
+        .unwrap();
+    let bye = transmits(&mut s);
+    assert_eq!(bye.len(), 1);
+    assert_eq!(bye[0].transport, Transport::Tcp);
+    assert_eq!(bye[0].destination, connection_source());
+    let via = parse(&bye[0]).top_via_bytes().unwrap().to_vec();
+    assert!(
+        via.starts_with(b"SIP/2.0/TCP "),
+        "{}",
+        String::from_utf8_lossy(&via)
+    );
+    // No Timer E on a reliable transport: nothing is sent again while the BYE waits.
+    let mut now = start;
+    for _ in 0..20 {
+        now += Duration::from_millis(500);
+        s.handle_timeout(now);
+        assert!(transmits(&mut s).is_empty(), "a retransmission over TCP");
+    }
+    // The connection fails: the BYE's transaction ends at once, and the dialog with it.
+    s.handle_transport_failure(now, connection_source(), Transport::Tcp);
+    let ended = events(&mut s);
+    assert!(
+        ended
+            .iter()
+            .any(|e| matches!(e, SessionEvent::CallTerminated { .. })),
+        "{ended:?}"
+    );
+    assert_eq!(s.dialog_count(), 0);
+}
+
+#[test]
+fn a_non_invite_over_tcp_leaves_no_transaction_behind_its_response() {
+    let now = Instant::now();
+    let mut s = shard(now);
+    let options = "OPTIONS sip:bob@127.0.0.1:5080 SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKopt1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@127.0.0.1>;tag=o1\r\nTo: <sip:bob@127.0.0.1>\r\n\
+         Call-ID: tcp-options-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    s.handle_message(
+        now,
+        connection_source(),
+        Transport::Tcp,
+        Bytes::from(options),
+    );
+    let sent = transmits(&mut s);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(parse(&sent[0]).status(), Some(200));
+    assert_eq!(
+        (sent[0].destination, sent[0].transport),
+        (connection_source(), Transport::Tcp)
+    );
+    // Timer J is zero on TCP: the transaction is gone at the next timer tick.
+    s.handle_timeout(now + Duration::from_millis(20));
+    assert_eq!(s.transaction_count(), 0);
+}
+
+#[test]
+fn an_unparseable_request_over_tcp_gets_its_400_on_the_connection() {
+    let now = Instant::now();
+    let mut s = shard(now);
+    let broken = "OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:5070;branch=z9hG4bKbad1\r\n\
+         From: <sip:alice@127.0.0.1>;tag=b1\r\nTo: <sip:bob@127.0.0.1>\r\n\
+         Call-ID: tcp-bad-1\r\nCSeq: not-a-number OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    s.handle_message(
+        now,
+        connection_source(),
+        Transport::Tcp,
+        Bytes::from(broken),
+    );
+    let sent = transmits(&mut s);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(parse(&sent[0]).status(), Some(400));
+    assert_eq!(
+        (sent[0].destination, sent[0].transport),
+        (connection_source(), Transport::Tcp),
+        "not the Via's port: over TCP the response rides the connection"
+    );
+}
+
+#[test]
+fn a_call_to_a_tcp_uri_goes_over_tcp_unretransmitted_and_fails_with_its_connection() {
+    let start = Instant::now();
+    let mut s = shard(start);
+    let far: SocketAddr = "127.0.0.1:5090".parse().unwrap();
+    let out = s
+        .handle_command(
+            start,
+            DialogCommand::MakeCall {
+                from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+                to: Bytes::from_static(b"<sip:carol@127.0.0.1:5090>"),
+                request_uri: Bytes::from_static(b"sip:carol@127.0.0.1:5090;transport=tcp"),
+                destination: far,
+                sdp: Bytes::from_static(SDP),
+                headers: Vec::new(),
+            },
+        )
+        .unwrap();
+    assert!(matches!(out, CommandOutcome::Call(_)));
+    let sent = transmits(&mut s);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].destination, sent[0].transport),
+        (far, Transport::Tcp)
+    );
+    let invite = parse(&sent[0]);
+    assert!(invite.top_via_bytes().unwrap().starts_with(b"SIP/2.0/TCP "));
+    let contact = invite
+        .header(sipshard::message::HeaderName::Contact)
+        .unwrap();
+    assert!(contact.ends_with(b";transport=tcp>"));
+    // No Timer A over TCP.
+    s.handle_timeout(start + Duration::from_secs(5));
+    assert!(transmits(&mut s).is_empty());
+    // A failure for another peer changes nothing; one for ours ends the call now, not at
+    // Timer B.
+    s.handle_transport_failure(start, "127.0.0.1:5091".parse().unwrap(), Transport::Tcp);
+    assert!(events(&mut s).is_empty());
+    s.handle_transport_failure(start, far, Transport::Tcp);
+    let ended = events(&mut s);
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::TransportError,
+                ..
+            }
+        )),
+        "{ended:?}"
+    );
+    assert_eq!(s.dialog_count(), 0);
+}
