@@ -1,15 +1,20 @@
 //! Arbitrary datagrams through the parser and every view: nothing may panic, and the fast
 //! paths must agree with the full parse wherever both read: the Call-ID scan, the one-pass
 //! top-Via key, the one-pass From/To tags, and the one-pass name-addr, Via, CSeq and URI
-//! readers on every header value; URI headers decoded.
+//! readers on every header value; URI headers decoded; stream framing stays in bounds.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sipshard::message::{HeaderName, Message, ViaKey, find_call_id, fuzzing};
+use sipshard::message::{Frame, HeaderName, Message, ViaKey, find_call_id, fuzzing, next_frame};
 
 fuzz_target!(|data: &[u8]| {
     fuzzing::assert_fast_paths_agree(data);
+    // Stream framing (§18.3): whatever it takes off the front is within the buffer, and a
+    // framed message starts where a datagram would.
+    if let Ok(Frame::Message(n) | Frame::Skip(n) | Frame::KeepAlive(n)) = next_frame(data, 65_535) {
+        assert!(n <= data.len());
+    }
     let scanned = find_call_id(data);
     let Ok(m) = Message::parse(Bytes::copy_from_slice(data)) else {
         return;

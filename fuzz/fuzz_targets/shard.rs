@@ -1,4 +1,4 @@
-//! Arbitrary datagrams, interleaved with timer runs, into two UAS shards that share
+//! Arbitrary datagrams and TCP messages, interleaved with timer runs and connection failures, into two UAS shards that share
 //! Call-IDs by hash as the runtime's do (each datagram goes to its Call-ID's owner, and
 //! their peer messages, the Replaces queries of RFC 3891, are carried between them) and
 //! answer every call: nothing may panic, and the shards' tables stay consistent.
@@ -15,6 +15,7 @@ use sipshard::shard::{
     DialogCommand, RegisterMode, SessionEvent, SessionTimers, Shard, ShardConfig, ShardOwner,
     shard_for_datagram,
 };
+use sipshard::transaction::Transport;
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
@@ -37,16 +38,27 @@ fuzz_target!(|data: &[u8]| {
     });
     let from: SocketAddr = "127.0.0.1:5070".parse().unwrap();
     let mut now = t0;
-    // The input is a sequence of datagrams separated by 0xFF 0xFE; a 0xFD byte alone between
-    // them advances time by a second.
+    let mut transport = Transport::Udp;
+    // The input is a sequence of messages separated by 0xFF 0xFE; a 0xFD byte alone between
+    // them advances time by a second, 0xFC switches between UDP and TCP for the messages
+    // that follow, 0xFB fails the TCP connection to the peer.
     for chunk in data.split(|&b| b == 0xfe) {
         let chunk = chunk.strip_suffix(&[0xff]).unwrap_or(chunk);
         if chunk == [0xfd] {
             now += Duration::from_secs(1);
             shards.iter_mut().for_each(|s| s.handle_timeout(now));
+        } else if chunk == [0xfc] {
+            transport = match transport {
+                Transport::Udp => Transport::Tcp,
+                _ => Transport::Udp,
+            };
+        } else if chunk == [0xfb] {
+            shards
+                .iter_mut()
+                .for_each(|s| s.handle_transport_failure(now, from, Transport::Tcp));
         } else {
             let owner = shard_for_datagram(chunk, 2).unwrap_or(0);
-            shards[owner].handle_datagram(now, from, Bytes::copy_from_slice(chunk));
+            shards[owner].handle_message(now, from, transport, Bytes::copy_from_slice(chunk));
         }
         settle(&mut shards, now);
     }
