@@ -102,8 +102,29 @@ struct UacArgs {
     /// Local address.
     #[arg(long, default_value = "127.0.0.1:0")]
     local: SocketAddr,
+    /// Over what: UDP, or TCP (a connection per shard thread, opened by the first
+    /// request and reused by every call after it).
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: TransportArg,
     #[command(flatten)]
     common: Common,
+}
+
+/// `--transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    Udp,
+    Tcp,
+}
+
+impl TransportArg {
+    /// The Request-URI parameter that makes the dialog layer use it.
+    fn uri_param(self) -> &'static str {
+        match self {
+            TransportArg::Udp => "",
+            TransportArg::Tcp => ";transport=tcp",
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -195,7 +216,11 @@ fn run_uac(args: UacArgs) -> Outcome {
         destination: args.target,
         from: Bytes::from(format!("<sip:sipshard-load@{}>", args.local.ip())),
         to: Bytes::from(to),
-        request_uri: Bytes::from(format!("sip:load@{}", args.target)),
+        request_uri: Bytes::from(format!(
+            "sip:load@{}{}",
+            args.target,
+            args.transport.uri_param()
+        )),
         sdp: Bytes::from_static(
             b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
         ),
@@ -242,12 +267,15 @@ fn run_uac(args: UacArgs) -> Outcome {
         target: args.target.to_string(),
         rate: args.rate,
     };
-    let result = stats::result(
+    let mut result = stats::result(
         &intervals,
         meta,
         args.ramp.as_secs_f64().ceil() as u64,
         last_placed,
     );
+    if args.transport == TransportArg::Tcp {
+        result.transport = "tcp".to_owned();
+    }
     finish(&args.common, &intervals, result)
 }
 

@@ -129,6 +129,9 @@ pub struct RunResult {
     pub role: String,
     pub scenario: String,
     pub target: String,
+    /// `udp` or `tcp` (results written before there was a choice were UDP).
+    #[serde(default = "default_transport")]
+    pub transport: String,
     pub rate_requested: f64,
     pub duration_s: f64,
     pub attempted: u64,
@@ -157,6 +160,10 @@ fn latencies(l: &[Histogram<u64>; 4]) -> BTreeMap<String, Percentiles> {
         .zip(l)
         .map(|(name, h)| ((*name).to_owned(), Percentiles::of(h)))
         .collect()
+}
+
+fn default_transport() -> String {
+    "udp".to_owned()
 }
 
 fn default_headline() -> String {
@@ -214,6 +221,7 @@ pub fn result(
         role: role.to_owned(),
         scenario: scenario.to_owned(),
         target,
+        transport: default_transport(),
         rate_requested: rate,
         duration_s: intervals.len() as f64,
         attempted: total.attempted,

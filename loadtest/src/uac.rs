@@ -456,7 +456,16 @@ impl UacApp {
             )
         };
         let request_uri = if register {
-            Bytes::from(format!("sip:{}", self.plan.destination))
+            // The domain, over the transport the calls' Request-URI names.
+            let transport = self
+                .plan
+                .request_uri
+                .iter()
+                .position(|&b| b == b';')
+                .map_or(&b""[..], |i| &self.plan.request_uri[i..]);
+            let mut uri = format!("sip:{}", self.plan.destination).into_bytes();
+            uri.extend_from_slice(transport);
+            Bytes::from(uri)
         } else {
             self.plan.request_uri.clone()
         };

@@ -141,6 +141,14 @@ fn register_options_reinvite_subscribe_and_cancel_scenarios() {
         ("options", port, "request_to_final", vec![]),
         ("reinvite", port, "invite_to_200", vec![]),
         ("subscribe", port, "request_to_final", vec![]),
+        // Calls and REGISTERs over TCP: a connection per generator shard, reused.
+        ("basic", port, "invite_to_200", vec!["--transport", "tcp"]),
+        (
+            "register",
+            port,
+            "request_to_final",
+            vec!["--transport", "tcp"],
+        ),
         (
             "cancel",
             ringing_port,
@@ -152,7 +160,8 @@ fn register_options_reinvite_subscribe_and_cancel_scenarios() {
     for (scenario, port, headline, extra) in runs {
         let mut args = vec!["--scenario", scenario, "--rate", "400", "--calls", "400"];
         args.extend(extra);
-        results.push((scenario, headline, uac(port, &dir, scenario, &args)));
+        let name = format!("{scenario}-{}", results.len());
+        results.push((scenario, headline, uac(port, &dir, &name, &args)));
     }
     for child in [&mut answering, &mut ringing] {
         let _ = child.kill();
@@ -160,6 +169,7 @@ fn register_options_reinvite_subscribe_and_cancel_scenarios() {
     }
     for (scenario, headline, (ok, r)) in results {
         assert!(ok, "{scenario}: {r}");
+        let over_tcp = r["transport"] == "tcp";
         assert_eq!(
             r["scenario"].as_str().unwrap().split('-').next(),
             Some(scenario.split('-').next().unwrap())
@@ -169,6 +179,10 @@ fn register_options_reinvite_subscribe_and_cancel_scenarios() {
         assert_eq!(r["headline"], headline, "{scenario}");
         let p = &r["latency_ms"][headline];
         assert!(p["count"].as_u64().unwrap() > 0, "{scenario}: {p}");
+        if over_tcp {
+            // Nothing is retransmitted over a reliable transport.
+            assert_eq!(r["retransmissions"], 0, "{scenario} over TCP: {r}");
+        }
         if scenario == "reinvite" {
             // Every call's re-INVITE was answered and measured.
             let all: u64 = r["intervals"]
