@@ -110,6 +110,9 @@ pub(crate) struct TcpSide {
     /// Peers a connection to which failed with messages for them unsent, or could not be
     /// opened: the worker tells its shard (`Shard::handle_transport_failure`).
     failed: Vec<SocketAddr>,
+    /// Peers whose connection closed since the last [`TcpSide::take_closed`]: the other
+    /// shards forget that replies to them go through this thread.
+    closed: Vec<SocketAddr>,
     pub(crate) stats: TcpStats,
 }
 
@@ -142,6 +145,7 @@ impl TcpSide {
             settings,
             last_sweep: now,
             failed: Vec::new(),
+            closed: Vec::new(),
             stats: TcpStats::default(),
         })
     }
@@ -159,6 +163,11 @@ impl TcpSide {
     /// Peers whose messages could not be delivered since the last call.
     pub(crate) fn take_failures(&mut self) -> Vec<SocketAddr> {
         std::mem::take(&mut self.failed)
+    }
+
+    /// Peers whose connection closed since the last call.
+    pub(crate) fn take_closed(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.closed)
     }
 
     /// True when failures wait for [`TcpSide::take_failures`].
@@ -336,6 +345,7 @@ impl TcpSide {
         if self.by_peer.get(&c.peer) == Some(&index) {
             self.by_peer.remove(&c.peer);
         }
+        self.closed.push(c.peer);
         self.free.push(index);
         self.stats.closed += 1;
     }
@@ -613,6 +623,9 @@ mod tests {
         }
         assert_eq!(side.len(), 0);
         assert_eq!(side.stats.closed, 2);
+        // Both closes are reported, for the other shards to forget the routes.
+        assert_eq!(side.take_closed().len(), 2);
+        assert!(side.take_closed().is_empty());
     }
 
     #[test]

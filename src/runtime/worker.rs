@@ -43,6 +43,12 @@ pub(crate) enum Inbound {
     },
     /// Messages for connections this shard holds (another shard's dialogs reply over them).
     StreamSend(Vec<Transmit>),
+    /// Connections shard `owner` held to these peers closed: replies to them no longer go
+    /// through it.
+    StreamClosed {
+        owner: usize,
+        peers: Vec<SocketAddr>,
+    },
     /// A command from the application (boxed: commands are rare next to datagrams, and
     /// this keeps every queue slot small).
     Command(Box<DialogCommand>, Reply),
@@ -126,13 +132,15 @@ pub(crate) struct Worker {
     /// This thread's TCP listener and connections (none when TCP is off).
     pub(crate) tcp: Option<TcpSide>,
     /// Which shard holds the connection to a peer whose messages another shard handed us:
-    /// our replies to it go there. A cache, cleared when it grows past
-    /// [`STREAM_ROUTES_MAX`]; a stale entry only makes that shard open a new connection.
+    /// our replies to it go there. An entry goes when that shard reports the connection
+    /// closed; should those reports be lost (a full queue), the map is cleared past
+    /// [`STREAM_ROUTES_MAX`], and a missing entry only makes this shard open a connection
+    /// of its own.
     pub(crate) stream_routes: ahash::HashMap<SocketAddr, usize>,
 }
 
-/// Most remembered stream routes before the cache is cleared.
-const STREAM_ROUTES_MAX: usize = 65_536;
+/// Most remembered stream routes before the map is cleared.
+const STREAM_ROUTES_MAX: usize = 1 << 20;
 
 /// Per-thread state of the loop.
 struct Round {
@@ -354,6 +362,19 @@ impl Worker {
             self.shard
                 .handle_transport_failure(now, peer, Transport::Tcp);
         }
+        let closed = tcp.take_closed();
+        if !closed.is_empty() {
+            for (to, peer) in self.peers.iter().enumerate() {
+                if to != self.index {
+                    let peers = closed.clone();
+                    // A full queue loses the report: see `stream_routes`.
+                    let _ = peer.try_send(Inbound::StreamClosed {
+                        owner: self.index,
+                        peers,
+                    });
+                }
+            }
+        }
         if round.stream_in.is_empty() {
             return false;
         }
@@ -404,6 +425,13 @@ impl Worker {
                         self.stream_routes.insert(from, owner);
                         self.shard
                             .handle_message(now, from, Transport::Tcp, message);
+                    }
+                }
+                Ok(Inbound::StreamClosed { owner, peers }) => {
+                    for peer in peers {
+                        if self.stream_routes.get(&peer) == Some(&owner) {
+                            self.stream_routes.remove(&peer);
+                        }
                     }
                 }
                 Ok(Inbound::StreamSend(transmits)) => {
