@@ -1,7 +1,9 @@
-//! Interop through a real record-routing proxy: SIPp → Kamailio → the `sipshard` server.
-//! The server's 18x and 2xx must carry Kamailio's Record-Route (RFC 3261 §12.1.1), the
-//! caller's ACK and BYE then come through Kamailio's loose routing, and a BYE of the
-//! server's own follows the route set back through it (§12.2.1.1).
+//! Interop through a real record-routing proxy: SIPp → Kamailio → the `sipshard` server,
+//! with Kamailio relaying to the server over UDP, and over TCP (a transport change at the
+//! proxy, which then record-routes twice). The server's 18x and 2xx must carry Kamailio's
+//! Record-Route (RFC 3261 §12.1.1), the caller's ACK and BYE then come through Kamailio's
+//! loose routing, and a BYE of the server's own follows the route set back through it
+//! (§12.2.1.1), over TCP on the proxy's connection.
 //!
 //! Kamailio (Debian package `kamailio`) is installed by `.ci/run`; elsewhere these tests
 //! skip with a loud message when it is missing, as the SIPp tests do.
@@ -42,6 +44,7 @@ log_stderror=yes
 children=1
 auto_aliases=no
 listen=udp:127.0.0.1:@PORT@
+listen=tcp:127.0.0.1:@PORT@
 mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "tm.so"
 loadmodule "sl.so"
@@ -77,10 +80,26 @@ request_route {
         exit;
     }
     record_route();
-    $du = "sip:@TARGET@";
+    $du = "sip:@TARGET@@LEG@";
     t_relay();
 }
 "#;
+
+/// How Kamailio reaches the server.
+#[derive(Clone, Copy, Debug)]
+enum Leg {
+    Udp,
+    Tcp,
+}
+
+impl Leg {
+    fn uri_param(self) -> &'static str {
+        match self {
+            Leg::Udp => "",
+            Leg::Tcp => ";transport=tcp",
+        }
+    }
+}
 
 /// A running Kamailio, killed (and its directory removed) on drop.
 struct Kamailio {
@@ -90,16 +109,17 @@ struct Kamailio {
 }
 
 impl Kamailio {
-    /// Starts Kamailio relaying to `target` and waits until an OPTIONS goes through it
-    /// and back.
-    fn start(binary: &Path, target: SocketAddr) -> Kamailio {
+    /// Starts Kamailio relaying to `target` over `leg` and waits until an OPTIONS goes
+    /// through it and back.
+    fn start(binary: &Path, target: SocketAddr, leg: Leg) -> Kamailio {
         let port = free_udp_port();
         let dir =
             std::env::temp_dir().join(format!("sipshard-kamailio-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir");
         let config = CONFIG
             .replace("@PORT@", &port.to_string())
-            .replace("@TARGET@", &target.to_string());
+            .replace("@TARGET@", &target.to_string())
+            .replace("@LEG@", leg.uri_param());
         let file = dir.join("kamailio.cfg");
         std::fs::write(&file, config).expect("the config is written");
         // Its own process group: Kamailio forks workers, and all of them must go on drop.
@@ -188,14 +208,21 @@ fn scenario(file: &str) -> String {
 }
 
 #[test]
-fn calls_through_a_record_routing_proxy_complete_in_both_modes() {
+fn calls_through_a_record_routing_proxy_complete_in_both_modes_over_udp_and_tcp() {
     let (Some(sipp), Some(kamailio)) = (sipp(), kamailio()) else {
         return;
     };
     let _one_at_a_time = sipp_run_lock();
-    for mode in ["auto-answer", "app"] {
-        let server = Server::start(&["--mode", mode, "--shards", "2"]);
-        let proxy = Kamailio::start(&kamailio, server.sip);
+    for (mode, leg) in [
+        ("auto-answer", Leg::Udp),
+        ("app", Leg::Udp),
+        ("auto-answer", Leg::Tcp),
+        ("app", Leg::Tcp),
+    ] {
+        let mode_and_leg = format!("{mode} over {leg:?}");
+        let mode = mode_and_leg.as_str();
+        let server = Server::start(&["--mode", mode.split(' ').next().unwrap(), "--shards", "2"]);
+        let proxy = Kamailio::start(&kamailio, server.sip, leg);
         let run = run_sipp(
             &sipp,
             &[
@@ -219,20 +246,33 @@ fn calls_through_a_record_routing_proxy_complete_in_both_modes() {
             ok_retransmissions, 0,
             "{mode}: every ACK came through the proxy in time"
         );
+        let over_tcp = server.metric("sipshard_tcp_events_total", "event=\"message_in\"");
+        match leg {
+            // INVITE, ACK and BYE of each call.
+            Leg::Tcp => assert!(over_tcp >= 300, "{mode}: {over_tcp} over TCP"),
+            Leg::Udp => assert_eq!(over_tcp, 0, "{mode}"),
+        }
     }
 }
 
 #[test]
-fn the_servers_own_bye_follows_the_route_set_through_the_proxy() {
+fn the_servers_own_bye_follows_the_route_set_through_the_proxy_over_udp_and_tcp() {
     let (Some(sipp), Some(kamailio)) = (sipp(), kamailio()) else {
         return;
     };
     let _one_at_a_time = sipp_run_lock();
+    for leg in [Leg::Udp, Leg::Tcp] {
+        own_bye_through_the_proxy(&sipp, &kamailio, leg);
+    }
+}
+
+/// A call through the proxy (relaying to the server over `leg`) that the server ends.
+fn own_bye_through_the_proxy(sipp: &Path, kamailio: &Path, leg: Leg) {
     let server = Server::start(&["--shards", "2", "--stop-deadline-s", "0"]);
-    let proxy = Kamailio::start(&kamailio, server.sip);
+    let proxy = Kamailio::start(kamailio, server.sip, leg);
     let dir = std::env::temp_dir();
     let caller = spawn_sipp(
-        &sipp,
+        sipp,
         free_udp_port(),
         &[
             "-sf",
@@ -249,11 +289,14 @@ fn the_servers_own_bye_follows_the_route_set_through_the_proxy() {
     // The call is up once the server counts it confirmed; then a stop ends it with BYE.
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.metric("sipshard_dialogs", "state=\"confirmed\"") < 1 {
-        assert!(Instant::now() < deadline, "the call did not come up");
+        assert!(
+            Instant::now() < deadline,
+            "{leg:?}: the call did not come up"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(server.stop(), "the server stops cleanly");
+    assert!(server.stop(), "{leg:?}: the server stops cleanly");
     let run = wait_sipp(caller, Duration::from_secs(30));
-    assert!(run.success, "sipp failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, 1, "{}", run.screen);
+    assert!(run.success, "{leg:?}: sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 1, "{leg:?}: {}", run.screen);
 }
