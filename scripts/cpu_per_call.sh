@@ -3,6 +3,8 @@
 # the same job, one after the other in one run, on loopback.
 #
 #   scripts/cpu_per_call.sh [RATE] [SECONDS] [SHARDS]     (defaults: 2000 30 2)
+#   TRANSPORT=t1 scripts/cpu_per_call.sh ...                (SIPp's -t: u1 UDP, t1 one TCP
+#                                                             connection, tn one per call)
 #
 # CPU is utime+stime of the server process from /proc/PID/stat (kernel time included),
 # read before and after the load.
@@ -10,6 +12,7 @@ set -euo pipefail
 RATE=${1:-2000}
 SECS=${2:-30}
 SHARDS=${3:-2}
+TRANSPORT=${TRANSPORT:-u1}
 CALLS=$((RATE * SECS))
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin sipshard
@@ -23,7 +26,7 @@ measure() { # name pid port
   local name=$1 pid=$2 port=$3
   local before after
   before=$(cpu_ticks "$pid")
-  (cd "$WORK" && sipp -sn uac "127.0.0.1:$port" -i 127.0.0.1 -p 0 -m "$CALLS" -r "$RATE" \
+  (cd "$WORK" && sipp -sn uac "127.0.0.1:$port" -i 127.0.0.1 -p 0 -t "$TRANSPORT" -max_socket 1000 -m "$CALLS" -r "$RATE" \
       -l $((RATE * 2)) -nostdin -timeout $((SECS + 60)) -timeout_error >"$WORK/$name.out" 2>&1) || true
   sleep 1
   after=$(cpu_ticks "$pid")
@@ -40,12 +43,12 @@ PORT_A=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_
 RUST_LOG=warn ./target/release/sipshard serve --listen "127.0.0.1:$PORT_A" --shards "$SHARDS" --coalesce-us "${COALESCE_US:-0}" >"$WORK/sipshard.out" 2>&1 &
 SIPSHARD=$!
 sleep 0.5
-measure "sipshard (shards=$SHARDS)" "$SIPSHARD" "$PORT_A"
+measure "sipshard (shards=$SHARDS, $TRANSPORT)" "$SIPSHARD" "$PORT_A"
 kill -TERM "$SIPSHARD"; wait "$SIPSHARD" || true
 
 PORT_B=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-(cd "$WORK" && exec sipp -sn uas -i 127.0.0.1 -p "$PORT_B" -nostdin -bg >/dev/null 2>&1) || true
+(cd "$WORK" && exec sipp -sn uas -i 127.0.0.1 -p "$PORT_B" -t "$TRANSPORT" -max_socket 1000 -nostdin -bg >/dev/null 2>&1) || true
 sleep 0.5
 UAS=$(pgrep -n -f "sipp -sn uas -i 127.0.0.1 -p $PORT_B")
-measure "sipp uas" "$UAS" "$PORT_B"
+measure "sipp uas ($TRANSPORT)" "$UAS" "$PORT_B"
 kill "$UAS" 2>/dev/null || true

@@ -32,8 +32,10 @@ const EVENTS: usize = 64;
 const ACCEPTS_PER_POLL: usize = 64;
 /// Bytes read from one connection per poll (the rest waits for the next round).
 const READ_PER_POLL: usize = 256 * 1024;
-/// Most bytes queued for one connection before it counts as stuck and is closed.
-const MAX_QUEUED: usize = 4 << 20;
+/// Most bytes queued for one connection; a message that would go past it is dropped (as
+/// a datagram would be), the connection kept: a peer that reads slowly under load must not
+/// lose every transaction it has. One that reads nothing at all goes idle and is closed.
+const MAX_QUEUED: usize = 16 << 20;
 /// How often idle connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Epoll token of the listener; connection `i` has `i + 1`.
@@ -68,6 +70,8 @@ pub struct TcpStats {
     pub messages_out: u64,
     /// Keep-alive pings answered.
     pub pings: u64,
+    /// Messages dropped because their connection had too much queued already.
+    pub dropped: u64,
 }
 
 impl TcpStats {
@@ -80,6 +84,7 @@ impl TcpStats {
         self.messages_in += o.messages_in;
         self.messages_out += o.messages_out;
         self.pings += o.pings;
+        self.dropped += o.dropped;
     }
 }
 
@@ -181,13 +186,16 @@ impl TcpSide {
     }
 
     /// Accepts, reads and writes whatever is ready, without waiting; whole messages go to
-    /// `out` with their sender.
-    pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<(SocketAddr, Bytes)>) {
+    /// `out` with their sender. True when more may be waiting: every event slot was used,
+    /// or a connection had more than its quota to read (the receive side is not keeping
+    /// up, as with a UDP socket left undrained).
+    pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<(SocketAddr, Bytes)>) -> bool {
         let mut events = [EpollEvent::empty(); EVENTS];
         let n = self
             .epoll
             .wait(&mut events, EpollTimeout::ZERO)
             .unwrap_or(0);
+        let mut more = n == EVENTS;
         for e in &events[..n] {
             if e.data() == LISTENER {
                 self.accept(now);
@@ -199,13 +207,14 @@ impl TcpSide {
                 self.writable(index, now);
             }
             if flags.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
-                self.read(index, now, out);
+                more |= self.read(index, now, out);
             }
         }
         if now.saturating_duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
             self.close_idle(now);
         }
+        more
     }
 
     /// Queues `payload` for `peer`, opening a connection when there is none. False when
@@ -225,14 +234,13 @@ impl TcpSide {
         let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
             return false;
         };
+        if c.queued + payload.len() > MAX_QUEUED {
+            self.stats.dropped += 1;
+            return false;
+        }
         c.queued += payload.len();
         c.output.push_back(payload);
         self.stats.messages_out += 1;
-        if c.queued > MAX_QUEUED {
-            // The peer reads nothing: it would hold our memory forever.
-            self.close(index);
-            return false;
-        }
         if !c.connecting {
             self.flush(index, now);
         }
@@ -350,9 +358,10 @@ impl TcpSide {
         self.stats.closed += 1;
     }
 
-    fn read(&mut self, index: usize, now: Instant, out: &mut Vec<(SocketAddr, Bytes)>) {
+    /// Reads up to [`READ_PER_POLL`] bytes; true when that quota stopped it.
+    fn read(&mut self, index: usize, now: Instant, out: &mut Vec<(SocketAddr, Bytes)>) -> bool {
         let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
-            return;
+            return false;
         };
         let mut total = 0;
         let mut closed = false;
@@ -414,13 +423,14 @@ impl TcpSide {
         let peer = c.peer;
         if broken || closed {
             self.close(index);
-            return;
+            return false;
         }
         for _ in 0..pongs {
             // RFC 5626 §3.5.1: a CRLF CRLF ping is answered with one CRLF.
             self.stats.pings += 1;
             self.send(now, peer, Bytes::from_static(b"\r\n"));
         }
+        total >= READ_PER_POLL
     }
 
     fn writable(&mut self, index: usize, now: Instant) {

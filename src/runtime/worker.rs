@@ -232,6 +232,8 @@ impl Worker {
             let now = Instant::now();
             let received = round.io.datagrams_received;
             let busy = self.receive(now, &mut round);
+            let (streamed, streams_busy) = self.receive_streams(now, &mut round);
+            let busy = busy || streams_busy;
             match self.backlog.observe(now, !busy) {
                 Backlog::Began => {
                     round.io.receive_overloads += 1;
@@ -240,7 +242,6 @@ impl Worker {
                 Backlog::Ended => tracing::debug!(shard = self.index, "receive backlog drained"),
                 Backlog::Steady => {}
             }
-            let streamed = self.receive_streams(now, &mut round);
             let (inbound, took) = self.take_inbound(now, &mut round);
             let worked = took || streamed || round.io.datagrams_received != received;
             self.fire_timers(now, &mut round);
@@ -352,12 +353,12 @@ impl Worker {
     }
 
     /// Reads this thread's TCP connections: messages whose Call-ID hashes here are handled,
-    /// the others go to their shard in one queue message each. True if any came.
-    fn receive_streams(&mut self, now: Instant, round: &mut Round) -> bool {
+    /// the others go to their shard in one queue message each. (Any came, more may wait.)
+    fn receive_streams(&mut self, now: Instant, round: &mut Round) -> (bool, bool) {
         let Some(tcp) = &mut self.tcp else {
-            return false;
+            return (false, false);
         };
-        tcp.poll(now, &mut round.stream_in);
+        let more = tcp.poll(now, &mut round.stream_in);
         for peer in tcp.take_failures() {
             self.shard
                 .handle_transport_failure(now, peer, Transport::Tcp);
@@ -376,7 +377,7 @@ impl Worker {
             }
         }
         if round.stream_in.is_empty() {
-            return false;
+            return (false, more);
         }
         let shards = self.peers.len();
         for (from, message) in round.stream_in.drain(..) {
@@ -405,7 +406,7 @@ impl Worker {
                 Err(_) => round.io.handover_drops += count,
             }
         }
-        true
+        (true, more)
     }
 
     /// Takes handed-over datagrams and commands; (the queue had more, took any).

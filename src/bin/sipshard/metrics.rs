@@ -270,6 +270,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
                 ("message_in", t.messages_in),
                 ("message_out", t.messages_out),
                 ("keepalive", t.pings),
+                ("dropped_queue_full", t.dropped),
             ]
             .map(|(k, v)| (format!("shard=\"{}\",event=\"{k}\"", r.shard), v))
         }),
