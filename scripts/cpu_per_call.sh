@@ -3,6 +3,7 @@
 # the same job, one after the other in one run, on loopback.
 #
 #   scripts/cpu_per_call.sh [RATE] [SECONDS] [SHARDS]     (defaults: 2000 30 2)
+#   SERVER_ARGS=--no-tcp scripts/cpu_per_call.sh ...        (more `sipshard serve` flags)
 #   TRANSPORT=t1 scripts/cpu_per_call.sh ...                (SIPp's -t: u1 UDP, t1 one TCP
 #                                                             connection, tn one per call)
 #
@@ -40,7 +41,7 @@ measure() { # name pid port
 }
 
 PORT_A=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-RUST_LOG=warn ./target/release/sipshard serve --listen "127.0.0.1:$PORT_A" --shards "$SHARDS" --coalesce-us "${COALESCE_US:-0}" >"$WORK/sipshard.out" 2>&1 &
+RUST_LOG=warn ./target/release/sipshard serve --listen "127.0.0.1:$PORT_A" --shards "$SHARDS" --coalesce-us "${COALESCE_US:-0}" ${SERVER_ARGS:-} >"$WORK/sipshard.out" 2>&1 &
 SIPSHARD=$!
 sleep 0.5
 measure "sipshard (shards=$SHARDS, $TRANSPORT)" "$SIPSHARD" "$PORT_A"
