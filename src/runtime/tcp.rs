@@ -18,7 +18,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -115,6 +115,8 @@ pub(crate) struct TcpSide {
     /// Peers a connection to which failed with messages for them unsent, or could not be
     /// opened: the worker tells its shard (`Shard::handle_transport_failure`).
     failed: Vec<SocketAddr>,
+    /// Where `read` puts what one system call brings, before it joins a connection's input.
+    scratch: Box<[u8]>,
     /// Peers whose connection closed since the last [`TcpSide::take_closed`]: the other
     /// shards forget that replies to them go through this thread.
     closed: Vec<SocketAddr>,
@@ -150,6 +152,7 @@ impl TcpSide {
             settings,
             last_sweep: now,
             failed: Vec::new(),
+            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             closed: Vec::new(),
             stats: TcpStats::default(),
         })
@@ -366,31 +369,23 @@ impl TcpSide {
         let mut total = 0;
         let mut closed = false;
         while total < READ_PER_POLL {
-            c.input.reserve(16 * 1024);
-            let start = c.input.len();
-            let spare = c.input.capacity() - start;
-            c.input.resize(start + spare, 0);
-            match c.stream.read(&mut c.input[start..]) {
+            match c.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    c.input.truncate(start);
                     closed = true;
                     break;
                 }
                 Ok(n) => {
-                    c.input.truncate(start + n);
+                    c.input.extend_from_slice(&self.scratch[..n]);
                     total += n;
                 }
-                Err(e) => {
-                    c.input.truncate(start);
-                    match e.kind() {
-                        ErrorKind::WouldBlock => break,
-                        ErrorKind::Interrupted => continue,
-                        _ => {
-                            closed = true;
-                            break;
-                        }
+                Err(e) => match e.kind() {
+                    ErrorKind::WouldBlock => break,
+                    ErrorKind::Interrupted => continue,
+                    _ => {
+                        closed = true;
+                        break;
                     }
-                }
+                },
             }
         }
         if total > 0 {
@@ -402,14 +397,17 @@ impl TcpSide {
             match next_frame(&c.input, MAX_MESSAGE) {
                 Ok(Frame::Incomplete) => break,
                 Ok(Frame::KeepAlive(n)) => {
-                    let _ = c.input.split_to(n);
+                    c.input.advance(n);
                     pongs += 1;
                 }
                 Ok(Frame::Skip(n)) => {
-                    let _ = c.input.split_to(n);
+                    c.input.advance(n);
                 }
                 Ok(Frame::Message(n)) => {
-                    out.push((c.peer, c.input.split_to(n).freeze()));
+                    // Copied out, as a datagram is: a message a transaction or dialog keeps
+                    // for minutes must not pin the connection's whole read buffer.
+                    out.push((c.peer, Bytes::copy_from_slice(&c.input[..n])));
+                    c.input.advance(n);
                     self.stats.messages_in += 1;
                 }
                 Err(e) => {
