@@ -8,19 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peers::{Server, free_udp_port, run_sipp, sipp, sum_metric};
-
-/// Polls the server's metrics until `name` (filtered) reaches `want`, up to `limit`.
-fn wait_metric(server: &Server, name: &str, filter: &str, want: u64, limit: Duration) -> u64 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let v = server.metric(name, filter);
-        if v == want || Instant::now() > deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::peers::{Server, free_udp_port, run_sipp, sipp, sum_metric, wait_metric};
 
 /// SIPp's built-in `scenario` against `target`: `calls` calls at `rate` per second, a call
 /// that takes longer than `timeout_s` failing; the run itself gets 30 s more.
@@ -219,13 +207,7 @@ fn run_our_scenario(
         ],
         Duration::from_secs(60),
     );
-    assert!(run.success, "{context}: sipp failed:\n{}", run.screen);
-    assert_eq!(
-        run.successful_calls,
-        u64::from(calls),
-        "{context}: {}",
-        run.screen
-    );
+    run.assert_completed(calls, context);
 }
 
 /// [`run_our_scenario`] against a fresh server in each answering mode (inline auto-answer,

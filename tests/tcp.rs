@@ -10,7 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peers::{Server, free_udp_port, run_sipp, sipp, spawn_sipp, sum_metric, wait_sipp};
+use common::peers::{
+    Server, free_udp_port, run_sipp, sipp, spawn_sipp, sum_metric, wait_metric, wait_sipp,
+};
 
 /// SIPp's built-in uac over TCP in `mode` (`t1`: one connection for every call, `tn`: one
 /// per call) against a two-shard server in each answering mode; every call must complete
@@ -41,17 +43,8 @@ fn uac_over_tcp(sipp: &std::path::Path, mode: &str, calls: u32) -> Vec<String> {
             ],
             Duration::from_secs(90),
         );
-        assert!(run.success, "{answering}: sipp failed:\n{}", run.screen);
-        assert_eq!(
-            run.successful_calls,
-            u64::from(calls),
-            "{answering}: {}",
-            run.screen
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while server.metric("sipshard_dialogs", "") != 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        run.assert_completed(calls, answering);
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10));
         let m = server.metrics();
         assert_eq!(sum_metric(&m, "sipshard_dialogs", ""), 0, "{answering}");
         assert_eq!(

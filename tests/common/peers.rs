@@ -152,6 +152,32 @@ pub struct SippRun {
     pub screen: String,
 }
 
+impl SippRun {
+    /// Asserts that SIPp exited 0 with `calls` successful calls (`context` names the run).
+    pub fn assert_completed(&self, calls: u32, context: &str) {
+        assert!(self.success, "{context}: sipp failed:\n{}", self.screen);
+        assert_eq!(
+            self.successful_calls,
+            u64::from(calls),
+            "{context}: {}",
+            self.screen
+        );
+    }
+}
+
+/// Polls the server's metrics until `name` (filtered) reaches `want`, up to `limit`;
+/// returns the last value read.
+pub fn wait_metric(server: &Server, name: &str, filter: &str, want: u64, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = server.metric(name, filter);
+        if v == want || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A UDP port that was free a moment ago (for SIPp's `-p`).
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
