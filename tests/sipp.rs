@@ -8,6 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use sipshard::transaction::Transport;
+
+use common::calls::{AfterAnswer, place_calls_to_sipp, place_calls_to_sipp_then, start_manager};
 use common::peers::{Server, free_udp_port, run_sipp, sipp, sum_metric, wait_metric};
 
 /// SIPp's built-in `scenario` against `target`: `calls` calls at `rate` per second, a call
@@ -538,8 +541,14 @@ async fn dialog_manager_refers_a_sipp_callee_and_follows_its_notifies() {
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/uas_refer.xml");
-    let stats =
-        place_calls_to_sipp_then(&sipp, &["-sf", scenario], 100, AfterAnswer::ReferThenBye).await;
+    let stats = place_calls_to_sipp_then(
+        &sipp,
+        &["-sf", scenario],
+        100,
+        AfterAnswer::ReferThenBye,
+        Transport::Udp,
+    )
+    .await;
     assert_eq!(stats.total.transactions.timeouts, 0);
 }
 
@@ -629,133 +638,6 @@ async fn dialog_manager_subscribes_to_a_sipp_notifier_and_unsubscribes() {
         "{}",
         run.screen
     );
-}
-
-/// A started two-shard `DialogManager` on an ephemeral port, with its event channel.
-async fn start_manager() -> (
-    sipshard::runtime::DialogManager,
-    tokio::sync::mpsc::Receiver<Vec<sipshard::runtime::SessionCoordinationEvent>>,
-) {
-    let mut config = sipshard::runtime::RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
-    config.shards = 2;
-    let manager = sipshard::runtime::DialogManager::new(config);
-    let (tx, events) = tokio::sync::mpsc::channel(1024);
-    manager.set_session_coordinator(tx);
-    manager.start().await.unwrap();
-    (manager, events)
-}
-
-/// Places `calls` calls (at most 100 at once) to a SIPp callee started with `scenario`
-/// arguments, BYEs each when answered, and checks that all completed on both sides.
-async fn place_calls_to_sipp(
-    sipp: &std::path::Path,
-    scenario: &[&str],
-    calls: u32,
-) -> sipshard::runtime::DialogStats {
-    place_calls_to_sipp_then(sipp, scenario, calls, AfterAnswer::Bye).await
-}
-
-/// What [`place_calls_to_sipp_then`] does with an answered call.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum AfterAnswer {
-    /// Hang up at once.
-    Bye,
-    /// REFER the callee to `sip:carol@example.com`, and hang up after the last NOTIFY,
-    /// which must report 200.
-    ReferThenBye,
-}
-
-/// Places `calls` calls through `DialogManager` into a SIPp callee running `scenario`,
-/// does `after` with each answered call, and checks both sides finished them all.
-async fn place_calls_to_sipp_then(
-    sipp: &std::path::Path,
-    scenario: &[&str],
-    calls: u32,
-    after: AfterAnswer,
-) -> sipshard::runtime::DialogStats {
-    use sipshard::message::Method;
-    use sipshard::runtime::StopPolicy;
-    use sipshard::shard::{SessionEvent, TerminationReason};
-
-    let port = common::peers::free_udp_port();
-    let count = calls.to_string();
-    let mut args = scenario.to_vec();
-    args.extend(["-m", &count, "-timeout", "90", "-timeout_error"]);
-    let uas = common::peers::spawn_sipp(sipp, port, &args, &std::env::temp_dir());
-    let (manager, mut events) = start_manager().await;
-    // Give SIPp a moment to bind (an early INVITE would only be retransmitted anyway).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let to = format!("sip:service@127.0.0.1:{port}");
-    let sdp = bytes::Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n");
-    let (mut placed, mut ended, mut completed) = (0u32, 0u32, 0u32);
-    let mut failures = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while ended < calls {
-        while placed < calls && placed - ended < 100 {
-            manager
-                .make_call("sip:sipshard@127.0.0.1", &to, Some(sdp.clone()))
-                .await
-                .unwrap();
-            placed += 1;
-        }
-        let batch = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("calls finish within the time limit")
-            .expect("event channel open");
-        for e in batch {
-            match e.event {
-                SessionEvent::CallAnswered { dialog, .. } if after == AfterAnswer::Bye => {
-                    manager
-                        .send_request(&dialog, Method::Bye, None)
-                        .await
-                        .unwrap();
-                }
-                SessionEvent::CallAnswered { dialog, .. } => {
-                    manager
-                        .refer(&dialog, "<sip:carol@example.com>")
-                        .await
-                        .unwrap();
-                }
-                SessionEvent::ReferNotify {
-                    dialog,
-                    status,
-                    terminated: true,
-                    ..
-                } => {
-                    assert_eq!(status, Some(200));
-                    manager
-                        .send_request(&dialog, Method::Bye, None)
-                        .await
-                        .unwrap();
-                }
-                SessionEvent::CallTerminated { reason, .. } => {
-                    ended += 1;
-                    if reason == TerminationReason::LocalBye {
-                        completed += 1;
-                    } else {
-                        failures.push(reason);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    assert_eq!(completed, calls, "failures: {failures:?}");
-    let stats = manager
-        .stop(StopPolicy::Wait, Duration::from_secs(5))
-        .await
-        .unwrap();
-    assert_eq!(stats.dialogs(), 0);
-    let run = common::peers::wait_sipp(uas, Duration::from_secs(30));
-    assert!(run.success, "sipp callee failed:\n{}", run.screen);
-    assert_eq!(
-        u32::try_from(run.successful_calls).unwrap(),
-        calls,
-        "{}",
-        run.screen
-    );
-    stats
 }
 
 /// A TCP port that was free a moment ago (for SIPp's `-3pcc` twin socket).

@@ -10,6 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use sipshard::transaction::Transport;
+
+use common::calls::{AfterAnswer, place_calls_to_sipp_then};
 use common::peers::{
     Server, free_udp_port, run_sipp, sipp, spawn_sipp, sum_metric, wait_metric, wait_sipp,
 };
@@ -163,73 +166,14 @@ fn calls_placed_to_a_tcp_uri_open_a_connection_to_the_sipp_callee() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        use sipshard::message::Method;
-        use sipshard::shard::{SessionEvent, TerminationReason};
-
-        const CALLS: u32 = 50;
-        let port = free_udp_port();
-        let count = CALLS.to_string();
-        let uas = spawn_sipp(
-            &sipp,
-            port,
-            &["-sn", "uas", "-t", "t1", "-m", &count, "-timeout", "60", "-timeout_error"],
-            &std::env::temp_dir(),
-        );
-        let mut config = sipshard::runtime::RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
-        config.shards = 2;
-        let manager = sipshard::runtime::DialogManager::new(config);
-        let (tx, mut events) = tokio::sync::mpsc::channel(1024);
-        manager.set_session_coordinator(tx);
-        manager.start().await.unwrap();
-        // SIPp must be listening before the first connect: a refused connect loses the
-        // INVITE, and over TCP nothing retransmits it (the call would end at Timer B).
-        let listening = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < listening, "sipp does not listen on TCP");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let to = format!("sip:service@127.0.0.1:{port};transport=tcp");
-        let sdp = bytes::Bytes::from_static(
-            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n",
-        );
-        for _ in 0..CALLS {
-            manager
-                .make_call("sip:sipshard@127.0.0.1", &to, Some(sdp.clone()))
-                .await
-                .unwrap();
-        }
-        let (mut ended, mut completed) = (0, 0);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        while ended < CALLS {
-            let batch = tokio::time::timeout_at(deadline, events.recv())
-                .await
-                .expect("calls finish within the time limit")
-                .expect("event channel open");
-            for e in batch {
-                match e.event {
-                    SessionEvent::CallAnswered { dialog, .. } => {
-                        manager
-                            .send_request(&dialog, Method::Bye, None)
-                            .await
-                            .unwrap();
-                    }
-                    SessionEvent::CallTerminated { reason, .. } => {
-                        ended += 1;
-                        if reason == TerminationReason::LocalBye {
-                            completed += 1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        assert_eq!(completed, CALLS);
-        let stats = manager.stats().await.unwrap();
-        assert!(stats.io.tcp.connected >= 1, "{:?}", stats.io.tcp);
-        assert_eq!(stats.io.datagrams_sent, 0, "nothing went over UDP");
-        let run = wait_sipp(uas, Duration::from_secs(30));
-        assert!(run.success, "sipp failed:\n{}", run.screen);
-        assert_eq!(run.successful_calls, u64::from(CALLS), "{}", run.screen);
-    });
+    let stats = runtime.block_on(place_calls_to_sipp_then(
+        &sipp,
+        &["-sn", "uas", "-t", "t1"],
+        50,
+        AfterAnswer::Bye,
+        Transport::Tcp,
+    ));
+    assert!(stats.io.tcp.connected >= 1, "{:?}", stats.io.tcp);
+    assert_eq!(stats.io.datagrams_sent, 0, "nothing went over UDP");
+    assert_eq!(stats.io.datagrams_received, 0);
 }

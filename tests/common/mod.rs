@@ -2,6 +2,7 @@
 //! byte-exact, and the simulated network.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod peers;
 pub mod sim;
 pub mod sip;
