@@ -239,8 +239,7 @@ fn calls_through_a_record_routing_proxy_complete_in_both_modes_over_udp_and_tcp(
             ],
             Duration::from_secs(60),
         );
-        assert!(run.success, "{mode}: sipp failed:\n{}", run.screen);
-        assert_eq!(run.successful_calls, 100, "{mode}: {}", run.screen);
+        run.assert_completed(100, mode);
         let ok_retransmissions = server.metric("sipshard_retransmissions_total", "");
         assert_eq!(
             ok_retransmissions, 0,
@@ -297,6 +296,5 @@ fn own_bye_through_the_proxy(sipp: &Path, kamailio: &Path, leg: Leg) {
     }
     assert!(server.stop(), "{leg:?}: the server stops cleanly");
     let run = wait_sipp(caller, Duration::from_secs(30));
-    assert!(run.success, "{leg:?}: sipp failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, 1, "{leg:?}: {}", run.screen);
+    run.assert_completed(1, &format!("{leg:?}"));
 }

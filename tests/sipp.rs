@@ -631,13 +631,7 @@ async fn dialog_manager_subscribes_to_a_sipp_notifier_and_unsubscribes() {
         .unwrap();
     assert_eq!(stats.dialogs(), 0);
     let run = common::peers::wait_sipp(notifier, Duration::from_secs(30));
-    assert!(run.success, "sipp notifier failed:\n{}", run.screen);
-    assert_eq!(
-        run.successful_calls,
-        u64::from(subscriptions),
-        "{}",
-        run.screen
-    );
+    run.assert_completed(subscriptions, "sipp notifier");
 }
 
 /// A TCP port that was free a moment ago (for SIPp's `-3pcc` twin socket).

@@ -154,8 +154,7 @@ fn the_servers_bye_goes_over_the_callers_tcp_connection() {
     }
     assert!(server.stop(), "the server stops cleanly");
     let run = wait_sipp(caller, Duration::from_secs(30));
-    assert!(run.success, "sipp failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, 5, "{}", run.screen);
+    run.assert_completed(5, "the caller of the calls the server ends");
 }
 
 #[test]
