@@ -187,6 +187,8 @@ pub struct Limits {
     pub coalesce_us: u64,
     /// Seconds without traffic after which a TCP connection is closed.
     pub tcp_idle_s: u64,
+    /// Most TCP connections per shard; more are refused at accept.
+    pub tcp_max_connections: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -230,6 +232,7 @@ event_channel = 1024
 socket_buffer = 8388608
 coalesce_us = 0
 tcp_idle_s = 300
+tcp_max_connections = 16384
 
 [stop]
 deadline_s = 5
@@ -288,6 +291,7 @@ impl Default for Limits {
             socket_buffer: 8 << 20,
             coalesce_us: 0,
             tcp_idle_s: 300,
+            tcp_max_connections: 16_384,
         }
     }
 }

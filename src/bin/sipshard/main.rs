@@ -220,6 +220,7 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
     r.coalesce = Duration::from_micros(c.limits.coalesce_us);
     r.tcp = c.tcp;
     r.tcp_idle = Duration::from_secs(c.limits.tcp_idle_s.max(1));
+    r.tcp_max_connections = c.limits.tcp_max_connections;
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.retry_after = c.limits.retry_after;
     r.shard.reliable_provisionals = c.reliable_provisionals.into();
