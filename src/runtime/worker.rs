@@ -291,7 +291,8 @@ impl Worker {
     fn report(&self, io: &IoStats) -> ShardReport {
         let mut io = *io;
         if let Some(tcp) = &self.tcp {
-            io.tcp = tcp.stats;
+            // The round's own count (sends no shard could take) plus the side's.
+            io.tcp.merge(&tcp.stats);
             io.tcp_connections = tcp.len() as u64;
         }
         io.eventfd_wakes = self.waker.writes.load(Ordering::Relaxed);
@@ -770,11 +771,13 @@ impl Worker {
     }
 
     fn flush(&mut self, round: &mut Round) {
-        let now = Instant::now();
+        // Read the clock only when a stream transmit needs it (an idle connection's age).
+        let mut now = None;
         while let Some(t) = self.shard.poll_transmit() {
             if t.transport == Transport::Udp {
                 round.transmits.push(t);
             } else {
+                let now = *now.get_or_insert_with(Instant::now);
                 self.send_stream(now, t, round);
             }
         }
