@@ -9,6 +9,11 @@
 //! a dialog is therefore handled by one thread, with no lock: the shards share nothing but
 //! their queues. Transmits leave in `sendmmsg` batches.
 //!
+//! TCP (RFC 3261 §18, the `tcp` module) runs beside it on the same port: each thread has
+//! its own listener and owns its connections; a framed message goes to its Call-ID's shard
+//! like a datagram, and that shard's replies go back through the thread holding the
+//! connection.
+//!
 //! Session events leave each shard in batches (one `Vec` per wake-up) on a bounded tokio
 //! channel to the application ([`DialogManager::set_session_coordinator`]). When that
 //! channel is full the shard keeps the batch, keeps running the protocol for the dialogs it
@@ -18,7 +23,8 @@
 //!
 //! # What it owns, what it may not touch
 //! Sockets, threads, queues, the wall clock. It holds no protocol state of its own: that is
-//! the shards'; it must not parse beyond the Call-ID scan, nor build SIP messages.
+//! the shards'; it must not parse beyond the Call-ID scan and stream framing, nor build
+//! SIP messages.
 
 mod manager;
 mod tcp;

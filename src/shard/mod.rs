@@ -8,9 +8,11 @@
 //! session events go out through `poll_*`. No threads, channels, sockets or clock reads.
 //!
 //! # Driving it
-//! Call [`Shard::handle_datagram`], [`Shard::handle_command`] or [`Shard::handle_timeout`],
-//! then drain [`Shard::poll_transmit`] and [`Shard::poll_event`], then sleep until
-//! [`Shard::poll_timeout`].
+//! Call [`Shard::handle_datagram`] (or [`Shard::handle_message`] for a message framed out of
+//! a TCP stream), [`Shard::handle_command`] or [`Shard::handle_timeout`], then drain
+//! [`Shard::poll_transmit`] (each transmit names its transport) and [`Shard::poll_event`],
+//! then sleep until [`Shard::poll_timeout`]. Tell it of a failed connection with
+//! [`Shard::handle_transport_failure`].
 //!
 //! # Scope so far
 //! UAS: INVITE → [`SessionEvent::IncomingCall`]; ringing, answer (2xx retransmitted until

@@ -49,7 +49,7 @@ struct ServeArgs {
     /// TOML configuration file (over the embedded default).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// UDP address to listen on (port 0: any free port; the chosen one is printed).
+    /// Address to listen on, UDP and TCP (port 0: any free port; the chosen one is printed).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// Address put in Via and Contact when listening on a wildcard address.
