@@ -243,3 +243,26 @@ fn a_call_to_a_tcp_uri_goes_over_tcp_unretransmitted_and_fails_with_its_connecti
     );
     assert_eq!(s.dialog_count(), 0);
 }
+
+#[test]
+fn a_call_to_a_transport_sipshard_does_not_speak_is_refused_not_sent_over_udp() {
+    let now = Instant::now();
+    let mut s = shard(now);
+    let refused = s.handle_command(
+        now,
+        DialogCommand::MakeCall {
+            from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+            to: Bytes::from_static(b"<sip:carol@127.0.0.1:5061>"),
+            request_uri: Bytes::from_static(b"sip:carol@127.0.0.1:5061;transport=tls"),
+            destination: "127.0.0.1:5061".parse().unwrap(),
+            sdp: Bytes::from_static(SDP),
+            headers: Vec::new(),
+        },
+    );
+    assert!(
+        matches!(&refused, Err(sipshard::shard::DialogError::UnsupportedTransport(t)) if t == "tls"),
+        "{refused:?}"
+    );
+    assert!(transmits(&mut s).is_empty());
+    assert_eq!(s.dialog_count(), 0);
+}

@@ -607,6 +607,9 @@ pub enum DialogError {
     NotRunning,
     /// A call target sipshard cannot send to (no IP address: sipshard does no DNS).
     InvalidTarget(String),
+    /// A Request-URI whose `transport` parameter names a transport sipshard does not speak
+    /// (it speaks UDP and TCP).
+    UnsupportedTransport(String),
     /// A socket could not be opened or used.
     Transport(String),
 }
@@ -637,6 +640,9 @@ impl std::fmt::Display for DialogError {
             DialogError::SessionCoordinationFailed => f.write_str("shard thread unreachable"),
             DialogError::NotRunning => f.write_str("dialog manager not running"),
             DialogError::InvalidTarget(t) => write!(f, "cannot send to {t}: need an IP address"),
+            DialogError::UnsupportedTransport(t) => {
+                write!(f, "cannot send over {t}: sipshard speaks UDP and TCP")
+            }
             DialogError::Transport(e) => write!(f, "transport: {e}"),
         }
     }
@@ -1585,14 +1591,20 @@ impl Shard {
     }
 }
 
-/// The transport a request to `uri` goes over: its `transport` parameter when sipshard speaks
-/// it, else UDP (RFC 3263 §4.1 for a sip: URI with no parameter; sipshard does no NAPTR).
-pub(crate) fn uri_transport(uri: &[u8]) -> Transport {
-    crate::message::Uri::parse(uri)
-        .ok()
-        .and_then(|u| u.as_sip().and_then(|s| s.transport()))
-        .and_then(Transport::from_token)
-        .unwrap_or(Transport::Udp)
+/// The transport a request to `uri` goes over: its `transport` parameter, else UDP (RFC
+/// 3263 §4.1 for a sip: URI with no parameter; sipshard does no NAPTR). A parameter naming
+/// a transport sipshard does not speak (TLS, SCTP, WebSocket) is an error: sending such a
+/// request over UDP instead would be wrong.
+pub(crate) fn uri_transport(uri: &[u8]) -> Result<Transport, DialogError> {
+    let Ok(parsed) = crate::message::Uri::parse(uri) else {
+        return Ok(Transport::Udp);
+    };
+    match parsed.as_sip().and_then(|s| s.transport()) {
+        None => Ok(Transport::Udp),
+        Some(token) => Transport::from_token(token).ok_or_else(|| {
+            DialogError::UnsupportedTransport(String::from_utf8_lossy(token).into_owned())
+        }),
+    }
 }
 
 /// (Call-ID, From tag, CSeq number) of a request, hashed: the key of `by_origin`. A hit

@@ -35,7 +35,7 @@ impl Shard {
         self.admit_own_dialog()?;
         let call_id = self.owned_call_id();
         let tag = self.ids.tag();
-        let transport = super::uri_transport(call.request_uri);
+        let transport = super::uri_transport(call.request_uri)?;
         let (via, branch) = self.via(transport);
         let contact = self.contact(transport);
         let local = dialog::with_tag(call.from, tag.as_bytes());
@@ -611,7 +611,7 @@ pub(super) fn uac_dialog(
         false,
         destination,
     )
-    .with_transport(super::uri_transport(request_uri))
+    .with_transport(super::uri_transport(request_uri).unwrap_or_default())
 }
 
 /// What `MakeCall` carries, borrowed.
