@@ -497,6 +497,18 @@ impl<'a> Iterator for ViaIter<'a> {
     }
 }
 
+/// Where a response goes over a stream transport when the connection its request came on
+/// is gone (RFC 3261 §18.2.2): the top Via's `received` address, else its sent-by host when
+/// that is an IP address, at the sent-by port (else 5060). `None` when `response` is not a
+/// parseable response or its Via names no address (sipshard does no DNS).
+pub fn stream_response_fallback(response: &bytes::Bytes) -> Option<std::net::SocketAddr> {
+    let msg = super::Message::parse(response.clone()).ok()?;
+    msg.status()?;
+    let via = msg.top_via().ok()?;
+    let ip = via.received().or_else(|| via.host().ip())?;
+    Some(std::net::SocketAddr::new(ip, via.port.unwrap_or(5060)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -666,5 +678,44 @@ mod tests {
         assert!(Via::parse(b"SIP/2.0/UDP").is_err());
         assert!(Via::parse(b"SIP/2.0/UDP host;ttl=300").is_err());
         assert!(Via::parse(b"SIP/2.0 UDP host").is_err());
+    }
+
+    #[test]
+    fn a_stream_response_falls_back_to_received_or_the_sent_by_address() {
+        let response = |via: &str| {
+            bytes::Bytes::from(format!(
+                "SIP/2.0 200 OK\r\nVia: {via}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\n\
+                 Call-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+            ))
+        };
+        let at = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(
+            stream_response_fallback(&response("SIP/2.0/TCP 192.0.2.1:5070;branch=z9hG4bK1")),
+            at("192.0.2.1:5070")
+        );
+        assert_eq!(
+            stream_response_fallback(&response(
+                "SIP/2.0/TCP pc.example.com;branch=z9hG4bK1;received=192.0.2.9"
+            )),
+            at("192.0.2.9:5060")
+        );
+        assert_eq!(
+            stream_response_fallback(&response("SIP/2.0/TCP [2001:db8::1]:5080;branch=z9hG4bK1")),
+            at("[2001:db8::1]:5080")
+        );
+        assert_eq!(
+            stream_response_fallback(&response("SIP/2.0/TCP pc.example.com;branch=z9hG4bK1")),
+            None,
+            "no DNS"
+        );
+        let request = bytes::Bytes::from_static(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1\r\n\
+              Content-Length: 0\r\n\r\n",
+        );
+        assert_eq!(
+            stream_response_fallback(&request),
+            None,
+            "requests follow their target"
+        );
     }
 }

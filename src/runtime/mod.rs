@@ -23,8 +23,8 @@
 //!
 //! # What it owns, what it may not touch
 //! Sockets, threads, queues, the wall clock. It holds no protocol state of its own: that is
-//! the shards'; it must not parse beyond the Call-ID scan and stream framing, nor build
-//! SIP messages.
+//! the shards'; it must not parse beyond the Call-ID scan, stream framing and the top Via
+//! of a response whose connection is gone (RFC 3261 §18.2.2), nor build SIP messages.
 
 mod manager;
 mod tcp;

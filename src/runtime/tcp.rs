@@ -6,8 +6,11 @@
 //! Sockets and bytes. Messages are cut out of each stream by
 //! [`next_frame`](crate::message::next_frame) and handed up whole with the peer's
 //! address; transmits are queued on the connection to their destination, which is opened
-//! when there is none (non-blocking connect). It knows nothing else of SIP, and nothing of
-//! shards: the worker decides which thread handles a message and which sends a transmit.
+//! when there is none (non-blocking connect). A response whose connection is gone goes to
+//! its top Via's address instead (RFC 3261 §18.2.2,
+//! [`stream_response_fallback`](crate::message::stream_response_fallback)). It knows
+//! nothing else of SIP, and nothing of shards: the worker decides which thread handles a
+//! message and which sends a transmit.
 //!
 //! Readiness comes from an epoll instance of its own, level-triggered, which the worker
 //! registers in its own epoll (an epoll fd is pollable) so that a sleeping shard wakes on
@@ -225,14 +228,23 @@ impl TcpSide {
     pub(crate) fn send(&mut self, now: Instant, peer: SocketAddr, payload: Bytes) -> bool {
         let index = match self.by_peer.get(&peer) {
             Some(&i) => i,
-            None => match self.connect(now, peer) {
-                Some(i) => i,
-                None => {
-                    self.stats.failures += 1;
-                    self.failed.push(peer);
-                    return false;
+            None => {
+                // §18.2.2: a response whose request's connection is gone goes to the Via's
+                // received address at its sent-by port, not to the old connection's
+                // (ephemeral) source port.
+                let target = crate::message::stream_response_fallback(&payload).unwrap_or(peer);
+                match self.by_peer.get(&target).copied() {
+                    Some(i) => i,
+                    None => match self.connect(now, target) {
+                        Some(i) => i,
+                        None => {
+                            self.stats.failures += 1;
+                            self.failed.push(peer);
+                            return false;
+                        }
+                    },
                 }
-            },
+            }
         };
         let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
             return false;
@@ -634,6 +646,37 @@ mod tests {
         // Both closes are reported, for the other shards to forget the routes.
         assert_eq!(side.take_closed().len(), 2);
         assert!(side.take_closed().is_empty());
+    }
+
+    #[test]
+    fn a_response_whose_connection_is_gone_goes_to_the_via_sent_by() {
+        let (mut side, _) = side();
+        let far = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sent_by = far.local_addr().unwrap();
+        let response = Bytes::from(format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1:{};branch=z9hG4bK1\r\n\
+             From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>;tag=2\r\nCall-ID: x\r\n\
+             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            sent_by.port()
+        ));
+        // The request's connection came from an ephemeral port, and is closed.
+        let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(side.send(Instant::now(), gone, response.clone()));
+        let (mut accepted, _) = far.accept().unwrap();
+        accepted
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < response.len() && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+            let mut buf = [0u8; 512];
+            if let Ok(n) = accepted.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, response);
+        assert!(side.has(sent_by));
     }
 
     #[test]
