@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Frame::Message(n) | Frame::Skip(n) | Frame::KeepAlive(n)) = next_frame(data, 65_535) {
         assert!(n <= data.len());
     }
+    let _ = stream_response_fallback(&Bytes::copy_from_slice(data));
     let scanned = find_call_id(data);
     let Ok(m) = Message::parse(Bytes::copy_from_slice(data)) else {
         return;
