@@ -6,7 +6,9 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sipshard::message::{Frame, HeaderName, Message, ViaKey, find_call_id, fuzzing, next_frame};
+use sipshard::message::{
+    Frame, HeaderName, Message, ViaKey, find_call_id, fuzzing, next_frame, stream_response_fallback,
+};
 
 fuzz_target!(|data: &[u8]| {
     fuzzing::assert_fast_paths_agree(data);
