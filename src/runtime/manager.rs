@@ -44,6 +44,8 @@ struct Running {
     shards: Arc<Vec<ShardHandle>>,
     threads: Mutex<Vec<JoinHandle<ShardReport>>>,
     local_addr: SocketAddr,
+    /// The shards listen on TCP too.
+    tcp: bool,
     /// Round-robin for new calls.
     next_call: AtomicUsize,
 }
@@ -98,6 +100,7 @@ impl DialogManager {
         let now = Instant::now();
         let mut threads = Vec::with_capacity(count);
         let stopped = Arc::new(AtomicUsize::new(0));
+        let tcp_listening = !listeners.is_empty();
         let mut listeners = listeners.into_iter();
         for (index, (socket, inbound)) in sockets.into_iter().zip(receivers).enumerate() {
             let tcp = match listeners.next() {
@@ -144,6 +147,7 @@ impl DialogManager {
             shards,
             threads: Mutex::new(threads),
             local_addr,
+            tcp: tcp_listening,
             next_call: AtomicUsize::new(0),
         };
         if self.running.set(running).is_err() {
@@ -159,6 +163,12 @@ impl DialogManager {
     /// The address the shards listen on (after start).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.running.get().map(|r| r.local_addr)
+    }
+
+    /// True once started with a TCP listener on [`local_addr`](Self::local_addr) as well
+    /// (off by configuration, or when the port's TCP side was taken).
+    pub fn tcp_listening(&self) -> bool {
+        self.running.get().is_some_and(|r| r.tcp)
     }
 
     /// How many shards run.
@@ -622,7 +632,9 @@ fn angle(value: &str) -> Vec<u8> {
 }
 
 /// Binds a UDP socket per shard on `config.listen` and, with TCP on, a TCP listener per
-/// shard on the same port; returns them and the address they share.
+/// shard on the same port; returns them and the address they share. A fixed port whose TCP
+/// side is taken by another process leaves the server on UDP alone, with a warning: UDP is
+/// what was asked for by address, TCP only by default. (Port 0 tries other ports instead.)
 fn bind_all(
     config: &RuntimeConfig,
     count: usize,
@@ -632,12 +644,14 @@ fn bind_all(
     SocketAddr,
 )> {
     let listen = config.listen;
+    let mut tcp = config.tcp;
     // SO_REUSEPORT would let us share a port with another process (the kernel would split
     // the traffic between us): make sure nobody holds it first.
     if listen.port() != 0 {
         drop(std::net::UdpSocket::bind(listen)?);
-        if config.tcp {
-            drop(std::net::TcpListener::bind(listen)?);
+        if tcp && let Err(e) = std::net::TcpListener::bind(listen) {
+            tracing::warn!(%listen, error = %e, "TCP port taken: serving UDP only");
+            tcp = false;
         }
     }
     // Port 0: the first UDP socket picks the port, whose TCP twin may be taken; then the
@@ -648,14 +662,17 @@ fn bind_all(
         let first = bind_shared(listen, config.socket_buffer)?;
         let local_addr = first.local_addr()?;
         let mut listeners = Vec::new();
-        if config.tcp {
+        if tcp {
             let bound: std::io::Result<Vec<_>> =
                 (0..count).map(|_| listen_shared(local_addr)).collect();
             match bound {
                 Ok(l) => listeners = l,
-                Err(e) => {
+                Err(e) if listen.port() == 0 => {
                     last_error = Some(e);
                     continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%listen, error = %e, "TCP port taken: serving UDP only");
                 }
             }
         }
@@ -691,5 +708,43 @@ mod tests {
     fn name_addrs_are_bracketed() {
         assert_eq!(angle("sip:a@b;x=1"), b"<sip:a@b;x=1>");
         assert_eq!(angle("\"A\" <sip:a@b>"), b"\"A\" <sip:a@b>");
+    }
+
+    #[test]
+    fn a_taken_tcp_port_leaves_a_fixed_port_on_udp_and_port_0_on_both() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Someone else listens on TCP at a port whose UDP side is free.
+            let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = holder.local_addr().unwrap().port();
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                return; // its UDP twin is taken too: nothing to show here
+            }
+            let mut config = RuntimeConfig::new(SocketAddr::from(([127, 0, 0, 1], port)));
+            config.shards = 1;
+            let manager = DialogManager::new(config);
+            manager.start().await.unwrap();
+            assert!(!manager.tcp_listening());
+            assert_eq!(manager.local_addr().unwrap().port(), port);
+            manager
+                .stop(StopPolicy::Wait, Duration::from_secs(1))
+                .await
+                .unwrap();
+
+            let mut config = RuntimeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+            config.shards = 2;
+            let manager = DialogManager::new(config);
+            manager.start().await.unwrap();
+            assert!(manager.tcp_listening());
+            let addr = manager.local_addr().unwrap();
+            assert!(std::net::TcpStream::connect(addr).is_ok());
+            manager
+                .stop(StopPolicy::Wait, Duration::from_secs(1))
+                .await
+                .unwrap();
+        });
     }
 }

@@ -264,7 +264,7 @@ async fn serve(c: Config) -> Result<(), String> {
         .local_addr()
         .ok_or_else(|| "manager did not start".to_owned())?;
     // Scripts and tests read this line to learn the port.
-    let tcp = if c.tcp {
+    let tcp = if manager.tcp_listening() {
         format!(" tcp:{local}")
     } else {
         String::new()
