@@ -245,7 +245,7 @@ fn a_call_to_a_tcp_uri_goes_over_tcp_unretransmitted_and_fails_with_its_connecti
 }
 
 #[test]
-fn a_call_to_a_transport_sipshard_does_not_speak_is_refused_not_sent_over_udp() {
+fn a_call_to_a_transport_sipshard_does_not_speak_or_has_off_is_refused_not_sent_over_udp() {
     let now = Instant::now();
     let mut s = shard(now);
     let refused = s.handle_command(
@@ -265,4 +265,28 @@ fn a_call_to_a_transport_sipshard_does_not_speak_is_refused_not_sent_over_udp() 
     );
     assert!(transmits(&mut s).is_empty());
     assert_eq!(s.dialog_count(), 0);
+
+    // A runtime without TCP (`--no-tcp`) refuses TCP the same way.
+    let mut config = ShardConfig::new(local());
+    config.tcp = false;
+    let mut udp_only = Shard::new(now, config);
+    let refused = udp_only.handle_command(
+        now,
+        DialogCommand::MakeCall {
+            from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+            to: Bytes::from_static(b"<sip:carol@127.0.0.1:5090>"),
+            request_uri: Bytes::from_static(b"sip:carol@127.0.0.1:5090;transport=tcp"),
+            destination: "127.0.0.1:5090".parse().unwrap(),
+            sdp: Bytes::from_static(SDP),
+            headers: Vec::new(),
+        },
+    );
+    assert!(
+        matches!(
+            refused,
+            Err(sipshard::shard::DialogError::UnsupportedTransport(_))
+        ),
+        "{refused:?}"
+    );
+    assert!(transmits(&mut udp_only).is_empty());
 }

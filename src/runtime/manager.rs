@@ -120,6 +120,7 @@ impl DialogManager {
             let mut shard_config = self.config.shard.clone();
             shard_config.local_addr = advertised;
             shard_config.owner = Some(ShardOwner { index, count });
+            shard_config.tcp = tcp_listening;
             let worker = Worker {
                 index,
                 shard: Shard::new(now, shard_config),

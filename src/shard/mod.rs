@@ -112,6 +112,10 @@ pub struct ShardConfig {
     /// Session timers (RFC 4028, `session_timer` module); `None`: no `timer` support (an
     /// INVITE that requires it gets 420, and Session-Expires is ignored).
     pub session_timers: Option<SessionTimers>,
+    /// The runtime can send over TCP: requests to `;transport=tcp` URIs are sent, not
+    /// refused with [`DialogError::UnsupportedTransport`]. (Messages that arrive over TCP are
+    /// answered over it either way.)
+    pub tcp: bool,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -212,6 +216,7 @@ impl ShardConfig {
             reliable_provisionals: ReliableProvisionals::default(),
             subscriptions: None,
             session_timers: None,
+            tcp: true,
         }
     }
 }
@@ -1604,6 +1609,18 @@ pub(crate) fn uri_transport(uri: &[u8]) -> Result<Transport, DialogError> {
         Some(token) => Transport::from_token(token).ok_or_else(|| {
             DialogError::UnsupportedTransport(String::from_utf8_lossy(token).into_owned())
         }),
+    }
+}
+
+impl Shard {
+    /// [`uri_transport`], refusing TCP when the runtime has none.
+    fn request_transport(&self, uri: &[u8]) -> Result<Transport, DialogError> {
+        match uri_transport(uri)? {
+            Transport::Tcp if !self.config.tcp => {
+                Err(DialogError::UnsupportedTransport("tcp (off)".to_owned()))
+            }
+            t => Ok(t),
+        }
     }
 }
 

@@ -75,7 +75,7 @@ impl Shard {
             None => Bytes::copy_from_slice(self.owned_call_id().as_bytes()),
         };
         let tag = self.ids.tag();
-        let transport = super::uri_transport(&r.request_uri)?;
+        let transport = self.request_transport(&r.request_uri)?;
         let (via, branch) = self.via(transport);
         let local = dialog::with_tag(&r.from, tag.as_bytes());
         let mut cseq = format!("{} ", r.cseq).into_bytes();

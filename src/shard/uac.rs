@@ -35,7 +35,7 @@ impl Shard {
         self.admit_own_dialog()?;
         let call_id = self.owned_call_id();
         let tag = self.ids.tag();
-        let transport = super::uri_transport(call.request_uri)?;
+        let transport = self.request_transport(call.request_uri)?;
         let (via, branch) = self.via(transport);
         let contact = self.contact(transport);
         let local = dialog::with_tag(call.from, tag.as_bytes());

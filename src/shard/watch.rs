@@ -135,7 +135,7 @@ impl Shard {
         cseq: u32,
         expires: u32,
     ) -> Result<ClientTxnId, DialogError> {
-        let transport = super::uri_transport(&new.request_uri)?;
+        let transport = self.request_transport(&new.request_uri)?;
         let (via, branch) = self.via(transport);
         let contact = self.contact(transport);
         let (expires, cseq) = (expires.to_string(), format!("{cseq} SUBSCRIBE"));
