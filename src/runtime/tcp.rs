@@ -550,6 +550,25 @@ mod tests {
 
     const MSG: &[u8] = b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 2\r\n\r\nhi";
 
+    /// Accepts the connection `side` opens to `far` and reads `want` bytes from it, polling
+    /// `side` meanwhile (its connect completes and its queue drains); five seconds at most.
+    fn accept_and_read(side: &mut TcpSide, far: &TcpListener, want: usize) -> Vec<u8> {
+        let (mut accepted, _) = far.accept().unwrap();
+        accepted
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < want && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+            let mut buf = [0u8; 512];
+            if let Ok(n) = accepted.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got
+    }
+
     #[test]
     fn messages_split_and_joined_by_the_stream_come_out_whole() {
         let (mut side, addr) = side();
@@ -594,20 +613,7 @@ mod tests {
         let far = TcpListener::bind("127.0.0.1:0").unwrap();
         let to = far.local_addr().unwrap();
         assert!(side.send(Instant::now(), to, Bytes::from_static(MSG)));
-        let (mut accepted, _) = far.accept().unwrap();
-        accepted
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while got.len() < MSG.len() && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
-            let mut buf = [0u8; 256];
-            if let Ok(n) = accepted.read(&mut buf) {
-                got.extend_from_slice(&buf[..n]);
-            }
-        }
-        assert_eq!(got, MSG);
+        assert_eq!(accept_and_read(&mut side, &far, MSG.len()), MSG);
         assert_eq!(side.stats.connected, 1);
         assert!(side.has(to));
     }
@@ -662,20 +668,7 @@ mod tests {
         // The request's connection came from an ephemeral port, and is closed.
         let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert!(side.send(Instant::now(), gone, response.clone()));
-        let (mut accepted, _) = far.accept().unwrap();
-        accepted
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while got.len() < response.len() && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
-            let mut buf = [0u8; 512];
-            if let Ok(n) = accepted.read(&mut buf) {
-                got.extend_from_slice(&buf[..n]);
-            }
-        }
-        assert_eq!(got, response);
+        assert_eq!(accept_and_read(&mut side, &far, response.len()), response);
         assert!(side.has(sent_by));
     }
 
