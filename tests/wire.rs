@@ -1,6 +1,7 @@
 //! Bad input on the wire: every RFC 4475 message sent as a datagram to the `sipshard`
 //! binary gets what the RFC asks for (a response of the right class, or a counted drop),
-//! and the server keeps serving.
+//! and the server keeps serving. The same messages over TCP, a connection each, get their
+//! answers on that connection, or close it when the stream cannot be framed (§18.3).
 //!
 //! Responses go where §18.2.2 says (the sent-by port of each message's Via, mostly 5060),
 //! not to this test's socket, so the outcome is read from the server's own counters.
@@ -171,4 +172,115 @@ fn every_rfc4475_message_gets_its_answer_and_the_server_keeps_serving() {
     };
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
     assert!(server.stop(), "graceful stop after the torture run");
+}
+
+/// What came back on one TCP connection: the status codes of whole responses, in order,
+/// and whether the server closed the connection.
+/// Reads until a final response of class `until` came, the connection closed, or `limit`.
+fn answers_on(
+    conn: &mut std::net::TcpStream,
+    limit: Duration,
+    until: Option<usize>,
+) -> (Vec<u16>, bool) {
+    use sipshard::message::{Frame, next_frame};
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (mut input, mut codes, mut closed) = (Vec::new(), Vec::new(), false);
+    let deadline = Instant::now() + limit;
+    let done = |codes: &[u16]| {
+        until.is_some_and(|class| {
+            codes
+                .iter()
+                .any(|&c| c >= 200 && usize::from(c / 100) == class)
+        })
+    };
+    while Instant::now() < deadline && !done(&codes) {
+        let mut buf = [0u8; 4096];
+        match conn.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => input.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+        while let Ok(Frame::Message(n)) = next_frame(&input, 65_535) {
+            let response = input.drain(..n).collect::<Vec<u8>>();
+            let code = response
+                .get(8..11)
+                .and_then(|c| std::str::from_utf8(c).ok())
+                .and_then(|c| c.parse().ok());
+            codes.push(code.expect("the server sends whole, parseable responses"));
+        }
+    }
+    (codes, closed)
+}
+
+#[test]
+fn every_rfc4475_message_over_tcp_is_answered_on_its_connection_or_closes_it() {
+    use sipshard::message::{Frame, next_frame};
+    use std::io::Write;
+    let server = Server::start(&["--mode", "auto-answer", "--shards", "2"]);
+    let rows = common::manifest("rfc4475/manifest.tsv");
+    let mut report = Vec::new();
+    let mut kept_open = Vec::new();
+    for row in &rows {
+        let file = row[0].as_str();
+        let bytes = common::read(&format!("rfc4475/{file}"));
+        let mut conn = std::net::TcpStream::connect(server.sip).unwrap();
+        conn.write_all(&bytes).unwrap();
+        // Over a stream the Content-Length decides where the message ends (§18.3): one
+        // that says more than was sent leaves the server waiting for the rest, one that
+        // cannot be read (negative, two that disagree) ends the connection; past a whole
+        // message, whatever follows is the start of the next.
+        let framing = next_frame(&bytes, 65_535);
+        let limit = match (framing, expected_class(file)) {
+            (Ok(Frame::Incomplete), _) => Duration::from_millis(500),
+            // Closed after a 2 s grace for the answers to what came before the error.
+            (Err(_), _) => Duration::from_secs(5),
+            (_, None | Some(RETRANSMISSION)) => Duration::from_secs(1),
+            _ => Duration::from_secs(5),
+        };
+        let until = expected_class(file).filter(|&c| c != RETRANSMISSION);
+        let (codes, closed) = answers_on(&mut conn, limit, until);
+        let class = |c: &u16| usize::from(c / 100);
+        let ok = match (framing, expected_class(file)) {
+            (Err(_), _) => closed && codes.is_empty(),
+            (Ok(Frame::Incomplete), _) => !closed && codes.is_empty(),
+            // A request that repeats an earlier one's branch (another connection) matches
+            // that transaction, whose response goes back on the earlier connection: here,
+            // nothing, or (once the earlier transaction ended) a fresh answer.
+            (_, Some(RETRANSMISSION)) => !closed,
+            (_, None) => !closed && codes.is_empty(),
+            // Over a stream, the INVITE after dblreq's REGISTER is a message of its own
+            // (over UDP it is discarded with the rest of the datagram): both are answered.
+            (_, Some(want)) if file == "dblreq.dat" => codes.iter().any(|c| class(c) == want),
+            (_, Some(want)) => {
+                !closed
+                    && codes.iter().any(|c| class(c) == want)
+                    && codes.iter().all(|c| class(c) == want || class(c) == 1)
+            }
+        };
+        report.push(format!(
+            "{file:16} framing {framing:?} expected {:?} got {codes:?} closed {closed} ok={ok}",
+            expected_class(file)
+        ));
+        if !closed {
+            kept_open.push(conn);
+        }
+    }
+    let failed: Vec<&String> = report.iter().filter(|l| l.ends_with("ok=false")).collect();
+    assert!(failed.is_empty(), "{}", report.join("\n"));
+    let m = server.metrics();
+    assert!(sum_metric(&m, "sipshard_tcp_events_total", "event=\"framing_error\"") >= 2);
+    drop(kept_open);
+    assert!(
+        server.stop(),
+        "graceful stop after the torture run over TCP"
+    );
 }

@@ -39,6 +39,8 @@ const READ_PER_POLL: usize = 256 * 1024;
 /// a datagram would be), the connection kept: a peer that reads slowly under load must not
 /// lose every transaction it has. One that reads nothing at all goes idle and is closed.
 const MAX_QUEUED: usize = 16 << 20;
+/// How long an unframeable connection stays open for the answers to what came before.
+const CLOSING_GRACE: Duration = Duration::from_secs(2);
 /// How often idle connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Epoll token of the listener; connection `i` has `i + 1`.
@@ -104,6 +106,10 @@ struct Connection {
     /// Registered for writability too (while output waits).
     watching_writes: bool,
     last_active: Instant,
+    /// Since when the stream is unframeable: nothing more is read from it, and it closes
+    /// [`CLOSING_GRACE`] later, time for the answers to the messages framed before it
+    /// (their shard may be another thread, or the application) to go out on it.
+    closing: Option<Instant>,
 }
 
 /// One thread's listener and connections.
@@ -184,6 +190,12 @@ impl TcpSide {
     /// True when failures wait for [`TcpSide::take_failures`].
     pub(crate) fn has_failures(&self) -> bool {
         !self.failed.is_empty()
+    }
+
+    /// When [`TcpSide::poll`] should next run even if nothing is ready: the next look for
+    /// idle and unframeable connections, while there are any connections.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        (!self.by_peer.is_empty()).then(|| self.last_sweep + SWEEP_EVERY)
     }
 
     /// Open connections.
@@ -347,6 +359,7 @@ impl TcpSide {
             connecting,
             watching_writes: connecting,
             last_active: now,
+            closing: None,
         };
         if index == self.connections.len() {
             self.connections.push(Some(c));
@@ -386,6 +399,8 @@ impl TcpSide {
                     closed = true;
                     break;
                 }
+                // A closing connection's input is read only to see the peer go.
+                Ok(_) if c.closing.is_some() => {}
                 Ok(n) => {
                     c.input.extend_from_slice(&self.scratch[..n]);
                     total += n;
@@ -404,7 +419,6 @@ impl TcpSide {
             c.last_active = now;
         }
         let mut pongs = 0;
-        let mut broken = false;
         loop {
             match next_frame(&c.input, MAX_MESSAGE) {
                 Ok(Frame::Incomplete) => break,
@@ -425,13 +439,14 @@ impl TcpSide {
                 Err(e) => {
                     tracing::debug!(peer = %c.peer, error = %e, "closing unframeable stream");
                     self.stats.framing_errors += 1;
-                    broken = true;
+                    c.closing = Some(now);
+                    c.input.clear();
                     break;
                 }
             }
         }
         let peer = c.peer;
-        if broken || closed {
+        if closed {
             self.close(index);
             return false;
         }
@@ -503,6 +518,7 @@ impl TcpSide {
         }
     }
 
+    /// Closes connections idle for `idle_after`, and unframeable ones past their grace.
     fn close_idle(&mut self, now: Instant) {
         let idle: Vec<usize> = self
             .connections
@@ -510,8 +526,11 @@ impl TcpSide {
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                (now.saturating_duration_since(c.last_active) >= self.settings.idle_after)
-                    .then_some(i)
+                let idle = now.saturating_duration_since(c.last_active) >= self.settings.idle_after;
+                let closed = c
+                    .closing
+                    .is_some_and(|since| now.saturating_duration_since(since) >= CLOSING_GRACE);
+                (idle || closed).then_some(i)
             })
             .collect();
         for i in idle {
@@ -630,6 +649,12 @@ mod tests {
             side.poll(Instant::now(), &mut Vec::new());
         }
         assert_eq!(side.stats.framing_errors, 1);
+        // Nothing was framed, so nothing will be answered: closed once its grace is over.
+        assert_eq!(side.len(), 1);
+        side.poll(
+            Instant::now() + CLOSING_GRACE + SWEEP_EVERY,
+            &mut Vec::new(),
+        );
         assert_eq!(side.len(), 0);
         let mut buf = [0u8; 8];
         client
@@ -688,6 +713,37 @@ mod tests {
         assert_eq!(side.take_failures(), vec![gone], "sent: {sent}");
         assert!(!side.has(gone));
         assert_eq!(side.stats.failures, 1);
+    }
+
+    #[test]
+    fn an_unframeable_stream_still_gets_the_answers_to_what_came_before() {
+        let (mut side, addr) = side();
+        let mut client = TcpStream::connect(addr).unwrap();
+        let mut sent = MSG.to_vec();
+        sent.extend_from_slice(b"garbage without a length\r\n\r\n");
+        client.write_all(&sent).unwrap();
+        let got = gather(&mut side, 1);
+        assert_eq!(got.len(), 1, "the message before the garbage is framed");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while side.stats.framing_errors == 0 && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+        }
+        assert_eq!(side.stats.framing_errors, 1);
+        // Its answer goes out, and the connection closes after its grace.
+        assert!(side.send(Instant::now(), got[0].0, Bytes::from_static(MSG)));
+        assert!(side.next_deadline().is_some());
+        side.poll(
+            Instant::now() + CLOSING_GRACE + SWEEP_EVERY,
+            &mut Vec::new(),
+        );
+        assert_eq!(side.len(), 0);
+        let mut back = Vec::new();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        client.read_to_end(&mut back).unwrap();
+        assert_eq!(back, MSG);
+        assert_eq!(side.next_deadline(), None);
     }
 
     #[test]

@@ -878,8 +878,11 @@ impl Worker {
         if !round.backlog.is_empty() || !round.peer_retry.is_empty() {
             consider(Some(now + BACKLOG_RETRY));
         }
-        if self.tcp.as_ref().is_some_and(TcpSide::has_failures) {
-            consider(Some(now));
+        if let Some(tcp) = &self.tcp {
+            consider(tcp.next_deadline());
+            if tcp.has_failures() {
+                consider(Some(now));
+            }
         }
         if let Some(stop) = &round.stop {
             consider(Some(stop.hard_deadline.unwrap_or(stop.deadline)));
