@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::peers::{Server, free_udp_port, run_sipp, sipp, sipp_run_lock, spawn_sipp, wait_sipp};
+use common::peers::{
+    Server, free_udp_port, run_sipp, sipp, sipp_run_lock, spawn_sipp, wait_metric, wait_sipp,
+};
 
 /// The kamailio binary, or `None` (loudly) where a skip is allowed; under `CI=true` a
 /// missing one fails the test.
@@ -286,14 +288,14 @@ fn own_bye_through_the_proxy(sipp: &Path, kamailio: &Path, leg: Leg) {
         &dir,
     );
     // The call is up once the server counts it confirmed; then a stop ends it with BYE.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.metric("sipshard_dialogs", "state=\"confirmed\"") < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "{leg:?}: the call did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let up = wait_metric(
+        &server,
+        "sipshard_dialogs",
+        "state=\"confirmed\"",
+        1,
+        Duration::from_secs(20),
+    );
+    assert_eq!(up, 1, "{leg:?}: the call did not come up");
     assert!(server.stop(), "{leg:?}: the server stops cleanly");
     let run = wait_sipp(caller, Duration::from_secs(30));
     run.assert_completed(1, &format!("{leg:?}"));

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sipshard::transaction::Transport;
 
@@ -147,11 +147,14 @@ fn the_servers_bye_goes_over_the_callers_tcp_connection() {
         ],
         &std::env::temp_dir(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.metric("sipshard_dialogs", "state=\"confirmed\"") < 5 {
-        assert!(Instant::now() < deadline, "the calls did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let up = wait_metric(
+        &server,
+        "sipshard_dialogs",
+        "state=\"confirmed\"",
+        5,
+        Duration::from_secs(20),
+    );
+    assert_eq!(up, 5, "the calls did not come up");
     assert!(server.stop(), "the server stops cleanly");
     let run = wait_sipp(caller, Duration::from_secs(30));
     run.assert_completed(5, "the caller of the calls the server ends");
