@@ -744,6 +744,79 @@ CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\n{extra}Content-Length: 
     assert_eq!(uas.dialog_count(), 1);
 }
 
+/// §8.2.2.2 with RFC 6026: the INVITE transaction outlives its 2xx, so a copy that forked
+/// and merged back after we answered, before the ACK, is still a merged request.
+#[test]
+fn a_merged_invite_after_the_2xx_gets_482_until_the_ack() {
+    let t0 = Instant::now();
+    let mut uas = Shard::new(t0, ShardConfig::new(uas_addr()));
+    let invite = |branch: &str, call_id: &str| {
+        Bytes::from(format!(
+            "INVITE sip:bob@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n"
+        ))
+    };
+    let answer = |uas: &mut Shard| {
+        let Some(SessionEvent::IncomingCall { dialog, .. }) = uas.poll_event() else {
+            panic!("no IncomingCall")
+        };
+        uas.handle_command(
+            t0,
+            DialogCommand::Answer {
+                dialog,
+                sdp: Bytes::new(),
+            },
+        )
+        .unwrap();
+        let ok = Message::parse(uas.poll_transmit().unwrap().payload).unwrap();
+        assert_eq!(ok.status(), Some(200));
+        while uas.poll_event().is_some() {}
+        ok
+    };
+    uas.handle_datagram(t0, uac_addr(), invite("one", "merge2@test"));
+    let ok = answer(&mut uas);
+    uas.handle_datagram(t0, uac_addr(), invite("two", "merge2@test"));
+    let r = Message::parse(uas.poll_transmit().unwrap().payload).unwrap();
+    assert_eq!(r.status(), Some(482));
+    assert_eq!(uas.dialog_count(), 1);
+    assert!(
+        uas.poll_event().is_none(),
+        "the merged copy reached the application"
+    );
+
+    // The ACK ends the detection: a later INVITE with that origin is a new request.
+    let to = std::str::from_utf8(ok.header(sipshard::message::HeaderName::To).unwrap()).unwrap();
+    let ack = format!(
+        "ACK sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKack1;rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: {to}\r\nCall-ID: merge2@test\r\n\
+CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    uas.handle_datagram(t0, uac_addr(), Bytes::from(ack));
+    assert!(matches!(
+        uas.poll_event(),
+        Some(SessionEvent::AckReceived { .. })
+    ));
+    uas.handle_datagram(t0, uac_addr(), invite("three", "merge2@test"));
+    assert!(matches!(
+        uas.poll_event(),
+        Some(SessionEvent::IncomingCall { .. })
+    ));
+
+    // A call whose 2xx is never acknowledged: the BYE at 64·T1 ends the detection too.
+    uas.handle_datagram(t0, uac_addr(), invite("four", "merge3@test"));
+    answer(&mut uas);
+    let later = t0 + Duration::from_secs(33);
+    uas.handle_timeout(later);
+    while uas.poll_transmit().is_some() {}
+    uas.handle_datagram(later, uac_addr(), invite("five", "merge3@test"));
+    assert!(uas.poll_transmit().is_none(), "no 482 this time");
+    assert!(
+        std::iter::from_fn(|| uas.poll_event())
+            .any(|e| matches!(e, SessionEvent::IncomingCall { .. }))
+    );
+}
+
 #[test]
 fn forked_invite_makes_one_dialog_per_tag_and_byes_the_late_2xx() {
     use bytes::BytesMut;

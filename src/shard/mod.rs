@@ -793,6 +793,9 @@ enum Phase {
         /// The application asked for BYE: §15 lets it leave only after the ACK (or when
         /// none came in 64·T1).
         bye_requested: bool,
+        /// The INVITE's `by_origin` key, kept until the ACK: a copy of the INVITE that
+        /// forked and merged back here while our 2xx is unacknowledged still gets 482.
+        origin: u64,
     },
     /// UAC: INVITE sent, no final response yet (its transaction is in `calls`).
     Calling {
@@ -954,8 +957,9 @@ pub struct Shard {
     standalone: ahash::HashSet<ClientTxnId>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
-    /// Unanswered INVITEs by the hash of (Call-ID, From tag, CSeq): a second INVITE with
-    /// the same origin but another branch is a merged request (§8.2.2.2, 482).
+    /// INVITEs not yet answered or whose 2xx is not yet acknowledged, by the hash of
+    /// (Call-ID, From tag, CSeq): a second INVITE with the same origin but another branch
+    /// is a merged request (§8.2.2.2, 482).
     by_origin: ahash::HashMap<u64, u32>,
     /// The binding table, in registrar mode, and its expiry timer.
     registrar: Option<crate::registrar::Registrar>,
@@ -1513,13 +1517,23 @@ impl Shard {
         if let Phase::Answered {
             retransmit,
             give_up,
+            origin,
             ..
         } = entry.phase
         {
             self.txn.cancel_timer(retransmit);
             self.txn.cancel_timer(give_up);
+            self.forget_origin(origin, index);
         }
         Some(entry)
+    }
+
+    /// Drops the `by_origin` entry `origin` if it is the dialog at `index`'s (its INVITE
+    /// no longer needs merged-request detection).
+    fn forget_origin(&mut self, origin: u64, index: u32) {
+        if self.by_origin.get(&origin) == Some(&index) {
+            self.by_origin.remove(&origin);
+        }
     }
 
     /// Changes a dialog's key (a UAC dialog learning the peer's tag).
@@ -1635,6 +1649,14 @@ fn origin_key(hasher: &ahash::RandomState, request: &Message) -> u64 {
     h.write(request.from_tag().ok().flatten().unwrap_or_default());
     h.write_u32(request.cseq().map_or(0, |c| c.seq));
     h.finish()
+}
+
+/// Whether the dialog a UAS made for an INVITE has that `request`'s Call-ID, From tag and
+/// CSeq number (§8.2.2.2), while its 2xx awaits the ACK.
+fn answered_origin(dialog: &crate::dialog::Dialog, request: &Message) -> bool {
+    request.call_id() == Some(dialog.id.call_id())
+        && request.from_tag().ok().flatten().unwrap_or_default() == dialog.id.remote_tag()
+        && request.cseq().map(|c| c.seq).ok() == dialog.remote_cseq
 }
 
 /// Whether two requests have the same Call-ID, From tag and CSeq number (§8.2.2.2).

@@ -278,15 +278,19 @@ impl Shard {
     ) {
         let origin = super::origin_key(&self.key_hasher, &request);
         let merged = self.by_origin.get(&origin).copied().is_some_and(|i| {
-            matches!(
-                self.entry_mut(i).map(|e| &e.phase),
-                Some(Phase::Incoming { request: pending, .. })
-                    if super::same_origin(pending, &request)
-            )
+            self.entry_mut(i).is_some_and(|e| match &e.phase {
+                Phase::Incoming {
+                    request: pending, ..
+                } => super::same_origin(pending, &request),
+                Phase::Answered { .. } => super::answered_origin(&e.dialog, &request),
+                _ => false,
+            })
         });
         if merged {
-            // §8.2.2.2: same From tag, Call-ID and CSeq as a pending INVITE, another
-            // branch: the request forked and merged back here.
+            // §8.2.2.2: same From tag, Call-ID and CSeq as an INVITE still in its
+            // transaction (unanswered, or its 2xx not yet acknowledged: RFC 6026 keeps the
+            // transaction until then and beyond), another branch: the request forked and
+            // merged back here.
             return self.reject_request(now, txn, &request, 482, &[]);
         }
         if self.refuse_new_dialog(now, txn, &request) {
@@ -521,6 +525,7 @@ impl Shard {
             retransmit,
             give_up,
             bye_requested,
+            origin,
             ..
         } = entry.phase
         {
@@ -528,6 +533,7 @@ impl Shard {
             let id = entry.dialog.id.clone();
             self.txn.cancel_timer(retransmit);
             self.txn.cancel_timer(give_up);
+            self.forget_origin(origin, index);
             self.events.push_back(SessionEvent::AckReceived {
                 dialog: id,
                 sdp: crate::sdp::sdp_bytes(&request),
@@ -599,10 +605,6 @@ impl Shard {
         }
         self.send_2xx(now, index, invite, &request, id.local_tag(), &sdp)?;
         self.by_server_txn.remove(&invite);
-        let origin = super::origin_key(&self.key_hasher, &request);
-        if self.by_origin.get(&origin) == Some(&index) {
-            self.by_origin.remove(&origin);
-        }
         self.set_confirmed(index);
         if let Some(entry) = self.entry_mut(index) {
             let dialog = entry.dialog.id.clone();
@@ -663,6 +665,7 @@ impl Shard {
             now + self.config.timers.timeout(),
             self.token(index, TIMER_ACK_GIVE_UP),
         );
+        let origin = super::origin_key(&self.key_hasher, request);
         if let Some(entry) = self.entry_mut(index) {
             entry.phase = Phase::Answered {
                 invite,
@@ -671,6 +674,7 @@ impl Shard {
                 retransmit,
                 give_up,
                 bye_requested: false,
+                origin,
             };
         }
         if timer.is_some() {
@@ -794,8 +798,13 @@ impl Shard {
             }
             TIMER_ACK_GIVE_UP => {
                 let retransmit = *retransmit;
+                let origin = match entry.phase {
+                    Phase::Answered { origin, .. } => origin,
+                    _ => 0,
+                };
                 entry.phase = Phase::Established { ack: None };
                 self.txn.cancel_timer(retransmit);
+                self.forget_origin(origin, index);
                 // §13.3.1.4: confirmed without ACK, but the session ends with a BYE. If the
                 // BYE cannot even be sent, the dialog ends here.
                 if self
@@ -831,11 +840,15 @@ impl Shard {
             .build_request(&mut buf, b"BYE", &via, b"", &[], b"")
             .map_err(DialogError::InvalidInput)?;
         let peer = entry.dialog.peer;
-        let ack = match &mut entry.phase {
-            Phase::Established { ack } => ack.take(),
-            _ => None,
+        let (ack, answered_origin) = match &mut entry.phase {
+            Phase::Established { ack } => (ack.take(), None),
+            Phase::Answered { origin, .. } => (None, Some(*origin)),
+            _ => (None, None),
         };
         entry.phase = Phase::Terminating { reason, ack };
+        if let Some(origin) = answered_origin {
+            self.forget_origin(origin, index);
+        }
         let txn = self
             .txn
             .send_request(
