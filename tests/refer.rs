@@ -1,5 +1,6 @@
 //! REFER as its recipient (RFC 3515), on simulated time: the 400 for a REFER without
-//! Refer-To, and the NOTIFYs of the implicit subscription that a 2xx starts.
+//! Refer-To, the NOTIFYs of the implicit subscription that a 2xx starts, and the dialog a
+//! REFER outside any dialog makes (§2.4.2).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -179,6 +180,144 @@ fn a_refer_without_refer_to_gets_400_and_never_reaches_the_application() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].status(), Some(400));
     assert!(uas.poll_event().is_none());
+}
+
+/// A REFER outside any dialog (RFC 3515 §2.4.2), with `extra` headers beside Refer-To,
+/// on a fresh shard; the application's view of it.
+fn out_of_dialog_refer(now: Instant, extra: &str) -> (Shard, DialogId, ServerTxnId) {
+    let mut uas = Shard::new(now, ShardConfig::new("127.0.0.1:5080".parse().unwrap()));
+    let headers = format!("Refer-To: <sip:carol@127.0.0.1:5090>\r\n{extra}");
+    uas.handle_datagram(now, caller(), request("REFER", 1, "ref", "", &headers));
+    assert_eq!(uas.dialog_count(), 1, "the REFER makes a dialog");
+    match uas.poll_event() {
+        Some(SessionEvent::DialogRequest {
+            dialog,
+            txn,
+            request,
+        }) => {
+            assert_eq!(request.method(), Some(Method::Refer));
+            (uas, dialog, txn)
+        }
+        other => panic!("expected the REFER as a DialogRequest, got {other:?}"),
+    }
+}
+
+fn respond(txn: ServerTxnId, status: u16) -> DialogCommand {
+    DialogCommand::Respond {
+        txn,
+        status,
+        headers: Vec::new(),
+        body: Bytes::new(),
+    }
+}
+
+#[test]
+fn a_refer_outside_a_dialog_makes_one_that_ends_with_its_subscription() {
+    let now = Instant::now();
+    let (mut uas, dialog, txn) = out_of_dialog_refer(now, "");
+    uas.handle_command(now, respond(txn, 202)).unwrap();
+    let out = sent(&mut uas);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let accepted = &out[0];
+    assert_eq!(accepted.status(), Some(202));
+    // §12.1.1: the response that makes the dialog has our tag and a Contact.
+    assert_eq!(
+        accepted.to_tag().unwrap(),
+        Some(dialog.local_tag()),
+        "the dialog's tag"
+    );
+    assert!(accepted.header(HeaderName::Contact).is_some());
+    let first = &out[1];
+    assert_eq!(first.method(), Some(Method::Notify));
+    assert_eq!(
+        first.request_uri_bytes(),
+        Some(&b"sip:alice@127.0.0.1:5070"[..])
+    );
+    assert_eq!(first.to_tag().unwrap(), Some(&b"a1"[..]));
+    assert_eq!(first.from_tag().unwrap(), Some(dialog.local_tag()));
+    assert_eq!(header(first, "Event"), "refer;id=1");
+    assert_eq!(header(first, "Subscription-State"), "active;expires=60");
+    assert_eq!(header(first, "Content-Type"), "message/sipfrag;version=2.0");
+    assert_eq!(first.body_bytes(), b"SIP/2.0 100 Trying\r\n");
+
+    let status = DialogCommand::ReferStatus {
+        dialog: dialog.clone(),
+        refer_cseq: 1,
+        status: 486,
+    };
+    uas.handle_command(now, status).unwrap();
+    let out = sent(&mut uas);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        header(&out[0], "Subscription-State"),
+        "terminated;reason=noresource"
+    );
+    assert_eq!(out[0].body_bytes(), b"SIP/2.0 486 Busy Here\r\n");
+    assert_eq!(
+        uas.dialog_count(),
+        0,
+        "the last usage ended, and the dialog"
+    );
+}
+
+#[test]
+fn a_refer_outside_a_dialog_that_is_refused_declined_or_unanswered_leaves_nothing() {
+    let now = Instant::now();
+    // Refused: the 603, no NOTIFY, no dialog.
+    let (mut uas, _, txn) = out_of_dialog_refer(now, "");
+    uas.handle_command(now, respond(txn, 603)).unwrap();
+    let out = sent(&mut uas);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].status(), Some(603));
+    assert_eq!(uas.dialog_count(), 0);
+
+    // RFC 4488: accepted without a subscription, the dialog has no usage left.
+    let (mut uas, _, txn) = out_of_dialog_refer(now, "Refer-Sub: false\r\n");
+    uas.handle_command(now, respond(txn, 202)).unwrap();
+    let out = sent(&mut uas);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(header(&out[0], "Refer-Sub"), "false");
+    assert_eq!(uas.dialog_count(), 0);
+
+    // Never answered: the transaction gives up after 64·T1, and the dialog with it.
+    let (mut uas, _, _) = out_of_dialog_refer(now, "");
+    uas.handle_timeout(now + std::time::Duration::from_secs(33));
+    while uas.poll_transmit().is_some() {}
+    assert_eq!(uas.dialog_count(), 0);
+}
+
+#[test]
+fn an_out_of_dialog_refer_subscription_expires_with_a_last_sipfrag() {
+    let now = Instant::now();
+    let (mut uas, dialog, txn) = out_of_dialog_refer(now, "");
+    uas.handle_command(now, respond(txn, 202)).unwrap();
+    let notify = sent(&mut uas).pop().unwrap();
+    // The subscriber answers the NOTIFY; the application never reports a final status.
+    let mut buf = bytes::BytesMut::new();
+    sipshard::message::ResponseBuilder::to_request(&mut buf, &notify, 200, None, None)
+        .finish(b"")
+        .unwrap();
+    uas.handle_datagram(now, caller(), buf.freeze());
+    while uas.poll_event().is_some() {}
+
+    let later = now + std::time::Duration::from_secs(61);
+    uas.handle_timeout(later);
+    let out = sent(&mut uas);
+    let last = out
+        .iter()
+        .find(|m| m.method() == Some(Method::Notify))
+        .expect("the last NOTIFY");
+    assert_eq!(
+        header(last, "Subscription-State"),
+        "terminated;reason=timeout"
+    );
+    assert_eq!(header(last, "Content-Type"), "message/sipfrag;version=2.0");
+    assert_eq!(last.body_bytes(), b"SIP/2.0 100 Trying\r\n");
+    assert!(std::iter::from_fn(|| uas.poll_event()).any(|e| matches!(
+        e,
+        SessionEvent::SubscriptionTerminated { dialog: d, .. } if d == dialog
+    )));
+    assert_eq!(uas.dialog_count(), 0);
 }
 
 /// Two shards on a perfect network: `a` at 5070 calls `b` at 5080.

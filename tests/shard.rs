@@ -496,9 +496,8 @@ CSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
     // §11: an OPTIONS addressed to us is answered even with Max-Forwards 0.
     assert_eq!(status_of(&mut uas, req("OPTIONS", "")), Some(200));
     assert_eq!(status_of(&mut uas, req("SUBSCRIBE", "")), Some(405));
-    // REFER is allowed in a dialog; outside one it would need RFC 3515's implicit
-    // subscription: 501 rather than a 405 that contradicts Allow.
-    assert_eq!(status_of(&mut uas, req("REFER", "")), Some(501));
+    // A REFER outside a dialog makes one (RFC 3515 §2.4.2), but not without a Refer-To.
+    assert_eq!(status_of(&mut uas, req("REFER", "")), Some(400));
     // Methods that only live inside a dialog (RFC 6086 §4.2.2, RFC 3311, RFC 3262 §3,
     // RFC 6665 §4.1.3) match no dialog without a To tag.
     for method in ["BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"] {

@@ -288,6 +288,17 @@ fn sipp_refer_gets_202_and_the_implicit_subscription_notifies() {
 }
 
 #[test]
+fn sipp_refer_outside_a_dialog_makes_one_for_its_notifies() {
+    // RFC 3515 §2.4.2: a REFER with no To tag gets a 202 with our tag and Contact, then
+    // the two NOTIFYs in that new dialog (the scenario compares the tags); both modes.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    scenario_in_both_modes(&sipp, "refer_out_of_dialog.xml", 50, 25, |mode, server| {
+        assert_received_at_least(&server.metrics(), "REFER", 50, mode);
+    });
+}
+
+#[test]
 fn sipp_refer_declining_the_subscription_gets_no_notify() {
     // RFC 4488: Refer-Sub: false gets a 202 saying Refer-Sub: false and no NOTIFY (an
     // unexpected NOTIFY would fail SIPp's call), in both modes.

@@ -36,7 +36,8 @@
 //! UPDATE offers go to the application and are answered in the 2xx; 491/500 when an
 //! offer is already outstanding (RFC 3311 §5.2).
 //! REFER both ways (RFC 3515, `refer` module): as recipient, 400 without Refer-To, a 2xx
-//! sends NOTIFY `100 Trying` and `ReferStatus` the later ones; as sender, `Refer`, whose
+//! sends NOTIFY `100 Trying` and `ReferStatus` the later ones (a REFER outside any dialog
+//! makes one, whose only usage is that subscription); as sender, `Refer`, whose
 //! NOTIFYs are answered here and reported as `ReferNotify`. A 481 to NOTIFY, SUBSCRIBE or
 //! REFER ends that usage, not the call (RFC 5057 §5.1).
 //! Replaces (RFC 3891, `replaces` module): an INVITE naming a dialog is checked by the
@@ -328,7 +329,8 @@ pub enum SessionEvent {
         dialog: DialogId,
     },
     /// An in-dialog INFO, MESSAGE, UPDATE, NOTIFY or REFER for the application: answer with
-    /// [`DialogCommand::Respond`]. (UPDATE's Contact has already refreshed the target.)
+    /// [`DialogCommand::Respond`]. (UPDATE's Contact has already refreshed the target.) A
+    /// REFER outside any dialog comes this way too, in the dialog it made (RFC 3515 §2.4.2).
     DialogRequest {
         /// The dialog.
         dialog: DialogId,
@@ -1385,13 +1387,24 @@ impl Shard {
                     // Ended unanswered (the application never said; 64·T1 passed).
                     crate::transaction::TxnId::Server(s) => {
                         if let Some(p) = self.forget_pending(s)
-                            && p.request.method() == Some(crate::message::Method::Subscribe)
                             && let Some(index) = p.dialog
-                            && let Ok(asked) = self.check_subscribe(&p.request)
                         {
-                            // A SUBSCRIBE the application never answered creates nothing.
-                            let expires = asked.expires;
-                            self.subscribe_answered(now, index, &asked, 408, expires);
+                            // A SUBSCRIBE or REFER the application never answered creates
+                            // nothing.
+                            match p.request.method() {
+                                Some(crate::message::Method::Subscribe) => {
+                                    if let Ok(asked) = self.check_subscribe(&p.request) {
+                                        let expires = asked.expires;
+                                        self.subscribe_answered(now, index, &asked, 408, expires);
+                                    }
+                                }
+                                Some(crate::message::Method::Refer) => {
+                                    if let Ok(cseq) = p.request.cseq() {
+                                        self.refer_answered_by_us(now, index, cseq.seq, 408, false);
+                                    }
+                                }
+                                _ => {}
+                            }
                         }
                         self.forget_awaiting(s);
                     }

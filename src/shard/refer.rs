@@ -11,7 +11,10 @@
 //! implicit subscription a 2xx to a REFER creates. A REFER with `Refer-Sub: false` (RFC
 //! 4488) gets its 2xx with `Refer-Sub: false` and no subscription: no NOTIFY is sent.
 //!
-//! The shard keeps no subscription state. A 2xx to a REFER sends the initial NOTIFY at once
+//! In an INVITE dialog the shard keeps no subscription state. A REFER outside any dialog
+//! makes a dialog (§2.4.2) whose only usage is its subscription, which the subscription
+//! table (`subscribe` module) then holds, so that its expiry or end ends the dialog.
+//! A 2xx to a REFER sends the initial NOTIFY at once
 //! (`SIP/2.0 100 Trying`, RFC 6665 §4.2.1.2 by way of RFC 3515 §2.4.4). The application
 //! reports how the referenced request went with [`super::DialogCommand::ReferStatus`]. A
 //! final status ends the subscription; a BYE ends it with the dialog. Each NOTIFY names
@@ -24,7 +27,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{DialogError, SessionEvent, Shard};
-use crate::dialog::DialogId;
+use crate::dialog::{self, DialogId};
 use crate::message::{Message, default_reason};
 use crate::transaction::ServerTxnId;
 
@@ -59,6 +62,9 @@ pub fn replaces_of_refer_to(request: &Message) -> Option<Vec<u8>> {
 /// RFC 3515 leaves it to the notifier; the final NOTIFY ends it sooner.
 const REFER_SUBSCRIPTION_SECONDS: u32 = 60;
 
+/// The Content-Type of a REFER NOTIFY's body (RFC 3515 §2.4.5).
+pub(super) const SIPFRAG: &[u8] = b"message/sipfrag;version=2.0";
+
 impl Shard {
     /// The peer's REFER in a dialog: 400 without a Refer-To (RFC 3515 §2.4.1; a second
     /// Refer-To is refused by the message checks), else the application decides.
@@ -75,9 +81,87 @@ impl Shard {
         }
     }
 
+    /// A REFER outside any dialog (RFC 3515 §2.4.2, RFC 7647 §4): it makes a dialog, as a
+    /// SUBSCRIBE does, whose only usage is the REFER's implicit subscription; the
+    /// application sees it as a [`SessionEvent::DialogRequest`] in that new dialog and
+    /// answers it as one inside a dialog. A refusal, `Refer-Sub: false`, the final
+    /// `ReferStatus` or the subscription's expiry ends the dialog.
+    pub(super) fn incoming_refer(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: Message,
+        from: std::net::SocketAddr,
+    ) {
+        let (Ok(Some(_)), Ok(cseq)) = (request.refer_to(), request.cseq()) else {
+            return self.reject_request(now, txn, &request, 400, &[]);
+        };
+        if self.refuse_new_dialog(now, txn, &request) {
+            return;
+        }
+        // Like a SUBSCRIBE (RFC 6665 §4.1.2.1), the REFER carries the From tag and the
+        // Contact the dialog needs.
+        let tag = self.ids.tag();
+        let made = match (dialog::contact_uri(&request), request.from_tag()) {
+            (Some(target), Ok(Some(remote_tag))) => {
+                super::uas::uas_dialog(&request, tag.as_bytes(), remote_tag, target, from)
+                    .map(|d| d.with_transport(self.txn.server_transport(txn)))
+            }
+            _ => None,
+        };
+        let Some(d) = made else {
+            return self.reject_request(now, txn, &request, 400, &[]);
+        };
+        let index = self.insert(super::Entry {
+            dialog: d,
+            phase: super::Phase::Subscription,
+            reinvite: None,
+            call: None,
+        });
+        self.open_refer_subscription(now, index, cseq.seq);
+        let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
+            return;
+        };
+        self.hold_for_application(txn, &request, index);
+        self.events.push_back(SessionEvent::DialogRequest {
+            dialog,
+            txn,
+            request,
+        });
+    }
+
+    /// The application answered the REFER with CSeq `refer_cseq` in the dialog at
+    /// `index` with `status`: a 2xx starts the implicit subscription (unless `declined`,
+    /// RFC 4488) with NOTIFY `100 Trying`.
+    pub(super) fn refer_answered_by_us(
+        &mut self,
+        now: Instant,
+        index: u32,
+        refer_cseq: u32,
+        status: u16,
+        declined: bool,
+    ) {
+        let accepted = (200..300).contains(&status) && !declined;
+        if self.has_refer_subscription(index, refer_cseq) {
+            if (200..300).contains(&status) {
+                self.set_confirmed(index);
+            }
+            self.refer_subscription_answered(
+                now,
+                index,
+                refer_cseq,
+                accepted,
+                REFER_SUBSCRIPTION_SECONDS,
+            );
+        }
+        if accepted {
+            self.refer_accepted(now, index, refer_cseq);
+        }
+    }
+
     /// A 2xx went to the REFER with CSeq `refer_cseq` in the dialog at `index`: the
     /// subscription starts with NOTIFY `100 Trying`.
-    pub(super) fn refer_accepted(&mut self, now: Instant, index: u32, refer_cseq: u32) {
+    fn refer_accepted(&mut self, now: Instant, index: u32, refer_cseq: u32) {
         let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
             return;
         };
@@ -100,6 +184,20 @@ impl Shard {
                 crate::message::BuildError::InvalidStatusCode,
             ));
         }
+        let body = format!("SIP/2.0 {status} {}\r\n", default_reason(status));
+        if let Some(index) = self.find(dialog)
+            && self.has_refer_subscription(index, refer_cseq)
+        {
+            let headers = [("Content-Type".to_owned(), Bytes::from_static(SIPFRAG))];
+            return self.refer_subscription_notify(
+                now,
+                index,
+                refer_cseq,
+                status >= 200,
+                &headers,
+                body.as_bytes(),
+            );
+        }
         let state = if status < 200 {
             format!("active;expires={REFER_SUBSCRIPTION_SECONDS}")
         } else {
@@ -111,12 +209,8 @@ impl Shard {
                 Bytes::from(format!("refer;id={refer_cseq}")),
             ),
             ("Subscription-State".to_owned(), Bytes::from(state)),
-            (
-                "Content-Type".to_owned(),
-                Bytes::from_static(b"message/sipfrag;version=2.0"),
-            ),
+            ("Content-Type".to_owned(), Bytes::from_static(SIPFRAG)),
         ];
-        let body = format!("SIP/2.0 {status} {}\r\n", default_reason(status));
         self.send_in_dialog(now, dialog, b"NOTIFY", &headers, body.as_bytes())
             .map(drop)
     }

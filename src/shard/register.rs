@@ -131,14 +131,17 @@ impl Shard {
         if let Some(expires) = &added {
             headers.push(("Expires", expires.as_bytes()));
         }
-        // A 2xx to a request that makes a dialog (SUBSCRIBE, RFC 6665 §4.2.1.1) or refreshes
-        // its target (UPDATE, RFC 3311 §5.2) carries our Contact.
+        // A 2xx to a request that makes a dialog (SUBSCRIBE, RFC 6665 §4.2.1.1; REFER
+        // outside one, RFC 3515 §2.4.2) or refreshes its target (SUBSCRIBE, UPDATE: RFC
+        // 6665 §4.1.2.1, RFC 3311 §5.2) carries our Contact.
         let contact = self.contact(self.txn.server_transport(txn));
+        let wants_contact = match pending.request.method() {
+            Some(Method::Subscribe | Method::Update) => true,
+            Some(Method::Refer) => pending.request.to_tag().ok().flatten().is_none(),
+            _ => false,
+        };
         if (200..300).contains(&status)
-            && matches!(
-                pending.request.method(),
-                Some(Method::Subscribe | Method::Update)
-            )
+            && wants_contact
             && !headers.iter().any(|(n, _)| {
                 crate::message::HeaderName::from_bytes(n.trim().as_bytes())
                     == crate::message::HeaderName::Contact
@@ -186,12 +189,11 @@ impl Shard {
             self.subscribe_answered(now, index, asked, status, granted);
         }
         // A 2xx to a REFER starts its implicit subscription (RFC 3515 §2.4.4).
-        if (200..300).contains(&status)
-            && refer
-            && !subscription_declined
+        if refer
+            && status >= 200
             && let (Some(index), Ok(cseq)) = (pending.dialog, pending.request.cseq())
         {
-            self.refer_accepted(now, index, cseq.seq);
+            self.refer_answered_by_us(now, index, cseq.seq, status, subscription_declined);
         }
         Ok(())
     }

@@ -69,6 +69,9 @@ pub fn subscription_event(request: &Message) -> Option<Bytes> {
     Some(event_value(event.package, event.params.get("id").flatten()))
 }
 
+/// The event package of REFER's implicit subscription (RFC 3515 §2.4.4).
+const REFER: &[u8] = b"refer";
+
 /// `package` or `package;id=<id>`: how an Event value names a subscription.
 fn event_value(package: &[u8], id: Option<&[u8]>) -> Bytes {
     let mut value = package.to_vec();
@@ -340,6 +343,85 @@ impl Shard {
         }
     }
 
+    /// The implicit subscription of a REFER outside any dialog (RFC 3515 §2.4.2, RFC
+    /// 7647 §4): `refer;id=<cseq>` in the table, not yet accepted, so that it expires and
+    /// ends its dialog as one a SUBSCRIBE made does. A REFER inside an INVITE dialog keeps
+    /// no state (`refer` module).
+    pub(super) fn open_refer_subscription(&mut self, now: Instant, index: u32, refer_cseq: u32) {
+        let id = refer_cseq.to_string();
+        let asked = Asked {
+            package: REFER,
+            id: Some(id.as_bytes()),
+            expires: 0,
+        };
+        self.subscriptions
+            .entry(index)
+            .or_default()
+            .push(new_subscription(&asked, now));
+    }
+
+    /// Whether the REFER with CSeq `refer_cseq` in the dialog at `index` has its
+    /// subscription in the table (the dialog was made by it).
+    pub(super) fn has_refer_subscription(&self, index: u32, refer_cseq: u32) -> bool {
+        let id = refer_cseq.to_string();
+        self.subscriptions
+            .get(&index)
+            .is_some_and(|subs| subs.iter().any(|s| s.is(REFER, Some(id.as_bytes()))))
+    }
+
+    /// The application answered such a REFER: a 2xx starts its subscription for
+    /// `seconds`; anything else, or `Refer-Sub: false` (`accepted` false), drops it, and
+    /// with it the dialog.
+    pub(super) fn refer_subscription_answered(
+        &mut self,
+        now: Instant,
+        index: u32,
+        refer_cseq: u32,
+        accepted: bool,
+        seconds: u32,
+    ) {
+        let id = refer_cseq.to_string();
+        if accepted {
+            let asked = Asked {
+                package: REFER,
+                id: Some(id.as_bytes()),
+                expires: seconds,
+            };
+            self.subscribe_answered(now, index, &asked, 200, seconds);
+        } else {
+            self.drop_subscription(index, REFER, Some(id.as_bytes()));
+        }
+    }
+
+    /// A NOTIFY for such a REFER's subscription: `active` (with the time left) or, when
+    /// `last`, `terminated;reason=noresource`, which ends the subscription and the dialog.
+    pub(super) fn refer_subscription_notify(
+        &mut self,
+        now: Instant,
+        index: u32,
+        refer_cseq: u32,
+        last: bool,
+        headers: &[(String, Bytes)],
+        body: &[u8],
+    ) -> Result<(), DialogError> {
+        let dialog = self
+            .entry_mut(index)
+            .map(|e| e.dialog.id.clone())
+            .ok_or(DialogError::DialogNotFound)?;
+        let id = refer_cseq.to_string();
+        let state = if last {
+            NotifyState::Terminated("noresource".to_owned())
+        } else {
+            NotifyState::Active
+        };
+        let note = Note {
+            state: &state,
+            headers,
+            body,
+        };
+        self.notify(now, &dialog, index, (REFER, Some(id.as_bytes())), note)
+    }
+
     /// `Notify`: a NOTIFY for the subscription `event` (`package` or `package;id=…`) of
     /// `dialog`, with `Subscription-State` from `state` and the time left.
     pub(super) fn send_notify(
@@ -437,10 +519,21 @@ impl Shard {
                 // Whatever the application would say, this NOTIFY ends it.
                 s.ending = true;
             }
+            // RFC 3515 §2.4.5: every NOTIFY of a REFER's subscription has a sipfrag body;
+            // the reference is still where its last NOTIFY said, as far as we know.
+            let refer = key.0 == REFER;
+            let sipfrag = [(
+                "Content-Type".to_owned(),
+                Bytes::from_static(super::refer::SIPFRAG),
+            )];
             let last = Note {
                 state: &NotifyState::Active,
-                headers: &[],
-                body: b"",
+                headers: if refer { &sipfrag } else { &[] },
+                body: if refer {
+                    b"SIP/2.0 100 Trying\r\n"
+                } else {
+                    b""
+                },
             };
             if self.notify(now, &dialog, index, key, last).is_err() {
                 // The dialog cannot send (it is ending): end the subscription all the same.

@@ -228,10 +228,7 @@ impl Shard {
                 Some(Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify),
                 None,
             ) => self.reject_request(now, txn, &request, 481, &[]),
-            // REFER is in Allow (inside a dialog it is served, `refer` module), but one
-            // outside a dialog would create a dialog for its implicit subscription (RFC 3515
-            // §2.4.2), which sipshard does not: 501, not a 405 contradicting Allow.
-            (Some(Method::Refer), None) => self.reject_request(now, txn, &request, 501, &[]),
+            (Some(Method::Refer), None) => self.incoming_refer(now, txn, request, from),
             _ => self.unsupported_method(now, txn, &request),
         }
     }
