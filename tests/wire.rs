@@ -236,7 +236,8 @@ fn every_rfc4475_message_over_tcp_is_answered_on_its_connection_or_closes_it() {
         conn.write_all(&bytes).unwrap();
         // Over a stream the Content-Length decides where the message ends (§18.3): one
         // that says more than was sent leaves the server waiting for the rest, one that
-        // cannot be read (negative, two that disagree) ends the connection; past a whole
+        // cannot be read (negative, two that disagree) gets its 400 and ends the
+        // connection; past a whole
         // message, whatever follows is the start of the next.
         let framing = next_frame(&bytes, 65_535);
         let limit = match (framing, expected_class(file)) {
@@ -246,11 +247,16 @@ fn every_rfc4475_message_over_tcp_is_answered_on_its_connection_or_closes_it() {
             (_, None | Some(RETRANSMISSION)) => Duration::from_secs(1),
             _ => Duration::from_secs(5),
         };
-        let until = expected_class(file).filter(|&c| c != RETRANSMISSION);
+        // An unframeable one is read to its close.
+        let until = expected_class(file)
+            .filter(|&c| c != RETRANSMISSION)
+            .filter(|_| framing.is_ok());
         let (codes, closed) = answers_on(&mut conn, limit, until);
         let class = |c: &u16| usize::from(c / 100);
         let ok = match (framing, expected_class(file)) {
-            (Err(_), _) => closed && codes.is_empty(),
+            // A request that cannot be framed gets 400 (513 when too large) with the
+            // reason, then the connection closes.
+            (Err(e), _) => closed && codes == [e.status().0],
             (Ok(Frame::Incomplete), _) => !closed && codes.is_empty(),
             // A request that repeats an earlier one's branch (another connection) matches
             // that transaction, whose response goes back on the earlier connection: here,
@@ -283,4 +289,39 @@ fn every_rfc4475_message_over_tcp_is_answered_on_its_connection_or_closes_it() {
         server.stop(),
         "graceful stop after the torture run over TCP"
     );
+}
+
+#[test]
+fn a_stream_request_that_cannot_be_framed_gets_its_reason_then_the_connection_closes() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--mode", "auto-answer", "--shards", "1"]);
+    let request = |content_length: &str| {
+        format!(
+            "OPTIONS sip:service@{0} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKnocl\r\n\
+Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:service@{0}>\r\nCall-ID: nocl@test\r\n\
+CSeq: 1 OPTIONS\r\n{content_length}\r\n",
+            server.sip
+        )
+    };
+    // §18.3, §20.14: no Content-Length on a stream; one beyond the 64 KiB limit (§21.5.14).
+    for (content_length, want) in [
+        ("", "SIP/2.0 400 Missing Content-Length\r\n"),
+        (
+            "Content-Length: 100000\r\n",
+            "SIP/2.0 513 Message Too Large\r\n",
+        ),
+    ] {
+        let mut conn = std::net::TcpStream::connect(server.sip).unwrap();
+        conn.write_all(request(content_length).as_bytes()).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        // The server answers, then closes the connection after its grace period.
+        conn.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with(want), "{answer}");
+        assert!(answer.contains("Call-ID: nocl@test\r\n"), "{answer}");
+        assert!(answer.contains("CSeq: 1 OPTIONS\r\n"), "{answer}");
+    }
+    assert!(server.stop());
 }

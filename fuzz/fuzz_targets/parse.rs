@@ -7,15 +7,24 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sipshard::message::{
-    Frame, HeaderName, Message, ViaKey, find_call_id, fuzzing, next_frame, stream_response_fallback,
+    Frame, HeaderName, Message, ViaKey, find_call_id, fuzzing, header_block, next_frame,
+    salvage_response, stream_response_fallback,
 };
 
 fuzz_target!(|data: &[u8]| {
     fuzzing::assert_fast_paths_agree(data);
     // Stream framing (§18.3): whatever it takes off the front is within the buffer, and a
     // framed message starts where a datagram would.
-    if let Ok(Frame::Message(n) | Frame::Skip(n) | Frame::KeepAlive(n)) = next_frame(data, 65_535) {
-        assert!(n <= data.len());
+    match next_frame(data, 65_535) {
+        Ok(Frame::Message(n) | Frame::Skip(n) | Frame::KeepAlive(n)) => assert!(n <= data.len()),
+        // What an unframeable request is answered from (§18.3): a prefix of the buffer.
+        Err(e) => {
+            if let Some(block) = header_block(data, 65_535) {
+                assert!(data.starts_with(block));
+                let _ = salvage_response(block, e.status().0, e.status().1, b"tag");
+            }
+        }
+        Ok(_) => {}
     }
     let _ = stream_response_fallback(&Bytes::copy_from_slice(data));
     let scanned = find_call_id(data);

@@ -47,6 +47,27 @@ impl std::fmt::Display for FramingError {
 
 impl std::error::Error for FramingError {}
 
+/// The header block (start-line through the blank line) at the start of `buf`, when
+/// it is whole and at most `max` bytes: what an answer to a message [`next_frame`]
+/// refused can be built from (§18.3: a request gets 400 where a response can be formed).
+pub fn header_block(buf: &[u8], max: usize) -> Option<&[u8]> {
+    let blank = memchr::memmem::find(&buf[..buf.len().min(max)], b"\r\n\r\n")?;
+    Some(&buf[..blank + 4])
+}
+
+impl FramingError {
+    /// The status and reason phrase a request refused for this gets: 400 for a missing or
+    /// unreadable Content-Length (§18.3, §20.14), 513 for a message over the limit
+    /// (§21.5.14).
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            FramingError::MissingContentLength => (400, "Missing Content-Length"),
+            FramingError::BadContentLength => (400, "Bad Content-Length"),
+            FramingError::TooLarge => (513, "Message Too Large"),
+        }
+    }
+}
+
 /// Finds the first frame of `buf`; messages longer than `max` bytes are refused.
 pub fn next_frame(buf: &[u8], max: usize) -> Result<Frame, FramingError> {
     if buf.starts_with(b"\r\n\r\n") {
@@ -132,6 +153,29 @@ mod tests {
     const MAX: usize = 65_536;
     const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\
         Content-Length: 4\r\n\r\nbody";
+
+    #[test]
+    fn the_header_block_of_an_unframeable_message_is_there_to_answer() {
+        let no_length =
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\r\nrest";
+        assert_eq!(
+            next_frame(no_length, MAX),
+            Err(FramingError::MissingContentLength)
+        );
+        let block = header_block(no_length, MAX).unwrap();
+        assert!(block.ends_with(b"z9hG4bK1\r\n\r\n"));
+        // Not whole, or past the limit: nothing to answer from.
+        assert_eq!(
+            header_block(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n", MAX),
+            None
+        );
+        assert_eq!(header_block(no_length, 20), None);
+        assert_eq!(
+            FramingError::MissingContentLength.status(),
+            (400, "Missing Content-Length")
+        );
+        assert_eq!(FramingError::TooLarge.status().0, 513);
+    }
 
     #[test]
     fn a_whole_message_is_framed_by_its_content_length() {

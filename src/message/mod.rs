@@ -146,7 +146,7 @@ use bytes::Bytes;
 pub(crate) use build::push_decimal;
 pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
 pub use error::{ParseError, RejectReason, Rejection, UriError, ValueError};
-pub use framing::{Frame, FramingError, next_frame};
+pub use framing::{Frame, FramingError, header_block, next_frame};
 pub use header::HeaderName;
 pub use ids::{Branch, CallIdValue, IdGenerator, Tag};
 pub(crate) use lex::find_outside;

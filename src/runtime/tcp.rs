@@ -25,7 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::message::{Frame, next_frame};
+use crate::message::{Frame, FramingError, header_block, next_frame};
 
 /// Largest message accepted on a stream (the UDP maximum: what one datagram could carry).
 pub(crate) const MAX_MESSAGE: usize = 65_535;
@@ -129,6 +129,10 @@ pub(crate) struct TcpSide {
     /// Peers whose connection closed since the last [`TcpSide::take_closed`]: the other
     /// shards forget that replies to them go through this thread.
     closed: Vec<SocketAddr>,
+    /// The header blocks of messages that could not be framed, with their sender and why,
+    /// since the last [`TcpSide::take_unframed`]: the shard answers the requests among
+    /// them (400 or 513) before the connection closes.
+    unframed: Vec<(SocketAddr, Bytes, FramingError)>,
     pub(crate) stats: TcpStats,
 }
 
@@ -163,6 +167,7 @@ impl TcpSide {
             failed: Vec::new(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             closed: Vec::new(),
+            unframed: Vec::new(),
             stats: TcpStats::default(),
         })
     }
@@ -185,6 +190,11 @@ impl TcpSide {
     /// Peers whose connection closed since the last call.
     pub(crate) fn take_closed(&mut self) -> Vec<SocketAddr> {
         std::mem::take(&mut self.closed)
+    }
+
+    /// Messages that could not be framed since the last call: sender, header block, why.
+    pub(crate) fn take_unframed(&mut self) -> Vec<(SocketAddr, Bytes, FramingError)> {
+        std::mem::take(&mut self.unframed)
     }
 
     /// True when failures wait for [`TcpSide::take_failures`].
@@ -439,6 +449,10 @@ impl TcpSide {
                 Err(e) => {
                     tracing::debug!(peer = %c.peer, error = %e, "closing unframeable stream");
                     self.stats.framing_errors += 1;
+                    if let Some(block) = header_block(&c.input, MAX_MESSAGE) {
+                        self.unframed
+                            .push((c.peer, Bytes::copy_from_slice(block), e));
+                    }
                     c.closing = Some(now);
                     c.input.clear();
                     break;

@@ -364,6 +364,10 @@ impl Worker {
             self.shard
                 .handle_transport_failure(now, peer, Transport::Tcp);
         }
+        for (peer, header_block, error) in tcp.take_unframed() {
+            self.shard
+                .handle_unframeable(now, peer, Transport::Tcp, &header_block, error);
+        }
         let closed = tcp.take_closed();
         if !closed.is_empty() {
             for (to, peer) in self.peers.iter().enumerate() {

@@ -1223,13 +1223,46 @@ impl Shard {
         self.drain(now);
     }
 
+    /// A message on a stream that could not be framed (`error`: no Content-Length, an
+    /// unreadable one, or over the size limit; §18.3), of which the runtime has the
+    /// `header_block`: a request gets a stateless 400 (513 when too large) with the
+    /// reason in its phrase, on the connection it came on, before that closes. A response
+    /// is only counted. The body, whose length is unknown, is never looked at.
+    pub fn handle_unframeable(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        transport: Transport,
+        header_block: &[u8],
+        error: crate::message::FramingError,
+    ) {
+        self.stats.datagrams_in += 1;
+        self.stats.parse_errors += 1;
+        let (status, reason) = error.status();
+        self.answer_broken(from, transport, header_block, status, reason);
+        self.drain(now);
+    }
+
     /// A stateless 400 for a request that could not be parsed, when its Via can be
     /// read (RFC 3261 §8.2.2; RFC 4475 §3.1.2 on UDP); responses and hopeless datagrams
     /// are only counted.
     fn answer_unparseable(&mut self, from: SocketAddr, transport: Transport, datagram: &[u8]) {
+        self.answer_broken(from, transport, datagram, 400, "Bad Request");
+    }
+
+    /// A stateless `status` response to a request that could not be used, when its Via
+    /// can be read.
+    fn answer_broken(
+        &mut self,
+        from: SocketAddr,
+        transport: Transport,
+        datagram: &[u8],
+        status: u16,
+        reason: &str,
+    ) {
         let tag = self.ids.tag();
         let Some(salvaged) =
-            crate::message::salvage_response(datagram, 400, "Bad Request", tag.as_bytes())
+            crate::message::salvage_response(datagram, status, reason, tag.as_bytes())
         else {
             return;
         };
@@ -1238,7 +1271,7 @@ impl Shard {
             _ => from,
         };
         self.stats.requests_rejected += 1;
-        self.stats.responses_out[class_slot(400)] += 1;
+        self.stats.responses_out[class_slot(status)] += 1;
         self.txn
             .send_stateless(destination, transport, salvaged.response);
     }
