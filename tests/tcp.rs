@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sipshard::transaction::Transport;
 
-use common::calls::{AfterAnswer, place_calls_to_sipp_then};
+use common::calls::{AfterAnswer, place_calls_to_sipp_then, place_calls_with_sdp};
 use common::peers::{
     Server, free_udp_port, run_sipp, sipp, spawn_sipp, sum_metric, wait_metric, wait_sipp,
 };
@@ -178,4 +178,64 @@ fn calls_placed_to_a_tcp_uri_open_a_connection_to_the_sipp_callee() {
     assert!(stats.io.tcp.connected >= 1, "{:?}", stats.io.tcp);
     assert_eq!(stats.io.datagrams_sent, 0, "nothing went over UDP");
     assert_eq!(stats.io.datagrams_received, 0);
+}
+
+/// An SDP offer over 1300 bytes (one stream, many formats).
+fn large_sdp() -> bytes::Bytes {
+    let mut sdp = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n".to_vec();
+    for pt in 96..150 {
+        sdp.extend_from_slice(format!("a=rtpmap:{pt} opus/48000/2\r\n").as_bytes());
+    }
+    assert!(sdp.len() > 1300);
+    bytes::Bytes::from(sdp)
+}
+
+#[test]
+fn a_call_too_large_for_udp_to_a_tcp_callee_stays_on_tcp_as_its_contact_says() {
+    // RFC 3261 §18.1.1: the INVITE to a plain URI goes over TCP for its size; SIPp over TCP
+    // answers with a `;transport=TCP` Contact, so the ACK and BYE follow over TCP (RFC
+    // 3263 §4.1): not one datagram either way.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = runtime.block_on(place_calls_with_sdp(
+        &sipp,
+        &["-sn", "uas", "-t", "t1"],
+        20,
+        AfterAnswer::Bye,
+        Transport::Udp,
+        large_sdp(),
+    ));
+    let txn = stats.total.transactions;
+    assert_eq!(txn.large_requests_over_tcp, 20, "{txn:?}");
+    assert_eq!(txn.stream_fallbacks, 0, "{txn:?}");
+    assert_eq!(stats.io.datagrams_sent, 0, "nothing went over UDP");
+}
+
+#[test]
+fn a_call_too_large_for_udp_tries_tcp_and_falls_back_to_udp_at_a_udp_only_callee() {
+    // RFC 3261 §18.1.1: an INVITE over 1300 bytes to a plain (UDP) URI goes over TCP; SIPp
+    // in UDP mode refuses the connection, and the INVITE goes over UDP after all ("SHOULD
+    // retry the request, using UDP"). The calls complete.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stats = runtime.block_on(place_calls_with_sdp(
+        &sipp,
+        &["-sn", "uas"],
+        20,
+        AfterAnswer::Bye,
+        Transport::Udp,
+        large_sdp(),
+    ));
+    let txn = stats.total.transactions;
+    assert_eq!(txn.large_requests_over_tcp, 20, "{txn:?}");
+    assert_eq!(txn.stream_fallbacks, 20, "{txn:?}");
+    assert!(stats.io.tcp.failures >= 1, "{:?}", stats.io.tcp);
 }

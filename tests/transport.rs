@@ -290,3 +290,221 @@ fn a_call_to_a_transport_sipshard_does_not_speak_or_has_off_is_refused_not_sent_
     );
     assert!(transmits(&mut udp_only).is_empty());
 }
+
+/// A call to a plain (UDP) URI whose INVITE is `sdp_len` bytes of SDP or so.
+fn call_with_sdp(s: &mut Shard, now: Instant, far: SocketAddr, sdp: &[u8]) {
+    s.handle_command(
+        now,
+        DialogCommand::MakeCall {
+            from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+            to: Bytes::from_static(b"<sip:carol@127.0.0.1:5090>"),
+            request_uri: Bytes::from_static(b"sip:carol@127.0.0.1:5090"),
+            destination: far,
+            sdp: Bytes::copy_from_slice(sdp),
+            headers: Vec::new(),
+        },
+    )
+    .unwrap();
+}
+
+/// An SDP offer of about `len` bytes (one audio stream, many formats).
+fn large_sdp(len: usize) -> Vec<u8> {
+    let mut sdp = SDP.to_vec();
+    let mut pt = 96;
+    while sdp.len() < len {
+        sdp.extend_from_slice(format!("a=rtpmap:{pt} opus/48000/2\r\n").as_bytes());
+        pt += 1;
+    }
+    sdp
+}
+
+#[test]
+fn a_request_too_large_for_udp_goes_over_tcp_and_back_to_udp_if_no_connection() {
+    // RFC 3261 §18.1.1: over 1300 bytes with the path MTU unknown, a request that would
+    // go over UDP MUST go over a congestion-controlled transport, its top Via changed.
+    let start = Instant::now();
+    let far: SocketAddr = "127.0.0.1:5090".parse().unwrap();
+    let mut s = shard(start);
+    call_with_sdp(&mut s, start, far, SDP);
+    let small = transmits(&mut s);
+    assert_eq!(
+        small[0].transport,
+        Transport::Udp,
+        "a small INVITE stays on UDP"
+    );
+
+    let mut s = shard(start);
+    call_with_sdp(&mut s, start, far, &large_sdp(1400));
+    let sent = transmits(&mut s);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].destination, sent[0].transport),
+        (far, Transport::Tcp)
+    );
+    assert!(sent[0].payload.len() > 1300);
+    let over_tcp = parse(&sent[0]);
+    assert!(
+        over_tcp
+            .top_via_bytes()
+            .unwrap()
+            .starts_with(b"SIP/2.0/TCP ")
+    );
+    // Over TCP: no Timer A.
+    s.handle_timeout(start + Duration::from_secs(1));
+    assert!(transmits(&mut s).is_empty());
+
+    // The connection is refused before any response: "the element SHOULD retry the
+    // request, using UDP" — the same request, its Via saying UDP again, with Timer A.
+    let t = start + Duration::from_secs(1);
+    s.handle_transport_failure(t, far, Transport::Tcp);
+    assert!(events(&mut s).is_empty(), "the call goes on");
+    let retried = transmits(&mut s);
+    assert_eq!(retried.len(), 1);
+    assert_eq!(
+        (retried[0].destination, retried[0].transport),
+        (far, Transport::Udp)
+    );
+    let over_udp = parse(&retried[0]);
+    assert!(
+        over_udp
+            .top_via_bytes()
+            .unwrap()
+            .starts_with(b"SIP/2.0/UDP ")
+    );
+    assert_eq!(
+        over_udp.top_via_key().unwrap().branch,
+        over_tcp.top_via_key().unwrap().branch,
+        "the same transaction"
+    );
+    s.handle_timeout(t + Duration::from_millis(500));
+    let again = transmits(&mut s);
+    assert_eq!(again.len(), 1, "Timer A retransmits over UDP");
+    assert_eq!(again[0].transport, Transport::Udp);
+
+    // With TCP off, or the limit off, the large INVITE goes over UDP as given.
+    for config in [
+        ShardConfig {
+            tcp: false,
+            ..ShardConfig::new(local())
+        },
+        ShardConfig {
+            stream_above: None,
+            ..ShardConfig::new(local())
+        },
+    ] {
+        let mut s = Shard::new(start, config);
+        call_with_sdp(&mut s, start, far, &large_sdp(1400));
+        assert_eq!(transmits(&mut s)[0].transport, Transport::Udp);
+    }
+}
+
+#[test]
+fn a_large_request_over_tcp_that_got_an_answer_fails_with_its_connection() {
+    // Once a response came over the connection, the request was delivered: a later
+    // failure ends the transaction as on any TCP transaction, without a UDP retry.
+    let start = Instant::now();
+    let far: SocketAddr = "127.0.0.1:5090".parse().unwrap();
+    let mut s = shard(start);
+    call_with_sdp(&mut s, start, far, &large_sdp(1400));
+    let invite = parse(&transmits(&mut s)[0]);
+    let mut buf = bytes::BytesMut::new();
+    sipshard::message::ResponseBuilder::to_request(&mut buf, &invite, 180, None, Some(b"c1"))
+        .finish(b"")
+        .unwrap();
+    s.handle_message(start, far, Transport::Tcp, buf.freeze());
+    events(&mut s);
+    s.handle_transport_failure(start, far, Transport::Tcp);
+    assert!(
+        transmits(&mut s)
+            .iter()
+            .all(|t| t.transport == Transport::Tcp)
+    );
+    let ended = events(&mut s);
+    assert!(
+        ended.iter().any(|e| matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::TransportError,
+                ..
+            }
+        )),
+        "{ended:?}"
+    );
+}
+
+/// A 200 to `invite` with Contact `contact` and, when given, a Record-Route.
+fn ok_to(invite: &Message, contact: &str, record_route: Option<&str>) -> Bytes {
+    let mut buf = bytes::BytesMut::new();
+    let mut b =
+        sipshard::message::ResponseBuilder::to_request(&mut buf, invite, 200, None, Some(b"c1"));
+    b.header("Contact", contact.as_bytes());
+    if let Some(rr) = record_route {
+        b.header("Record-Route", rr.as_bytes());
+    }
+    b.finish(b"").unwrap();
+    buf.freeze()
+}
+
+#[test]
+fn in_dialog_requests_take_the_transport_the_next_hop_names() {
+    // RFC 3263 §4.1 on the next hop of §12.2.1.1: a callee reached over UDP whose Contact
+    // says `;transport=tcp` gets its ACK and BYE over TCP; behind a Record-Route, the first
+    // route's URI decides instead.
+    let start = Instant::now();
+    let far: SocketAddr = "127.0.0.1:5090".parse().unwrap();
+    for (contact, record_route, want) in [
+        (
+            "<sip:carol@127.0.0.1:5090;transport=tcp>",
+            None,
+            Transport::Tcp,
+        ),
+        (
+            "<sip:carol@127.0.0.1:5090;transport=UDP>",
+            None,
+            Transport::Udp,
+        ),
+        ("<sip:carol@127.0.0.1:5090>", None, Transport::Udp),
+        (
+            "<sip:carol@127.0.0.1:5090;transport=tcp>",
+            Some("<sip:127.0.0.1:5090;lr>"),
+            Transport::Udp,
+        ),
+        (
+            "<sip:carol@127.0.0.1:5090>",
+            Some("<sip:127.0.0.1:5090;lr;transport=tcp>"),
+            Transport::Tcp,
+        ),
+    ] {
+        let mut s = shard(start);
+        call_with_sdp(&mut s, start, far, SDP);
+        let sent = transmits(&mut s);
+        assert_eq!(sent[0].transport, Transport::Udp);
+        let invite = parse(&sent[0]);
+        s.handle_message(
+            start,
+            far,
+            Transport::Udp,
+            ok_to(&invite, contact, record_route),
+        );
+        let ack = transmits(&mut s);
+        assert_eq!(ack.len(), 1);
+        assert_eq!(ack[0].transport, want, "{contact} {record_route:?}");
+        assert!(
+            parse(&ack[0])
+                .top_via_bytes()
+                .unwrap()
+                .starts_with(format!("SIP/2.0/{} ", want.token()).as_bytes())
+        );
+        let dialog = events(&mut s)
+            .into_iter()
+            .find_map(|e| match e {
+                SessionEvent::CallAnswered { dialog, .. } => Some(dialog),
+                _ => None,
+            })
+            .expect("CallAnswered");
+        s.handle_command(start, DialogCommand::Bye { dialog })
+            .unwrap();
+        let bye = transmits(&mut s);
+        assert_eq!(bye[0].transport, want, "the BYE too");
+    }
+}

@@ -243,6 +243,22 @@ impl Dialog {
         &self.strings[self.layout.remote_end as usize..self.layout.target_end as usize]
     }
 
+    /// The URI in-dialog requests are sent towards (§12.2.1.1, §8.1.2): the first route's,
+    /// when there is a route set, else the remote target. Its address and `transport`
+    /// parameter say where the next hop is.
+    pub fn next_hop_uri(&self) -> &[u8] {
+        let routes = self.route_set();
+        let first_end = find_outside(routes, b',')
+            .ok()
+            .flatten()
+            .unwrap_or(routes.len());
+        routes
+            .get(..first_end)
+            .filter(|r| !r.is_empty())
+            .and_then(|r| NameAddr::parse(r).ok())
+            .map_or(self.remote_target(), |first| first.uri_bytes)
+    }
+
     /// The route set as one comma-separated Route value (empty when there is none).
     pub fn route_set(&self) -> &[u8] {
         &self.strings[self.layout.target_end as usize..]

@@ -509,9 +509,49 @@ pub fn stream_response_fallback(response: &bytes::Bytes) -> Option<std::net::Soc
     Some(std::net::SocketAddr::new(ip, via.port.unwrap_or(5060)))
 }
 
+/// `request` with the transport of its top Via's sent-protocol replaced by `token` (`UDP`
+/// ↔ `TCP`, which have the same length, so nothing else moves): for a request that goes
+/// over another transport than it was built for (RFC 3261 §18.1.1: "the value in the top
+/// Via MUST be changed"). `None` when the request does not parse, has no Via, or its
+/// transport token is not as long as `token`.
+pub fn with_top_via_transport(request: &bytes::Bytes, token: &str) -> Option<bytes::Bytes> {
+    let msg = super::Message::parse(request.clone()).ok()?;
+    let value = msg.header(super::HeaderName::Via)?;
+    let via = Via::parse(value).ok()?;
+    if via.transport.len() != token.len() {
+        return None;
+    }
+    // `via.transport` borrows from the request's bytes: its offset is where to write.
+    let start = (via.transport.as_ptr() as usize).checked_sub(request.as_ptr() as usize)?;
+    let end = start
+        .checked_add(token.len())
+        .filter(|&e| e <= request.len())?;
+    let mut out = bytes::BytesMut::from(&request[..]);
+    out[start..end].copy_from_slice(token.as_bytes());
+    Some(out.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_top_via_transport_is_rewritten_in_place() {
+        let request = bytes::Bytes::from_static(
+            b"INVITE sip:b@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK1\r\n\
+Via: SIP/2.0/UDP 192.0.2.8;branch=z9hG4bK0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n",
+        );
+        let tcp = with_top_via_transport(&request, "TCP").unwrap();
+        assert_eq!(tcp.len(), request.len());
+        let text = std::str::from_utf8(&tcp).unwrap();
+        assert!(text.contains("Via: SIP/2.0/TCP 192.0.2.9:5060;branch=z9hG4bK1\r\n"));
+        assert!(
+            text.contains("Via: SIP/2.0/UDP 192.0.2.8;"),
+            "only the top Via"
+        );
+        assert_eq!(with_top_via_transport(&tcp, "UDP").unwrap(), request);
+        assert_eq!(with_top_via_transport(&request, "SCTP"), None);
+    }
 
     fn scan_key(line: &[u8]) -> Option<ViaKey<'_>> {
         scan_plain(line).map(|plain| plain.top.key)

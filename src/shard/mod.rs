@@ -117,6 +117,10 @@ pub struct ShardConfig {
     /// refused with [`DialogError::UnsupportedTransport`]. (Messages that arrive over TCP are
     /// answered over it either way.)
     pub tcp: bool,
+    /// With `tcp`: a request larger than this many bytes that would go over UDP goes over
+    /// TCP (RFC 3261 §18.1.1; 1300 by default, for a path MTU not known), back to UDP if
+    /// no connection can be made. `None`: requests keep their transport.
+    pub stream_above: Option<usize>,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -218,6 +222,7 @@ impl ShardConfig {
             subscriptions: None,
             session_timers: None,
             tcp: true,
+            stream_above: Some(1300),
         }
     }
 }
@@ -1035,7 +1040,11 @@ impl Shard {
             _ => None,
         };
         Shard {
-            txn: TransactionLayer::new(now, config.timers),
+            txn: {
+                let mut txn = TransactionLayer::new(now, config.timers);
+                txn.set_stream_above(config.stream_above.filter(|_| config.tcp));
+                txn
+            },
             config,
             slots: Vec::new(),
             free: Vec::new(),
@@ -1219,7 +1228,7 @@ impl Shard {
         destination: SocketAddr,
         transport: Transport,
     ) {
-        self.txn.transport_failed(destination, transport);
+        self.txn.transport_failed(now, destination, transport);
         self.drain(now);
     }
 

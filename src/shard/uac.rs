@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use super::{DialogError, Entry, Phase, SessionEvent, Shard, TerminationReason};
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
 use crate::message::{BuildError, HeaderName, Message, RequestBuilder};
-use crate::transaction::ClientTxnId;
+use crate::transaction::{ClientTxnId, Transport};
 
 impl Shard {
     /// Whether a dialog of ours (MakeCall, Subscribe) may start: not over the dialog or
@@ -371,8 +371,9 @@ impl Shard {
             }
         }
         // A new fork: a dialog of its own with the primary's local side.
+        let tcp = self.config.tcp;
         let p = self.entry_mut(primary)?;
-        let d = dialog_from_response(&p.dialog, tag, response);
+        let d = dialog_from_response(&p.dialog, tag, response, tcp);
         let call = p.call.clone();
         let invite_offer = matches!(&p.phase, Phase::Calling { request, .. } if super::requests::invite_has_body(request));
         let index = self.insert(Entry {
@@ -428,18 +429,18 @@ impl Shard {
 
     /// Fills in the peer's tag, To, target and route set from the first tagged response.
     fn learn_remote(&mut self, index: u32, response: &Message, remote_tag: &[u8]) {
+        let tcp = self.config.tcp;
         let Some(e) = self.entry_mut(index) else {
             return;
         };
-        let d = dialog_from_response(&e.dialog, remote_tag, response);
+        let d = dialog_from_response(&e.dialog, remote_tag, response, tcp);
         self.replace_dialog(index, d);
     }
 
     /// A 2xx confirms the dialog at `index`: the ACK goes out (§13.2.2.4) and, when
     /// `announce`, the application hears CallAnswered.
     fn confirm(&mut self, index: u32, response: &Message, announce: bool) {
-        let transport = self.dialog_transport(index);
-        let (via, _) = self.via(transport);
+        let tcp = self.config.tcp;
         let Some(e) = self.entry_mut(index) else {
             return;
         };
@@ -450,6 +451,7 @@ impl Shard {
             let remote = e.dialog.remote().to_vec();
             let local = e.dialog.local().to_vec();
             let routes = dialog::uac_route_set(response);
+            let transport = e.dialog.transport;
             e.dialog = Dialog::new(
                 e.dialog.id.clone(),
                 Role::Uac,
@@ -465,6 +467,12 @@ impl Shard {
             )
             .with_transport(transport);
         }
+        let transport = target_transport(e.dialog.next_hop_uri(), e.dialog.transport, tcp);
+        e.dialog.transport = transport;
+        let (via, _) = self.via(transport);
+        let Some(e) = self.entry_mut(index) else {
+            return;
+        };
         // An ACK is a few hundred bytes: one allocation, not a doubling per header.
         let mut buf = BytesMut::with_capacity(512);
         let invite_cseq = response.cseq().map_or(1, |c| c.seq);
@@ -522,12 +530,13 @@ impl Shard {
 /// A UAC dialog for the peer tag `tag` of a response to our INVITE (§12.1.2): early, our side
 /// from `base`, the peer's To, remote target from its Contact (else `base`'s), route set from
 /// its Record-Route reversed. (Always early: a fork may answer after another confirmed.)
-fn dialog_from_response(base: &Dialog, tag: &[u8], response: &Message) -> Dialog {
+/// Over the transport its Contact names, if it names one we speak ([`target_transport`]).
+fn dialog_from_response(base: &Dialog, tag: &[u8], response: &Message, tcp: bool) -> Dialog {
     let id = DialogId::new(base.id.call_id(), base.id.local_tag(), tag);
     let target = dialog::contact_uri(response).unwrap_or(base.remote_target());
     let remote = response.header(HeaderName::To).unwrap_or(base.remote());
     let routes = dialog::uac_route_set(response);
-    Dialog::new(
+    let dialog = Dialog::new(
         id,
         Role::Uac,
         DialogState::Early,
@@ -539,8 +548,31 @@ fn dialog_from_response(base: &Dialog, tag: &[u8], response: &Message) -> Dialog
         &routes,
         base.secure,
         base.peer,
-    )
-    .with_transport(base.transport)
+    );
+    let transport = target_transport(dialog.next_hop_uri(), base.transport, tcp);
+    dialog.with_transport(transport)
+}
+
+/// The transport of in-dialog requests whose next hop is `next_hop` (the first route, or
+/// the remote target: [`Dialog::next_hop_uri`]): the one its `transport` parameter names
+/// when sipshard speaks it (RFC 3263 §4.1; e.g. a SIPp callee's `;transport=TCP`
+/// Contact), else `current`, the one the dialog was made over (a URI without the
+/// parameter does not move a TCP dialog to UDP).
+pub(super) fn target_transport(next_hop: &[u8], current: Transport, tcp: bool) -> Transport {
+    // Most URIs have no parameters at all: no parse for them.
+    if memchr::memchr(b';', next_hop).is_none() {
+        return current;
+    }
+    let named = crate::message::Uri::parse(next_hop).ok().and_then(|u| {
+        u.as_sip()
+            .and_then(|s| s.transport())
+            .map(Transport::from_token)
+    });
+    match named {
+        Some(Some(Transport::Tcp)) if !tcp => current,
+        Some(Some(t)) => t,
+        _ => current,
+    }
 }
 
 /// CANCEL for an INVITE we sent (§9.1): same Request-URI, Call-ID, To, From, CSeq number and

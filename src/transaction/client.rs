@@ -78,6 +78,55 @@ impl ClientNonInvite {
 }
 
 impl TransactionLayer {
+    /// The TCP connection for a request sent over TCP only for its size failed (§18.1.1):
+    /// if no response has come, the request goes over UDP now, its top Via saying UDP
+    /// again, with Timer A or E from here (Timer B or F keeps running). False when the
+    /// transaction is not such a one, or is past its first state.
+    pub(super) fn fall_back_to_udp(&mut self, now: Instant, id: SlotId) -> bool {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return false;
+        };
+        if slot.generation != id.generation || !slot.upgraded {
+            return false;
+        }
+        let Some(txn) = slot.txn.as_mut() else {
+            return false;
+        };
+        let invite = match txn.state {
+            State::ClientInvite(ClientInvite::Calling { .. }) => true,
+            State::ClientNonInvite(ClientNonInvite::Trying { .. }) => false,
+            _ => return false,
+        };
+        let Some(over_udp) =
+            crate::message::with_top_via_transport(&txn.request, Transport::Udp.token())
+        else {
+            return false;
+        };
+        txn.request = over_udp.clone();
+        let peer = txn.peer;
+        slot.transport = Transport::Udp;
+        slot.upgraded = false;
+        self.stream_clients -= 1;
+        self.stats.stream_fallbacks += 1;
+        self.transmit(id, peer, over_udp);
+        let Some(interval) = self.config.first_retransmit(false) else {
+            return true;
+        };
+        let name = if invite { TimerName::A } else { TimerName::E };
+        let timer = self.set_timer(now, id, name, interval);
+        let retransmit = Some(Retransmit::new(timer, interval));
+        match self.get_mut(id).map(|t| &mut t.state) {
+            Some(State::ClientInvite(ClientInvite::Calling { retransmit: r, .. }))
+            | Some(State::ClientNonInvite(ClientNonInvite::Trying { retransmit: r, .. })) => {
+                *r = retransmit;
+            }
+            _ => {}
+        }
+        true
+    }
+}
+
+impl TransactionLayer {
     /// Starts a client transaction: sends `request` (built by the caller, whose top Via
     /// carries `branch`) to `destination` and retransmits it as §17.1 says. `method` is the
     /// request's method as written. ACK is not a transaction: use
@@ -105,6 +154,17 @@ impl TransactionLayer {
         if duplicate {
             return Err(TxnError::DuplicateBranch);
         }
+        // §18.1.1: too large for UDP (the path MTU being unknown) goes over TCP, and the
+        // top Via says so.
+        let (transport, request, upgraded) = match self.stream_above {
+            Some(limit) if transport == Transport::Udp && request.len() > limit => {
+                match crate::message::with_top_via_transport(&request, Transport::Tcp.token()) {
+                    Some(over_tcp) => (Transport::Tcp, over_tcp, true),
+                    None => (transport, request, false),
+                }
+            }
+            _ => (transport, request, false),
+        };
         // Placeholder state; replaced below once the timers (which need the id) exist.
         let id = self.insert(
             Transaction {
@@ -118,6 +178,10 @@ impl TransactionLayer {
         self.stats.client_created += 1;
         if transport.is_reliable() {
             self.stream_clients += 1;
+        }
+        if upgraded {
+            self.slots[id.index as usize].upgraded = true;
+            self.stats.large_requests_over_tcp += 1;
         }
         self.transmit(id, destination, request);
         let timeout = self.set_timer(

@@ -237,6 +237,10 @@ pub struct TxnStats {
     pub tu_deadlines: u64,
     /// Server transactions ended without a response ([`TransactionLayer::discard`]).
     pub discarded: u64,
+    /// Requests too large for UDP sent over TCP instead (§18.1.1).
+    pub large_requests_over_tcp: u64,
+    /// Of those, requests sent over UDP after all when the connection failed.
+    pub stream_fallbacks: u64,
 }
 
 impl TxnStats {
@@ -253,6 +257,8 @@ impl TxnStats {
         self.stray_responses += o.stray_responses;
         self.tu_deadlines += o.tu_deadlines;
         self.discarded += o.discarded;
+        self.large_requests_over_tcp += o.large_requests_over_tcp;
+        self.stream_fallbacks += o.stream_fallbacks;
     }
 }
 
@@ -307,6 +313,9 @@ struct Slot {
     /// The transaction's transport (kept here, beside the generation, where it fills
     /// padding: 8 bytes less per transaction than inside it).
     transport: Transport,
+    /// A client transaction sent over TCP only because its request was too large for UDP
+    /// (§18.1.1): it falls back to UDP if the connection cannot be made. (Padding too.)
+    upgraded: bool,
     txn: Option<Transaction>,
 }
 
@@ -360,6 +369,9 @@ pub struct TransactionLayer {
     /// Live client transactions over stream transports (so a connection failure walks the
     /// table only when one may be affected).
     stream_clients: usize,
+    /// Requests over this many bytes that would go over UDP go over TCP (§18.1.1); `None`:
+    /// never (no TCP).
+    stream_above: Option<usize>,
 }
 
 impl TransactionLayer {
@@ -377,7 +389,17 @@ impl TransactionLayer {
             scratch: Vec::with_capacity(128),
             stats: TxnStats::default(),
             stream_clients: 0,
+            stream_above: None,
         }
+    }
+
+    /// RFC 3261 §18.1.1: a request larger than `limit` bytes (1300 when the path MTU is
+    /// unknown) that would go over UDP goes over TCP instead, with its top Via saying so;
+    /// if the connection cannot be made before any response, it is sent over UDP after
+    /// all. `None` (the default): requests keep the transport they are given. Set it only
+    /// when the runtime speaks TCP.
+    pub fn set_stream_above(&mut self, limit: Option<usize>) {
+        self.stream_above = limit;
     }
 
     /// The timer configuration.
@@ -420,7 +442,16 @@ impl TransactionLayer {
     /// [`TxnEvent::TransportError`] (§17.1.4, §8.1.3.1) instead of waiting for Timer B or
     /// F. Returns how many. A walk over the table: connection failures are rare, and a
     /// table without stream client transactions is not walked at all.
-    pub fn transport_failed(&mut self, destination: SocketAddr, transport: Transport) -> usize {
+    ///
+    /// A request sent over TCP only for its size (§18.1.1, [`Self::set_stream_above`])
+    /// that has no response yet is sent over UDP instead, with its timers, and does not
+    /// end ("the element SHOULD retry the request, using UDP").
+    pub fn transport_failed(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> usize {
         if !transport.is_reliable() || self.stream_clients == 0 {
             return 0;
         }
@@ -441,10 +472,17 @@ impl TransactionLayer {
                 })))
             })
             .collect();
+        let mut ended = 0;
         for &txn in &failed {
+            if let TxnId::Client(ClientTxnId(id)) = txn
+                && self.fall_back_to_udp(now, id)
+            {
+                continue;
+            }
             self.transport_error(txn);
+            ended += 1;
         }
-        failed.len()
+        ended
     }
 
     /// The transport the request of a server transaction came over (UDP once it is gone).
@@ -699,6 +737,7 @@ impl TransactionLayer {
                 self.slots.push(Slot {
                     generation: 0,
                     transport: Transport::Udp,
+                    upgraded: false,
                     txn: None,
                 });
                 (self.slots.len() - 1) as u32
@@ -707,6 +746,7 @@ impl TransactionLayer {
         let slot = &mut self.slots[index as usize];
         slot.txn = Some(txn);
         slot.transport = transport;
+        slot.upgraded = false;
         let id = SlotId {
             index,
             generation: slot.generation,

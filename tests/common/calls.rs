@@ -48,6 +48,19 @@ pub async fn place_calls_to_sipp_then(
     after: AfterAnswer,
     transport: Transport,
 ) -> sipshard::runtime::DialogStats {
+    let sdp = bytes::Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n");
+    place_calls_with_sdp(sipp, scenario, calls, after, transport, sdp).await
+}
+
+/// [`place_calls_to_sipp_then`] with `sdp` as every call's offer.
+pub async fn place_calls_with_sdp(
+    sipp: &std::path::Path,
+    scenario: &[&str],
+    calls: u32,
+    after: AfterAnswer,
+    transport: Transport,
+    sdp: bytes::Bytes,
+) -> sipshard::runtime::DialogStats {
     use sipshard::message::Method;
     use sipshard::runtime::StopPolicy;
     use sipshard::shard::{SessionEvent, TerminationReason};
@@ -58,27 +71,28 @@ pub async fn place_calls_to_sipp_then(
     args.extend(["-m", &count, "-timeout", "90", "-timeout_error"]);
     let uas = super::peers::spawn_sipp(sipp, port, &args, &std::env::temp_dir());
     let (manager, mut events) = start_manager().await;
+    let sipp_over_tcp = scenario
+        .windows(2)
+        .any(|w| w[0] == "-t" && w[1].starts_with('t'));
+    if sipp_over_tcp {
+        // SIPp must listen before the first connect: a refused one fails its call, and
+        // over TCP nothing retransmits the INVITE.
+        let listening = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < listening,
+                "sipp does not listen on TCP"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    } else {
+        // Give SIPp a moment to bind (an early INVITE would only be retransmitted).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let to = match transport {
-        Transport::Tcp => {
-            // SIPp must listen before the first connect: a refused one fails its call, and
-            // over TCP nothing retransmits the INVITE.
-            let listening = std::time::Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    std::time::Instant::now() < listening,
-                    "sipp does not listen on TCP"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            format!("sip:service@127.0.0.1:{port};transport=tcp")
-        }
-        _ => {
-            // Give SIPp a moment to bind (an early INVITE would only be retransmitted).
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            format!("sip:service@127.0.0.1:{port}")
-        }
+        Transport::Tcp => format!("sip:service@127.0.0.1:{port};transport=tcp"),
+        _ => format!("sip:service@127.0.0.1:{port}"),
     };
-    let sdp = bytes::Bytes::from_static(b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n");
     let (mut placed, mut ended, mut completed) = (0u32, 0u32, 0u32);
     let mut failures = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
