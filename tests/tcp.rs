@@ -164,11 +164,7 @@ fn the_servers_bye_goes_over_the_callers_tcp_connection() {
 fn calls_placed_to_a_tcp_uri_open_a_connection_to_the_sipp_callee() {
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stats = runtime.block_on(place_calls_to_sipp_then(
+    let stats = block_on(place_calls_to_sipp_then(
         &sipp,
         &["-sn", "uas", "-t", "t1"],
         50,
@@ -197,11 +193,7 @@ fn a_call_too_large_for_udp_to_a_tcp_callee_stays_on_tcp_as_its_contact_says() {
     // 3263 §4.1): not one datagram either way.
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stats = runtime.block_on(place_calls_with_sdp(
+    let stats = block_on(place_calls_with_sdp(
         &sipp,
         &["-sn", "uas", "-t", "t1"],
         20,
@@ -222,11 +214,7 @@ fn a_call_too_large_for_udp_tries_tcp_and_falls_back_to_udp_at_a_udp_only_callee
     // retry the request, using UDP"). The calls complete.
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let stats = runtime.block_on(place_calls_with_sdp(
+    let stats = block_on(place_calls_with_sdp(
         &sipp,
         &["-sn", "uas"],
         20,
@@ -238,4 +226,13 @@ fn a_call_too_large_for_udp_tries_tcp_and_falls_back_to_udp_at_a_udp_only_callee
     assert_eq!(txn.large_requests_over_tcp, 20, "{txn:?}");
     assert_eq!(txn.stream_fallbacks, 20, "{txn:?}");
     assert!(stats.io.tcp.failures >= 1, "{:?}", stats.io.tcp);
+}
+
+/// Runs `calls` on a current-thread runtime.
+fn block_on<F: std::future::Future>(calls: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(calls)
 }

@@ -49,6 +49,20 @@ fn events(s: &mut Shard) -> Vec<SessionEvent> {
     std::iter::from_fn(|| s.poll_event()).collect()
 }
 
+/// The call ended because its connection failed.
+fn assert_ended_by_transport_error(events: &[SessionEvent]) {
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::TransportError,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+}
+
 fn parse(t: &Transmit) -> Message {
     Message::parse(t.payload.clone()).expect("we send parseable messages")
 }
@@ -230,17 +244,7 @@ fn a_call_to_a_tcp_uri_goes_over_tcp_unretransmitted_and_fails_with_its_connecti
     s.handle_transport_failure(start, "127.0.0.1:5091".parse().unwrap(), Transport::Tcp);
     assert!(events(&mut s).is_empty());
     s.handle_transport_failure(start, far, Transport::Tcp);
-    let ended = events(&mut s);
-    assert!(
-        ended.iter().any(|e| matches!(
-            e,
-            SessionEvent::CallTerminated {
-                reason: TerminationReason::TransportError,
-                ..
-            }
-        )),
-        "{ended:?}"
-    );
+    assert_ended_by_transport_error(&events(&mut s));
     assert_eq!(s.dialog_count(), 0);
 }
 
@@ -419,17 +423,7 @@ fn a_large_request_over_tcp_that_got_an_answer_fails_with_its_connection() {
             .iter()
             .all(|t| t.transport == Transport::Tcp)
     );
-    let ended = events(&mut s);
-    assert!(
-        ended.iter().any(|e| matches!(
-            e,
-            SessionEvent::CallTerminated {
-                reason: TerminationReason::TransportError,
-                ..
-            }
-        )),
-        "{ended:?}"
-    );
+    assert_ended_by_transport_error(&events(&mut s));
 }
 
 /// A 200 to `invite` with Contact `contact` and, when given, a Record-Route.

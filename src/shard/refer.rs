@@ -27,7 +27,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::{DialogError, SessionEvent, Shard};
-use crate::dialog::{self, DialogId};
+use crate::dialog::DialogId;
 use crate::message::{Message, default_reason};
 use crate::transaction::ServerTxnId;
 
@@ -96,28 +96,9 @@ impl Shard {
         let (Ok(Some(_)), Ok(cseq)) = (request.refer_to(), request.cseq()) else {
             return self.reject_request(now, txn, &request, 400, &[]);
         };
-        if self.refuse_new_dialog(now, txn, &request) {
+        let Some(index) = self.subscription_dialog(now, txn, &request, from) else {
             return;
-        }
-        // Like a SUBSCRIBE (RFC 6665 §4.1.2.1), the REFER carries the From tag and the
-        // Contact the dialog needs.
-        let tag = self.ids.tag();
-        let made = match (dialog::contact_uri(&request), request.from_tag()) {
-            (Some(target), Ok(Some(remote_tag))) => {
-                super::uas::uas_dialog(&request, tag.as_bytes(), remote_tag, target, from)
-                    .map(|d| d.with_transport(self.txn.server_transport(txn)))
-            }
-            _ => None,
         };
-        let Some(d) = made else {
-            return self.reject_request(now, txn, &request, 400, &[]);
-        };
-        let index = self.insert(super::Entry {
-            dialog: d,
-            phase: super::Phase::Subscription,
-            reinvite: None,
-            call: None,
-        });
         self.open_refer_subscription(now, index, cseq.seq);
         let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
             return;

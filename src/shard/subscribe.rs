@@ -217,34 +217,50 @@ impl Shard {
             Ok(a) => a,
             Err(refusal) => return self.refuse_subscribe(now, txn, &request, refusal),
         };
-        if self.refuse_new_dialog(now, txn, &request) {
+        let Some(index) = self.subscription_dialog(now, txn, &request, from) else {
             return;
-        }
-        // §4.1.2.1: a SUBSCRIBE carries a From tag and a Contact; the dialog needs both.
-        let tag = self.ids.tag();
-        let made = match (dialog::contact_uri(&request), request.from_tag()) {
-            (Some(target), Ok(Some(remote_tag))) => {
-                super::uas::uas_dialog(&request, tag.as_bytes(), remote_tag, target, from)
-                    .map(|d| d.with_transport(self.txn.server_transport(txn)))
-            }
-            _ => None,
-        };
-        let Some(d) = made else {
-            return self.reject_request(now, txn, &request, 400, &[]);
         };
         let subscription = new_subscription(&asked, now);
         let expires = asked.expires;
-        let index = self.insert(Entry {
-            dialog: d,
-            phase: Phase::Subscription,
-            reinvite: None,
-            call: None,
-        });
         self.subscriptions
             .entry(index)
             .or_default()
             .push(subscription);
         self.subscription_request(txn, request, index, expires);
+    }
+
+    /// The dialog a request outside any dialog makes for a subscription usage alone (a
+    /// SUBSCRIBE, RFC 6665 §4.1.2.1; a REFER, RFC 3515 §2.4.2): its index, or `None` when
+    /// the request was refused (503 over a limit; 400 without the From tag and Contact the
+    /// dialog needs).
+    pub(super) fn subscription_dialog(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: &Message,
+        from: std::net::SocketAddr,
+    ) -> Option<u32> {
+        if self.refuse_new_dialog(now, txn, request) {
+            return None;
+        }
+        let tag = self.ids.tag();
+        let made = match (dialog::contact_uri(request), request.from_tag()) {
+            (Some(target), Ok(Some(remote_tag))) => {
+                super::uas::uas_dialog(request, tag.as_bytes(), remote_tag, target, from)
+                    .map(|d| d.with_transport(self.txn.server_transport(txn)))
+            }
+            _ => None,
+        };
+        let Some(d) = made else {
+            self.reject_request(now, txn, request, 400, &[]);
+            return None;
+        };
+        Some(self.insert(Entry {
+            dialog: d,
+            phase: Phase::Subscription,
+            reinvite: None,
+            call: None,
+        }))
     }
 
     /// A SUBSCRIBE in the dialog at `index`: refreshes or ends the subscription it names,
