@@ -258,7 +258,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
     family(
         "sipshard_tcp_events_total",
         "counter",
-        "TCP connections and messages, by event.",
+        "TCP connections and messages, by event (large_request: a request over 1300 bytes sent over TCP instead of UDP; udp_fallback: one sent over UDP after all).",
         &mut stats.shards.iter().flat_map(|r| {
             let t = &r.io.tcp;
             [
@@ -271,6 +271,13 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
                 ("message_out", t.messages_out),
                 ("keepalive", t.pings),
                 ("dropped_queue_full", t.dropped),
+                // RFC 3261 §18.1.1: requests too large for UDP, and those sent over UDP
+                // after all when no connection could be made.
+                (
+                    "large_request",
+                    r.stats.transactions.large_requests_over_tcp,
+                ),
+                ("udp_fallback", r.stats.transactions.stream_fallbacks),
             ]
             .map(|(k, v)| (format!("shard=\"{}\",event=\"{k}\"", r.shard), v))
         }),
