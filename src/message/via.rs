@@ -516,8 +516,7 @@ pub fn stream_response_fallback(response: &bytes::Bytes) -> Option<std::net::Soc
 /// transport token is not as long as `token`.
 pub fn with_top_via_transport(request: &bytes::Bytes, token: &str) -> Option<bytes::Bytes> {
     let msg = super::Message::parse(request.clone()).ok()?;
-    let value = msg.header(super::HeaderName::Via)?;
-    let via = Via::parse(value).ok()?;
+    let via = msg.top_via().ok()?;
     if via.transport.len() != token.len() {
         return None;
     }
@@ -538,13 +537,14 @@ mod tests {
     #[test]
     fn the_top_via_transport_is_rewritten_in_place() {
         let request = bytes::Bytes::from_static(
-            b"INVITE sip:b@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK1\r\n\
+            b"INVITE sip:b@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK1, \
+SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK2\r\n\
 Via: SIP/2.0/UDP 192.0.2.8;branch=z9hG4bK0\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n",
         );
         let tcp = with_top_via_transport(&request, "TCP").unwrap();
         assert_eq!(tcp.len(), request.len());
         let text = std::str::from_utf8(&tcp).unwrap();
-        assert!(text.contains("Via: SIP/2.0/TCP 192.0.2.9:5060;branch=z9hG4bK1\r\n"));
+        assert!(text.contains("Via: SIP/2.0/TCP 192.0.2.9:5060;branch=z9hG4bK1, SIP/2.0/UDP"));
         assert!(
             text.contains("Via: SIP/2.0/UDP 192.0.2.8;"),
             "only the top Via"

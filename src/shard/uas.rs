@@ -771,6 +771,7 @@ impl Shard {
             ok,
             interval_ms,
             retransmit,
+            origin,
             ..
         } = &mut entry.phase
         else {
@@ -794,11 +795,7 @@ impl Shard {
                 let _ = self.txn.send_response(now, invite, 200, ok);
             }
             TIMER_ACK_GIVE_UP => {
-                let retransmit = *retransmit;
-                let origin = match entry.phase {
-                    Phase::Answered { origin, .. } => origin,
-                    _ => 0,
-                };
+                let (retransmit, origin) = (*retransmit, *origin);
                 entry.phase = Phase::Established { ack: None };
                 self.txn.cancel_timer(retransmit);
                 self.forget_origin(origin, index);

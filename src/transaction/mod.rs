@@ -440,7 +440,7 @@ impl TransactionLayer {
     /// The stream connection to `destination` failed (refused, reset, or closed with
     /// messages unsent): every client transaction sending there ends with
     /// [`TxnEvent::TransportError`] (§17.1.4, §8.1.3.1) instead of waiting for Timer B or
-    /// F. Returns how many. A walk over the table: connection failures are rare, and a
+    /// F. Returns how many ended. A walk over the table: connection failures are rare, and a
     /// table without stream client transactions is not walked at all.
     ///
     /// A request sent over TCP only for its size (§18.1.1, [`Self::set_stream_above`])
