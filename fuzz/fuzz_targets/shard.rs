@@ -93,13 +93,15 @@ fn settle(shards: &mut [Shard; 2], now: Instant) {
                         dialog: dialog.clone(),
                     },
                 );
-                let _ = shard.handle_command(
-                    now,
-                    DialogCommand::Answer {
-                        dialog,
-                        sdp: Bytes::new(),
-                    },
-                );
+                // Some calls get an answer over 1300 bytes: their session refreshes
+                // (re-INVITEs with it) go over TCP, and 0xFB sends them back to UDP
+                // (RFC 3261 §18.1.1).
+                let sdp = if dialog.call_id().len() % 2 == 1 {
+                    Bytes::from(large_sdp())
+                } else {
+                    Bytes::new()
+                };
+                let _ = shard.handle_command(now, DialogCommand::Answer { dialog, sdp });
                 busy = true;
             }
             while let Some((to, message)) = shards[index].poll_peer() {
@@ -113,4 +115,13 @@ fn settle(shards: &mut [Shard; 2], now: Instant) {
             return;
         }
     }
+}
+
+/// An SDP answer over 1300 bytes.
+fn large_sdp() -> Vec<u8> {
+    let mut sdp = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n".to_vec();
+    for pt in 96..150 {
+        sdp.extend_from_slice(format!("a=rtpmap:{pt} opus/48000/2\r\n").as_bytes());
+    }
+    sdp
 }
