@@ -1,7 +1,8 @@
 //! SIP over TCP (RFC 3261 §18) against SIPp: calls into the server over one shared
 //! connection (handed between shards by Call-ID) and over a connection per call, the
-//! server's own BYE over the caller's connection, and calls placed through
-//! `DialogManager` to a SIPp callee listening on TCP.
+//! server's own BYE over the caller's connection (or to its Contact once that connection
+//! is closed), calls placed through `DialogManager` to a SIPp callee listening on TCP, and
+//! calls too large for UDP (§18.1.1).
 //!
 //! Bound to 127.0.0.1 on OS-chosen ports; bounded call counts and time limits. Without
 //! sipp these tests skip loudly, except under `CI=true`, where they fail.
@@ -235,4 +236,128 @@ fn block_on<F: std::future::Future>(calls: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(calls)
+}
+
+/// Reads whole messages from `conn` until one starts with `prefix`; returns it.
+fn read_until(conn: &mut std::net::TcpStream, prefix: &str, limit: Duration) -> String {
+    use sipshard::message::{Frame, next_frame};
+    use std::io::Read;
+    conn.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    let mut input = Vec::new();
+    while std::time::Instant::now() < deadline {
+        while let Ok(Frame::Message(n)) = next_frame(&input, 65_535) {
+            let message = String::from_utf8(input.drain(..n).collect()).unwrap();
+            if message.starts_with(prefix) {
+                return message;
+            }
+        }
+        let mut buf = [0u8; 4096];
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => input.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    panic!("no {prefix:?} within {limit:?}");
+}
+
+/// The value of header `name` in `message`.
+fn header_of<'m>(message: &'m str, name: &str) -> &'m str {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no {name} in {message}"))
+}
+
+#[test]
+fn the_servers_bye_reaches_a_caller_whose_connection_closed_at_its_contact() {
+    // A caller whose TCP connection (from an ephemeral port) closed after the ACK: the
+    // server's BYE at its stop cannot go back on that connection, nor to that port; it
+    // goes to the request's next hop, the caller's Contact (RFC 3261 §12.2.1.1).
+    use std::io::Write;
+    let server = Server::start(&[
+        "--mode",
+        "auto-answer",
+        "--shards",
+        "2",
+        "--stop-deadline-s",
+        "0",
+    ]);
+    let contact = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = contact.local_addr().unwrap().port();
+    let sip = server.sip;
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\n";
+    let mut conn = std::net::TcpStream::connect(sip).unwrap();
+    let invite = format!(
+        "INVITE sip:service@{sip};transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKgone1\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:service@{sip}>\r\n\
+         Call-ID: gone-source@test\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:alice@127.0.0.1:{port};transport=tcp>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    conn.write_all(invite.as_bytes()).unwrap();
+    let ok = read_until(&mut conn, "SIP/2.0 200", Duration::from_secs(10));
+    let to = header_of(&ok, "To");
+    let ack = format!(
+        "ACK sip:service@{sip};transport=tcp SIP/2.0\r\n\
+         Via: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKgone2\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@127.0.0.1>;tag=a1\r\nTo: {to}\r\nCall-ID: gone-source@test\r\n\
+         CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    conn.write_all(ack.as_bytes()).unwrap();
+    let up = wait_metric(
+        &server,
+        "sipshard_dialogs",
+        "state=\"confirmed\"",
+        1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(up, 1, "the call is up");
+    drop(conn);
+    let closed = wait_metric(
+        &server,
+        "sipshard_tcp_events_total",
+        "event=\"closed\"",
+        1,
+        Duration::from_secs(10),
+    );
+    assert_eq!(closed, 1, "the server saw the connection close");
+
+    // The caller, at its Contact: takes the BYE and answers it.
+    let caller = std::thread::spawn(move || {
+        // Bounded: a BYE that never comes fails the test instead of hanging it.
+        contact.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut conn = loop {
+            match contact.accept() {
+                Ok((conn, _)) => break conn,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("no connection to the caller's Contact: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        let bye = read_until(&mut conn, "BYE ", Duration::from_secs(15));
+        let mut ok = String::from("SIP/2.0 200 OK\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            ok.push_str(&format!("{name}: {}\r\n", header_of(&bye, name)));
+        }
+        ok.push_str("Content-Length: 0\r\n\r\n");
+        conn.write_all(ok.as_bytes()).unwrap();
+        bye
+    });
+    assert!(server.stop(), "the server stops once its BYE is answered");
+    let bye = caller.join().unwrap();
+    assert!(
+        bye.starts_with(&format!(
+            "BYE sip:alice@127.0.0.1:{port};transport=tcp SIP/2.0"
+        )),
+        "{bye}"
+    );
+    assert!(header_of(&bye, "Via").starts_with("SIP/2.0/TCP "), "{bye}");
 }

@@ -160,7 +160,9 @@ pub use uri::{AbsoluteUri, Host, SipUri, Uri};
 pub use values::{
     Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires, SubscriptionState, TokenList,
 };
-pub use via::{Via, ViaIter, ViaKey, stream_response_fallback, with_top_via_transport};
+pub use via::{
+    Via, ViaIter, ViaKey, stream_request_fallback, stream_response_fallback, with_top_via_transport,
+};
 
 /// Limits applied while parsing. Beyond them parsing fails with a typed error; nothing grows
 /// in proportion to the input.

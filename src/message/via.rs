@@ -509,6 +509,33 @@ pub fn stream_response_fallback(response: &bytes::Bytes) -> Option<std::net::Soc
     Some(std::net::SocketAddr::new(ip, via.port.unwrap_or(5060)))
 }
 
+/// Where a request goes over a stream transport when the address it was meant for is
+/// the source of a connection a client opened and has since closed (an ephemeral port
+/// nobody listens on): the request's own next hop (RFC 3261 §12.2.1.1, §8.1.2), the
+/// first Route when it is a loose router, else the Request-URI (the remote target, or a
+/// strict router), when that names an IP address (sipshard does no DNS); port 5060 when
+/// none is written. `None` for a response, an unparseable request, a sips: or non-SIP
+/// next hop, or a host name.
+pub fn stream_request_fallback(request: &bytes::Bytes) -> Option<std::net::SocketAddr> {
+    let msg = super::Message::parse(request.clone()).ok()?;
+    msg.method()?;
+    let first_route = msg.routes().next().and_then(Result::ok);
+    let uri = match &first_route {
+        Some(route) if matches!(&route.uri, super::Uri::Sip(u) if u.lr()) => route.uri.clone(),
+        _ => msg.request_uri()?,
+    };
+    let super::Uri::Sip(sip) = uri else {
+        return None;
+    };
+    if sip.secure {
+        return None;
+    }
+    Some(std::net::SocketAddr::new(
+        sip.host.ip()?,
+        sip.port.unwrap_or(5060),
+    ))
+}
+
 /// `request` with the transport of its top Via's sent-protocol replaced by `token` (`UDP`
 /// ↔ `TCP`, which have the same length, so nothing else moves): for a request that goes
 /// over another transport than it was built for (RFC 3261 §18.1.1: "the value in the top
@@ -533,6 +560,32 @@ pub fn with_top_via_transport(request: &bytes::Bytes, token: &str) -> Option<byt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_falls_back_to_its_next_hop() {
+        let request = |route: &str| {
+            bytes::Bytes::from(format!(
+                "BYE sip:alice@192.0.2.7:5070;transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK1\r\n{route}Call-ID: x\r\nContent-Length: 0\r\n\r\n"
+            ))
+        };
+        let at = |s: &str| Some(s.parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(stream_request_fallback(&request("")), at("192.0.2.7:5070"));
+        assert_eq!(
+            stream_request_fallback(&request("Route: <sip:192.0.2.9;lr>\r\n")),
+            at("192.0.2.9:5060"),
+            "a loose router"
+        );
+        assert_eq!(
+            stream_request_fallback(&request("Route: <sip:proxy.example.com;lr>\r\n")),
+            None,
+            "no DNS"
+        );
+        let response = bytes::Bytes::from_static(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(stream_request_fallback(&response), None);
+    }
 
     #[test]
     fn the_top_via_transport_is_rewritten_in_place() {

@@ -41,6 +41,8 @@ const READ_PER_POLL: usize = 256 * 1024;
 const MAX_QUEUED: usize = 16 << 20;
 /// How long an unframeable connection stays open for the answers to what came before.
 const CLOSING_GRACE: Duration = Duration::from_secs(2);
+/// Most gone client sources remembered per thread; past it the set starts again.
+const GONE_SOURCES_MAX: usize = 65_536;
 /// How often idle connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Epoll token of the listener; connection `i` has `i + 1`.
@@ -103,6 +105,8 @@ struct Connection {
     queued: usize,
     /// A non-blocking connect not yet complete.
     connecting: bool,
+    /// The peer opened it (its address is likely an ephemeral port nobody listens on).
+    accepted: bool,
     /// Registered for writability too (while output waits).
     watching_writes: bool,
     last_active: Instant,
@@ -126,9 +130,12 @@ pub(crate) struct TcpSide {
     failed: Vec<SocketAddr>,
     /// Where `read` puts what one system call brings, before it joins a connection's input.
     scratch: Box<[u8]>,
-    /// Peers whose connection closed since the last [`TcpSide::take_closed`]: the other
-    /// shards forget that replies to them go through this thread.
-    closed: Vec<SocketAddr>,
+    /// Peers whose connection closed since the last [`TcpSide::take_closed`], and whether
+    /// they had opened it: the other shards forget that replies to them go through this
+    /// thread, and note the sources that are gone.
+    closed: Vec<(SocketAddr, bool)>,
+    /// Sources of client-opened connections that closed ([`TcpSide::note_gone_source`]).
+    gone_sources: ahash::HashSet<SocketAddr>,
     /// The header blocks of messages that could not be framed, with their sender and why,
     /// since the last [`TcpSide::take_unframed`]: the shard answers the requests among
     /// them (400 or 513) before the connection closes.
@@ -167,6 +174,7 @@ impl TcpSide {
             failed: Vec::new(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             closed: Vec::new(),
+            gone_sources: ahash::HashSet::default(),
             unframed: Vec::new(),
             stats: TcpStats::default(),
         })
@@ -187,8 +195,8 @@ impl TcpSide {
         std::mem::take(&mut self.failed)
     }
 
-    /// Peers whose connection closed since the last call.
-    pub(crate) fn take_closed(&mut self) -> Vec<SocketAddr> {
+    /// Peers whose connection closed since the last call, and whether they had opened it.
+    pub(crate) fn take_closed(&mut self) -> Vec<(SocketAddr, bool)> {
         std::mem::take(&mut self.closed)
     }
 
@@ -253,8 +261,16 @@ impl TcpSide {
             None => {
                 // §18.2.2: a response whose request's connection is gone goes to the Via's
                 // received address at its sent-by port, not to the old connection's
-                // (ephemeral) source port.
-                let target = crate::message::stream_response_fallback(&payload).unwrap_or(peer);
+                // (ephemeral) source port. A request for the source of a client's closed
+                // connection goes to its own next hop (the caller's Contact, say).
+                let target = crate::message::stream_response_fallback(&payload)
+                    .or_else(|| {
+                        self.gone_sources
+                            .contains(&peer)
+                            .then(|| crate::message::stream_request_fallback(&payload))
+                            .flatten()
+                    })
+                    .unwrap_or(peer);
                 match self.by_peer.get(&target).copied() {
                     Some(i) => i,
                     None => match self.connect(now, target) {
@@ -299,7 +315,8 @@ impl TcpSide {
                     if let Some(old) = self.by_peer.get(&peer).copied() {
                         self.close(old);
                     }
-                    if self.insert(stream, peer, false, now).is_some() {
+                    self.gone_sources.remove(&peer);
+                    if self.insert(stream, peer, (false, true), now).is_some() {
                         self.stats.accepted += 1;
                     }
                 }
@@ -334,7 +351,7 @@ impl TcpSide {
                 return None;
             }
         };
-        let index = self.insert(socket.into(), peer, connecting, now)?;
+        let index = self.insert(socket.into(), peer, (connecting, false), now)?;
         self.stats.connected += 1;
         Some(index)
     }
@@ -343,7 +360,7 @@ impl TcpSide {
         &mut self,
         stream: TcpStream,
         peer: SocketAddr,
-        connecting: bool,
+        (connecting, accepted): (bool, bool),
         now: Instant,
     ) -> Option<usize> {
         let index = self.free.pop().unwrap_or(self.connections.len());
@@ -367,6 +384,7 @@ impl TcpSide {
             written: 0,
             queued: 0,
             connecting,
+            accepted,
             watching_writes: connecting,
             last_active: now,
             closing: None,
@@ -391,9 +409,22 @@ impl TcpSide {
         if self.by_peer.get(&c.peer) == Some(&index) {
             self.by_peer.remove(&c.peer);
         }
-        self.closed.push(c.peer);
+        self.closed.push((c.peer, c.accepted));
+        if c.accepted {
+            self.note_gone_source(c.peer);
+        }
         self.free.push(index);
         self.stats.closed += 1;
+    }
+
+    /// `peer` was the source of a connection a client opened, now closed: a request for it
+    /// goes to the request's own next hop instead of a connection to that (ephemeral)
+    /// address ([`stream_request_fallback`](crate::message::stream_request_fallback)).
+    pub(crate) fn note_gone_source(&mut self, peer: SocketAddr) {
+        if self.gone_sources.len() >= GONE_SOURCES_MAX {
+            self.gone_sources.clear();
+        }
+        self.gone_sources.insert(peer);
     }
 
     /// Reads up to [`READ_PER_POLL`] bytes; true when that quota stopped it.
@@ -721,6 +752,37 @@ mod tests {
         assert!(side.send(Instant::now(), gone, response.clone()));
         assert_eq!(accept_and_read(&mut side, &far, response.len()), response);
         assert!(side.has(sent_by));
+    }
+
+    #[test]
+    fn a_request_for_a_client_whose_connection_closed_goes_to_its_next_hop() {
+        let (mut side, addr) = side();
+        let client = TcpStream::connect(addr).unwrap();
+        let source = client.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !side.has(source) && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+        }
+        drop(client);
+        while side.has(source) && Instant::now() < deadline {
+            side.poll(Instant::now(), &mut Vec::new());
+        }
+        assert!(!side.has(source), "the client closed its connection");
+        assert_eq!(side.take_closed(), vec![(source, true)]);
+        // The caller listens at its Contact, which our BYE's Request-URI carries.
+        let contact = TcpListener::bind("127.0.0.1:0").unwrap();
+        let bye = Bytes::from(format!(
+            "BYE sip:alice@127.0.0.1:{};transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 127.0.0.1:5080;branch=z9hG4bK1\r\n\
+             From: <sip:b@x>;tag=2\r\nTo: <sip:a@x>;tag=1\r\nCall-ID: x\r\n\
+             CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+            contact.local_addr().unwrap().port()
+        ));
+        assert!(side.send(Instant::now(), source, bye.clone()));
+        assert_eq!(accept_and_read(&mut side, &contact, bye.len()), bye);
+        // A peer we never heard from keeps the address it was given (a request to a
+        // listener we were told of, an outbound proxy say).
+        assert!(!side.gone_sources.contains(&contact.local_addr().unwrap()));
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub(crate) enum Inbound {
     /// through it.
     StreamClosed {
         owner: usize,
-        peers: Vec<SocketAddr>,
+        /// Each peer, and whether it had opened the connection.
+        peers: Vec<(SocketAddr, bool)>,
     },
     /// A command from the application (boxed: commands are rare next to datagrams, and
     /// this keeps every queue slot small).
@@ -434,9 +435,12 @@ impl Worker {
                     }
                 }
                 Ok(Inbound::StreamClosed { owner, peers }) => {
-                    for peer in peers {
+                    for (peer, accepted) in peers {
                         if self.stream_routes.get(&peer) == Some(&owner) {
                             self.stream_routes.remove(&peer);
+                        }
+                        if accepted && let Some(tcp) = &mut self.tcp {
+                            tcp.note_gone_source(peer);
                         }
                     }
                 }
