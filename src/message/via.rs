@@ -521,7 +521,7 @@ pub fn stream_request_fallback(request: &bytes::Bytes) -> Option<std::net::Socke
     msg.method()?;
     let first_route = msg.routes().next().and_then(Result::ok);
     let uri = match &first_route {
-        Some(route) if matches!(&route.uri, super::Uri::Sip(u) if u.lr()) => route.uri.clone(),
+        Some(route) if matches!(&route.uri, super::Uri::Sip(u) if u.lr()) => route.uri,
         _ => msg.request_uri()?,
     };
     let super::Uri::Sip(sip) = uri else {
