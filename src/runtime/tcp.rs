@@ -39,6 +39,11 @@ const READ_PER_POLL: usize = 256 * 1024;
 /// a datagram would be), the connection kept: a peer that reads slowly under load must not
 /// lose every transaction it has. One that reads nothing at all goes idle and is closed.
 const MAX_QUEUED: usize = 16 << 20;
+/// How long a connect may take before it counts as failed: its messages' transactions
+/// end (or, for a request sent over TCP only for its size, go over UDP, RFC 3261 §18.1.1)
+/// now, not at Timer B or F, when a firewall drops the SYN. Room for two SYN
+/// retransmissions (at 1 s and 3 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an unframeable connection stays open for the answers to what came before.
 const CLOSING_GRACE: Duration = Duration::from_secs(2);
 /// Most gone client sources remembered per thread; past it the set starts again.
@@ -69,7 +74,7 @@ pub struct TcpStats {
     /// Connections closed because their stream could not be framed (no Content-Length,
     /// over the size limit).
     pub framing_errors: u64,
-    /// Connections refused or opened in vain (connect failed, limit reached).
+    /// Connections refused or opened in vain (connect failed or timed out, limit reached).
     pub failures: u64,
     /// Messages framed out of streams.
     pub messages_in: u64,
@@ -563,21 +568,27 @@ impl TcpSide {
         }
     }
 
-    /// Closes connections idle for `idle_after`, and unframeable ones past their grace.
+    /// Closes connections idle for `idle_after`, unframeable ones past their grace, and
+    /// connects that took [`CONNECT_TIMEOUT`] (a failure for their messages' peer).
     fn close_idle(&mut self, now: Instant) {
+        let mut unconnected = 0;
         let idle: Vec<usize> = self
             .connections
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
                 let c = c.as_ref()?;
-                let idle = now.saturating_duration_since(c.last_active) >= self.settings.idle_after;
+                let quiet = now.saturating_duration_since(c.last_active);
                 let closed = c
                     .closing
                     .is_some_and(|since| now.saturating_duration_since(since) >= CLOSING_GRACE);
-                (idle || closed).then_some(i)
+                // `last_active` of a connection still connecting is when it began.
+                let timed_out = c.connecting && quiet >= CONNECT_TIMEOUT;
+                unconnected += u64::from(timed_out);
+                (quiet >= self.settings.idle_after || closed || timed_out).then_some(i)
             })
             .collect();
+        self.stats.failures += unconnected;
         for i in idle {
             self.close(i);
         }
@@ -783,6 +794,31 @@ mod tests {
         // A peer we never heard from keeps the address it was given (a request to a
         // listener we were told of, an outbound proxy say).
         assert!(!side.gone_sources.contains(&contact.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn a_connect_that_never_completes_fails_after_its_timeout() {
+        let (mut side, _) = side();
+        // A listener whose accept queue is full: Linux drops further SYNs, so a connect
+        // to it stays in progress, as one to a host behind a dropping firewall does.
+        let full = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        full.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        full.listen(0).unwrap();
+        let to = full.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        while let Ok(c) = TcpStream::connect_timeout(&to, Duration::from_millis(300)) {
+            queued.push(c);
+            assert!(queued.len() < 64, "the accept queue never filled");
+        }
+        let start = Instant::now();
+        assert!(side.send(start, to, Bytes::from_static(MSG)));
+        side.poll(start + Duration::from_secs(1), &mut Vec::new());
+        assert!(side.has(to) && !side.has_failures(), "still connecting");
+        side.poll(start + CONNECT_TIMEOUT + SWEEP_EVERY, &mut Vec::new());
+        assert_eq!(side.take_failures(), vec![to]);
+        assert!(!side.has(to));
+        assert_eq!(side.stats.failures, 1);
     }
 
     #[test]
