@@ -189,6 +189,9 @@ pub struct Limits {
     pub tcp_idle_s: u64,
     /// Most TCP connections per shard; more are refused at accept.
     pub tcp_max_connections: usize,
+    /// A request over this many bytes that would go over UDP goes over TCP (RFC 3261
+    /// §18.1.1, 1300 for a path MTU not known); 0: never.
+    pub udp_max_request: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -233,6 +236,7 @@ socket_buffer = 8388608
 coalesce_us = 0
 tcp_idle_s = 300
 tcp_max_connections = 16384
+udp_max_request = 1300
 
 [stop]
 deadline_s = 5
@@ -292,6 +296,7 @@ impl Default for Limits {
             coalesce_us: 0,
             tcp_idle_s: 300,
             tcp_max_connections: 16_384,
+            udp_max_request: 1300,
         }
     }
 }

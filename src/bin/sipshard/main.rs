@@ -103,6 +103,9 @@ struct ServeArgs {
     /// UDP only: no TCP listener, no TCP connections.
     #[arg(long)]
     no_tcp: bool,
+    /// Requests over this many bytes go over TCP instead of UDP (RFC 3261 §18.1.1; 0: never).
+    #[arg(long)]
+    udp_max_request: Option<usize>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -209,6 +212,9 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if args.no_tcp {
         c.tcp = false;
     }
+    if let Some(v) = args.udp_max_request {
+        c.limits.udp_max_request = v;
+    }
     Ok(c)
 }
 
@@ -221,6 +227,7 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
     r.tcp = c.tcp;
     r.tcp_idle = Duration::from_secs(c.limits.tcp_idle_s.max(1));
     r.tcp_max_connections = c.limits.tcp_max_connections;
+    r.shard.stream_above = (c.limits.udp_max_request > 0).then_some(c.limits.udp_max_request);
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.retry_after = c.limits.retry_after;
     r.shard.reliable_provisionals = c.reliable_provisionals.into();
