@@ -21,6 +21,7 @@
 
 mod access;
 mod build;
+mod digest;
 mod error;
 mod framing;
 mod header;
@@ -145,6 +146,7 @@ use bytes::Bytes;
 
 pub(crate) use build::push_decimal;
 pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
+pub use digest::{DigestAlgorithm, DigestChallenge};
 pub use error::{ParseError, RejectReason, Rejection, UriError, ValueError};
 pub use framing::{Frame, FramingError, header_block, next_frame};
 pub use header::HeaderName;

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::uas::Reply;
 use super::{Entry, Outgoing, Phase, SessionEvent, Shard, TIMER_SESSION, TerminationReason};
-use crate::message::{HeaderName, Message, RequestBuilder};
+use crate::message::{HeaderName, Message};
 use crate::timer::TimerHandle;
 use crate::transaction::{ClientTxnId, ServerTxnId};
 
@@ -655,28 +655,10 @@ impl Shard {
         let Ok(Some(min)) = response.min_se() else {
             return false;
         };
-        let Some(call) = self.calls.get(&txn).filter(|c| c.forks.is_empty()) else {
+        let Some((index, old)) = self.unanswered_invite(txn) else {
             return false;
         };
-        let Some(index) = self.resolve(call.primary) else {
-            return false;
-        };
-        let Some(Entry {
-            phase: Phase::Calling { request, .. },
-            dialog,
-            ..
-        }) = self.entry_mut(index)
-        else {
-            return false;
-        };
-        if !dialog.id.remote_tag().is_empty() {
-            return false;
-        }
-        let request = request.clone();
-        let Ok(old) = Message::parse(request.clone()) else {
-            return false;
-        };
-        let (Ok(cseq), Some(uri)) = (old.cseq(), old.request_uri_bytes()) else {
+        let Ok(cseq) = old.cseq() else {
             return false;
         };
         let asked = old
@@ -687,67 +669,14 @@ impl Shard {
         if cseq.seq >= 3 || min.seconds <= asked || min.seconds > MAX_INTERVAL {
             return false;
         }
-        let seq = cseq.seq + 1;
-        let transport = self.dialog_transport(index);
-        let (via, branch) = self.via(transport);
-        let mut buf = BytesMut::with_capacity(request.len() + 64);
-        let mut b = RequestBuilder::new(&mut buf, b"INVITE", uri);
-        let cseq_value = format!("{seq} INVITE");
         let interval = min.seconds.to_string();
-        for h in old.headers() {
-            match h.name {
-                HeaderName::Via => b.header_named(HeaderName::Via, &via),
-                HeaderName::CSeq => b.header_named(HeaderName::CSeq, cseq_value.as_bytes()),
-                HeaderName::SessionExpires | HeaderName::MinSE | HeaderName::ContentLength => {
-                    continue;
-                }
-                _ => match std::str::from_utf8(h.name_bytes) {
-                    Ok(name) => b.header(name, h.value),
-                    Err(_) => continue,
-                },
-            };
-        }
-        b.header_named(HeaderName::SessionExpires, interval.as_bytes())
-            .header_named(HeaderName::MinSE, interval.as_bytes());
-        if b.finish(old.body_bytes()).is_err() {
+        let replaced = [HeaderName::SessionExpires, HeaderName::MinSE];
+        let added = [
+            ("Session-Expires", interval.as_bytes()),
+            ("Min-SE", interval.as_bytes()),
+        ];
+        if !self.reissue_invite(now, txn, index, &old, &replaced, &added) {
             return false;
-        }
-        let invite = buf.freeze();
-        let Some(Entry { dialog, .. }) = self.entry_mut(index) else {
-            return false;
-        };
-        let peer = dialog.peer;
-        let Ok(new_txn) = self.txn.send_request(
-            now,
-            peer,
-            transport,
-            b"INVITE",
-            branch.as_bytes(),
-            invite.clone(),
-        ) else {
-            return false;
-        };
-        let Some(Entry { phase, dialog, .. }) = self.entry_mut(index) else {
-            return false;
-        };
-        dialog.local_cseq = seq;
-        if let Phase::Calling {
-            invite: txn_slot,
-            request,
-            branch: branch_slot,
-            provisional,
-            last_rseq,
-            ..
-        } = phase
-        {
-            *txn_slot = new_txn;
-            *request = invite;
-            *branch_slot = branch;
-            *provisional = false;
-            *last_rseq = 0;
-        }
-        if let Some(call) = self.calls.remove(&txn) {
-            self.calls.insert(new_txn, call);
         }
         // Later refreshes in the dialog ask for at least this too (§7.4).
         let floor = self

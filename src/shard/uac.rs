@@ -341,6 +341,107 @@ impl Shard {
         }
     }
 
+    /// The call of INVITE transaction `txn`, when it has no early dialog yet: its dialog
+    /// and the INVITE as sent (what [`Shard::reissue_invite`] sends again).
+    pub(super) fn unanswered_invite(&mut self, txn: ClientTxnId) -> Option<(u32, Message)> {
+        let call = self.calls.get(&txn).filter(|c| c.forks.is_empty())?;
+        let index = self.resolve(call.primary)?;
+        let Some(Entry {
+            phase: Phase::Calling { request, .. },
+            dialog,
+            ..
+        }) = self.entry_mut(index)
+        else {
+            return None;
+        };
+        if !dialog.id.remote_tag().is_empty() {
+            return None;
+        }
+        let old = Message::parse(request.clone()).ok()?;
+        Some((index, old))
+    }
+
+    /// Sends our unanswered INVITE `old` (transaction `txn`, dialog `index`) again as a
+    /// new transaction: same Call-ID, From tag, To, Request-URI, body and other headers,
+    /// the next CSeq (§8.1.3.5, §22.2; RFC 4028 §7.3), a new branch, without the header
+    /// lines `replaced` names and with `added`. The call follows the new transaction.
+    /// False when nothing went out.
+    pub(super) fn reissue_invite(
+        &mut self,
+        now: Instant,
+        txn: ClientTxnId,
+        index: u32,
+        old: &Message,
+        replaced: &[HeaderName],
+        added: &[(&str, &[u8])],
+    ) -> bool {
+        let (Ok(cseq), Some(uri)) = (old.cseq(), old.request_uri_bytes()) else {
+            return false;
+        };
+        let seq = cseq.seq + 1;
+        let transport = self.dialog_transport(index);
+        let (via, branch) = self.via(transport);
+        let mut buf = BytesMut::with_capacity(old.datagram().len() + 256);
+        let mut b = RequestBuilder::new(&mut buf, b"INVITE", uri);
+        let cseq_value = format!("{seq} INVITE");
+        for h in old.headers() {
+            match h.name {
+                HeaderName::Via => b.header_named(HeaderName::Via, &via),
+                HeaderName::CSeq => b.header_named(HeaderName::CSeq, cseq_value.as_bytes()),
+                HeaderName::ContentLength => continue,
+                name if replaced.contains(&name) => continue,
+                _ => match std::str::from_utf8(h.name_bytes) {
+                    Ok(name) => b.header(name, h.value),
+                    Err(_) => continue,
+                },
+            };
+        }
+        for (name, value) in added {
+            b.header(name, value);
+        }
+        if b.finish(old.body_bytes()).is_err() {
+            return false;
+        }
+        let invite = buf.freeze();
+        let Some(Entry { dialog, .. }) = self.entry_mut(index) else {
+            return false;
+        };
+        let peer = dialog.peer;
+        let Ok(new_txn) = self.txn.send_request(
+            now,
+            peer,
+            transport,
+            b"INVITE",
+            branch.as_bytes(),
+            invite.clone(),
+        ) else {
+            return false;
+        };
+        let Some(Entry { phase, dialog, .. }) = self.entry_mut(index) else {
+            return false;
+        };
+        dialog.local_cseq = seq;
+        if let Phase::Calling {
+            invite: txn_slot,
+            request,
+            branch: branch_slot,
+            provisional,
+            last_rseq,
+            ..
+        } = phase
+        {
+            *txn_slot = new_txn;
+            *request = invite;
+            *branch_slot = branch;
+            *provisional = false;
+            *last_rseq = 0;
+        }
+        if let Some(call) = self.calls.remove(&txn) {
+            self.calls.insert(new_txn, call);
+        }
+        true
+    }
+
     /// The dialog of our call with the peer's tag `tag`: the primary (learning the tag from
     /// the first tagged response), an existing fork, or a new fork. Returns it and whether
     /// it is new to the application.
