@@ -3,7 +3,9 @@
 //! proxy, which then record-routes twice). The server's 18x and 2xx must carry Kamailio's
 //! Record-Route (RFC 3261 §12.1.1), the caller's ACK and BYE then come through Kamailio's
 //! loose routing, and a BYE of the server's own follows the route set back through it
-//! (§12.2.1.1), over TCP on the proxy's connection.
+//! (§12.2.1.1), over TCP on the proxy's connection. And Digest authentication (§22.2)
+//! against Kamailio's auth module: `DialogManager`'s REGISTER and INVITEs answer its
+//! challenges.
 //!
 //! Kamailio (Debian package `kamailio`) is installed by `.ci/run`; elsewhere these tests
 //! skip with a loud message when it is missing, as the SIPp tests do.
@@ -55,6 +57,7 @@ loadmodule "maxfwd.so"
 loadmodule "pv.so"
 loadmodule "siputils.so"
 loadmodule "textops.so"
+loadmodule "auth.so"
 modparam("rr", "append_fromtag", 1)
 
 request_route {
@@ -62,6 +65,7 @@ request_route {
         sl_send_reply("483", "Too Many Hops");
         exit;
     }
+@AUTH@
     if (has_totag()) {
         if (loose_route()) {
             t_relay();
@@ -85,6 +89,27 @@ request_route {
     $du = "sip:@TARGET@@LEG@";
     t_relay();
 }
+"#;
+
+/// With [`Kamailio::start_with_auth`]: REGISTER is answered by Kamailio itself after a
+/// 401 Digest challenge (realm: the To domain), and a new INVITE is relayed only after a
+/// 407 one (realm: the From domain); any user with password `s3cret` passes, qop=auth.
+const AUTH: &str = r#"
+    if (is_method("REGISTER")) {
+        if (!pv_www_authenticate("$td", "s3cret", "0")) {
+            www_challenge("$td", "1");
+            exit;
+        }
+        sl_send_reply("200", "OK");
+        exit;
+    }
+    if (is_method("INVITE") && !has_totag()) {
+        if (!pv_proxy_authenticate("$fd", "s3cret", "0")) {
+            proxy_challenge("$fd", "1");
+            exit;
+        }
+        consume_credentials();
+    }
 "#;
 
 /// How Kamailio reaches the server.
@@ -114,6 +139,15 @@ impl Kamailio {
     /// Starts Kamailio relaying to `target` over `leg` and waits until an OPTIONS goes
     /// through it and back.
     fn start(binary: &Path, target: SocketAddr, leg: Leg) -> Kamailio {
+        Self::start_configured(binary, target, leg, "")
+    }
+
+    /// [`Kamailio::start`], challenging REGISTER and new INVITEs ([`AUTH`]).
+    fn start_with_auth(binary: &Path, target: SocketAddr) -> Kamailio {
+        Self::start_configured(binary, target, Leg::Udp, AUTH)
+    }
+
+    fn start_configured(binary: &Path, target: SocketAddr, leg: Leg, auth: &str) -> Kamailio {
         let port = free_udp_port();
         let dir =
             std::env::temp_dir().join(format!("sipshard-kamailio-{}-{port}", std::process::id()));
@@ -121,7 +155,8 @@ impl Kamailio {
         let config = CONFIG
             .replace("@PORT@", &port.to_string())
             .replace("@TARGET@", &target.to_string())
-            .replace("@LEG@", leg.uri_param());
+            .replace("@LEG@", leg.uri_param())
+            .replace("@AUTH@", auth);
         let file = dir.join("kamailio.cfg");
         std::fs::write(&file, config).expect("the config is written");
         // Its own process group: Kamailio forks workers, and all of them must go on drop.
@@ -299,4 +334,141 @@ fn own_bye_through_the_proxy(sipp: &Path, kamailio: &Path, leg: Leg) {
     assert!(server.stop(), "{leg:?}: the server stops cleanly");
     let run = wait_sipp(caller, Duration::from_secs(30));
     run.assert_completed(1, &format!("{leg:?}"));
+}
+
+#[test]
+fn dialog_manager_answers_kamailios_digest_challenges_for_register_and_invite() {
+    // RFC 3261 §22.2 against a real challenger: Kamailio's auth module checks the
+    // answers (MD5, qop=auth). The REGISTER gets its 200 after a 401, each call is relayed
+    // to the server after a 407 and completes; a wrong password ends in the challenge.
+    let Some(kamailio) = kamailio() else {
+        return;
+    };
+    let _one_at_a_time = sipp_run_lock();
+    let server = Server::start(&["--mode", "auto-answer", "--shards", "1"]);
+    let proxy = Kamailio::start_with_auth(&kamailio, server.sip);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for (password, want) in [("s3cret", 200), ("wrong", 401)] {
+            let (manager, mut events) = manager_with(password).await;
+            let register = sipshard::shard::StandaloneRequest {
+                method: bytes::Bytes::from_static(b"REGISTER"),
+                request_uri: bytes::Bytes::from(format!("sip:{}", proxy.addr)),
+                from: bytes::Bytes::from_static(b"<sip:alice@atlanta.example.com>"),
+                to: bytes::Bytes::from_static(b"<sip:alice@atlanta.example.com>"),
+                call_id: None,
+                cseq: 1,
+                destination: proxy.addr,
+                headers: vec![
+                    (
+                        "Contact".to_owned(),
+                        bytes::Bytes::from(format!(
+                            "<sip:alice@{}>",
+                            manager.local_addr().unwrap()
+                        )),
+                    ),
+                    ("Expires".to_owned(), bytes::Bytes::from_static(b"600")),
+                ],
+                body: bytes::Bytes::new(),
+            };
+            manager.send_standalone(register).await.unwrap();
+            let status = next_event(&mut events, |e| match e {
+                sipshard::shard::SessionEvent::StandaloneResult { status, .. } => Some(*status),
+                _ => None,
+            })
+            .await;
+            assert_eq!(status, want, "REGISTER with password {password:?}");
+            manager
+                .stop(sipshard::runtime::StopPolicy::Bye, Duration::from_secs(2))
+                .await
+                .unwrap();
+        }
+
+        let (manager, mut events) = manager_with("s3cret").await;
+        let to = format!("sip:service@{}", proxy.addr);
+        const CALLS: u32 = 5;
+        for _ in 0..CALLS {
+            manager
+                .make_call("sip:alice@atlanta.example.com", &to, None)
+                .await
+                .unwrap();
+        }
+        let mut answered = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while answered < CALLS {
+            let batch = tokio::time::timeout_at(deadline, events.recv())
+                .await
+                .expect("the calls are answered within 20 s")
+                .expect("the channel is open");
+            for e in batch {
+                match e.event {
+                    sipshard::shard::SessionEvent::CallAnswered { dialog, .. } => {
+                        manager
+                            .send_request(&dialog, sipshard::message::Method::Bye, None)
+                            .await
+                            .unwrap();
+                        answered += 1;
+                    }
+                    sipshard::shard::SessionEvent::CallTerminated { reason, .. } => assert_eq!(
+                        reason,
+                        sipshard::shard::TerminationReason::LocalBye,
+                        "a call failed"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        let stats = manager
+            .stop(sipshard::runtime::StopPolicy::Wait, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(stats.total.transactions.client_created >= u64::from(2 * CALLS + CALLS));
+    });
+    let invites = server.metric("sipshard_requests_received_total", "method=\"INVITE\"");
+    assert_eq!(
+        invites, 5,
+        "each call reached the server once, after its 407"
+    );
+}
+
+/// A one-shard `DialogManager` on an ephemeral port whose credentials are alice's with
+/// `password`, for any realm.
+async fn manager_with(
+    password: &str,
+) -> (
+    sipshard::runtime::DialogManager,
+    tokio::sync::mpsc::Receiver<Vec<sipshard::runtime::SessionCoordinationEvent>>,
+) {
+    let mut config = sipshard::runtime::RuntimeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.shards = 1;
+    config.shard.credentials = vec![sipshard::shard::Credentials {
+        realm: None,
+        username: "alice".to_owned(),
+        password: password.to_owned(),
+    }];
+    let manager = sipshard::runtime::DialogManager::new(config);
+    let (tx, events) = tokio::sync::mpsc::channel(1024);
+    manager.set_session_coordinator(tx);
+    manager.start().await.unwrap();
+    (manager, events)
+}
+
+/// The first event `pick` returns something for (10 s at most).
+async fn next_event<T>(
+    events: &mut tokio::sync::mpsc::Receiver<Vec<sipshard::runtime::SessionCoordinationEvent>>,
+    mut pick: impl FnMut(&sipshard::shard::SessionEvent) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let batch = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("the event within 10 s")
+            .expect("the channel is open");
+        if let Some(found) = batch.iter().find_map(|e| pick(&e.event)) {
+            return found;
+        }
+    }
 }

@@ -32,7 +32,9 @@
 //! the application ([`SessionEvent::DialogRequest`], answered with `Respond`); ours are sent
 //! with `SendRequest`, and 481/408/no answer ends the dialog (§12.2.1.2). `Terminate` ends a
 //! call in any state. Requests outside a dialog (REGISTER, OPTIONS, MESSAGE) are sent with
-//! `SendStandalone`; the incoming ones are answered as above.
+//! `SendStandalone`; the incoming ones are answered as above. A 401 or 407 to our INVITE
+//! or to such a request is answered with [`ShardConfig::credentials`] (Digest, `auth`
+//! module) and the request goes again.
 //! UPDATE offers go to the application and are answered in the 2xx; 491/500 when an
 //! offer is already outstanding (RFC 3311 §5.2).
 //! REFER both ways (RFC 3515, `refer` module): as recipient, 400 without Refer-To, a 2xx
@@ -48,6 +50,7 @@
 //! refresher settled in the 2xx, refreshes by UPDATE or re-INVITE, BYE when none came.
 //! Not yet: PUBLISH, and the throughput target of `shard/call_flow`.
 
+mod auth;
 mod prack;
 mod refer;
 mod register;
@@ -61,6 +64,7 @@ mod uac;
 mod uas;
 mod watch;
 
+pub use auth::Credentials;
 pub use refer::{refer_sub_declined, replaces_of_refer_to};
 pub use replaces::{PeerMessage, ReplacesVerdict};
 pub use session_timer::{MIN_SE_FLOOR, Refresher, SessionTimers};
@@ -121,6 +125,10 @@ pub struct ShardConfig {
     /// TCP (RFC 3261 §18.1.1; 1300 by default, for a path MTU not known), back to UDP if
     /// no connection can be made. `None`: requests keep their transport.
     pub stream_above: Option<usize>,
+    /// What a 401 or 407 to our INVITE or to our request outside a dialog is answered with
+    /// (Digest, RFC 3261 §22.2; `auth` module): the first entry for the challenge's realm,
+    /// or with no realm. Empty (the default): the 401 or 407 is the result.
+    pub credentials: Vec<Credentials>,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -223,6 +231,7 @@ impl ShardConfig {
             session_timers: None,
             tcp: true,
             stream_above: Some(1300),
+            credentials: Vec::new(),
         }
     }
 }
@@ -961,7 +970,7 @@ pub struct Shard {
     /// failure ends that usage and not the dialog).
     requests: ahash::HashMap<ClientTxnId, (SlotRef, Usage)>,
     /// Our requests outside any dialog (SendStandalone) awaiting their final response.
-    standalone: ahash::HashSet<ClientTxnId>,
+    standalone: ahash::HashMap<ClientTxnId, standalone::Sent>,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
     /// INVITEs not yet answered or whose 2xx is not yet acknowledged, by the hash of
@@ -1054,7 +1063,7 @@ impl Shard {
             calls: ahash::HashMap::default(),
             reinvites: ahash::HashMap::default(),
             requests: ahash::HashMap::default(),
-            standalone: ahash::HashSet::default(),
+            standalone: ahash::HashMap::default(),
             by_server_txn: ahash::HashMap::default(),
             by_origin: ahash::HashMap::default(),
             registrar,

@@ -1,7 +1,10 @@
 //! Requests outside any dialog that we send (RFC 3261 §8.1): REGISTER (§10.2), OPTIONS
 //! (§11), MESSAGE (RFC 3428) and the like. Each is one non-INVITE client transaction; its
 //! final response (or 408 when none came) goes to the application as
-//! [`SessionEvent::StandaloneResult`]. No dialog is created.
+//! [`SessionEvent::StandaloneResult`]. No dialog is created. A 401 or 407 the shard has
+//! credentials for sends the request again, CSeq one higher, with its answer (§22.2,
+//! `auth` module); the result still names the first transaction, the application's
+//! handle (a registering UA's next REGISTER takes the CSeq of the result's response + 1).
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -36,6 +39,17 @@ pub struct StandaloneRequest {
     pub headers: Vec<(String, Bytes)>,
     /// Body (its Content-Type among `headers`).
     pub body: Bytes,
+}
+
+/// A request of ours outside any dialog, awaiting its final response.
+#[derive(Debug)]
+pub(super) struct Sent {
+    /// The transaction the application was given (the first one, whatever the retries).
+    handle: ClientTxnId,
+    /// The request as sent, to send again with credentials.
+    request: Bytes,
+    destination: SocketAddr,
+    transport: crate::transaction::Transport,
 }
 
 impl Shard {
@@ -92,6 +106,7 @@ impl Shard {
             b.header(name, value);
         }
         b.finish(&r.body).map_err(DialogError::InvalidInput)?;
+        let request = buf.freeze();
         let txn = self
             .txn
             .send_request(
@@ -100,33 +115,115 @@ impl Shard {
                 transport,
                 &r.method,
                 branch.as_bytes(),
-                buf.freeze(),
+                request.clone(),
             )
             .map_err(DialogError::TransactionError)?;
-        self.standalone.insert(txn);
+        self.standalone.insert(
+            txn,
+            Sent {
+                handle: txn,
+                request,
+                destination: r.destination,
+                transport,
+            },
+        );
         Ok(txn)
     }
 
-    /// A response to one of ours: only the final one goes up.
-    pub(super) fn standalone_response(&mut self, txn: ClientTxnId, response: Message) {
+    /// A response to one of ours: only the final one goes up, unless it is a challenge
+    /// we can answer (then the request goes again).
+    pub(super) fn standalone_response(
+        &mut self,
+        now: Instant,
+        txn: ClientTxnId,
+        response: Message,
+    ) {
         let Some(status) = response.status() else {
             return;
         };
-        if status >= 200 && self.standalone.remove(&txn) {
-            self.events.push_back(SessionEvent::StandaloneResult {
-                request: txn,
-                status,
-                response: Some(response),
-            });
+        if status < 200 {
+            return;
+        }
+        let Some(sent) = self.standalone.remove(&txn) else {
+            return;
+        };
+        let sent = match self.standalone_with_credentials(now, sent, &response) {
+            Ok(()) => return,
+            Err(sent) => sent,
+        };
+        self.events.push_back(SessionEvent::StandaloneResult {
+            request: sent.handle,
+            status,
+            response: Some(response),
+        });
+    }
+
+    /// §22.2: a 401 or 407 with challenges we have credentials for sends the request
+    /// again, CSeq one higher, new branch, with the answers; `Err` gives `sent` back when
+    /// it did not go again.
+    fn standalone_with_credentials(
+        &mut self,
+        now: Instant,
+        sent: Sent,
+        response: &Message,
+    ) -> Result<(), Sent> {
+        let Ok(old) = Message::parse(sent.request.clone()) else {
+            return Err(sent);
+        };
+        let Some((header, answers)) = self.answer_challenges(&old, response) else {
+            return Err(sent);
+        };
+        let (Ok(cseq), Some(method), Some(uri)) =
+            (old.cseq(), old.method_bytes(), old.request_uri_bytes())
+        else {
+            return Err(sent);
+        };
+        let (via, branch) = self.via(sent.transport);
+        let mut cseq_value = format!("{} ", cseq.seq + 1).into_bytes();
+        cseq_value.extend_from_slice(method);
+        let mut buf = BytesMut::with_capacity(sent.request.len() + 256);
+        let mut b = RequestBuilder::new(&mut buf, method, uri);
+        for h in old.headers() {
+            match h.name {
+                HeaderName::Via => b.header_named(HeaderName::Via, &via),
+                HeaderName::CSeq => b.header_named(HeaderName::CSeq, &cseq_value),
+                HeaderName::ContentLength => continue,
+                name if name == header => continue,
+                _ => match std::str::from_utf8(h.name_bytes) {
+                    Ok(name) => b.header(name, h.value),
+                    Err(_) => continue,
+                },
+            };
+        }
+        for answer in &answers {
+            b.header(header.as_str(), answer.as_bytes());
+        }
+        if b.finish(old.body_bytes()).is_err() {
+            return Err(sent);
+        }
+        let request = buf.freeze();
+        match self.txn.send_request(
+            now,
+            sent.destination,
+            sent.transport,
+            method,
+            branch.as_bytes(),
+            request.clone(),
+        ) {
+            Ok(txn) => {
+                self.standalone.insert(txn, Sent { request, ..sent });
+                Ok(())
+            }
+            Err(_) => Err(sent),
         }
     }
 
     /// No final response came (Timer F) or the transport failed: 408, as §8.1.3.1 says a
     /// UAC treats a timeout.
     pub(super) fn standalone_failed(&mut self, txn: ClientTxnId) {
-        if self.standalone.remove(&txn) {
+        if let Some(sent) = self.standalone.remove(&txn) {
             self.events.push_back(SessionEvent::StandaloneResult {
-                request: txn,
+                request: sent.handle,
                 status: 408,
                 response: None,
             });

@@ -229,8 +229,8 @@ impl Shard {
             let Some(index) = self.resolve(r) else { return };
             return self.reinvite_response(now, index, &response);
         }
-        if self.standalone.contains(&txn) {
-            return self.standalone_response(txn, response);
+        if self.standalone.contains_key(&txn) {
+            return self.standalone_response(now, txn, response);
         }
         if let Some(&(r, usage)) = self.requests.get(&txn) {
             let Some(index) = self.resolve(r) else {
@@ -329,6 +329,7 @@ impl Shard {
                 }
             }
             (422, _) if self.retry_interval(now, txn, response) => {}
+            (401 | 407, _) if self.retry_with_credentials(now, txn, response) => {}
             (300..=699, _) => {
                 let reason = if code == 487 {
                     TerminationReason::Cancelled
@@ -339,6 +340,26 @@ impl Shard {
             }
             _ => {}
         }
+    }
+
+    /// §22.2: a 401 or 407 to our INVITE, before any early dialog, sends it again with
+    /// our answers to its challenges (`auth` module). False when it did not go again (the
+    /// call then fails with the 401 or 407).
+    fn retry_with_credentials(
+        &mut self,
+        now: Instant,
+        txn: ClientTxnId,
+        response: &Message,
+    ) -> bool {
+        let Some((index, old)) = self.unanswered_invite(txn) else {
+            return false;
+        };
+        let Some((header, answers)) = self.answer_challenges(&old, response) else {
+            return false;
+        };
+        let name = header.as_str();
+        let added: Vec<(&str, &[u8])> = answers.iter().map(|a| (name, a.as_bytes())).collect();
+        self.reissue_invite(now, txn, index, &old, &[header], &added)
     }
 
     /// The call of INVITE transaction `txn`, when it has no early dialog yet: its dialog

@@ -865,7 +865,7 @@ impl Shard {
         if self.calls.contains_key(&client) {
             return self.end_unanswered(client, reason);
         }
-        if self.standalone.contains(&client) {
+        if self.standalone.contains_key(&client) {
             return self.standalone_failed(client);
         }
         if self.subscribes.contains_key(&client) {
