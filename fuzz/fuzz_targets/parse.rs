@@ -7,8 +7,8 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sipshard::message::{
-    Frame, HeaderName, Message, ViaKey, find_call_id, fuzzing, header_block, next_frame,
-    salvage_response, stream_response_fallback,
+    DigestChallenge, Frame, HeaderName, Message, ViaKey, find_call_id, fuzzing, header_block,
+    next_frame, salvage_response, stream_response_fallback,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -35,6 +35,11 @@ fuzz_target!(|data: &[u8]| {
     fuzzing::assert_kept_top_via_agrees(&m);
     for h in m.headers() {
         fuzzing::assert_fast_paths_agree(h.value);
+        // Any challenge sipshard reads, it can answer (RFC 3261 §22.4).
+        if let Some(challenge) = DigestChallenge::parse(h.value) {
+            let answer = challenge.answer("u", "p", b"INVITE", h.value, data, "c");
+            assert!(answer.starts_with("Digest username=\"u\""));
+        }
     }
     for name in [HeaderName::Via, HeaderName::Contact, HeaderName::Route] {
         for v in m.list_values(name).flatten() {
