@@ -179,29 +179,15 @@ impl Shard {
             return Err(sent);
         };
         let (via, branch) = self.via(sent.transport);
-        let mut cseq_value = format!("{} ", cseq.seq + 1).into_bytes();
-        cseq_value.extend_from_slice(method);
-        let mut buf = BytesMut::with_capacity(sent.request.len() + 256);
-        let mut b = RequestBuilder::new(&mut buf, method, uri);
-        for h in old.headers() {
-            match h.name {
-                HeaderName::Via => b.header_named(HeaderName::Via, &via),
-                HeaderName::CSeq => b.header_named(HeaderName::CSeq, &cseq_value),
-                HeaderName::ContentLength => continue,
-                name if name == header => continue,
-                _ => match std::str::from_utf8(h.name_bytes) {
-                    Ok(name) => b.header(name, h.value),
-                    Err(_) => continue,
-                },
-            };
-        }
-        for answer in &answers {
-            b.header(header.as_str(), answer.as_bytes());
-        }
-        if b.finish(old.body_bytes()).is_err() {
+        let added: Vec<(&str, &[u8])> = answers
+            .iter()
+            .map(|a| (header.as_str(), a.as_bytes()))
+            .collect();
+        let Some(request) =
+            super::uac::rebuilt(&old, method, uri, &via, cseq.seq + 1, &[header], &added)
+        else {
             return Err(sent);
-        }
-        let request = buf.freeze();
+        };
         match self.txn.send_request(
             now,
             sent.destination,

@@ -402,28 +402,9 @@ impl Shard {
         let seq = cseq.seq + 1;
         let transport = self.dialog_transport(index);
         let (via, branch) = self.via(transport);
-        let mut buf = BytesMut::with_capacity(old.datagram().len() + 256);
-        let mut b = RequestBuilder::new(&mut buf, b"INVITE", uri);
-        let cseq_value = format!("{seq} INVITE");
-        for h in old.headers() {
-            match h.name {
-                HeaderName::Via => b.header_named(HeaderName::Via, &via),
-                HeaderName::CSeq => b.header_named(HeaderName::CSeq, cseq_value.as_bytes()),
-                HeaderName::ContentLength => continue,
-                name if replaced.contains(&name) => continue,
-                _ => match std::str::from_utf8(h.name_bytes) {
-                    Ok(name) => b.header(name, h.value),
-                    Err(_) => continue,
-                },
-            };
-        }
-        for (name, value) in added {
-            b.header(name, value);
-        }
-        if b.finish(old.body_bytes()).is_err() {
+        let Some(invite) = rebuilt(old, b"INVITE", uri, &via, seq, replaced, added) else {
             return false;
-        }
-        let invite = buf.freeze();
+        };
         let Some(Entry { dialog, .. }) = self.entry_mut(index) else {
             return false;
         };
@@ -695,6 +676,41 @@ pub(super) fn target_transport(next_hop: &[u8], current: Transport, tcp: bool) -
         Some(Some(t)) => t,
         _ => current,
     }
+}
+
+/// Our request `old` (method `method`, Request-URI `uri`) built again for a new
+/// transaction: top Via `via`, CSeq `seq`, every other header line as it was except those
+/// `replaced` names, then `added`, and the same body. `None` when it cannot be built.
+pub(super) fn rebuilt(
+    old: &Message,
+    method: &[u8],
+    uri: &[u8],
+    via: &[u8],
+    seq: u32,
+    replaced: &[HeaderName],
+    added: &[(&str, &[u8])],
+) -> Option<Bytes> {
+    let mut buf = BytesMut::with_capacity(old.datagram().len() + 256);
+    let mut b = RequestBuilder::new(&mut buf, method, uri);
+    let mut cseq_value = format!("{seq} ").into_bytes();
+    cseq_value.extend_from_slice(method);
+    for h in old.headers() {
+        match h.name {
+            HeaderName::Via => b.header_named(HeaderName::Via, via),
+            HeaderName::CSeq => b.header_named(HeaderName::CSeq, &cseq_value),
+            HeaderName::ContentLength => continue,
+            name if replaced.contains(&name) => continue,
+            _ => match std::str::from_utf8(h.name_bytes) {
+                Ok(name) => b.header(name, h.value),
+                Err(_) => continue,
+            },
+        };
+    }
+    for (name, value) in added {
+        b.header(name, value);
+    }
+    b.finish(old.body_bytes()).ok()?;
+    Some(buf.freeze())
 }
 
 /// CANCEL for an INVITE we sent (§9.1): same Request-URI, Call-ID, To, From, CSeq number and
