@@ -6,7 +6,12 @@
 //! The bindings of one shard (REGISTERs are sharded by Call-ID like everything else, so a UA
 //! that keeps its Call-ID, as §10.2 asks, always reaches the same table). Sans-IO: time comes
 //! in as `now`; the shard turns [`Registrar::next_expiry`] into a wheel timer and calls
-//! [`Registrar::expire`] when it fires.
+//! [`Registrar::expire`] when it fires. With a [`RegistrarAuth`], REGISTERs are
+//! authenticated first (Digest, `auth` module).
+
+mod auth;
+
+pub use auth::{AuthVerdict, RegistrarAuth};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -321,3 +321,95 @@ fn a_401_to_our_register_is_answered_with_sha_256_when_offered() {
         "the result names the first transaction: {result:?}"
     );
 }
+
+/// Registrar-side authentication (RFC 3261 §10.3 step 3): a UAC shard with `credentials`
+/// registers at a registrar shard requiring Digest; both of sipshard's sides, on simulated
+/// time. Returns the UAC's result status.
+fn register_through(credentials: Vec<Credentials>, delay: std::time::Duration) -> u16 {
+    use sipshard::registrar::{RegistrarAuth, RegistrarConfig};
+    use sipshard::shard::RegisterMode;
+    let t0 = Instant::now();
+    let mut auth = RegistrarAuth::new(
+        "biloxi.example.com",
+        vec![("alice".to_owned(), "s3cret".to_owned())],
+        t0,
+    )
+    .unwrap();
+    auth.nonce_lifetime = std::time::Duration::from_secs(1);
+    let mut registrar = Shard::new(
+        t0,
+        ShardConfig {
+            register: RegisterMode::Registrar(RegistrarConfig::default()),
+            registrar_auth: Some(auth),
+            ..ShardConfig::new(far())
+        },
+    );
+    let mut uac = shard(t0, credentials);
+    let register = StandaloneRequest {
+        method: Bytes::from_static(b"REGISTER"),
+        request_uri: Bytes::from_static(b"sip:127.0.0.1:5080"),
+        from: Bytes::from_static(b"<sip:alice@biloxi.example.com>"),
+        to: Bytes::from_static(b"<sip:alice@biloxi.example.com>"),
+        call_id: None,
+        cseq: 1,
+        destination: far(),
+        headers: vec![(
+            "Contact".to_owned(),
+            Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
+        )],
+        body: Bytes::new(),
+    };
+    let Ok(CommandOutcome::Request(handle)) =
+        uac.handle_command(t0, DialogCommand::SendStandalone(Box::new(register)))
+    else {
+        panic!("the REGISTER went out")
+    };
+    let udp = sipshard::transaction::Transport::Udp;
+    let mut now = t0;
+    for round in 0..6 {
+        // The first answer to a challenge comes `delay` late (a nonce that went stale).
+        if round == 1 {
+            now += delay;
+        }
+        for t in std::iter::from_fn(|| uac.poll_transmit()).collect::<Vec<_>>() {
+            registrar.handle_message(now, local(), udp, t.payload);
+        }
+        for t in std::iter::from_fn(|| registrar.poll_transmit()).collect::<Vec<_>>() {
+            uac.handle_message(now, far(), udp, t.payload);
+        }
+        for e in events(&mut uac) {
+            if let SessionEvent::StandaloneResult {
+                request, status, ..
+            } = e
+            {
+                assert_eq!(request, handle);
+                return status;
+            }
+        }
+    }
+    panic!("no result")
+}
+
+#[test]
+fn a_registrar_requiring_digest_lets_only_the_right_password_register() {
+    let zero = std::time::Duration::ZERO;
+    assert_eq!(register_through(alice(None), zero), 200);
+    // A stale nonce is answered again, and the REGISTER goes through.
+    assert_eq!(
+        register_through(alice(None), std::time::Duration::from_secs(3)),
+        200
+    );
+    let wrong = vec![Credentials {
+        realm: None,
+        username: "alice".to_owned(),
+        password: "guess".to_owned(),
+    }];
+    assert_eq!(register_through(wrong, zero), 401);
+    let stranger = vec![Credentials {
+        realm: None,
+        username: "mallory".to_owned(),
+        password: "s3cret".to_owned(),
+    }];
+    assert_eq!(register_through(stranger, zero), 401);
+    assert_eq!(register_through(Vec::new(), zero), 401, "no credentials");
+}

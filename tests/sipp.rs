@@ -147,6 +147,46 @@ fn four_shards_10000_calls_each_dialog_stays_on_one_shard() {
 }
 
 #[test]
+fn sipp_registers_at_a_registrar_that_requires_digest() {
+    // RFC 3261 §10.3 step 3: SIPp's own MD5 answers our challenge (`--auth-user`) for 20
+    // addresses of record, on both shards' nonces; a wrong password gets 401 again.
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let server = Server::start(&[
+        "--mode",
+        "registrar",
+        "--shards",
+        "2",
+        "--auth-user",
+        "bob:other",
+        "--auth-user",
+        "alice:s3cret",
+    ]);
+    let target = server.sip.to_string();
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sipp/register_auth.xml"
+    );
+    let run = run_sipp(
+        &sipp,
+        &[
+            "-sf",
+            scenario,
+            &target,
+            "-m",
+            "20",
+            "-r",
+            "20",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ],
+        Duration::from_secs(60),
+    );
+    run.assert_completed(20, "registrar with Digest");
+}
+
+#[test]
 fn sipp_register_scenario_against_registrar() {
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();

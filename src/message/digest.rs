@@ -103,41 +103,23 @@ impl<'a> DigestChallenge<'a> {
         body: &[u8],
         cnonce: &str,
     ) -> String {
-        let h = |parts: &[&[u8]]| hex_hash(self.algorithm, parts);
         let nc = "00000001";
-        let mut ha1 = h(&[
-            username.as_bytes(),
-            b":",
-            self.realm,
-            b":",
+        let response = digest_response(
+            &DigestInput {
+                algorithm: self.algorithm,
+                session: self.session,
+                username: username.as_bytes(),
+                realm: self.realm,
+                nonce: self.nonce,
+                cnonce: cnonce.as_bytes(),
+                nc: nc.as_bytes(),
+                qop: self.qop.map(str::as_bytes),
+            },
             password.as_bytes(),
-        ]);
-        if self.session {
-            ha1 = h(&[ha1.as_bytes(), b":", self.nonce, b":", cnonce.as_bytes()]);
-        }
-        let ha2 = match self.qop {
-            Some("auth-int") => {
-                let body_hash = h(&[body]);
-                h(&[method, b":", uri, b":", body_hash.as_bytes()])
-            }
-            _ => h(&[method, b":", uri]),
-        };
-        let response = match self.qop {
-            Some(qop) => h(&[
-                ha1.as_bytes(),
-                b":",
-                self.nonce,
-                b":",
-                nc.as_bytes(),
-                b":",
-                cnonce.as_bytes(),
-                b":",
-                qop.as_bytes(),
-                b":",
-                ha2.as_bytes(),
-            ]),
-            None => h(&[ha1.as_bytes(), b":", self.nonce, b":", ha2.as_bytes()]),
-        };
+            method,
+            uri,
+            body,
+        );
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let mut value = format!(
             "Digest username=\"{username}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{response}\"",
@@ -155,6 +137,112 @@ impl<'a> DigestChallenge<'a> {
             value.push_str(&format!(", opaque=\"{}\"", text(opaque)));
         }
         value
+    }
+}
+
+/// What a Digest response is computed over, besides the password and the request.
+#[derive(Clone, Copy, Debug)]
+pub struct DigestInput<'a> {
+    /// The hash.
+    pub algorithm: DigestAlgorithm,
+    /// `-sess`.
+    pub session: bool,
+    /// The user.
+    pub username: &'a [u8],
+    /// The realm.
+    pub realm: &'a [u8],
+    /// The server's nonce.
+    pub nonce: &'a [u8],
+    /// The client's nonce (with a qop).
+    pub cnonce: &'a [u8],
+    /// The nonce count, as written (`00000001`).
+    pub nc: &'a [u8],
+    /// `auth`, `auth-int`, or none.
+    pub qop: Option<&'a [u8]>,
+}
+
+/// The `response` value (RFC 2617 §3.2.2.1, RFC 7616 §3.4.1) for `input`, `password`, and
+/// the request's `method`, `uri` (as in the credentials) and `body` (for `auth-int`).
+pub fn digest_response(
+    input: &DigestInput<'_>,
+    password: &[u8],
+    method: &[u8],
+    uri: &[u8],
+    body: &[u8],
+) -> String {
+    let h = |parts: &[&[u8]]| hex_hash(input.algorithm, parts);
+    let mut ha1 = h(&[input.username, b":", input.realm, b":", password]);
+    if input.session {
+        ha1 = h(&[ha1.as_bytes(), b":", input.nonce, b":", input.cnonce]);
+    }
+    let ha2 = match input.qop {
+        Some(q) if q.eq_ignore_ascii_case(b"auth-int") => {
+            let body_hash = h(&[body]);
+            h(&[method, b":", uri, b":", body_hash.as_bytes()])
+        }
+        _ => h(&[method, b":", uri]),
+    };
+    match input.qop {
+        Some(qop) => h(&[
+            ha1.as_bytes(),
+            b":",
+            input.nonce,
+            b":",
+            input.nc,
+            b":",
+            input.cnonce,
+            b":",
+            qop,
+            b":",
+            ha2.as_bytes(),
+        ]),
+        None => h(&[ha1.as_bytes(), b":", input.nonce, b":", ha2.as_bytes()]),
+    }
+}
+
+/// Digest credentials as a client sent them (`Authorization`, `Proxy-Authorization`).
+#[derive(Clone, Copy, Debug)]
+pub struct DigestCredentials<'a> {
+    /// The parameters the response covers.
+    pub input: DigestInput<'a>,
+    /// The `uri` parameter.
+    pub uri: &'a [u8],
+    /// The `response` parameter.
+    pub response: &'a [u8],
+}
+
+impl<'a> DigestCredentials<'a> {
+    /// Reads a credentials value; `None` for another scheme, a missing parameter, or an
+    /// algorithm sipshard does not know.
+    pub fn parse(value: &'a [u8]) -> Option<DigestCredentials<'a>> {
+        let auth = Auth::parse(value).ok()?;
+        if !auth.scheme.eq_ignore_ascii_case(b"Digest") {
+            return None;
+        }
+        let (algorithm, session) = match auth.param("algorithm").map(<[u8]>::to_ascii_uppercase) {
+            None => (DigestAlgorithm::Md5, false),
+            Some(a) => match a.as_slice() {
+                b"MD5" => (DigestAlgorithm::Md5, false),
+                b"MD5-SESS" => (DigestAlgorithm::Md5, true),
+                b"SHA-256" => (DigestAlgorithm::Sha256, false),
+                b"SHA-256-SESS" => (DigestAlgorithm::Sha256, true),
+                _ => return None,
+            },
+        };
+        Some(DigestCredentials {
+            input: DigestInput {
+                algorithm,
+                session,
+                username: auth.param("username")?,
+                realm: auth.param("realm")?,
+                nonce: auth.param("nonce")?,
+                cnonce: auth.param("cnonce").unwrap_or_default(),
+                nc: auth.param("nc").unwrap_or_default(),
+                qop: auth.param("qop"),
+            },
+            uri: auth.param("uri")?,
+            response: auth.param("response")?,
+        })
     }
 }
 

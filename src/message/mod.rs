@@ -146,7 +146,9 @@ use bytes::Bytes;
 
 pub(crate) use build::push_decimal;
 pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
-pub use digest::{DigestAlgorithm, DigestChallenge};
+pub use digest::{
+    DigestAlgorithm, DigestChallenge, DigestCredentials, DigestInput, digest_response,
+};
 pub use error::{ParseError, RejectReason, Rejection, UriError, ValueError};
 pub use framing::{Frame, FramingError, header_block, next_frame};
 pub use header::HeaderName;

@@ -129,6 +129,11 @@ pub struct ShardConfig {
     /// (Digest, RFC 3261 §22.2; `auth` module): the first entry for the challenge's realm,
     /// or with no realm. Empty (the default): the 401 or 407 is the result.
     pub credentials: Vec<Credentials>,
+    /// In [`RegisterMode::Registrar`]: REGISTERs must carry valid Digest credentials for
+    /// its realm, else get 401 with a challenge (RFC 3261 §10.3 step 3, §22.4). Give every
+    /// shard a clone of one, so that each accepts the others' nonces. `None` (the
+    /// default): no authentication.
+    pub registrar_auth: Option<crate::registrar::RegistrarAuth>,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -232,6 +237,7 @@ impl ShardConfig {
             tcp: true,
             stream_above: Some(1300),
             credentials: Vec::new(),
+            registrar_auth: None,
         }
     }
 }

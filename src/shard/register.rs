@@ -36,6 +36,15 @@ impl Shard {
                     .push_back(SessionEvent::RegistrationRequest { txn, request, from });
             }
             RegisterMode::Registrar(_) => {
+                if let Some(auth) = &self.config.registrar_auth {
+                    let verdict = auth.verify(now, &request);
+                    if verdict != registrar::AuthVerdict::Authorized {
+                        let challenge =
+                            auth.challenge(now, verdict == registrar::AuthVerdict::Stale);
+                        let headers = [("WWW-Authenticate", challenge.as_bytes())];
+                        return self.reject_request(now, txn, &request, 401, &headers);
+                    }
+                }
                 let Some(table) = self.registrar.as_mut() else {
                     return;
                 };

@@ -170,6 +170,11 @@ pub struct RegistrarSection {
     pub min_expires: u32,
     pub max_expires: u32,
     pub default_expires: u32,
+    /// `user:password` entries; when any, REGISTERs must authenticate (Digest, RFC 3261
+    /// §22.4) in `realm`.
+    pub users: Vec<String>,
+    /// The realm of the challenges; empty: the listen address's host.
+    pub realm: String,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -227,6 +232,8 @@ refresher = "uac"
 min_expires = 60
 max_expires = 7200
 default_expires = 3600
+users = []
+realm = ""
 
 [limits]
 max_dialogs = 1000000
@@ -282,6 +289,8 @@ impl Default for RegistrarSection {
             min_expires: d.min_expires,
             max_expires: d.max_expires,
             default_expires: d.default_expires,
+            users: Vec::new(),
+            realm: String::new(),
         }
     }
 }

@@ -103,6 +103,10 @@ struct ServeArgs {
     /// UDP only: no TCP listener, no TCP connections.
     #[arg(long)]
     no_tcp: bool,
+    /// In registrar mode, a user who may register (`user:password`; repeat for more):
+    /// REGISTERs must then authenticate (Digest).
+    #[arg(long = "auth-user")]
+    auth_users: Vec<String>,
     /// Requests over this many bytes go over TCP instead of UDP (RFC 3261 §18.1.1; 0: never).
     #[arg(long)]
     udp_max_request: Option<usize>,
@@ -215,10 +219,14 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.udp_max_request {
         c.limits.udp_max_request = v;
     }
+    c.registrar.users.extend(args.auth_users);
+    if let Some(bad) = c.registrar.users.iter().find(|u| !u.contains(':')) {
+        return Err(format!("--auth-user {bad:?}: expected user:password"));
+    }
     Ok(c)
 }
 
-fn runtime_config(c: &Config) -> RuntimeConfig {
+fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
     let mut r = RuntimeConfig::new(c.listen);
     r.shards = c.shards;
     r.advertised = c.advertised;
@@ -251,12 +259,31 @@ fn runtime_config(c: &Config) -> RuntimeConfig {
             max_expires: c.registrar.max_expires,
             default_expires: c.registrar.default_expires,
         });
+        if !c.registrar.users.is_empty() {
+            let realm = if c.registrar.realm.is_empty() {
+                c.advertised.unwrap_or(c.listen).ip().to_string()
+            } else {
+                c.registrar.realm.clone()
+            };
+            let users = c
+                .registrar
+                .users
+                .iter()
+                .filter_map(|u| u.split_once(':'))
+                .map(|(user, password)| (user.to_owned(), password.to_owned()))
+                .collect();
+            // One authenticator, cloned into every shard: each accepts the others' nonces.
+            let auth =
+                sipshard::registrar::RegistrarAuth::new(realm, users, std::time::Instant::now())
+                    .map_err(|e| format!("no randomness for the registrar's nonces: {e}"))?;
+            r.shard.registrar_auth = Some(auth);
+        }
     }
-    r
+    Ok(r)
 }
 
 async fn serve(c: Config) -> Result<(), String> {
-    let manager = Arc::new(DialogManager::new(runtime_config(&c)));
+    let manager = Arc::new(DialogManager::new(runtime_config(&c)?));
     let mut app_events = None;
     let mut depth: Option<metrics::ChannelDepth> = None;
     if c.mode == Mode::App {
