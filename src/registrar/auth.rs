@@ -144,7 +144,7 @@ impl RegistrarAuth {
             credentials.uri,
             request.body_bytes(),
         );
-        if !want.as_bytes().eq_ignore_ascii_case(credentials.response) {
+        if !same_hex(want.as_bytes(), credentials.response) {
             return AuthVerdict::Challenge;
         }
         let age = now
@@ -156,4 +156,13 @@ impl RegistrarAuth {
         }
         AuthVerdict::Authorized
     }
+}
+
+/// Whether two hex digests are equal (any case), in time that does not depend on where
+/// they differ.
+fn same_hex(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |diff, (x, y)| {
+            diff | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+        }) == 0
 }
