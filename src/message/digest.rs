@@ -46,21 +46,9 @@ impl<'a> DigestChallenge<'a> {
     /// Reads a challenge value; `None` for another scheme, no realm or nonce, or an
     /// algorithm or a qop list sipshard cannot answer.
     pub fn parse(value: &'a [u8]) -> Option<DigestChallenge<'a>> {
-        let auth = Auth::parse(value).ok()?;
-        if !auth.scheme.eq_ignore_ascii_case(b"Digest") {
-            return None;
-        }
+        let auth = digest_auth(value)?;
         let algorithm_token = auth.param("algorithm");
-        let (algorithm, session) = match algorithm_token.map(<[u8]>::to_ascii_uppercase) {
-            None => (DigestAlgorithm::Md5, false),
-            Some(a) => match a.as_slice() {
-                b"MD5" => (DigestAlgorithm::Md5, false),
-                b"MD5-SESS" => (DigestAlgorithm::Md5, true),
-                b"SHA-256" => (DigestAlgorithm::Sha256, false),
-                b"SHA-256-SESS" => (DigestAlgorithm::Sha256, true),
-                _ => return None,
-            },
-        };
+        let (algorithm, session) = algorithm_of(algorithm_token)?;
         let qop = match auth.param("qop") {
             None => None,
             Some(list) => {
@@ -215,20 +203,8 @@ impl<'a> DigestCredentials<'a> {
     /// Reads a credentials value; `None` for another scheme, a missing parameter, or an
     /// algorithm sipshard does not know.
     pub fn parse(value: &'a [u8]) -> Option<DigestCredentials<'a>> {
-        let auth = Auth::parse(value).ok()?;
-        if !auth.scheme.eq_ignore_ascii_case(b"Digest") {
-            return None;
-        }
-        let (algorithm, session) = match auth.param("algorithm").map(<[u8]>::to_ascii_uppercase) {
-            None => (DigestAlgorithm::Md5, false),
-            Some(a) => match a.as_slice() {
-                b"MD5" => (DigestAlgorithm::Md5, false),
-                b"MD5-SESS" => (DigestAlgorithm::Md5, true),
-                b"SHA-256" => (DigestAlgorithm::Sha256, false),
-                b"SHA-256-SESS" => (DigestAlgorithm::Sha256, true),
-                _ => return None,
-            },
-        };
+        let auth = digest_auth(value)?;
+        let (algorithm, session) = algorithm_of(auth.param("algorithm"))?;
         Some(DigestCredentials {
             input: DigestInput {
                 algorithm,
@@ -243,6 +219,27 @@ impl<'a> DigestCredentials<'a> {
             uri: auth.param("uri")?,
             response: auth.param("response")?,
         })
+    }
+}
+
+/// A `Digest` challenge or credentials value; `None` for another scheme.
+fn digest_auth(value: &[u8]) -> Option<Auth<'_>> {
+    let auth = Auth::parse(value).ok()?;
+    auth.scheme.eq_ignore_ascii_case(b"Digest").then_some(auth)
+}
+
+/// The hash an `algorithm` token names, and whether it is a `-sess` one; MD5 when there is
+/// none; `None` for one sipshard does not know.
+fn algorithm_of(token: Option<&[u8]>) -> Option<(DigestAlgorithm, bool)> {
+    let Some(token) = token else {
+        return Some((DigestAlgorithm::Md5, false));
+    };
+    match token.to_ascii_uppercase().as_slice() {
+        b"MD5" => Some((DigestAlgorithm::Md5, false)),
+        b"MD5-SESS" => Some((DigestAlgorithm::Md5, true)),
+        b"SHA-256" => Some((DigestAlgorithm::Sha256, false)),
+        b"SHA-256-SESS" => Some((DigestAlgorithm::Sha256, true)),
+        _ => None,
     }
 }
 
