@@ -330,18 +330,15 @@ fn the_servers_bye_reaches_a_caller_whose_connection_closed_at_its_contact() {
     // The caller, at its Contact: takes the BYE and answers it.
     let caller = std::thread::spawn(move || {
         // Bounded: a BYE that never comes fails the test instead of hanging it.
-        contact.set_nonblocking(true).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let mut conn = loop {
-            match contact.accept() {
-                Ok((conn, _)) => break conn,
-                Err(_) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("no connection to the caller's Contact: {e}"),
-            }
-        };
-        conn.set_nonblocking(false).unwrap();
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut ready = [PollFd::new(contact.as_fd(), PollFlags::POLLIN)];
+        let waited = poll(&mut ready, PollTimeout::from(20_000u16)).unwrap();
+        assert_eq!(
+            waited, 1,
+            "no connection to the caller's Contact within 20 s"
+        );
+        let (mut conn, _) = contact.accept().unwrap();
         let bye = read_until(&mut conn, "BYE ", Duration::from_secs(15));
         let mut ok = String::from("SIP/2.0 200 OK\r\n");
         for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
