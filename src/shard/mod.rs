@@ -802,6 +802,8 @@ enum Phase {
         request: Box<Message>,
         /// Our 18x go out reliably (RFC 3262); boxed, since most calls do without.
         reliable: Option<Box<prack::Reliable>>,
+        /// The INVITE's `by_origin` key (merged-request detection, §8.2.2.2).
+        origin: u64,
     },
     /// UAS: 2xx sent, waiting for the ACK (§13.3.1.4).
     Answered {
@@ -818,6 +820,10 @@ enum Phase {
         /// The INVITE's `by_origin` key, kept until the ACK: a copy of the INVITE that
         /// forked and merged back here while our 2xx is unacknowledged still gets 482.
         origin: u64,
+        /// False for the 2xx to a re-INVITE, which holds no `by_origin` entry. (A flag
+        /// beside `bye_requested`, in padding: an `Option<u64>` would add 8 bytes to
+        /// every dialog slot.)
+        holds_origin: bool,
     },
     /// UAC: INVITE sent, no final response yet (its transaction is in `calls`).
     Calling {
@@ -1574,34 +1580,31 @@ impl Shard {
                 }
             }
         }
-        if let Phase::Incoming {
-            invite, request, ..
-        } = &entry.phase
-        {
-            self.by_server_txn.remove(invite);
-            let origin = origin_key(&self.key_hasher, request);
-            if self.by_origin.get(&origin) == Some(&index) {
-                self.by_origin.remove(&origin);
-            }
+        if let Phase::Incoming { invite, origin, .. } = entry.phase {
+            self.by_server_txn.remove(&invite);
+            self.forget_origin(Some(origin), index);
         }
         if let Phase::Answered {
             retransmit,
             give_up,
             origin,
+            holds_origin,
             ..
         } = entry.phase
         {
             self.txn.cancel_timer(retransmit);
             self.txn.cancel_timer(give_up);
-            self.forget_origin(origin, index);
+            self.forget_origin(holds_origin.then_some(origin), index);
         }
         Some(entry)
     }
 
     /// Drops the `by_origin` entry `origin` if it is the dialog at `index`'s (its INVITE
     /// no longer needs merged-request detection).
-    fn forget_origin(&mut self, origin: u64, index: u32) {
-        if self.by_origin.get(&origin) == Some(&index) {
+    fn forget_origin(&mut self, origin: Option<u64>, index: u32) {
+        if let Some(origin) = origin
+            && self.by_origin.get(&origin) == Some(&index)
+        {
             self.by_origin.remove(&origin);
         }
     }

@@ -363,6 +363,7 @@ impl Shard {
                 invite: txn,
                 request: Box::new(request.clone()),
                 reliable,
+                origin,
             },
             call: None,
             reinvite: None,
@@ -523,6 +524,7 @@ impl Shard {
             give_up,
             bye_requested,
             origin,
+            holds_origin,
             ..
         } = entry.phase
         {
@@ -530,7 +532,7 @@ impl Shard {
             let id = entry.dialog.id.clone();
             self.txn.cancel_timer(retransmit);
             self.txn.cancel_timer(give_up);
-            self.forget_origin(origin, index);
+            self.forget_origin(holds_origin.then_some(origin), index);
             self.events.push_back(SessionEvent::AckReceived {
                 dialog: id,
                 sdp: crate::sdp::sdp_bytes(&request),
@@ -662,8 +664,12 @@ impl Shard {
             now + self.config.timers.timeout(),
             self.token(index, TIMER_ACK_GIVE_UP),
         );
-        let origin = super::origin_key(&self.key_hasher, request);
         if let Some(entry) = self.entry_mut(index) {
+            // The initial INVITE's origin stays until the ACK; a re-INVITE has none.
+            let (origin, holds_origin) = match entry.phase {
+                Phase::Incoming { origin, .. } => (origin, true),
+                _ => (0, false),
+            };
             entry.phase = Phase::Answered {
                 invite,
                 ok,
@@ -672,6 +678,7 @@ impl Shard {
                 give_up,
                 bye_requested: false,
                 origin,
+                holds_origin,
             };
         }
         if timer.is_some() {
@@ -772,6 +779,7 @@ impl Shard {
             interval_ms,
             retransmit,
             origin,
+            holds_origin,
             ..
         } = &mut entry.phase
         else {
@@ -795,7 +803,7 @@ impl Shard {
                 let _ = self.txn.send_response(now, invite, 200, ok);
             }
             TIMER_ACK_GIVE_UP => {
-                let (retransmit, origin) = (*retransmit, *origin);
+                let (retransmit, origin) = (*retransmit, holds_origin.then_some(*origin));
                 entry.phase = Phase::Established { ack: None };
                 self.txn.cancel_timer(retransmit);
                 self.forget_origin(origin, index);
@@ -836,13 +844,15 @@ impl Shard {
         let peer = entry.dialog.peer;
         let (ack, answered_origin) = match &mut entry.phase {
             Phase::Established { ack } => (ack.take(), None),
-            Phase::Answered { origin, .. } => (None, Some(*origin)),
+            Phase::Answered {
+                origin,
+                holds_origin,
+                ..
+            } => (None, holds_origin.then_some(*origin)),
             _ => (None, None),
         };
         entry.phase = Phase::Terminating { reason, ack };
-        if let Some(origin) = answered_origin {
-            self.forget_origin(origin, index);
-        }
+        self.forget_origin(answered_origin, index);
         let txn = self
             .txn
             .send_request(
