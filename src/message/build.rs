@@ -85,7 +85,7 @@ impl<'a> Writer<'a> {
         match name {
             HeaderName::ContentLength => {} // written by finish
             HeaderName::Other => self.fail(BuildError::InvalidHeaderName),
-            _ => self.line(name.as_str().as_bytes(), value),
+            _ => self.prefixed_line(name.line_prefix().as_bytes(), value),
         }
     }
 
@@ -93,7 +93,23 @@ impl<'a> Writer<'a> {
         self.out.reserve(name.len() + value.len() + 4);
         self.out.put_slice(name);
         self.out.put_slice(b": ");
-        put_folded(self.out, value);
+        self.value_and_end(value);
+    }
+
+    /// A line from its `"Name: "` prefix: one copy fewer than name and separator apart.
+    fn prefixed_line(&mut self, prefix: &[u8], value: &[u8]) {
+        self.out.reserve(prefix.len() + value.len() + 2);
+        self.out.put_slice(prefix);
+        self.value_and_end(value);
+    }
+
+    /// The value, folded where it holds line breaks, and the CRLF that ends the line.
+    fn value_and_end(&mut self, value: &[u8]) {
+        if lex::may_hold_line_break(value) {
+            put_folded(self.out, value);
+        } else {
+            self.out.put_slice(value);
+        }
         self.out.put_slice(b"\r\n");
     }
 

@@ -36,6 +36,15 @@ macro_rules! header_names {
                 }
             }
 
+            /// `"<canonical>: "`, what a header line of this name starts with when sipshard
+            /// writes it (one copy instead of two); empty for `Other`.
+            pub(crate) const fn line_prefix(self) -> &'static str {
+                match self {
+                    $(HeaderName::$variant => concat!($canonical, ": "),)*
+                    HeaderName::Other => "",
+                }
+            }
+
             /// The compact form (RFC 3261 §7.3.3), if the header has one.
             pub fn compact(self) -> Option<u8> {
                 match self {

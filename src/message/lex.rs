@@ -165,6 +165,27 @@ pub(crate) fn is_scheme_char(b: u8) -> bool {
     CLASSES[b as usize] & SCHEME != 0
 }
 
+/// Whether `v` may hold a CR or LF: false only when it holds none. Eight bytes per step,
+/// no call: true for any byte below 0x0E (CR, LF, but also HTAB or NUL), so a `true` is
+/// checked again exactly by whoever writes the value.
+#[inline]
+pub(crate) fn may_hold_line_break(v: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `w` is below 0x0E (exact for a bound up to 0x80).
+    let below = |w: u64| w.wrapping_sub(ONES * 0x0E) & !w & HIGHS != 0;
+    let word = |c: &[u8]| u64::from_ne_bytes(c.try_into().expect("a slice of eight bytes"));
+    if v.len() < 8 {
+        return v.iter().any(|&b| b < 0x0E);
+    }
+    let mut chunks = v.chunks_exact(8);
+    if (&mut chunks).any(|c| below(word(c))) {
+        return true;
+    }
+    // The last eight bytes again, overlapping: covers the remainder without a byte loop.
+    !chunks.remainder().is_empty() && below(word(&v[v.len() - 8..]))
+}
+
 /// SP, HTAB, and the CR/LF of a folded line.
 #[inline]
 pub(crate) fn is_lws(b: u8) -> bool {
@@ -610,6 +631,23 @@ pub fn unquote(s: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_break_check_flags_exactly_the_bytes_below_0x0e() {
+        for len in 0..40 {
+            for background in [b'a', 0x0E, 0x7F, 0x80, 0xFF] {
+                let mut v = vec![background; len];
+                assert!(!may_hold_line_break(&v), "len {len} background {background}");
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        v[at] = b;
+                        assert_eq!(may_hold_line_break(&v), b < 0x0E, "len {len} at {at} byte {b}");
+                    }
+                    v[at] = background;
+                }
+            }
+        }
+    }
 
     #[test]
     fn unescape_decodes_hex_escapes_only() {
