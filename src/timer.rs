@@ -173,6 +173,33 @@ impl<T> TimerWheel<T> {
         Some(self.release(handle.index))
     }
 
+    /// Moves the timer `handle` to `deadline` with `value`: one unlink and one placement
+    /// instead of a cancel and an insert (a transaction's TU deadline becomes its Timer J).
+    /// `handle` is stale afterwards; a stale `handle` schedules a new timer.
+    pub fn reschedule(&mut self, handle: TimerHandle, deadline: Instant, value: T) -> TimerHandle {
+        let live = self
+            .entries
+            .get(handle.index as usize)
+            .is_some_and(|e| e.generation == handle.generation && e.value.is_some());
+        if !live {
+            return self.insert(deadline, value);
+        }
+        self.unlink(handle.index);
+        let when = self
+            .tick_at_or_after(deadline)
+            .min(self.elapsed.saturating_add(MAX_TICKS));
+        let e = &mut self.entries[handle.index as usize];
+        e.generation = e.generation.wrapping_add(1);
+        e.value = Some(value);
+        e.when = when;
+        let generation = e.generation;
+        self.place(handle.index);
+        TimerHandle {
+            index: handle.index,
+            generation,
+        }
+    }
+
     /// The instant of the next tick at which a timer is due, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.expired_head != NIL {
@@ -348,6 +375,27 @@ mod tests {
     use std::collections::BTreeMap;
 
     const RES: Duration = Duration::from_millis(10);
+
+    #[test]
+    fn reschedule_moves_a_timer_and_stales_its_old_handle() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w: TimerWheel<u32> = TimerWheel::new(t0, ms(10));
+        let a = w.insert(t0 + ms(100), 1);
+        let b = w.reschedule(a, t0 + ms(5_000), 2);
+        assert_ne!(a, b);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.cancel(a), None, "the old handle is stale");
+        assert_eq!(w.poll_expired(t0 + ms(4_990)), None, "not at the old deadline");
+        let (fired, value) = w.poll_expired(t0 + ms(5_000)).expect("due at the new one");
+        assert_eq!((fired, value), (b, 2));
+        assert!(w.is_empty());
+        // A stale handle schedules a new timer.
+        let c = w.reschedule(b, t0 + ms(6_000), 3);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w.poll_expired(t0 + ms(6_000)).map(|(_, v)| v), Some(3));
+        assert_eq!(w.cancel(c), None);
+    }
 
     #[test]
     fn fires_at_the_first_tick_at_or_after_the_deadline() {

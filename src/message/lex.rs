@@ -637,11 +637,18 @@ mod tests {
         for len in 0..40 {
             for background in [b'a', 0x0E, 0x7F, 0x80, 0xFF] {
                 let mut v = vec![background; len];
-                assert!(!may_hold_line_break(&v), "len {len} background {background}");
+                assert!(
+                    !may_hold_line_break(&v),
+                    "len {len} background {background}"
+                );
                 for at in 0..len {
                     for b in 0..=255u8 {
                         v[at] = b;
-                        assert_eq!(may_hold_line_break(&v), b < 0x0E, "len {len} at {at} byte {b}");
+                        assert_eq!(
+                            may_hold_line_break(&v),
+                            b < 0x0E,
+                            "len {len} at {at} byte {b}"
+                        );
                     }
                     v[at] = background;
                 }

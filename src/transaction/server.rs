@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::key::KeyMethod;
 use super::{
-    Retransmit, ServerTxnId, SlotId, State, Transaction, TransactionLayer, Transport, TxnError,
-    TxnEvent, TxnId,
+    Retransmit, ServerTxnId, SlotId, State, TimerEntry, Transaction, TransactionLayer, Transport,
+    TxnError, TxnEvent, TxnId,
 };
 use crate::message::{Message, Method, ParseError, ResponseBuilder, ViaKey};
 use crate::timer::TimerHandle;
@@ -350,14 +350,22 @@ impl TransactionLayer {
                             deadline,
                         };
                     } else {
-                        self.cancel(deadline);
                         let j = self.config.j(reliable);
                         if j.is_zero() {
+                            self.cancel(deadline);
                             self.transmit(id, peer, response);
                             self.terminate(id);
                             return Ok(());
                         }
-                        let wait = self.set_timer(now, id, TimerName::J, j);
+                        // The TU deadline's timer becomes Timer J.
+                        let entry = TimerEntry::Txn {
+                            id,
+                            name: TimerName::J,
+                        };
+                        let wait = match deadline {
+                            Some(d) => self.timers.reschedule(d, now + j, entry),
+                            None => self.set_timer(now, id, TimerName::J, j),
+                        };
                         if let Some(t) = self.get_mut(id) {
                             t.state = State::ServerNonInvite(ServerNonInvite::Completed {
                                 response: response.clone(),
