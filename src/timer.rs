@@ -386,7 +386,11 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(w.len(), 1);
         assert_eq!(w.cancel(a), None, "the old handle is stale");
-        assert_eq!(w.poll_expired(t0 + ms(4_990)), None, "not at the old deadline");
+        assert_eq!(
+            w.poll_expired(t0 + ms(4_990)),
+            None,
+            "not at the old deadline"
+        );
         let (fired, value) = w.poll_expired(t0 + ms(5_000)).expect("due at the new one");
         assert_eq!((fired, value), (b, 2));
         assert!(w.is_empty());
