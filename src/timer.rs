@@ -137,9 +137,32 @@ impl<T> TimerWheel<T> {
 
     /// Schedules `value` to fire at `deadline`.
     pub fn insert(&mut self, deadline: Instant, value: T) -> TimerHandle {
-        let when = self
-            .tick_at_or_after(deadline)
-            .min(self.elapsed.saturating_add(MAX_TICKS));
+        let when = self.tick_at_or_after(deadline);
+        self.insert_at_tick(when, value)
+    }
+
+    /// Schedules `value` to fire `after` from `now`: as `insert(now + after, value)`, but
+    /// `now` is converted to the wheel's time once for every timer set at that instant (a
+    /// datagram's handling sets several), and `after` costs no `Instant` arithmetic. (A
+    /// `now` before the wheel's start counts as the start.)
+    pub fn insert_after(&mut self, now: Instant, after: Duration, value: T) -> TimerHandle {
+        let when = self.tick_after(now, after);
+        self.insert_at_tick(when, value)
+    }
+
+    /// The first tick boundary at or after `after` from `now`.
+    fn tick_after(&mut self, now: Instant, after: Duration) -> u64 {
+        let after_nanos = after
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(after.subsec_nanos()));
+        self.nanos_since_start(now)
+            .saturating_add(after_nanos)
+            .div_ceil(self.tick_nanos)
+    }
+
+    fn insert_at_tick(&mut self, when: u64, value: T) -> TimerHandle {
+        let when = when.min(self.elapsed.saturating_add(MAX_TICKS));
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -176,18 +199,24 @@ impl<T> TimerWheel<T> {
     /// Moves the timer `handle` to `deadline` with `value`: one unlink and one placement
     /// instead of a cancel and an insert (a transaction's TU deadline becomes its Timer J).
     /// `handle` is stale afterwards; a stale `handle` schedules a new timer.
-    pub fn reschedule(&mut self, handle: TimerHandle, deadline: Instant, value: T) -> TimerHandle {
+    /// The deadline is `after` from `now`, as for [`TimerWheel::insert_after`].
+    pub fn reschedule(
+        &mut self,
+        handle: TimerHandle,
+        now: Instant,
+        after: Duration,
+        value: T,
+    ) -> TimerHandle {
+        let when = self.tick_after(now, after);
         let live = self
             .entries
             .get(handle.index as usize)
             .is_some_and(|e| e.generation == handle.generation && e.value.is_some());
         if !live {
-            return self.insert(deadline, value);
+            return self.insert_at_tick(when, value);
         }
         self.unlink(handle.index);
-        let when = self
-            .tick_at_or_after(deadline)
-            .min(self.elapsed.saturating_add(MAX_TICKS));
+        let when = when.min(self.elapsed.saturating_add(MAX_TICKS));
         let e = &mut self.entries[handle.index as usize];
         e.generation = e.generation.wrapping_add(1);
         e.value = Some(value);
@@ -382,7 +411,7 @@ mod tests {
         let ms = Duration::from_millis;
         let mut w: TimerWheel<u32> = TimerWheel::new(t0, ms(10));
         let a = w.insert(t0 + ms(100), 1);
-        let b = w.reschedule(a, t0 + ms(5_000), 2);
+        let b = w.reschedule(a, t0, ms(5_000), 2);
         assert_ne!(a, b);
         assert_eq!(w.len(), 1);
         assert_eq!(w.cancel(a), None, "the old handle is stale");
@@ -395,7 +424,7 @@ mod tests {
         assert_eq!((fired, value), (b, 2));
         assert!(w.is_empty());
         // A stale handle schedules a new timer.
-        let c = w.reschedule(b, t0 + ms(6_000), 3);
+        let c = w.reschedule(b, t0 + ms(1_000), ms(5_000), 3);
         assert_eq!(w.len(), 1);
         assert_eq!(w.poll_expired(t0 + ms(6_000)).map(|(_, v)| v), Some(3));
         assert_eq!(w.cancel(c), None);

@@ -179,7 +179,7 @@ pub(crate) fn may_hold_line_break(v: &[u8]) -> bool {
         return v.iter().any(|&b| b < 0x0E);
     }
     let mut chunks = v.chunks_exact(8);
-    if (&mut chunks).any(|c| below(word(c))) {
+    if chunks.any(|c| below(word(c))) {
         return true;
     }
     // The last eight bytes again, overlapping: covers the remainder without a byte loop.

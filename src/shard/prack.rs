@@ -143,7 +143,7 @@ impl Shard {
         let t1 = self.config.timers.t1;
         let timer = self
             .txn
-            .schedule(now + t1, self.token(index, TIMER_RELIABLE_1XX));
+            .schedule_after(now, t1, self.token(index, TIMER_RELIABLE_1XX));
         if let Some(Entry {
             phase: Phase::Incoming {
                 reliable: Some(r), ..

@@ -375,7 +375,8 @@ impl Shard {
         // On a hash collision with another pending INVITE, the first keeps the key.
         self.by_origin.entry(origin).or_insert(index);
         let token = self.token(index, super::TIMER_RING_TIMEOUT);
-        self.txn.schedule(now + self.config.ring_timeout, token);
+        self.txn
+            .schedule_after(now, self.config.ring_timeout, token);
         if let Some(replaced) = &replaces {
             self.replacing.insert(index, replaced.clone());
         }
@@ -659,9 +660,10 @@ impl Shard {
         let t1 = self.config.timers.t1;
         let retransmit = self
             .txn
-            .schedule(now + t1, self.token(index, TIMER_RETRANSMIT_2XX));
-        let give_up = self.txn.schedule(
-            now + self.config.timers.timeout(),
+            .schedule_after(now, t1, self.token(index, TIMER_RETRANSMIT_2XX));
+        let give_up = self.txn.schedule_after(
+            now,
+            self.config.timers.timeout(),
             self.token(index, TIMER_ACK_GIVE_UP),
         );
         if let Some(entry) = self.entry_mut(index) {
@@ -790,7 +792,7 @@ impl Shard {
                 *interval_ms = interval_ms.saturating_mul(2).min(duration_ms(t2));
                 let wait = Duration::from_millis(u64::from(*interval_ms));
                 let (invite, ok) = (*invite, ok.clone());
-                let timer = self.txn.schedule(now + wait, next_token);
+                let timer = self.txn.schedule_after(now, wait, next_token);
                 if let Some(Entry {
                     phase: Phase::Answered { retransmit, .. },
                     ..

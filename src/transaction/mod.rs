@@ -510,6 +510,15 @@ impl TransactionLayer {
         self.timers.insert(deadline, TimerEntry::User { token })
     }
 
+    /// [`TransactionLayer::schedule`] for `after` from `now` (cheaper: see
+    /// [`TimerWheel::insert_after`]).
+    ///
+    /// [`TimerWheel::insert_after`]: crate::timer::TimerWheel::insert_after
+    pub fn schedule_after(&mut self, now: Instant, after: Duration, token: u64) -> TimerHandle {
+        self.timers
+            .insert_after(now, after, TimerEntry::User { token })
+    }
+
     /// Our CANCEL for the INVITE `invite` is out. RFC 3261 §9.1: when the INVITE still has
     /// no final response 64·T1 later, the client considers it cancelled and destroys its
     /// transaction, which then reports [`TxnEvent::Timeout`]. (In Calling, Timer B does
@@ -763,7 +772,7 @@ impl TransactionLayer {
         after: Duration,
     ) -> TimerHandle {
         self.timers
-            .insert(now + after, TimerEntry::Txn { id, name })
+            .insert_after(now, after, TimerEntry::Txn { id, name })
     }
 
     fn cancel(&mut self, handle: Option<TimerHandle>) {

@@ -363,7 +363,7 @@ impl TransactionLayer {
                             name: TimerName::J,
                         };
                         let wait = match deadline {
-                            Some(d) => self.timers.reschedule(d, now + j, entry),
+                            Some(d) => self.timers.reschedule(d, now, j, entry),
                             None => self.set_timer(now, id, TimerName::J, j),
                         };
                         if let Some(t) = self.get_mut(id) {
