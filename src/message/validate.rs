@@ -106,6 +106,10 @@ impl Message {
             HeaderName::Unsupported,
             HeaderName::Allow,
         ] {
+            // Nearly every such line is tokens and commas: one pass over each.
+            if self.header_values(name).all(super::lex::is_plain_token_list) {
+                continue;
+            }
             for t in super::values::TokenList::new(ListValues::new(self, name)) {
                 t?;
             }
