@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 
-use crate::message::{MediaType, Message};
+use crate::message::{HeaderName, MediaType, Message};
 
 /// First media port announced; stream `i` gets `BASE_PORT + 2·i`.
 const BASE_PORT: u32 = 16_000;
@@ -30,6 +30,9 @@ pub fn offer_of(request: &Message) -> &[u8] {
     let body = request.body_bytes();
     if body.is_empty() {
         return &[];
+    }
+    if has_plain_sdp_type(request) {
+        return body;
     }
     let Ok(Some(content_type)) = request.content_type() else {
         return &[];
@@ -60,6 +63,14 @@ pub fn sdp_bytes(message: &Message) -> Bytes {
 /// multipart body that may hold it.
 pub fn is_understood_body(content_type: &MediaType<'_>) -> bool {
     is_sdp(content_type) || content_type.mtype.eq_ignore_ascii_case(b"multipart")
+}
+
+/// Whether the message's Content-Type is `application/sdp` as nearly every one is written
+/// (any case, no parameters, no white space): read without parsing the media type.
+pub(crate) fn has_plain_sdp_type(message: &Message) -> bool {
+    message
+        .header(HeaderName::ContentType)
+        .is_some_and(|v| v.eq_ignore_ascii_case(b"application/sdp"))
 }
 
 fn is_sdp(m: &MediaType<'_>) -> bool {

@@ -180,7 +180,11 @@ mod tests {
         let distinct: HashSet<u8> = ALPHABET.iter().copied().collect();
         assert_eq!(distinct.len(), 64);
         for &b in ALPHABET {
-            assert!(b.is_ascii_alphanumeric() || b"-._~".contains(&b), "{}", b as char);
+            assert!(
+                b.is_ascii_alphanumeric() || b"-._~".contains(&b),
+                "{}",
+                b as char
+            );
             assert!(lex::is_token(&[b]) && lex::is_word(&[b]));
         }
     }

@@ -673,9 +673,7 @@ mod tests {
                     v.push(alphabet[n % alphabet.len()]);
                     n /= alphabet.len();
                 }
-                let reference = v
-                    .split(|&b| b == b',')
-                    .all(|e| is_token(trim_lws(e)));
+                let reference = v.split(|&b| b == b',').all(|e| is_token(trim_lws(e)));
                 if is_plain_token_list(&v) {
                     yes += 1;
                     assert!(reference, "{:?}", String::from_utf8_lossy(&v));

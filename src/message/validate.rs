@@ -55,6 +55,7 @@ impl Message {
                 HeaderName::Expires | HeaderName::MinExpires => {
                     values::parse_delta_seconds(v).map(drop)
                 }
+                HeaderName::ContentType if v.eq_ignore_ascii_case(b"application/sdp") => Ok(()),
                 HeaderName::ContentType => MediaType::parse(v).map(drop),
                 HeaderName::Event => Event::parse(v).map(drop),
                 HeaderName::SubscriptionState => {
@@ -107,7 +108,10 @@ impl Message {
             HeaderName::Allow,
         ] {
             // Nearly every such line is tokens and commas: one pass over each.
-            if self.header_values(name).all(super::lex::is_plain_token_list) {
+            if self
+                .header_values(name)
+                .all(super::lex::is_plain_token_list)
+            {
                 continue;
             }
             for t in super::values::TokenList::new(ListValues::new(self, name)) {

@@ -1014,6 +1014,9 @@ fn unreadable_body(request: &Message) -> Option<(u16, Option<StaticHeader>)> {
     if encoded {
         return Some((415, Some(("Accept-Encoding", b"identity"))));
     }
+    if crate::sdp::has_plain_sdp_type(request) {
+        return None;
+    }
     match request.content_type() {
         Ok(Some(content_type)) if !crate::sdp::is_understood_body(&content_type) => {
             Some((415, Some(("Accept", ACCEPT))))
