@@ -1688,6 +1688,10 @@ impl Shard {
 /// a transport sipshard does not speak (TLS, SCTP, WebSocket) is an error: sending such a
 /// request over UDP instead would be wrong.
 pub(crate) fn uri_transport(uri: &[u8]) -> Result<Transport, DialogError> {
+    // A URI without parameters (nearly every Request-URI we are given) has none to read.
+    if !uri.contains(&b';') {
+        return Ok(Transport::Udp);
+    }
     let Ok(parsed) = crate::message::Uri::parse(uri) else {
         return Ok(Transport::Udp);
     };
