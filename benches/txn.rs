@@ -50,29 +50,43 @@ fn server_noninvite_roundtrip(c: &mut Criterion) {
             },
             |(first, retransmission)| {
                 now += Duration::from_secs(40);
-                layer
-                    .handle_request(now, from, Transport::Udp, first)
-                    .unwrap();
-                let Some(TxnEvent::Request { txn, .. }) = layer.poll_event() else {
-                    panic!("no Request event")
-                };
-                layer
-                    .handle_request(now, from, Transport::Udp, retransmission)
-                    .unwrap();
-                layer.send_response(now, txn, 200, ok.clone()).unwrap();
-                while let Some(t) = layer.poll_transmit() {
-                    black_box(t);
-                }
-                layer.handle_timeout(now + j);
-                while let Some(e) = layer.poll_event() {
-                    black_box(e);
-                }
-                debug_assert!(layer.is_empty());
+                roundtrip(&mut layer, now, j, from, [first, retransmission], &ok);
             },
             BatchSize::SmallInput,
         )
     });
     g.finish();
+}
+
+/// One iteration of `txn/server_noninvite_roundtrip`. Not inlined, so that
+/// `scripts/instructions.sh` can count the instructions of exactly this.
+#[inline(never)]
+fn roundtrip(
+    layer: &mut TransactionLayer,
+    now: Instant,
+    j: Duration,
+    from: SocketAddr,
+    [first, retransmission]: [Message; 2],
+    ok: &Bytes,
+) {
+    layer
+        .handle_request(now, from, Transport::Udp, first)
+        .unwrap();
+    let Some(TxnEvent::Request { txn, .. }) = layer.poll_event() else {
+        panic!("no Request event")
+    };
+    layer
+        .handle_request(now, from, Transport::Udp, retransmission)
+        .unwrap();
+    layer.send_response(now, txn, 200, ok.clone()).unwrap();
+    while let Some(t) = layer.poll_transmit() {
+        black_box(t);
+    }
+    layer.handle_timeout(now + j);
+    while let Some(e) = layer.poll_event() {
+        black_box(e);
+    }
+    debug_assert!(layer.is_empty());
 }
 
 fn timer_insert_cancel(c: &mut Criterion) {

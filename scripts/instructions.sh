@@ -5,9 +5,10 @@
 #   scripts/instructions.sh     (needs valgrind)
 #
 # shard/call_flow: instructions inside `Pair::call` divided by the calls made (six datagrams
-# each). txn/server_noninvite_roundtrip: instructions inside the transaction layer's calls
-# (handle_request, send_response, handle_timeout, poll_*) per iteration; the request parse in
-# the benchmark's setup is left out, as criterion leaves it out of the time.
+# each). txn/server_noninvite_roundtrip: instructions inside the benchmark's `roundtrip`
+# (one iteration's calls into the transaction layer; not inlined, so that LTO cannot hide
+# them in criterion's loop); the request parse in the benchmark's setup is left out, as
+# criterion leaves it out of the time.
 # Instructions are not time (cache misses and branch mispredictions are not counted), but on
 # one machine fewer instructions for the same work has meant less time.
 set -euo pipefail
@@ -64,7 +65,5 @@ read -r _ CALL_COST < <(python3 "$WORK/calls.py" "$WORK/shard.out" 'shard::Pair:
 echo "shard/call_flow: $((CALL_COST * 6 / DATAGRAMS)) instructions per call ($((DATAGRAMS / 6)) calls)"
 
 measure "$(bench_binary txn)" txn/server_noninvite_roundtrip "$WORK/txn.out"
-LAYER='TransactionLayer>?::(handle_request|send_response|handle_timeout|poll_event|poll_transmit)$'
-read -r ITERATIONS _ < <(python3 "$WORK/calls.py" "$WORK/txn.out" 'TransactionLayer>?::send_response$')
-read -r _ LAYER_COST < <(python3 "$WORK/calls.py" "$WORK/txn.out" "$LAYER")
+read -r ITERATIONS LAYER_COST < <(python3 "$WORK/calls.py" "$WORK/txn.out" 'txn::roundtrip$')
 echo "txn/server_noninvite_roundtrip: $((LAYER_COST / ITERATIONS)) instructions per iteration ($ITERATIONS iterations)"
