@@ -159,16 +159,40 @@ pub(crate) fn push_decimal(out: &mut impl BufMut, mut n: u64) {
     out.put_slice(&buf[i..]);
 }
 
-/// Appends an address as text (dotted IPv4 without the formatting machinery).
+/// Every octet value in decimal, left-aligned, with its length: an IPv4 address is written
+/// by table, not by division.
+static OCTETS: [([u8; 3], u8); 256] = {
+    let mut t = [([0u8; 3], 0u8); 256];
+    let mut n = 0;
+    while n < 256 {
+        t[n] = if n >= 100 {
+            ([b'0' + (n / 100) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8], 3)
+        } else if n >= 10 {
+            ([b'0' + (n / 10) as u8, b'0' + (n % 10) as u8, 0], 2)
+        } else {
+            ([b'0' + n as u8, 0, 0], 1)
+        };
+        n += 1;
+    }
+    t
+};
+
+/// Appends an address as text (dotted IPv4 by table, in one copy).
 fn push_ip(out: &mut impl BufMut, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(a) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
             for (i, o) in a.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.put_u8(b'.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                push_decimal(out, u64::from(o));
+                let (digits, n) = OCTETS[usize::from(o)];
+                text[len..len + 3].copy_from_slice(&digits);
+                len += usize::from(n);
             }
+            out.put_slice(&text[..len]);
         }
         std::net::IpAddr::V6(a) => out.put_slice(a.to_string().as_bytes()),
     }
@@ -439,10 +463,12 @@ impl ResponseBuilder<'_> {
             }
             None => out.put_slice(first),
         }
-        // A plain sent-by is a host name or dotted IPv4 (no brackets).
-        let same_ip = super::uri::parse_ipv4(plain.key.host)
-            .is_some_and(|a| std::net::IpAddr::V4(a) == source.ip());
-        if (!same_ip || plain.bare_rport_end.is_some()) && !plain.has_received {
+        // With a bare rport, `received` goes in even when it equals the sent-by (RFC 3581
+        // §4); else only when it differs. (A plain sent-by is a host name or dotted IPv4.)
+        let needs_received = plain.bare_rport_end.is_some()
+            || !super::uri::parse_ipv4(plain.key.host)
+                .is_some_and(|a| std::net::IpAddr::V4(a) == source.ip());
+        if needs_received && !plain.has_received {
             out.put_slice(b";received=");
             push_ip(out, source.ip());
         }
@@ -526,6 +552,22 @@ pub fn default_reason(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for o in 0..=255u8 {
+            for ip in [[o, 0, 0, 1], [10, o, 255, 9], [192, 168, 99, o], [o, o, o, o]] {
+                let ip = std::net::IpAddr::from(ip);
+                let mut out = Vec::new();
+                push_ip(&mut out, ip);
+                assert_eq!(out, ip.to_string().as_bytes());
+            }
+        }
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        let mut out = Vec::new();
+        push_ip(&mut out, v6);
+        assert_eq!(out, b"2001:db8::1");
+    }
     use bytes::Bytes;
 
     const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
