@@ -166,7 +166,14 @@ static OCTETS: [([u8; 3], u8); 256] = {
     let mut n = 0;
     while n < 256 {
         t[n] = if n >= 100 {
-            ([b'0' + (n / 100) as u8, b'0' + (n / 10 % 10) as u8, b'0' + (n % 10) as u8], 3)
+            (
+                [
+                    b'0' + (n / 100) as u8,
+                    b'0' + (n / 10 % 10) as u8,
+                    b'0' + (n % 10) as u8,
+                ],
+                3,
+            )
         } else if n >= 10 {
             ([b'0' + (n / 10) as u8, b'0' + (n % 10) as u8, 0], 2)
         } else {
@@ -556,7 +563,12 @@ mod tests {
     #[test]
     fn addresses_are_written_as_std_writes_them() {
         for o in 0..=255u8 {
-            for ip in [[o, 0, 0, 1], [10, o, 255, 9], [192, 168, 99, o], [o, o, o, o]] {
+            for ip in [
+                [o, 0, 0, 1],
+                [10, o, 255, 9],
+                [192, 168, 99, o],
+                [o, o, o, o],
+            ] {
                 let ip = std::net::IpAddr::from(ip);
                 let mut out = Vec::new();
                 push_ip(&mut out, ip);
