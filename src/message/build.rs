@@ -473,8 +473,8 @@ impl ResponseBuilder<'_> {
         // With a bare rport, `received` goes in even when it equals the sent-by (RFC 3581
         // §4); else only when it differs. (A plain sent-by is a host name or dotted IPv4.)
         let needs_received = plain.bare_rport_end.is_some()
-            || !super::uri::parse_ipv4(plain.key.host)
-                .is_some_and(|a| std::net::IpAddr::V4(a) == source.ip());
+            || super::uri::parse_ipv4(plain.key.host)
+                .is_none_or(|a| std::net::IpAddr::V4(a) != source.ip());
         if needs_received && !plain.has_received {
             out.put_slice(b";received=");
             push_ip(out, source.ip());
