@@ -282,3 +282,43 @@ async fn an_out_of_dialog_message_reaches_the_application_or_gets_480_without_on
         m.stop(StopPolicy::Wait, Duration::ZERO).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_host_name_goes_to_the_address_it_resolves_to() {
+    let server = DialogManager::new(config(1, AppMode::AutoAnswer(AutoAnswer::default())));
+    server.start().await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let client = DialogManager::new(config(1, AppMode::Application));
+    let (tx, mut events) = mpsc::channel(64);
+    client.set_session_coordinator(tx);
+    client.start().await.unwrap();
+    // `localhost` resolves through /etc/hosts; the client listens on IPv4, so it takes
+    // 127.0.0.1 (where the server is) even where ::1 comes first.
+    client
+        .make_call(
+            "sip:c@127.0.0.1",
+            &format!("sip:bob@localhost:{port}"),
+            None,
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    'answered: loop {
+        let batch = timeout_at(deadline, events.recv()).await.unwrap().unwrap();
+        for e in batch {
+            match e.event {
+                SessionEvent::CallAnswered { .. } => break 'answered,
+                SessionEvent::CallTerminated { reason, .. } => panic!("ended: {reason:?}"),
+                _ => {}
+            }
+        }
+    }
+    assert!(matches!(
+        client
+            .make_call("sip:c@127.0.0.1", "sip:bob@no-such-host.invalid:5060", None)
+            .await,
+        Err(sipshard::shard::DialogError::InvalidTarget(_))
+    ));
+    client.stop(StopPolicy::Bye, Duration::ZERO).await.unwrap();
+    server.stop(StopPolicy::Bye, Duration::ZERO).await.unwrap();
+}

@@ -178,8 +178,10 @@ impl DialogManager {
     }
 
     /// Places a call from `from` (a name-addr or URI, no tag) to the SIP URI `to`, sent to
-    /// the IP address and port in `to` (sipshard does no DNS; use
-    /// [`make_call_to`](Self::make_call_to) to name the next hop). Returns the call's
+    /// the address and port in `to`: an IP address, or a host name looked up by the system
+    /// resolver (A/AAAA, as RFC 3263 §4.2 does when the URI has a port; there is no NAPTR
+    /// or SRV step, so a name without a port goes to 5060). Use
+    /// [`make_call_to`](Self::make_call_to) to name the next hop. Returns the call's
     /// handle; events then name it as `call`.
     pub async fn make_call(
         &self,
@@ -187,7 +189,7 @@ impl DialogManager {
         to: &str,
         sdp: Option<Bytes>,
     ) -> Result<DialogId, DialogError> {
-        let destination = destination_of(to)?;
+        let destination = destination_of(to, self.local_addr()).await?;
         self.make_call_to(from, to, destination, sdp).await
     }
 
@@ -231,8 +233,9 @@ impl DialogManager {
     }
 
     /// Subscribes to `event` (`presence`, `dialog`, …) of the SIP URI `to` for `expires`
-    /// seconds (RFC 6665), sent to the address in `to`. The shard refreshes it; events name
-    /// the returned handle as `subscription`.
+    /// seconds (RFC 6665), sent to the address in `to` (looked up as for
+    /// [`make_call`](Self::make_call)). The shard refreshes it; events name the returned
+    /// handle as `subscription`.
     pub async fn subscribe(
         &self,
         from: &str,
@@ -240,8 +243,8 @@ impl DialogManager {
         event: &str,
         expires: u32,
     ) -> Result<DialogId, DialogError> {
+        let destination = destination_of(to, self.local_addr()).await?;
         let running = self.running()?;
-        let destination = destination_of(to)?;
         let shard = running.next_call.fetch_add(1, Ordering::Relaxed) % running.shards.len();
         let command = DialogCommand::Subscribe(Box::new(crate::shard::NewSubscription {
             from: Bytes::from(angle(from)),
@@ -601,17 +604,55 @@ impl Drop for DialogManager {
     }
 }
 
-/// `sip:bob@10.0.0.1:5070` → 10.0.0.1:5070 (default port 5060); a host name is refused.
-fn destination_of(to: &str) -> Result<SocketAddr, DialogError> {
+/// `sip:bob@10.0.0.1:5070` → 10.0.0.1:5070 (default port 5060). A host name is looked up
+/// with the system resolver (A and AAAA records, `/etc/hosts`; it may block, so it runs
+/// on tokio's blocking pool), taking the first address of the family we listen on
+/// (`local`), else the first.
+async fn destination_of(to: &str, local: Option<SocketAddr>) -> Result<SocketAddr, DialogError> {
+    let bad = || DialogError::InvalidTarget(to.to_owned());
+    let (name, port) = match ip_destination(to)? {
+        Destination::Ip(address) => return Ok(address),
+        Destination::Name(name, port) => (name, port),
+    };
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
+        .await
+        .map_err(|_| bad())?
+        .collect();
+    let same_family = |a: &&SocketAddr| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4());
+    addresses
+        .iter()
+        .find(same_family)
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(bad)
+}
+
+/// Where a target URI points before any lookup.
+#[derive(Debug, PartialEq, Eq)]
+enum Destination {
+    Ip(SocketAddr),
+    /// A host name and the port (5060 when the URI has none).
+    Name(String, u16),
+}
+
+/// The address in a sip: or sips: URI `to`, or the host name to look up.
+fn ip_destination(to: &str) -> Result<Destination, DialogError> {
     let uri = bare_uri(to);
     let bad = || DialogError::InvalidTarget(to.to_owned());
     let parsed = Uri::parse(uri.as_bytes()).map_err(|_| bad())?;
     let sip = parsed.as_sip().ok_or_else(bad)?;
-    let ip = match sip.host {
-        Host::Domain(_) => return Err(bad()),
-        ref h => h.ip().ok_or_else(bad)?,
-    };
-    Ok(SocketAddr::new(ip, sip.port.unwrap_or(5060)))
+    let port = sip.port.unwrap_or(5060);
+    match sip.host {
+        Host::Domain(name) => {
+            let name = std::str::from_utf8(name).map_err(|_| bad())?;
+            // A fully qualified name may end in a dot; the resolver takes it either way.
+            Ok(Destination::Name(name.to_owned(), port))
+        }
+        ref h => Ok(Destination::Ip(SocketAddr::new(
+            h.ip().ok_or_else(bad)?,
+            port,
+        ))),
+    }
 }
 
 /// The URI inside `<…>` if any, else the whole text.
@@ -692,17 +733,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn destinations_come_from_ip_uris_only() {
+    fn destinations_are_addresses_or_names_to_look_up() {
         assert_eq!(
-            destination_of("sip:bob@127.0.0.1:5070").unwrap(),
-            "127.0.0.1:5070".parse().unwrap()
+            ip_destination("sip:bob@127.0.0.1:5070").unwrap(),
+            Destination::Ip("127.0.0.1:5070".parse().unwrap())
         );
         assert_eq!(
-            destination_of("\"Bob\" <sip:bob@[::1]>").unwrap(),
-            "[::1]:5060".parse().unwrap()
+            ip_destination("\"Bob\" <sip:bob@[::1]>").unwrap(),
+            Destination::Ip("[::1]:5060".parse().unwrap())
         );
-        assert!(destination_of("sip:bob@example.com").is_err());
-        assert!(destination_of("tel:+123").is_err());
+        assert_eq!(
+            ip_destination("sip:bob@Example.com;transport=tcp").unwrap(),
+            Destination::Name("Example.com".to_owned(), 5060)
+        );
+        assert!(ip_destination("tel:+123").is_err());
+        assert!(ip_destination("sip:bob@exa mple.com").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_host_name_is_looked_up_in_the_family_we_listen_on() {
+        let v4: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let v6: SocketAddr = "[::1]:5060".parse().unwrap();
+        // `localhost` is in /etc/hosts: no DNS server needed.
+        let found = destination_of("sip:bob@localhost:5070", Some(v4))
+            .await
+            .unwrap();
+        assert_eq!(found, "127.0.0.1:5070".parse().unwrap());
+        if let Ok(found) = destination_of("sip:bob@localhost:5070", Some(v6)).await {
+            // Hosts without an IPv6 localhost entry answer with IPv4 only.
+            assert_eq!(found.port(), 5070);
+        }
+        assert!(matches!(
+            destination_of("sip:bob@no-such-host.invalid", Some(v4)).await,
+            Err(DialogError::InvalidTarget(_))
+        ));
     }
 
     #[test]
