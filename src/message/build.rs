@@ -559,6 +559,7 @@ pub fn default_reason(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn addresses_are_written_as_std_writes_them() {
@@ -580,7 +581,6 @@ mod tests {
         push_ip(&mut out, v6);
         assert_eq!(out, b"2001:db8::1");
     }
-    use bytes::Bytes;
 
     const INVITE: &[u8] = b"INVITE sip:bob@biloxi.com SIP/2.0\r\n\
         Via: SIP/2.0/UDP pc33.atlanta.com;branch=z9hG4bKnashds8\r\n\
