@@ -71,8 +71,8 @@ struct Common {
 
 #[derive(clap::Args)]
 struct UacArgs {
-    /// Where to send the calls.
-    #[arg(long)]
+    /// Where to send the calls (`host:port`; a name is looked up).
+    #[arg(long, value_parser = sipshard::runtime::socket_addr)]
     target: SocketAddr,
     /// What each attempt does.
     #[arg(long, value_enum, default_value = "basic")]
@@ -129,8 +129,8 @@ impl TransportArg {
 
 #[derive(clap::Args)]
 struct UasArgs {
-    /// Where to listen.
-    #[arg(long, default_value = "127.0.0.1:5060")]
+    /// Where to listen (`host:port`; a name is looked up).
+    #[arg(long, default_value = "127.0.0.1:5060", value_parser = sipshard::runtime::socket_addr)]
     listen: SocketAddr,
     /// Time between 180 and 200.
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]

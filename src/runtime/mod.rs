@@ -40,6 +40,24 @@ use bytes::Bytes;
 pub use manager::DialogManager;
 pub use tcp::TcpStats;
 
+/// `host:port` as a socket address: an IP address (`127.0.0.1:5060`, `[::1]:5060`) as
+/// written, else the host name looked up with the system resolver (`localhost:5060`),
+/// IPv4 first. For command lines; it may block on the resolver.
+pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    let addresses: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("{text}: {e}"))?
+        .collect();
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{text}: no address"))
+}
+
 use crate::shard::{SessionEvent, ShardConfig, ShardStats};
 use crate::transaction::ServerTxnId;
 
@@ -377,5 +395,26 @@ impl DialogStats {
     /// Live dialogs over all shards.
     pub fn dialogs(&self) -> usize {
         self.shards.iter().map(|r| r.dialogs).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_addresses_are_addresses_or_names() {
+        assert_eq!(
+            socket_addr("127.0.0.1:5060"),
+            Ok("127.0.0.1:5060".parse().unwrap())
+        );
+        assert_eq!(socket_addr("[::1]:5070"), Ok("[::1]:5070".parse().unwrap()));
+        // `localhost` is in /etc/hosts; IPv4 is taken first.
+        assert_eq!(
+            socket_addr("localhost:5080"),
+            Ok("127.0.0.1:5080".parse().unwrap())
+        );
+        assert!(socket_addr("localhost").is_err(), "a port is needed");
+        assert!(socket_addr("no-such-host.invalid:5060").is_err());
     }
 }

@@ -49,8 +49,9 @@ struct ServeArgs {
     /// TOML configuration file (over the embedded default).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Address to listen on, UDP and TCP (port 0: any free port; the chosen one is printed).
-    #[arg(long)]
+    /// Address to listen on, UDP and TCP (port 0: any free port; the chosen one is printed);
+    /// `host:port` with a name is looked up (`localhost:5060`).
+    #[arg(long, value_parser = sipshard::runtime::socket_addr)]
     listen: Option<SocketAddr>,
     /// Address put in Via and Contact when listening on a wildcard address.
     #[arg(long)]
