@@ -22,10 +22,11 @@ From: Bob <sip:bob@example.com>;tag=456248\r\nCall-ID: 843817637684230@998sdasdh
 CSeq: 1826 REGISTER\r\nContact: <sip:bob@192.0.2.4>\r\nExpires: 7200\r\nContent-Length: 0\r\n\r\n";
 
 /// Create a server non-INVITE transaction, match a retransmission, respond 200, and let
-/// Timer J terminate it; the request is parsed outside the measurement. In batches of
-/// criterion's `LargeInput` size: a shard handles a datagram right after parsing it, so the
-/// parsed messages a batch holds should stay in cache, as they do in 1,000s (`SmallInput`
-/// holds a tenth of a sample's iterations, 100,000s of messages; 2 % to 5 % slower here).
+/// Timer J terminate it; the request is parsed outside the measurement. In criterion's
+/// `LargeInput` batches (1,000 per sample, tens to hundreds of messages each): a shard
+/// handles a datagram right after parsing it, so the parsed messages a batch holds should
+/// stay in cache. (`SmallInput` makes 10 batches per sample, tens of thousands of messages
+/// held at once; 2 % to 5 % slower here.)
 fn server_noninvite_roundtrip(c: &mut Criterion) {
     let from: SocketAddr = "192.0.2.4:5060".parse().unwrap();
     let request = Bytes::from_static(REGISTER);
