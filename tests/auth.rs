@@ -106,6 +106,28 @@ fn assert_answers(value: &[u8], method: &str, hash: fn(&str) -> String) {
     assert_eq!(p["response"], want, "{p:?}");
 }
 
+/// Alice's REGISTER to the registrar at `far()`, with `Expires` when given.
+fn register_request(expires: Option<&'static [u8]>) -> StandaloneRequest {
+    let mut headers = vec![(
+        "Contact".to_owned(),
+        Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
+    )];
+    if let Some(expires) = expires {
+        headers.push(("Expires".to_owned(), Bytes::from_static(expires)));
+    }
+    StandaloneRequest {
+        method: Bytes::from_static(b"REGISTER"),
+        request_uri: Bytes::from_static(b"sip:127.0.0.1:5080"),
+        from: Bytes::from_static(b"<sip:alice@biloxi.example.com>"),
+        to: Bytes::from_static(b"<sip:alice@biloxi.example.com>"),
+        call_id: None,
+        cseq: 1,
+        destination: far(),
+        headers,
+        body: Bytes::new(),
+    }
+}
+
 fn place_call(s: &mut Shard, now: Instant) -> Message {
     let out = s
         .handle_command(
@@ -263,23 +285,7 @@ fn a_401_to_our_register_is_answered_with_sha_256_when_offered() {
     let now = Instant::now();
     let udp = sipshard::transaction::Transport::Udp;
     let mut s = shard(now, alice(Some("biloxi.example.com")));
-    let register = StandaloneRequest {
-        method: Bytes::from_static(b"REGISTER"),
-        request_uri: Bytes::from_static(b"sip:127.0.0.1:5080"),
-        from: Bytes::from_static(b"<sip:alice@biloxi.example.com>"),
-        to: Bytes::from_static(b"<sip:alice@biloxi.example.com>"),
-        call_id: None,
-        cseq: 1,
-        destination: far(),
-        headers: vec![
-            (
-                "Contact".to_owned(),
-                Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
-            ),
-            ("Expires".to_owned(), Bytes::from_static(b"3600")),
-        ],
-        body: Bytes::new(),
-    };
+    let register = register_request(Some(b"3600"));
     let Ok(CommandOutcome::Request(handle)) =
         s.handle_command(now, DialogCommand::SendStandalone(Box::new(register)))
     else {
@@ -345,20 +351,7 @@ fn register_through(credentials: Vec<Credentials>, delay: std::time::Duration) -
         },
     );
     let mut uac = shard(t0, credentials);
-    let register = StandaloneRequest {
-        method: Bytes::from_static(b"REGISTER"),
-        request_uri: Bytes::from_static(b"sip:127.0.0.1:5080"),
-        from: Bytes::from_static(b"<sip:alice@biloxi.example.com>"),
-        to: Bytes::from_static(b"<sip:alice@biloxi.example.com>"),
-        call_id: None,
-        cseq: 1,
-        destination: far(),
-        headers: vec![(
-            "Contact".to_owned(),
-            Bytes::from_static(b"<sip:alice@127.0.0.1:5070>"),
-        )],
-        body: Bytes::new(),
-    };
+    let register = register_request(None);
     let Ok(CommandOutcome::Request(handle)) =
         uac.handle_command(t0, DialogCommand::SendStandalone(Box::new(register)))
     else {

@@ -618,13 +618,7 @@ async fn destination_of(to: &str, local: Option<SocketAddr>) -> Result<SocketAdd
         .await
         .map_err(|_| bad())?
         .collect();
-    let same_family = |a: &&SocketAddr| local.is_none_or(|l| l.is_ipv4() == a.is_ipv4());
-    addresses
-        .iter()
-        .find(same_family)
-        .or(addresses.first())
-        .copied()
-        .ok_or_else(bad)
+    super::preferred(&addresses, local.is_none_or(|l| l.is_ipv4())).ok_or_else(bad)
 }
 
 /// Where a target URI points before any lookup.

@@ -50,12 +50,16 @@ pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
     let addresses: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
         .map_err(|e| format!("{text}: {e}"))?
         .collect();
+    preferred(&addresses, true).ok_or_else(|| format!("{text}: no address"))
+}
+
+/// The first of `addresses` in the family asked for (IPv4 or not), else the first.
+pub(crate) fn preferred(addresses: &[SocketAddr], ipv4: bool) -> Option<SocketAddr> {
     addresses
         .iter()
-        .find(|a| a.is_ipv4())
+        .find(|a| a.is_ipv4() == ipv4)
         .or(addresses.first())
         .copied()
-        .ok_or_else(|| format!("{text}: no address"))
 }
 
 use crate::shard::{SessionEvent, ShardConfig, ShardStats};
