@@ -8,6 +8,7 @@
 //! - [`timer`]: the hierarchical timer wheel each shard owns.
 //! - [`transaction`]: RFC 3261 §17 client and server transactions (RFC 6026), sans-IO.
 //! - [`registrar`]: REGISTER bindings (§10.3), used by the shard in registrar mode.
+//! - [`guard`]: per-source request limits, failed-authentication limits and bans.
 //! - [`dialog`] and [`shard`]: dialogs (§12–§15) and the per-core shard that owns them
 //!   (in progress: see the shard module's "Scope so far").
 //!
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod dialog;
+pub mod guard;
 mod index_table;
 pub mod message;
 pub mod registrar;

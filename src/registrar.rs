@@ -11,7 +11,7 @@
 
 mod auth;
 
-pub use auth::{AuthVerdict, RegistrarAuth};
+pub use auth::{AuthVerdict, NonceCounts, RegistrarAuth};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -20,8 +20,13 @@ use std::time::{Duration, Instant};
 use crate::message::{Contact, Message, Uri};
 
 /// Registrar policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrarConfig {
+    /// The domains whose bindings we keep (host names or IP literals, compared without
+    /// case and without port): a REGISTER whose Request-URI or To names another gets 404
+    /// (RFC 3261 §10.3 steps 1 and 5). Empty: any domain (the library's default; the
+    /// server fills it with its listen address and that host's names).
+    pub domains: Vec<String>,
     /// Shortest interval accepted; shorter (but non-zero, below an hour) gets 423.
     pub min_expires: u32,
     /// Longest interval granted; longer requests are shortened to it.
@@ -33,6 +38,7 @@ pub struct RegistrarConfig {
 impl Default for RegistrarConfig {
     fn default() -> Self {
         RegistrarConfig {
+            domains: Vec::new(),
             min_expires: 60,
             max_expires: 7200,
             default_expires: 3600,
@@ -94,6 +100,25 @@ impl Registrar {
             config,
             ..Registrar::default()
         }
+    }
+
+    /// Whether the Request-URI and the To of `request` both name one of our domains
+    /// (always, when none is configured): RFC 3261 §10.3 steps 1 and 5, else 404.
+    pub fn serves(&self, request: &Message) -> bool {
+        if self.config.domains.is_empty() {
+            return true;
+        }
+        let ours = |uri: Option<Uri<'_>>| match uri {
+            Some(Uri::Sip(u)) => {
+                let host = host_text(&u.host);
+                self.config
+                    .domains
+                    .iter()
+                    .any(|d| d.as_bytes().eq_ignore_ascii_case(&host))
+            }
+            _ => false,
+        };
+        ours(request.request_uri()) && ours(request.to_header().ok().map(|to| to.uri))
     }
 
     /// Number of addresses-of-record with bindings.
@@ -236,16 +261,20 @@ pub fn aor_of(uri: &Uri<'_>) -> Option<Vec<u8>> {
         aor.extend_from_slice(user);
         aor.push(b'@');
     }
-    let host = match u.host {
-        crate::message::Host::Domain(d) => d.to_ascii_lowercase(),
-        crate::message::Host::V4(a) => a.to_string().into_bytes(),
-        crate::message::Host::V6(a) => format!("[{a}]").into_bytes(),
-    };
-    aor.extend_from_slice(&host);
+    aor.extend_from_slice(&host_text(&u.host));
     if let Some(port) = u.port {
         aor.extend_from_slice(format!(":{port}").as_bytes());
     }
     Some(aor)
+}
+
+/// A host as an AOR writes it: a name in lowercase, an IPv6 address in brackets.
+fn host_text(host: &crate::message::Host<'_>) -> Vec<u8> {
+    match host {
+        crate::message::Host::Domain(d) => d.to_ascii_lowercase(),
+        crate::message::Host::V4(a) => a.to_string().into_bytes(),
+        crate::message::Host::V6(a) => format!("[{a}]").into_bytes(),
+    }
 }
 
 /// The Contact header values of a 200 to REGISTER: `<uri>;expires=N[;q=0.x]`, comma-joined.

@@ -160,15 +160,42 @@ impl Origin {
     }
 }
 
+/// The `o=` line's user name and the `s=` line of the descriptions we write (RFC 4566
+/// §5.2, §5.3). By default `anonymous` and `-`, which name no software. (`o=-` would be
+/// RFC 4566's own choice, but SIPp's `regexp` scenario, and tools built like it, read the
+/// origin's user as `[[:alnum:]]*`.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdpNames {
+    /// `<username>` of `o=`: a token without spaces (`-` when there is none).
+    pub origin_user: String,
+    /// `s=`: the session name (`-` when there is none).
+    pub session_name: String,
+}
+
+impl Default for SdpNames {
+    fn default() -> Self {
+        SdpNames {
+            origin_user: "anonymous".to_owned(),
+            session_name: "-".to_owned(),
+        }
+    }
+}
+
 /// Our answer to the offer in `request` (or an offer, when it carries none), with the
-/// origin [`Origin::for_request`] gives.
-pub fn answer_request(request: &Message, address: IpAddr) -> Bytes {
-    answer(offer_of(request), address, Origin::for_request(request))
+/// origin [`Origin::for_request`] gives and `names`.
+pub fn answer_request(request: &Message, address: IpAddr, names: &SdpNames) -> Bytes {
+    answer(
+        offer_of(request),
+        address,
+        Origin::for_request(request),
+        names,
+    )
 }
 
 /// The answer to `offer` (an SDP body), or an audio offer (PCMU, PCMA, telephone-event)
-/// when `offer` is empty or holds no `m=` line, with `origin` on its `o=` line.
-pub fn answer(offer: &[u8], address: IpAddr, origin: Origin) -> Bytes {
+/// when `offer` is empty or holds no `m=` line, with `origin` and `names` on its `o=`
+/// and `s=` lines.
+pub fn answer(offer: &[u8], address: IpAddr, origin: Origin, names: &SdpNames) -> Bytes {
     let ip = match address {
         IpAddr::V4(a) => format!("IP4 {a}"),
         IpAddr::V6(a) => format!("IP6 {a}"),
@@ -176,8 +203,8 @@ pub fn answer(offer: &[u8], address: IpAddr, origin: Origin) -> Bytes {
     let mut out = String::with_capacity(256);
     let _ = write!(
         out,
-        "v=0\r\no=sipshard {} {} IN {ip}\r\ns=sipshard\r\nc=IN {ip}\r\nt=0 0\r\n",
-        origin.session_id, origin.version
+        "v=0\r\no={} {} {} IN {ip}\r\ns={}\r\nc=IN {ip}\r\nt=0 0\r\n",
+        names.origin_user, origin.session_id, origin.version, names.session_name
     );
     let mut streams = 0u32;
     let mut keep_attributes = false;
@@ -305,10 +332,15 @@ a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/9
 
     #[test]
     fn one_answer_line_per_offered_stream_with_its_formats() {
-        let a = answer(OFFER, "192.0.2.7".parse().unwrap(), origin(42));
+        let a = answer(
+            OFFER,
+            "192.0.2.7".parse().unwrap(),
+            origin(42),
+            &SdpNames::default(),
+        );
         let text = std::str::from_utf8(&a).unwrap();
         assert!(
-            text.starts_with("v=0\r\no=sipshard 42 42 IN IP4 192.0.2.7\r\n"),
+            text.starts_with("v=0\r\no=anonymous 42 42 IN IP4 192.0.2.7\r\ns=-\r\n"),
             "{text}"
         );
         assert!(text.contains("c=IN IP4 192.0.2.7\r\n"));
@@ -323,7 +355,12 @@ a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/9
     #[test]
     fn no_offer_gets_an_offer() {
         for offer in [&b""[..], b"v=0\r\n", b"\xff\xfe"] {
-            let a = answer(offer, "::1".parse().unwrap(), origin(1));
+            let a = answer(
+                offer,
+                "::1".parse().unwrap(),
+                origin(1),
+                &SdpNames::default(),
+            );
             let text = std::str::from_utf8(&a).unwrap();
             assert!(text.contains("c=IN IP6 ::1\r\n"), "{text}");
             assert!(text.contains("m=audio 16000 RTP/AVP 0 8 101\r\n"), "{text}");
@@ -335,7 +372,12 @@ a=rtpmap:8 PCMA/8000\r\na=sendrecv\r\nm=video 0 RTP/AVP 31\r\na=rtpmap:31 H261/9
         let hold = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 6000 RTP/AVP 0\r\na=sendonly\r\nm=video 6002 RTP/AVP 31\r\na=recvonly\r\n\
 m=audio 6004 RTP/AVP 8\r\na=inactive\r\nm=audio 6006 RTP/AVP 0\r\na=sendrecv\r\n";
-        let a = answer(hold, "192.0.2.7".parse().unwrap(), origin(1));
+        let a = answer(
+            hold,
+            "192.0.2.7".parse().unwrap(),
+            origin(1),
+            &SdpNames::default(),
+        );
         let text = std::str::from_utf8(&a).unwrap();
         let sections: Vec<&str> = text.split("m=").skip(1).collect();
         assert!(sections[0].contains("a=recvonly\r\n"), "{text}");
@@ -350,7 +392,12 @@ m=audio 6004 RTP/AVP 8\r\na=inactive\r\nm=audio 6006 RTP/AVP 0\r\na=sendrecv\r\n
         let session = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 a=sendonly\r\nm=audio 6000 RTP/AVP 0\r\nm=audio 6002 RTP/AVP 0\r\na=sendrecv\r\n\
 m=video 0 RTP/AVP 31\r\n";
-        let a = answer(session, "192.0.2.7".parse().unwrap(), origin(1));
+        let a = answer(
+            session,
+            "192.0.2.7".parse().unwrap(),
+            origin(1),
+            &SdpNames::default(),
+        );
         let text = std::str::from_utf8(&a).unwrap();
         let sections: Vec<&str> = text.split("m=").skip(1).collect();
         assert!(sections[0].contains("a=recvonly\r\n"), "{text}");
@@ -379,7 +426,14 @@ CSeq: {cseq} INVITE\r\n\r\n"
             first.session_id,
             Origin::for_request(&request(1, "y")).session_id
         );
-        let a = answer_request(&request(2, "x"), "192.0.2.7".parse().unwrap());
+        let a = answer_request(
+            &request(2, "x"),
+            "192.0.2.7".parse().unwrap(),
+            &SdpNames {
+                origin_user: "carrier".to_owned(),
+                session_name: "call".to_owned(),
+            },
+        );
         let o_line = std::str::from_utf8(&a)
             .unwrap()
             .lines()
@@ -388,8 +442,9 @@ CSeq: {cseq} INVITE\r\n\r\n"
             .to_owned();
         assert_eq!(
             o_line,
-            format!("o=sipshard {} 2 IN IP4 192.0.2.7", first.session_id)
+            format!("o=carrier {} 2 IN IP4 192.0.2.7", first.session_id)
         );
+        assert!(std::str::from_utf8(&a).unwrap().contains("\r\ns=call\r\n"));
     }
 
     #[test]

@@ -161,6 +161,10 @@ fn sipp_registers_at_a_registrar_that_requires_digest() {
         "bob:other",
         "--auth-user",
         "alice:s3cret",
+        // Each call's wrong password is a failed authentication from 127.0.0.1: 20 of
+        // them would ban the address at the default 10.
+        "--auth-failures-per-source",
+        "100",
     ]);
     let target = server.sip.to_string();
     let scenario = concat!(
@@ -190,7 +194,17 @@ fn sipp_registers_at_a_registrar_that_requires_digest() {
 fn sipp_register_scenario_against_registrar() {
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let server = Server::start(&["--mode", "registrar", "--shards", "2"]);
+    // The scenario's AORs are `userN@example.com`: a domain served only when told.
+    let server = Server::start(&[
+        "--mode",
+        "registrar",
+        "--shards",
+        "2",
+        "--domain",
+        "example.com",
+        "--domain",
+        "127.0.0.1",
+    ]);
     let target = server.sip.to_string();
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sipp/register.xml");
     let run = run_sipp(
@@ -511,7 +525,18 @@ fn sipp_session_timer_422_then_a_2xx_that_settles_it_and_an_update_refresh() {
 fn sipp_branchc_registers_then_calls_the_registrar() {
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let server = Server::start(&["--mode", "registrar", "--shards", "2"]);
+    // branchc registers at `sip:CA.cym.com` for `ua1@nnl.cym`: domains a registrar
+    // serves only when told (RFC 3261 §10.3 steps 1 and 5; otherwise 404).
+    let server = Server::start(&[
+        "--mode",
+        "registrar",
+        "--shards",
+        "2",
+        "--domain",
+        "CA.cym.com",
+        "--domain",
+        "nnl.cym",
+    ]);
     let target = server.sip.to_string();
     // branchc: REGISTER, INVITE, ACK, 5 s of call, BYE, 4 s pause.
     let run = run_builtin(&sipp, "branchc", &target, 20, 20, 60);

@@ -65,7 +65,12 @@ impl<'a> Iterator for ListValues<'a> {
                 .position(|h| h.name() == self.name)?;
             let line = self.next_line + pos;
             self.next_line = line + 1;
-            self.current = Some(ListSplit::new(msg.headers[line].value().get(&msg.buf)));
+            let value = msg.headers[line].value().get(&msg.buf);
+            // An empty line of a list that may be empty (`Supported:`) lists nothing.
+            if self.name.list_may_be_empty() && super::lex::trim_lws(value).is_empty() {
+                continue;
+            }
+            self.current = Some(ListSplit::new(value));
         }
     }
 }

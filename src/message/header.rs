@@ -183,6 +183,17 @@ fn equals_lower(name: &[u8], lower: &[u8; MAX_NAME_LEN]) -> bool {
 }
 
 impl HeaderName {
+    /// Whether RFC 3261's grammar (§25.1) lets this header's list be empty: `Accept`,
+    /// `Allow` and `Supported` are `[ element *(COMMA element) ]`, so `Supported:` with no
+    /// option tag is legal (baresip sends it). `Require`, `Proxy-Require`, `Unsupported`
+    /// and the other lists need at least one element.
+    pub const fn list_may_be_empty(self) -> bool {
+        matches!(
+            self,
+            HeaderName::Accept | HeaderName::Allow | HeaderName::Supported
+        )
+    }
+
     /// `name` must be a token. Known names hold only letters and '-', and for token
     /// characters `b | 0x20` equals a lowercase letter or '-' only when `b` is that letter
     /// (either case) or '-', so one OR per byte compares case-insensitively, branch-free.

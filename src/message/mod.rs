@@ -21,6 +21,7 @@
 
 mod access;
 mod build;
+mod date;
 mod digest;
 mod error;
 mod framing;
@@ -146,6 +147,7 @@ use bytes::Bytes;
 
 pub(crate) use build::push_decimal;
 pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
+pub use date::rfc1123_date;
 pub use digest::{
     DigestAlgorithm, DigestChallenge, DigestCredentials, DigestInput, digest_response,
 };

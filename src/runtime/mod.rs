@@ -217,6 +217,9 @@ pub struct AutoAnswer {
     /// SDP of the 200; empty: an answer built from the INVITE's offer (an offer when it
     /// had none), as RFC 3261 §13.2.1 requires ([`crate::sdp`]).
     pub sdp: Bytes,
+    /// The `o=` user and `s=` name of the SDP built when `sdp` is empty (`anonymous` and
+    /// `-` by default: nothing names the software).
+    pub sdp_names: crate::sdp::SdpNames,
 }
 
 impl Default for AutoAnswer {
@@ -226,6 +229,7 @@ impl Default for AutoAnswer {
             answer_delay: Duration::ZERO,
             send_ringing: true,
             sdp: Bytes::new(),
+            sdp_names: crate::sdp::SdpNames::default(),
         }
     }
 }
@@ -303,6 +307,9 @@ pub struct IoStats {
     pub handed_over: u64,
     /// Datagrams dropped because the owning shard's queue was full.
     pub handover_drops: u64,
+    /// Messages dropped unread because their source was banned or over its request
+    /// limit ([`crate::guard`]).
+    pub screened_out: u64,
     /// Datagrams dropped as larger than 65,535 bytes or from an unknown address family.
     pub truncated: u64,
     /// `recvmmsg` errors other than "nothing to read".
@@ -341,6 +348,7 @@ impl IoStats {
         self.send_failures += o.send_failures;
         self.handed_over += o.handed_over;
         self.handover_drops += o.handover_drops;
+        self.screened_out += o.screened_out;
         self.truncated += o.truncated;
         self.receive_errors += o.receive_errors;
         self.events_delivered += o.events_delivered;

@@ -19,7 +19,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::tcp::TcpSide;
 use super::udp::{BatchReceiver, BatchSender, Received};
-use super::{AppMode, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy};
+use super::{AppMode, AutoAnswer, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy};
 use crate::dialog::DialogId;
 use crate::message::Message;
 use crate::shard::{
@@ -145,6 +145,8 @@ const STREAM_ROUTES_MAX: usize = 1 << 20;
 
 /// Per-thread state of the loop.
 struct Round {
+    /// When the shard was last told the wall-clock time.
+    wall_set: Instant,
     rx: BatchReceiver,
     tx: BatchSender,
     received: Received,
@@ -228,9 +230,17 @@ impl Worker {
                 _ => None,
             },
             app_deadline: None,
+            wall_set: start,
         };
+        self.shard
+            .set_wall_clock(start, std::time::SystemTime::now());
         loop {
             let now = Instant::now();
+            // The shard's wall clock (for Date) follows the system's, stepped or not.
+            if now.duration_since(round.wall_set) >= Duration::from_secs(1) {
+                self.shard.set_wall_clock(now, std::time::SystemTime::now());
+                round.wall_set = now;
+            }
             let received = round.io.datagrams_received;
             let busy = self.receive(now, &mut round);
             let (streamed, streams_busy) = self.receive_streams(now, &mut round);
@@ -326,10 +336,17 @@ impl Worker {
             round.io.datagrams_received += n as u64;
             let shards = self.peers.len();
             for (from, datagram) in round.received.datagrams.drain(..) {
+                // A banned or flooding source is dropped here, before any scan or
+                // hand-over: its cost is this check.
+                if !self.shard.screen(now, from) {
+                    round.io.screened_out += 1;
+                    continue;
+                }
                 // No Call-ID: the local shard parses it and answers 400 if it can.
                 let owner = shard_for_datagram(&datagram, shards).unwrap_or(self.index);
                 if owner == self.index {
-                    self.shard.handle_datagram(now, from, datagram);
+                    self.shard
+                        .handle_message(now, from, Transport::Udp, datagram);
                 } else {
                     round.outboxes[owner].push((from, datagram));
                 }
@@ -387,6 +404,10 @@ impl Worker {
         }
         let shards = self.peers.len();
         for (from, message) in round.stream_in.drain(..) {
+            if !self.shard.screen(now, from) {
+                round.io.screened_out += 1;
+                continue;
+            }
             let owner = shard_for_datagram(&message, shards).unwrap_or(self.index);
             if owner == self.index {
                 self.shard
@@ -420,8 +441,15 @@ impl Worker {
         for taken in 0..INBOUND_PER_ROUND {
             match self.inbound.try_recv() {
                 Ok(Inbound::Datagrams(batch)) => {
+                    // Screened by the receiving thread; a ban made since (here, where
+                    // the guessed user lives) drops the rest of a flood already queued.
                     for (from, datagram) in batch {
-                        self.shard.handle_datagram(now, from, datagram);
+                        if self.shard.dropped_as_banned(now, from) {
+                            round.io.screened_out += 1;
+                            continue;
+                        }
+                        self.shard
+                            .handle_message(now, from, Transport::Udp, datagram);
                     }
                 }
                 Ok(Inbound::Stream { owner, messages }) => {
@@ -429,6 +457,10 @@ impl Worker {
                         self.stream_routes.clear();
                     }
                     for (from, message) in messages {
+                        if self.shard.dropped_as_banned(now, from) {
+                            round.io.screened_out += 1;
+                            continue;
+                        }
                         self.stream_routes.insert(from, owner);
                         self.shard
                             .handle_message(now, from, Transport::Tcp, message);
@@ -529,11 +561,11 @@ impl Worker {
 
     /// The SDP of an auto-answer: the configured body, else the answer to the request's
     /// offer (or an offer when it has none), as RFC 3261 §13.2.1 asks of the 2xx.
-    fn auto_sdp(&self, configured: &Bytes, request: &Message) -> Bytes {
-        if !configured.is_empty() {
-            return configured.clone();
+    fn auto_sdp(&self, auto: &AutoAnswer, request: &Message) -> Bytes {
+        if !auto.sdp.is_empty() {
+            return auto.sdp.clone();
         }
-        crate::sdp::answer_request(request, self.shard.local_addr().ip())
+        crate::sdp::answer_request(request, self.shard.local_addr().ip(), &auto.sdp_names)
     }
 
     fn answer(&mut self, now: Instant, dialog: &DialogId, sdp: Bytes) {
@@ -572,7 +604,7 @@ impl Worker {
                 ) => {
                     let ring_delay = auto.ring_delay;
                     let dialog = dialog.clone();
-                    let sdp = self.auto_sdp(&auto.sdp, request);
+                    let sdp = self.auto_sdp(auto, request);
                     if ring_delay.is_zero() {
                         self.auto_step(now, &dialog, Step::Ring(sdp), round);
                     } else {
@@ -588,7 +620,7 @@ impl Worker {
                 (AppMode::AutoAnswer(auto), SessionEvent::ReInvite { dialog, request }) => {
                     let command = DialogCommand::Answer {
                         dialog: dialog.clone(),
-                        sdp: self.auto_sdp(&auto.sdp, request),
+                        sdp: self.auto_sdp(auto, request),
                     };
                     let _ = self.shard.handle_command(now, command);
                     continue;
@@ -665,7 +697,7 @@ impl Worker {
                         Some(crate::message::Method::Update)
                             if !crate::sdp::offer_of(request).is_empty() =>
                         {
-                            let sdp = self.auto_sdp(&auto.sdp, request);
+                            let sdp = self.auto_sdp(auto, request);
                             (vec![sdp_content_type()], sdp)
                         }
                         _ => (Vec::new(), Bytes::new()),

@@ -134,6 +134,18 @@ pub struct ShardConfig {
     /// shard a clone of one, so that each accepts the others' nonces. `None` (the
     /// default): no authentication.
     pub registrar_auth: Option<crate::registrar::RegistrarAuth>,
+    /// A `Server` header for every response we send (RFC 3261 §20.35). `None` (the
+    /// default): none, so a scanner learns nothing of the software. (`User-Agent` on our
+    /// requests is the application's: a header of `MakeCall` or `SendStandalone`.)
+    pub server: Option<Bytes>,
+    /// Limits on hostile sources: requests per source, failed authentications per source
+    /// and per user, bans ([`crate::guard`]).
+    pub guard: crate::guard::GuardConfig,
+    /// Longest call: a call confirmed this long ago is ended with BYE
+    /// ([`TerminationReason::MaxDuration`]), so a dialog nobody ends (no BYE, no session
+    /// timer) cannot hold its slot forever. `None` (the library's default): no limit; the
+    /// server's default is 2 hours.
+    pub max_call_duration: Option<Duration>,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -208,7 +220,7 @@ pub enum Admission {
 }
 
 /// How a shard handles REGISTER.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegisterMode {
     /// 405 Method Not Allowed: this UA is no registrar.
     Refuse,
@@ -238,6 +250,9 @@ impl ShardConfig {
             stream_above: Some(1300),
             credentials: Vec::new(),
             registrar_auth: None,
+            server: None,
+            guard: crate::guard::GuardConfig::default(),
+            max_call_duration: None,
         }
     }
 }
@@ -270,6 +285,8 @@ pub enum TerminationReason {
     /// The session timer ran out (RFC 4028 §10): no refresh came, or ours got no answer in
     /// time; we sent BYE.
     SessionExpired,
+    /// The call lasted [`ShardConfig::max_call_duration`]; we sent BYE.
+    MaxDuration,
 }
 
 /// What the shard tells the application (names as the reference's session coordination).
@@ -738,6 +755,10 @@ pub struct ShardStats {
     pub responses_out: [u64; 6],
     /// Transaction-layer counters of this shard.
     pub transactions: crate::transaction::TxnStats,
+    /// What the guard counted: bans, drops, failed authentications, locks.
+    pub guard: crate::guard::GuardStats,
+    /// Calls ended with BYE for reaching [`ShardConfig::max_call_duration`].
+    pub calls_over_limit: u64,
 }
 
 impl ShardStats {
@@ -746,6 +767,8 @@ impl ShardStats {
         let add = |a: &mut [u64], b: &[u64]| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         self.datagrams_in += other.datagrams_in;
         self.parse_errors += other.parse_errors;
+        self.guard.merge(&other.guard);
+        self.calls_over_limit += other.calls_over_limit;
         self.dialogs_created += other.dialogs_created;
         self.overload_rejections += other.overload_rejections;
         self.backpressure_rejections += other.backpressure_rejections;
@@ -933,6 +956,8 @@ struct Entry {
     reinvite: Option<Box<Reinvite>>,
     /// The MakeCall handle (UAC) so events can name the call the app knows.
     call: Option<DialogId>,
+    /// The timer that ends the call at [`ShardConfig::max_call_duration`].
+    call_limit: Option<TimerHandle>,
 }
 
 struct Slot {
@@ -949,6 +974,7 @@ const TIMER_RELIABLE_1XX: u64 = 6;
 const TIMER_SUBSCRIPTION: u64 = 7;
 const TIMER_WATCH: u64 = 8;
 const TIMER_SESSION: u64 = 9;
+const TIMER_CALL_LIMIT: u64 = 10;
 /// The registrar's expiry sweep: not tied to a dialog slot.
 const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
 /// The sweep of INVITEs waiting too long for a Replaces verdict (`replaces` module).
@@ -1035,7 +1061,16 @@ pub struct Shard {
     /// that a peer sends its in-dialog requests over TCP too: RFC 3263 §4.1 reads a sip: URI
     /// without the parameter as UDP). Shared: a message that needs one takes a reference count.
     contacts: [Bytes; 2],
+    /// An instant and the wall-clock time it was ([`Shard::set_wall_clock`]).
+    wall_clock: Option<(Instant, std::time::SystemTime)>,
+    /// Per-source limits and bans.
+    guard: crate::guard::Guard,
+    /// The registrar's nonce-counts (replay detection).
+    nonce_counts: crate::registrar::NonceCounts,
 }
+
+/// Nonces whose counts a shard keeps at most (each about 40 bytes).
+const NONCES_TRACKED: usize = 65_536;
 
 impl Shard {
     /// A shard whose clock starts at `now`, with ids from OS entropy.
@@ -1056,11 +1091,14 @@ impl Shard {
             Bytes::from(format!("<sip:{}>", config.local_addr)),
             Bytes::from(format!("<sip:{};transport=tcp>", config.local_addr)),
         ];
-        let registrar = match config.register {
-            RegisterMode::Registrar(c) => Some(crate::registrar::Registrar::new(c)),
+        let registrar = match &config.register {
+            RegisterMode::Registrar(c) => Some(crate::registrar::Registrar::new(c.clone())),
             _ => None,
         };
+        let guard = crate::guard::Guard::new(config.guard.clone());
         Shard {
+            guard,
+            nonce_counts: crate::registrar::NonceCounts::new(NONCES_TRACKED),
             txn: {
                 let mut txn = TransactionLayer::new(now, config.timers);
                 txn.set_stream_above(config.stream_above.filter(|_| config.tcp));
@@ -1102,7 +1140,21 @@ impl Shard {
             admission: Admission::Open,
             via_prefixes,
             contacts,
+            wall_clock: None,
         }
+    }
+
+    /// Tells the shard what wall-clock time `now` is, for the `Date` of the 2xx to
+    /// REGISTER (RFC 3261 §10.3 step 8). The shard reads no clock: the runtime calls this
+    /// now and then; without it no `Date` is written.
+    pub fn set_wall_clock(&mut self, now: Instant, wall: std::time::SystemTime) {
+        self.wall_clock = Some((now, wall));
+    }
+
+    /// The wall-clock time at `now`, when [`Shard::set_wall_clock`] said one.
+    pub(crate) fn wall_time(&self, now: Instant) -> Option<std::time::SystemTime> {
+        let (at, wall) = self.wall_clock?;
+        Some(wall + now.saturating_duration_since(at))
     }
 
     /// Our address, as Via sent-by and Contact say it.
@@ -1159,6 +1211,7 @@ impl Shard {
         s.subscription_dialogs_served = self.subscriptions.len() as u64;
         s.subscriptions_held = self.watches.len() as u64;
         s.transactions = *self.txn.stats();
+        s.guard = self.guard.stats();
         s
     }
 
@@ -1172,6 +1225,45 @@ impl Shard {
         {
             e.dialog.state = DialogState::Confirmed;
             self.confirmed += 1;
+        }
+    }
+
+    /// Arms the call-length limit of the call just confirmed at `index`, if one is set.
+    pub(super) fn limit_call_duration(&mut self, now: Instant, index: u32) {
+        let Some(limit) = self.config.max_call_duration else {
+            return;
+        };
+        if self.entry_mut(index).is_none_or(|e| e.call_limit.is_some()) {
+            return;
+        }
+        let timer = self
+            .txn
+            .schedule_after(now, limit, self.token(index, TIMER_CALL_LIMIT));
+        if let Some(e) = self.entry_mut(index) {
+            e.call_limit = Some(timer);
+        }
+    }
+
+    /// The call at `index` reached its length limit: BYE (or, when it cannot be sent,
+    /// the dialog ends here).
+    pub(super) fn call_limit_reached(&mut self, now: Instant, index: u32) {
+        let Some(e) = self.entry_mut(index) else {
+            return;
+        };
+        e.call_limit = None;
+        if !matches!(e.phase, Phase::Established { .. }) {
+            return;
+        }
+        self.stats.calls_over_limit += 1;
+        if self
+            .send_bye(now, index, TerminationReason::MaxDuration)
+            .is_err()
+            && let Some(e) = self.remove(index)
+        {
+            self.events.push_back(SessionEvent::CallTerminated {
+                dialog: e.dialog.id,
+                reason: TerminationReason::MaxDuration,
+            });
         }
     }
 
@@ -1199,9 +1291,48 @@ impl Shard {
         self.txn.poll_timeout()
     }
 
-    /// A datagram from `from`, received at `now` (UDP).
+    /// A datagram from `from`, received at `now` (UDP): screened ([`Shard::screen`]),
+    /// then handled.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: Bytes) {
-        self.handle_message(now, from, Transport::Udp, datagram);
+        if self.screen(now, from) {
+            self.handle_message(now, from, Transport::Udp, datagram);
+        }
+    }
+
+    /// Whether a message from `from` may be handled at `now`: false while `from` is
+    /// banned or over its request limit ([`crate::guard`]); such a message is dropped
+    /// unanswered, as Kamailio's pike drops it. A ban made here is handed to the other
+    /// shards ([`Shard::poll_peer`]). The runtime screens each message once, where it is
+    /// received, before routing it; [`Shard::handle_message`] does not screen.
+    pub fn screen(&mut self, now: Instant, from: SocketAddr) -> bool {
+        let mut banned = None;
+        let admitted = self.guard.admit(now, from.ip(), &mut banned);
+        if let Some(ban) = banned {
+            self.tell_peers_of_ban(ban);
+        }
+        admitted
+    }
+
+    /// Whether a message screened by another thread's shard (handed over since) comes
+    /// from a source banned here meanwhile: it is dropped, as at screening.
+    pub fn dropped_as_banned(&mut self, now: Instant, from: SocketAddr) -> bool {
+        self.guard.drop_if_banned(now, from.ip())
+    }
+
+    /// Hands a ban made here to every other shard.
+    fn tell_peers_of_ban(&mut self, ban: crate::guard::Ban) {
+        let Some(owner) = self.config.owner else {
+            return;
+        };
+        for shard in (0..owner.count).filter(|&s| s != owner.index) {
+            self.peer_out.push_back((
+                shard,
+                PeerMessage::Ban {
+                    source: ban.source,
+                    until: ban.until,
+                },
+            ));
+        }
     }
 
     /// A message from `from` over `transport`, received at `now`: a UDP datagram, or one
@@ -1558,6 +1689,9 @@ impl Shard {
             "dialog keys outlived their dialogs"
         );
         entry.dialog.state = DialogState::Terminated;
+        if let Some(timer) = entry.call_limit.take() {
+            self.txn.cancel_timer(timer);
+        }
         if let Some(incoming) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {
             self.orphaned.push(incoming);
         }

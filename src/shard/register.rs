@@ -36,14 +36,13 @@ impl Shard {
                     .push_back(SessionEvent::RegistrationRequest { txn, request, from });
             }
             RegisterMode::Registrar(_) => {
-                if let Some(auth) = &self.config.registrar_auth {
-                    let verdict = auth.verify(now, &request);
-                    if verdict != registrar::AuthVerdict::Authorized {
-                        let challenge =
-                            auth.challenge(now, verdict == registrar::AuthVerdict::Stale);
-                        let headers = [("WWW-Authenticate", challenge.as_bytes())];
-                        return self.reject_request(now, txn, &request, 401, &headers);
-                    }
+                // §10.3 steps 1 and 5: only our domains (404 before any authentication).
+                if self.registrar.as_ref().is_some_and(|r| !r.serves(&request)) {
+                    return self.reject_request(now, txn, &request, 404, &[]);
+                }
+                if self.config.registrar_auth.is_some() && !self.authorize(now, txn, &request, from)
+                {
+                    return;
                 }
                 let Some(table) = self.registrar.as_mut() else {
                     return;
@@ -51,11 +50,16 @@ impl Shard {
                 match table.register(now, &request) {
                     RegisterOutcome::Ok(bindings) => {
                         let contact = registrar::contact_header(&bindings);
-                        let headers: Vec<(&str, &[u8])> = if contact.is_empty() {
+                        let mut headers: Vec<(&str, &[u8])> = if contact.is_empty() {
                             Vec::new()
                         } else {
                             vec![("Contact", &contact)]
                         };
+                        // §10.3 step 8: the 200 SHOULD carry a Date.
+                        let date = self.wall_time(now).map(crate::message::rfc1123_date);
+                        if let Some(date) = &date {
+                            headers.push(("Date", date.as_bytes()));
+                        }
                         self.respond(now, txn, &request, Reply::new(200, None).headers(&headers));
                     }
                     RegisterOutcome::IntervalTooBrief(min) => {
@@ -74,6 +78,72 @@ impl Shard {
                 }
                 self.rearm_registrar(now);
             }
+        }
+    }
+
+    /// §10.3 step 3 with [`ShardConfig::registrar_auth`](super::ShardConfig): valid
+    /// credentials for a user who may change the To's address-of-record. Answers 401
+    /// (a challenge: none, wrong, stale or replayed credentials) or 403 (a user changing
+    /// another's bindings, or a user locked for failed authentications) and returns false
+    /// otherwise; failures are counted per source and per user ([`crate::guard`]).
+    fn authorize(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        request: &Message,
+        from: SocketAddr,
+    ) -> bool {
+        let Some(auth) = self.config.registrar_auth.as_ref() else {
+            return true;
+        };
+        let verdict = auth.verify(now, request, &mut self.nonce_counts);
+        let realm = auth.realm.clone();
+        let stale = match verdict {
+            registrar::AuthVerdict::Authorized(user) => {
+                if self.guard.user_locked(now, &user) {
+                    self.reject_request(now, txn, request, 403, &[]);
+                    return false;
+                }
+                let aor_user = request.to_header().ok().and_then(|to| match to.uri {
+                    crate::message::Uri::Sip(u) => u.user,
+                    _ => None,
+                });
+                if !auth.may_change(&user, aor_user) {
+                    self.reject_request(now, txn, request, 403, &[]);
+                    return false;
+                }
+                return true;
+            }
+            registrar::AuthVerdict::Failed(user) => {
+                self.auth_failed(now, from, &user, &realm);
+                false
+            }
+            registrar::AuthVerdict::Replayed(user) => {
+                self.auth_failed(now, from, &user, &realm);
+                true
+            }
+            registrar::AuthVerdict::Stale => true,
+            _ => false,
+        };
+        let salt = self.ids.random();
+        let challenges = self
+            .config
+            .registrar_auth
+            .as_ref()
+            .map(|auth| auth.challenges(now, stale, salt));
+        let headers: Vec<(&str, &[u8])> = challenges
+            .iter()
+            .flatten()
+            .map(|c| ("WWW-Authenticate", c.as_bytes()))
+            .collect();
+        self.reject_request(now, txn, request, 401, &headers);
+        false
+    }
+
+    /// Counts a failed authentication; a ban it causes reaches every shard.
+    fn auth_failed(&mut self, now: Instant, from: SocketAddr, user: &[u8], realm: &str) {
+        if let Some(ban) = self.guard.auth_failed(now, from.ip(), user, realm) {
+            self.tell_peers_of_ban(ban);
         }
     }
 
@@ -167,6 +237,7 @@ impl Shard {
             .and_then(|i| self.answer_headers(i));
         if let Some(timer) = &timer {
             headers.extend(timer.pairs());
+            headers.extend(self.capabilities());
         }
         // A request in (or making) a dialog is answered with that dialog's tag: a SUBSCRIBE
         // outside one has no To tag yet, and its dialog's tag was chosen on arrival.

@@ -53,6 +53,13 @@ pub enum PeerMessage {
         /// The dialog to end.
         dialog: DialogId,
     },
+    /// The sender banned `source` until `until` ([`crate::guard`]): drop it here too.
+    Ban {
+        /// The banned address.
+        source: std::net::IpAddr,
+        /// Until when.
+        until: Instant,
+    },
 }
 
 /// What the owner of a dialog named by Replaces found.
@@ -121,6 +128,9 @@ impl Shard {
                 }
             }
             PeerMessage::EndReplaced { dialog } => self.end_replaced(now, &dialog),
+            PeerMessage::Ban { source, until } => {
+                self.guard.ban(crate::guard::Ban { source, until });
+            }
         }
         self.drain(now);
     }

@@ -225,22 +225,19 @@ fn allows_update(message: &Message) -> bool {
 }
 
 /// The headers our 2xx to a refresh request carries for `n`: Session-Expires with the
-/// refresher, Require: timer when the peer supports it, and Supported: timer.
+/// refresher, and Require: timer when the peer supports it. (Supported, with `timer`, and
+/// Allow, so that the peer may refresh by UPDATE, come from
+/// [`Shard::capabilities`](super::Shard).)
 pub(super) struct AnswerHeaders {
     session_expires: String,
     require: bool,
-    allow: &'static [u8],
 }
 
 impl AnswerHeaders {
-    /// As (name, value) pairs, borrowed; with our Allow, so that the peer may refresh by
-    /// UPDATE.
+    /// As (name, value) pairs, borrowed.
     pub(super) fn pairs(&self) -> Vec<(&'static str, &[u8])> {
-        let mut out: Vec<(&'static str, &[u8])> = vec![
-            ("Session-Expires", self.session_expires.as_bytes()),
-            ("Supported", TAG_TIMER),
-            ("Allow", self.allow),
-        ];
+        let mut out: Vec<(&'static str, &[u8])> =
+            vec![("Session-Expires", self.session_expires.as_bytes())];
         if self.require {
             out.push(("Require", TAG_TIMER));
         }
@@ -316,7 +313,6 @@ impl Shard {
         Some(AnswerHeaders {
             session_expires: format!("{};refresher={}", n.interval, n.refresher.parameter()),
             require: n.peer_supports,
-            allow: self.allow(),
         })
     }
 
@@ -595,6 +591,7 @@ impl Shard {
         };
         let contact = self.contact(self.dialog_transport(index));
         let mut pairs = headers.pairs();
+        pairs.extend(self.capabilities());
         pairs.push(("Contact", &contact));
         self.respond(
             now,

@@ -260,6 +260,7 @@ impl Shard {
             phase: Phase::Subscription,
             reinvite: None,
             call: None,
+            call_limit: None,
         }))
     }
 

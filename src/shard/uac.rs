@@ -114,6 +114,7 @@ impl Shard {
             call.destination,
         );
         let index = self.insert(Entry {
+            call_limit: None,
             dialog: d,
             phase: Phase::Calling {
                 invite,
@@ -308,7 +309,7 @@ impl Shard {
                             call.answered = Some(this);
                         }
                         let offer = self.session_timers_on().then(|| self.invite_offer(txn));
-                        self.confirm(index, response, true);
+                        self.confirm(now, index, response, true);
                         if let Some(offer) = offer {
                             self.session_confirmed(now, index, response, offer.as_ref());
                         }
@@ -322,7 +323,7 @@ impl Shard {
                         ) {
                             self.ack_again(index);
                         } else {
-                            self.confirm(index, response, false);
+                            self.confirm(now, index, response, false);
                             let _ = self.send_bye(now, index, TerminationReason::OtherForkAnswered);
                         }
                     }
@@ -480,6 +481,7 @@ impl Shard {
         let call = p.call.clone();
         let invite_offer = matches!(&p.phase, Phase::Calling { request, .. } if super::requests::invite_has_body(request));
         let index = self.insert(Entry {
+            call_limit: None,
             dialog: d,
             phase: Phase::Early {
                 last_rseq: 0,
@@ -542,7 +544,7 @@ impl Shard {
 
     /// A 2xx confirms the dialog at `index`: the ACK goes out (§13.2.2.4) and, when
     /// `announce`, the application hears CallAnswered.
-    fn confirm(&mut self, index: u32, response: &Message, announce: bool) {
+    fn confirm(&mut self, now: Instant, index: u32, response: &Message, announce: bool) {
         let tcp = self.config.tcp;
         let Some(e) = self.entry_mut(index) else {
             return;
@@ -590,6 +592,7 @@ impl Shard {
         let dialog = e.dialog.id.clone();
         let call = e.call.clone().unwrap_or_else(|| dialog.clone());
         self.set_confirmed(index);
+        self.limit_call_duration(now, index);
         self.txn.send_stateless(peer, transport, ack);
         if announce {
             self.events.push_back(SessionEvent::CallAnswered {

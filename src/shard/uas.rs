@@ -66,6 +66,26 @@ impl Shard {
         }
     }
 
+    /// The option tags we support (RFC 3262 unless reliable provisionals are off, RFC
+    /// 3891, RFC 4028 when session timers are on).
+    pub(super) fn supported_tags(&self) -> &'static [u8] {
+        match (self.supported_header(), self.session_timers_on()) {
+            (Some(_), true) => b"100rel, replaces, timer",
+            (Some(_), false) => b"100rel, replaces",
+            (None, true) => b"replaces, timer",
+            (None, false) => super::replaces::TAG_REPLACES,
+        }
+    }
+
+    /// `Allow` and `Supported` as we answer them: in OPTIONS answers (§11.2) and in every
+    /// 2xx to an INVITE (§13.3.1.4: it SHOULD carry both).
+    pub(super) fn capabilities(&self) -> [StaticHeader; 2] {
+        [
+            ("Allow", self.allow()),
+            ("Supported", self.supported_tags()),
+        ]
+    }
+
     /// Sends `reply` to `request` on its server transaction; returns the bytes sent.
     pub(super) fn respond(
         &mut self,
@@ -93,6 +113,9 @@ impl Shard {
         );
         for (name, value) in reply.headers {
             b.header(name, value);
+        }
+        if let Some(server) = &self.config.server {
+            b.header_named(HeaderName::Server, server);
         }
         let bytes = match b.finish(reply.body) {
             Ok(_) => self.buf.split().freeze(),
@@ -236,16 +259,16 @@ impl Shard {
     /// What an OPTIONS answer says of us, in or out of a dialog (§11.2), and the event
     /// packages we serve (RFC 6665 §8.2.2 `Allow-Events`; empty for none).
     fn options_headers(&self) -> (Vec<StaticHeader>, String) {
-        let supported: &'static [u8] = match (self.supported_header(), self.session_timers_on()) {
-            (Some(_), true) => b"100rel, replaces, timer",
-            (Some(_), false) => b"100rel, replaces",
-            (None, true) => b"replaces, timer",
-            (None, false) => super::replaces::TAG_REPLACES,
-        };
+        let [allow, supported] = self.capabilities();
+        // §11.2: Allow, Accept, Accept-Encoding, Accept-Language and Supported SHOULD be
+        // present. No content coding is applied to bodies (§20.2: identity), and every
+        // reason phrase and body we write is English.
         let headers = vec![
-            ("Allow", self.allow()),
+            allow,
             ("Accept", ACCEPT),
-            ("Supported", supported),
+            ("Accept-Encoding", b"identity"),
+            ("Accept-Language", b"en"),
+            supported,
         ];
         let allow_events = self
             .config
@@ -358,6 +381,7 @@ impl Shard {
         let cseq = d.remote_cseq.unwrap_or_default();
         let reliable = self.reliable_for(&request, cseq);
         let index = self.insert(Entry {
+            call_limit: None,
             dialog: d,
             phase: Phase::Incoming {
                 invite: txn,
@@ -606,6 +630,7 @@ impl Shard {
         self.send_2xx(now, index, invite, &request, id.local_tag(), &sdp)?;
         self.by_server_txn.remove(&invite);
         self.set_confirmed(index);
+        self.limit_call_duration(now, index);
         if let Some(entry) = self.entry_mut(index) {
             let dialog = entry.dialog.id.clone();
             self.events.push_back(SessionEvent::CallAnswered {
@@ -629,13 +654,14 @@ impl Shard {
         sdp: &Bytes,
     ) -> Result<(), DialogError> {
         let contact = self.contact(self.dialog_transport(index));
-        let both: [(&str, &[u8]); 2] =
-            [("Contact", &contact), ("Content-Type", b"application/sdp")];
-        let mut headers = if sdp.is_empty() {
-            &both[..1]
-        } else {
-            &both[..]
-        };
+        let [allow, supported] = self.capabilities();
+        let all: [(&str, &[u8]); 4] = [
+            ("Contact", &contact),
+            allow,
+            supported,
+            ("Content-Type", b"application/sdp"),
+        ];
+        let mut headers = if sdp.is_empty() { &all[..3] } else { &all[..] };
         // RFC 4028 §9: the 2xx settles the session timer the INVITE asked for.
         let timer = match self.session_timers.is_empty() {
             true => None,
@@ -752,6 +778,9 @@ impl Shard {
         }
         if token & 0xff == super::TIMER_SUBSCRIPTION {
             return self.subscriptions_due(now, index);
+        }
+        if token & 0xff == super::TIMER_CALL_LIMIT {
+            return self.call_limit_reached(now, index);
         }
         if token & 0xff == super::TIMER_SESSION {
             return self.session_timer_due(now, index);

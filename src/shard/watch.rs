@@ -100,6 +100,7 @@ impl Shard {
             new.destination,
         );
         let index = self.insert(Entry {
+            call_limit: None,
             dialog: d,
             phase: Phase::Subscription,
             reinvite: None,
@@ -309,6 +310,7 @@ impl Shard {
         }
         let handle = self.entry_mut(index)?.call.clone();
         let fork = self.insert(Entry {
+            call_limit: None,
             dialog: d,
             phase: Phase::Subscription,
             reinvite: None,

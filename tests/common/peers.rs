@@ -54,6 +54,11 @@ impl Server {
     /// Starts `sipshard serve --listen 127.0.0.1:0 --metrics 127.0.0.1:0 <args>` and waits
     /// for it to print its addresses.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_with(args, Stdio::inherit())
+    }
+
+    /// As [`Server::start`], its log (stderr, at `warn`) going to `stderr`.
+    pub fn start_with(args: &[&str], stderr: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sipshard"))
             .args([
                 "serve",
@@ -65,7 +70,7 @@ impl Server {
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("sipshard binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");

@@ -99,11 +99,62 @@ pub struct Config {
     /// Event packages whose SUBSCRIBEs are served (RFC 6665); empty: SUBSCRIBE gets 405.
     /// In auto-answer mode each is accepted with a NOTIFY that carries no state.
     pub event_packages: Vec<String>,
+    /// A `Server` header on every response; empty (the default): none.
+    pub server_header: String,
     pub auto_answer: AutoAnswerConfig,
     pub session_timers: SessionTimersSection,
     pub registrar: RegistrarSection,
     pub limits: Limits,
+    pub security: SecuritySection,
     pub stop: StopSection,
+}
+
+/// Limits on hostile sources (`sipshard::guard`), per shard.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Requests per source address per window before a ban; 0: no limit (the default:
+    /// behind an SBC every request comes from one address).
+    pub requests_per_source: u32,
+    /// Failed authentications per source address per window before a ban; 0: none.
+    pub auth_failures_per_source: u32,
+    /// Failed authentications per user per window before the user is locked; 0: none.
+    pub auth_failures_per_user: u32,
+    /// The counting window (seconds).
+    pub window_s: u64,
+    /// How long a ban or a lock lasts (seconds).
+    pub ban_s: u64,
+    /// Addresses never limited nor banned.
+    pub exempt: Vec<std::net::IpAddr>,
+}
+
+impl SecuritySection {
+    /// The shards' guard settings.
+    pub fn guard(&self) -> sipshard::guard::GuardConfig {
+        sipshard::guard::GuardConfig {
+            requests_per_source: self.requests_per_source,
+            auth_failures_per_source: self.auth_failures_per_source,
+            auth_failures_per_user: self.auth_failures_per_user,
+            window: Duration::from_secs(self.window_s.max(1)),
+            ban: Duration::from_secs(self.ban_s),
+            exempt: self.exempt.clone(),
+            ..sipshard::guard::GuardConfig::default()
+        }
+    }
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        let d = sipshard::guard::GuardConfig::default();
+        SecuritySection {
+            requests_per_source: d.requests_per_source,
+            auth_failures_per_source: d.auth_failures_per_source,
+            auth_failures_per_user: d.auth_failures_per_user,
+            window_s: d.window.as_secs(),
+            ban_s: d.ban.as_secs(),
+            exempt: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -115,6 +166,20 @@ pub struct AutoAnswerConfig {
     /// SDP of the 200 (empty: an answer to the INVITE's offer, or an offer when it had
     /// none, RFC 3264).
     pub sdp: String,
+    /// The `o=` user name of the SDP built when `sdp` is empty.
+    pub sdp_origin_user: String,
+    /// The `s=` line of that SDP (`-`: none).
+    pub sdp_session_name: String,
+}
+
+impl AutoAnswerConfig {
+    /// The names of the SDP we build.
+    pub fn sdp_names(&self) -> sipshard::sdp::SdpNames {
+        sipshard::sdp::SdpNames {
+            origin_user: self.sdp_origin_user.clone(),
+            session_name: self.sdp_session_name.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -175,6 +240,12 @@ pub struct RegistrarSection {
     pub users: Vec<String>,
     /// The realm of the challenges; empty: the listen address's host.
     pub realm: String,
+    /// The domains served (404 for others); empty: the listen address and its names.
+    pub domains: Vec<String>,
+    /// Users who may change any address-of-record's bindings (others: only their own).
+    pub admins: Vec<String>,
+    /// Accept Digest answers without qop (RFC 2069 clients; replayable).
+    pub allow_without_qop: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -197,6 +268,9 @@ pub struct Limits {
     /// A request over this many bytes that would go over UDP goes over TCP (RFC 3261
     /// §18.1.1, 1300 for a path MTU not known); 0: never.
     pub udp_max_request: usize,
+    /// Longest call (seconds): a call still up then is ended with BYE, so a dialog
+    /// nobody ends cannot hold its slot forever; 0: no limit.
+    pub max_call_s: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -215,12 +289,15 @@ shards = 0
 mode = "auto-answer"
 reliable_provisionals = "when-required"
 event_packages = []
+server_header = ""
 
 [auto_answer]
 ring_delay_ms = 0
 answer_delay_ms = 0
 send_ringing = true
 sdp = ""
+sdp_origin_user = "anonymous"
+sdp_session_name = "-"
 
 [session_timers]
 mode = "accept"
@@ -234,6 +311,9 @@ max_expires = 7200
 default_expires = 3600
 users = []
 realm = ""
+domains = []
+admins = []
+allow_without_qop = false
 
 [limits]
 max_dialogs = 1000000
@@ -244,6 +324,15 @@ coalesce_us = 0
 tcp_idle_s = 300
 tcp_max_connections = 16384
 udp_max_request = 1300
+max_call_s = 7200
+
+[security]
+requests_per_source = 0
+auth_failures_per_source = 10
+auth_failures_per_user = 30
+window_s = 60
+ban_s = 600
+exempt = []
 
 [stop]
 deadline_s = 5
@@ -262,10 +351,12 @@ impl Default for Config {
             reliable_provisionals: Reliable1xx::WhenRequired,
             metrics: None,
             event_packages: Vec::new(),
+            server_header: String::new(),
             auto_answer: AutoAnswerConfig::default(),
             session_timers: SessionTimersSection::default(),
             registrar: RegistrarSection::default(),
             limits: Limits::default(),
+            security: SecuritySection::default(),
             stop: StopSection::default(),
         }
     }
@@ -278,6 +369,8 @@ impl Default for AutoAnswerConfig {
             answer_delay_ms: 0,
             send_ringing: true,
             sdp: String::new(),
+            sdp_origin_user: "anonymous".to_owned(),
+            sdp_session_name: "-".to_owned(),
         }
     }
 }
@@ -291,6 +384,9 @@ impl Default for RegistrarSection {
             default_expires: d.default_expires,
             users: Vec::new(),
             realm: String::new(),
+            domains: Vec::new(),
+            admins: Vec::new(),
+            allow_without_qop: false,
         }
     }
 }
@@ -306,6 +402,7 @@ impl Default for Limits {
             tcp_idle_s: 300,
             tcp_max_connections: 16_384,
             udp_max_request: 1300,
+            max_call_s: 7200,
         }
     }
 }

@@ -108,6 +108,25 @@ struct ServeArgs {
     /// REGISTERs must then authenticate (Digest).
     #[arg(long = "auth-user")]
     auth_users: Vec<String>,
+    /// A domain the registrar serves (repeatable; default: the listen address, and
+    /// `localhost` and this host's name when it is loopback or a wildcard).
+    #[arg(long = "domain")]
+    domains: Vec<String>,
+    /// A user who may change any address-of-record's bindings (repeatable).
+    #[arg(long = "auth-admin")]
+    auth_admins: Vec<String>,
+    /// Requests per source address per window before a ban (0: no limit).
+    #[arg(long)]
+    requests_per_source: Option<u32>,
+    /// Failed authentications per source address per window before a ban (0: no limit).
+    #[arg(long)]
+    auth_failures_per_source: Option<u32>,
+    /// An address never limited nor banned (repeatable): an upstream proxy or SBC.
+    #[arg(long = "exempt")]
+    exempt: Vec<std::net::IpAddr>,
+    /// Longest call in seconds: a call up this long is ended with BYE (0: no limit).
+    #[arg(long)]
+    max_call_s: Option<u64>,
     /// Requests over this many bytes go over TCP instead of UDP (RFC 3261 §18.1.1; 0: never).
     #[arg(long)]
     udp_max_request: Option<usize>,
@@ -221,6 +240,18 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
         c.limits.udp_max_request = v;
     }
     c.registrar.users.extend(args.auth_users);
+    c.registrar.domains.extend(args.domains);
+    c.registrar.admins.extend(args.auth_admins);
+    if let Some(v) = args.requests_per_source {
+        c.security.requests_per_source = v;
+    }
+    if let Some(v) = args.auth_failures_per_source {
+        c.security.auth_failures_per_source = v;
+    }
+    c.security.exempt.extend(args.exempt);
+    if let Some(v) = args.max_call_s {
+        c.limits.max_call_s = v;
+    }
     if let Some(bad) = c.registrar.users.iter().find(|u| !u.contains(':')) {
         return Err(format!("--auth-user {bad:?}: expected user:password"));
     }
@@ -238,6 +269,8 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
     r.tcp_max_connections = c.limits.tcp_max_connections;
     r.shard.stream_above = (c.limits.udp_max_request > 0).then_some(c.limits.udp_max_request);
     r.shard.max_dialogs = c.limits.max_dialogs;
+    r.shard.server =
+        (!c.server_header.is_empty()).then(|| Bytes::from(c.server_header.clone().into_bytes()));
     r.shard.retry_after = c.limits.retry_after;
     r.shard.reliable_provisionals = c.reliable_provisionals.into();
     r.shard.session_timers = c.session_timers.shard_setting();
@@ -251,11 +284,16 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
             answer_delay: Duration::from_millis(c.auto_answer.answer_delay_ms),
             send_ringing: c.auto_answer.send_ringing,
             sdp: Bytes::from(c.auto_answer.sdp.clone().into_bytes()),
+            sdp_names: c.auto_answer.sdp_names(),
         }),
         Mode::App => AppMode::Application,
     };
+    r.shard.guard = c.security.guard();
+    r.shard.max_call_duration =
+        (c.limits.max_call_s > 0).then(|| Duration::from_secs(c.limits.max_call_s));
     if c.mode == Mode::Registrar {
         r.shard.register = RegisterMode::Registrar(sipshard::registrar::RegistrarConfig {
+            domains: served_domains(c),
             min_expires: c.registrar.min_expires,
             max_expires: c.registrar.max_expires,
             default_expires: c.registrar.default_expires,
@@ -274,13 +312,59 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
                 .map(|(user, password)| (user.to_owned(), password.to_owned()))
                 .collect();
             // One authenticator, cloned into every shard: each accepts the others' nonces.
-            let auth =
+            let mut auth =
                 sipshard::registrar::RegistrarAuth::new(realm, users, std::time::Instant::now())
                     .map_err(|e| format!("no randomness for the registrar's nonces: {e}"))?;
+            auth.admins = c.registrar.admins.clone();
+            auth.allow_without_qop = c.registrar.allow_without_qop;
             r.shard.registrar_auth = Some(auth);
         }
     }
     Ok(r)
+}
+
+/// The registrar's domains: the configured ones, else the listen (or advertised) address,
+/// with `localhost` and this host's name when that is loopback or a wildcard, and every
+/// interface address for a wildcard.
+fn served_domains(c: &Config) -> Vec<String> {
+    if !c.registrar.domains.is_empty() {
+        return c.registrar.domains.clone();
+    }
+    let mut out = Vec::new();
+    for ip in [Some(c.listen.ip()), c.advertised.map(|a| a.ip())]
+        .into_iter()
+        .flatten()
+    {
+        if ip.is_unspecified() {
+            if let Ok(interfaces) = nix::ifaddrs::getifaddrs() {
+                for i in interfaces {
+                    let address = i.address.as_ref();
+                    if let Some(v4) = address.and_then(|a| a.as_sockaddr_in()) {
+                        out.push(v4.ip().to_string());
+                    } else if let Some(v6) = address.and_then(|a| a.as_sockaddr_in6()) {
+                        out.push(format!("[{}]", v6.ip()));
+                    }
+                }
+            }
+        } else if ip.is_ipv6() {
+            out.push(format!("[{ip}]"));
+        } else {
+            out.push(ip.to_string());
+        }
+        if ip.is_loopback() || ip.is_unspecified() {
+            out.push("localhost".to_owned());
+            if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+                out.push(name.trim().to_owned());
+            }
+        }
+    }
+    if !c.registrar.realm.is_empty() {
+        out.push(c.registrar.realm.clone());
+    }
+    out.retain(|d| !d.is_empty());
+    out.sort();
+    out.dedup();
+    out
 }
 
 async fn serve(c: Config) -> Result<(), String> {
@@ -319,7 +403,12 @@ async fn serve(c: Config) -> Result<(), String> {
         tokio::spawn(metrics::serve(listener, manager.clone(), depth));
     }
     if let Some(rx) = app_events {
-        tokio::spawn(application(manager.clone(), rx, c.auto_answer.sdp.clone()));
+        tokio::spawn(application(
+            manager.clone(),
+            rx,
+            c.auto_answer.sdp.clone(),
+            c.auto_answer.sdp_names(),
+        ));
     }
     wait_for_signal().await;
     tracing::info!(deadline_s = c.stop.deadline_s, "stopping");
@@ -347,6 +436,7 @@ async fn application(
     manager: Arc<DialogManager>,
     mut events: mpsc::Receiver<Vec<SessionCoordinationEvent>>,
     sdp: String,
+    names: sipshard::sdp::SdpNames,
 ) {
     let sdp = (!sdp.is_empty()).then(|| Bytes::from(sdp.into_bytes()));
     let ip = manager
@@ -355,7 +445,7 @@ async fn application(
     // The configured SDP, else an answer to the offer (RFC 3261 §13.2.1).
     let answer_for = |request: &sipshard::message::Message| {
         sdp.clone()
-            .unwrap_or_else(|| sipshard::sdp::answer_request(request, ip))
+            .unwrap_or_else(|| sipshard::sdp::answer_request(request, ip, &names))
     };
     while let Some(batch) = events.recv().await {
         for e in batch {

@@ -210,6 +210,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
             [
                 ("parse_error", r.stats.parse_errors),
                 ("handover_queue_full", r.io.handover_drops),
+                ("banned_source", r.io.screened_out),
                 ("oversize", r.io.truncated),
                 ("send_failed", r.io.send_failures),
                 ("stray_response", r.stats.transactions.stray_responses),
@@ -217,6 +218,30 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
             ]
             .map(|(k, v)| (format!("shard=\"{}\",reason=\"{k}\"", r.shard), v))
         }),
+    );
+    family(
+        "sipshard_guard_total",
+        "counter",
+        "Defence against hostile sources, by what happened: bans made, failed \
+         authentications, users locked, requests refused for a locked user, sources not \
+         counted for full tables.",
+        &mut stats.shards.iter().flat_map(|r| {
+            let g = r.stats.guard;
+            [
+                ("bans", g.bans),
+                ("auth_failures", g.auth_failures),
+                ("user_locks", g.user_locks),
+                ("refused_locked_user", g.refused_locked),
+                ("untracked", g.untracked),
+            ]
+            .map(|(k, v)| (format!("shard=\"{}\",event=\"{k}\"", r.shard), v))
+        }),
+    );
+    family(
+        "sipshard_calls_over_limit_total",
+        "counter",
+        "Calls ended with BYE for reaching the longest call duration.",
+        &mut per_shard(&|r| r.stats.calls_over_limit).into_iter(),
     );
     family(
         "sipshard_rejected_503_total",

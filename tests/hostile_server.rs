@@ -1,0 +1,295 @@
+//! Hostile peers against the real server (issue 20): password guessing is logged in the
+//! form the shipped fail2ban filter matches and bans the guesser, and a flood from one
+//! address does not cost a legitimate caller its calls.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::peers::{Server, sipp};
+
+/// A REGISTER for alice from `socket`, with `authorization` when given.
+fn register(socket: &UdpSocket, server: SocketAddr, n: u32, authorization: Option<&str>) -> String {
+    let local = socket.local_addr().unwrap();
+    let mut text = format!(
+        "REGISTER sip:{ip} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKguess{n}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@{ip}>;tag=g{n}\r\n\
+         To: <sip:alice@{ip}>\r\n\
+         Call-ID: guess-{n}@attacker\r\n\
+         CSeq: {n} REGISTER\r\n\
+         Contact: <sip:alice@{local}>\r\n",
+        ip = server.ip()
+    );
+    if let Some(a) = authorization {
+        text.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    text.push_str("Content-Length: 0\r\n\r\n");
+    text
+}
+
+/// Sends `request` and waits up to `wait` for an answer.
+fn exchange(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    request: &str,
+    wait: Duration,
+) -> Option<String> {
+    socket.send_to(request.as_bytes(), server).unwrap();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    socket
+        .recv_from(&mut buf)
+        .ok()
+        .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// An MD5 `Authorization` for alice with a wrong password, answering `challenge`.
+fn wrong_answer(challenge: &str, server: SocketAddr, guess: u32) -> String {
+    let value = challenge
+        .lines()
+        .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("algorithm=MD5"))
+        .expect("an MD5 challenge")
+        .trim_start_matches("WWW-Authenticate:")
+        .trim();
+    let parsed = sipshard::message::DigestChallenge::parse(value.as_bytes()).unwrap();
+    let uri = format!("sip:{}", server.ip());
+    parsed.answer(
+        "alice",
+        &format!("guess{guess}"),
+        b"REGISTER",
+        uri.as_bytes(),
+        b"",
+        &format!("cn{guess}"),
+    )
+}
+
+#[test]
+fn guessing_is_logged_for_fail2ban_and_bans_the_guesser() {
+    let log_path = std::env::temp_dir().join(format!("sipshard-guard-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = Server::start_with(
+        &[
+            "--mode",
+            "registrar",
+            "--shards",
+            "2",
+            "--auth-user",
+            "alice:s3cret",
+            "--auth-failures-per-source",
+            "5",
+        ],
+        Stdio::from(log),
+    );
+    let target = server.sip;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut failures = 0;
+    for guess in 1..=5 {
+        let challenge = exchange(
+            &socket,
+            target,
+            &register(&socket, target, guess * 2, None),
+            Duration::from_secs(5),
+        )
+        .expect("a challenge");
+        assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+        let answer = wrong_answer(&challenge, target, guess);
+        let refused = exchange(
+            &socket,
+            target,
+            &register(&socket, target, guess * 2 + 1, Some(&answer)),
+            Duration::from_secs(5),
+        )
+        .expect("an answer to the guess");
+        assert!(refused.starts_with("SIP/2.0 401"), "{refused}");
+        failures += 1;
+    }
+    // Banned: nothing more is answered, not even a request without credentials.
+    let silent = exchange(
+        &socket,
+        target,
+        &register(&socket, target, 100, None),
+        Duration::from_millis(500),
+    );
+    assert!(silent.is_none(), "a banned source was answered: {silent:?}");
+    let m = server.metrics();
+    assert_eq!(
+        common::peers::sum_metric(&m, "sipshard_guard_total", "event=\"bans\""),
+        1
+    );
+    assert_eq!(
+        common::peers::sum_metric(&m, "sipshard_guard_total", "event=\"auth_failures\""),
+        failures
+    );
+    assert!(common::peers::sum_metric(&m, "sipshard_drops_total", "reason=\"banned_source\"") >= 1);
+    assert!(server.stop());
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains("guess1"), "a password reached the log");
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("sipshard::guard"))
+        .count();
+    assert_eq!(
+        lines as u64,
+        failures + 1,
+        "one line per failure and one for the ban:\n{text}"
+    );
+    let Some(fail2ban) = which("fail2ban-regex") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "fail2ban-regex missing under CI"
+        );
+        eprintln!(
+            "SKIPPED the fail2ban half: fail2ban-regex not installed (apt-get install fail2ban)"
+        );
+        return;
+    };
+    let filter = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/fail2ban/filter.d/sipshard.conf"
+    );
+    let out = Command::new(fail2ban)
+        .args(["--print-all-matched"])
+        .arg(&log_path)
+        .arg(filter)
+        .output()
+        .expect("fail2ban-regex runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    // `Lines: N lines, 0 ignored, M matched, K missed`.
+    let matched = report
+        .lines()
+        .find(|l| l.starts_with("Lines:"))
+        .and_then(|l| l.split(", ").find(|p| p.ends_with("matched")))
+        .and_then(|p| p.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(matched, Some(failures + 1), "{report}");
+    assert!(report.contains("127.0.0.1"), "{report}");
+    let _ = std::fs::remove_file(&log_path);
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// p99 of SIPp's INVITE→200 response times (`-trace_rtt` file, ms), and the calls it
+/// completed.
+fn sipp_calls(
+    sipp: &std::path::Path,
+    target: SocketAddr,
+    calls: u32,
+    dir: &std::path::Path,
+) -> (u64, f64) {
+    let args = [
+        "-sn",
+        "uac",
+        &target.to_string(),
+        "-m",
+        &calls.to_string(),
+        "-r",
+        "100",
+        "-trace_rtt",
+        "-rtt_freq",
+        "1",
+        "-timeout",
+        "60",
+        "-timeout_error",
+    ];
+    let child = common::peers::spawn_sipp(sipp, common::peers::free_udp_port(), &args, dir);
+    let pid = child.id();
+    let run = common::peers::wait_sipp(child, Duration::from_secs(90));
+    let rtt = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!("_{pid}_rtt"))
+        })
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .unwrap_or_default();
+    // Rows: `Date_ms;response_time_ms;rtd_no`, whole milliseconds.
+    let mut times: Vec<f64> = rtt
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(';').nth(1)?.trim().parse().ok())
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let p99 = times
+        .get((times.len() * 99 / 100).min(times.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN);
+    (run.successful_calls, p99)
+}
+
+#[test]
+fn a_flood_of_wrong_passwords_from_one_address_leaves_other_callers_alone() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let server = Server::start(&[
+        "--mode",
+        "registrar",
+        "--shards",
+        "2",
+        "--auth-user",
+        "alice:s3cret",
+    ]);
+    let target = server.sip;
+    let dir = std::env::temp_dir().join(format!("sipshard-flood-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (quiet_calls, quiet_p99) = sipp_calls(&sipp, target, 200, &dir);
+    assert_eq!(quiet_calls, 200);
+
+    // The attacker, from another loopback address: one challenge, then 20,000 wrong
+    // answers to it as fast as the socket takes them, while SIPp places its calls.
+    let attacker = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let challenge = exchange(
+        &attacker,
+        target,
+        &register(&attacker, target, 1, None),
+        Duration::from_secs(5),
+    )
+    .expect("a challenge");
+    let answer = wrong_answer(&challenge, target, 1);
+    let flood = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut sent = 0u32;
+        while sent < 20_000 && started.elapsed() < Duration::from_secs(10) {
+            let request = register(&attacker, target, 1000 + sent, Some(&answer));
+            if attacker.send_to(request.as_bytes(), target).is_ok() {
+                sent += 1;
+            }
+        }
+        (sent, started.elapsed())
+    });
+    let (flooded_calls, flooded_p99) = sipp_calls(&sipp, target, 200, &dir);
+    let (sent, took) = flood.join().unwrap();
+    let m = server.metrics();
+    let bans = common::peers::sum_metric(&m, "sipshard_guard_total", "event=\"bans\"");
+    let dropped = common::peers::sum_metric(&m, "sipshard_drops_total", "reason=\"banned_source\"");
+    let refused_503 = common::peers::sum_metric(&m, "sipshard_rejected_503_total", "");
+    eprintln!(
+        "flood: {sent} wrong answers in {took:?}; {bans} ban(s), {dropped} dropped; SIPp \
+         {flooded_calls}/200 calls, p99 {flooded_p99:.2} ms (unloaded {quiet_p99:.2} ms); \
+         {refused_503} 503s"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(flooded_calls, 200);
+    assert_eq!(refused_503, 0);
+    assert!(bans >= 1);
+    assert!(dropped > u64::from(sent) / 2, "{dropped} of {sent} dropped");
+    // Within 2x of the unloaded run; SIPp counts whole milliseconds, so with a floor of
+    // 2 ms for an unloaded p99 of 0 or 1.
+    assert!(
+        flooded_p99 <= (2.0 * quiet_p99).max(2.0),
+        "p99 {flooded_p99:.2} ms under flood, {quiet_p99:.2} ms without"
+    );
+}
