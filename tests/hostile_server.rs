@@ -293,3 +293,157 @@ fn a_flood_of_wrong_passwords_from_one_address_leaves_other_callers_alone() {
         "p99 {flooded_p99:.2} ms under flood, {quiet_p99:.2} ms without"
     );
 }
+
+/// Whether the far side closed `stream` within `limit` (EOF or reset).
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 512];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => closed_within(stream, limit),
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// A TCP connection to `server` from `source` (any port).
+fn connect_from(source: [u8; 4], server: SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect(&server.into()).unwrap();
+    socket.into()
+}
+
+#[test]
+fn half_headers_are_closed_soon_and_one_source_cannot_take_every_connection() {
+    use std::io::Write;
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--tcp-max-per-source",
+        "5",
+        "--tcp-incomplete-s",
+        "1",
+    ]);
+    let target = server.sip;
+    // Half a header, then nothing: closed after about a second, not the 300 s idle time.
+    let mut slow = connect_from([127, 0, 0, 3], target);
+    slow.write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3;bra")
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)),
+        "the half header stayed open"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // One address opens 10: 5 stay, the rest are closed at once.
+    let mut held: Vec<_> = (0..10)
+        .map(|_| connect_from([127, 0, 0, 2], target))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = held
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_millis(200)))
+        .filter(|&closed| closed)
+        .count();
+    assert!(refused >= 5, "{refused} of 10 refused");
+    // Another caller still gets in and is answered.
+    let mut caller = connect_from([127, 0, 0, 1], target);
+    let local = caller.local_addr().unwrap();
+    write!(
+        caller,
+        "OPTIONS sip:{target} SIP/2.0\r\nVia: SIP/2.0/TCP {local};branch=z9hG4bKtcp1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:c@127.0.0.1>;tag=1\r\nTo: <sip:{target}>\r\n\
+         Call-ID: tcp-caller-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let n = std::io::Read::read(&mut caller, &mut answer).unwrap();
+    assert!(answer[..n].starts_with(b"SIP/2.0 200"));
+    let m = server.metrics();
+    assert!(
+        common::peers::sum_metric(
+            &m,
+            "sipshard_tcp_events_total",
+            "event=\"refused_per_source\""
+        ) >= 5
+    );
+    assert!(
+        common::peers::sum_metric(
+            &m,
+            "sipshard_tcp_events_total",
+            "event=\"incomplete_closed\""
+        ) >= 1
+    );
+}
+
+/// CPU seconds (user + system) of process `pid` so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+#[test]
+fn running_out_of_descriptors_does_not_spin_the_shards() {
+    use std::io::Write;
+    // 64 descriptors, and a configured cap above what they allow: accept hits EMFILE.
+    let server = Server::start_under(
+        &["prlimit", "--nofile=64:64"],
+        &[
+            "--shards",
+            "2",
+            "--tcp-max-connections",
+            "1000",
+            "--tcp-max-per-source",
+            "1000",
+        ],
+        Stdio::inherit(),
+    );
+    let target = server.sip;
+    let pid = server.pid();
+    let mut idle: Vec<_> = (0..100)
+        .map(|_| {
+            let mut s = connect_from([127, 0, 0, 4], target);
+            let _ = s.write_all(b"OPTIONS sip:x SIP/2.0\r\n");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(pid) - before;
+    eprintln!("descriptors exhausted: {used:.2} s of CPU in 3 s (2 shards)");
+    // Spinning would be 2 threads at 100 %: 6 s. Paused listeners take almost nothing.
+    assert!(
+        used < 0.6,
+        "{used:.2} s of CPU in 3 s with descriptors exhausted"
+    );
+    let m = server.metrics();
+    assert!(
+        common::peers::sum_metric(&m, "sipshard_tcp_events_total", "event=\"accept_backoff\"") >= 1
+    );
+    // UDP still works.
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = socket.local_addr().unwrap();
+    let options = format!(
+        "OPTIONS sip:{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKfd1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:c@127.0.0.1>;tag=1\r\nTo: <sip:{target}>\r\n\
+         Call-ID: fd-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let answer = exchange(&socket, target, &options, Duration::from_secs(2)).expect("an answer");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    idle.clear();
+}

@@ -109,7 +109,12 @@ impl DialogManager {
                         listener,
                         super::tcp::TcpSettings {
                             idle_after: self.config.tcp_idle,
-                            max_connections: self.config.tcp_max_connections,
+                            max_connections: super::tcp::connection_cap(
+                                self.config.tcp_max_connections,
+                                count,
+                            ),
+                            max_per_source: self.config.tcp_max_per_source.max(1),
+                            incomplete_after: self.config.tcp_incomplete_after,
                         },
                         now,
                     )

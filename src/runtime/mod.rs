@@ -77,7 +77,15 @@ pub struct RuntimeConfig {
     /// A TCP connection with no traffic either way for this long is closed.
     pub tcp_idle: Duration,
     /// Most TCP connections per shard thread.
+    /// 0 (the default): derived from the process's descriptor limit (`RLIMIT_NOFILE`),
+    /// three quarters of it shared by the threads, so that accepted connections cannot
+    /// take the descriptors the sockets and the metrics endpoint need.
     pub tcp_max_connections: usize,
+    /// Most TCP connections one source address may open to one shard thread.
+    pub tcp_max_per_source: usize,
+    /// A TCP connection a peer opened that has not completed a message this long after
+    /// its opening or its last whole message (half a header, or nothing) is closed.
+    pub tcp_incomplete_after: Duration,
     /// Shard threads; 0 means one per available core.
     pub shards: usize,
     /// The address put in Via and Contact, when it differs from `listen` (a wildcard
@@ -118,7 +126,9 @@ impl RuntimeConfig {
             overload_after: Duration::from_millis(100),
             tcp: true,
             tcp_idle: Duration::from_secs(300),
-            tcp_max_connections: 16_384,
+            tcp_max_connections: 0,
+            tcp_max_per_source: 64,
+            tcp_incomplete_after: Duration::from_secs(10),
         }
     }
 }

@@ -60,7 +60,20 @@ pub(crate) struct TcpSettings {
     pub(crate) idle_after: Duration,
     /// Most connections per shard thread; more are refused (closed on accept).
     pub(crate) max_connections: usize,
+    /// Most connections one source address may hold open to this thread; more are
+    /// refused, so one host cannot take every slot.
+    pub(crate) max_per_source: usize,
+    /// A connection a peer opened is closed when, this long after it opened or after its
+    /// last whole message, it still has not completed one (half a header, or nothing):
+    /// much sooner than `idle_after`.
+    pub(crate) incomplete_after: Duration,
 }
+
+/// The first pause of the listener after `accept` failed for want of descriptors
+/// (EMFILE, ENFILE), doubling to [`ACCEPT_BACKOFF_MAX`]: the pending connection stays in
+/// the backlog instead of being retried at once in a loop.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Counters of the TCP side, kept with the thread's I/O counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,6 +97,12 @@ pub struct TcpStats {
     pub pings: u64,
     /// Messages dropped because their connection had too much queued already.
     pub dropped: u64,
+    /// Times the listener paused for want of file descriptors (EMFILE, ENFILE).
+    pub accept_backoffs: u64,
+    /// Connections refused because their source held its most already.
+    pub refused_per_source: u64,
+    /// Connections closed for not completing a message in time.
+    pub incomplete_closed: u64,
 }
 
 impl TcpStats {
@@ -97,6 +116,9 @@ impl TcpStats {
         self.messages_out += o.messages_out;
         self.pings += o.pings;
         self.dropped += o.dropped;
+        self.accept_backoffs += o.accept_backoffs;
+        self.refused_per_source += o.refused_per_source;
+        self.incomplete_closed += o.incomplete_closed;
     }
 }
 
@@ -119,6 +141,9 @@ struct Connection {
     /// [`CLOSING_GRACE`] later, time for the answers to the messages framed before it
     /// (their shard may be another thread, or the application) to go out on it.
     closing: Option<Instant>,
+    /// Since when a whole message is awaited on a connection the peer opened: its opening
+    /// or its last whole message, while input is partial or none came yet.
+    awaiting_message: Option<Instant>,
 }
 
 /// One thread's listener and connections.
@@ -146,6 +171,24 @@ pub(crate) struct TcpSide {
     /// them (400 or 513) before the connection closes.
     unframed: Vec<(SocketAddr, Bytes, FramingError)>,
     pub(crate) stats: TcpStats,
+    /// Connections peers opened, per source address.
+    per_source: ahash::HashMap<std::net::IpAddr, usize>,
+    /// The listener is out of the epoll set until then (descriptors ran out), and the
+    /// pause to take next time.
+    accept_paused: Option<Instant>,
+    accept_backoff: Duration,
+}
+
+/// Connections per thread: `configured`, else three quarters of the soft descriptor limit
+/// shared by `threads` (at least 16 each).
+pub(crate) fn connection_cap(configured: usize, threads: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft);
+    let usable = usize::try_from(soft).unwrap_or(usize::MAX).min(1 << 24);
+    (usable / 4 * 3 / threads.max(1)).max(16)
 }
 
 /// Opens a TCP listener on `addr` that other shards may bind too (`SO_REUSEPORT`).
@@ -182,6 +225,9 @@ impl TcpSide {
             gone_sources: ahash::HashSet::default(),
             unframed: Vec::new(),
             stats: TcpStats::default(),
+            per_source: ahash::HashMap::default(),
+            accept_paused: None,
+            accept_backoff: ACCEPT_BACKOFF_MIN,
         })
     }
 
@@ -218,7 +264,11 @@ impl TcpSide {
     /// When [`TcpSide::poll`] should next run even if nothing is ready: the next look for
     /// idle and unframeable connections, while there are any connections.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        (!self.by_peer.is_empty()).then(|| self.last_sweep + SWEEP_EVERY)
+        let sweep = (!self.by_peer.is_empty()).then(|| self.last_sweep + SWEEP_EVERY);
+        match (sweep, self.accept_paused) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Open connections.
@@ -237,6 +287,14 @@ impl TcpSide {
             .wait(&mut events, EpollTimeout::ZERO)
             .unwrap_or(0);
         let mut more = n == EVENTS;
+        if self.accept_paused.is_some_and(|until| now >= until) {
+            self.accept_paused = None;
+            let _ = self.epoll.add(
+                &self.listener,
+                EpollEvent::new(EpollFlags::EPOLLIN, LISTENER),
+            );
+            self.accept(now);
+        }
         for e in &events[..n] {
             if e.data() == LISTENER {
                 self.accept(now);
@@ -309,8 +367,14 @@ impl TcpSide {
         for _ in 0..ACCEPTS_PER_POLL {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    self.accept_backoff = ACCEPT_BACKOFF_MIN;
                     if self.by_peer.len() >= self.settings.max_connections {
                         self.stats.failures += 1;
+                        continue; // dropped: closed
+                    }
+                    let held = self.per_source.get(&peer.ip()).copied().unwrap_or(0);
+                    if held >= self.settings.max_per_source {
+                        self.stats.refused_per_source += 1;
                         continue; // dropped: closed
                     }
                     if stream.set_nonblocking(true).is_err() {
@@ -323,10 +387,33 @@ impl TcpSide {
                     self.gone_sources.remove(&peer);
                     if self.insert(stream, peer, (false, true), now).is_some() {
                         self.stats.accepted += 1;
+                        *self.per_source.entry(peer.ip()).or_insert(0) += 1;
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(code) if code == nix::errno::Errno::EMFILE as i32
+                            || code == nix::errno::Errno::ENFILE as i32
+                    ) =>
+                {
+                    // Out of descriptors: the listener stays readable, and retrying at
+                    // once would spin. Pause it; the connection waits in the backlog.
+                    let _ = self.epoll.delete(&self.listener);
+                    self.accept_paused = Some(now + self.accept_backoff);
+                    self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    self.stats.accept_backoffs += 1;
+                    if self.stats.accept_backoffs.is_power_of_two() {
+                        tracing::warn!(
+                            error = %e,
+                            pauses = self.stats.accept_backoffs,
+                            "out of file descriptors: TCP accepts paused"
+                        );
+                    }
+                    return;
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "accept failed");
                     return;
@@ -392,6 +479,7 @@ impl TcpSide {
             accepted,
             watching_writes: connecting,
             last_active: now,
+            awaiting_message: accepted.then_some(now),
             closing: None,
         };
         if index == self.connections.len() {
@@ -411,6 +499,14 @@ impl TcpSide {
             self.failed.push(c.peer);
         }
         let _ = self.epoll.delete(&c.stream);
+        if c.accepted
+            && let Some(held) = self.per_source.get_mut(&c.peer.ip())
+        {
+            *held -= 1;
+            if *held == 0 {
+                self.per_source.remove(&c.peer.ip());
+            }
+        }
         if self.by_peer.get(&c.peer) == Some(&index) {
             self.by_peer.remove(&c.peer);
         }
@@ -481,6 +577,7 @@ impl TcpSide {
                     out.push((c.peer, Bytes::copy_from_slice(&c.input[..n])));
                     c.input.advance(n);
                     self.stats.messages_in += 1;
+                    c.awaiting_message = None;
                 }
                 Err(e) => {
                     tracing::debug!(peer = %c.peer, error = %e, "closing unframeable stream");
@@ -494,6 +591,10 @@ impl TcpSide {
                     break;
                 }
             }
+        }
+        // A message begun on a peer's connection must be whole in time.
+        if c.accepted && !c.input.is_empty() && c.awaiting_message.is_none() {
+            c.awaiting_message = Some(now);
         }
         let peer = c.peer;
         if closed {
@@ -572,6 +673,8 @@ impl TcpSide {
     /// connects that took [`CONNECT_TIMEOUT`] (a failure for their messages' peer).
     fn close_idle(&mut self, now: Instant) {
         let mut unconnected = 0;
+        let mut incomplete = 0;
+        let incomplete_after = self.settings.incomplete_after;
         let idle: Vec<usize> = self
             .connections
             .iter()
@@ -585,10 +688,18 @@ impl TcpSide {
                 // `last_active` of a connection still connecting is when it began.
                 let timed_out = c.connecting && quiet >= CONNECT_TIMEOUT;
                 unconnected += u64::from(timed_out);
-                (quiet >= self.settings.idle_after || closed || timed_out).then_some(i)
+                // Opened by the peer, and no whole message for too long: half a header
+                // trickled in, or nothing at all. With input drained after a message, the
+                // connection waits as long as any idle one.
+                let stalled = c
+                    .awaiting_message
+                    .is_some_and(|since| now.saturating_duration_since(since) >= incomplete_after);
+                incomplete += u64::from(stalled);
+                (quiet >= self.settings.idle_after || closed || timed_out || stalled).then_some(i)
             })
             .collect();
         self.stats.failures += unconnected;
+        self.stats.incomplete_closed += incomplete;
         for i in idle {
             self.close(i);
         }
@@ -603,6 +714,8 @@ mod tests {
         let listener = listen_shared("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let settings = TcpSettings {
+            max_per_source: 64,
+            incomplete_after: Duration::from_secs(10),
             idle_after: Duration::from_secs(60),
             max_connections: 16,
         };

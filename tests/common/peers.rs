@@ -59,7 +59,21 @@ impl Server {
 
     /// As [`Server::start`], its log (stderr, at `warn`) going to `stderr`.
     pub fn start_with(args: &[&str], stderr: Stdio) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sipshard"))
+        Server::start_under(&[], args, stderr)
+    }
+
+    /// As [`Server::start_with`], run by `wrapper` (`prlimit --nofile=64`, say).
+    pub fn start_under(wrapper: &[&str], args: &[&str], stderr: Stdio) -> Server {
+        let binary = env!("CARGO_BIN_EXE_sipshard");
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -96,6 +110,11 @@ impl Server {
             sip: sip.expect("loop ends with an address"),
             metrics,
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The `/metrics` text.

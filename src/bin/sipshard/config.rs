@@ -264,7 +264,12 @@ pub struct Limits {
     /// Seconds without traffic after which a TCP connection is closed.
     pub tcp_idle_s: u64,
     /// Most TCP connections per shard; more are refused at accept.
+    /// 0: three quarters of the descriptor limit, shared by the shards.
     pub tcp_max_connections: usize,
+    /// Most TCP connections one source address may hold per shard.
+    pub tcp_max_per_source: usize,
+    /// Seconds a connection a peer opened may go without completing a message.
+    pub tcp_incomplete_s: u64,
     /// A request over this many bytes that would go over UDP goes over TCP (RFC 3261
     /// §18.1.1, 1300 for a path MTU not known); 0: never.
     pub udp_max_request: usize,
@@ -322,7 +327,9 @@ event_channel = 1024
 socket_buffer = 8388608
 coalesce_us = 0
 tcp_idle_s = 300
-tcp_max_connections = 16384
+tcp_max_connections = 0
+tcp_max_per_source = 64
+tcp_incomplete_s = 10
 udp_max_request = 1300
 max_call_s = 7200
 
@@ -400,7 +407,9 @@ impl Default for Limits {
             socket_buffer: 8 << 20,
             coalesce_us: 0,
             tcp_idle_s: 300,
-            tcp_max_connections: 16_384,
+            tcp_max_connections: 0,
+            tcp_max_per_source: 64,
+            tcp_incomplete_s: 10,
             udp_max_request: 1300,
             max_call_s: 7200,
         }

@@ -127,6 +127,15 @@ struct ServeArgs {
     /// Longest call in seconds: a call up this long is ended with BYE (0: no limit).
     #[arg(long)]
     max_call_s: Option<u64>,
+    /// Most TCP connections per shard (0: from the descriptor limit).
+    #[arg(long)]
+    tcp_max_connections: Option<usize>,
+    /// Most TCP connections one source address may hold per shard.
+    #[arg(long)]
+    tcp_max_per_source: Option<usize>,
+    /// Seconds a peer's connection may go without completing a message.
+    #[arg(long)]
+    tcp_incomplete_s: Option<u64>,
     /// Requests over this many bytes go over TCP instead of UDP (RFC 3261 §18.1.1; 0: never).
     #[arg(long)]
     udp_max_request: Option<usize>,
@@ -252,6 +261,15 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.max_call_s {
         c.limits.max_call_s = v;
     }
+    if let Some(v) = args.tcp_max_connections {
+        c.limits.tcp_max_connections = v;
+    }
+    if let Some(v) = args.tcp_max_per_source {
+        c.limits.tcp_max_per_source = v;
+    }
+    if let Some(v) = args.tcp_incomplete_s {
+        c.limits.tcp_incomplete_s = v;
+    }
     if let Some(bad) = c.registrar.users.iter().find(|u| !u.contains(':')) {
         return Err(format!("--auth-user {bad:?}: expected user:password"));
     }
@@ -267,6 +285,8 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
     r.tcp = c.tcp;
     r.tcp_idle = Duration::from_secs(c.limits.tcp_idle_s.max(1));
     r.tcp_max_connections = c.limits.tcp_max_connections;
+    r.tcp_max_per_source = c.limits.tcp_max_per_source;
+    r.tcp_incomplete_after = Duration::from_secs(c.limits.tcp_incomplete_s.max(1));
     r.shard.stream_above = (c.limits.udp_max_request > 0).then_some(c.limits.udp_max_request);
     r.shard.max_dialogs = c.limits.max_dialogs;
     r.shard.server =

@@ -296,6 +296,11 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
                 ("message_out", t.messages_out),
                 ("keepalive", t.pings),
                 ("dropped_queue_full", t.dropped),
+                // Descriptors ran out: the listener paused; a source over its share
+                // refused; a connection closed for not completing a message in time.
+                ("accept_backoff", t.accept_backoffs),
+                ("refused_per_source", t.refused_per_source),
+                ("incomplete_closed", t.incomplete_closed),
                 // RFC 3261 §18.1.1: requests too large for UDP, and those sent over UDP
                 // after all when no connection could be made.
                 (
