@@ -264,8 +264,23 @@ impl Guard {
             .then(|| self.ban_here(now, source, "auth-failures"))
     }
 
-    /// A peer shard banned `ban.source`: this shard drops it too.
+    /// A peer shard banned `ban.source`: this shard drops it too. The table is bounded
+    /// by `max_tracked`: when full, bans over by the time this one began are swept, and
+    /// when still full the oldest-ending ban makes room.
     pub fn ban(&mut self, ban: Ban) {
+        if self.bans.len() >= self.config.max_tracked && !self.bans.contains_key(&ban.source) {
+            let began = ban.until.checked_sub(self.config.ban).unwrap_or(ban.until);
+            self.bans.retain(|_, until| *until > began);
+            if self.bans.len() >= self.config.max_tracked
+                && let Some(first) = self
+                    .bans
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(source, _)| *source)
+            {
+                self.bans.remove(&first);
+            }
+        }
         let until = self.bans.entry(ban.source).or_insert(ban.until);
         *until = (*until).max(ban.until);
     }
@@ -447,5 +462,14 @@ mod tests {
         }
         assert!(g.sources.len() <= 4);
         assert_eq!(g.stats().untracked, 6);
+        // Bans are bounded too.
+        for i in 0..10 {
+            g.ban(Ban {
+                source: source(100 + i),
+                until: t0 + Duration::from_secs(600),
+            });
+        }
+        assert!(g.bans.len() <= 4);
+        assert!(g.is_banned(t0, source(109)), "the newest ban stays");
     }
 }
