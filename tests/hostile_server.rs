@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 
 use common::peers::{Server, sipp};
 
+/// The tests of this file run one at a time: the flood test measures latency, and the
+/// descriptor test CPU, which the others running beside them would disturb.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A REGISTER for alice from `socket`, with `authorization` when given.
 fn register(socket: &UdpSocket, server: SocketAddr, n: u32, authorization: Option<&str>) -> String {
     let local = socket.local_addr().unwrap();
@@ -69,6 +79,7 @@ fn wrong_answer(challenge: &str, server: SocketAddr, guess: u32) -> String {
 
 #[test]
 fn guessing_is_logged_for_fail2ban_and_bans_the_guesser() {
+    let _alone = one_at_a_time();
     let log_path = std::env::temp_dir().join(format!("sipshard-guard-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
     let server = Server::start_with(
@@ -233,6 +244,7 @@ fn sipp_calls(
 #[test]
 fn a_flood_of_wrong_passwords_from_one_address_leaves_other_callers_alone() {
     let Some(sipp) = sipp() else { return };
+    let _alone = one_at_a_time();
     let _one_at_a_time = common::peers::sipp_run_lock();
     let server = Server::start(&[
         "--mode",
@@ -286,10 +298,11 @@ fn a_flood_of_wrong_passwords_from_one_address_leaves_other_callers_alone() {
     assert_eq!(refused_503, 0);
     assert!(bans >= 1);
     assert!(dropped > u64::from(sent) / 2, "{dropped} of {sent} dropped");
-    // Within 2x of the unloaded run; SIPp counts whole milliseconds, so with a floor of
-    // 2 ms for an unloaded p99 of 0 or 1.
+    // Within 2x of the unloaded run. SIPp counts whole milliseconds, and an unloaded p99
+    // of 0 ms makes "2x" meaningless, so the bound has a floor of 5 ms: a shard busy with
+    // the flood (20,000 Digest computations, as before the bans) is 10s of ms behind.
     assert!(
-        flooded_p99 <= (2.0 * quiet_p99).max(2.0),
+        flooded_p99 <= (2.0 * quiet_p99).max(5.0),
         "p99 {flooded_p99:.2} ms under flood, {quiet_p99:.2} ms without"
     );
 }
@@ -320,6 +333,7 @@ fn connect_from(source: [u8; 4], server: SocketAddr) -> std::net::TcpStream {
 #[test]
 fn half_headers_are_closed_soon_and_one_source_cannot_take_every_connection() {
     use std::io::Write;
+    let _alone = one_at_a_time();
     let server = Server::start(&[
         "--shards",
         "1",
@@ -399,6 +413,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn running_out_of_descriptors_does_not_spin_the_shards() {
     use std::io::Write;
+    let _alone = one_at_a_time();
     // 64 descriptors, and a configured cap above what they allow: accept hits EMFILE.
     let server = Server::start_under(
         &["prlimit", "--nofile=64:64"],
