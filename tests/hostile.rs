@@ -574,8 +574,9 @@ mod registrar {
 
     #[test]
     fn sha_256_is_offered_beside_md5_and_accepted() {
+        use sipshard::message::DigestAlgorithm::{Md5, Sha256};
         let now = Instant::now();
-        let mut s = registrar(now, |_, _| {});
+        let mut s = registrar(now, |auth, _| auth.algorithms = vec![Md5, Sha256]);
         let r = ask(
             &mut s,
             now,

@@ -1,9 +1,11 @@
 //! Digest authentication of REGISTER by the registrar (RFC 3261 §22.4, §10.3 step 3): a
 //! REGISTER without valid credentials for our realm gets 401 with a `WWW-Authenticate`
 //! challenge per algorithm of [`RegistrarAuth::algorithms`], in that order (RFC 8760 §2.4:
-//! most preferred first), all `qop=auth` with one nonce. MD5 comes first by default: SIPp
-//! and other MD5-only clients answer the first challenge whatever its algorithm, while
-//! clients that know SHA-256 (sipshard's own, linphone) pick it wherever it stands.
+//! most preferred first), all `qop=auth` with one nonce. The default is MD5 alone: baresip
+//! 1.0 (libre) fails the whole authentication when any challenge names SHA-256, and SIPp
+//! answers the first challenge whatever its algorithm ("authentication must use MD5").
+//! Add SHA-256 (after MD5, for SIPp) where the clients know it: sipshard's own UAC picks
+//! SHA-256 wherever it stands.
 //!
 //! Nonces are stateless: `<time><salt><mac>` in hex, where the time counts seconds from a
 //! random origin (so a nonce tells nothing of the server's uptime), the salt is random per
@@ -35,8 +37,8 @@ pub struct RegistrarAuth {
     pub admins: Vec<String>,
     /// How long a nonce stays good (default 5 minutes).
     pub nonce_lifetime: Duration,
-    /// The algorithms challenged with, in order (default MD5, SHA-256); credentials in
-    /// another are refused.
+    /// The algorithms challenged with, in order (default MD5 alone: see the module doc);
+    /// credentials in another are refused.
     pub algorithms: Vec<DigestAlgorithm>,
     /// Accept answers without `qop` (RFC 2069 clients). Off by default: such an answer
     /// carries no nonce-count, so it can be replayed for the nonce's whole lifetime.
@@ -143,7 +145,7 @@ impl RegistrarAuth {
             users,
             admins: Vec::new(),
             nonce_lifetime: Duration::from_secs(300),
-            algorithms: vec![DigestAlgorithm::Md5, DigestAlgorithm::Sha256],
+            algorithms: vec![DigestAlgorithm::Md5],
             allow_without_qop: false,
             secret,
             epoch: now,

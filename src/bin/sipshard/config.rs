@@ -246,6 +246,8 @@ pub struct RegistrarSection {
     pub admins: Vec<String>,
     /// Accept Digest answers without qop (RFC 2069 clients; replayable).
     pub allow_without_qop: bool,
+    /// The Digest algorithms challenged with, in order: `MD5`, `SHA-256`.
+    pub algorithms: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -319,6 +321,7 @@ realm = ""
 domains = []
 admins = []
 allow_without_qop = false
+algorithms = ["MD5"]
 
 [limits]
 max_dialogs = 1000000
@@ -394,6 +397,7 @@ impl Default for RegistrarSection {
             domains: Vec::new(),
             admins: Vec::new(),
             allow_without_qop: false,
+            algorithms: vec!["MD5".to_owned()],
         }
     }
 }

@@ -337,6 +337,21 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
                     .map_err(|e| format!("no randomness for the registrar's nonces: {e}"))?;
             auth.admins = c.registrar.admins.clone();
             auth.allow_without_qop = c.registrar.allow_without_qop;
+            auth.algorithms = c
+                .registrar
+                .algorithms
+                .iter()
+                .map(|a| match a.to_ascii_uppercase().as_str() {
+                    "MD5" => Ok(sipshard::message::DigestAlgorithm::Md5),
+                    "SHA-256" => Ok(sipshard::message::DigestAlgorithm::Sha256),
+                    other => Err(format!(
+                        "[registrar] algorithms: {other:?} is not MD5 or SHA-256"
+                    )),
+                })
+                .collect::<Result<_, _>>()?;
+            if auth.algorithms.is_empty() {
+                return Err("[registrar] algorithms: none listed".to_owned());
+            }
             r.shard.registrar_auth = Some(auth);
         }
     }
