@@ -126,7 +126,18 @@ fn guessing_is_logged_for_fail2ban_and_bans_the_guesser() {
         Duration::from_millis(500),
     );
     assert!(silent.is_none(), "a banned source was answered: {silent:?}");
+    // Its TCP connections are refused at accept, on whichever shard's listener.
+    for _ in 0..4 {
+        let mut stream = connect_from([127, 0, 0, 1], target);
+        assert!(
+            closed_within(&mut stream, Duration::from_secs(2)),
+            "a banned source's connection stayed open"
+        );
+    }
     let m = server.metrics();
+    assert!(
+        common::peers::sum_metric(&m, "sipshard_tcp_events_total", "event=\"refused_banned\"") >= 4
+    );
     assert_eq!(
         common::peers::sum_metric(&m, "sipshard_guard_total", "event=\"bans\""),
         1

@@ -101,6 +101,8 @@ pub struct TcpStats {
     pub accept_backoffs: u64,
     /// Connections refused because their source held its most already.
     pub refused_per_source: u64,
+    /// Connections refused because their source is banned (`crate::guard`).
+    pub refused_banned: u64,
     /// Connections closed for not completing a message in time.
     pub incomplete_closed: u64,
 }
@@ -118,6 +120,7 @@ impl TcpStats {
         self.dropped += o.dropped;
         self.accept_backoffs += o.accept_backoffs;
         self.refused_per_source += o.refused_per_source;
+        self.refused_banned += o.refused_banned;
         self.incomplete_closed += o.incomplete_closed;
     }
 }
@@ -280,7 +283,13 @@ impl TcpSide {
     /// `out` with their sender. True when more may be waiting: every event slot was used,
     /// or a connection had more than its quota to read (the receive side is not keeping
     /// up, as with a UDP socket left undrained).
-    pub(crate) fn poll(&mut self, now: Instant, out: &mut Vec<(SocketAddr, Bytes)>) -> bool {
+    /// A connection from an address `banned` names is closed at accept.
+    pub(crate) fn poll(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<(SocketAddr, Bytes)>,
+        banned: &dyn Fn(std::net::IpAddr) -> bool,
+    ) -> bool {
         let mut events = [EpollEvent::empty(); EVENTS];
         let n = self
             .epoll
@@ -293,11 +302,11 @@ impl TcpSide {
                 &self.listener,
                 EpollEvent::new(EpollFlags::EPOLLIN, LISTENER),
             );
-            self.accept(now);
+            self.accept(now, banned);
         }
         for e in &events[..n] {
             if e.data() == LISTENER {
-                self.accept(now);
+                self.accept(now, banned);
                 continue;
             }
             let index = (e.data() - 1) as usize;
@@ -363,13 +372,17 @@ impl TcpSide {
         true
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self, now: Instant, banned: &dyn Fn(std::net::IpAddr) -> bool) {
         for _ in 0..ACCEPTS_PER_POLL {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     self.accept_backoff = ACCEPT_BACKOFF_MIN;
                     if self.by_peer.len() >= self.settings.max_connections {
                         self.stats.failures += 1;
+                        continue; // dropped: closed
+                    }
+                    if banned(peer.ip()) {
+                        self.stats.refused_banned += 1;
                         continue; // dropped: closed
                     }
                     let held = self.per_source.get(&peer.ip()).copied().unwrap_or(0);
@@ -730,7 +743,7 @@ mod tests {
         let mut out = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while out.len() < want && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut out);
+            side.poll(Instant::now(), &mut out, &|_| false);
             std::thread::yield_now();
         }
         out
@@ -748,7 +761,7 @@ mod tests {
         let mut got = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while got.len() < want && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
             let mut buf = [0u8; 512];
             if let Ok(n) = accepted.read(&mut buf) {
                 got.extend_from_slice(&buf[..n]);
@@ -777,7 +790,7 @@ mod tests {
                 .sum::<usize>()
         };
         while buffered(&side) < 26 && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut first);
+            side.poll(Instant::now(), &mut first, &|_| false);
         }
         assert_eq!(buffered(&side), 26);
         assert!(first.is_empty());
@@ -827,7 +840,7 @@ mod tests {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while side.stats.framing_errors == 0 && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
         }
         assert_eq!(side.stats.framing_errors, 1);
         // Nothing was framed, so nothing will be answered: closed once its grace is over.
@@ -835,6 +848,7 @@ mod tests {
         side.poll(
             Instant::now() + CLOSING_GRACE + SWEEP_EVERY,
             &mut Vec::new(),
+            &|_| false,
         );
         assert_eq!(side.len(), 0);
         let mut buf = [0u8; 8];
@@ -846,12 +860,12 @@ mod tests {
         let other = TcpStream::connect(addr).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while side.len() == 0 && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
         }
         assert_eq!(side.len(), 1);
         drop(other);
         while side.len() == 1 && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
         }
         assert_eq!(side.len(), 0);
         assert_eq!(side.stats.closed, 2);
@@ -885,11 +899,11 @@ mod tests {
         let source = client.local_addr().unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while !side.has(source) && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
         }
         drop(client);
         while side.has(source) && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
         }
         assert!(!side.has(source), "the client closed its connection");
         assert_eq!(side.take_closed(), vec![(source, true)]);
@@ -926,9 +940,13 @@ mod tests {
         }
         let start = Instant::now();
         assert!(side.send(start, to, Bytes::from_static(MSG)));
-        side.poll(start + Duration::from_secs(1), &mut Vec::new());
+        side.poll(start + Duration::from_secs(1), &mut Vec::new(), &|_| false);
         assert!(side.has(to) && !side.has_failures(), "still connecting");
-        side.poll(start + CONNECT_TIMEOUT + SWEEP_EVERY, &mut Vec::new());
+        side.poll(
+            start + CONNECT_TIMEOUT + SWEEP_EVERY,
+            &mut Vec::new(),
+            &|_| false,
+        );
         assert_eq!(side.take_failures(), vec![to]);
         assert!(!side.has(to));
         assert_eq!(side.stats.failures, 1);
@@ -945,7 +963,7 @@ mod tests {
         let sent = side.send(Instant::now(), gone, Bytes::from_static(MSG));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !side.has_failures() && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
         }
         assert_eq!(side.take_failures(), vec![gone], "sent: {sent}");
         assert!(!side.has(gone));
@@ -963,7 +981,7 @@ mod tests {
         assert_eq!(got.len(), 1, "the message before the garbage is framed");
         let deadline = Instant::now() + Duration::from_secs(5);
         while side.stats.framing_errors == 0 && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
         }
         assert_eq!(side.stats.framing_errors, 1);
         // Its answer goes out, and the connection closes after its grace.
@@ -972,6 +990,7 @@ mod tests {
         side.poll(
             Instant::now() + CLOSING_GRACE + SWEEP_EVERY,
             &mut Vec::new(),
+            &|_| false,
         );
         assert_eq!(side.len(), 0);
         let mut back = Vec::new();
@@ -990,10 +1009,14 @@ mod tests {
         let start = Instant::now();
         let deadline = start + Duration::from_secs(5);
         while side.len() == 0 && Instant::now() < deadline {
-            side.poll(Instant::now(), &mut Vec::new());
+            side.poll(Instant::now(), &mut Vec::new(), &|_| false);
         }
         assert_eq!(side.len(), 1);
-        side.poll(Instant::now() + Duration::from_secs(61), &mut Vec::new());
+        side.poll(
+            Instant::now() + Duration::from_secs(61),
+            &mut Vec::new(),
+            &|_| false,
+        );
         assert_eq!(side.len(), 0);
     }
 }

@@ -377,7 +377,8 @@ impl Worker {
         let Some(tcp) = &mut self.tcp else {
             return (false, false);
         };
-        let more = tcp.poll(now, &mut round.stream_in);
+        let shard = &self.shard;
+        let more = tcp.poll(now, &mut round.stream_in, &|ip| shard.is_banned(now, ip));
         for peer in tcp.take_failures() {
             self.shard
                 .handle_transport_failure(now, peer, Transport::Tcp);

@@ -1313,6 +1313,12 @@ impl Shard {
         admitted
     }
 
+    /// Whether `source` is banned here at `now` (nothing counted): a connection from it is
+    /// refused at accept.
+    pub fn is_banned(&self, now: Instant, source: std::net::IpAddr) -> bool {
+        self.guard.is_banned(now, source)
+    }
+
     /// Whether a message screened by another thread's shard (handed over since) comes
     /// from a source banned here meanwhile: it is dropped, as at screening.
     pub fn dropped_as_banned(&mut self, now: Instant, from: SocketAddr) -> bool {

@@ -300,6 +300,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
                 // refused; a connection closed for not completing a message in time.
                 ("accept_backoff", t.accept_backoffs),
                 ("refused_per_source", t.refused_per_source),
+                ("refused_banned", t.refused_banned),
                 ("incomplete_closed", t.incomplete_closed),
                 // RFC 3261 §18.1.1: requests too large for UDP, and those sent over UDP
                 // after all when no connection could be made.
