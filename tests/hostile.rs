@@ -813,3 +813,76 @@ fn a_call_nobody_ends_is_ended_with_bye_at_the_longest_call_duration() {
     assert_eq!(s.dialog_count(), 0);
     assert_eq!(s.stats().calls_over_limit, 1);
 }
+
+/// A response as the callee sends it to `invite`, with `extra_via` above its Via (a
+/// response meant for a proxy) and `to_value` as its To (the INVITE's, tagged).
+fn response_with(invite: &Message, status: u16, extra_via: bool, to_value: Option<&str>) -> Bytes {
+    let mut r = format!("SIP/2.0 {status} Whatever\r\n");
+    if extra_via {
+        r.push_str("Via: SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKproxy\r\n");
+    }
+    for name in [
+        HeaderName::Via,
+        HeaderName::From,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
+        for v in invite.header_values(name) {
+            r.push_str(&format!("{}: {}\r\n", name, String::from_utf8_lossy(v)));
+        }
+    }
+    let to = to_value.map_or_else(
+        || format!("{};tag=callee1", header(invite, HeaderName::To).unwrap()),
+        str::to_owned,
+    );
+    r.push_str(&format!(
+        "To: {to}\r\nContact: <sip:bob@127.0.0.1:5198>\r\nContent-Length: 0\r\n\r\n"
+    ));
+    Bytes::from(r)
+}
+
+#[test]
+fn bad_responses_are_discarded_before_any_transaction_acts_on_them() {
+    let now = Instant::now();
+    let mut s = Shard::new(now, ShardConfig::new(local()));
+    let call = match s
+        .handle_command(
+            now,
+            DialogCommand::MakeCall {
+                from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+                to: Bytes::from_static(b"<sip:bob@127.0.0.1:5198>"),
+                request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5198"),
+                destination: peer(),
+                sdp: Bytes::new(),
+                headers: Vec::new(),
+            },
+        )
+        .unwrap()
+    {
+        sipshard::shard::CommandOutcome::Call(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let invite = sent(&mut s).pop().expect("the INVITE");
+    // §8.1.3.3: a 200 with two Vias was meant for a proxy; §18.1.2: a 200 whose To does
+    // not parse is bad. Neither answers the call or draws an ACK.
+    s.handle_datagram(now, peer(), response_with(&invite, 200, true, None));
+    s.handle_datagram(
+        now,
+        peer(),
+        response_with(&invite, 200, false, Some("<sip:bob@127.0.0.1;tag=x")),
+    );
+    assert!(sent(&mut s).is_empty(), "a bad response was acted on");
+    assert!(events(&mut s).is_empty());
+    assert_eq!(s.stats().bad_responses, 2);
+    // The good one does.
+    s.handle_datagram(now, peer(), response_with(&invite, 200, false, None));
+    let out = sent(&mut s);
+    assert!(
+        out.iter().any(|m| m.method_bytes() == Some(b"ACK")),
+        "no ACK"
+    );
+    let answered = events(&mut s)
+        .into_iter()
+        .any(|e| matches!(e, SessionEvent::CallAnswered { call: ref c, .. } if *c == call));
+    assert!(answered);
+}

@@ -546,7 +546,9 @@ CSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
     assert_eq!(uas.transaction_count(), 0);
     assert_eq!(
         uas.handle_command(t0 + Duration::from_secs(40), respond(txn, 200),),
-        Err(sipshard::shard::DialogError::DialogNotFound)
+        Err(sipshard::shard::DialogError::TransactionError(
+            sipshard::transaction::TxnError::UnknownTransaction
+        ))
     );
 }
 
@@ -1254,8 +1256,8 @@ fn cancel_waits_for_a_provisional_and_old_handles_do_not_alias() {
     assert_eq!(uac.dialog_count(), 0);
     let _second = make(&mut uac);
     assert_eq!(
-        uac.handle_command(t0, DialogCommand::Cancel { call }),
-        Err(sipshard::shard::DialogError::DialogNotFound)
+        uac.handle_command(t0, DialogCommand::Cancel { call: call.clone() }),
+        Err(sipshard::shard::DialogError::DialogNotFound(call))
     );
 }
 

@@ -115,6 +115,19 @@ impl fmt::Debug for DialogId {
     }
 }
 
+impl fmt::Display for DialogId {
+    /// `Call-ID;local=TAG;remote=TAG`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{};local={};remote={}",
+            String::from_utf8_lossy(self.call_id()),
+            String::from_utf8_lossy(self.local_tag()),
+            String::from_utf8_lossy(self.remote_tag())
+        )
+    }
+}
+
 /// Dialog state (§12): early after a provisional with a To tag, confirmed after a 2xx.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -216,6 +216,9 @@ pub enum RejectReason {
     HeadersInRequestUri,
     /// A header value does not match its grammar (400).
     Malformed(ParseError),
+    /// A response that reached a UA with more than one Via value (§8.1.3.3: the UA
+    /// discards it, as it was meant for a proxy).
+    ExtraVia,
 }
 
 impl fmt::Display for Rejection {
@@ -229,6 +232,7 @@ impl fmt::Display for Rejection {
             RejectReason::CSeqMethodMismatch => f.write_str("CSeq method differs from method"),
             RejectReason::HeadersInRequestUri => f.write_str("Request-URI carries headers"),
             RejectReason::Malformed(e) => write!(f, "{e}"),
+            RejectReason::ExtraVia => f.write_str("a response with more than one Via"),
         }
     }
 }

@@ -169,6 +169,45 @@ impl Message {
         self.check_common()
     }
 
+    /// The gate of a response reaching a user agent, before any transaction acts on it
+    /// (§18.1.2: bad responses are discarded): SIP/2.0, the mandatory headers present,
+    /// single-valued ones not repeated, exactly one Via (§8.1.3.3: more were meant for a
+    /// proxy), and From and To tags that can be read. The shard calls it on every
+    /// response.
+    ///
+    /// It is narrower than [`Message::check_response`]: headers a UA reads only in some
+    /// responses (Contact, Require, RSeq, the body's type) get their typed errors where
+    /// they are read, and the CSeq and Call-ID where the transaction layer keys the
+    /// response, instead of every typed header being parsed twice for every response.
+    pub fn check_response_to_ua(&self) -> Result<(), RejectReason> {
+        if !self.version().eq_ignore_ascii_case(b"SIP/2.0") {
+            return Err(RejectReason::VersionNotSupported);
+        }
+        for name in MANDATORY {
+            if self.header(name).is_none() {
+                return Err(RejectReason::MissingHeader(name));
+            }
+        }
+        let repeated = self.repeated_names();
+        if let Some(&name) = SINGLE.iter().find(|n| repeated & name_bit(**n) != 0) {
+            return Err(RejectReason::DuplicateHeader(name));
+        }
+        // A second Via is a second line, or a comma in the one line (outside quotes: a
+        // comma is rare enough there that only then is the line split properly).
+        let one_line = repeated & name_bit(HeaderName::Via) == 0;
+        let comma = self
+            .header(HeaderName::Via)
+            .is_some_and(|v| memchr::memchr(b',', v).is_some());
+        if !one_line || comma && ListValues::new(self, HeaderName::Via).nth(1).is_some() {
+            return Err(RejectReason::ExtraVia);
+        }
+        // The tags, with the name-addr shape and parameters they stand in (the URIs are
+        // read where a dialog is made from them).
+        self.from_tag().map_err(RejectReason::Malformed)?;
+        self.to_tag().map_err(RejectReason::Malformed)?;
+        Ok(())
+    }
+
     fn check_common(&self) -> Result<(), RejectReason> {
         for name in MANDATORY {
             if self.header(name).is_none() {

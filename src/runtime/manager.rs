@@ -233,7 +233,7 @@ impl DialogManager {
         };
         match self.command_on(shard, command).await? {
             CommandOutcome::Call(id) => Ok(id),
-            _ => Err(DialogError::SessionCoordinationFailed),
+            other => Err(unexpected("MakeCall", &other)),
         }
     }
 
@@ -263,7 +263,7 @@ impl DialogManager {
         }));
         match self.command_on(shard, command).await? {
             CommandOutcome::Subscription(id) => Ok(id),
-            _ => Err(DialogError::SessionCoordinationFailed),
+            other => Err(unexpected("Subscribe", &other)),
         }
     }
 
@@ -293,7 +293,7 @@ impl DialogManager {
             .await?
         {
             CommandOutcome::Request(request) => Ok(RequestHandle { shard, request }),
-            _ => Err(DialogError::SessionCoordinationFailed),
+            other => Err(unexpected("SendStandalone", &other)),
         }
     }
 
@@ -478,7 +478,11 @@ impl DialogManager {
             | DialogCommand::Terminate { dialog } => dialog.call_id(),
             DialogCommand::Cancel { call } => call.call_id(),
             // These name no dialog: the caller must pick the shard.
-            _ => return Err(DialogError::DialogNotFound),
+            _ => {
+                return Err(DialogError::SessionCoordinationFailed(
+                    "the command names no dialog: send it to a shard by index".to_owned(),
+                ));
+            }
         };
         let shard = shard_for_call_id(call_id, self.shard_count().max(1));
         self.command_on(shard, command).await.map(drop)
@@ -493,19 +497,21 @@ impl DialogManager {
         let handle = running
             .shards
             .get(shard)
-            .ok_or(DialogError::DialogNotFound)?;
+            .ok_or_else(|| DialogError::SessionCoordinationFailed(format!("no shard {shard}")))?;
         let (reply, answer) = oneshot::channel();
         handle
             .try_send(Inbound::Command(Box::new(command), reply))
             .map_err(|e| match e {
                 crossbeam_channel::TrySendError::Full(_) => DialogError::Overloaded,
                 crossbeam_channel::TrySendError::Disconnected(_) => {
-                    DialogError::SessionCoordinationFailed
+                    DialogError::SessionCoordinationFailed(format!(
+                        "shard {shard}'s thread is gone"
+                    ))
                 }
             })?;
-        answer
-            .await
-            .map_err(|_| DialogError::SessionCoordinationFailed)?
+        answer.await.map_err(|_| {
+            DialogError::SessionCoordinationFailed(format!("shard {shard} dropped its reply"))
+        })?
     }
 
     /// Live dialogs over all shards (each shard publishes its count after every round).
@@ -532,10 +538,9 @@ impl DialogManager {
         }
         let mut reports = Vec::with_capacity(pending.len());
         for rx in pending {
-            reports.push(
-                rx.await
-                    .map_err(|_| DialogError::SessionCoordinationFailed)?,
-            );
+            reports.push(rx.await.map_err(|_| {
+                DialogError::SessionCoordinationFailed("a shard dropped its report".to_owned())
+            })?);
         }
         Ok(DialogStats::from_reports(reports))
     }
@@ -567,12 +572,9 @@ impl DialogManager {
                 }
             }
         }
-        let threads = std::mem::take(
-            &mut *running
-                .threads
-                .lock()
-                .map_err(|_| DialogError::SessionCoordinationFailed)?,
-        );
+        let threads = std::mem::take(&mut *running.threads.lock().map_err(|_| {
+            DialogError::SessionCoordinationFailed("the thread list is poisoned".to_owned())
+        })?);
         let reports = tokio::task::spawn_blocking(move || {
             threads
                 .into_iter()
@@ -580,7 +582,7 @@ impl DialogManager {
                 .collect::<Vec<_>>()
         })
         .await
-        .map_err(|_| DialogError::SessionCoordinationFailed)?;
+        .map_err(|e| DialogError::SessionCoordinationFailed(format!("joining the shards: {e}")))?;
         tracing::info!("dialog manager stopped");
         Ok(DialogStats::from_reports(reports))
     }
@@ -725,6 +727,11 @@ fn bind_all(
     }
     Err(last_error
         .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port")))
+}
+
+/// A shard answered a command with an outcome of another kind.
+fn unexpected(command: &str, outcome: &CommandOutcome) -> DialogError {
+    DialogError::SessionCoordinationFailed(format!("{command} was answered {outcome:?}"))
 }
 
 #[cfg(test)]

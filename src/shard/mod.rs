@@ -60,9 +60,12 @@ mod requests;
 mod session_timer;
 mod standalone;
 mod subscribe;
+mod timers;
 mod uac;
 mod uas;
 mod watch;
+
+use timers::DialogTimer;
 
 pub use auth::Credentials;
 pub use refer::{refer_sub_declined, replaces_of_refer_to};
@@ -627,8 +630,8 @@ pub enum CommandOutcome {
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DialogError {
-    /// No such dialog in this shard.
-    DialogNotFound,
+    /// No such dialog in this shard (or it has ended).
+    DialogNotFound(DialogId),
     /// The dialog is not in a state that allows the command.
     InvalidDialogState {
         /// Where it is.
@@ -644,9 +647,9 @@ pub enum DialogError {
     Overloaded,
     /// The shard is stopping and takes no new calls.
     ShuttingDown,
-    /// The runtime's shard thread is gone, or the application's side of an exchange
-    /// with it was dropped.
-    SessionCoordinationFailed,
+    /// The exchange between the application and a shard failed: its thread is gone, a
+    /// reply was dropped, or the shard answered with something the call did not expect.
+    SessionCoordinationFailed(String),
     /// The manager has not been started (or was stopped).
     NotRunning,
     /// A call target sipshard cannot send to (no IP address: sipshard does no DNS).
@@ -659,21 +662,44 @@ pub enum DialogError {
 }
 
 impl DialogError {
-    /// True when retrying later may succeed: overload, transient transaction or socket
-    /// trouble; false for unknown dialogs, wrong states, bad input, and a runtime that is
-    /// stopping or gone.
+    /// Whether the operation may succeed if tried again, as the reference
+    /// (rvoip-dialog-core) defines it, which code ported from it relies on:
+    /// - `DialogNotFound`: true (the dialog may not have reached this shard yet, or a
+    ///   retry names another);
+    /// - `TransactionError(e)`: what `e.is_recoverable()` says;
+    /// - `InvalidDialogState`: false (the same command in the same state fails again);
+    /// - `SessionCoordinationFailed`: true (the exchange, not the dialog, failed).
+    ///
+    /// sipshard's own kinds: `Overloaded` and `Transport` true (they pass); bad input,
+    /// unknown targets and transports, a stopping or stopped runtime false.
     pub fn is_recoverable(&self) -> bool {
-        matches!(
-            self,
-            DialogError::Overloaded | DialogError::TransactionError(_) | DialogError::Transport(_)
-        )
+        match self {
+            DialogError::DialogNotFound(_) => true,
+            DialogError::TransactionError(e) => e.is_recoverable(),
+            DialogError::InvalidDialogState { .. } => false,
+            DialogError::SessionCoordinationFailed(_) => true,
+            DialogError::Overloaded | DialogError::Transport(_) => true,
+            DialogError::InvalidInput(_)
+            | DialogError::ShuttingDown
+            | DialogError::NotRunning
+            | DialogError::InvalidTarget(_)
+            | DialogError::UnsupportedTransport(_) => false,
+        }
+    }
+
+    /// A dialog whose slot emptied between its lookup and its use: it has ended.
+    pub(crate) fn ended(expected: &'static str) -> DialogError {
+        DialogError::InvalidDialogState {
+            current: "terminated",
+            expected,
+        }
     }
 }
 
 impl std::fmt::Display for DialogError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DialogError::DialogNotFound => f.write_str("dialog not found"),
+            DialogError::DialogNotFound(id) => write!(f, "dialog not found: {id}"),
             DialogError::InvalidDialogState { current, expected } => {
                 write!(f, "dialog is {current}, needs {expected}")
             }
@@ -681,7 +707,9 @@ impl std::fmt::Display for DialogError {
             DialogError::InvalidInput(e) => write!(f, "cannot build message: {e}"),
             DialogError::Overloaded => f.write_str("shard overloaded"),
             DialogError::ShuttingDown => f.write_str("shard is stopping"),
-            DialogError::SessionCoordinationFailed => f.write_str("shard thread unreachable"),
+            DialogError::SessionCoordinationFailed(why) => {
+                write!(f, "session coordination failed: {why}")
+            }
             DialogError::NotRunning => f.write_str("dialog manager not running"),
             DialogError::InvalidTarget(t) => write!(f, "cannot send to {t}: need an IP address"),
             DialogError::UnsupportedTransport(t) => {
@@ -759,6 +787,8 @@ pub struct ShardStats {
     pub guard: crate::guard::GuardStats,
     /// Calls ended with BYE for reaching [`ShardConfig::max_call_duration`].
     pub calls_over_limit: u64,
+    /// Responses discarded by [`Message::check_response_to_ua`] (§18.1.2, §8.1.3.3).
+    pub bad_responses: u64,
 }
 
 impl ShardStats {
@@ -769,6 +799,7 @@ impl ShardStats {
         self.parse_errors += other.parse_errors;
         self.guard.merge(&other.guard);
         self.calls_over_limit += other.calls_over_limit;
+        self.bad_responses += other.bad_responses;
         self.dialogs_created += other.dialogs_created;
         self.overload_rejections += other.overload_rejections;
         self.backpressure_rejections += other.backpressure_rejections;
@@ -964,21 +995,6 @@ struct Slot {
     generation: u32,
     entry: Option<Entry>,
 }
-
-/// Timer kinds the shard schedules on the wheel (low byte of the token).
-const TIMER_RETRANSMIT_2XX: u64 = 1;
-const TIMER_ACK_GIVE_UP: u64 = 2;
-const TIMER_REINVITE_RETRY: u64 = 4;
-const TIMER_RING_TIMEOUT: u64 = 5;
-const TIMER_RELIABLE_1XX: u64 = 6;
-const TIMER_SUBSCRIPTION: u64 = 7;
-const TIMER_WATCH: u64 = 8;
-const TIMER_SESSION: u64 = 9;
-const TIMER_CALL_LIMIT: u64 = 10;
-/// The registrar's expiry sweep: not tied to a dialog slot.
-const TIMER_REGISTRAR: u64 = 1 << 63 | 3;
-/// The sweep of INVITEs waiting too long for a Replaces verdict (`replaces` module).
-const TIMER_VERDICT_SWEEP: u64 = 1 << 63 | 4;
 
 /// A request handed to the application, awaiting `Respond`.
 struct Pending {
@@ -1238,7 +1254,7 @@ impl Shard {
         }
         let timer = self
             .txn
-            .schedule_after(now, limit, self.token(index, TIMER_CALL_LIMIT));
+            .schedule_after(now, limit, self.token(index, DialogTimer::CallLimit));
         if let Some(e) = self.entry_mut(index) {
             e.call_limit = Some(timer);
         }
@@ -1364,6 +1380,12 @@ impl Shard {
         }
         let handled = if msg.is_request() {
             self.txn.handle_request(now, from, transport, msg)
+        } else if let Err(reason) = msg.check_response_to_ua() {
+            // §18.1.2, §8.1.3.3, RFC 4475 §3.1.2.5: a bad response is discarded, before
+            // any transaction acts on it.
+            self.stats.bad_responses += 1;
+            tracing::debug!(%from, ?reason, "bad response discarded");
+            Ok(())
         } else {
             self.txn.handle_response(now, from, msg)
         };
@@ -1639,6 +1661,12 @@ impl Shard {
         self.find_key(id.key())
     }
 
+    /// The slot of `id`, or [`DialogError::DialogNotFound`] naming it.
+    fn found(&self, id: &DialogId) -> Result<u32, DialogError> {
+        self.find(id)
+            .ok_or_else(|| DialogError::DialogNotFound(id.clone()))
+    }
+
     /// The slot holding the dialog (or call handle) `key`.
     fn find_key(&self, key: &[u8]) -> Option<u32> {
         let slots = &self.slots;
@@ -1780,18 +1808,6 @@ impl Shard {
     fn resolve(&self, r: SlotRef) -> Option<u32> {
         let slot = self.slots.get(r.index as usize)?;
         (slot.entry.is_some() && slot.generation == r.generation).then_some(r.index)
-    }
-
-    fn token(&self, index: u32, kind: u64) -> u64 {
-        let generation = self.slots[index as usize].generation;
-        (u64::from(index) << 32) | (u64::from(generation & 0x00ff_ffff) << 8) | kind
-    }
-
-    fn entry_for_token(&self, token: u64) -> Option<u32> {
-        let index = (token >> 32) as u32;
-        let generation = ((token >> 8) & 0x00ff_ffff) as u32;
-        let slot = self.slots.get(index as usize)?;
-        (slot.entry.is_some() && slot.generation & 0x00ff_ffff == generation).then_some(index)
     }
 
     /// Our Via value for `transport` with a fresh branch; returns (via, branch).

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{
-    DialogError, Entry, Phase, ReliableProvisionals, Shard, TIMER_RELIABLE_1XX, uas::Reply,
-};
+use super::timers::DialogTimer;
+use super::{DialogError, Entry, Phase, ReliableProvisionals, Shard, uas::Reply};
 use crate::message::{Message, Method};
 use crate::timer::TimerHandle;
 use crate::transaction::ServerTxnId;
@@ -143,7 +142,7 @@ impl Shard {
         let t1 = self.config.timers.t1;
         let timer = self
             .txn
-            .schedule_after(now, t1, self.token(index, TIMER_RELIABLE_1XX));
+            .schedule_after(now, t1, self.token(index, DialogTimer::Reliable1xx));
         if let Some(Entry {
             phase: Phase::Incoming {
                 reliable: Some(r), ..
@@ -184,7 +183,7 @@ impl Shard {
     /// without PRACK refuses the INVITE with a 5xx).
     pub(super) fn reliable_timer(&mut self, now: Instant, index: u32) {
         let give_up = self.config.timers.timeout();
-        let token = self.token(index, TIMER_RELIABLE_1XX);
+        let token = self.token(index, DialogTimer::Reliable1xx);
         let Some(Entry {
             phase:
                 Phase::Incoming {

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::timers::ShardTimer;
 use super::uas::Reply;
-use super::{DialogError, RegisterMode, SessionEvent, Shard, TIMER_REGISTRAR};
+use super::{DialogError, RegisterMode, SessionEvent, Shard};
 use crate::message::{Message, Method};
 use crate::registrar::{self, RegisterOutcome};
 use crate::transaction::ServerTxnId;
@@ -156,7 +157,7 @@ impl Shard {
                 if let Some((h, _)) = old {
                     self.txn.cancel_timer(h);
                 }
-                let h = self.txn.schedule(at, TIMER_REGISTRAR);
+                let h = self.txn.schedule(at, ShardTimer::RegistrarSweep.token());
                 self.registrar_timer = Some((h, at));
             }
             (None, _) => {}
@@ -182,7 +183,9 @@ impl Shard {
     ) -> Result<(), DialogError> {
         let pending = self
             .forget_pending(txn)
-            .ok_or(DialogError::DialogNotFound)?;
+            .ok_or(DialogError::TransactionError(
+                crate::transaction::TxnError::UnknownTransaction,
+            ))?;
         let mut headers: Vec<(&str, &[u8])> =
             headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
         // RFC 4488 §4: a REFER that declines the implicit subscription gets none, and the

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::timers::DialogTimer;
 use super::uas::Reply;
 use super::{
-    DialogError, Entry, Outgoing, Phase, Reinvite, SessionEvent, Shard, TIMER_REINVITE_RETRY,
-    TerminationReason,
+    DialogError, Entry, Outgoing, Phase, Reinvite, SessionEvent, Shard, TerminationReason,
 };
 use crate::dialog::{self, DialogId, Role};
 use crate::message::Message;
@@ -88,7 +88,7 @@ impl Shard {
         sdp: Bytes,
     ) -> Result<(), DialogError> {
         let Some(entry) = self.entry_mut(index) else {
-            return Err(DialogError::DialogNotFound);
+            return Err(DialogError::ended("a re-INVITE to answer"));
         };
         let Some((txn, request)) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) else {
             return Err(DialogError::InvalidDialogState {
@@ -113,7 +113,7 @@ impl Shard {
             ));
         }
         let Some(entry) = self.entry_mut(index) else {
-            return Err(DialogError::DialogNotFound);
+            return Err(DialogError::ended("a re-INVITE to answer"));
         };
         if let Some((txn, request)) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {
             let local = entry.dialog.id.local_tag().to_vec();
@@ -131,7 +131,7 @@ impl Shard {
         id: &DialogId,
         sdp: Bytes,
     ) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         match self.entry_mut(index) {
             Some(Entry {
                 phase: Phase::Established { .. },
@@ -143,7 +143,7 @@ impl Shard {
             Some(_) => {
                 return Err(self.wrong_state(index, "established with no INVITE in progress"));
             }
-            None => return Err(DialogError::DialogNotFound),
+            None => return Err(DialogError::ended("established")),
         }
         self.transmit_reinvite(now, index, sdp, false)
     }
@@ -163,7 +163,7 @@ impl Shard {
         let contact = self.contact(transport);
         let timer = self.refresh_request_headers(index);
         let Some(entry) = self.entry_mut(index) else {
-            return Err(DialogError::DialogNotFound);
+            return Err(DialogError::ended("a re-INVITE to answer"));
         };
         let mut buf = BytesMut::with_capacity(512 + sdp.len());
         let mut headers: Vec<(&str, &[u8])> = Vec::new();
@@ -303,7 +303,7 @@ impl Shard {
         } else {
             self.ids.random() % 201
         };
-        let token = self.token(index, TIMER_REINVITE_RETRY);
+        let token = self.token(index, DialogTimer::ReinviteRetry);
         self.txn
             .schedule(now + Duration::from_millis(steps * 10), token);
     }

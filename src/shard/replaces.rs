@@ -17,7 +17,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Phase, Shard, TIMER_VERDICT_SWEEP, TerminationReason, shard_for_call_id};
+use super::timers::ShardTimer;
+use super::{Phase, Shard, TerminationReason, shard_for_call_id};
 use crate::dialog::DialogId;
 use crate::message::{HeaderName, Message};
 use crate::transaction::ServerTxnId;
@@ -201,7 +202,8 @@ impl Shard {
         };
         if !self.verdict_sweep {
             self.verdict_sweep = true;
-            self.txn.schedule(now + VERDICT_WAIT, TIMER_VERDICT_SWEEP);
+            self.txn
+                .schedule(now + VERDICT_WAIT, ShardTimer::VerdictSweep.token());
         }
         self.awaiting_verdict.insert(txn, waiting);
         self.peer_out.push_back((owner, query));
@@ -227,7 +229,7 @@ impl Shard {
         if let Some(oldest) = self.awaiting_verdict.values().map(|w| w.asked).min() {
             self.verdict_sweep = true;
             self.txn
-                .schedule(oldest + VERDICT_WAIT, TIMER_VERDICT_SWEEP);
+                .schedule(oldest + VERDICT_WAIT, ShardTimer::VerdictSweep.token());
         }
     }
 

@@ -165,7 +165,7 @@ impl Shard {
         headers: &[(String, Bytes)],
         body: &[u8],
     ) -> Result<crate::transaction::ClientTxnId, DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         if matches!(
             Method::from_bytes(method),
             Method::Invite | Method::Ack | Method::Cancel | Method::Bye
@@ -185,7 +185,7 @@ impl Shard {
         let (via, branch) = self.via(transport);
         let contact = self.contact(transport);
         let Some(entry) = self.entry_mut(index) else {
-            return Err(DialogError::DialogNotFound);
+            return Err(DialogError::ended("established"));
         };
         let extra: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
         let mut buf = BytesMut::with_capacity(512 + body.len());
@@ -278,7 +278,7 @@ impl Shard {
 
     /// `Terminate`: CANCEL while calling, 480 while incoming, BYE once confirmed.
     pub(super) fn terminate(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         match self.entry_mut(index).map(|e| &e.phase) {
             Some(Phase::Calling { .. }) => self.cancel(now, id),
             Some(Phase::Incoming { .. }) => self.reject(now, id, 480),

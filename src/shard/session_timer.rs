@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::timers::DialogTimer;
 use super::uas::Reply;
-use super::{Entry, Outgoing, Phase, SessionEvent, Shard, TIMER_SESSION, TerminationReason};
+use super::{Entry, Outgoing, Phase, SessionEvent, Shard, TerminationReason};
 use crate::message::{HeaderName, Message};
 use crate::timer::TimerHandle;
 use crate::transaction::{ClientTxnId, ServerTxnId};
@@ -403,7 +404,7 @@ impl Shard {
 
     /// Puts the dialog's one session timer at `at`, in place of any earlier one.
     fn set_session_timer(&mut self, index: u32, at: Instant) {
-        let token = self.token(index, TIMER_SESSION);
+        let token = self.token(index, DialogTimer::Session);
         let Some(old) = self
             .session_timers
             .get_mut(&index)

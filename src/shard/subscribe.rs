@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{DialogError, Entry, Phase, SessionEvent, Shard, TIMER_SUBSCRIPTION};
+use super::timers::DialogTimer;
+use super::{DialogError, Entry, Phase, SessionEvent, Shard};
 use crate::dialog::{self, DialogId};
 use crate::message::Message;
 use crate::timer::TimerHandle;
@@ -318,7 +319,7 @@ impl Shard {
         if (200..300).contains(&status) {
             self.set_confirmed(index);
             let grace = self.config.timers.timeout();
-            let token = self.token(index, TIMER_SUBSCRIPTION);
+            let token = self.token(index, DialogTimer::Subscription);
             let Some(sub) = self
                 .subscriptions
                 .get_mut(&index)
@@ -424,7 +425,7 @@ impl Shard {
         let dialog = self
             .entry_mut(index)
             .map(|e| e.dialog.id.clone())
-            .ok_or(DialogError::DialogNotFound)?;
+            .ok_or(DialogError::ended("a subscription"))?;
         let id = refer_cseq.to_string();
         let state = if last {
             NotifyState::Terminated("noresource".to_owned())
@@ -450,7 +451,7 @@ impl Shard {
         headers: &[(String, Bytes)],
         body: &[u8],
     ) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         let parsed = crate::message::Event::parse(event).map_err(|_| {
             DialogError::InvalidInput(crate::message::BuildError::InvalidHeaderValue)
         })?;
@@ -646,7 +647,7 @@ impl Shard {
         now: Instant,
         id: &DialogId,
     ) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         let accepted: Vec<SubscriptionKey> = self
             .subscriptions
             .get(&index)

@@ -139,7 +139,7 @@ impl Shard {
     }
 
     pub(super) fn cancel(&mut self, now: Instant, call: &DialogId) -> Result<(), DialogError> {
-        let index = self.find(call).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(call)?;
         let Some(Entry {
             phase:
                 Phase::Calling {
@@ -197,7 +197,7 @@ impl Shard {
     }
 
     pub(super) fn bye(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         match self.entry_mut(index).map(|e| &e.phase) {
             Some(Phase::Answered { .. }) => {
                 // §15: the callee MUST NOT send BYE before the ACK for its 2xx arrives (or

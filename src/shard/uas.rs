@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{
-    DialogError, Entry, Phase, SessionEvent, Shard, TIMER_ACK_GIVE_UP, TIMER_RETRANSMIT_2XX,
-    TerminationReason,
-};
+use super::timers::DialogTimer;
+use super::{DialogError, Entry, Phase, SessionEvent, Shard, TerminationReason};
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
 use crate::message::{HeaderName, Message, Method, RejectReason, ResponseBuilder};
 use crate::transaction::{ServerTxnId, TxnId};
@@ -398,7 +396,7 @@ impl Shard {
         }
         // On a hash collision with another pending INVITE, the first keeps the key.
         self.by_origin.entry(origin).or_insert(index);
-        let token = self.token(index, super::TIMER_RING_TIMEOUT);
+        let token = self.token(index, DialogTimer::RingTimeout);
         self.txn
             .schedule_after(now, self.config.ring_timeout, token);
         if let Some(replaced) = &replaces {
@@ -588,7 +586,7 @@ impl Shard {
     }
 
     pub(super) fn ringing(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         let (invite, request, id) = self.incoming_parts(index)?;
         let local = id.local_tag();
         let rseq = self.next_rseq(index)?;
@@ -618,7 +616,7 @@ impl Shard {
         id: &DialogId,
         sdp: Bytes,
     ) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         if self.has_incoming_reinvite(index) {
             return self.answer_reinvite(now, index, sdp);
         }
@@ -684,13 +682,13 @@ impl Shard {
                 expected: "an INVITE to answer",
             })?;
         let t1 = self.config.timers.t1;
-        let retransmit = self
-            .txn
-            .schedule_after(now, t1, self.token(index, TIMER_RETRANSMIT_2XX));
+        let retransmit =
+            self.txn
+                .schedule_after(now, t1, self.token(index, DialogTimer::Retransmit2xx));
         let give_up = self.txn.schedule_after(
             now,
             self.config.timers.timeout(),
-            self.token(index, TIMER_ACK_GIVE_UP),
+            self.token(index, DialogTimer::AckGiveUp),
         );
         if let Some(entry) = self.entry_mut(index) {
             // The initial INVITE's origin stays until the ACK; a re-INVITE has none.
@@ -722,7 +720,7 @@ impl Shard {
         id: &DialogId,
         status: u16,
     ) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         if self.has_incoming_reinvite(index) {
             return self.reject_reinvite(now, index, status);
         }
@@ -759,99 +757,66 @@ impl Shard {
         }
     }
 
-    /// Shard timers: 2xx retransmission (T1 doubling to T2) and the 64·T1 ACK deadline.
-    pub(super) fn on_timer(&mut self, now: Instant, token: u64) {
-        if token == super::TIMER_REGISTRAR {
-            return self.registrar_sweep(now);
-        }
-        if token == super::TIMER_VERDICT_SWEEP {
-            return self.verdicts_overdue(now);
-        }
-        let Some(index) = self.entry_for_token(token) else {
+    /// Our 2xx again (RFC 6026: the INVITE transaction, Accepted, sends it), T1 doubling
+    /// to T2, until the ACK (§13.3.1.4).
+    pub(super) fn retransmit_2xx(&mut self, now: Instant, index: u32) {
+        let t2 = self.config.timers.t2;
+        let next_token = self.token(index, DialogTimer::Retransmit2xx);
+        let Some(Entry {
+            phase:
+                Phase::Answered {
+                    invite,
+                    ok,
+                    interval_ms,
+                    ..
+                },
+            ..
+        }) = self.entry_mut(index)
+        else {
             return;
         };
-        if token & 0xff == super::TIMER_REINVITE_RETRY {
-            return self.retry_reinvite(now, index);
+        *interval_ms = interval_ms.saturating_mul(2).min(duration_ms(t2));
+        let wait = Duration::from_millis(u64::from(*interval_ms));
+        let (invite, ok) = (*invite, ok.clone());
+        let timer = self.txn.schedule_after(now, wait, next_token);
+        if let Some(Entry {
+            phase: Phase::Answered { retransmit, .. },
+            ..
+        }) = self.entry_mut(index)
+        {
+            *retransmit = timer;
         }
-        if token & 0xff == super::TIMER_RELIABLE_1XX {
-            return self.reliable_timer(now, index);
-        }
-        if token & 0xff == super::TIMER_SUBSCRIPTION {
-            return self.subscriptions_due(now, index);
-        }
-        if token & 0xff == super::TIMER_CALL_LIMIT {
-            return self.call_limit_reached(now, index);
-        }
-        if token & 0xff == super::TIMER_SESSION {
-            return self.session_timer_due(now, index);
-        }
-        if token & 0xff == super::TIMER_WATCH {
-            return self.watch_due(now, index);
-        }
-        if token & 0xff == super::TIMER_RING_TIMEOUT {
-            // Still unanswered: refuse it (480) and end the dialog-to-be.
-            if let Some(e) = self.entry_mut(index)
-                && matches!(e.phase, Phase::Incoming { .. })
-            {
-                let id = e.dialog.id.clone();
-                let _ = self.reject(now, &id, 480);
-            }
-            return;
-        }
-        let kind = token & 0xff;
-        let t2 = self.config.timers.t2;
-        let next_token = self.token(index, TIMER_RETRANSMIT_2XX);
+        self.stats.ok_retransmissions += 1;
+        let _ = self.txn.send_response(now, invite, 200, ok);
+    }
+
+    /// 64·T1 and no ACK for our 2xx: confirmed without it, but the session ends with a
+    /// BYE (§13.3.1.4). If the BYE cannot even be sent, the dialog ends here.
+    pub(super) fn ack_never_came(&mut self, now: Instant, index: u32) {
         let Some(entry) = self.entry_mut(index) else {
             return;
         };
         let Phase::Answered {
-            invite,
-            ok,
-            interval_ms,
             retransmit,
             origin,
             holds_origin,
             ..
-        } = &mut entry.phase
+        } = entry.phase
         else {
             return;
         };
-        match kind {
-            TIMER_RETRANSMIT_2XX => {
-                *interval_ms = interval_ms.saturating_mul(2).min(duration_ms(t2));
-                let wait = Duration::from_millis(u64::from(*interval_ms));
-                let (invite, ok) = (*invite, ok.clone());
-                let timer = self.txn.schedule_after(now, wait, next_token);
-                if let Some(Entry {
-                    phase: Phase::Answered { retransmit, .. },
-                    ..
-                }) = self.entry_mut(index)
-                {
-                    *retransmit = timer;
-                }
-                self.stats.ok_retransmissions += 1;
-                // RFC 6026: the INVITE transaction (Accepted) sends the TU's 2xx again.
-                let _ = self.txn.send_response(now, invite, 200, ok);
-            }
-            TIMER_ACK_GIVE_UP => {
-                let (retransmit, origin) = (*retransmit, holds_origin.then_some(*origin));
-                entry.phase = Phase::Established { ack: None };
-                self.txn.cancel_timer(retransmit);
-                self.forget_origin(origin, index);
-                // §13.3.1.4: confirmed without ACK, but the session ends with a BYE. If the
-                // BYE cannot even be sent, the dialog ends here.
-                if self
-                    .send_bye(now, index, TerminationReason::AckTimeout)
-                    .is_err()
-                    && let Some(e) = self.remove(index)
-                {
-                    self.events.push_back(SessionEvent::CallTerminated {
-                        dialog: e.dialog.id,
-                        reason: TerminationReason::AckTimeout,
-                    });
-                }
-            }
-            _ => {}
+        entry.phase = Phase::Established { ack: None };
+        self.txn.cancel_timer(retransmit);
+        self.forget_origin(holds_origin.then_some(origin), index);
+        if self
+            .send_bye(now, index, TerminationReason::AckTimeout)
+            .is_err()
+            && let Some(e) = self.remove(index)
+        {
+            self.events.push_back(SessionEvent::CallTerminated {
+                dialog: e.dialog.id,
+                reason: TerminationReason::AckTimeout,
+            });
         }
     }
 
@@ -865,7 +830,7 @@ impl Shard {
         let transport = self.dialog_transport(index);
         let (via, branch) = self.via(transport);
         let Some(entry) = self.entry_mut(index) else {
-            return Err(DialogError::DialogNotFound);
+            return Err(DialogError::ended("a dialog to end"));
         };
         let mut buf = bytes::BytesMut::with_capacity(512);
         entry

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::subscribe::SubscriptionEnd;
+use super::timers::DialogTimer;
 use super::uas::Reply;
-use super::{CommandOutcome, DialogError, Entry, Phase, SessionEvent, Shard, SlotRef, TIMER_WATCH};
+use super::{CommandOutcome, DialogError, Entry, Phase, SessionEvent, Shard, SlotRef};
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
 use crate::message::{BuildError, HeaderName, Message, RequestBuilder};
 use crate::timer::TimerHandle;
@@ -379,7 +380,7 @@ impl Shard {
     /// (Re)sets the timer of the watch at `index` to `at`; `expiry` makes `expires_at`
     /// that instant too.
     fn arm_watch(&mut self, index: u32, at: Instant, expiry: bool) {
-        let token = self.token(index, TIMER_WATCH);
+        let token = self.token(index, DialogTimer::Watch);
         let Some(w) = self.watches.get_mut(&index) else {
             return;
         };
@@ -427,7 +428,7 @@ impl Shard {
         let dialog = self
             .entry_mut(index)
             .map(|e| e.dialog.id.clone())
-            .ok_or(DialogError::DialogNotFound)?;
+            .ok_or(DialogError::ended("a subscription"))?;
         let headers = [
             ("Event".to_owned(), event),
             ("Expires".to_owned(), Bytes::from(expires.to_string())),
@@ -442,7 +443,7 @@ impl Shard {
     /// `Unsubscribe`: `Expires: 0` in every dialog of the subscription (or the one
     /// named); each ends with its last NOTIFY, or 64·T1 after.
     pub(super) fn unsubscribe(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
-        let index = self.find(id).ok_or(DialogError::DialogNotFound)?;
+        let index = self.found(id)?;
         let w = self
             .watches
             .get(&index)

@@ -210,6 +210,15 @@ impl std::fmt::Display for TxnError {
     }
 }
 
+impl TxnError {
+    /// Whether the operation may succeed if tried again: only a branch already in use (a
+    /// new branch is drawn on the next try). A transaction that is gone or in the wrong
+    /// state, and a bad status code, fail the same way again.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, TxnError::DuplicateBranch)
+    }
+}
+
 impl std::error::Error for TxnError {}
 
 /// Counters of one transaction layer (one shard); summed across shards on demand.

@@ -209,6 +209,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         &mut stats.shards.iter().flat_map(|r| {
             [
                 ("parse_error", r.stats.parse_errors),
+                ("bad_response", r.stats.bad_responses),
                 ("handover_queue_full", r.io.handover_drops),
                 ("banned_source", r.io.screened_out),
                 ("oversize", r.io.truncated),
