@@ -886,3 +886,48 @@ fn bad_responses_are_discarded_before_any_transaction_acts_on_them() {
         .any(|e| matches!(e, SessionEvent::CallAnswered { call: ref c, .. } if *c == call));
     assert!(answered);
 }
+
+#[test]
+fn a_callee_that_rings_and_never_answers_is_cancelled_at_the_ring_timeout() {
+    use sipshard::shard::TerminationReason;
+    let t0 = Instant::now();
+    let mut s = Shard::new(t0, ShardConfig::new(local()));
+    s.handle_command(
+        t0,
+        DialogCommand::MakeCall {
+            from: Bytes::from_static(b"<sip:alice@127.0.0.1>"),
+            to: Bytes::from_static(b"<sip:bob@127.0.0.1:5198>"),
+            request_uri: Bytes::from_static(b"sip:bob@127.0.0.1:5198"),
+            destination: peer(),
+            sdp: Bytes::new(),
+            headers: Vec::new(),
+        },
+    )
+    .unwrap();
+    let invite = sent(&mut s).pop().expect("the INVITE");
+    s.handle_datagram(t0, peer(), response_with(&invite, 180, false, None));
+    let _ = events(&mut s);
+    // Ringing, for ever: RFC 3261 gives the INVITE in Proceeding no timer of its own.
+    let mut now = t0;
+    for _ in 0..17 {
+        now += Duration::from_secs(10);
+        s.handle_timeout(now);
+        assert!(sent(&mut s).is_empty(), "nothing before the ring timeout");
+    }
+    now = t0 + Duration::from_secs(181);
+    s.handle_timeout(now);
+    let cancel = sent(&mut s)
+        .into_iter()
+        .find(|m| m.method_bytes() == Some(b"CANCEL"))
+        .expect("a CANCEL at the ring timeout");
+    assert_eq!(s.stats().calls_unanswered, 1);
+    // The callee answers the CANCEL 200 and its INVITE 487: the call ends.
+    s.handle_datagram(now, peer(), common::sip::response_to(&cancel, 200));
+    s.handle_datagram(now, peer(), response_with(&invite, 487, false, None));
+    let ended = events(&mut s).into_iter().find_map(|e| match e {
+        SessionEvent::CallTerminated { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert_eq!(ended, Some(TerminationReason::Cancelled));
+    assert_eq!(s.dialog_count(), 0);
+}

@@ -1125,6 +1125,34 @@ fn a_request_the_application_never_answers_does_not_leak() {
 }
 
 #[test]
+fn an_unanswered_call_of_ours_is_cancelled_at_our_ring_timeout() {
+    // The callee rings for ever (its own ring timeout is longer): ours cancels the call.
+    let mut p = Pair::new(14, Conditions::perfect(), UasPolicy::Ring);
+    p.uas = Shard::with_ids(
+        p.now,
+        ShardConfig {
+            ring_timeout: Duration::from_secs(3600),
+            ..ShardConfig::new(uas_addr())
+        },
+        IdGenerator::from_seed([14; 32]),
+    );
+    p.call();
+    p.run(Duration::from_secs(400));
+    assert_eq!(
+        Pair::count(&p.uac_events, |e| matches!(
+            e,
+            SessionEvent::CallTerminated {
+                reason: TerminationReason::Cancelled,
+                ..
+            }
+        )),
+        1
+    );
+    assert_eq!(p.uac.stats().calls_unanswered, 1);
+    assert_eq!((p.uac.dialog_count(), p.uas.dialog_count()), (0, 0));
+}
+
+#[test]
 fn an_invite_without_from_to_call_id_gets_400_and_nothing_leaks() {
     // RFC 4475 §3.3.1: the 400 copies what the request has (found by the shard fuzz target:
     // the INVITE server transaction once stayed in Proceeding forever).
@@ -1140,6 +1168,16 @@ fn an_invite_without_from_to_call_id_gets_400_and_nothing_leaks() {
 #[test]
 fn an_unanswered_call_is_refused_after_the_ring_timeout() {
     let mut p = Pair::new(13, Conditions::perfect(), UasPolicy::Ring);
+    // The caller would give up at its own ring timeout, as long as the callee's: wait
+    // longer, so that the callee's 480 is what ends the call.
+    p.uac = Shard::with_ids(
+        p.now,
+        ShardConfig {
+            ring_timeout: Duration::from_secs(300),
+            ..ShardConfig::new(uac_addr())
+        },
+        IdGenerator::from_seed([13; 32]),
+    );
     p.call();
     p.run(Duration::from_secs(400));
     assert_eq!(

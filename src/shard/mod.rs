@@ -105,8 +105,11 @@ pub struct ShardConfig {
     pub retry_after: u32,
     /// What REGISTER requests get.
     pub register: RegisterMode,
-    /// How long an incoming call may stay unanswered before the shard refuses it with 480
-    /// (so an application that never answers cannot hold transactions forever).
+    /// How long a call may stay unanswered: an incoming one is then refused with 480 (so
+    /// an application that never answers cannot hold transactions forever), and ours is
+    /// cancelled (so a callee that rings and never answers, or whose answer never comes,
+    /// cannot hold it either: RFC 3261 gives a UAC's INVITE in Proceeding no timer of its
+    /// own, §17.1.1.2). 180 s by default, Timer C's value (§16.6).
     pub ring_timeout: Duration,
     /// When this shard is one of several sharing Call-IDs by hash: the Call-IDs it makes
     /// for MakeCall hash to itself (see [`shard_for_call_id`]), so the runtime routes every
@@ -789,6 +792,8 @@ pub struct ShardStats {
     pub calls_over_limit: u64,
     /// Responses discarded by [`Message::check_response_to_ua`] (§18.1.2, §8.1.3.3).
     pub bad_responses: u64,
+    /// Our calls cancelled for ringing longer than [`ShardConfig::ring_timeout`].
+    pub calls_unanswered: u64,
 }
 
 impl ShardStats {
@@ -800,6 +805,7 @@ impl ShardStats {
         self.guard.merge(&other.guard);
         self.calls_over_limit += other.calls_over_limit;
         self.bad_responses += other.bad_responses;
+        self.calls_unanswered += other.calls_unanswered;
         self.dialogs_created += other.dialogs_created;
         self.overload_rejections += other.overload_rejections;
         self.backpressure_rejections += other.backpressure_rejections;
@@ -987,8 +993,11 @@ struct Entry {
     reinvite: Option<Box<Reinvite>>,
     /// The MakeCall handle (UAC) so events can name the call the app knows.
     call: Option<DialogId>,
-    /// The timer that ends the call at [`ShardConfig::max_call_duration`].
-    call_limit: Option<TimerHandle>,
+    /// The call's own limit while it lasts, and which: the ring timeout while it is
+    /// unanswered (either role: [`ShardConfig::ring_timeout`]), the longest duration once
+    /// confirmed ([`ShardConfig::max_call_duration`]). Cancelled when the call moves on or
+    /// ends, so no wheel entry outlives its use.
+    call_timer: Option<(TimerHandle, DialogTimer)>,
 }
 
 struct Slot {
@@ -1244,19 +1253,37 @@ impl Shard {
         }
     }
 
-    /// Arms the call-length limit of the call just confirmed at `index`, if one is set.
-    pub(super) fn limit_call_duration(&mut self, now: Instant, index: u32) {
-        let Some(limit) = self.config.max_call_duration else {
+    /// Replaces the call timer of the call at `index` with `kind`, due `after` from now.
+    fn arm_call_timer(&mut self, now: Instant, index: u32, kind: DialogTimer, after: Duration) {
+        let token = self.token(index, kind);
+        let Some(e) = self.entry_mut(index) else {
             return;
         };
-        if self.entry_mut(index).is_none_or(|e| e.call_limit.is_some()) {
-            return;
+        let old = e.call_timer.take();
+        if let Some((old, _)) = old {
+            self.txn.cancel_timer(old);
         }
-        let timer = self
-            .txn
-            .schedule_after(now, limit, self.token(index, DialogTimer::CallLimit));
+        let timer = self.txn.schedule_after(now, after, token);
         if let Some(e) = self.entry_mut(index) {
-            e.call_limit = Some(timer);
+            e.call_timer = Some((timer, kind));
+        }
+    }
+
+    /// The call at `index` is confirmed: its ring timeout ends, and its longest duration
+    /// starts, if one is set (once: a retransmitted 2xx does not restart it).
+    pub(super) fn limit_call_duration(&mut self, now: Instant, index: u32) {
+        let limit = self.config.max_call_duration;
+        let Some(e) = self.entry_mut(index) else {
+            return;
+        };
+        match (e.call_timer, limit) {
+            (Some((_, DialogTimer::CallLimit)), _) => {}
+            (_, Some(limit)) => self.arm_call_timer(now, index, DialogTimer::CallLimit, limit),
+            (Some((ring, _)), None) => {
+                e.call_timer = None;
+                self.txn.cancel_timer(ring);
+            }
+            (None, None) => {}
         }
     }
 
@@ -1266,7 +1293,7 @@ impl Shard {
         let Some(e) = self.entry_mut(index) else {
             return;
         };
-        e.call_limit = None;
+        e.call_timer = None;
         if !matches!(e.phase, Phase::Established { .. }) {
             return;
         }
@@ -1723,7 +1750,7 @@ impl Shard {
             "dialog keys outlived their dialogs"
         );
         entry.dialog.state = DialogState::Terminated;
-        if let Some(timer) = entry.call_limit.take() {
+        if let Some((timer, _)) = entry.call_timer.take() {
             self.txn.cancel_timer(timer);
         }
         if let Some(incoming) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {

@@ -261,7 +261,7 @@ impl Shard {
             phase: Phase::Subscription,
             reinvite: None,
             call: None,
-            call_limit: None,
+            call_timer: None,
         }))
     }
 

@@ -19,7 +19,7 @@ pub(super) enum DialogTimer {
     AckGiveUp = 2,
     /// Our re-INVITE again after a 491, at the §14.1 wait.
     ReinviteRetry = 4,
-    /// An incoming call the application left unanswered too long: 480.
+    /// A call unanswered too long: an incoming one gets 480, ours is cancelled.
     RingTimeout = 5,
     /// Our reliable 18x again until its PRACK (RFC 3262).
     Reliable1xx = 6,
@@ -148,14 +148,25 @@ impl Shard {
         }
     }
 
-    /// Still unanswered when the ring timeout fires: refuse it (480) and end the
-    /// dialog-to-be.
+    /// Still unanswered when the ring timeout fires: an incoming call is refused (480)
+    /// and its dialog-to-be ends; ours is cancelled (§9.1: at once after a provisional,
+    /// else with the first one; the INVITE then ends with 487, or 64·T1 later).
     fn ring_timeout(&mut self, now: Instant, index: u32) {
-        if let Some(e) = self.entry_mut(index)
-            && matches!(e.phase, Phase::Incoming { .. })
-        {
-            let id = e.dialog.id.clone();
-            let _ = self.reject(now, &id, 480);
+        let Some(e) = self.entry_mut(index) else {
+            return;
+        };
+        e.call_timer = None;
+        match e.phase {
+            Phase::Incoming { .. } => {
+                let id = e.dialog.id.clone();
+                let _ = self.reject(now, &id, 480);
+            }
+            Phase::Calling { .. } => {
+                let call = e.call.clone().unwrap_or_else(|| e.dialog.id.clone());
+                self.stats.calls_unanswered += 1;
+                let _ = self.cancel(now, &call);
+            }
+            _ => {}
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
+use super::timers::DialogTimer;
 use super::{DialogError, Entry, Phase, SessionEvent, Shard, TerminationReason};
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
 use crate::message::{BuildError, HeaderName, Message, RequestBuilder};
@@ -114,7 +115,7 @@ impl Shard {
             call.destination,
         );
         let index = self.insert(Entry {
-            call_limit: None,
+            call_timer: None,
             dialog: d,
             phase: Phase::Calling {
                 invite,
@@ -135,6 +136,8 @@ impl Shard {
                 answered: None,
             },
         );
+        let ring = self.config.ring_timeout;
+        self.arm_call_timer(now, index, DialogTimer::RingTimeout, ring);
         Ok(id)
     }
 
@@ -481,7 +484,7 @@ impl Shard {
         let call = p.call.clone();
         let invite_offer = matches!(&p.phase, Phase::Calling { request, .. } if super::requests::invite_has_body(request));
         let index = self.insert(Entry {
-            call_limit: None,
+            call_timer: None,
             dialog: d,
             phase: Phase::Early {
                 last_rseq: 0,

@@ -379,7 +379,7 @@ impl Shard {
         let cseq = d.remote_cseq.unwrap_or_default();
         let reliable = self.reliable_for(&request, cseq);
         let index = self.insert(Entry {
-            call_limit: None,
+            call_timer: None,
             dialog: d,
             phase: Phase::Incoming {
                 invite: txn,
@@ -396,9 +396,8 @@ impl Shard {
         }
         // On a hash collision with another pending INVITE, the first keeps the key.
         self.by_origin.entry(origin).or_insert(index);
-        let token = self.token(index, DialogTimer::RingTimeout);
-        self.txn
-            .schedule_after(now, self.config.ring_timeout, token);
+        let ring = self.config.ring_timeout;
+        self.arm_call_timer(now, index, DialogTimer::RingTimeout, ring);
         if let Some(replaced) = &replaces {
             self.replacing.insert(index, replaced.clone());
         }

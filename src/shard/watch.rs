@@ -101,7 +101,7 @@ impl Shard {
             new.destination,
         );
         let index = self.insert(Entry {
-            call_limit: None,
+            call_timer: None,
             dialog: d,
             phase: Phase::Subscription,
             reinvite: None,
@@ -311,7 +311,7 @@ impl Shard {
         }
         let handle = self.entry_mut(index)?.call.clone();
         let fork = self.insert(Entry {
-            call_limit: None,
+            call_timer: None,
             dialog: d,
             phase: Phase::Subscription,
             reinvite: None,

@@ -95,20 +95,42 @@ pub async fn place_calls_with_sdp(
     };
     let (mut placed, mut ended, mut completed) = (0u32, 0u32, 0u32);
     let mut failures = Vec::new();
+    // The Call-IDs of calls not yet ended, and what was last heard of each: on a timeout,
+    // the test names the calls left without a final state.
+    let mut open: std::collections::HashMap<Vec<u8>, &'static str> = Default::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while ended < calls {
         while placed < calls && placed - ended < 100 {
-            manager
+            let call = manager
                 .make_call("sip:sipshard@127.0.0.1", &to, Some(sdp.clone()))
                 .await
                 .unwrap();
+            open.insert(call.call_id().to_vec(), "placed");
             placed += 1;
         }
-        let batch = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .expect("calls finish within the time limit")
-            .expect("event channel open");
+        let Ok(batch) = tokio::time::timeout_at(deadline, events.recv()).await else {
+            let stats = manager.stats().await;
+            panic!(
+                "{} calls without a final state after 90 s: {:?}\nstats: {stats:?}",
+                open.len(),
+                open.iter()
+                    .map(|(id, last)| (String::from_utf8_lossy(id).into_owned(), *last))
+                    .collect::<Vec<_>>()
+            );
+        };
+        let batch = batch.expect("event channel open");
         for e in batch {
+            let last = match &e.event {
+                SessionEvent::CallRinging { dialog, .. } => Some((dialog, "ringing")),
+                SessionEvent::CallAnswered { dialog, .. } => Some((dialog, "answered")),
+                SessionEvent::ReferNotify { dialog, .. } => Some((dialog, "refer notify")),
+                _ => None,
+            };
+            if let Some((id, last)) = last
+                && let Some(seen) = open.get_mut(id.call_id())
+            {
+                *seen = last;
+            }
             match e.event {
                 SessionEvent::CallAnswered { dialog, .. } if after == AfterAnswer::Bye => {
                     manager
@@ -134,7 +156,8 @@ pub async fn place_calls_with_sdp(
                         .await
                         .unwrap();
                 }
-                SessionEvent::CallTerminated { reason, .. } => {
+                SessionEvent::CallTerminated { reason, dialog } => {
+                    open.remove(dialog.call_id());
                     ended += 1;
                     if reason == TerminationReason::LocalBye {
                         completed += 1;

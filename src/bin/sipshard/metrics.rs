@@ -245,6 +245,12 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         &mut per_shard(&|r| r.stats.calls_over_limit).into_iter(),
     );
     family(
+        "sipshard_calls_unanswered_total",
+        "counter",
+        "Our calls cancelled for ringing longer than the ring timeout.",
+        &mut per_shard(&|r| r.stats.calls_unanswered).into_iter(),
+    );
+    family(
         "sipshard_rejected_503_total",
         "counter",
         "New INVITEs answered 503, by reason.",
