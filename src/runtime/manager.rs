@@ -99,6 +99,7 @@ impl DialogManager {
         let coordinator = self.coordinator.lock().ok().and_then(|c| c.clone());
         let now = Instant::now();
         let mut threads = Vec::with_capacity(count);
+        let mut workers = Vec::with_capacity(count);
         let stopped = Arc::new(AtomicUsize::new(0));
         let tcp_listening = !listeners.is_empty();
         let mut listeners = listeners.into_iter();
@@ -142,9 +143,16 @@ impl DialogManager {
                 tcp,
                 stream_routes: ahash::HashMap::default(),
             };
+            let epoll = worker
+                .epoll()
+                .map_err(|e| DialogError::Transport(format!("shard {index}: epoll: {e}")))?;
+            workers.push((index, worker, epoll));
+        }
+        // Every shard has all its descriptors before any takes traffic.
+        for (index, worker, epoll) in workers {
             let thread = std::thread::Builder::new()
                 .name(format!("sipshard-{index}"))
-                .spawn(move || worker.run())
+                .spawn(move || worker.run(epoll))
                 .map_err(transport)?;
             threads.push(thread);
         }

@@ -198,14 +198,10 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 
 impl Worker {
     /// Runs until stopped; returns the final counters.
-    pub(crate) fn run(mut self) -> ShardReport {
-        let epoll = match self.epoll() {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(shard = self.index, error = %e, "cannot set up epoll");
-                return self.report(&IoStats::default());
-            }
-        };
+    /// Runs the shard's loop on `epoll` (from [`Worker::epoll`], made before any shard
+    /// thread started: a thread cannot then fail for want of a descriptor that the
+    /// others' first connections took).
+    pub(crate) fn run(mut self, epoll: Epoll) -> ShardReport {
         let start = Instant::now();
         let mut round = Round {
             rx: BatchReceiver::new(),
@@ -289,7 +285,8 @@ impl Worker {
         self.report(&io)
     }
 
-    fn epoll(&self) -> nix::Result<Epoll> {
+    /// The epoll set of this shard's socket, waker and TCP side.
+    pub(crate) fn epoll(&self) -> nix::Result<Epoll> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         epoll.add(&self.socket, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
         epoll.add(&self.waker.fd, EpollEvent::new(EpollFlags::EPOLLIN, 1))?;
