@@ -161,7 +161,7 @@ pub use method::Method;
 pub use name_addr::{Contact, NameAddr};
 pub(crate) use name_addr::{tag_param, uri_of};
 pub use salvage::{Salvaged, salvage_response};
-pub use scan::find_call_id;
+pub use scan::{find_call_id, find_header};
 pub use uri::{AbsoluteUri, Host, SipUri, Uri};
 pub use values::{
     Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires, SubscriptionState, TokenList,

@@ -37,9 +37,48 @@ pub fn shard_for_datagram(datagram: &[u8], shards: usize) -> Option<usize> {
     crate::message::find_call_id(datagram).map(|c| shard_for_call_id(c, shards))
 }
 
-/// The AOR of a REGISTER's To header (a full parse: REGISTER is not the call hot path).
+/// The AOR of a REGISTER's To header: the header found by a scan and only its value
+/// parsed, on the receiving thread, with no copy of the datagram; a full parse only when
+/// the scan's value does not parse alone (a folded line, say), so that both agree.
 fn register_aor(datagram: &[u8]) -> Option<Vec<u8>> {
+    if let Some(value) = crate::message::find_header(datagram, b"to", b't')
+        && let Ok(to) = crate::message::NameAddr::parse(value)
+    {
+        return crate::registrar::aor_of(&to.uri);
+    }
     let msg = Message::parse(Bytes::copy_from_slice(datagram)).ok()?;
     let to = msg.to_header().ok()?;
     crate::registrar::aor_of(&to.uri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_register_goes_by_its_aor_whatever_its_call_id() {
+        let register = |call_id: &str, to: &str| {
+            format!(
+                "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n\
+                 From: <sip:alice@example.com>;tag=1\r\n{to}\r\nCall-ID: {call_id}\r\n\
+                 CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes()
+        };
+        let a = register("one", "To: <sip:alice@example.com>");
+        let b = register("two", "t: \"Alice\" <sip:alice@EXAMPLE.com>");
+        let folded = register("three", "To:\r\n <sip:alice@example.com>");
+        assert_eq!(
+            register_aor(&a).as_deref(),
+            Some(&b"sip:alice@example.com"[..])
+        );
+        assert_eq!(register_aor(&a), register_aor(&b));
+        assert_eq!(register_aor(&a), register_aor(&folded));
+        for shards in [2, 3, 8] {
+            assert_eq!(
+                shard_for_datagram(&a, shards),
+                shard_for_datagram(&b, shards)
+            );
+        }
+    }
 }
