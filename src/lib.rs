@@ -14,6 +14,7 @@
 //! | out of dialog | [`registrar`], [`guard`] | REGISTER bindings and Digest (§10.3, §22); limits and bans for hostile sources |
 //! | the shard | [`shard`] | one core's tables and timers: the dialog behaviour of §12–§15 and the extensions, sans-IO |
 //! | the runtime | [`runtime`] | threads, sockets, queues and the clock: Call-ID hashing onto shards, [`runtime::DialogManager`] |
+//! | applications | [`auto_answer`] | the callee that answers everything: one policy, run by the runtime's auto-answer mode, the server's app mode and the load generator |
 //!
 //! Everything below [`runtime`] is sans-IO: it takes `now` and bytes in and hands back
 //! transmits, events and its next deadline; it reads no clock and touches no socket.
@@ -73,6 +74,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auto_answer;
 pub mod dialog;
 pub mod guard;
 mod index_table;

@@ -1,12 +1,13 @@
-//! The answering side, as a [`ShardApp`]: rings at once, answers after the ring time, or
-//! refuses a share of the calls with the configured failure codes; answers re-INVITEs with
-//! the same SDP and other in-dialog requests with 200. A cancelled call counts as
-//! completed (the caller asked for it). OPTIONS are answered by the shard itself.
+//! The answering side, as a [`ShardApp`]: refuses a share of the calls with the configured
+//! failure codes, and answers the rest as sipshard's own auto-answer policy does
+//! (`sipshard::auto_answer`: ring at once, answer after the ring time, the same SDP for
+//! re-INVITEs, 200 to other requests, subscriptions and REFERs as there). A cancelled call
+//! counts as completed (the caller asked for it). OPTIONS are answered by the shard itself.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use sipshard::dialog::DialogId;
+use sipshard::auto_answer::{AutoAnswer, AutoAnswerPolicy};
 use sipshard::runtime::{ShardApp, ShardControl};
 use sipshard::shard::{DialogCommand, SessionEvent, TerminationReason};
 
@@ -31,7 +32,9 @@ pub struct UasPlan {
 pub struct UasApp {
     plan: UasPlan,
     reports: std::sync::mpsc::Sender<Report>,
-    answers: VecDeque<(Instant, DialogId)>,
+    policy: AutoAnswerPolicy,
+    /// The policy's later steps (all one delay after their event, so in order).
+    answers: VecDeque<(Instant, DialogCommand)>,
     interval: Interval,
     /// A cheap, seeded generator (xorshift) for the answer ratio.
     rng: u64,
@@ -44,9 +47,18 @@ pub struct UasApp {
 
 impl UasApp {
     pub fn new(plan: UasPlan, reports: std::sync::mpsc::Sender<Report>, seed: u64) -> Self {
+        let policy = AutoAnswerPolicy::new(
+            AutoAnswer {
+                answer_delay: plan.ring_time,
+                sdp: plan.sdp.clone(),
+                ..AutoAnswer::default()
+            },
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        );
         UasApp {
             plan,
             reports,
+            policy,
             answers: VecDeque::new(),
             interval: Interval::new(0),
             rng: seed | 1,
@@ -73,7 +85,7 @@ impl ShardApp for UasApp {
         event: SessionEvent,
         shard: &mut ShardControl<'_>,
     ) -> Option<SessionEvent> {
-        match event {
+        match &event {
             SessionEvent::IncomingCall { dialog, .. } => {
                 self.incoming += 1;
                 self.up += 1;
@@ -82,83 +94,39 @@ impl ShardApp for UasApp {
                     let status =
                         self.plan.failure_codes[self.next_code % self.plan.failure_codes.len()];
                     self.next_code += 1;
+                    let dialog = dialog.clone();
                     let _ = shard.command(now, DialogCommand::Reject { dialog, status });
                     return None;
                 }
-                let _ = shard.command(
-                    now,
-                    DialogCommand::Ringing {
-                        dialog: dialog.clone(),
-                    },
-                );
-                if self.plan.ring_time.is_zero() {
-                    let sdp = self.plan.sdp.clone();
-                    let _ = shard.command(now, DialogCommand::Answer { dialog, sdp });
-                } else {
-                    self.answers.push_back((now + self.plan.ring_time, dialog));
-                }
             }
             SessionEvent::CallAnswered { .. } => self.interval.established += 1,
-            // A re-INVITE gets the same answer; other in-dialog requests get 200.
-            SessionEvent::ReInvite { dialog, .. } => {
-                let sdp = self.plan.sdp.clone();
-                let _ = shard.command(now, DialogCommand::Answer { dialog, sdp });
-            }
-            // A subscription (the `subscribe` scenario): accepted, and the NOTIFY that must
-            // follow at once (RFC 6665 §4.2.1.2), with no state to report.
-            SessionEvent::SubscriptionRequest {
-                dialog,
-                txn,
-                request,
-                ..
-            } => {
-                let respond = DialogCommand::Respond {
-                    txn,
-                    status: 200,
-                    headers: Vec::new(),
-                    body: bytes::Bytes::new(),
-                };
-                if shard.command(now, respond).is_ok() {
-                    let notify = DialogCommand::Notify {
-                        dialog,
-                        event: sipshard::shard::subscription_event(&request).unwrap_or_default(),
-                        state: sipshard::shard::NotifyState::Active,
-                        headers: Vec::new(),
-                        body: bytes::Bytes::new(),
-                    };
-                    let _ = shard.command(now, notify);
-                }
-            }
-            SessionEvent::DialogRequest { txn, .. } => {
-                let _ = shard.command(
-                    now,
-                    DialogCommand::Respond {
-                        txn,
-                        status: 200,
-                        headers: Vec::new(),
-                        body: bytes::Bytes::new(),
-                    },
-                );
-            }
-            SessionEvent::CallTerminated { reason, .. } => {
-                self.ended += 1;
-                self.up = self.up.saturating_sub(1);
-                match reason {
-                    TerminationReason::RemoteBye
-                    | TerminationReason::LocalBye
-                    | TerminationReason::Cancelled => {
-                        self.interval.completed += 1;
-                    }
-                    TerminationReason::Rejected(code) => {
-                        *self.interval.failed.entry(code).or_default() += 1;
-                    }
-                    TerminationReason::Timeout | TerminationReason::AckTimeout => {
-                        self.interval.timeouts += 1;
-                    }
-                    _ => *self.interval.failed.entry(0).or_default() += 1,
-                }
-            }
             _ => {}
+        }
+        if let Some(plan) = self.policy.react(&event) {
+            let answers = &mut self.answers;
+            plan.run(
+                |command| shard.command(now, command).is_ok(),
+                |after, command| answers.push_back((now + after, command)),
+            );
+            return None;
+        }
+        if let SessionEvent::CallTerminated { reason, .. } = event {
+            self.ended += 1;
+            self.up = self.up.saturating_sub(1);
+            match reason {
+                TerminationReason::RemoteBye
+                | TerminationReason::LocalBye
+                | TerminationReason::Cancelled => {
+                    self.interval.completed += 1;
+                }
+                TerminationReason::Rejected(code) => {
+                    *self.interval.failed.entry(code).or_default() += 1;
+                }
+                TerminationReason::Timeout | TerminationReason::AckTimeout => {
+                    self.interval.timeouts += 1;
+                }
+                _ => *self.interval.failed.entry(0).or_default() += 1,
+            }
         }
         None
     }
@@ -172,9 +140,8 @@ impl ShardApp for UasApp {
             let _ = self.reports.send(Report::Interval(Box::new(finished)));
         }
         while self.answers.front().is_some_and(|(due, _)| *due <= now) {
-            if let Some((_, dialog)) = self.answers.pop_front() {
-                let sdp = self.plan.sdp.clone();
-                let _ = shard.command(now, DialogCommand::Answer { dialog, sdp });
+            if let Some((_, command)) = self.answers.pop_front() {
+                let _ = shard.command(now, command);
             }
         }
         let over = self

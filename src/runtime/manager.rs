@@ -496,6 +496,17 @@ impl DialogManager {
         self.command_on(shard, command).await.map(drop)
     }
 
+    /// Runs `command` on shard `shard`: for the commands that name no dialog (`Respond`
+    /// to a request that shard handed out, with [`SessionCoordinationEvent::shard`]),
+    /// and for any other whose shard the caller knows.
+    pub async fn command_on_shard(
+        &self,
+        shard: usize,
+        command: DialogCommand,
+    ) -> Result<CommandOutcome, DialogError> {
+        self.command_on(shard, command).await
+    }
+
     async fn command_on(
         &self,
         shard: usize,

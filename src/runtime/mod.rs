@@ -35,8 +35,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 pub use manager::DialogManager;
 pub use tcp::TcpStats;
 
@@ -215,34 +213,7 @@ impl ShardControl<'_> {
     }
 }
 
-/// How auto-answer answers.
-#[derive(Clone, Debug)]
-pub struct AutoAnswer {
-    /// Wait before 180 Ringing.
-    pub ring_delay: Duration,
-    /// Wait between 180 and 200.
-    pub answer_delay: Duration,
-    /// Send 180 Ringing before the 200.
-    pub send_ringing: bool,
-    /// SDP of the 200; empty: an answer built from the INVITE's offer (an offer when it
-    /// had none), as RFC 3261 §13.2.1 requires ([`crate::sdp`]).
-    pub sdp: Bytes,
-    /// The `o=` user and `s=` name of the SDP built when `sdp` is empty (`anonymous` and
-    /// `-` by default: nothing names the software).
-    pub sdp_names: crate::sdp::SdpNames,
-}
-
-impl Default for AutoAnswer {
-    fn default() -> Self {
-        AutoAnswer {
-            ring_delay: Duration::ZERO,
-            answer_delay: Duration::ZERO,
-            send_ringing: true,
-            sdp: Bytes::new(),
-            sdp_names: crate::sdp::SdpNames::default(),
-        }
-    }
-}
+pub use crate::auto_answer::AutoAnswer;
 
 /// What a stop does with calls still up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,9 +19,7 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::tcp::TcpSide;
 use super::udp::{BatchReceiver, BatchSender, Received};
-use super::{AppMode, AutoAnswer, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy};
-use crate::dialog::DialogId;
-use crate::message::Message;
+use super::{AppMode, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy};
 use crate::shard::{
     Admission, CommandOutcome, DialogCommand, DialogError, SessionEvent, Shard, shard_for_datagram,
 };
@@ -163,19 +161,13 @@ struct Round {
     /// The inline application, and when it wants to be polled next.
     app: Option<Box<dyn super::ShardApp>>,
     app_deadline: Option<Instant>,
-    /// Auto-answer's delayed steps.
-    delayed: TimerWheel<(DialogId, Step)>,
+    /// The auto-answer policy (in that mode), and its commands that wait.
+    policy: Option<crate::auto_answer::AutoAnswerPolicy>,
+    delayed: TimerWheel<DialogCommand>,
     io: IoStats,
     stop: Option<Stopping>,
     /// Messages for other shards whose queue was full: sent again next round.
     peer_retry: Vec<(usize, crate::shard::PeerMessage)>,
-}
-
-#[derive(Clone, Debug)]
-enum Step {
-    /// Ring (if configured), then answer with this SDP now or after the answer delay.
-    Ring(Bytes),
-    Answer(Bytes),
 }
 
 struct Stopping {
@@ -217,6 +209,13 @@ impl Worker {
             transmits: Vec::with_capacity(256),
             events: Vec::new(),
             backlog: VecDeque::new(),
+            policy: match &self.mode {
+                AppMode::AutoAnswer(auto) => Some(crate::auto_answer::AutoAnswerPolicy::new(
+                    auto.clone(),
+                    self.shard.local_addr().ip(),
+                )),
+                _ => None,
+            },
             delayed: TimerWheel::new(start, Duration::from_millis(1)),
             io: IoStats::default(),
             stop: None,
@@ -510,8 +509,9 @@ impl Worker {
         if self.shard.poll_timeout().is_some_and(|t| t <= now) {
             self.shard.handle_timeout(now);
         }
-        while let Some((_, (dialog, step))) = round.delayed.poll_expired(now) {
-            self.auto_step(now, &dialog, step, round);
+        // An auto-answer step whose call went away meanwhile is no error.
+        while let Some((_, command)) = round.delayed.poll_expired(now) {
+            let _ = self.shard.handle_command(now, command);
         }
     }
 
@@ -527,53 +527,6 @@ impl Worker {
                 },
             );
         }
-    }
-
-    /// Runs one auto-answer step; a call that went away meanwhile is no error.
-    fn auto_step(&mut self, now: Instant, dialog: &DialogId, step: Step, round: &mut Round) {
-        let (send_ringing, answer_delay) = match &self.mode {
-            AppMode::AutoAnswer(a) => (a.send_ringing, a.answer_delay),
-            AppMode::Application | AppMode::Inline(_) => return,
-        };
-        match step {
-            Step::Ring(sdp) => {
-                if send_ringing {
-                    let _ = self.shard.handle_command(
-                        now,
-                        DialogCommand::Ringing {
-                            dialog: dialog.clone(),
-                        },
-                    );
-                }
-                if answer_delay.is_zero() {
-                    self.answer(now, dialog, sdp);
-                } else {
-                    round
-                        .delayed
-                        .insert(now + answer_delay, (dialog.clone(), Step::Answer(sdp)));
-                }
-            }
-            Step::Answer(sdp) => self.answer(now, dialog, sdp),
-        }
-    }
-
-    /// The SDP of an auto-answer: the configured body, else the answer to the request's
-    /// offer (or an offer when it has none), as RFC 3261 §13.2.1 asks of the 2xx.
-    fn auto_sdp(&self, auto: &AutoAnswer, request: &Message) -> Bytes {
-        if !auto.sdp.is_empty() {
-            return auto.sdp.clone();
-        }
-        crate::sdp::answer_request(request, self.shard.local_addr().ip(), &auto.sdp_names)
-    }
-
-    fn answer(&mut self, now: Instant, dialog: &DialogId, sdp: Bytes) {
-        let _ = self.shard.handle_command(
-            now,
-            DialogCommand::Answer {
-                dialog: dialog.clone(),
-                sdp,
-            },
-        );
     }
 
     /// Moves session events to the application, answering calls inline in auto-answer
@@ -593,122 +546,20 @@ impl Worker {
                 }
                 None => event,
             };
+            // The auto-answer policy answers what it answers; the rest goes on.
+            if let Some(policy) = &round.policy
+                && let Some(plan) = policy.react(&event)
+            {
+                let (shard, delayed) = (&mut self.shard, &mut round.delayed);
+                plan.run(
+                    |command| shard.handle_command(now, command).is_ok(),
+                    |after, command| {
+                        delayed.insert(now + after, command);
+                    },
+                );
+                continue;
+            }
             match (&self.mode, &event) {
-                (
-                    AppMode::AutoAnswer(auto),
-                    SessionEvent::IncomingCall {
-                        dialog, request, ..
-                    },
-                ) => {
-                    let ring_delay = auto.ring_delay;
-                    let dialog = dialog.clone();
-                    let sdp = self.auto_sdp(auto, request);
-                    if ring_delay.is_zero() {
-                        self.auto_step(now, &dialog, Step::Ring(sdp), round);
-                    } else {
-                        round
-                            .delayed
-                            .insert(now + ring_delay, (dialog, Step::Ring(sdp)));
-                    }
-                    continue;
-                }
-                // The benchmark target also accepts re-INVITEs (same answer), in-dialog
-                // INFO/MESSAGE/UPDATE/NOTIFY and out-of-dialog MESSAGE (200), so SIPp
-                // scenarios with them pass.
-                (AppMode::AutoAnswer(auto), SessionEvent::ReInvite { dialog, request }) => {
-                    let command = DialogCommand::Answer {
-                        dialog: dialog.clone(),
-                        sdp: self.auto_sdp(auto, request),
-                    };
-                    let _ = self.shard.handle_command(now, command);
-                    continue;
-                }
-                // Subscriptions to the packages configured are accepted, and the NOTIFY that
-                // must follow at once (RFC 6665 §4.2.1.2) carries no state: the target has
-                // none to report.
-                (
-                    AppMode::AutoAnswer(_),
-                    SessionEvent::SubscriptionRequest {
-                        dialog,
-                        txn,
-                        request,
-                        ..
-                    },
-                ) => {
-                    let respond = DialogCommand::Respond {
-                        txn: *txn,
-                        status: 200,
-                        headers: Vec::new(),
-                        body: Bytes::new(),
-                    };
-                    if self.shard.handle_command(now, respond).is_ok() {
-                        let event = crate::shard::subscription_event(request).unwrap_or_default();
-                        let notify = DialogCommand::Notify {
-                            dialog: dialog.clone(),
-                            event,
-                            state: crate::shard::NotifyState::Active,
-                            headers: Vec::new(),
-                            body: Bytes::new(),
-                        };
-                        let _ = self.shard.handle_command(now, notify);
-                    }
-                    continue;
-                }
-                // It places no calls for a peer, so a REFER is accepted and its reference
-                // reported declined: 202, NOTIFY `100 Trying`, NOTIFY `603 Declined`
-                // (RFC 3515 §2.4.4), which is the exchange a transferor expects.
-                (
-                    AppMode::AutoAnswer(_),
-                    SessionEvent::DialogRequest {
-                        dialog,
-                        txn,
-                        request,
-                    },
-                ) if request.method() == Some(crate::message::Method::Refer) => {
-                    let (dialog, txn) = (dialog.clone(), *txn);
-                    let refer_cseq = request.cseq().map_or(0, |c| c.seq);
-                    let subscription = !crate::shard::refer_sub_declined(request);
-                    let accept = DialogCommand::Respond {
-                        txn,
-                        status: 202,
-                        headers: Vec::new(),
-                        body: Bytes::new(),
-                    };
-                    let _ = self.shard.handle_command(now, accept);
-                    if subscription {
-                        let declined = DialogCommand::ReferStatus {
-                            dialog,
-                            refer_cseq,
-                            status: 603,
-                        };
-                        let _ = self.shard.handle_command(now, declined);
-                    }
-                    continue;
-                }
-                (
-                    AppMode::AutoAnswer(auto),
-                    SessionEvent::DialogRequest { txn, request, .. }
-                    | SessionEvent::IncomingRequest { txn, request, .. },
-                ) => {
-                    // An UPDATE's offer is answered in its 2xx (RFC 3311 §5.2).
-                    let (headers, body) = match request.method() {
-                        Some(crate::message::Method::Update)
-                            if !crate::sdp::offer_of(request).is_empty() =>
-                        {
-                            let sdp = self.auto_sdp(auto, request);
-                            (vec![sdp_content_type()], sdp)
-                        }
-                        _ => (Vec::new(), Bytes::new()),
-                    };
-                    let command = DialogCommand::Respond {
-                        txn: *txn,
-                        status: 200,
-                        headers,
-                        body,
-                    };
-                    let _ = self.shard.handle_command(now, command);
-                    continue;
-                }
                 (AppMode::Application, SessionEvent::IncomingCall { dialog, .. })
                     if self.coordinator.is_none() =>
                 {
@@ -1001,14 +852,6 @@ impl ReceiveBacklog {
             _ => Backlog::Steady,
         }
     }
-}
-
-/// `Content-Type: application/sdp`, as a header for [`DialogCommand::Respond`].
-fn sdp_content_type() -> (String, Bytes) {
-    (
-        "Content-Type".to_owned(),
-        Bytes::from_static(b"application/sdp"),
-    )
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use sipshard::runtime::{
     AppMode, AutoAnswer, DialogManager, RuntimeConfig, SessionCoordinationEvent, StopPolicy,
 };
-use sipshard::shard::{RegisterMode, SessionEvent};
+use sipshard::shard::RegisterMode;
 use tokio::sync::mpsc;
 
 use config::{Config, Mode, StopWith};
@@ -276,6 +276,17 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     Ok(c)
 }
 
+/// The auto-answer of the configuration, for the inline mode and the app mode alike.
+fn auto_answer_config(c: &config::AutoAnswerConfig) -> AutoAnswer {
+    AutoAnswer {
+        ring_delay: Duration::from_millis(c.ring_delay_ms),
+        answer_delay: Duration::from_millis(c.answer_delay_ms),
+        send_ringing: c.send_ringing,
+        sdp: Bytes::from(c.sdp.clone().into_bytes()),
+        sdp_names: c.sdp_names(),
+    }
+}
+
 fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
     let mut r = RuntimeConfig::new(c.listen);
     r.shards = c.shards;
@@ -299,13 +310,9 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
     r.mode = match c.mode {
         // A registrar answers calls too, so a UA can register and then call (SIPp's
         // branchc does exactly that).
-        Mode::AutoAnswer | Mode::Registrar => AppMode::AutoAnswer(AutoAnswer {
-            ring_delay: Duration::from_millis(c.auto_answer.ring_delay_ms),
-            answer_delay: Duration::from_millis(c.auto_answer.answer_delay_ms),
-            send_ringing: c.auto_answer.send_ringing,
-            sdp: Bytes::from(c.auto_answer.sdp.clone().into_bytes()),
-            sdp_names: c.auto_answer.sdp_names(),
-        }),
+        Mode::AutoAnswer | Mode::Registrar => {
+            AppMode::AutoAnswer(auto_answer_config(&c.auto_answer))
+        }
         Mode::App => AppMode::Application,
     };
     r.shard.guard = c.security.guard();
@@ -441,8 +448,7 @@ async fn serve(c: Config) -> Result<(), String> {
         tokio::spawn(application(
             manager.clone(),
             rx,
-            c.auto_answer.sdp.clone(),
-            c.auto_answer.sdp_names(),
+            auto_answer_config(&c.auto_answer),
         ));
     }
     wait_for_signal().await;
@@ -465,96 +471,48 @@ async fn serve(c: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// The `app` mode's application: answers every call through the async API (the path an
-/// embedding B2BUA takes), and logs what happens at debug level.
+/// The `app` mode's application: the auto-answer policy (`sipshard::auto_answer`, the one
+/// the inline mode runs) over the async API (the path an embedding B2BUA takes), its
+/// delays as tasks; other events are logged at debug level.
 async fn application(
     manager: Arc<DialogManager>,
     mut events: mpsc::Receiver<Vec<SessionCoordinationEvent>>,
-    sdp: String,
-    names: sipshard::sdp::SdpNames,
+    config: AutoAnswer,
 ) {
-    let sdp = (!sdp.is_empty()).then(|| Bytes::from(sdp.into_bytes()));
     let ip = manager
         .local_addr()
         .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
-    // The configured SDP, else an answer to the offer (RFC 3261 §13.2.1).
-    let answer_for = |request: &sipshard::message::Message| {
-        sdp.clone()
-            .unwrap_or_else(|| sipshard::sdp::answer_request(request, ip, &names))
-    };
+    let policy = sipshard::auto_answer::AutoAnswerPolicy::new(config, ip);
     while let Some(batch) = events.recv().await {
         for e in batch {
-            let handle = e.transaction();
-            match e.event {
-                SessionEvent::IncomingCall {
-                    dialog, request, ..
-                } => {
-                    let _ = manager.ringing(&dialog).await;
-                    let answer = answer_for(&request);
-                    if let Err(err) = manager.answer(&dialog, Some(answer)).await {
-                        tracing::debug!(%err, "answer failed");
-                    }
-                }
-                SessionEvent::ReInvite { dialog, request } => {
-                    let answer = answer_for(&request);
-                    let _ = manager.answer(&dialog, Some(answer)).await;
-                }
-                // An UPDATE's offer is answered in its 2xx (RFC 3311 §5.2).
-                SessionEvent::DialogRequest { request, .. }
-                    if request.method() == Some(sipshard::message::Method::Update)
-                        && !sipshard::sdp::offer_of(&request).is_empty() =>
-                {
-                    if let Some(h) = handle {
-                        let answer = answer_for(&request);
-                        let headers = vec![(
-                            "Content-Type".into(),
-                            Bytes::from_static(b"application/sdp"),
-                        )];
-                        let _ = manager
-                            .send_response_with_body(&h, 200, headers, answer)
-                            .await;
-                    }
-                }
-                // No calls are placed for a peer: a REFER is accepted and its reference
-                // reported declined (202, NOTIFY 100 Trying, NOTIFY 603; RFC 3515 §2.4.4).
-                SessionEvent::DialogRequest {
-                    dialog, request, ..
-                } if request.method() == Some(sipshard::message::Method::Refer) => {
-                    if let Some(h) = handle {
-                        let _ = manager.send_response(&h, 202, Vec::new()).await;
-                        // RFC 4488: no NOTIFY when the REFER declined the subscription.
-                        if !sipshard::shard::refer_sub_declined(&request) {
-                            let cseq = request.cseq().map_or(0, |c| c.seq);
-                            let _ = manager.refer_status(&dialog, cseq, 603).await;
+            let Some(plan) = policy.react(&e.event) else {
+                tracing::debug!(event = ?e.event, "session event");
+                continue;
+            };
+            // The steps due now, in order (one may need the one before it); the later
+            // ones on tasks of their own.
+            let mut now = Vec::new();
+            plan.run(
+                |command| {
+                    now.push(command);
+                    true
+                },
+                |after, command| {
+                    let manager = manager.clone();
+                    let shard = e.shard;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        if let Err(err) = manager.command_on_shard(shard, command).await {
+                            tracing::debug!(%err, "delayed auto-answer step failed");
                         }
-                    }
+                    });
+                },
+            );
+            for command in now {
+                if let Err(err) = manager.command_on_shard(e.shard, command).await {
+                    tracing::debug!(%err, "auto-answer step failed");
+                    break;
                 }
-                // Subscriptions to the configured packages: accepted, and the NOTIFY that
-                // must follow (RFC 6665 §4.2.1.2) carries no state.
-                SessionEvent::SubscriptionRequest {
-                    dialog, request, ..
-                } => {
-                    if let Some(h) = handle
-                        && manager.send_response(&h, 200, Vec::new()).await.is_ok()
-                    {
-                        let event =
-                            sipshard::shard::subscription_event(&request).unwrap_or_default();
-                        let state = sipshard::shard::NotifyState::Active;
-                        let notify =
-                            manager.notify(&dialog, event, state, Vec::new(), Bytes::new());
-                        if let Err(err) = notify.await {
-                            tracing::debug!(%err, "notify failed");
-                        }
-                    }
-                }
-                SessionEvent::DialogRequest { .. }
-                | SessionEvent::RegistrationRequest { .. }
-                | SessionEvent::IncomingRequest { .. } => {
-                    if let Some(h) = handle {
-                        let _ = manager.send_response(&h, 200, Vec::new()).await;
-                    }
-                }
-                other => tracing::debug!(event = ?other, "session event"),
             }
         }
     }
