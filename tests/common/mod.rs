@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod calls;
+pub mod pair;
 pub mod peers;
 pub mod sim;
 pub mod sip;
