@@ -13,19 +13,7 @@ use std::time::Duration;
 use common::peers::Server;
 
 fn baresip() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("baresip"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "baresip missing under CI (apt-get install baresip-core)"
-        );
-        eprintln!("SKIPPED: baresip not installed (apt-get install baresip-core)");
-    }
-    found
+    common::peers::required_tool("baresip", "baresip-core")
 }
 
 /// A port free for baresip's UDP and TCP, with the next one free for its TLS listener.

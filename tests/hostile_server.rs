@@ -160,14 +160,7 @@ fn guessing_is_logged_for_fail2ban_and_bans_the_guesser() {
         failures + 1,
         "one line per failure and one for the ban:\n{text}"
     );
-    let Some(fail2ban) = which("fail2ban-regex") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "fail2ban-regex missing under CI"
-        );
-        eprintln!(
-            "SKIPPED the fail2ban half: fail2ban-regex not installed (apt-get install fail2ban)"
-        );
+    let Some(fail2ban) = common::peers::required_tool("fail2ban-regex", "fail2ban") else {
         return;
     };
     let filter = concat!(
@@ -192,14 +185,6 @@ fn guessing_is_logged_for_fail2ban_and_bans_the_guesser() {
     assert_eq!(matched, Some(failures + 1), "{report}");
     assert!(report.contains("127.0.0.1"), "{report}");
     let _ = std::fs::remove_file(&log_path);
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(program))
-            .find(|p| p.is_file())
-    })
 }
 
 /// p99 of SIPp's INVITE→200 response times (`-trace_rtt` file, ms), and the calls it

@@ -183,15 +183,7 @@ impl Message {
         if !self.version().eq_ignore_ascii_case(b"SIP/2.0") {
             return Err(RejectReason::VersionNotSupported);
         }
-        for name in MANDATORY {
-            if self.header(name).is_none() {
-                return Err(RejectReason::MissingHeader(name));
-            }
-        }
-        let repeated = self.repeated_names();
-        if let Some(&name) = SINGLE.iter().find(|n| repeated & name_bit(**n) != 0) {
-            return Err(RejectReason::DuplicateHeader(name));
-        }
+        let repeated = self.check_present_and_single()?;
         // A second Via is a second line, or a comma in the one line (outside quotes: a
         // comma is rare enough there that only then is the line split properly).
         let one_line = repeated & name_bit(HeaderName::Via) == 0;
@@ -209,6 +201,13 @@ impl Message {
     }
 
     fn check_common(&self) -> Result<(), RejectReason> {
+        self.check_present_and_single()?;
+        self.validate().map_err(RejectReason::Malformed)
+    }
+
+    /// The mandatory headers present and the single-valued ones not repeated; returns the
+    /// set of repeated names ([`Message::repeated_names`]).
+    fn check_present_and_single(&self) -> Result<u64, RejectReason> {
         for name in MANDATORY {
             if self.header(name).is_none() {
                 return Err(RejectReason::MissingHeader(name));
@@ -218,7 +217,7 @@ impl Message {
         if let Some(&name) = SINGLE.iter().find(|n| repeated & name_bit(**n) != 0) {
             return Err(RejectReason::DuplicateHeader(name));
         }
-        self.validate().map_err(RejectReason::Malformed)
+        Ok(repeated)
     }
 
     /// The known names that appear on more than one header line, as a bit set

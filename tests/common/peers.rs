@@ -26,17 +26,24 @@ pub fn sipp_run_lock() -> std::sync::MutexGuard<'static, ()> {
 /// The sipp binary, or `None` (with a loud message) where a skip is allowed: under
 /// `CI=true` a missing sipp fails the test, because `.ci/run` installs it.
 pub fn sipp() -> Option<PathBuf> {
+    required_tool("sipp", "sip-tester")
+}
+
+/// `program` on the PATH, or `None` with a loud message where a skip is allowed: under
+/// `CI=true` a missing one fails the test, because `.ci/run` installs its Debian
+/// `package`.
+pub fn required_tool(program: &str, package: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
-            .map(|d| d.join("sipp"))
+            .map(|d| d.join(program))
             .find(|p| p.is_file())
     });
     if found.is_none() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "sipp is not installed, and CI=true: .ci/run must install sip-tester"
+            "{program} is not installed, and CI=true: .ci/run must install {package}"
         );
-        eprintln!("\n*** SKIPPED: sipp not found on PATH (apt-get install sip-tester) ***\n");
+        eprintln!("\n*** SKIPPED: {program} not found on PATH (apt-get install {package}) ***\n");
     }
     found
 }
