@@ -53,6 +53,7 @@
 mod api;
 mod auth;
 mod config;
+mod owners;
 mod prack;
 mod refer;
 mod register;
@@ -269,18 +270,9 @@ pub struct Shard {
     /// lives (an index that never re-hashes keys through the slots when it grows).
     by_key: crate::index_table::IndexTable,
     key_hasher: ahash::RandomState,
-    /// BYE transactions → their dialog.
-    by_client_txn: ahash::HashMap<ClientTxnId, SlotRef>,
-    /// Our INVITE transactions → the call they place (its dialogs, one per To tag).
-    calls: ahash::HashMap<ClientTxnId, Call>,
-    /// Our re-INVITE transactions → their dialog.
-    reinvites: ahash::HashMap<ClientTxnId, SlotRef>,
-    /// Our other in-dialog requests (SendRequest) → their dialog, and whether the request
-    /// belongs to a subscription usage (NOTIFY, SUBSCRIBE, REFER: RFC 5057 §5.1, its
-    /// failure ends that usage and not the dialog).
-    requests: ahash::HashMap<ClientTxnId, (SlotRef, Usage)>,
-    /// Our requests outside any dialog (SendStandalone) awaiting their final response.
-    standalone: ahash::HashMap<ClientTxnId, standalone::Sent>,
+    /// Our client transactions → what they were sent for (`owners` module): a response,
+    /// a timeout or a failure finds its owner by one lookup.
+    owners: owners::Owners,
     /// Unanswered INVITEs → their dialog, so a CANCEL finds it in O(1).
     by_server_txn: ahash::HashMap<ServerTxnId, u32>,
     /// INVITEs not yet answered or whose 2xx is not yet acknowledged, by the hash of
@@ -310,8 +302,6 @@ pub struct Shard {
     replacing: ahash::HashMap<u32, DialogId>,
     /// Subscriptions we hold as subscriber, by dialog slot (`watch` module).
     watches: ahash::HashMap<u32, watch::Watch>,
-    /// Our SUBSCRIBE transactions → the slot of their subscription.
-    subscribes: ahash::HashMap<ClientTxnId, SlotRef>,
     /// Subscriptions served as notifier, by dialog slot (`subscribe` module).
     subscriptions: ahash::HashMap<u32, Vec<subscribe::Subscription>>,
     /// Session timers (RFC 4028), by dialog slot: only dialogs with one (`session_timer`).
@@ -381,11 +371,7 @@ impl Shard {
             free: Vec::new(),
             by_key: crate::index_table::IndexTable::new(),
             key_hasher: ahash::RandomState::new(),
-            by_client_txn: ahash::HashMap::default(),
-            calls: ahash::HashMap::default(),
-            reinvites: ahash::HashMap::default(),
-            requests: ahash::HashMap::default(),
-            standalone: ahash::HashMap::default(),
+            owners: owners::Owners::default(),
             by_server_txn: ahash::HashMap::default(),
             by_origin: ahash::HashMap::default(),
             registrar,
@@ -400,7 +386,6 @@ impl Shard {
             peer_out: VecDeque::new(),
             subscriptions: ahash::HashMap::default(),
             watches: ahash::HashMap::default(),
-            subscribes: ahash::HashMap::default(),
             session_timers: ahash::HashMap::default(),
             ids,
             events: VecDeque::new(),
@@ -873,10 +858,7 @@ impl Shard {
                 }
                 TxnEvent::Terminated { txn } => match txn {
                     crate::transaction::TxnId::Client(c) => {
-                        self.by_client_txn.remove(&c);
-                        self.reinvites.remove(&c);
-                        self.requests.remove(&c);
-                        self.subscribes.remove(&c);
+                        self.owners.forget_ended(&c);
                         self.standalone_failed(c);
                         self.invite_ended(c);
                     }

@@ -196,7 +196,7 @@ impl Shard {
             )
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
-        self.reinvites.insert(txn, r);
+        self.owners.insert(txn, super::owners::Owner::Reinvite(r));
         Ok(())
     }
 

@@ -211,7 +211,8 @@ impl Shard {
             b"SUBSCRIBE" | b"REFER" => super::Usage::Subscription,
             _ => super::Usage::Session,
         };
-        self.requests.insert(txn, (r, usage));
+        self.owners
+            .insert(txn, super::owners::Owner::Request(r, usage));
         if method == b"REFER" {
             self.refer_sent(index, cseq);
         }

@@ -505,7 +505,8 @@ impl Shard {
             )
             .map_err(drop)?;
         let r = self.slot_ref(index);
-        self.requests.insert(txn, (r, super::Usage::Refresh));
+        self.owners
+            .insert(txn, super::owners::Owner::Request(r, super::Usage::Refresh));
         Ok(())
     }
 
@@ -625,7 +626,10 @@ impl Shard {
     /// The SDP offer our INVITE (of the call whose INVITE transaction is `txn`) carried:
     /// the body of the request as sent, shared.
     pub(super) fn invite_offer(&mut self, txn: ClientTxnId) -> Option<Bytes> {
-        let primary = self.calls.get(&txn).and_then(|c| self.resolve(c.primary))?;
+        let primary = self
+            .owners
+            .call(&txn)
+            .and_then(|c| self.resolve(c.primary))?;
         let Some(Entry {
             phase: Phase::Calling { request, .. },
             ..

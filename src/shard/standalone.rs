@@ -118,7 +118,7 @@ impl Shard {
                 request.clone(),
             )
             .map_err(DialogError::TransactionError)?;
-        self.standalone.insert(
+        self.owners.insert_standalone(
             txn,
             Sent {
                 handle: txn,
@@ -144,7 +144,7 @@ impl Shard {
         if status < 200 {
             return;
         }
-        let Some(sent) = self.standalone.remove(&txn) else {
+        let Some(sent) = self.owners.take_standalone(&txn) else {
             return;
         };
         let sent = match self.standalone_with_credentials(now, sent, &response) {
@@ -197,7 +197,10 @@ impl Shard {
             request.clone(),
         ) {
             Ok(txn) => {
-                self.standalone.insert(txn, Sent { request, ..sent });
+                self.owners.insert(
+                    txn,
+                    super::owners::Owner::Standalone(Sent { request, ..sent }),
+                );
                 Ok(())
             }
             Err(_) => Err(sent),
@@ -207,7 +210,7 @@ impl Shard {
     /// No final response came (Timer F) or the transport failed: 408, as §8.1.3.1 says a
     /// UAC treats a timeout.
     pub(super) fn standalone_failed(&mut self, txn: ClientTxnId) {
-        if let Some(sent) = self.standalone.remove(&txn) {
+        if let Some(sent) = self.owners.take_standalone(&txn) {
             self.events.push_back(SessionEvent::StandaloneResult {
                 request: sent.handle,
                 status: 408,

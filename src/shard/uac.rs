@@ -128,7 +128,7 @@ impl Shard {
             call: Some(id.clone()),
             reinvite: None,
         });
-        self.calls.insert(
+        self.owners.insert_call(
             invite,
             super::Call {
                 primary: self.slot_ref(index),
@@ -222,37 +222,38 @@ impl Shard {
     }
 
     pub(super) fn on_response(&mut self, now: Instant, txn: ClientTxnId, response: Message) {
-        if !self.subscribes.is_empty() && self.subscribes.contains_key(&txn) {
-            return self.subscribe_response(now, txn, &response);
-        }
-        if self.calls.contains_key(&txn) {
-            return self.invite_response(now, txn, &response);
-        }
-        if let Some(&r) = self.reinvites.get(&txn) {
-            // The dialog may have ended (the peer's BYE) while our re-INVITE was out.
-            let Some(index) = self.resolve(r) else { return };
-            return self.reinvite_response(now, index, &response);
-        }
-        if self.standalone.contains_key(&txn) {
-            return self.standalone_response(now, txn, response);
-        }
-        if let Some(&(r, usage)) = self.requests.get(&txn) {
-            let Some(index) = self.resolve(r) else {
-                self.requests.remove(&txn);
-                return;
-            };
-            if response.status().is_some_and(|c| c >= 200) {
-                self.requests.remove(&txn);
-                return self.request_result(now, index, response, usage);
+        use super::owners::Owner;
+        let bye = match self.owners.get(&txn) {
+            None => return,
+            Some(Owner::Subscribe(_)) => return self.subscribe_response(now, txn, &response),
+            Some(Owner::Call(_)) => return self.invite_response(now, txn, &response),
+            Some(Owner::Reinvite(r)) => {
+                // The dialog may have ended (the peer's BYE) while our re-INVITE was out.
+                let Some(index) = self.resolve(*r) else {
+                    return;
+                };
+                return self.reinvite_response(now, index, &response);
             }
-            return;
-        }
+            Some(Owner::Standalone(_)) => return self.standalone_response(now, txn, response),
+            Some(&Owner::Request(r, usage)) => {
+                let Some(index) = self.resolve(r) else {
+                    self.owners.remove(&txn);
+                    return;
+                };
+                if response.status().is_some_and(|c| c >= 200) {
+                    self.owners.remove(&txn);
+                    return self.request_result(now, index, response, usage);
+                }
+                return;
+            }
+            Some(&Owner::Bye(r)) => r,
+        };
         // A BYE's response: any final ends the dialog.
-        let Some(index) = self.by_client_txn.get(&txn).and_then(|r| self.resolve(*r)) else {
+        let Some(index) = self.resolve(bye) else {
             return;
         };
         if response.status().is_some_and(|c| c >= 200) {
-            self.by_client_txn.remove(&txn);
+            self.owners.remove(&txn);
             if let Some(e) = self.remove(index)
                 && let Phase::Terminating { reason, .. } = e.phase
             {
@@ -271,7 +272,7 @@ impl Shard {
         };
         let to_tag = response.to_tag().ok().flatten();
         if code < 200
-            && let Some(primary) = self.calls.get(&txn).and_then(|c| self.resolve(c.primary))
+            && let Some(primary) = self.owners.call(&txn).and_then(|c| self.resolve(c.primary))
             && let Some(Entry {
                 phase:
                     Phase::Calling {
@@ -304,11 +305,11 @@ impl Shard {
                 let Some((index, _)) = self.dialog_for_tag(txn, tag, response) else {
                     return;
                 };
-                let answered = self.calls.get(&txn).and_then(|c| c.answered);
+                let answered = self.owners.call(&txn).and_then(|c| c.answered);
                 let this = self.slot_ref(index);
                 match answered {
                     None => {
-                        if let Some(call) = self.calls.get_mut(&txn) {
+                        if let Some(call) = self.owners.call_mut(&txn) {
                             call.answered = Some(this);
                         }
                         let offer = self.session_timers_on().then(|| self.invite_offer(txn));
@@ -369,7 +370,7 @@ impl Shard {
     /// The call of INVITE transaction `txn`, when it has no early dialog yet: its dialog
     /// and the INVITE as sent (what [`Shard::reissue_invite`] sends again).
     pub(super) fn unanswered_invite(&mut self, txn: ClientTxnId) -> Option<(u32, Message)> {
-        let call = self.calls.get(&txn).filter(|c| c.forks.is_empty())?;
+        let call = self.owners.call(&txn).filter(|c| c.forks.is_empty())?;
         let index = self.resolve(call.primary)?;
         let Some(Entry {
             phase: Phase::Calling { request, .. },
@@ -442,8 +443,9 @@ impl Shard {
             *provisional = false;
             *last_rseq = 0;
         }
-        if let Some(call) = self.calls.remove(&txn) {
-            self.calls.insert(new_txn, call);
+        if let Some(call) = self.owners.take_call(&txn) {
+            self.owners
+                .insert(new_txn, super::owners::Owner::Call(call));
         }
         true
     }
@@ -457,7 +459,7 @@ impl Shard {
         tag: &[u8],
         response: &Message,
     ) -> Option<(u32, bool)> {
-        let call = self.calls.get(&txn)?;
+        let call = self.owners.call(&txn)?;
         // A dialog of the call that has ended leaves no fork to match or copy.
         let primary = self.resolve(call.primary)?;
         let forks: Vec<u32> = call.forks.iter().filter_map(|f| self.resolve(*f)).collect();
@@ -494,7 +496,7 @@ impl Shard {
             call,
         });
         let fork = self.slot_ref(index);
-        if let Some(c) = self.calls.get_mut(&txn) {
+        if let Some(c) = self.owners.call_mut(&txn) {
             c.forks.push(fork);
         }
         Some((index, true))
@@ -503,7 +505,7 @@ impl Shard {
     /// The INVITE failed (non-2xx final, Timer B, transport error): every dialog of the call
     /// that no 2xx confirmed ends.
     pub(super) fn end_unanswered(&mut self, txn: ClientTxnId, reason: TerminationReason) {
-        let Some(call) = self.calls.remove(&txn) else {
+        let Some(call) = self.owners.take_call(&txn) else {
             return;
         };
         for r in std::iter::once(call.primary).chain(call.forks) {
@@ -528,10 +530,10 @@ impl Shard {
     /// Our INVITE transaction ended (after Timer M or D): early dialogs of other forks that
     /// never got a 2xx end too.
     pub(super) fn invite_ended(&mut self, txn: ClientTxnId) {
-        if self.calls.get(&txn).is_some_and(|c| c.answered.is_some()) {
+        if self.owners.call(&txn).is_some_and(|c| c.answered.is_some()) {
             self.end_unanswered(txn, TerminationReason::OtherForkAnswered);
         } else {
-            self.calls.remove(&txn);
+            self.owners.take_call(&txn);
         }
     }
 

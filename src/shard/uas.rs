@@ -860,23 +860,20 @@ impl Shard {
             )
             .map_err(DialogError::TransactionError)?;
         let r = self.slot_ref(index);
-        self.by_client_txn.insert(txn, r);
+        self.owners.insert(txn, super::owners::Owner::Bye(r));
         Ok(())
     }
 
     /// Timeout or transport error on a transaction the shard waits on.
     pub(super) fn on_txn_failure(&mut self, txn: TxnId, reason: TerminationReason) {
         let TxnId::Client(client) = txn else { return };
-        if self.calls.contains_key(&client) {
-            return self.end_unanswered(client, reason);
+        match self.owners.get(&client) {
+            Some(super::owners::Owner::Call(_)) => return self.end_unanswered(client, reason),
+            Some(super::owners::Owner::Standalone(_)) => return self.standalone_failed(client),
+            Some(super::owners::Owner::Subscribe(_)) => return self.subscribe_failed(client),
+            _ => {}
         }
-        if self.standalone.contains_key(&client) {
-            return self.standalone_failed(client);
-        }
-        if self.subscribes.contains_key(&client) {
-            return self.subscribe_failed(client);
-        }
-        if let Some((r, usage)) = self.requests.remove(&client) {
+        if let Some((r, usage)) = self.owners.take_request(&client) {
             let Some(index) = self.resolve(r) else { return };
             if usage == super::Usage::Refresh {
                 // RFC 4028 §10: a refresh without an answer ends the session.
@@ -901,7 +898,7 @@ impl Shard {
             // §12.2.1.2: no response to an in-dialog request ends the dialog.
             return self.request_failed(index, 408, None);
         }
-        if let Some(r) = self.reinvites.remove(&client) {
+        if let Some(r) = self.owners.take_reinvite(&client) {
             let Some(index) = self.resolve(r) else { return };
             // §12.2.1.2: no response to an in-dialog request ends the dialog.
             if let Some(e) = self.remove(index) {
@@ -912,11 +909,7 @@ impl Shard {
             }
             return;
         }
-        let Some(index) = self
-            .by_client_txn
-            .remove(&client)
-            .and_then(|r| self.resolve(r))
-        else {
+        let Some(index) = self.owners.take_bye(&client).and_then(|r| self.resolve(r)) else {
             return;
         };
         if let Some(e) = self.remove(index) {

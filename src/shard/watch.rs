@@ -122,7 +122,7 @@ impl Shard {
             },
         );
         let r = self.slot_ref(index);
-        self.subscribes.insert(txn, r);
+        self.owners.insert(txn, super::owners::Owner::Subscribe(r));
         Ok(CommandOutcome::Subscription(id))
     }
 
@@ -196,7 +196,7 @@ impl Shard {
             return false;
         };
         let r = self.slot_ref(index);
-        self.subscribes.insert(txn, r);
+        self.owners.insert(txn, super::owners::Owner::Subscribe(r));
         true
     }
 
@@ -210,7 +210,7 @@ impl Shard {
         let Some(code) = response.status().filter(|&c| c >= 200) else {
             return;
         };
-        let Some(r) = self.subscribes.remove(&txn) else {
+        let Some(r) = self.owners.take_subscribe(&txn) else {
             return;
         };
         let Some(index) = self.resolve(r) else { return };
@@ -239,7 +239,7 @@ impl Shard {
 
     /// Our SUBSCRIBE got no answer (Timer F) or could not be sent.
     pub(super) fn subscribe_failed(&mut self, txn: ClientTxnId) {
-        let Some(r) = self.subscribes.remove(&txn) else {
+        let Some(r) = self.owners.take_subscribe(&txn) else {
             return;
         };
         let Some(index) = self.resolve(r) else { return };
@@ -434,9 +434,9 @@ impl Shard {
             ("Expires".to_owned(), Bytes::from(expires.to_string())),
         ];
         let txn = self.send_in_dialog(now, &dialog, b"SUBSCRIBE", &headers, b"")?;
-        self.requests.remove(&txn);
+        self.owners.take_request(&txn);
         let r = self.slot_ref(index);
-        self.subscribes.insert(txn, r);
+        self.owners.insert(txn, super::owners::Owner::Subscribe(r));
         Ok(())
     }
 
