@@ -61,6 +61,7 @@ mod reinvite;
 mod replaces;
 mod requests;
 mod route;
+mod send;
 mod session_timer;
 mod standalone;
 mod stats;

@@ -276,8 +276,6 @@ impl Shard {
         if rseq == 0 || !lists_100rel(response.require()) {
             return;
         }
-        let transport = self.dialog_transport(index);
-        let (via, branch) = self.via(transport);
         let Some(entry) = self.entry_mut(index) else {
             return;
         };
@@ -291,36 +289,15 @@ impl Shard {
         }
         *last = rseq;
         let rack = format!("{rseq} {} INVITE", cseq.seq);
-        let mut buf = bytes::BytesMut::with_capacity(512);
-        if entry
-            .dialog
-            .build_request(
-                &mut buf,
-                b"PRACK",
-                &via,
-                b"",
-                &[("RAck", rack.as_bytes())],
-                b"",
-            )
-            .is_err()
-        {
-            return;
-        }
-        let peer = entry.dialog.peer;
-        // Its outcome needs no handling: a 481 means the early dialog is gone, which the
-        // INVITE's own final response will say.
-        if self
-            .txn
-            .send_request(
-                now,
-                peer,
-                transport,
-                b"PRACK",
-                branch.as_bytes(),
-                buf.freeze(),
-            )
-            .is_ok()
-        {
+        let prack = super::send::InDialog {
+            method: b"PRACK",
+            contact: false,
+            headers: &[("RAck", rack.as_bytes())],
+            body: b"",
+        };
+        // Its outcome needs no handling (no owner): a 481 means the early dialog is gone,
+        // which the INVITE's own final response will say.
+        if self.transmit_in_dialog(now, index, prack, None).is_ok() {
             self.stats.pracks_sent += 1;
         }
     }

@@ -158,14 +158,7 @@ impl Shard {
         sdp: Bytes,
         refresh: bool,
     ) -> Result<(), DialogError> {
-        let transport = self.dialog_transport(index);
-        let (via, branch) = self.via(transport);
-        let contact = self.contact(transport);
         let timer = self.refresh_request_headers(index);
-        let Some(entry) = self.entry_mut(index) else {
-            return Err(DialogError::ended("a re-INVITE to answer"));
-        };
-        let mut buf = BytesMut::with_capacity(512 + sdp.len());
         let mut headers: Vec<(&str, &[u8])> = Vec::new();
         if !sdp.is_empty() {
             headers.push(("Content-Type", b"application/sdp"));
@@ -177,26 +170,17 @@ impl Shard {
                 headers.push(("Min-SE", min.as_bytes()));
             }
         }
-        entry
-            .dialog
-            .build_request(&mut buf, b"INVITE", &via, &contact, &headers, &sdp)
-            .map_err(DialogError::InvalidInput)?;
-        let peer = entry.dialog.peer;
+        let reinvite = super::send::InDialog {
+            method: b"INVITE",
+            contact: true,
+            headers: &headers,
+            body: &sdp,
+        };
+        self.transmit_in_dialog(now, index, reinvite, Some(super::owners::Owner::Reinvite))?;
         // The offer is kept in case a 491 asks for a retry.
-        Self::reinvite_state(entry).outgoing = Outgoing::InProgress { sdp, refresh };
-        let txn = self
-            .txn
-            .send_request(
-                now,
-                peer,
-                transport,
-                b"INVITE",
-                branch.as_bytes(),
-                buf.freeze(),
-            )
-            .map_err(DialogError::TransactionError)?;
-        let r = self.slot_ref(index);
-        self.owners.insert(txn, super::owners::Owner::Reinvite(r));
+        if let Some(entry) = self.entry_mut(index) {
+            Self::reinvite_state(entry).outgoing = Outgoing::InProgress { sdp, refresh };
+        }
         Ok(())
     }
 

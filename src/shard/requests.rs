@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{DialogError, Pending, Phase, SessionEvent, Shard, TerminationReason};
 use crate::dialog::{self, DialogId};
@@ -181,38 +181,22 @@ impl Shard {
         ) {
             return Err(self.wrong_state(index, "established"));
         }
-        let transport = self.dialog_transport(index);
-        let (via, branch) = self.via(transport);
-        let contact = self.contact(transport);
-        let Some(entry) = self.entry_mut(index) else {
-            return Err(DialogError::ended("established"));
-        };
         let extra: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
-        let mut buf = BytesMut::with_capacity(512 + body.len());
-        entry
-            .dialog
-            .build_request(&mut buf, method, &via, &contact, &extra, body)
-            .map_err(DialogError::InvalidInput)?;
-        let (peer, cseq) = (entry.dialog.peer, entry.dialog.local_cseq);
-        let txn = self
-            .txn
-            .send_request(
-                now,
-                peer,
-                transport,
-                method,
-                branch.as_bytes(),
-                buf.freeze(),
-            )
-            .map_err(DialogError::TransactionError)?;
-        let r = self.slot_ref(index);
-        let usage = match method {
-            b"NOTIFY" => super::Usage::Notify,
-            b"SUBSCRIBE" | b"REFER" => super::Usage::Subscription,
-            _ => super::Usage::Session,
+        // What its failure ends (RFC 5057 §5.1).
+        let owner: fn(super::SlotRef) -> super::owners::Owner = match method {
+            b"NOTIFY" => |r| super::owners::Owner::Request(r, super::Usage::Notify),
+            b"SUBSCRIBE" | b"REFER" => {
+                |r| super::owners::Owner::Request(r, super::Usage::Subscription)
+            }
+            _ => |r| super::owners::Owner::Request(r, super::Usage::Session),
         };
-        self.owners
-            .insert(txn, super::owners::Owner::Request(r, usage));
+        let request = super::send::InDialog {
+            method,
+            contact: true,
+            headers: &extra,
+            body,
+        };
+        let (txn, cseq) = self.transmit_in_dialog(now, index, request, Some(owner))?;
         if method == b"REFER" {
             self.refer_sent(index, cseq);
         }

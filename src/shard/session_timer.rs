@@ -23,7 +23,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::timers::DialogTimer;
 use super::uas::Reply;
@@ -478,36 +478,21 @@ impl Shard {
     /// An offerless UPDATE with the timer's headers (RFC 4028 §7.4, RFC 3311).
     fn send_update_refresh(&mut self, now: Instant, index: u32) -> Result<(), ()> {
         let (se, min) = self.refresh_request_headers(index).ok_or(())?;
-        let transport = self.dialog_transport(index);
-        let (via, branch) = self.via(transport);
-        let contact = self.contact(self.dialog_transport(index));
-        let entry = self.entry_mut(index).ok_or(())?;
         let mut headers: Vec<(&str, &[u8])> =
             vec![("Session-Expires", se.as_bytes()), ("Supported", TAG_TIMER)];
         if let Some(min) = &min {
             headers.push(("Min-SE", min.as_bytes()));
         }
-        let mut buf = BytesMut::with_capacity(512);
-        entry
-            .dialog
-            .build_request(&mut buf, b"UPDATE", &via, &contact, &headers, b"")
-            .map_err(drop)?;
-        let peer = entry.dialog.peer;
-        let txn = self
-            .txn
-            .send_request(
-                now,
-                peer,
-                transport,
-                b"UPDATE",
-                branch.as_bytes(),
-                buf.freeze(),
-            )
-            .map_err(drop)?;
-        let r = self.slot_ref(index);
-        self.owners
-            .insert(txn, super::owners::Owner::Request(r, super::Usage::Refresh));
-        Ok(())
+        let update = super::send::InDialog {
+            method: b"UPDATE",
+            contact: true,
+            headers: &headers,
+            body: b"",
+        };
+        let owner = |r| super::owners::Owner::Request(r, super::Usage::Refresh);
+        self.transmit_in_dialog(now, index, update, Some(owner))
+            .map(drop)
+            .map_err(drop)
     }
 
     /// The final response to our refresh (UPDATE, or a re-INVITE sent as one) that did not

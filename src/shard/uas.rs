@@ -826,17 +826,16 @@ impl Shard {
         index: u32,
         reason: TerminationReason,
     ) -> Result<(), DialogError> {
-        let transport = self.dialog_transport(index);
-        let (via, branch) = self.via(transport);
+        let bye = super::send::InDialog {
+            method: b"BYE",
+            contact: false,
+            headers: &[],
+            body: b"",
+        };
+        self.transmit_in_dialog(now, index, bye, Some(super::owners::Owner::Bye))?;
         let Some(entry) = self.entry_mut(index) else {
             return Err(DialogError::ended("a dialog to end"));
         };
-        let mut buf = bytes::BytesMut::with_capacity(512);
-        entry
-            .dialog
-            .build_request(&mut buf, b"BYE", &via, b"", &[], b"")
-            .map_err(DialogError::InvalidInput)?;
-        let peer = entry.dialog.peer;
         let (ack, answered_origin) = match &mut entry.phase {
             Phase::Established { ack } => (ack.take(), None),
             Phase::Answered {
@@ -848,19 +847,6 @@ impl Shard {
         };
         entry.phase = Phase::Terminating { reason, ack };
         self.forget_origin(answered_origin, index);
-        let txn = self
-            .txn
-            .send_request(
-                now,
-                peer,
-                transport,
-                b"BYE",
-                branch.as_bytes(),
-                buf.freeze(),
-            )
-            .map_err(DialogError::TransactionError)?;
-        let r = self.slot_ref(index);
-        self.owners.insert(txn, super::owners::Owner::Bye(r));
         Ok(())
     }
 
