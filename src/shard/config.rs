@@ -38,7 +38,7 @@ pub struct ShardConfig {
     pub owner: Option<ShardOwner>,
     /// When our provisional responses to an INVITE are sent reliably (RFC 3262).
     pub reliable_provisionals: ReliableProvisionals,
-    /// The event packages served as notifier (RFC 6665, `subscribe` module); `None`:
+    /// The event packages served as notifier (RFC 6665, `notifier` module); `None`:
     /// SUBSCRIBE gets 405.
     pub subscriptions: Option<Subscriptions>,
     /// Session timers (RFC 4028, `session_timer` module); `None`: no `timer` support (an

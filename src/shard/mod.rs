@@ -44,8 +44,8 @@
 //! REFER ends that usage, not the call (RFC 5057 §5.1).
 //! Replaces (RFC 3891, `replaces` module): an INVITE naming a dialog is checked by the
 //! shard owning that dialog's Call-ID ([`PeerMessage`]), and its answer ends the dialog.
-//! SUBSCRIBE/NOTIFY (RFC 6665) as notifier (`subscribe` module, [`Subscriptions`]) and as
-//! subscriber (`watch` module, [`DialogCommand::Subscribe`]).
+//! SUBSCRIBE/NOTIFY (RFC 6665) as notifier (`notifier` module, [`Subscriptions`]) and as
+//! subscriber (`subscriber` module, [`DialogCommand::Subscribe`]).
 //! Session timers (RFC 4028, `session_timer` module, [`SessionTimers`]): the interval and
 //! refresher settled in the 2xx, refreshes by UPDATE or re-INVITE, BYE when none came.
 //! Not yet: PUBLISH, and the throughput target of `shard/call_flow`.
@@ -53,6 +53,7 @@
 mod api;
 mod auth;
 mod config;
+mod notifier;
 mod owners;
 mod prack;
 mod refer;
@@ -65,11 +66,10 @@ mod send;
 mod session_timer;
 mod standalone;
 mod stats;
-mod subscribe;
+mod subscriber;
 mod timers;
 mod uac;
 mod uas;
-mod watch;
 
 use timers::DialogTimer;
 
@@ -80,11 +80,11 @@ pub use stats::{REQUEST_METHODS, ShardStats};
 use stats::{class_slot, method_slot};
 
 pub use auth::Credentials;
+pub use notifier::{NotifyState, SubscriptionEnd, Subscriptions, subscription_event};
 pub use refer::{refer_sub_declined, replaces_of_refer_to};
 pub use replaces::{PeerMessage, ReplacesVerdict};
 pub use session_timer::{MIN_SE_FLOOR, Refresher, SessionTimers};
-pub use subscribe::{NotifyState, SubscriptionEnd, Subscriptions, subscription_event};
-pub use watch::NewSubscription;
+pub use subscriber::NewSubscription;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -155,7 +155,7 @@ enum Phase {
     /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
     Established { ack: Option<Bytes> },
     /// A dialog a SUBSCRIBE created (RFC 6665): no INVITE usage; it ends with its last
-    /// subscription (`subscribe` module).
+    /// subscription (`notifier` module).
     Subscription,
     /// BYE sent, waiting for its response; a UAC keeps the ACK for a 2xx still being
     /// retransmitted (§13.2.2.4).
@@ -301,10 +301,10 @@ pub struct Shard {
     verdict_sweep: bool,
     /// Unanswered incoming calls that replace a dialog, by slot: the dialog they replace.
     replacing: ahash::HashMap<u32, DialogId>,
-    /// Subscriptions we hold as subscriber, by dialog slot (`watch` module).
-    watches: ahash::HashMap<u32, watch::Watch>,
-    /// Subscriptions served as notifier, by dialog slot (`subscribe` module).
-    subscriptions: ahash::HashMap<u32, Vec<subscribe::Subscription>>,
+    /// Subscriptions we hold as subscriber, by dialog slot (`subscriber` module).
+    watches: ahash::HashMap<u32, subscriber::Watch>,
+    /// Subscriptions served as notifier, by dialog slot (`notifier` module).
+    subscriptions: ahash::HashMap<u32, Vec<notifier::Subscription>>,
     /// Session timers (RFC 4028), by dialog slot: only dialogs with one (`session_timer`).
     session_timers: ahash::HashMap<u32, session_timer::SessionTimer>,
     /// Messages for other shards (`replaces` module).

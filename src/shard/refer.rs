@@ -13,7 +13,7 @@
 //!
 //! In an INVITE dialog the shard keeps no subscription state. A REFER outside any dialog
 //! makes a dialog (§2.4.2) whose only usage is its subscription, which the subscription
-//! table (`subscribe` module) then holds, so that its expiry or end ends the dialog.
+//! table (`notifier` module) then holds, so that its expiry or end ends the dialog.
 //! A 2xx to a REFER sends the initial NOTIFY at once
 //! (`SIP/2.0 100 Trying`, RFC 6665 §4.2.1.2 by way of RFC 3515 §2.4.4). The application
 //! reports how the referenced request went with [`super::DialogCommand::ReferStatus`]. A

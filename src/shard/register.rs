@@ -205,7 +205,7 @@ impl Shard {
         let subscribe = (pending.request.method() == Some(Method::Subscribe))
             .then(|| self.check_subscribe(&pending.request).ok())
             .flatten();
-        let written = super::subscribe::written_expires(&headers);
+        let written = super::notifier::written_expires(&headers);
         let granted = subscribe.as_ref().map(|a| written.unwrap_or(a.expires));
         let added = granted
             .filter(|_| written.is_none() && (200..300).contains(&status))

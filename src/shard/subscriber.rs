@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use super::subscribe::SubscriptionEnd;
+use super::notifier::SubscriptionEnd;
 use super::timers::DialogTimer;
 use super::uas::Reply;
 use super::{CommandOutcome, DialogError, Entry, Phase, SessionEvent, Shard, SlotRef};
