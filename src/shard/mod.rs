@@ -60,6 +60,7 @@ mod refer;
 mod register;
 mod reinvite;
 mod replaces;
+mod reply;
 mod requests;
 mod route;
 mod send;

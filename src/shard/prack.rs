@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::timers::DialogTimer;
-use super::{DialogError, Entry, Phase, ReliableProvisionals, Shard, uas::Reply};
+use super::{DialogError, Entry, Phase, ReliableProvisionals, Shard, reply::Reply};
 use crate::message::{Message, Method};
 use crate::timer::TimerHandle;
 use crate::transaction::ServerTxnId;

@@ -271,7 +271,7 @@ impl Shard {
             .flatten()
             .is_some_and(|s| s.state.eq_ignore_ascii_case(b"terminated"));
         let status = sipfrag_status(request.body_bytes());
-        self.respond(now, txn, &request, super::uas::Reply::new(200, None));
+        self.respond(now, txn, &request, super::reply::Reply::new(200, None));
         if terminated {
             self.close_refer(index, refer_cseq);
         }

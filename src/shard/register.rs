@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::reply::Reply;
 use super::timers::ShardTimer;
-use super::uas::Reply;
 use super::{DialogError, RegisterMode, SessionEvent, Shard};
 use crate::message::{Message, Method};
 use crate::registrar::{self, RegisterOutcome};

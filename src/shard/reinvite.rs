@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use super::reply::Reply;
 use super::timers::DialogTimer;
-use super::uas::Reply;
 use super::{
     DialogError, Entry, Outgoing, Phase, Reinvite, SessionEvent, Shard, TerminationReason,
 };

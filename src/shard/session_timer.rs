@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::reply::Reply;
 use super::timers::DialogTimer;
-use super::uas::Reply;
 use super::{Entry, Outgoing, Phase, SessionEvent, Shard, TerminationReason};
 use crate::message::{HeaderName, Message};
 use crate::timer::TimerHandle;

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::notifier::SubscriptionEnd;
+use super::reply::Reply;
 use super::timers::DialogTimer;
-use super::uas::Reply;
 use super::{CommandOutcome, DialogError, Entry, Phase, SessionEvent, Shard, SlotRef};
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
 use crate::message::{BuildError, HeaderName, Message, RequestBuilder};
