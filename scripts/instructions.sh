@@ -3,6 +3,7 @@
 # that does not move with this machine's ±25 % noise, for A/B comparisons of code changes.
 #
 #   scripts/instructions.sh     (needs valgrind)
+#   KEEP_PROFILE=/tmp/shard.callgrind scripts/instructions.sh   (keeps the shard profile)
 #
 # shard/call_flow: instructions inside `Pair::call` divided by the calls made (six datagrams
 # each). txn/server_noninvite_roundtrip: instructions inside the benchmark's `roundtrip`
@@ -63,6 +64,8 @@ measure "$(bench_binary shard)" shard/call_flow "$WORK/shard.out"
 read -r DATAGRAMS _ < <(python3 "$WORK/calls.py" "$WORK/shard.out" 'Shard::handle_datagram$')
 read -r _ CALL_COST < <(python3 "$WORK/calls.py" "$WORK/shard.out" 'shard::Pair::call$')
 echo "shard/call_flow: $((CALL_COST * 6 / DATAGRAMS)) instructions per call ($((DATAGRAMS / 6)) calls)"
+# KEEP_PROFILE=path keeps the shard profile for callgrind_annotate.
+if [ -n "${KEEP_PROFILE:-}" ]; then cp "$WORK/shard.out" "$KEEP_PROFILE"; fi
 
 measure "$(bench_binary txn)" txn/server_noninvite_roundtrip "$WORK/txn.out"
 read -r ITERATIONS LAYER_COST < <(python3 "$WORK/calls.py" "$WORK/txn.out" 'txn::roundtrip$')
