@@ -271,6 +271,26 @@ fn the_side_that_hears_no_refresh_sends_bye_before_the_end() {
 }
 
 #[test]
+fn a_call_ended_by_the_peer_leaves_no_timer_of_its_session_on_the_wheel() {
+    let (mut bob, start, _, tag) = bob_in_call();
+    let at = start + Duration::from_secs(5);
+    bob.handle_datagram(at, alice_addr(), in_dialog("BYE", 2, &tag, "", ""));
+    assert_eq!(ended(&mut bob), [TerminationReason::RemoteBye]);
+    assert_eq!(bob.dialog_count(), 0);
+    // The BYE's server transaction lingers for Timer J (64·T1 over UDP); the session
+    // timer (due at 60 s) went with the dialog's entry.
+    while let Some(next) = bob.poll_timeout() {
+        assert!(
+            next <= at + Duration::from_secs(33),
+            "a timer outlived the call: due {:?} after the BYE",
+            next - at
+        );
+        bob.handle_timeout(next);
+    }
+    assert!(sent(&mut bob).iter().all(|m| m.status() == Some(200)));
+}
+
+#[test]
 fn the_peers_refreshes_keep_the_call_and_the_application_never_sees_them() {
     let (mut bob, start, dialog, tag) = bob_in_call();
     let mut now = start;

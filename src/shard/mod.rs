@@ -72,6 +72,7 @@ mod table;
 mod timers;
 mod uac;
 mod uas;
+mod usages;
 
 use timers::DialogTimer;
 
@@ -249,6 +250,9 @@ struct Entry {
     /// confirmed ([`ShardConfig::max_call_duration`]). Cancelled when the call moves on or
     /// ends, so no wheel entry outlives its use.
     call_timer: Option<(TimerHandle, DialogTimer)>,
+    /// Its usages besides the INVITE session, and its requests the application has not
+    /// answered (`usages` module); they end with the entry.
+    usages: Option<Box<usages::Usages>>,
 }
 
 struct Slot {
@@ -288,12 +292,6 @@ pub struct Shard {
     /// Requests handed to the application (event mode), awaiting `Respond`; forgotten when
     /// their transaction ends.
     pending: ahash::HashMap<ServerTxnId, Pending>,
-    /// The in-dialog ones among them, by dialog slot: when the dialog ends they get 487
-    /// (§15.1.2) without a scan of `pending`.
-    pending_in_dialog: ahash::HashMap<u32, Vec<ServerTxnId>>,
-    /// REFERs we sent whose implicit subscription is open: their CSeq numbers, by dialog
-    /// slot (RFC 3515; `refer` module).
-    refers_sent: ahash::HashMap<u32, Vec<u32>>,
     /// The peer's re-INVITEs still unanswered when their dialog ended: they get 487
     /// (§15.1.2) as soon as `now` is known.
     orphaned: Vec<(ServerTxnId, Box<Message>)>,
@@ -301,14 +299,8 @@ pub struct Shard {
     awaiting_verdict: ahash::HashMap<ServerTxnId, replaces::AwaitingVerdict>,
     /// A verdict sweep is on the wheel.
     verdict_sweep: bool,
-    /// Unanswered incoming calls that replace a dialog, by slot: the dialog they replace.
-    replacing: ahash::HashMap<u32, DialogId>,
-    /// Subscriptions we hold as subscriber, by dialog slot (`subscriber` module).
-    watches: ahash::HashMap<u32, subscriber::Watch>,
-    /// Subscriptions served as notifier, by dialog slot (`notifier` module).
-    subscriptions: ahash::HashMap<u32, Vec<notifier::Subscription>>,
-    /// Session timers (RFC 4028), by dialog slot: only dialogs with one (`session_timer`).
-    session_timers: ahash::HashMap<u32, session_timer::SessionTimer>,
+    /// Dialogs serving subscriptions and subscriptions held (`usages` module).
+    usage_counts: usages::UsageCounts,
     /// Messages for other shards (`replaces` module).
     peer_out: VecDeque<(usize, PeerMessage)>,
     ids: IdGenerator,
@@ -380,16 +372,11 @@ impl Shard {
             registrar,
             registrar_timer: None,
             pending: ahash::HashMap::default(),
-            pending_in_dialog: ahash::HashMap::default(),
-            refers_sent: ahash::HashMap::default(),
             orphaned: Vec::new(),
             awaiting_verdict: ahash::HashMap::default(),
             verdict_sweep: false,
-            replacing: ahash::HashMap::default(),
+            usage_counts: usages::UsageCounts::default(),
             peer_out: VecDeque::new(),
-            subscriptions: ahash::HashMap::default(),
-            watches: ahash::HashMap::default(),
-            session_timers: ahash::HashMap::default(),
             ids,
             events: VecDeque::new(),
             buf: BytesMut::with_capacity(4096),
@@ -468,8 +455,9 @@ impl Shard {
         let mut s = self.stats;
         s.dialogs_confirmed = self.confirmed as u64;
         s.dialogs_early = (self.live - self.confirmed) as u64;
-        s.subscription_dialogs_served = self.subscriptions.len() as u64;
-        s.subscriptions_held = self.watches.len() as u64;
+        self.debug_assert_usage_counts();
+        s.subscription_dialogs_served = self.usage_counts.serving as u64;
+        s.subscriptions_held = self.usage_counts.watching as u64;
         s.transactions = *self.txn.stats();
         s.guard = self.guard.stats();
         s

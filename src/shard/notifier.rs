@@ -138,11 +138,16 @@ pub(super) struct Subscription {
 }
 
 impl Subscription {
+    /// Its refresh or expiry timer on the wheel.
+    pub(super) fn timer(&self) -> Option<TimerHandle> {
+        self.timer
+    }
+
     fn is(&self, package: &[u8], id: Option<&[u8]>) -> bool {
         &*self.package == package && self.id.as_deref() == id
     }
 
-    fn event(&self) -> Bytes {
+    pub(super) fn event(&self) -> Bytes {
         event_value(&self.package, self.id.as_deref())
     }
 }
@@ -223,10 +228,7 @@ impl Shard {
         };
         let subscription = new_subscription(&asked, now);
         let expires = asked.expires;
-        self.subscriptions
-            .entry(index)
-            .or_default()
-            .push(subscription);
+        self.push_served(index, subscription);
         self.subscription_request(txn, request, index, expires);
     }
 
@@ -262,6 +264,7 @@ impl Shard {
             reinvite: None,
             call: None,
             call_timer: None,
+            usages: None,
         }))
     }
 
@@ -278,9 +281,12 @@ impl Shard {
             Ok(a) => a,
             Err(refusal) => return self.refuse_subscribe(now, txn, &request, refusal),
         };
-        let subs = self.subscriptions.entry(index).or_default();
-        if !subs.iter().any(|s| s.is(asked.package, asked.id)) {
-            subs.push(new_subscription(&asked, now));
+        if !self
+            .served(index)
+            .iter()
+            .any(|s| s.is(asked.package, asked.id))
+        {
+            self.push_served(index, new_subscription(&asked, now));
         }
         let expires = asked.expires;
         self.subscription_request(txn, request, index, expires);
@@ -321,9 +327,9 @@ impl Shard {
             let grace = self.config.timers.timeout();
             let token = self.token(index, DialogTimer::Subscription);
             let Some(sub) = self
-                .subscriptions
-                .get_mut(&index)
-                .and_then(|subs| subs.iter_mut().find(|s| s.is(package, id)))
+                .served_mut(index)
+                .iter_mut()
+                .find(|s| s.is(package, id))
             else {
                 return;
             };
@@ -341,9 +347,9 @@ impl Shard {
             }
             let timer = self.txn.schedule(at, token);
             if let Some(sub) = self
-                .subscriptions
-                .get_mut(&index)
-                .and_then(|subs| subs.iter_mut().find(|s| s.is(package, id)))
+                .served_mut(index)
+                .iter_mut()
+                .find(|s| s.is(package, id))
             {
                 sub.timer = Some(timer);
             }
@@ -352,9 +358,9 @@ impl Shard {
         // Refused: a subscription this SUBSCRIBE would have created is dropped; a refused
         // refresh leaves the existing one to its expiry.
         let never_accepted = self
-            .subscriptions
-            .get(&index)
-            .and_then(|subs| subs.iter().find(|s| s.is(package, id)))
+            .served(index)
+            .iter()
+            .find(|s| s.is(package, id))
             .is_some_and(|s| !s.accepted);
         if never_accepted {
             self.drop_subscription(index, package, id);
@@ -372,19 +378,16 @@ impl Shard {
             id: Some(id.as_bytes()),
             expires: 0,
         };
-        self.subscriptions
-            .entry(index)
-            .or_default()
-            .push(new_subscription(&asked, now));
+        self.push_served(index, new_subscription(&asked, now));
     }
 
     /// Whether the REFER with CSeq `refer_cseq` in the dialog at `index` has its
     /// subscription in the table (the dialog was made by it).
     pub(super) fn has_refer_subscription(&self, index: u32, refer_cseq: u32) -> bool {
         let id = refer_cseq.to_string();
-        self.subscriptions
-            .get(&index)
-            .is_some_and(|subs| subs.iter().any(|s| s.is(REFER, Some(id.as_bytes()))))
+        self.served(index)
+            .iter()
+            .any(|s| s.is(REFER, Some(id.as_bytes())))
     }
 
     /// The application answered such a REFER: a 2xx starts its subscription for
@@ -480,9 +483,9 @@ impl Shard {
             body,
         } = note;
         let sub = self
-            .subscriptions
-            .get(&index)
-            .and_then(|subs| subs.iter().find(|s| s.is(package, sub_id)))
+            .served(index)
+            .iter()
+            .find(|s| s.is(package, sub_id))
             .ok_or(DialogError::InvalidDialogState {
                 current: "no such subscription",
                 expected: "an accepted subscription",
@@ -516,9 +519,7 @@ impl Shard {
     /// The subscription timer of the dialog at `index` fired: each expired subscription
     /// gets its last NOTIFY (§4.2.2) and ends.
     pub(super) fn subscriptions_due(&mut self, now: Instant, index: u32) {
-        let Some(subs) = self.subscriptions.get(&index) else {
-            return;
-        };
+        let subs = self.served(index);
         let due: Vec<SubscriptionKey> = subs
             .iter()
             .filter(|s| s.accepted && s.expires_at <= now)
@@ -530,9 +531,9 @@ impl Shard {
         for (package, id) in due {
             let key = (&*package, id.as_deref());
             if let Some(s) = self
-                .subscriptions
-                .get_mut(&index)
-                .and_then(|subs| subs.iter_mut().find(|s| s.is(key.0, key.1)))
+                .served_mut(index)
+                .iter_mut()
+                .find(|s| s.is(key.0, key.1))
             {
                 // Whatever the application would say, this NOTIFY ends it.
                 s.ending = true;
@@ -569,9 +570,10 @@ impl Shard {
     /// Our NOTIFY in the dialog at `index` got 481 or 408, or no answer: the subscriber
     /// is gone (§4.2.2), and with it every subscription of the dialog.
     pub(super) fn notify_failed(&mut self, index: u32, status: u16) {
-        let Some(subs) = self.subscriptions.remove(&index) else {
+        let subs = self.take_served(index);
+        if subs.is_empty() {
             return;
-        };
+        }
         let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) else {
             return;
         };
@@ -592,18 +594,17 @@ impl Shard {
     /// Removes one subscription; the dialog ends with it when SUBSCRIBE made it and it
     /// was the last.
     fn drop_subscription(&mut self, index: u32, package: &[u8], id: Option<&[u8]>) {
-        let Some(subs) = self.subscriptions.get_mut(&index) else {
+        let Some(timers) = self.change_served(index, |subs| {
+            let timers: Vec<TimerHandle> = subs
+                .iter_mut()
+                .filter(|s| s.is(package, id))
+                .filter_map(|s| s.timer.take())
+                .collect();
+            subs.retain(|s| !s.is(package, id));
+            timers
+        }) else {
             return;
         };
-        let timers: Vec<TimerHandle> = subs
-            .iter_mut()
-            .filter(|s| s.is(package, id))
-            .filter_map(|s| s.timer.take())
-            .collect();
-        subs.retain(|s| !s.is(package, id));
-        if subs.is_empty() {
-            self.subscriptions.remove(&index);
-        }
         for timer in timers {
             self.txn.cancel_timer(timer);
         }
@@ -612,7 +613,7 @@ impl Shard {
 
     /// A dialog SUBSCRIBE made, without subscriptions left: it ends (§4.4.1).
     fn end_if_unused(&mut self, index: u32) {
-        let unused = !self.subscriptions.contains_key(&index)
+        let unused = self.served(index).is_empty()
             && matches!(
                 self.entry_mut(index).map(|e| &e.phase),
                 Some(Phase::Subscription)
@@ -620,24 +621,6 @@ impl Shard {
         if unused {
             self.remove(index);
         }
-    }
-
-    /// The dialog at `index` is being removed: its subscriptions end with it.
-    pub(super) fn forget_subscriptions(&mut self, index: u32) -> Vec<Bytes> {
-        if self.subscriptions.is_empty() {
-            return Vec::new();
-        }
-        let Some(subs) = self.subscriptions.remove(&index) else {
-            return Vec::new();
-        };
-        subs.into_iter()
-            .map(|s| {
-                if let Some(timer) = s.timer {
-                    self.txn.cancel_timer(timer);
-                }
-                s.event()
-            })
-            .collect()
     }
 
     /// `Terminate` of a dialog SUBSCRIBE made: each subscription gets its last NOTIFY
@@ -649,15 +632,11 @@ impl Shard {
     ) -> Result<(), DialogError> {
         let index = self.found(id)?;
         let accepted: Vec<SubscriptionKey> = self
-            .subscriptions
-            .get(&index)
-            .map(|subs| {
-                subs.iter()
-                    .filter(|s| s.accepted)
-                    .map(|s| (s.package.clone(), s.id.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+            .served(index)
+            .iter()
+            .filter(|s| s.accepted)
+            .map(|s| (s.package.clone(), s.id.clone()))
+            .collect();
         let ended = NotifyState::Terminated("noresource".to_owned());
         for (package, sub_id) in &accepted {
             let last = Note {
@@ -668,7 +647,11 @@ impl Shard {
             self.notify(now, id, index, (package, sub_id.as_deref()), last)?;
         }
         if let Some(index) = self.find(id) {
-            self.subscriptions.remove(&index);
+            for left in self.take_served(index) {
+                if let Some(timer) = left.timer {
+                    self.txn.cancel_timer(timer);
+                }
+            }
             self.end_if_unused(index);
         }
         Ok(())

@@ -212,7 +212,9 @@ impl Shard {
     /// A REFER of ours (however it was asked for) went out with CSeq `cseq`: its
     /// subscription is open until closed.
     pub(super) fn refer_sent(&mut self, index: u32, cseq: u32) {
-        self.refers_sent.entry(index).or_default().push(cseq);
+        if let Some(usages) = self.usages_made(index) {
+            usages.refers_sent.push(cseq);
+        }
     }
 
     /// The final response to our REFER: anything but a 2xx means no subscription.
@@ -227,11 +229,8 @@ impl Shard {
     }
 
     fn close_refer(&mut self, index: u32, cseq: u32) {
-        if let Some(open) = self.refers_sent.get_mut(&index) {
-            open.retain(|&c| c != cseq);
-            if open.is_empty() {
-                self.refers_sent.remove(&index);
-            }
+        if let Some(usages) = self.usages_mut(index) {
+            usages.refers_sent.retain(|&c| c != cseq);
         }
     }
 
@@ -254,14 +253,16 @@ impl Shard {
                     Some(Some(v)) => std::str::from_utf8(v).ok().and_then(|v| v.parse().ok()),
                     Some(None) => None,
                     None => self
-                        .refers_sent
-                        .get(&index)
-                        .and_then(|o| o.first().copied()),
+                        .usages(index)
+                        .and_then(|u| u.refers_sent.first().copied()),
                 }
             }
             _ => return self.dialog_request(now, txn, request, index),
         };
-        let open = id.filter(|id| self.refers_sent.get(&index).is_some_and(|o| o.contains(id)));
+        let open = id.filter(|id| {
+            self.usages(index)
+                .is_some_and(|u| u.refers_sent.contains(id))
+        });
         let Some(refer_cseq) = open else {
             return self.reject_request(now, txn, &request, 481, &[]);
         };

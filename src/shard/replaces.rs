@@ -302,10 +302,7 @@ impl Shard {
 
     /// After the 2xx of the call at `index`: if it replaces a dialog, that dialog ends.
     pub(super) fn replacement_answered(&mut self, now: Instant, index: u32) {
-        if self.replacing.is_empty() {
-            return;
-        }
-        let Some(replaced) = self.replacing.remove(&index) else {
+        let Some(replaced) = self.usages_mut(index).and_then(|u| u.replacing.take()) else {
             return;
         };
         let owner = self.owner_of(replaced.call_id());
@@ -338,13 +335,6 @@ impl Shard {
         };
         if let Err(e) = outcome {
             tracing::debug!(error = %e, "could not end a replaced dialog");
-        }
-    }
-
-    /// Forgets what the call at `index` was to replace (it ended unanswered).
-    pub(super) fn forget_replacing(&mut self, index: u32) {
-        if !self.replacing.is_empty() {
-            self.replacing.remove(&index);
         }
     }
 }

@@ -69,8 +69,8 @@ impl Shard {
     /// of the peer's awaits ours (the unanswered INVITE or re-INVITE, or an earlier UPDATE
     /// the application holds). `None`: no offer is outstanding.
     fn update_offer_conflict(&mut self, index: u32) -> Option<(u16, bool)> {
-        let pending_update_offer = self.pending_in_dialog.get(&index).is_some_and(|txns| {
-            txns.iter().any(|t| {
+        let pending_update_offer = self.usages(index).is_some_and(|u| {
+            u.pending.iter().any(|t| {
                 self.pending.get(t).is_some_and(|p| {
                     p.request.method() == Some(Method::Update)
                         && !crate::sdp::offer_of(&p.request).is_empty()
@@ -117,7 +117,9 @@ impl Shard {
                 dialog: Some(index),
             },
         );
-        self.pending_in_dialog.entry(index).or_default().push(txn);
+        if let Some(usages) = self.usages_made(index) {
+            usages.pending.push(txn);
+        }
     }
 
     /// An out-of-dialog MESSAGE (RFC 3428 pager mode) for the application.
@@ -146,12 +148,9 @@ impl Shard {
         }
         let pending = self.pending.remove(&txn)?;
         if let Some(index) = pending.dialog
-            && let Some(txns) = self.pending_in_dialog.get_mut(&index)
+            && let Some(usages) = self.usages_mut(index)
         {
-            txns.retain(|t| *t != txn);
-            if txns.is_empty() {
-                self.pending_in_dialog.remove(&index);
-            }
+            usages.pending.retain(|t| *t != txn);
         }
         Some(pending)
     }

@@ -140,6 +140,11 @@ pub(super) struct SessionTimer {
 }
 
 impl SessionTimer {
+    /// Its refresh or expiry timer on the wheel.
+    pub(super) fn timer(&self) -> Option<TimerHandle> {
+        self.timer
+    }
+
     fn new(now: Instant, min_se: u32, peer_update: bool, local_sdp: Bytes) -> Self {
         SessionTimer {
             interval: 0,
@@ -263,7 +268,7 @@ impl Shard {
             return Ok(None);
         };
         let current = index
-            .and_then(|i| self.session_timers.get(&i))
+            .and_then(|i| self.session_timer(i))
             .map(|st| st.interval)
             .filter(|&i| i > 0);
         negotiate(config, request, current)
@@ -293,13 +298,16 @@ impl Shard {
             return;
         };
         let Some(n) = n else {
-            if let Some(st) = self.session_timers.get_mut(&index) {
+            if let Some(st) = self.session_timer_mut(index) {
                 st.pending = None;
             }
             return;
         };
         let their_min = request.min_se().ok().flatten().map_or(0, |m| m.seconds);
-        let st = self.session_timers.entry(index).or_insert_with(|| {
+        let Some(usages) = self.usages_made(index) else {
+            return;
+        };
+        let st = usages.session_timer.get_or_insert_with(|| {
             SessionTimer::new(now, config.min_se, allows_update(request), Bytes::new())
         });
         st.min_se = st.min_se.max(their_min);
@@ -310,7 +318,7 @@ impl Shard {
     /// The headers our 2xx to the peer's request at `index` adds (none without a timer
     /// settled for it).
     pub(super) fn answer_headers(&self, index: u32) -> Option<AnswerHeaders> {
-        let n = self.session_timers.get(&index)?.pending?;
+        let n = self.session_timer(index)?.pending?;
         Some(AnswerHeaders {
             session_expires: format!("{};refresher={}", n.interval, n.refresher.parameter()),
             require: n.peer_supports,
@@ -320,7 +328,7 @@ impl Shard {
     /// Our 2xx to the peer's request at `index` went out (with `sdp`, when it is an answer
     /// to an INVITE): the settled interval runs from now.
     pub(super) fn refresh_answered(&mut self, now: Instant, index: u32, sdp: Option<&Bytes>) {
-        let Some(st) = self.session_timers.get_mut(&index) else {
+        let Some(st) = self.session_timer_mut(index) else {
             return;
         };
         if let Some(sdp) = sdp.filter(|s| !s.is_empty()) {
@@ -348,17 +356,19 @@ impl Shard {
             return;
         };
         let Ok(Some(se)) = response.session_expires() else {
-            if let Some(st) = self.session_timers.remove(&index)
+            if let Some(st) = self.usages_mut(index).and_then(|u| u.session_timer.take())
                 && let Some(timer) = st.timer
             {
                 self.txn.cancel_timer(timer);
             }
             return;
         };
-        let st = self
-            .session_timers
-            .entry(index)
-            .or_insert_with(|| SessionTimer::new(now, config.min_se, false, Bytes::new()));
+        let Some(usages) = self.usages_made(index) else {
+            return;
+        };
+        let st = usages
+            .session_timer
+            .get_or_insert_with(|| SessionTimer::new(now, config.min_se, false, Bytes::new()));
         st.peer_update |= allows_update(response);
         if let Some(offer) = offer.filter(|s| !s.is_empty()) {
             st.local_sdp = offer.clone();
@@ -374,10 +384,7 @@ impl Shard {
     /// The headers of a refresh request of ours (and of any re-INVITE in a dialog with a
     /// timer): Session-Expires naming the refresher as it stands, Supported, Min-SE.
     pub(super) fn refresh_request_headers(&self, index: u32) -> Option<(String, Option<String>)> {
-        let st = self
-            .session_timers
-            .get(&index)
-            .filter(|st| st.interval > 0)?;
+        let st = self.session_timer(index).filter(|st| st.interval > 0)?;
         let refresher = if st.we_refresh {
             Refresher::Uac
         } else {
@@ -391,7 +398,7 @@ impl Shard {
     /// (Re)schedules the refresh (at half the interval) or the BYE (the end less the
     /// margin) of the dialog at `index`.
     fn arm_session_timer(&mut self, now: Instant, index: u32) {
-        let Some(st) = self.session_timers.get(&index) else {
+        let Some(st) = self.session_timer(index) else {
             return;
         };
         let at = if st.we_refresh && !st.refreshing {
@@ -405,32 +412,28 @@ impl Shard {
     /// Puts the dialog's one session timer at `at`, in place of any earlier one.
     fn set_session_timer(&mut self, index: u32, at: Instant) {
         let token = self.token(index, DialogTimer::Session);
-        let Some(old) = self
-            .session_timers
-            .get_mut(&index)
-            .map(|st| st.timer.take())
-        else {
+        let Some(old) = self.session_timer_mut(index).map(|st| st.timer.take()) else {
             return;
         };
         if let Some(old) = old {
             self.txn.cancel_timer(old);
         }
         let handle = self.txn.schedule(at, token);
-        if let Some(st) = self.session_timers.get_mut(&index) {
+        if let Some(st) = self.session_timer_mut(index) {
             st.timer = Some(handle);
         }
     }
 
     /// The session timer of the dialog at `index` fired: refresh, or give the session up.
     pub(super) fn session_timer_due(&mut self, now: Instant, index: u32) {
-        let Some(st) = self.session_timers.get_mut(&index) else {
+        let Some(st) = self.session_timer_mut(index) else {
             return;
         };
         st.timer = None;
         let backstop = st.backstop();
         if st.we_refresh && !st.refreshing && now + Duration::from_secs(1) < backstop {
             if self.send_refresh(now, index) {
-                if let Some(st) = self.session_timers.get_mut(&index) {
+                if let Some(st) = self.session_timer_mut(index) {
                     st.refreshing = true;
                 }
                 return self.arm_session_timer(now, index);
@@ -447,7 +450,7 @@ impl Shard {
 
     /// No refresh in time: BYE (after the ACK, if our 2xx still waits for one).
     fn session_expired(&mut self, now: Instant, index: u32) {
-        self.session_timers.remove(&index);
+        self.usages_mut(index).and_then(|u| u.session_timer.take());
         match self.entry_mut(index).map(|e| &mut e.phase) {
             Some(Phase::Established { .. }) => {
                 let _ = self.send_bye(now, index, TerminationReason::SessionExpired);
@@ -459,7 +462,7 @@ impl Shard {
 
     /// Our refresh, as UPDATE or re-INVITE; false when an INVITE is in progress.
     fn send_refresh(&mut self, now: Instant, index: u32) -> bool {
-        let Some(st) = self.session_timers.get(&index) else {
+        let Some(st) = self.session_timer(index) else {
             return false;
         };
         let (peer_update, sdp) = (st.peer_update, st.local_sdp.clone());
@@ -503,7 +506,7 @@ impl Shard {
         if (200..300).contains(&status) {
             return self.session_confirmed(now, index, response, None);
         }
-        let Some(st) = self.session_timers.get_mut(&index) else {
+        let Some(st) = self.session_timer_mut(index) else {
             return;
         };
         st.refreshing = false;
@@ -527,7 +530,7 @@ impl Shard {
             && now + Duration::from_secs(1) < st.backstop()
             && self.send_refresh(now, index)
         {
-            if let Some(st) = self.session_timers.get_mut(&index) {
+            if let Some(st) = self.session_timer_mut(index) {
                 st.refreshing = true;
             }
             return self.arm_session_timer(now, index);
@@ -537,21 +540,12 @@ impl Shard {
 
     /// Tries the refresh again halfway between now and the backstop (or gives up there).
     fn retry_refresh_later(&mut self, now: Instant, index: u32) {
-        let Some(st) = self.session_timers.get_mut(&index) else {
+        let Some(st) = self.session_timer_mut(index) else {
             return;
         };
         st.refreshing = false;
         let at = now + st.backstop().saturating_duration_since(now) / 2;
         self.set_session_timer(index, at);
-    }
-
-    /// The dialog at `index` ended: its timer goes with it.
-    pub(super) fn forget_session_timer(&mut self, index: u32) {
-        if let Some(st) = self.session_timers.remove(&index)
-            && let Some(timer) = st.timer
-        {
-            self.txn.cancel_timer(timer);
-        }
     }
 
     /// The peer's offerless UPDATE in a dialog with a timer settled for it: a refresh the
@@ -670,10 +664,12 @@ impl Shard {
             .config
             .session_timers
             .map_or(MIN_SE_FLOOR, |c| c.min_se);
-        let st = self
-            .session_timers
-            .entry(index)
-            .or_insert_with(|| SessionTimer::new(now, floor, false, Bytes::new()));
+        let Some(usages) = self.usages_made(index) else {
+            return true;
+        };
+        let st = usages
+            .session_timer
+            .get_or_insert_with(|| SessionTimer::new(now, floor, false, Bytes::new()));
         st.min_se = st.min_se.max(min.seconds);
         true
     }

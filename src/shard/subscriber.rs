@@ -73,6 +73,14 @@ pub(super) struct Watch {
     retry: Option<Box<NewSubscription>>,
 }
 
+impl Watch {
+    /// What is left of it when its dialog ends: the handle, the Event value and the timer
+    /// to cancel.
+    pub(super) fn into_parts(self) -> (DialogId, Bytes, Option<TimerHandle>) {
+        (self.handle, self.event, self.timer)
+    }
+}
+
 impl Shard {
     /// `Subscribe`: the SUBSCRIBE outside any dialog; the handle names the subscription.
     pub(super) fn subscribe(
@@ -102,12 +110,13 @@ impl Shard {
         );
         let index = self.insert(Entry {
             call_timer: None,
+            usages: None,
             dialog: d,
             phase: Phase::Subscription,
             reinvite: None,
             call: Some(id.clone()),
         });
-        self.watches.insert(
+        self.set_watch(
             index,
             Watch {
                 handle: id.clone(),
@@ -176,7 +185,7 @@ impl Shard {
         let Some(min) = response.min_expires().ok().flatten() else {
             return false;
         };
-        let Some(w) = self.watches.get_mut(&index) else {
+        let Some(w) = self.watch_mut(index) else {
             return false;
         };
         let Some(new) = w.retry.take().filter(|_| min > w.expires) else {
@@ -227,7 +236,7 @@ impl Shard {
             self.watch_granted(now, dialog, granted);
             return;
         }
-        let initial = self.watches.get(&index).is_some_and(|w| !w.accepted);
+        let initial = self.watch(index).is_some_and(|w| !w.accepted);
         if initial && code == 423 && self.retry_with_min_expires(now, index, response) {
             return;
         }
@@ -243,7 +252,7 @@ impl Shard {
             return;
         };
         let Some(index) = self.resolve(r) else { return };
-        if self.watches.get(&index).is_some_and(|w| !w.accepted) {
+        if self.watch(index).is_some_and(|w| !w.accepted) {
             self.end_watch(index, SubscriptionEnd::Rejected(408));
         }
     }
@@ -312,13 +321,14 @@ impl Shard {
         let handle = self.entry_mut(index)?.call.clone();
         let fork = self.insert(Entry {
             call_timer: None,
+            usages: None,
             dialog: d,
             phase: Phase::Subscription,
             reinvite: None,
             call: handle,
         });
         self.set_confirmed(fork);
-        let watch = self.watches.get(&index)?;
+        let watch = self.watch(index)?;
         let copy = Watch {
             handle: watch.handle.clone(),
             event: watch.event.clone(),
@@ -330,9 +340,9 @@ impl Shard {
             forks: Vec::new(),
             retry: None,
         };
-        self.watches.insert(fork, copy);
+        self.set_watch(fork, copy);
         let r = self.slot_ref(fork);
-        if let Some(w) = self.watches.get_mut(&index) {
+        if let Some(w) = self.watch_mut(index) {
             w.forks.push(r);
         }
         Some(fork)
@@ -342,7 +352,7 @@ impl Shard {
     /// asked interval when `None`): the refresh is scheduled, and the application told
     /// the first time.
     fn watch_granted(&mut self, now: Instant, index: u32, granted: Option<u32>) {
-        let Some(w) = self.watches.get_mut(&index) else {
+        let Some(w) = self.watch_mut(index) else {
             return;
         };
         let seconds = granted.unwrap_or(w.expires);
@@ -366,7 +376,7 @@ impl Shard {
         self.arm_watch(index, refresh, false);
         if first && let Some(e) = self.entry_mut(index) {
             let dialog = e.dialog.id.clone();
-            let subscription = self.watches.get(&index).map(|w| w.handle.clone());
+            let subscription = self.watch(index).map(|w| w.handle.clone());
             if let Some(subscription) = subscription {
                 self.events.push_back(SessionEvent::SubscriptionAccepted {
                     subscription,
@@ -381,7 +391,7 @@ impl Shard {
     /// that instant too.
     fn arm_watch(&mut self, index: u32, at: Instant, expiry: bool) {
         let token = self.token(index, DialogTimer::Watch);
-        let Some(w) = self.watches.get_mut(&index) else {
+        let Some(w) = self.watch_mut(index) else {
             return;
         };
         if expiry {
@@ -392,14 +402,14 @@ impl Shard {
             self.txn.cancel_timer(old);
         }
         let timer = self.txn.schedule(at, token);
-        if let Some(w) = self.watches.get_mut(&index) {
+        if let Some(w) = self.watch_mut(index) {
             w.timer = Some(timer);
         }
     }
 
     /// The watch timer of the dialog at `index`: refresh, or end at expiry.
     pub(super) fn watch_due(&mut self, now: Instant, index: u32) {
-        let Some(w) = self.watches.get_mut(&index) else {
+        let Some(w) = self.watch_mut(index) else {
             return;
         };
         w.timer = None;
@@ -444,13 +454,10 @@ impl Shard {
     /// named); each ends with its last NOTIFY, or 64·T1 after.
     pub(super) fn unsubscribe(&mut self, now: Instant, id: &DialogId) -> Result<(), DialogError> {
         let index = self.found(id)?;
-        let w = self
-            .watches
-            .get(&index)
-            .ok_or(DialogError::InvalidDialogState {
-                current: "no subscription of ours",
-                expected: "a subscription",
-            })?;
+        let w = self.watch(index).ok_or(DialogError::InvalidDialogState {
+            current: "no subscription of ours",
+            expected: "a subscription",
+        })?;
         let mut targets = vec![index];
         if w.handle == *id {
             targets.extend(w.forks.iter().filter_map(|f| self.resolve(*f)));
@@ -459,7 +466,7 @@ impl Shard {
         for index in targets {
             // Already ending (a second Unsubscribe, or a stop ending each dialog of one
             // handle): nothing more to send.
-            let Some(w) = self.watches.get_mut(&index).filter(|w| !w.unsubscribing) else {
+            let Some(w) = self.watch_mut(index).filter(|w| !w.unsubscribing) else {
                 continue;
             };
             w.unsubscribing = true;
@@ -484,7 +491,7 @@ impl Shard {
         txn: ServerTxnId,
         request: &Message,
     ) -> bool {
-        if self.watches.is_empty() {
+        if self.usage_counts.watching == 0 {
             return false;
         }
         let (Some(call_id), Ok(Some(local)), Ok(Some(remote))) =
@@ -496,8 +503,7 @@ impl Shard {
             return false;
         };
         if !self
-            .watches
-            .get(&first)
+            .watch(first)
             .is_some_and(|w| same_event(&w.event, request))
         {
             return false;
@@ -513,10 +519,9 @@ impl Shard {
 
     /// Whether a NOTIFY in the dialog at `index` is for a subscription we hold there.
     pub(super) fn is_watched_notify(&self, index: u32, request: &Message) -> bool {
-        !self.watches.is_empty()
+        self.usage_counts.watching != 0
             && self
-                .watches
-                .get(&index)
+                .watch(index)
                 .is_some_and(|w| same_event(&w.event, request))
     }
 
@@ -547,7 +552,7 @@ impl Shard {
         let local = entry.dialog.id.local_tag().to_vec();
         let dialog = entry.dialog.id.clone();
         self.respond(now, txn, &request, Reply::new(200, Some(&local)));
-        let Some(w) = self.watches.get(&index) else {
+        let Some(w) = self.watch(index) else {
             return;
         };
         let (subscription, accepted, unsubscribing) =
@@ -559,8 +564,7 @@ impl Shard {
             && !terminated
             && !unsubscribing
             && self
-                .watches
-                .get(&index)
+                .watch(index)
                 .is_some_and(|w| now + Duration::from_secs(u64::from(seconds)) < w.expires_at)
         {
             // The notifier shortened it: refresh sooner.
@@ -579,7 +583,7 @@ impl Shard {
     /// Ends the subscription we hold in the dialog at `index` (and, for the handle's first
     /// slot before any dialog, the handle); the dialog ends with it when SUBSCRIBE made it.
     fn end_watch(&mut self, index: u32, reason: SubscriptionEnd) {
-        let Some(w) = self.watches.remove(&index) else {
+        let Some(w) = self.take_watch(index) else {
             return;
         };
         if let Some(timer) = w.timer {
@@ -597,48 +601,15 @@ impl Shard {
         if matches!(
             self.entry_mut(index).map(|e| &e.phase),
             Some(Phase::Subscription)
-        ) && !self.subscriptions.contains_key(&index)
+        ) && self.served(index).is_empty()
         {
             self.remove(index);
         }
     }
 
-    /// The dialog at `index` is being removed: the subscription we held there ends.
-    pub(super) fn forget_watch(&mut self, index: u32) -> Option<(DialogId, Bytes)> {
-        if self.watches.is_empty() {
-            return None;
-        }
-        let w = self.watches.remove(&index)?;
-        if let Some(timer) = w.timer {
-            self.txn.cancel_timer(timer);
-        }
-        Some((w.handle, w.event))
-    }
-
-    /// The dialog at `index` (`dialog`) is being removed: every subscription in it, held or
-    /// served, ends with it.
-    pub(super) fn subscriptions_end_with(&mut self, index: u32, dialog: &DialogId) {
-        if let Some((handle, event)) = self.forget_watch(index) {
-            self.events.push_back(SessionEvent::SubscriptionTerminated {
-                subscription: Some(handle),
-                dialog: dialog.clone(),
-                event,
-                reason: SubscriptionEnd::DialogEnded,
-            });
-        }
-        for event in self.forget_subscriptions(index) {
-            self.events.push_back(SessionEvent::SubscriptionTerminated {
-                subscription: None,
-                dialog: dialog.clone(),
-                event,
-                reason: SubscriptionEnd::DialogEnded,
-            });
-        }
-    }
-
     /// Whether the dialog at `index` holds a subscription of ours.
     pub(super) fn watches_at(&self, index: u32) -> bool {
-        !self.watches.is_empty() && self.watches.contains_key(&index)
+        self.watch(index).is_some()
     }
 }
 

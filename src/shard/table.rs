@@ -110,24 +110,8 @@ impl Shard {
         if let Some(incoming) = entry.reinvite.as_mut().and_then(|r| r.incoming.take()) {
             self.orphaned.push(incoming);
         }
-        if !self.refers_sent.is_empty() {
-            self.refers_sent.remove(&index);
-        }
-        self.forget_replacing(index);
-        if !self.session_timers.is_empty() {
-            self.forget_session_timer(index);
-        }
-        if !self.watches.is_empty() || !self.subscriptions.is_empty() {
-            self.subscriptions_end_with(index, &entry.dialog.id);
-        }
-        if !self.pending_in_dialog.is_empty()
-            && let Some(txns) = self.pending_in_dialog.remove(&index)
-        {
-            for txn in txns {
-                if let Some(p) = self.pending.remove(&txn) {
-                    self.orphaned.push((txn, Box::new(p.request)));
-                }
-            }
+        if let Some(usages) = entry.usages.take() {
+            self.end_usages(&entry.dialog.id, *usages);
         }
         if let Phase::Incoming { invite, origin, .. } = entry.phase {
             self.by_server_txn.remove(&invite);

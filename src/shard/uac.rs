@@ -116,6 +116,7 @@ impl Shard {
         );
         let index = self.insert(Entry {
             call_timer: None,
+            usages: None,
             dialog: d,
             phase: Phase::Calling {
                 invite,
@@ -487,6 +488,7 @@ impl Shard {
         let invite_offer = matches!(&p.phase, Phase::Calling { request, .. } if super::requests::invite_has_body(request));
         let index = self.insert(Entry {
             call_timer: None,
+            usages: None,
             dialog: d,
             phase: Phase::Early {
                 last_rseq: 0,

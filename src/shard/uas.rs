@@ -199,6 +199,7 @@ impl Shard {
         let reliable = self.reliable_for(&request, cseq);
         let index = self.insert(Entry {
             call_timer: None,
+            usages: None,
             dialog: d,
             phase: Phase::Incoming {
                 invite: txn,
@@ -217,8 +218,10 @@ impl Shard {
         self.by_origin.entry(origin).or_insert(index);
         let ring = self.config.ring_timeout;
         self.arm_call_timer(now, index, DialogTimer::RingTimeout, ring);
-        if let Some(replaced) = &replaces {
-            self.replacing.insert(index, replaced.clone());
+        if let Some(replaced) = &replaces
+            && let Some(usages) = self.usages_made(index)
+        {
+            usages.replacing = Some(replaced.clone());
         }
         self.events.push_back(SessionEvent::IncomingCall {
             dialog: id,
@@ -479,10 +482,7 @@ impl Shard {
         ];
         let mut headers = if sdp.is_empty() { &all[..3] } else { &all[..] };
         // RFC 4028 §9: the 2xx settles the session timer the INVITE asked for.
-        let timer = match self.session_timers.is_empty() {
-            true => None,
-            false => self.answer_headers(index),
-        };
+        let timer = self.answer_headers(index);
         let with_timer;
         if let Some(timer) = &timer {
             with_timer = [headers, &timer.pairs()].concat();
