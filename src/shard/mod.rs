@@ -53,6 +53,8 @@
 mod api;
 mod auth;
 mod config;
+mod dispatch;
+mod entry;
 mod notifier;
 mod owners;
 mod prack;
@@ -74,6 +76,7 @@ mod uac;
 mod uas;
 mod usages;
 
+use entry::{Call, Entry, Outgoing, Pending, Phase, Reinvite, Slot, SlotRef, Usage};
 use timers::DialogTimer;
 
 pub use api::{CommandOutcome, DialogCommand, DialogError, SessionEvent, TerminationReason};
@@ -95,177 +98,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::dialog::{Dialog, DialogId, DialogState};
-use crate::message::{Branch, IdGenerator, Message};
+use crate::dialog::{DialogId, DialogState};
+use crate::message::{IdGenerator, Message};
 use crate::timer::TimerHandle;
 
-use crate::transaction::{
-    ClientTxnId, ServerTxnId, TransactionLayer, Transmit, Transport, TxnEvent,
-};
+use crate::transaction::{ServerTxnId, TransactionLayer, Transmit, Transport};
 pub use standalone::StandaloneRequest;
-
-/// Where a dialog is in its INVITE life.
-#[derive(Debug)]
-enum Phase {
-    /// UAS: INVITE received, no final response yet. The request is boxed: every dialog
-    /// slot is as large as the largest phase, and a Message is 192 bytes.
-    Incoming {
-        invite: ServerTxnId,
-        request: Box<Message>,
-        /// Our 18x go out reliably (RFC 3262); boxed, since most calls do without.
-        reliable: Option<Box<prack::Reliable>>,
-        /// The INVITE's `by_origin` key (merged-request detection, §8.2.2.2).
-        origin: u64,
-    },
-    /// UAS: 2xx sent, waiting for the ACK (§13.3.1.4).
-    Answered {
-        invite: ServerTxnId,
-        ok: Bytes,
-        /// The current 2xx retransmission interval in milliseconds (T1 doubling to T2; a
-        /// u32 rather than a 16-byte Duration keeps every dialog slot 8 bytes smaller).
-        interval_ms: u32,
-        retransmit: TimerHandle,
-        give_up: TimerHandle,
-        /// The application asked for BYE: §15 lets it leave only after the ACK (or when
-        /// none came in 64·T1).
-        bye_requested: bool,
-        /// The INVITE's `by_origin` key, kept until the ACK: a copy of the INVITE that
-        /// forked and merged back here while our 2xx is unacknowledged still gets 482.
-        origin: u64,
-        /// False for the 2xx to a re-INVITE, which holds no `by_origin` entry. (A flag
-        /// beside `bye_requested`, in padding: an `Option<u64>` would add 8 bytes to
-        /// every dialog slot.)
-        holds_origin: bool,
-    },
-    /// UAC: INVITE sent, no final response yet (its transaction is in `calls`).
-    Calling {
-        /// Its INVITE client transaction.
-        invite: ClientTxnId,
-        request: Bytes,
-        branch: Branch,
-        /// A provisional response (any 1xx) has arrived: a CANCEL may be sent (§9.1).
-        provisional: bool,
-        /// The application asked to cancel before any provisional: sent on the first one.
-        cancel_pending: bool,
-        /// RSeq of the last reliable provisional we PRACKed in this early dialog (RFC 3262
-        /// §4; 0: none yet, RSeq starts at 1).
-        last_rseq: u32,
-    },
-    /// UAC: an early dialog created by a fork of our INVITE (another To tag), with the RSeq
-    /// of the last reliable provisional we PRACKed in it (0: none), and whether our INVITE
-    /// carried an offer (which each early dialog answers on its own, RFC 3261 §13.2.1).
-    Early { last_rseq: u32, invite_offer: bool },
-    /// Confirmed; for a UAC, the ACK to send again on a retransmitted 2xx.
-    Established { ack: Option<Bytes> },
-    /// A dialog a SUBSCRIBE created (RFC 6665): no INVITE usage; it ends with its last
-    /// subscription (`notifier` module).
-    Subscription,
-    /// BYE sent, waiting for its response; a UAC keeps the ACK for a 2xx still being
-    /// retransmitted (§13.2.2.4).
-    Terminating {
-        reason: TerminationReason,
-        ack: Option<Bytes>,
-    },
-}
-
-impl Phase {
-    fn name(&self) -> &'static str {
-        match self {
-            Phase::Incoming { .. } => "incoming",
-            Phase::Answered { .. } => "answered",
-            Phase::Calling { .. } => "calling",
-            Phase::Early { .. } => "early",
-            Phase::Established { .. } => "established",
-            Phase::Terminating { .. } => "terminating",
-            Phase::Subscription => "subscription",
-        }
-    }
-}
-
-/// A call we placed, while its INVITE transaction lives: the dialog MakeCall created
-/// (`primary`, which takes the first To tag), one more per other To tag (forks), and which
-/// of them a 2xx confirmed first.
-#[derive(Debug)]
-struct Call {
-    primary: SlotRef,
-    forks: Vec<SlotRef>,
-    answered: Option<SlotRef>,
-}
-
-/// A dialog slot as it was when referenced: the INVITE transaction outlives its dialogs by
-/// up to 64·T1 (RFC 6026's Timer M), and by then the slot may hold another call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SlotRef {
-    index: u32,
-    generation: u32,
-}
-
-/// Which usage of its dialog (RFC 5057) an in-dialog request of ours belongs to: what its
-/// failure (481, 408, no answer) ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Usage {
-    /// The session: its failure ends the dialog (§12.2.1.2).
-    Session,
-    /// A subscription we hold or asked for (SUBSCRIBE, REFER): only that ends.
-    Subscription,
-    /// A NOTIFY for a subscription we serve: the subscriber is gone.
-    Notify,
-    /// Our session refresh (RFC 4028 UPDATE): its failure ends the dialog, its outcome is
-    /// the shard's own.
-    Refresh,
-}
-
-/// re-INVITEs in progress on a confirmed dialog (boxed in the entry: most dialogs have
-/// none). The two directions are separate: ours may wait out its §14.1 back-off while the
-/// peer's is being answered.
-#[derive(Debug, Default)]
-struct Reinvite {
-    /// The peer's, waiting for the application's answer.
-    incoming: Option<(ServerTxnId, Box<Message>)>,
-    /// Ours.
-    outgoing: Outgoing,
-}
-
-/// Our re-INVITE's progress.
-#[derive(Debug, Default)]
-enum Outgoing {
-    #[default]
-    Idle,
-    /// Sent with this offer (as a session refresh of the shard's own, RFC 4028, when
-    /// `refresh`), waiting for its final response.
-    InProgress { sdp: Bytes, refresh: bool },
-    /// Got 491; goes again with this offer when the §14.1 wait ends.
-    RetryPending { sdp: Bytes, refresh: bool },
-}
-
-#[derive(Debug)]
-struct Entry {
-    dialog: Dialog,
-    phase: Phase,
-    reinvite: Option<Box<Reinvite>>,
-    /// The MakeCall handle (UAC) so events can name the call the app knows.
-    call: Option<DialogId>,
-    /// The call's own limit while it lasts, and which: the ring timeout while it is
-    /// unanswered (either role: [`ShardConfig::ring_timeout`]), the longest duration once
-    /// confirmed ([`ShardConfig::max_call_duration`]). Cancelled when the call moves on or
-    /// ends, so no wheel entry outlives its use.
-    call_timer: Option<(TimerHandle, DialogTimer)>,
-    /// Its usages besides the INVITE session, and its requests the application has not
-    /// answered (`usages` module); they end with the entry.
-    usages: Option<Box<usages::Usages>>,
-}
-
-struct Slot {
-    generation: u32,
-    entry: Option<Entry>,
-}
-
-/// A request handed to the application, awaiting `Respond`.
-struct Pending {
-    request: Message,
-    /// The slot of its dialog, for an in-dialog request.
-    dialog: Option<u32>,
-}
 
 /// One shard.
 pub struct Shard {
@@ -812,75 +650,6 @@ impl Shard {
         };
         self.drain(now);
         out
-    }
-
-    /// Processes what the transaction layer reported.
-    fn drain(&mut self, now: Instant) {
-        loop {
-            self.drain_txn_events(now);
-            if self.orphaned.is_empty() {
-                break;
-            }
-            // §15.1.2: the dialog ended, its pending requests still get a response.
-            for (txn, request) in std::mem::take(&mut self.orphaned) {
-                self.reject_request(now, txn, &request, 487, &[]);
-            }
-        }
-    }
-
-    fn drain_txn_events(&mut self, now: Instant) {
-        while let Some(ev) = self.txn.poll_event() {
-            match ev {
-                TxnEvent::Request { txn, request, from } => {
-                    self.on_request(now, txn, request, from)
-                }
-                TxnEvent::Cancel {
-                    txn,
-                    invite,
-                    request,
-                    ..
-                } => self.on_cancel(now, txn, invite, request),
-                TxnEvent::Ack { request, .. } => self.on_ack(now, request),
-                TxnEvent::Response { txn, response } => self.on_response(now, txn, response),
-                TxnEvent::StrayResponse { response, .. } => self.on_stray_response(response),
-                TxnEvent::Timeout { txn } => self.on_txn_failure(txn, TerminationReason::Timeout),
-                TxnEvent::TransportError { txn } => {
-                    self.on_txn_failure(txn, TerminationReason::TransportError)
-                }
-                TxnEvent::Terminated { txn } => match txn {
-                    crate::transaction::TxnId::Client(c) => {
-                        self.owners.forget_ended(&c);
-                        self.standalone_failed(c);
-                        self.invite_ended(c);
-                    }
-                    // Ended unanswered (the application never said; 64·T1 passed).
-                    crate::transaction::TxnId::Server(s) => {
-                        if let Some(p) = self.forget_pending(s)
-                            && let Some(index) = p.dialog
-                        {
-                            // A SUBSCRIBE or REFER the application never answered creates
-                            // nothing.
-                            match p.request.method() {
-                                Some(crate::message::Method::Subscribe) => {
-                                    if let Ok(asked) = self.check_subscribe(&p.request) {
-                                        let expires = asked.expires;
-                                        self.subscribe_answered(now, index, &asked, 408, expires);
-                                    }
-                                }
-                                Some(crate::message::Method::Refer) => {
-                                    if let Ok(cseq) = p.request.cseq() {
-                                        self.refer_answered_by_us(now, index, cseq.seq, 408, false);
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                        self.forget_awaiting(s);
-                    }
-                },
-                TxnEvent::UserTimer { token } => self.on_timer(now, token),
-            }
-        }
     }
 }
 

@@ -222,52 +222,8 @@ impl Shard {
         }
     }
 
-    pub(super) fn on_response(&mut self, now: Instant, txn: ClientTxnId, response: Message) {
-        use super::owners::Owner;
-        let bye = match self.owners.get(&txn) {
-            None => return,
-            Some(Owner::Subscribe(_)) => return self.subscribe_response(now, txn, &response),
-            Some(Owner::Call(_)) => return self.invite_response(now, txn, &response),
-            Some(Owner::Reinvite(r)) => {
-                // The dialog may have ended (the peer's BYE) while our re-INVITE was out.
-                let Some(index) = self.resolve(*r) else {
-                    return;
-                };
-                return self.reinvite_response(now, index, &response);
-            }
-            Some(Owner::Standalone(_)) => return self.standalone_response(now, txn, response),
-            Some(&Owner::Request(r, usage)) => {
-                let Some(index) = self.resolve(r) else {
-                    self.owners.remove(&txn);
-                    return;
-                };
-                if response.status().is_some_and(|c| c >= 200) {
-                    self.owners.remove(&txn);
-                    return self.request_result(now, index, response, usage);
-                }
-                return;
-            }
-            Some(&Owner::Bye(r)) => r,
-        };
-        // A BYE's response: any final ends the dialog.
-        let Some(index) = self.resolve(bye) else {
-            return;
-        };
-        if response.status().is_some_and(|c| c >= 200) {
-            self.owners.remove(&txn);
-            if let Some(e) = self.remove(index)
-                && let Phase::Terminating { reason, .. } = e.phase
-            {
-                self.events.push_back(SessionEvent::CallTerminated {
-                    dialog: e.dialog.id,
-                    reason,
-                });
-            }
-        }
-    }
-
     /// A response to our INVITE (§13.2.2): early and confirmed dialogs per To tag.
-    fn invite_response(&mut self, now: Instant, txn: ClientTxnId, response: &Message) {
+    pub(super) fn invite_response(&mut self, now: Instant, txn: ClientTxnId, response: &Message) {
         let Some(code) = response.status() else {
             return;
         };

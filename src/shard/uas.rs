@@ -10,72 +10,13 @@ use super::reply::{ACCEPT, Reply, StaticHeader};
 use super::timers::DialogTimer;
 use super::{DialogError, Entry, Phase, SessionEvent, Shard, TerminationReason};
 use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
-use crate::message::{HeaderName, Message, Method, RejectReason};
-use crate::transaction::{ServerTxnId, TxnId};
+use crate::message::{HeaderName, Message, Method};
+use crate::transaction::ServerTxnId;
 
 impl Shard {
-    pub(super) fn on_request(
-        &mut self,
-        now: Instant,
-        txn: ServerTxnId,
-        request: Message,
-        from: SocketAddr,
-    ) {
-        if let Err(rejection) = request.check_request() {
-            // RFC 4475 §3.1.2.18 prefers 501 for an unknown method whose CSeq names another.
-            if rejection.reason == RejectReason::CSeqMethodMismatch
-                && request.method() == Some(Method::Extension)
-            {
-                return self.reject_request(now, txn, &request, 501, &[("Allow", self.allow())]);
-            }
-            return self.reject_request(now, txn, &request, rejection.code, &[]);
-        }
-        // §8.2.2.3: the only option tag sipshard supports is 100rel (RFC 3262).
-        let unsupported = self.unsupported_tags(&request);
-        if !unsupported.is_empty() {
-            let unsupported = unsupported.join(&b", "[..]);
-            return self.reject_request(now, txn, &request, 420, &[("Unsupported", &unsupported)]);
-        }
-        // RFC 3891 §3: Replaces only in an INVITE, once, well-formed, and not beside Join.
-        if request.header(HeaderName::Replaces).is_some() {
-            let status = match request.method() {
-                Some(Method::Invite) => Self::replaces_syntax(&request),
-                _ => Some(400),
-            };
-            if let Some(status) = status {
-                return self.reject_request(now, txn, &request, status, &[]);
-            }
-        }
-        if let Some((status, header)) = unreadable_body(&request) {
-            return self.reject_request(now, txn, &request, status, header.as_slice());
-        }
-        let to_tag = request.to_tag().ok().flatten().map(<[u8]>::to_vec);
-        match (request.method(), to_tag) {
-            (_, Some(local)) => self.in_dialog_request(now, txn, request, &local),
-            (Some(Method::Invite), None) => self.incoming_invite(now, txn, request, from),
-            (Some(Method::Register), None) => self.on_register(now, txn, request, from),
-            (Some(Method::Options), None) => {
-                let (headers, allow_events) = self.options_headers();
-                let headers = with_allow_events(&headers, &allow_events);
-                self.respond(now, txn, &request, Reply::new(200, None).headers(&headers));
-            }
-            (Some(Method::Message), None) => self.standalone_request(txn, request, from),
-            (Some(Method::Subscribe), None) => self.incoming_subscribe(now, txn, request, from),
-            // §15.1.2 and §12.2.2: a BYE (or another method that only lives inside a
-            // dialog: INFO per RFC 6086 §4.2.2, UPDATE, PRACK per RFC 3262 §3, NOTIFY
-            // without a subscription per RFC 6665 §4.1.3) without To tag matches no dialog.
-            (
-                Some(Method::Bye | Method::Info | Method::Update | Method::Prack | Method::Notify),
-                None,
-            ) => self.reject_request(now, txn, &request, 481, &[]),
-            (Some(Method::Refer), None) => self.incoming_refer(now, txn, request, from),
-            _ => self.unsupported_method(now, txn, &request),
-        }
-    }
-
     /// What an OPTIONS answer says of us, in or out of a dialog (§11.2), and the event
     /// packages we serve (RFC 6665 §8.2.2 `Allow-Events`; empty for none).
-    fn options_headers(&self) -> (Vec<StaticHeader>, String) {
+    pub(super) fn options_headers(&self) -> (Vec<StaticHeader>, String) {
         let [allow, supported] = self.capabilities();
         // §11.2: Allow, Accept, Accept-Encoding, Accept-Language and Supported SHOULD be
         // present. No content coding is applied to bodies (§20.2: identity), and every
@@ -106,7 +47,7 @@ impl Shard {
         self.reject_request(now, txn, request, status, &[("Allow", self.allow())]);
     }
 
-    fn incoming_invite(
+    pub(super) fn incoming_invite(
         &mut self,
         now: Instant,
         txn: ServerTxnId,
@@ -231,7 +172,7 @@ impl Shard {
         });
     }
 
-    fn in_dialog_request(
+    pub(super) fn in_dialog_request(
         &mut self,
         now: Instant,
         txn: ServerTxnId,
@@ -668,66 +609,6 @@ impl Shard {
         self.forget_origin(answered_origin, index);
         Ok(())
     }
-
-    /// Timeout or transport error on a transaction the shard waits on.
-    pub(super) fn on_txn_failure(&mut self, txn: TxnId, reason: TerminationReason) {
-        let TxnId::Client(client) = txn else { return };
-        match self.owners.get(&client) {
-            Some(super::owners::Owner::Call(_)) => return self.end_unanswered(client, reason),
-            Some(super::owners::Owner::Standalone(_)) => return self.standalone_failed(client),
-            Some(super::owners::Owner::Subscribe(_)) => return self.subscribe_failed(client),
-            _ => {}
-        }
-        if let Some((r, usage)) = self.owners.take_request(&client) {
-            let Some(index) = self.resolve(r) else { return };
-            if usage == super::Usage::Refresh {
-                // RFC 4028 §10: a refresh without an answer ends the session.
-                return self.refresh_failed(index, 408);
-            }
-            if usage == super::Usage::Notify {
-                // RFC 6665 §4.2.2: the subscriber does not answer.
-                self.notify_failed(index, 408);
-            }
-            if usage != super::Usage::Session {
-                // RFC 5057 §5.1: a NOTIFY, SUBSCRIBE or REFER that times out ends its
-                // subscription usage; the call stays.
-                if let Some(dialog) = self.entry_mut(index).map(|e| e.dialog.id.clone()) {
-                    self.events.push_back(SessionEvent::RequestResult {
-                        dialog,
-                        status: 408,
-                        response: None,
-                    });
-                }
-                return;
-            }
-            // §12.2.1.2: no response to an in-dialog request ends the dialog.
-            return self.request_failed(index, 408, None);
-        }
-        if let Some(r) = self.owners.take_reinvite(&client) {
-            let Some(index) = self.resolve(r) else { return };
-            // §12.2.1.2: no response to an in-dialog request ends the dialog.
-            if let Some(e) = self.remove(index) {
-                self.events.push_back(SessionEvent::CallTerminated {
-                    dialog: e.dialog.id,
-                    reason,
-                });
-            }
-            return;
-        }
-        let Some(index) = self.owners.take_bye(&client).and_then(|r| self.resolve(r)) else {
-            return;
-        };
-        if let Some(e) = self.remove(index) {
-            let reason = match e.phase {
-                Phase::Terminating { reason, .. } => reason,
-                _ => reason,
-            };
-            self.events.push_back(SessionEvent::CallTerminated {
-                dialog: e.call.unwrap_or(e.dialog.id),
-                reason,
-            });
-        }
-    }
 }
 
 /// A timer interval in whole milliseconds, at least 1 (so that doubling always grows it;
@@ -737,7 +618,7 @@ fn duration_ms(d: Duration) -> u32 {
 }
 
 /// `headers`, and `Allow-Events` when `allow_events` names any package.
-fn with_allow_events<'a>(
+pub(super) fn with_allow_events<'a>(
     headers: &[StaticHeader],
     allow_events: &'a str,
 ) -> Vec<(&'a str, &'a [u8])> {
@@ -790,7 +671,7 @@ pub(super) fn uas_dialog(
 /// type, `Accept-Encoding` for a content coding other than identity. A body without
 /// Content-Type (§7.4.1: it MUST be there) is a 400: reading it as no offer would answer
 /// with an offer of ours. `None`: readable.
-fn unreadable_body(request: &Message) -> Option<(u16, Option<StaticHeader>)> {
+pub(super) fn unreadable_body(request: &Message) -> Option<(u16, Option<StaticHeader>)> {
     if !matches!(
         request.method(),
         Some(Method::Invite | Method::Update | Method::Prack)
