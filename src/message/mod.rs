@@ -32,118 +32,24 @@ mod method;
 mod name_addr;
 mod salvage;
 mod scan;
+mod start_line;
+mod stream_fallback;
 mod uri;
 mod validate;
 mod values;
 mod via;
 
-/// Test inputs shared by the message layer's unit tests.
 #[cfg(test)]
-pub(crate) mod mutations {
-    /// Runs `check` over 20,000 [`mutated`] forms of `seeds`. `check` asserts that a one-pass
-    /// reader agrees with the general one where it answers, and says whether it answered;
-    /// at least 2,000 must have, or the mutations do not reach the one-pass reader.
-    pub(crate) fn assert_agreement(
-        seeds: &[&[u8]],
-        alphabet: &[u8],
-        check: impl Fn(&[u8]) -> bool,
-    ) {
-        let answered = mutated(seeds, alphabet, 20_000)
-            .filter(|v| check(v))
-            .count();
-        assert!(
-            answered > 2_000,
-            "the mutations hardly reach the fast path: {answered}"
-        );
-    }
+pub(crate) mod mutations;
 
-    /// `rounds` byte strings, each one of `seeds` (in turn) with one to three random edits
-    /// (replace, insert or remove a byte of `alphabet`), from a fixed xorshift seed.
-    pub(crate) fn mutated(
-        seeds: &[&[u8]],
-        alphabet: &[u8],
-        rounds: usize,
-    ) -> impl Iterator<Item = Vec<u8>> {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let seeds: Vec<Vec<u8>> = seeds.iter().map(|s| s.to_vec()).collect();
-        let alphabet = alphabet.to_vec();
-        (0..rounds).map(move |round| {
-            let mut v = seeds[round % seeds.len()].clone();
-            for _ in 0..1 + next() % 3 {
-                let at = (next() as usize) % v.len();
-                let b = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 => v[at] = b,
-                    1 => v.insert(at, b),
-                    _ => {
-                        v.remove(at);
-                    }
-                }
-                if v.is_empty() {
-                    v.push(b'a');
-                }
-            }
-            v
-        })
-    }
-}
-
-/// For the fuzz targets: the one-pass readers checked against the general ones.
 #[doc(hidden)]
-pub mod fuzzing {
-    /// Panics when a one-pass reader (name-addr, Via, CSeq, URI) answers for `value` and
-    /// the general reader it stands in for answers differently.
-    pub fn assert_fast_paths_agree(value: &[u8]) {
-        super::name_addr::assert_plain_agrees(value);
-        super::via::assert_plain_agrees(value);
-        super::values::assert_plain_cseq_agrees(value);
-        super::uri::assert_plain_agrees(value);
-    }
-
-    /// Asserts that `general` reads `value` as `fast` did, when `fast` answered; true then.
-    pub(super) fn agrees<T: PartialEq + std::fmt::Debug, E: PartialEq + std::fmt::Debug>(
-        what: &str,
-        value: &[u8],
-        fast: Option<T>,
-        general: impl FnOnce() -> Result<T, E>,
-    ) -> bool {
-        let Some(fast) = fast else { return false };
-        assert_eq!(Ok(fast), general(), "{what} {value:?}");
-        true
-    }
-
-    /// Panics when the parser's kept scan of the top Via disagrees with a fresh scan, or
-    /// calls the first value valid where [`super::Via::parse`] refuses it.
-    pub fn assert_kept_top_via_agrees(m: &super::Message) {
-        let Some(line) = m.header(super::HeaderName::Via) else {
-            return;
-        };
-        let fresh = super::via::scan_plain(line);
-        assert_eq!(
-            m.top_via_scanned(),
-            fresh.map(|p| p.top),
-            "kept top-Via scan {line:?}"
-        );
-        if m.top_via_is_valid() {
-            let end = fresh.map_or(line.len(), |p| p.top.end);
-            assert!(
-                super::Via::parse(&line[..end]).is_ok(),
-                "valid top Via {line:?}"
-            );
-        }
-    }
-}
+pub mod fuzzing;
 
 use std::fmt;
 
 use arrayvec::ArrayVec;
 use bytes::Bytes;
+use start_line::parse_start_line;
 
 pub(crate) use build::push_decimal;
 pub use build::{BuildError, RequestBuilder, ResponseBuilder, default_reason};
@@ -162,13 +68,14 @@ pub use name_addr::{Contact, NameAddr};
 pub(crate) use name_addr::{tag_param, uri_of};
 pub use salvage::{Salvaged, salvage_response};
 pub use scan::{find_call_id, find_header};
+pub use stream_fallback::{
+    stream_request_fallback, stream_response_fallback, with_top_via_transport,
+};
 pub use uri::{AbsoluteUri, Host, SipUri, Uri};
 pub use values::{
     Auth, CSeq, Event, MediaType, RAck, Replaces, SessionExpires, SubscriptionState, TokenList,
 };
-pub use via::{
-    Via, ViaIter, ViaKey, stream_request_fallback, stream_response_fallback, with_top_via_transport,
-};
+pub use via::{Via, ViaIter, ViaKey};
 
 /// Limits applied while parsing. Beyond them parsing fails with a typed error; nothing grows
 /// in proportion to the input.
@@ -692,105 +599,6 @@ impl fmt::Debug for Message {
             .field("body_len", &(self.body.end - self.body.start))
             .finish()
     }
-}
-
-fn parse_start_line(
-    data: &[u8],
-    start: usize,
-    end: usize,
-) -> Result<(StartLine, Span), ParseError> {
-    let line = &data[start..end];
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
-        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase. Liberal in white space
-        // between elements (RFC 3665 §3.9 prints "SIP/2.0  486 Busy Here").
-        let sp = memchr::memchr(b' ', line).ok_or(ParseError::InvalidStartLine)?;
-        let version = &line[..sp];
-        check_version(version)?;
-        let rest = &line[sp..];
-        let skip = rest.iter().take_while(|&&b| b == b' ').count();
-        let rest = &rest[skip..];
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits != 3 {
-            return Err(ParseError::InvalidStatusCode);
-        }
-        let code = u16::from(rest[0] - b'0') * 100
-            + u16::from(rest[1] - b'0') * 10
-            + u16::from(rest[2] - b'0');
-        if !(100..=699).contains(&code) {
-            return Err(ParseError::InvalidStatusCode);
-        }
-        let after = &rest[3..];
-        let reason_off = match after.first() {
-            None => 0,
-            Some(b' ') => 1,
-            Some(_) => return Err(ParseError::InvalidStatusCode),
-        };
-        let reason_start = end - after.len() + reason_off;
-        let version_span = Span::new(start, start + sp);
-        return Ok((
-            StartLine::Response {
-                code,
-                reason: Span::new(reason_start, end),
-            },
-            version_span,
-        ));
-    }
-    // Request-Line = Method SP Request-URI SP SIP-Version: exactly one SP between elements
-    // and none after (RFC 4475 §3.1.2.8-10 reject the other forms).
-    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::InvalidStartLine)?;
-    let method = &line[..sp1];
-    let rest = &line[sp1 + 1..];
-    let sp2 = memchr::memchr(b' ', rest).ok_or(ParseError::InvalidStartLine)?;
-    let uri = &rest[..sp2];
-    let version = &rest[sp2 + 1..];
-    if uri.is_empty() || memchr::memchr2(b' ', b'\t', version).is_some() {
-        return Err(ParseError::InvalidStartLine);
-    }
-    if !lex::is_token(method) {
-        return Err(if method.is_empty() {
-            ParseError::InvalidStartLine
-        } else {
-            ParseError::InvalidMethod
-        });
-    }
-    check_version(version)?;
-    let uri_form = match Uri::parse(uri).map_err(ParseError::InvalidRequestUri)? {
-        Uri::Sip(u) if u.headers.is_some() => UriForm::SipWithHeaders,
-        Uri::Sip(_) => UriForm::Sip,
-        Uri::Absolute(_) => UriForm::Other,
-    };
-    let uri_start = start + sp1 + 1;
-    let version_start = uri_start + sp2 + 1;
-    Ok((
-        StartLine::Request {
-            method: Method::from_bytes(method),
-            method_span: Span::new(start, start + sp1),
-            uri: Span::new(uri_start, uri_start + sp2),
-            uri_form,
-        },
-        Span::new(version_start, end),
-    ))
-}
-
-/// SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT (case-insensitive "SIP").
-fn check_version(v: &[u8]) -> Result<(), ParseError> {
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
-        return Ok(());
-    }
-    if v.len() < 7 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
-        return Err(ParseError::InvalidVersion);
-    }
-    let nums = &v[4..];
-    let dot = memchr::memchr(b'.', nums).ok_or(ParseError::InvalidVersion)?;
-    let (major, minor) = (&nums[..dot], &nums[dot + 1..]);
-    if major.is_empty()
-        || minor.is_empty()
-        || !major.iter().all(u8::is_ascii_digit)
-        || !minor.iter().all(u8::is_ascii_digit)
-    {
-        return Err(ParseError::InvalidVersion);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
