@@ -16,65 +16,30 @@
 //! registers in its own epoll (an epoll fd is pollable) so that a sleeping shard wakes on
 //! TCP traffic too; each round polls it without waiting.
 
-use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+mod acceptor;
+mod connection;
+
+pub(crate) use acceptor::{TcpSettings, connection_cap, listen_shared};
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::message::{Frame, FramingError, header_block, next_frame};
+use crate::message::FramingError;
+use acceptor::{Acceptor, LISTENER};
+use connection::{Connection, Expiry, READ_PER_POLL};
 
 /// Largest message accepted on a stream (the UDP maximum: what one datagram could carry).
 pub(crate) const MAX_MESSAGE: usize = 65_535;
 /// Readiness events taken per poll.
 const EVENTS: usize = 64;
-/// Connections accepted per poll, so that a flood of them cannot starve the rest.
-const ACCEPTS_PER_POLL: usize = 64;
-/// Bytes read from one connection per poll (the rest waits for the next round).
-const READ_PER_POLL: usize = 256 * 1024;
-/// Most bytes queued for one connection; a message that would go past it is dropped (as
-/// a datagram would be), the connection kept: a peer that reads slowly under load must not
-/// lose every transaction it has. One that reads nothing at all goes idle and is closed.
-const MAX_QUEUED: usize = 16 << 20;
-/// How long a connect may take before it counts as failed: its messages' transactions
-/// end (or, for a request sent over TCP only for its size, go over UDP, RFC 3261 §18.1.1)
-/// now, not at Timer B or F, when a firewall drops the SYN. Room for two SYN
-/// retransmissions (at 1 s and 3 s).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an unframeable connection stays open for the answers to what came before.
-const CLOSING_GRACE: Duration = Duration::from_secs(2);
 /// Most gone client sources remembered per thread; past it the set starts again.
 const GONE_SOURCES_MAX: usize = 65_536;
 /// How often idle connections are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-/// Epoll token of the listener; connection `i` has `i + 1`.
-const LISTENER: u64 = 0;
-
-/// Settings of the shards' TCP side.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TcpSettings {
-    /// A connection with no traffic either way for this long is closed.
-    pub(crate) idle_after: Duration,
-    /// Most connections per shard thread; more are refused (closed on accept).
-    pub(crate) max_connections: usize,
-    /// Most connections one source address may hold open to this thread; more are
-    /// refused, so one host cannot take every slot.
-    pub(crate) max_per_source: usize,
-    /// A connection a peer opened is closed when, this long after it opened or after its
-    /// last whole message, it still has not completed one (half a header, or nothing):
-    /// much sooner than `idle_after`.
-    pub(crate) incomplete_after: Duration,
-}
-
-/// The first pause of the listener after `accept` failed for want of descriptors
-/// (EMFILE, ENFILE), doubling to [`ACCEPT_BACKOFF_MAX`]: the pending connection stays in
-/// the backlog instead of being retried at once in a loop.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 /// Counters of the TCP side, kept with the thread's I/O counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpStats {
@@ -125,34 +90,10 @@ impl TcpStats {
     }
 }
 
-struct Connection {
-    stream: TcpStream,
-    peer: SocketAddr,
-    input: BytesMut,
-    output: VecDeque<Bytes>,
-    /// Bytes of `output[0]` already written.
-    written: usize,
-    queued: usize,
-    /// A non-blocking connect not yet complete.
-    connecting: bool,
-    /// The peer opened it (its address is likely an ephemeral port nobody listens on).
-    accepted: bool,
-    /// Registered for writability too (while output waits).
-    watching_writes: bool,
-    last_active: Instant,
-    /// Since when the stream is unframeable: nothing more is read from it, and it closes
-    /// [`CLOSING_GRACE`] later, time for the answers to the messages framed before it
-    /// (their shard may be another thread, or the application) to go out on it.
-    closing: Option<Instant>,
-    /// Since when a whole message is awaited on a connection the peer opened: its opening
-    /// or its last whole message, while input is partial or none came yet.
-    awaiting_message: Option<Instant>,
-}
-
 /// One thread's listener and connections.
 pub(crate) struct TcpSide {
     epoll: Epoll,
-    listener: TcpListener,
+    acceptor: Acceptor,
     connections: Vec<Option<Connection>>,
     free: Vec<usize>,
     by_peer: ahash::HashMap<SocketAddr, usize>,
@@ -174,35 +115,6 @@ pub(crate) struct TcpSide {
     /// them (400 or 513) before the connection closes.
     unframed: Vec<(SocketAddr, Bytes, FramingError)>,
     pub(crate) stats: TcpStats,
-    /// Connections peers opened, per source address.
-    per_source: ahash::HashMap<std::net::IpAddr, usize>,
-    /// The listener is out of the epoll set until then (descriptors ran out), and the
-    /// pause to take next time.
-    accept_paused: Option<Instant>,
-    accept_backoff: Duration,
-}
-
-/// Connections per thread: `configured`, else three quarters of the soft descriptor limit
-/// shared by `threads` (at least 16 each).
-pub(crate) fn connection_cap(configured: usize, threads: usize) -> usize {
-    if configured > 0 {
-        return configured;
-    }
-    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map_or(1024, |(soft, _)| soft);
-    let usable = usize::try_from(soft).unwrap_or(usize::MAX).min(1 << 24);
-    (usable / 4 * 3 / threads.max(1)).max(16)
-}
-
-/// Opens a TCP listener on `addr` that other shards may bind too (`SO_REUSEPORT`).
-pub(crate) fn listen_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_port(true)?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
 }
 
 impl TcpSide {
@@ -211,12 +123,11 @@ impl TcpSide {
         settings: TcpSettings,
         now: Instant,
     ) -> std::io::Result<Self> {
-        listener.set_nonblocking(true)?;
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+        let acceptor = Acceptor::new(listener, &epoll)?;
         Ok(TcpSide {
             epoll,
-            listener,
+            acceptor,
             connections: Vec::new(),
             free: Vec::new(),
             by_peer: ahash::HashMap::default(),
@@ -228,9 +139,6 @@ impl TcpSide {
             gone_sources: ahash::HashSet::default(),
             unframed: Vec::new(),
             stats: TcpStats::default(),
-            per_source: ahash::HashMap::default(),
-            accept_paused: None,
-            accept_backoff: ACCEPT_BACKOFF_MIN,
         })
     }
 
@@ -265,10 +173,11 @@ impl TcpSide {
     }
 
     /// When [`TcpSide::poll`] should next run even if nothing is ready: the next look for
-    /// idle and unframeable connections, while there are any connections.
+    /// idle and unframeable connections, while there are any connections, or the end of
+    /// a pause in accepting.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let sweep = (!self.by_peer.is_empty()).then(|| self.last_sweep + SWEEP_EVERY);
-        match (sweep, self.accept_paused) {
+        match (sweep, self.acceptor.paused_until()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -296,12 +205,7 @@ impl TcpSide {
             .wait(&mut events, EpollTimeout::ZERO)
             .unwrap_or(0);
         let mut more = n == EVENTS;
-        if self.accept_paused.is_some_and(|until| now >= until) {
-            self.accept_paused = None;
-            let _ = self.epoll.add(
-                &self.listener,
-                EpollEvent::new(EpollFlags::EPOLLIN, LISTENER),
-            );
+        if self.acceptor.resume_if_due(now, &self.epoll) {
             self.accept(now, banned);
         }
         for e in &events[..n] {
@@ -320,7 +224,7 @@ impl TcpSide {
         }
         if now.saturating_duration_since(self.last_sweep) >= SWEEP_EVERY {
             self.last_sweep = now;
-            self.close_idle(now);
+            self.close_expired(now);
         }
         more
     }
@@ -359,12 +263,10 @@ impl TcpSide {
         let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
             return false;
         };
-        if c.queued + payload.len() > MAX_QUEUED {
+        if !c.enqueue(payload) {
             self.stats.dropped += 1;
             return false;
         }
-        c.queued += payload.len();
-        c.output.push_back(payload);
         self.stats.messages_out += 1;
         if !c.connecting {
             self.flush(index, now);
@@ -373,64 +275,22 @@ impl TcpSide {
     }
 
     fn accept(&mut self, now: Instant, banned: &dyn Fn(std::net::IpAddr) -> bool) {
-        for _ in 0..ACCEPTS_PER_POLL {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    self.accept_backoff = ACCEPT_BACKOFF_MIN;
-                    if self.by_peer.len() >= self.settings.max_connections {
-                        self.stats.failures += 1;
-                        continue; // dropped: closed
-                    }
-                    if banned(peer.ip()) {
-                        self.stats.refused_banned += 1;
-                        continue; // dropped: closed
-                    }
-                    let held = self.per_source.get(&peer.ip()).copied().unwrap_or(0);
-                    if held >= self.settings.max_per_source {
-                        self.stats.refused_per_source += 1;
-                        continue; // dropped: closed
-                    }
-                    if stream.set_nonblocking(true).is_err() {
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    if let Some(old) = self.by_peer.get(&peer).copied() {
-                        self.close(old);
-                    }
-                    self.gone_sources.remove(&peer);
-                    if self.insert(stream, peer, (false, true), now).is_some() {
-                        self.stats.accepted += 1;
-                        *self.per_source.entry(peer.ip()).or_insert(0) += 1;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(code) if code == nix::errno::Errno::EMFILE as i32
-                            || code == nix::errno::Errno::ENFILE as i32
-                    ) =>
-                {
-                    // Out of descriptors: the listener stays readable, and retrying at
-                    // once would spin. Pause it; the connection waits in the backlog.
-                    let _ = self.epoll.delete(&self.listener);
-                    self.accept_paused = Some(now + self.accept_backoff);
-                    self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                    self.stats.accept_backoffs += 1;
-                    if self.stats.accept_backoffs.is_power_of_two() {
-                        tracing::warn!(
-                            error = %e,
-                            pauses = self.stats.accept_backoffs,
-                            "out of file descriptors: TCP accepts paused"
-                        );
-                    }
-                    return;
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    return;
-                }
+        let admitted = self.acceptor.accept(
+            now,
+            &self.epoll,
+            (self.by_peer.len(), &self.settings),
+            banned,
+            &mut self.stats,
+        );
+        for (stream, peer) in admitted {
+            if let Some(old) = self.by_peer.get(&peer).copied() {
+                self.close(old);
+            }
+            self.gone_sources.remove(&peer);
+            if self.insert(stream, peer, (false, true), now).is_some() {
+                self.stats.accepted += 1;
+            } else {
+                self.acceptor.released(peer.ip());
             }
         }
     }
@@ -447,7 +307,7 @@ impl TcpSide {
             Ok(()) => false,
             Err(e)
                 if e.raw_os_error() == Some(nix::libc::EINPROGRESS)
-                    || e.kind() == ErrorKind::WouldBlock =>
+                    || e.kind() == std::io::ErrorKind::WouldBlock =>
             {
                 true
             }
@@ -481,20 +341,7 @@ impl TcpSide {
             self.free.push(index);
             return None;
         }
-        let c = Connection {
-            stream,
-            peer,
-            input: BytesMut::new(),
-            output: VecDeque::new(),
-            written: 0,
-            queued: 0,
-            connecting,
-            accepted,
-            watching_writes: connecting,
-            last_active: now,
-            awaiting_message: accepted.then_some(now),
-            closing: None,
-        };
+        let c = Connection::new(stream, peer, (connecting, accepted), now);
         if index == self.connections.len() {
             self.connections.push(Some(c));
         } else {
@@ -508,17 +355,12 @@ impl TcpSide {
         let Some(c) = self.connections.get_mut(index).and_then(Option::take) else {
             return;
         };
-        if !c.output.is_empty() {
+        if c.has_output() {
             self.failed.push(c.peer);
         }
         let _ = self.epoll.delete(&c.stream);
-        if c.accepted
-            && let Some(held) = self.per_source.get_mut(&c.peer.ip())
-        {
-            *held -= 1;
-            if *held == 0 {
-                self.per_source.remove(&c.peer.ip());
-            }
+        if c.accepted {
+            self.acceptor.released(c.peer.ip());
         }
         if self.by_peer.get(&c.peer) == Some(&index) {
             self.by_peer.remove(&c.peer);
@@ -541,85 +383,25 @@ impl TcpSide {
         self.gone_sources.insert(peer);
     }
 
-    /// Reads up to [`READ_PER_POLL`] bytes; true when that quota stopped it.
+    /// Reads up to [`READ_PER_POLL`] bytes and hands up the whole messages; true when that
+    /// quota stopped it.
     fn read(&mut self, index: usize, now: Instant, out: &mut Vec<(SocketAddr, Bytes)>) -> bool {
         let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
             return false;
         };
-        let mut total = 0;
-        let mut closed = false;
-        while total < READ_PER_POLL {
-            match c.stream.read(&mut self.scratch) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                // A closing connection's input is read only to see the peer go.
-                Ok(_) if c.closing.is_some() => {}
-                Ok(n) => {
-                    c.input.extend_from_slice(&self.scratch[..n]);
-                    total += n;
-                }
-                Err(e) => match e.kind() {
-                    ErrorKind::WouldBlock => break,
-                    ErrorKind::Interrupted => continue,
-                    _ => {
-                        closed = true;
-                        break;
-                    }
-                },
-            }
-        }
-        if total > 0 {
-            c.last_active = now;
-        }
-        let mut pongs = 0;
-        loop {
-            match next_frame(&c.input, MAX_MESSAGE) {
-                Ok(Frame::Incomplete) => break,
-                Ok(Frame::KeepAlive(n)) => {
-                    c.input.advance(n);
-                    pongs += 1;
-                }
-                Ok(Frame::Skip(n)) => {
-                    c.input.advance(n);
-                }
-                Ok(Frame::Message(n)) => {
-                    // Copied out, as a datagram is: a message a transaction or dialog keeps
-                    // for minutes must not pin the connection's whole read buffer.
-                    out.push((c.peer, Bytes::copy_from_slice(&c.input[..n])));
-                    c.input.advance(n);
-                    self.stats.messages_in += 1;
-                    c.awaiting_message = None;
-                }
-                Err(e) => {
-                    tracing::debug!(peer = %c.peer, error = %e, "closing unframeable stream");
-                    self.stats.framing_errors += 1;
-                    if let Some(block) = header_block(&c.input, MAX_MESSAGE) {
-                        self.unframed
-                            .push((c.peer, Bytes::copy_from_slice(block), e));
-                    }
-                    c.closing = Some(now);
-                    c.input.clear();
-                    break;
-                }
-            }
-        }
-        // A message begun on a peer's connection must be whole in time.
-        if c.accepted && !c.input.is_empty() && c.awaiting_message.is_none() {
-            c.awaiting_message = Some(now);
-        }
+        let read = c.read_socket(&mut self.scratch, now);
+        let pings = c.cut_messages(now, out, &mut self.unframed, &mut self.stats);
         let peer = c.peer;
-        if closed {
+        if read.gone {
             self.close(index);
             return false;
         }
-        for _ in 0..pongs {
+        for _ in 0..pings {
             // RFC 5626 §3.5.1: a CRLF CRLF ping is answered with one CRLF.
             self.stats.pings += 1;
             self.send(now, peer, Bytes::from_static(b"\r\n"));
         }
-        total >= READ_PER_POLL
+        read.bytes >= READ_PER_POLL
     }
 
     fn writable(&mut self, index: usize, now: Instant) {
@@ -645,31 +427,11 @@ impl TcpSide {
         let Some(c) = self.connections.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        let mut failed = false;
-        while let Some(front) = c.output.front() {
-            match c.stream.write(&front[c.written..]) {
-                Ok(n) => {
-                    c.written += n;
-                    c.last_active = now;
-                    if c.written == front.len() {
-                        c.queued -= front.len();
-                        c.written = 0;
-                        c.output.pop_front();
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        if failed {
+        if c.write_queued(now).is_err() {
             self.close(index);
             return;
         }
-        let want = !c.output.is_empty();
+        let want = c.has_output();
         if want != c.watching_writes {
             let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
             if want {
@@ -682,38 +444,23 @@ impl TcpSide {
         }
     }
 
-    /// Closes connections idle for `idle_after`, unframeable ones past their grace, and
-    /// connects that took [`CONNECT_TIMEOUT`] (a failure for their messages' peer).
-    fn close_idle(&mut self, now: Instant) {
-        let mut unconnected = 0;
-        let mut incomplete = 0;
-        let incomplete_after = self.settings.incomplete_after;
-        let idle: Vec<usize> = self
+    /// Closes the connections whose time is up ([`Connection::expiry`]); a connect that
+    /// timed out is a failure for its messages' peer.
+    fn close_expired(&mut self, now: Instant) {
+        let (idle_after, incomplete_after) =
+            (self.settings.idle_after, self.settings.incomplete_after);
+        let expired: Vec<(usize, Expiry)> = self
             .connections
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| {
-                let c = c.as_ref()?;
-                let quiet = now.saturating_duration_since(c.last_active);
-                let closed = c
-                    .closing
-                    .is_some_and(|since| now.saturating_duration_since(since) >= CLOSING_GRACE);
-                // `last_active` of a connection still connecting is when it began.
-                let timed_out = c.connecting && quiet >= CONNECT_TIMEOUT;
-                unconnected += u64::from(timed_out);
-                // Opened by the peer, and no whole message for too long: half a header
-                // trickled in, or nothing at all. With input drained after a message, the
-                // connection waits as long as any idle one.
-                let stalled = c
-                    .awaiting_message
-                    .is_some_and(|since| now.saturating_duration_since(since) >= incomplete_after);
-                incomplete += u64::from(stalled);
-                (quiet >= self.settings.idle_after || closed || timed_out || stalled).then_some(i)
-            })
+            .filter_map(|(i, c)| Some((i, c.as_ref()?.expiry(now, idle_after, incomplete_after)?)))
             .collect();
-        self.stats.failures += unconnected;
-        self.stats.incomplete_closed += incomplete;
-        for i in idle {
+        for (i, why) in expired {
+            match why {
+                Expiry::ConnectTimedOut => self.stats.failures += 1,
+                Expiry::Stalled => self.stats.incomplete_closed += 1,
+                Expiry::Idle | Expiry::Unframeable => {}
+            }
             self.close(i);
         }
     }
@@ -722,6 +469,8 @@ impl TcpSide {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connection::{CLOSING_GRACE, CONNECT_TIMEOUT};
+    use std::io::{Read, Write};
 
     fn side() -> (TcpSide, SocketAddr) {
         let listener = listen_shared("127.0.0.1:0".parse().unwrap()).unwrap();
