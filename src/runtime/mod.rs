@@ -26,7 +26,10 @@
 //! the shards'; it must not parse beyond the Call-ID scan, stream framing and the top Via
 //! of a response whose connection is gone (RFC 3261 §18.2.2), nor build SIP messages.
 
+mod lifecycle;
 mod manager;
+mod overload;
+mod queue;
 mod tcp;
 mod udp;
 mod worker;

@@ -9,105 +9,21 @@
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use super::overload::{Backlog, ReceiveBacklog};
+use super::queue::{Inbound, ShardHandle, Waker};
 use super::tcp::TcpSide;
 use super::udp::{BatchReceiver, BatchSender, Received};
 use super::{AppMode, IoStats, SessionCoordinationEvent, ShardReport, StopPolicy};
-use crate::shard::{
-    Admission, CommandOutcome, DialogCommand, DialogError, SessionEvent, Shard, shard_for_datagram,
-};
+use crate::shard::{Admission, DialogCommand, SessionEvent, Shard, shard_for_datagram};
 use crate::timer::TimerWheel;
 use crate::transaction::{Transmit, Transport};
-
-/// How a command's answer comes back to the async caller.
-pub(crate) type Reply = tokio::sync::oneshot::Sender<Result<CommandOutcome, DialogError>>;
-
-/// What reaches a shard thread from elsewhere.
-pub(crate) enum Inbound {
-    /// Datagrams another shard's socket received for our Call-IDs.
-    Datagrams(Vec<(SocketAddr, Bytes)>),
-    /// Messages a connection of shard `owner` carried for our Call-IDs: what we send back
-    /// to those peers goes out through that shard.
-    Stream {
-        owner: usize,
-        messages: Vec<(SocketAddr, Bytes)>,
-    },
-    /// Messages for connections this shard holds (another shard's dialogs reply over them).
-    StreamSend(Vec<Transmit>),
-    /// Connections shard `owner` held to these peers closed: replies to them no longer go
-    /// through it.
-    StreamClosed {
-        owner: usize,
-        /// Each peer, and whether it had opened the connection.
-        peers: Vec<(SocketAddr, bool)>,
-    },
-    /// A command from the application (boxed: commands are rare next to datagrams, and
-    /// this keeps every queue slot small).
-    Command(Box<DialogCommand>, Reply),
-    /// A message from another shard (Replaces, RFC 3891: the `shard` module's
-    /// [`PeerMessage`](crate::shard::PeerMessage)).
-    Peer(crate::shard::PeerMessage),
-    /// A snapshot of the counters.
-    Stats(tokio::sync::oneshot::Sender<ShardReport>),
-    /// Stop taking calls; end by `deadline` as the policy says.
-    Stop {
-        policy: StopPolicy,
-        deadline: Instant,
-    },
-}
-
-/// The part of a shard thread other threads may touch: its queue and its wake-up.
-pub(crate) struct ShardHandle {
-    pub(crate) inbound: Sender<Inbound>,
-    pub(crate) waker: Arc<Waker>,
-    /// Live dialogs, published by the shard after each round (read by `dialog_count`).
-    pub(crate) dialogs: Arc<AtomicUsize>,
-}
-
-impl ShardHandle {
-    /// Queues without blocking; wakes the shard.
-    pub(crate) fn try_send(&self, message: Inbound) -> Result<(), TrySendError<Inbound>> {
-        self.inbound.try_send(message)?;
-        self.waker.wake();
-        Ok(())
-    }
-}
-
-/// An eventfd the shard sleeps on, written only when the shard says it is asleep (so a
-/// busy shard costs its producers no syscall).
-pub(crate) struct Waker {
-    sleeping: AtomicBool,
-    fd: EventFd,
-    /// Wake-ups that needed the eventfd.
-    writes: AtomicU64,
-}
-
-impl Waker {
-    pub(crate) fn new() -> std::io::Result<Self> {
-        Ok(Waker {
-            sleeping: AtomicBool::new(false),
-            fd: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
-            writes: AtomicU64::new(0),
-        })
-    }
-
-    pub(crate) fn wake(&self) {
-        // Pairs with the fence in `Worker::sleep`: either the shard sees our message in
-        // its queue, or we see it asleep and write.
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
-            self.writes.fetch_add(1, Ordering::Relaxed);
-            let _ = self.fd.write(1);
-        }
-    }
-}
 
 /// Everything a shard thread needs, moved onto it at start.
 pub(crate) struct Worker {
@@ -802,86 +718,5 @@ impl Worker {
                 }
             }
         }
-    }
-}
-
-/// Receive-side overload detection, kept apart from the I/O so it can be tested on its own:
-/// the socket counts as overloaded once it has stayed undrained for `after`, and stops
-/// being so at the first round that drains it.
-pub(crate) struct ReceiveBacklog {
-    after: Duration,
-    undrained_since: Option<Instant>,
-    overloaded: bool,
-}
-
-/// What one observation changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Backlog {
-    Began,
-    Ended,
-    Steady,
-}
-
-impl ReceiveBacklog {
-    /// `after` zero: never overloaded.
-    pub(crate) fn new(after: Duration) -> Self {
-        ReceiveBacklog {
-            after,
-            undrained_since: None,
-            overloaded: false,
-        }
-    }
-
-    pub(crate) fn overloaded(&self) -> bool {
-        self.overloaded
-    }
-
-    /// One round's outcome: whether it drained the socket.
-    pub(crate) fn observe(&mut self, now: Instant, drained: bool) -> Backlog {
-        let was = self.overloaded;
-        if drained || self.after.is_zero() {
-            self.undrained_since = None;
-            self.overloaded = false;
-        } else {
-            let since = *self.undrained_since.get_or_insert(now);
-            self.overloaded = now.duration_since(since) >= self.after;
-        }
-        match (was, self.overloaded) {
-            (false, true) => Backlog::Began,
-            (true, false) => Backlog::Ended,
-            _ => Backlog::Steady,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overload_begins_after_the_socket_stays_undrained_and_ends_when_it_drains() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut b = ReceiveBacklog::new(Duration::from_millis(100));
-        assert_eq!(b.observe(ms(0), true), Backlog::Steady);
-        // Undrained, but not yet for long enough.
-        assert_eq!(b.observe(ms(10), false), Backlog::Steady);
-        assert_eq!(b.observe(ms(100), false), Backlog::Steady);
-        assert!(!b.overloaded());
-        assert_eq!(b.observe(ms(110), false), Backlog::Began);
-        assert!(b.overloaded());
-        assert_eq!(b.observe(ms(500), false), Backlog::Steady);
-        assert_eq!(b.observe(ms(501), true), Backlog::Ended);
-        assert!(!b.overloaded());
-        // A drained round in between starts the wait over.
-        b.observe(ms(600), false);
-        b.observe(ms(650), true);
-        assert_eq!(b.observe(ms(720), false), Backlog::Steady);
-        assert!(!b.overloaded());
-        // Zero: off.
-        let mut off = ReceiveBacklog::new(Duration::ZERO);
-        off.observe(ms(0), false);
-        assert_eq!(off.observe(ms(10_000), false), Backlog::Steady);
-        assert!(!off.overloaded());
     }
 }
