@@ -5,6 +5,11 @@
 //! and commands; fire due timers; pass session events on (or answer calls inline in
 //! auto-answer mode); send every transmit of the round with `sendmmsg`; sleep in
 //! `epoll_wait` on the socket and an eventfd until the next deadline.
+//!
+//! # What it owns, what it may not touch
+//! The thread's socket, connections, queue, clock reads and the order of a round. What to
+//! answer is the shard's (and the auto-answer policy's, `crate::auto_answer`); the worker
+//! only moves bytes, commands and events between them.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, UdpSocket};
