@@ -186,6 +186,13 @@ impl<T> TimerWheel<T> {
         TimerHandle { index, generation }
     }
 
+    /// When the timer `handle` is due (at the wheel's resolution), or `None` when the
+    /// handle is stale.
+    pub fn deadline(&self, handle: TimerHandle) -> Option<Instant> {
+        let e = self.entries.get(handle.index as usize)?;
+        (e.generation == handle.generation && e.value.is_some()).then(|| self.instant_of(e.when))
+    }
+
     /// Cancels a timer; returns its payload, or `None` when the handle is stale.
     pub fn cancel(&mut self, handle: TimerHandle) -> Option<T> {
         let e = self.entries.get(handle.index as usize)?;

@@ -6,6 +6,12 @@
 //! allocation, never a whole datagram). It knows nothing of threads, channels, sockets or the
 //! clock; the [`crate::shard`] drives it.
 
+mod record;
+
+pub use record::{
+    DialogRecord, RECORD_VERSION, RecordError, SessionTimerRecord, encode_record, record_call_id,
+};
+
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;

@@ -225,6 +225,16 @@ pub enum SessionEvent {
         /// Why.
         reason: TerminationReason,
     },
+    /// A dialog taken back from the store at start ([`Shard::restore`](super::Shard::restore)):
+    /// confirmed, as it was before the restart. An application above re-attaches its own
+    /// state to it; the dialog is live, its requests answered as before.
+    DialogRecovered {
+        /// The dialog.
+        dialog: DialogId,
+        /// The call handle the application knew it by (the dialog's id, or for a call we
+        /// placed, the handle `MakeCall` returned).
+        call: DialogId,
+    },
 }
 
 /// What the application asks of the shard.

@@ -73,6 +73,12 @@ pub struct ShardConfig {
     /// timer) cannot hold its slot forever. `None` (the library's default): no limit; the
     /// server's default is 2 hours.
     pub max_call_duration: Option<Duration>,
+    /// Hand out a record of every confirmed dialog for a store ([`Shard::poll_persist`],
+    /// [`Shard::restore`]; off by default).
+    ///
+    /// [`Shard::poll_persist`]: super::Shard::poll_persist
+    /// [`Shard::restore`]: super::Shard::restore
+    pub persist: bool,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -145,6 +151,7 @@ impl ShardConfig {
             server: None,
             guard: crate::guard::GuardConfig::default(),
             max_call_duration: None,
+            persist: false,
         }
     }
 }

@@ -166,6 +166,23 @@ pub(super) struct Entry {
     /// Its usages besides the INVITE session, and its requests the application has not
     /// answered (`usages` module); they end with the entry.
     pub(super) usages: Option<Box<Usages>>,
+    /// Where its record stands in the store, when the shard persists dialogs (`persist`
+    /// module).
+    pub(super) stored: Stored,
+}
+
+/// A dialog's record in the store (`persist` module).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Stored {
+    /// Not written, none queued.
+    #[default]
+    No,
+    /// To be written at the next [`Shard::poll_persist`](super::Shard::poll_persist).
+    Queued,
+    /// Written, and unchanged since.
+    Written,
+    /// Written, and changed since: written again at the next poll.
+    WrittenQueued,
 }
 
 pub(super) struct Slot {

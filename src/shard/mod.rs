@@ -57,6 +57,7 @@ mod dispatch;
 mod entry;
 mod notifier;
 mod owners;
+mod persist;
 mod prack;
 mod refer;
 mod register;
@@ -87,6 +88,7 @@ use stats::{class_slot, method_slot};
 
 pub use auth::Credentials;
 pub use notifier::{NotifyState, SubscriptionEnd, Subscriptions, subscription_event};
+pub use persist::{PersistOp, RestoreError};
 pub use refer::{refer_sub_declined, replaces_of_refer_to};
 pub use replaces::{PeerMessage, ReplacesVerdict};
 pub use session_timer::{MIN_SE_FLOOR, Refresher, SessionTimers};
@@ -162,6 +164,8 @@ pub struct Shard {
     guard: crate::guard::Guard,
     /// The registrar's nonce-counts (replay detection).
     nonce_counts: crate::registrar::NonceCounts,
+    /// Dialog records for the store, when [`ShardConfig::persist`] is on.
+    persist: Option<persist::Persist>,
 }
 
 /// Nonces whose counts a shard keeps at most (each about 40 bytes).
@@ -191,6 +195,7 @@ impl Shard {
             _ => None,
         };
         let guard = crate::guard::Guard::new(config.guard.clone());
+        let config_persist = config.persist;
         Shard {
             guard,
             nonce_counts: crate::registrar::NonceCounts::new(NONCES_TRACKED),
@@ -226,6 +231,7 @@ impl Shard {
             via_prefixes,
             contacts,
             wall_clock: None,
+            persist: persist::persist_state(config_persist),
         }
     }
 
@@ -311,6 +317,7 @@ impl Shard {
         {
             e.dialog.state = DialogState::Confirmed;
             self.confirmed += 1;
+            self.dialog_changed(index);
         }
     }
 

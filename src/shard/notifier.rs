@@ -264,6 +264,7 @@ impl Shard {
             reinvite: None,
             call: None,
             call_timer: None,
+            stored: super::entry::Stored::No,
             usages: None,
         }))
     }

@@ -211,6 +211,7 @@ impl Shard {
                 if let Some(target) = dialog::contact_uri(response) {
                     entry.dialog.set_remote_target(target);
                 }
+                self.dialog_changed(index);
                 let transport = self.dialog_transport(index);
                 let (via, _) = self.via(transport);
                 let Some(entry) = self.entry_mut(index) else {

@@ -59,6 +59,7 @@ impl Shard {
             )
             .map_err(DialogError::InvalidInput)?;
         let (peer, cseq) = (entry.dialog.peer, entry.dialog.local_cseq);
+        self.dialog_changed(index);
         let txn = self
             .txn
             .send_request(

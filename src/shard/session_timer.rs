@@ -140,6 +140,25 @@ pub(super) struct SessionTimer {
 }
 
 impl SessionTimer {
+    /// What a restarted shard needs of it, its deadline in wall-clock time (`wall`); `None`
+    /// before an interval is settled, or without a wall clock.
+    pub(super) fn to_record(
+        &self,
+        wall: impl Fn(Instant) -> Option<std::time::SystemTime>,
+    ) -> Option<crate::dialog::SessionTimerRecord> {
+        if self.interval == 0 {
+            return None;
+        }
+        Some(crate::dialog::SessionTimerRecord {
+            interval: self.interval,
+            we_refresh: self.we_refresh,
+            min_se: self.min_se,
+            peer_update: self.peer_update,
+            expires_at: wall(self.expires_at)?,
+            local_sdp: self.local_sdp.clone(),
+        })
+    }
+
     /// Its refresh or expiry timer on the wheel.
     pub(super) fn timer(&self) -> Option<TimerHandle> {
         self.timer
@@ -406,6 +425,41 @@ impl Shard {
         } else {
             st.backstop()
         };
+        self.set_session_timer(index, at.max(now));
+        // Its deadline must survive a restart.
+        self.dialog_changed(index);
+    }
+
+    /// Takes back a session timer from a restored record (`persist` module): the refresh at
+    /// half the interval before `expires_at` when we refresh, else the BYE before it; at
+    /// once when that has passed.
+    pub(super) fn restore_session_timer(
+        &mut self,
+        now: Instant,
+        index: u32,
+        record: &crate::dialog::SessionTimerRecord,
+        expires_at: Instant,
+    ) {
+        let Some(usages) = self.usages_made(index) else {
+            return;
+        };
+        let mut st = SessionTimer::new(
+            now,
+            record.min_se,
+            record.peer_update,
+            record.local_sdp.clone(),
+        );
+        st.interval = record.interval.max(MIN_SE_FLOOR);
+        st.we_refresh = record.we_refresh;
+        st.expires_at = expires_at;
+        let at = if st.we_refresh {
+            expires_at
+                .checked_sub(Duration::from_secs(u64::from(st.interval / 2)))
+                .unwrap_or(now)
+        } else {
+            st.backstop()
+        };
+        usages.session_timer = Some(st);
         self.set_session_timer(index, at.max(now));
     }
 

@@ -72,6 +72,10 @@ pub struct ShardStats {
     pub bad_responses: u64,
     /// Our calls cancelled for ringing longer than [`ShardConfig::ring_timeout`](super::ShardConfig::ring_timeout).
     pub calls_unanswered: u64,
+    /// Dialog records handed to the store (written or rewritten; `persist` module).
+    pub records_written: u64,
+    /// Dialogs taken back from the store at start.
+    pub dialogs_restored: u64,
 }
 
 impl ShardStats {
@@ -84,6 +88,8 @@ impl ShardStats {
         self.calls_over_limit += other.calls_over_limit;
         self.bad_responses += other.bad_responses;
         self.calls_unanswered += other.calls_unanswered;
+        self.records_written += other.records_written;
+        self.dialogs_restored += other.dialogs_restored;
         self.dialogs_created += other.dialogs_created;
         self.overload_rejections += other.overload_rejections;
         self.backpressure_rejections += other.backpressure_rejections;

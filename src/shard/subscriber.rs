@@ -110,6 +110,7 @@ impl Shard {
         );
         let index = self.insert(Entry {
             call_timer: None,
+            stored: super::entry::Stored::No,
             usages: None,
             dialog: d,
             phase: Phase::Subscription,
@@ -321,6 +322,7 @@ impl Shard {
         let handle = self.entry_mut(index)?.call.clone();
         let fork = self.insert(Entry {
             call_timer: None,
+            stored: super::entry::Stored::No,
             usages: None,
             dialog: d,
             phase: Phase::Subscription,

@@ -103,6 +103,7 @@ impl Shard {
             self.live != 0 || self.by_key.is_empty(),
             "dialog keys outlived their dialogs"
         );
+        self.forget_stored(&entry);
         entry.dialog.state = DialogState::Terminated;
         if let Some((timer, _)) = entry.call_timer.take() {
             self.txn.cancel_timer(timer);

@@ -116,6 +116,7 @@ impl Shard {
         );
         let index = self.insert(Entry {
             call_timer: None,
+            stored: super::entry::Stored::No,
             usages: None,
             dialog: d,
             phase: Phase::Calling {
@@ -444,6 +445,7 @@ impl Shard {
         let invite_offer = matches!(&p.phase, Phase::Calling { request, .. } if super::requests::invite_has_body(request));
         let index = self.insert(Entry {
             call_timer: None,
+            stored: super::entry::Stored::No,
             usages: None,
             dialog: d,
             phase: Phase::Early {

@@ -140,6 +140,7 @@ impl Shard {
         let reliable = self.reliable_for(&request, cseq);
         let index = self.insert(Entry {
             call_timer: None,
+            stored: super::entry::Stored::No,
             usages: None,
             dialog: d,
             phase: Phase::Incoming {
@@ -204,6 +205,8 @@ impl Shard {
         }
         entry.dialog.remote_cseq = Some(cseq.seq);
         let local = entry.dialog.id.local_tag().to_vec();
+        // The peer's CSeq (and, for a target refresh, its Contact) must survive a restart.
+        self.dialog_changed(index);
         match request.method() {
             Some(Method::Bye) => {
                 self.respond(now, txn, &request, Reply::new(200, Some(&local)));

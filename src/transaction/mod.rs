@@ -312,6 +312,11 @@ impl TransactionLayer {
         }
     }
 
+    /// When a timer set with [`TransactionLayer::schedule_after`] is due, while it is.
+    pub fn timer_deadline(&self, handle: TimerHandle) -> Option<Instant> {
+        self.timers.deadline(handle)
+    }
+
     /// Cancels a timer from [`TransactionLayer::schedule`]; stale handles are ignored.
     pub fn cancel_timer(&mut self, handle: TimerHandle) {
         self.timers.cancel(handle);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sipshard::dialog::DialogId;
 use sipshard::message::{IdGenerator, Message};
-use sipshard::shard::{CommandOutcome, DialogCommand, SessionEvent, Shard, ShardConfig};
+use sipshard::shard::{CommandOutcome, DialogCommand, PersistOp, SessionEvent, Shard, ShardConfig};
 
 use super::sim::{Conditions, Network};
 
@@ -82,10 +82,50 @@ pub struct Pair {
     pub answer_reinvites: bool,
     pub uac_events: Vec<SessionEvent>,
     pub uas_events: Vec<SessionEvent>,
+    /// What each side's store holds, by dialog key, when its shard persists dialogs: the
+    /// records are taken before the round's datagrams, as the runtime does.
+    pub uac_store: Store,
+    pub uas_store: Store,
+}
+
+/// An in-memory store of dialog records (the persistence tests' disk).
+pub type Store = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Applies the shard's pending writes to `store`.
+pub fn drain_persist(shard: &mut Shard, store: &mut Store) {
+    while let Some(op) = shard.poll_persist() {
+        match op {
+            PersistOp::Put { key, record } => {
+                store.insert(key, record);
+            }
+            PersistOp::Delete { key } => {
+                store.remove(&key);
+            }
+            other => panic!("unknown store write {other:?}"),
+        }
+    }
 }
 
 impl Pair {
     pub fn new(seed: u64, conditions: Conditions, policy: UasPolicy) -> Self {
+        Self::with_configs(
+            seed,
+            conditions,
+            policy,
+            ShardConfig::new(uac_addr()),
+            ShardConfig::new(uas_addr()),
+        )
+    }
+
+    /// A pair whose shards have these configurations (their addresses must be
+    /// [`uac_addr`] and [`uas_addr`]).
+    pub fn with_configs(
+        seed: u64,
+        conditions: Conditions,
+        policy: UasPolicy,
+        uac: ShardConfig,
+        uas: ShardConfig,
+    ) -> Self {
         let now = Instant::now();
         let mut s1 = [0u8; 32];
         s1[0] = seed as u8;
@@ -93,22 +133,16 @@ impl Pair {
         s2[1] = 1;
         Pair {
             now,
-            uac: Shard::with_ids(
-                now,
-                ShardConfig::new(uac_addr()),
-                IdGenerator::from_seed(s1),
-            ),
-            uas: Shard::with_ids(
-                now,
-                ShardConfig::new(uas_addr()),
-                IdGenerator::from_seed(s2),
-            ),
+            uac: Shard::with_ids(now, uac, IdGenerator::from_seed(s1)),
+            uas: Shard::with_ids(now, uas, IdGenerator::from_seed(s2)),
             net: Network::new(seed, conditions),
             policy,
             bye_on_answer: true,
             answer_reinvites: true,
             uac_events: Vec::new(),
             uas_events: Vec::new(),
+            uac_store: Store::new(),
+            uas_store: Store::new(),
         }
     }
 
@@ -165,6 +199,8 @@ impl Pair {
     pub fn flush(&mut self) {
         loop {
             let mut moved = false;
+            drain_persist(&mut self.uac, &mut self.uac_store);
+            drain_persist(&mut self.uas, &mut self.uas_store);
             while let Some(t) = self.uac.poll_transmit() {
                 self.net
                     .send(self.now, uac_addr(), t.destination, t.payload);

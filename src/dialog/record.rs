@@ -1,0 +1,471 @@
+//! A confirmed dialog as it is kept in a store, so that it outlives its process: the values
+//! RFC 3261 §12 says a dialog keeps, the call it belongs to, and the deadlines of its call
+//! limit and session timer as wall-clock times.
+//!
+//! # What it owns, what it may not touch
+//! The record's shape and its bytes: a versioned, checksummed encoding that a damaged or
+//! foreign value fails to decode with a typed [`RecordError`] (never a panic). It knows
+//! nothing of stores, shards or timers: the shard says what goes in and re-arms what comes
+//! out.
+//!
+//! # The encoding
+//! `SDR` and a version byte, then the fields in a fixed order (integers little-endian,
+//! byte strings with a length prefix), then an FNV-1a checksum of everything before it.
+//! A new field means a new version; a decoder refuses versions it does not know.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::{Dialog, DialogId, DialogState, Role};
+use crate::transaction::Transport;
+
+/// The first bytes of every record.
+const MAGIC: &[u8; 3] = b"SDR";
+/// The version this build writes and reads.
+pub const RECORD_VERSION: u8 = 1;
+
+/// A confirmed dialog and what its usages need to go on after a restart.
+#[derive(Debug)]
+pub struct DialogRecord {
+    /// The dialog (its state is [`DialogState::Confirmed`]).
+    pub dialog: Dialog,
+    /// The call handle the application knows, when it differs from the dialog's id (a
+    /// call we placed, named before any To tag existed).
+    pub call: Option<DialogId>,
+    /// When the call reaches its length limit, if it has one.
+    pub call_limit_at: Option<SystemTime>,
+    /// Its session timer (RFC 4028), if one was settled.
+    pub session_timer: Option<SessionTimerRecord>,
+}
+
+/// What a running session timer needs across a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionTimerRecord {
+    /// The interval in seconds.
+    pub interval: u32,
+    /// We send the refreshes.
+    pub we_refresh: bool,
+    /// Min-SE for our refreshes.
+    pub min_se: u32,
+    /// The peer allows UPDATE.
+    pub peer_update: bool,
+    /// When the session ends without a refresh.
+    pub expires_at: SystemTime,
+    /// Our last SDP (for a re-INVITE refresh).
+    pub local_sdp: Bytes,
+}
+
+/// Why bytes are not a record.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordError {
+    /// It ends before its last field.
+    Truncated,
+    /// It does not start with the record's magic bytes.
+    NotARecord,
+    /// Written by another version of the format.
+    Version(u8),
+    /// The checksum does not match: bytes changed after it was written.
+    Checksum,
+    /// A field holds a value no writer produces.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::Truncated => write!(f, "record truncated"),
+            RecordError::NotARecord => write!(f, "not a dialog record"),
+            RecordError::Version(v) => {
+                write!(f, "record version {v} (this build reads {RECORD_VERSION})")
+            }
+            RecordError::Checksum => write!(f, "record checksum mismatch"),
+            RecordError::Malformed(what) => write!(f, "malformed record field: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+// Flag bits of the record's flags byte.
+const F_UAS: u8 = 1;
+const F_SECURE: u8 = 1 << 1;
+const F_TCP: u8 = 1 << 2;
+const F_REMOTE_CSEQ: u8 = 1 << 3;
+const F_CALL: u8 = 1 << 4;
+const F_CALL_LIMIT: u8 = 1 << 5;
+const F_SESSION_TIMER: u8 = 1 << 6;
+
+impl DialogRecord {
+    /// The record's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_record(
+            &self.dialog,
+            self.call.as_ref(),
+            self.call_limit_at,
+            self.session_timer.as_ref(),
+        )
+    }
+
+    /// A record from its bytes.
+    pub fn decode(bytes: &[u8]) -> Result<DialogRecord, RecordError> {
+        if bytes.len() < MAGIC.len() + 1 {
+            return Err(RecordError::Truncated);
+        }
+        if &bytes[..MAGIC.len()] != MAGIC {
+            return Err(RecordError::NotARecord);
+        }
+        let version = bytes[MAGIC.len()];
+        if version != RECORD_VERSION {
+            return Err(RecordError::Version(version));
+        }
+        let body_len = bytes.len().checked_sub(4).ok_or(RecordError::Truncated)?;
+        let (body, sum) = bytes.split_at(body_len);
+        let sum = u32::from_le_bytes(sum.try_into().map_err(|_| RecordError::Truncated)?);
+        if fnv1a(body) != sum {
+            return Err(RecordError::Checksum);
+        }
+        let mut r = Reader(&body[MAGIC.len() + 1..]);
+        let flags = r.u8()?;
+        let local_cseq = r.u32()?;
+        let remote_cseq = r.u32()?;
+        let peer = r.addr()?;
+        let id = key_to_id(r.bytes()?)?;
+        let (local, remote, target, routes) = (r.bytes()?, r.bytes()?, r.bytes()?, r.bytes()?);
+        let call = if flags & F_CALL != 0 {
+            Some(key_to_id(r.bytes()?)?)
+        } else {
+            None
+        };
+        let call_limit_at = if flags & F_CALL_LIMIT != 0 {
+            Some(from_unix_ms(r.u64()?))
+        } else {
+            None
+        };
+        let session_timer = if flags & F_SESSION_TIMER != 0 {
+            let interval = r.u32()?;
+            let min_se = r.u32()?;
+            let bits = r.u8()?;
+            let expires_at = from_unix_ms(r.u64()?);
+            let local_sdp = Bytes::copy_from_slice(r.bytes()?);
+            Some(SessionTimerRecord {
+                interval,
+                we_refresh: bits & 1 != 0,
+                min_se,
+                peer_update: bits & 2 != 0,
+                expires_at,
+                local_sdp,
+            })
+        } else {
+            None
+        };
+        if !r.0.is_empty() {
+            return Err(RecordError::Malformed("trailing bytes"));
+        }
+        let role = if flags & F_UAS != 0 {
+            Role::Uas
+        } else {
+            Role::Uac
+        };
+        let route_set: Vec<&[u8]> = if routes.is_empty() {
+            Vec::new()
+        } else {
+            vec![routes]
+        };
+        let dialog = Dialog::new(
+            id,
+            role,
+            DialogState::Confirmed,
+            local_cseq,
+            (flags & F_REMOTE_CSEQ != 0).then_some(remote_cseq),
+            local,
+            remote,
+            target,
+            &route_set,
+            flags & F_SECURE != 0,
+            peer,
+        )
+        .with_transport(if flags & F_TCP != 0 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        });
+        Ok(DialogRecord {
+            dialog,
+            call,
+            call_limit_at,
+            session_timer,
+        })
+    }
+}
+
+/// The bytes of the record of `dialog` (see [`DialogRecord`]), from borrowed parts: a
+/// shard writes its live dialogs without copying them first.
+pub fn encode_record(
+    dialog: &Dialog,
+    call: Option<&DialogId>,
+    call_limit_at: Option<SystemTime>,
+    session_timer: Option<&SessionTimerRecord>,
+) -> Vec<u8> {
+    let d = dialog;
+    let mut w = Vec::with_capacity(256 + d.strings.len());
+    w.extend_from_slice(MAGIC);
+    w.push(RECORD_VERSION);
+    let mut flags = 0;
+    flags |= if d.role == Role::Uas { F_UAS } else { 0 };
+    flags |= if d.secure { F_SECURE } else { 0 };
+    flags |= if d.transport == Transport::Tcp {
+        F_TCP
+    } else {
+        0
+    };
+    flags |= if d.remote_cseq.is_some() {
+        F_REMOTE_CSEQ
+    } else {
+        0
+    };
+    flags |= if call.is_some() { F_CALL } else { 0 };
+    flags |= if call_limit_at.is_some() {
+        F_CALL_LIMIT
+    } else {
+        0
+    };
+    flags |= if session_timer.is_some() {
+        F_SESSION_TIMER
+    } else {
+        0
+    };
+    w.push(flags);
+    w.extend_from_slice(&d.local_cseq.to_le_bytes());
+    w.extend_from_slice(&d.remote_cseq.unwrap_or(0).to_le_bytes());
+    put_addr(&mut w, d.peer);
+    put_bytes(&mut w, d.id.key());
+    put_bytes(&mut w, d.local());
+    put_bytes(&mut w, d.remote());
+    put_bytes(&mut w, d.remote_target());
+    put_bytes(&mut w, d.route_set());
+    if let Some(call) = call {
+        put_bytes(&mut w, call.key());
+    }
+    if let Some(at) = call_limit_at {
+        w.extend_from_slice(&unix_ms(at).to_le_bytes());
+    }
+    if let Some(st) = session_timer {
+        w.extend_from_slice(&st.interval.to_le_bytes());
+        w.extend_from_slice(&st.min_se.to_le_bytes());
+        w.push(u8::from(st.we_refresh) | u8::from(st.peer_update) << 1);
+        w.extend_from_slice(&unix_ms(st.expires_at).to_le_bytes());
+        put_bytes(&mut w, &st.local_sdp);
+    }
+    let sum = fnv1a(&w);
+    w.extend_from_slice(&sum.to_le_bytes());
+    w
+}
+
+/// The Call-ID of the record `bytes`, read without decoding the rest (a restore sorts
+/// records onto shards by it). `None` when the bytes are not a record of this version.
+pub fn record_call_id(bytes: &[u8]) -> Option<&[u8]> {
+    let head = MAGIC.len() + 1 + 1 + 4 + 4;
+    let mut r = Reader(bytes.get(head..)?);
+    r.addr().ok()?;
+    let key = r.bytes().ok()?;
+    let call_id_len = usize::from(u16::from_le_bytes([*key.first()?, *key.get(1)?]));
+    key.get(4..4 + call_id_len)
+}
+
+fn key_to_id(key: &[u8]) -> Result<DialogId, RecordError> {
+    let bad = RecordError::Malformed("dialog key");
+    if key.len() < 4 {
+        return Err(bad);
+    }
+    let call_id = usize::from(u16::from_le_bytes([key[0], key[1]]));
+    let local = usize::from(u16::from_le_bytes([key[2], key[3]]));
+    let rest = &key[4..];
+    if call_id + local > rest.len() {
+        return Err(bad);
+    }
+    let (call_id, rest) = rest.split_at(call_id);
+    let (local, remote) = rest.split_at(local);
+    Ok(DialogId::new(call_id, local, remote))
+}
+
+fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+    // Every string a dialog keeps came out of one datagram (≤ 65,535 bytes), and an SDP
+    // body likewise; a u32 length holds any of them.
+    w.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    w.extend_from_slice(b);
+}
+
+fn put_addr(w: &mut Vec<u8>, a: SocketAddr) {
+    match a.ip() {
+        IpAddr::V4(ip) => {
+            w.push(4);
+            w.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            w.push(6);
+            w.extend_from_slice(&ip.octets());
+        }
+    }
+    w.extend_from_slice(&a.port().to_le_bytes());
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn from_unix_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// FNV-1a, 32 bits: enough to tell a damaged record from an intact one (the store's own
+/// checksums guard its files; this guards the value).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
+        if self.0.len() < n {
+            return Err(RecordError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, RecordError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, RecordError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], RecordError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn addr(&mut self) -> Result<SocketAddr, RecordError> {
+        let ip = match self.u8()? {
+            4 => {
+                let b = self.take(4)?;
+                IpAddr::from([b[0], b[1], b[2], b[3]])
+            }
+            6 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(self.take(16)?);
+                IpAddr::from(a)
+            }
+            _ => return Err(RecordError::Malformed("address family")),
+        };
+        let p = self.take(2)?;
+        Ok(SocketAddr::new(ip, u16::from_le_bytes([p[0], p[1]])))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> DialogRecord {
+        let dialog = Dialog::new(
+            DialogId::new(b"call-1@host", b"ours", b"theirs"),
+            Role::Uac,
+            DialogState::Confirmed,
+            7,
+            Some(3),
+            b"<sip:a@h>;tag=ours",
+            b"<sip:b@h>;tag=theirs",
+            b"sip:b@10.0.0.2:5070",
+            &[b"<sip:p1;lr>", b"<sip:p2;lr>"],
+            false,
+            "10.0.0.2:5070".parse().unwrap(),
+        )
+        .with_transport(Transport::Tcp);
+        DialogRecord {
+            dialog,
+            call: Some(DialogId::new(b"call-1@host", b"ours", b"")),
+            call_limit_at: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)),
+            session_timer: Some(SessionTimerRecord {
+                interval: 1800,
+                we_refresh: true,
+                min_se: 90,
+                peer_update: true,
+                expires_at: UNIX_EPOCH + Duration::from_millis(1_700_000_900_000),
+                local_sdp: Bytes::from_static(b"v=0\r\n"),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_record_decodes_to_what_was_encoded() {
+        let original = record();
+        let bytes = original.encode();
+        assert_eq!(record_call_id(&bytes), Some(&b"call-1@host"[..]));
+        let back = DialogRecord::decode(&bytes).unwrap();
+        let (a, b) = (&original.dialog, &back.dialog);
+        assert_eq!(a.id, b.id);
+        assert_eq!(
+            (
+                a.role,
+                a.local_cseq,
+                a.remote_cseq,
+                a.secure,
+                a.peer,
+                a.transport
+            ),
+            (
+                b.role,
+                b.local_cseq,
+                b.remote_cseq,
+                b.secure,
+                b.peer,
+                b.transport
+            )
+        );
+        assert_eq!(b.state, DialogState::Confirmed);
+        assert_eq!(a.local(), b.local());
+        assert_eq!(a.remote(), b.remote());
+        assert_eq!(a.remote_target(), b.remote_target());
+        assert_eq!(a.route_set(), b.route_set());
+        assert_eq!(original.call, back.call);
+        assert_eq!(original.call_limit_at, back.call_limit_at);
+        assert_eq!(original.session_timer, back.session_timer);
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_is_an_error_not_a_panic() {
+        let bytes = record().encode();
+        for len in 0..bytes.len() {
+            assert!(DialogRecord::decode(&bytes[..len]).is_err(), "length {len}");
+        }
+        for i in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x40;
+            assert!(DialogRecord::decode(&damaged).is_err(), "byte {i}");
+        }
+        let mut other = bytes.clone();
+        other[3] = RECORD_VERSION + 1;
+        assert_eq!(
+            DialogRecord::decode(&other).unwrap_err(),
+            RecordError::Version(RECORD_VERSION + 1)
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Persisted dialogs: what the shard hands a store so that its confirmed calls outlive the
+//! process, and how it takes them back at start.
+//!
+//! # What it owns, what it may not touch
+//! When a dialog's record is written, rewritten or deleted, and the restore of a record
+//! into a live, confirmed dialog with its timers re-armed. It touches no store: records
+//! leave through [`Shard::poll_persist`] and come back through [`Shard::restore`], so the
+//! shard stays sans-IO (the runtime writes them before the round's datagrams leave).
+//!
+//! # What is written
+//! A confirmed INVITE dialog in either role ([`DialogRecord`]): written when it is
+//! confirmed (our 2xx, or our ACK to the peer's 2xx), again when something a restarted
+//! shard needs changes (our CSeq: every request we send in it, RFC 3261 §12.2.1.1 wants
+//! them contiguous; the peer's CSeq; the remote target; the session timer), and deleted
+//! when the dialog ends or our BYE leaves. Changes within one round are written once.
+//! Early dialogs and transactions are not persisted: an INVITE whose 2xx had not left is
+//! lost, and its retransmission after a restart is a new call.
+
+use std::collections::VecDeque;
+use std::time::{Instant, SystemTime};
+
+use super::entry::{Entry, Stored};
+use super::{Phase, SessionEvent, Shard, SlotRef, shard_for_call_id};
+use crate::dialog::{DialogId, DialogRecord, DialogState, RecordError};
+
+/// A write for the store.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PersistOp {
+    /// Write (or overwrite) a dialog's record.
+    Put {
+        /// The dialog's key (its [`DialogId`]'s bytes, Call-ID first).
+        key: Vec<u8>,
+        /// The record ([`DialogRecord::decode`] reads it).
+        record: Vec<u8>,
+    },
+    /// Delete an ended dialog's record.
+    Delete {
+        /// The dialog's key.
+        key: Vec<u8>,
+    },
+}
+
+/// Why a record was not restored.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The bytes are not a record this build reads.
+    Record(RecordError),
+    /// Its Call-ID belongs to another shard.
+    WrongShard,
+    /// The shard already holds a dialog with its id.
+    Duplicate,
+    /// The shard is at its dialog limit.
+    Full,
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreError::Record(e) => write!(f, "{e}"),
+            RestoreError::WrongShard => write!(f, "the dialog belongs to another shard"),
+            RestoreError::Duplicate => write!(f, "the dialog is already live"),
+            RestoreError::Full => write!(f, "the shard is at its dialog limit"),
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+/// The shard's side of persistence (present when [`ShardConfig::persist`] is on).
+///
+/// [`ShardConfig::persist`]: super::ShardConfig::persist
+#[derive(Default)]
+pub(super) struct Persist {
+    /// Dialogs changed this round, written at the next poll.
+    dirty: Vec<SlotRef>,
+    /// Writes ready for the store, in order.
+    out: VecDeque<PersistOp>,
+}
+
+impl Entry {
+    /// A confirmed INVITE dialog still up: what the store keeps.
+    fn persistable(&self) -> bool {
+        self.dialog.state == DialogState::Confirmed
+            && matches!(
+                self.phase,
+                Phase::Answered { .. } | Phase::Established { .. }
+            )
+    }
+}
+
+impl Shard {
+    /// Something of the dialog at `index` that a restart needs has changed (or it was
+    /// just confirmed, or its BYE is out): its record is written, or deleted, at the next
+    /// [`Shard::poll_persist`].
+    pub(super) fn dialog_changed(&mut self, index: u32) {
+        let Some(persist) = &mut self.persist else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        let generation = slot.generation;
+        let Some(entry) = slot.entry.as_mut() else {
+            return;
+        };
+        let queue = |persist: &mut Persist| persist.dirty.push(SlotRef { index, generation });
+        entry.stored = match entry.stored {
+            Stored::No if entry.dialog.state == DialogState::Confirmed => {
+                queue(persist);
+                Stored::Queued
+            }
+            Stored::Written => {
+                queue(persist);
+                Stored::WrittenQueued
+            }
+            other => other,
+        };
+    }
+
+    /// An entry leaves the table: its record, if one was written, is deleted.
+    pub(super) fn forget_stored(&mut self, entry: &Entry) {
+        if let Some(persist) = &mut self.persist
+            && matches!(entry.stored, Stored::Written | Stored::WrittenQueued)
+        {
+            persist.out.push_back(PersistOp::Delete {
+                key: entry.dialog.id.key().to_vec(),
+            });
+        }
+    }
+
+    /// The next write for the store. The runtime takes them all after each round and
+    /// hands them to the store before it sends the round's datagrams, so no 2xx or ACK
+    /// that confirms a dialog leaves before its record does.
+    pub fn poll_persist(&mut self) -> Option<PersistOp> {
+        let persist = self.persist.as_mut()?;
+        if !persist.dirty.is_empty() {
+            let dirty = std::mem::take(&mut persist.dirty);
+            for r in &dirty {
+                self.write_record(*r);
+            }
+            if let Some(persist) = &mut self.persist {
+                // Keep the allocation for the next round.
+                persist.dirty = dirty;
+                persist.dirty.clear();
+            }
+        }
+        self.persist.as_mut()?.out.pop_front()
+    }
+
+    /// Writes (or deletes) the record of the dialog `r` points at, if it is still there.
+    fn write_record(&mut self, r: SlotRef) {
+        let Some(index) = self.resolve(r) else {
+            return;
+        };
+        let op = {
+            let Some(entry) = self.slots[index as usize].entry.as_ref() else {
+                return;
+            };
+            let was_written = entry.stored == Stored::WrittenQueued;
+            if entry.persistable() {
+                Some(PersistOp::Put {
+                    key: entry.dialog.id.key().to_vec(),
+                    record: self.record_of(entry),
+                })
+            } else if was_written {
+                Some(PersistOp::Delete {
+                    key: entry.dialog.id.key().to_vec(),
+                })
+            } else {
+                None
+            }
+        };
+        let Some(entry) = self.entry_mut(index) else {
+            return;
+        };
+        entry.stored = match op {
+            Some(PersistOp::Put { .. }) => Stored::Written,
+            _ => Stored::No,
+        };
+        self.stats.records_written += u64::from(matches!(op, Some(PersistOp::Put { .. })));
+        if let (Some(op), Some(persist)) = (op, &mut self.persist) {
+            persist.out.push_back(op);
+        }
+    }
+
+    /// The record of `entry`, its deadlines in wall-clock time.
+    fn record_of(&self, entry: &Entry) -> Vec<u8> {
+        let wall = |at: Instant| self.wall_time(at);
+        let call_limit_at = entry
+            .call_timer
+            .filter(|(_, kind)| *kind == super::timers::DialogTimer::CallLimit)
+            .and_then(|(handle, _)| self.txn.timer_deadline(handle))
+            .and_then(wall);
+        let session_timer = entry
+            .usages
+            .as_ref()
+            .and_then(|u| u.session_timer.as_ref())
+            .and_then(|st| st.to_record(wall));
+        crate::dialog::encode_record(
+            &entry.dialog,
+            entry.call.as_ref().filter(|c| **c != entry.dialog.id),
+            call_limit_at,
+            session_timer.as_ref(),
+        )
+    }
+
+    /// Takes a dialog back from its record, as it was before the restart: confirmed, its
+    /// CSeqs, target and route set as written, its call limit and session timer re-armed
+    /// at their wall-clock deadlines (at once, when they passed while the process was
+    /// down: the BYE goes out now). Announced with [`SessionEvent::DialogRecovered`].
+    ///
+    /// Call it before the shard takes traffic, with [`Shard::set_wall_clock`] said.
+    pub fn restore(&mut self, now: Instant, bytes: &[u8]) -> Result<DialogId, RestoreError> {
+        let record = DialogRecord::decode(bytes).map_err(RestoreError::Record)?;
+        let id = record.dialog.id.clone();
+        if let Some(owner) = self.config.owner
+            && shard_for_call_id(id.call_id(), owner.count) != owner.index
+        {
+            return Err(RestoreError::WrongShard);
+        }
+        if self.find(&id).is_some() {
+            return Err(RestoreError::Duplicate);
+        }
+        if self.live >= self.config.max_dialogs {
+            return Err(RestoreError::Full);
+        }
+        let call_limit_at = record.call_limit_at.map(|at| self.instant_of_wall(now, at));
+        let session_timer = record
+            .session_timer
+            .clone()
+            .map(|st| (self.instant_of_wall(now, st.expires_at), st));
+        let call = record.call.clone().unwrap_or_else(|| id.clone());
+        let index = self.insert(Entry {
+            dialog: record.dialog,
+            phase: Phase::Established { ack: None },
+            reinvite: None,
+            call: record.call,
+            call_timer: None,
+            usages: None,
+            // What the store holds is this record.
+            stored: Stored::Written,
+        });
+        if call != id {
+            // The call handle names this dialog too, as it did before.
+            let hash = self.key_hasher.hash_one(call.key());
+            self.by_key.insert(hash, index);
+        }
+        self.confirmed += 1;
+        if let Some(at) = call_limit_at {
+            let after = at.saturating_duration_since(now);
+            self.arm_call_timer(now, index, super::timers::DialogTimer::CallLimit, after);
+        }
+        if let Some((expires_at, st)) = session_timer {
+            self.restore_session_timer(now, index, &st, expires_at);
+        }
+        self.stats.dialogs_restored += 1;
+        self.events.push_back(SessionEvent::DialogRecovered {
+            dialog: id.clone(),
+            call,
+        });
+        Ok(id)
+    }
+
+    /// The instant at which the wall clock reads `at`, by the clock [`Shard::set_wall_clock`]
+    /// gave (`now` without one, or when `at` has passed).
+    fn instant_of_wall(&self, now: Instant, at: SystemTime) -> Instant {
+        let Some(wall_now) = self.wall_time(now) else {
+            return now;
+        };
+        match at.duration_since(wall_now) {
+            Ok(ahead) => now + ahead,
+            Err(_) => now,
+        }
+    }
+}
+
+/// Whether `persist` is on: the shard's [`Persist`] state, made at creation.
+pub(super) fn persist_state(on: bool) -> Option<Persist> {
+    on.then(Persist::default)
+}

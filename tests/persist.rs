@@ -1,0 +1,202 @@
+//! Confirmed dialogs outlive their shard (issue 22), on simulated time: the records a shard
+//! hands out go to an in-memory store before its datagrams leave; a "crash" drops the
+//! shard, a new one restores the records, and the peer's requests and ours go on as if
+//! nothing had happened.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use common::pair::{Pair, UasPolicy, established, reinvite_results, uac_addr, uas_addr};
+use common::sim::Conditions;
+use sipshard::dialog::{DialogId, DialogRecord};
+use sipshard::message::IdGenerator;
+use sipshard::shard::{
+    DialogCommand, Refresher, RestoreError, SessionEvent, SessionTimers, Shard, ShardConfig,
+    TerminationReason,
+};
+
+/// The wall-clock time both sides agree `now` is: the same mapping before and after a
+/// restart, as a real clock would give.
+fn wall(p: &Pair, start: Instant) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + (p.now - start)
+}
+
+fn persisting(addr: std::net::SocketAddr) -> ShardConfig {
+    let mut config = ShardConfig::new(addr);
+    config.persist = true;
+    config
+}
+
+fn pair(uac: ShardConfig, uas: ShardConfig) -> (Pair, Instant) {
+    let mut p = Pair::with_configs(7, Conditions::perfect(), UasPolicy::Answer, uac, uas);
+    let start = p.now;
+    let w = wall(&p, start);
+    p.uac.set_wall_clock(p.now, w);
+    p.uas.set_wall_clock(p.now, w);
+    (p, start)
+}
+
+/// A new shard with `config` in place of the crashed one, its records restored; returns
+/// it and the dialogs it announced.
+fn restart(p: &Pair, start: Instant, config: ShardConfig, store: &common::pair::Store) -> Shard {
+    let mut shard = Shard::with_ids(p.now, config, IdGenerator::from_seed([9; 32]));
+    shard.set_wall_clock(p.now, wall(p, start));
+    for record in store.values() {
+        shard
+            .restore(p.now, record)
+            .expect("an intact record restores");
+    }
+    shard
+}
+
+fn recovered(shard: &mut Shard) -> Vec<(DialogId, DialogId)> {
+    std::iter::from_fn(|| shard.poll_event())
+        .filter_map(|e| match e {
+            SessionEvent::DialogRecovered { dialog, call } => Some((dialog, call)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ended(events: &[SessionEvent]) -> Vec<TerminationReason> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::CallTerminated { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_confirmed_call_survives_the_callee_s_restart() {
+    let (mut p, start) = pair(persisting(uac_addr()), persisting(uas_addr()));
+    let (uac_dialog, uas_dialog) = established(&mut p);
+    assert_eq!(p.uas_store.len(), 1, "the callee wrote its dialog");
+    assert_eq!(p.uac_store.len(), 1, "the caller wrote its dialog");
+
+    // kill -9: the shard is gone; its store is all that is left.
+    p.uas = restart(&p, start, persisting(uas_addr()), &p.uas_store);
+    let back = recovered(&mut p.uas);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].0, uas_dialog);
+    assert_eq!(p.uas.dialog_count(), 1);
+
+    // An INFO and then the BYE from the caller: answered as before, not 481.
+    p.uac_sends(&uac_dialog, b"INFO", None);
+    p.run(Duration::from_secs(1));
+    p.uac
+        .handle_command(p.now, DialogCommand::Bye { dialog: uac_dialog })
+        .unwrap();
+    p.run(Duration::from_secs(1));
+    assert_eq!(ended(&p.uac_events), vec![TerminationReason::LocalBye]);
+    assert_eq!(p.uas.dialog_count(), 0);
+    assert!(p.uas_store.is_empty(), "the ended call's record is deleted");
+    assert!(p.uac_store.is_empty());
+}
+
+#[test]
+fn the_caller_s_requests_after_its_restart_go_on_from_its_last_cseq() {
+    let (mut p, start) = pair(persisting(uac_addr()), ShardConfig::new(uas_addr()));
+    let (uac_dialog, _) = established(&mut p);
+    // Two re-INVITEs move our CSeq on; each one's record is written before it leaves.
+    for _ in 0..2 {
+        p.uac_reinvites(&uac_dialog);
+        p.run(Duration::from_secs(1));
+    }
+    assert_eq!(reinvite_results(&p.uac_events), vec![200, 200]);
+
+    p.uac = restart(&p, start, persisting(uac_addr()), &p.uac_store);
+    let back = recovered(&mut p.uac);
+    assert_eq!(back.len(), 1);
+    // The call handle MakeCall returned still names the call.
+    let (dialog, call) = back[0].clone();
+    assert_eq!(dialog, uac_dialog);
+    p.uac_events.clear();
+    // §12.2.1.1: our next request carries the next CSeq. Had it gone back, the callee
+    // would answer 500 (§12.2.2) and the call would stay up on its side.
+    p.uac
+        .handle_command(p.now, DialogCommand::Bye { dialog: call })
+        .unwrap();
+    p.run(Duration::from_secs(1));
+    assert_eq!(ended(&p.uac_events), vec![TerminationReason::LocalBye]);
+    assert_eq!(p.uas.dialog_count(), 0, "the callee took our BYE");
+    assert!(p.uac_store.is_empty());
+}
+
+#[test]
+fn early_dialogs_are_not_written_and_a_refused_record_says_why() {
+    let (mut p, start) = pair(persisting(uac_addr()), persisting(uas_addr()));
+    p.policy = UasPolicy::Ring;
+    p.bye_on_answer = false;
+    p.call();
+    p.run(Duration::from_secs(1));
+    assert_eq!(p.uas.dialog_count(), 1);
+    assert!(p.uas_store.is_empty(), "a ringing call is not persisted");
+    assert!(p.uac_store.is_empty());
+    assert_eq!(p.uas.stats().records_written, 0);
+
+    // A record restored twice, and damaged bytes: refused with the reason.
+    let (mut q, q_start) = pair(persisting(uac_addr()), persisting(uas_addr()));
+    established(&mut q);
+    let record = q.uas_store.values().next().unwrap().clone();
+    let mut shard = restart(&q, q_start, persisting(uas_addr()), &q.uas_store);
+    assert_eq!(shard.restore(q.now, &record), Err(RestoreError::Duplicate));
+    let mut damaged = record.clone();
+    let last = damaged.len() - 10;
+    damaged[last] ^= 1;
+    assert!(matches!(
+        shard.restore(q.now, &damaged),
+        Err(RestoreError::Record(_))
+    ));
+    assert_eq!(shard.dialog_count(), 1);
+    let _ = start;
+}
+
+#[test]
+fn a_session_timer_ends_a_restored_call_when_no_refresh_comes() {
+    // The caller asks for a 90 s session the callee refreshes... and the callee never
+    // comes back to: the caller, restarted meanwhile, sends its BYE at the deadline.
+    let timers = SessionTimers {
+        session_expires: 90,
+        min_se: 90,
+        refresher: Refresher::Uas,
+        ..SessionTimers::default()
+    };
+    let mut uac = persisting(uac_addr());
+    uac.session_timers = Some(timers);
+    let mut uas = ShardConfig::new(uas_addr());
+    uas.session_timers = Some(timers);
+    let (mut p, start) = pair(uac, uas);
+    let (_, _) = established(&mut p);
+    let record = DialogRecord::decode(p.uac_store.values().next().unwrap()).unwrap();
+    let expires_at = record.session_timer.expect("a session timer").expires_at;
+
+    let mut config = persisting(uac_addr());
+    config.session_timers = Some(timers);
+    p.uac = restart(&p, start, config, &p.uac_store);
+    assert_eq!(recovered(&mut p.uac).len(), 1);
+    // The callee is gone too: nothing refreshes the session.
+    p.uas = Shard::with_ids(
+        p.now,
+        ShardConfig::new(uas_addr()),
+        IdGenerator::from_seed([3; 32]),
+    );
+    p.uac_events.clear();
+    let limit = p.now + Duration::from_secs(200);
+    while ended(&p.uac_events).is_empty() && p.now < limit && p.step() {}
+    assert_eq!(
+        ended(&p.uac_events),
+        vec![TerminationReason::SessionExpired]
+    );
+    // RFC 4028 §10: the BYE goes min(32 s, interval / 3) before the session's end, by
+    // the deadline written before the restart, not by a timer started afresh.
+    let at = wall(&p, start);
+    assert!(
+        at >= expires_at - Duration::from_secs(31) && at <= expires_at,
+        "BYE at {at:?}, session ends at {expires_at:?}"
+    );
+    assert_eq!(p.uac.dialog_count(), 0);
+    assert!(p.uac_store.is_empty());
+}
