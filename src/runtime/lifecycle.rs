@@ -46,6 +46,17 @@ impl DialogManager {
             receivers.push(rx);
         }
         let shards = Arc::new(handles);
+        let (mut stores, mut restores) = match &self.config.store {
+            Some(config) => {
+                let opened = super::store::open(config, count)
+                    .map_err(|e| DialogError::Transport(format!("dialog store: {e}")))?;
+                (
+                    opened.stores.into_iter().map(Some).collect::<Vec<_>>(),
+                    opened.records,
+                )
+            }
+            None => ((0..count).map(|_| None).collect(), vec![Vec::new(); count]),
+        };
         let coordinator = self.coordinator.lock().ok().and_then(|c| c.clone());
         let now = Instant::now();
         let mut threads = Vec::with_capacity(count);
@@ -77,6 +88,7 @@ impl DialogManager {
             shard_config.local_addr = advertised;
             shard_config.owner = Some(ShardOwner { index, count });
             shard_config.tcp = tcp_listening;
+            shard_config.persist = self.config.store.is_some();
             let worker = Worker {
                 index,
                 shard: Shard::new(now, shard_config),
@@ -92,6 +104,8 @@ impl DialogManager {
                 stopped: stopped.clone(),
                 tcp,
                 stream_routes: ahash::HashMap::default(),
+                store: stores[index].take(),
+                restore: std::mem::take(&mut restores[index]),
             };
             let epoll = worker
                 .epoll()

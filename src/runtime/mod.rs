@@ -30,6 +30,7 @@ mod lifecycle;
 mod manager;
 mod overload;
 mod queue;
+mod store;
 mod tcp;
 mod udp;
 mod worker;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use manager::DialogManager;
+pub use store::{FsyncPolicy, StoreConfig, StoreError, StoreStats};
 pub use tcp::TcpStats;
 
 /// `host:port` as a socket address: an IP address (`127.0.0.1:5060`, `[::1]:5060`) as
@@ -110,6 +112,9 @@ pub struct RuntimeConfig {
     /// until a round drains it, so the shard spends its time on the calls it has rather
     /// than letting the kernel drop datagrams of every call alike. Zero turns it off.
     pub overload_after: Duration,
+    /// Persist confirmed dialogs here, and restore them at start (`store` module); `None`
+    /// (the default) keeps them in memory only.
+    pub store: Option<StoreConfig>,
 }
 
 impl RuntimeConfig {
@@ -130,6 +135,7 @@ impl RuntimeConfig {
             tcp_max_connections: 0,
             tcp_max_per_source: 64,
             tcp_incomplete_after: Duration::from_secs(10),
+            store: None,
         }
     }
 }
@@ -320,6 +326,8 @@ pub struct IoStats {
     pub tcp: TcpStats,
     /// Open TCP connections (a gauge, at snapshot time).
     pub tcp_connections: u64,
+    /// The dialog store's counters (zero without one).
+    pub store: StoreStats,
 }
 
 impl IoStats {
@@ -343,6 +351,7 @@ impl IoStats {
         self.calls_refused_no_coordinator += o.calls_refused_no_coordinator;
         self.dialogs_abandoned += o.dialogs_abandoned;
         self.receive_overloads += o.receive_overloads;
+        self.store.merge(&o.store);
         self.eventfd_wakes += o.eventfd_wakes;
         self.tcp.merge(&o.tcp);
         self.tcp_connections += o.tcp_connections;

@@ -57,6 +57,10 @@ pub(crate) struct Worker {
     /// [`STREAM_ROUTES_MAX`], and a missing entry only makes this shard open a connection
     /// of its own.
     pub(crate) stream_routes: ahash::HashMap<SocketAddr, usize>,
+    /// This shard's dialog store, when dialogs are persisted, and the records it restores
+    /// before taking traffic.
+    pub(crate) store: Option<super::store::ShardStore>,
+    pub(crate) restore: Vec<Vec<u8>>,
 }
 
 /// Most remembered stream routes before the map is cleared.
@@ -89,6 +93,8 @@ struct Round {
     stop: Option<Stopping>,
     /// Messages for other shards whose queue was full: sent again next round.
     peer_retry: Vec<(usize, crate::shard::PeerMessage)>,
+    /// The round's writes for the dialog store.
+    persist: Vec<crate::shard::PersistOp>,
 }
 
 struct Stopping {
@@ -141,6 +147,7 @@ impl Worker {
             io: IoStats::default(),
             stop: None,
             peer_retry: Vec::new(),
+            persist: Vec::new(),
             app: match &self.mode {
                 AppMode::Inline(factory) => Some((factory.0)(self.index, self.peers.len())),
                 _ => None,
@@ -150,6 +157,7 @@ impl Worker {
         };
         self.shard
             .set_wall_clock(start, std::time::SystemTime::now());
+        self.restore(start, &mut round);
         loop {
             let now = Instant::now();
             // The shard's wall clock (for Date) follows the system's, stepped or not.
@@ -581,8 +589,9 @@ impl Worker {
     }
 
     fn flush(&mut self, round: &mut Round) {
-        // Read the clock only when a stream transmit needs it (an idle connection's age).
+        // Read the clock only when a stream transmit or the store needs it.
         let mut now = None;
+        self.persist(&mut now, round);
         while let Some(t) = self.shard.poll_transmit() {
             if t.transport == Transport::Udp {
                 round.transmits.push(t);
@@ -607,6 +616,47 @@ impl Worker {
         round.io.send_calls += round.transmits.len().div_ceil(super::udp::BATCH) as u64;
         round.io.send_failures += round.tx.send(&self.socket, &round.transmits);
         round.transmits.clear();
+    }
+
+    /// Takes back the dialogs of the store, before any traffic.
+    fn restore(&mut self, now: Instant, round: &mut Round) {
+        let records = std::mem::take(&mut self.restore);
+        if records.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        for record in &records {
+            if let Err(e) = self.shard.restore(now, record) {
+                round.io.store.restore_failures += 1;
+                tracing::warn!(shard = self.index, error = %e, "dialog record not restored");
+            }
+        }
+        round.io.store.restore_micros =
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(
+            shard = self.index,
+            restored = records.len() as u64 - round.io.store.restore_failures,
+            failed = round.io.store.restore_failures,
+            micros = round.io.store.restore_micros,
+            "dialogs restored"
+        );
+    }
+
+    /// Hands the round's dialog records to the store: before any of the round's datagrams
+    /// leave, so none that confirms a dialog goes out ahead of its record.
+    fn persist(&mut self, now: &mut Option<Instant>, round: &mut Round) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        round.persist.clear();
+        round
+            .persist
+            .extend(std::iter::from_fn(|| self.shard.poll_persist()));
+        if round.persist.is_empty() {
+            return;
+        }
+        let now = *now.get_or_insert_with(Instant::now);
+        store.write(now, &round.persist, &mut round.io.store);
     }
 
     /// A stream transmit: on our connection to its destination, else through the shard

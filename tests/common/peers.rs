@@ -71,6 +71,15 @@ impl Server {
 
     /// As [`Server::start_with`], run by `wrapper` (`prlimit --nofile=64`, say).
     pub fn start_under(wrapper: &[&str], args: &[&str], stderr: Stdio) -> Server {
+        Server::spawn(wrapper, "127.0.0.1:0", args, stderr)
+    }
+
+    /// As [`Server::start`], on `listen` (a restart on the address a killed one had).
+    pub fn start_at(listen: &str, args: &[&str]) -> Server {
+        Server::spawn(&[], listen, args, Stdio::inherit())
+    }
+
+    fn spawn(wrapper: &[&str], listen: &str, args: &[&str], stderr: Stdio) -> Server {
         let binary = env!("CARGO_BIN_EXE_sipshard");
         let mut command = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -81,13 +90,7 @@ impl Server {
             None => Command::new(binary),
         };
         let mut child = command
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--metrics", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -140,6 +143,12 @@ impl Server {
     /// Sum of a metric's samples whose labels contain `filter`.
     pub fn metric(&self, name: &str, filter: &str) -> u64 {
         sum_metric(&self.metrics(), name, filter)
+    }
+
+    /// `kill -9`: no stop, no flush, nothing but what the kernel already has.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops with SIGTERM (a graceful stop) and waits; true if it exited 0 in time.

@@ -107,6 +107,35 @@ pub struct Config {
     pub limits: Limits,
     pub security: SecuritySection,
     pub stop: StopSection,
+    pub state: StateSection,
+}
+
+/// Where confirmed dialogs are persisted (`sipshard::runtime::StoreConfig`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateSection {
+    /// The state directory; empty (the default): dialogs live in memory only.
+    pub dir: String,
+    /// When writes reach the disk: `none` (the kernel has them: they survive the process
+    /// being killed), `<N>ms` (fsync at most that often), `batch` (fsync each round).
+    pub fsync: String,
+}
+
+impl StateSection {
+    /// The runtime's store setting (`None` without a directory).
+    pub fn store(&self) -> Result<Option<sipshard::runtime::StoreConfig>, String> {
+        if self.dir.is_empty() {
+            return Ok(None);
+        }
+        let fsync = match self.fsync.as_str() {
+            "" => sipshard::runtime::FsyncPolicy::Never,
+            other => other.parse()?,
+        };
+        Ok(Some(sipshard::runtime::StoreConfig {
+            dir: self.dir.clone().into(),
+            fsync,
+        }))
+    }
 }
 
 /// Limits on hostile sources (`sipshard::guard`), per shard.
@@ -347,6 +376,10 @@ exempt = []
 [stop]
 deadline_s = 5
 policy = "bye"
+
+[state]
+dir = ""
+fsync = "none"
 "#;
 
 impl Default for Config {
@@ -368,6 +401,10 @@ impl Default for Config {
             limits: Limits::default(),
             security: SecuritySection::default(),
             stop: StopSection::default(),
+            state: StateSection {
+                dir: String::new(),
+                fsync: "none".into(),
+            },
         }
     }
 }

@@ -139,6 +139,13 @@ struct ServeArgs {
     /// Requests over this many bytes go over TCP instead of UDP (RFC 3261 §18.1.1; 0: never).
     #[arg(long)]
     udp_max_request: Option<usize>,
+    /// Persist confirmed dialogs in this directory and restore them at start (created
+    /// when missing); without it they live in memory only.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// When persisted dialogs reach the disk: none, batch, or <N>ms.
+    #[arg(long)]
+    fsync: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -270,6 +277,12 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.tcp_incomplete_s {
         c.limits.tcp_incomplete_s = v;
     }
+    if let Some(v) = args.state_dir {
+        c.state.dir = v.to_string_lossy().into_owned();
+    }
+    if let Some(v) = args.fsync {
+        c.state.fsync = v;
+    }
     if let Some(bad) = c.registrar.users.iter().find(|u| !u.contains(':')) {
         return Err(format!("--auth-user {bad:?}: expected user:password"));
     }
@@ -316,6 +329,7 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
         Mode::App => AppMode::Application,
     };
     r.shard.guard = c.security.guard();
+    r.store = c.state.store()?;
     r.shard.max_call_duration =
         (c.limits.max_call_s > 0).then(|| Duration::from_secs(c.limits.max_call_s));
     if c.mode == Mode::Registrar {

@@ -321,6 +321,46 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         }),
     );
     family(
+        "sipshard_dialogs_restored_total",
+        "counter",
+        "Dialogs taken back from the state directory at start.",
+        &mut per_shard(&|r| r.stats.dialogs_restored).into_iter(),
+    );
+    family(
+        "sipshard_store_events_total",
+        "counter",
+        "The dialog store (--state-dir), by event: records written or deleted, batches, fsyncs, failed batches, records that could not be restored.",
+        &mut stats.shards.iter().flat_map(|r| {
+            let s = &r.io.store;
+            [
+                ("write", s.writes),
+                ("batch", s.batches),
+                ("sync", s.syncs),
+                ("write_error", s.write_errors),
+                ("restore_failure", s.restore_failures),
+            ]
+            .map(|(k, v)| (format!("shard=\"{}\",event=\"{k}\"", r.shard), v))
+        }),
+    );
+    family(
+        "sipshard_store_write_micros_total",
+        "counter",
+        "Time spent writing dialog-store batches (microseconds).",
+        &mut per_shard(&|r| r.io.store.write_micros).into_iter(),
+    );
+    family(
+        "sipshard_store_write_micros_max",
+        "gauge",
+        "The longest dialog-store batch write (microseconds).",
+        &mut per_shard(&|r| r.io.store.write_micros_max).into_iter(),
+    );
+    family(
+        "sipshard_store_restore_micros",
+        "gauge",
+        "How long the shard's restore took at start (microseconds).",
+        &mut per_shard(&|r| r.io.store.restore_micros).into_iter(),
+    );
+    family(
         "sipshard_event_channel_full_total",
         "counter",
         "Times the application's event channel was full.",

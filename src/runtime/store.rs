@@ -1,0 +1,349 @@
+//! The embedded store of confirmed dialogs (issue 22): one fjall database per shard under
+//! the state directory, written by that shard's thread alone, so no lock is shared
+//! between shards on the way to the disk.
+//!
+//! # What it owns, what it may not touch
+//! The state directory's files: opening (and checking the layout version), the per-round
+//! batch of a shard's [`PersistOp`]s and its fsync policy, and reading every record back at
+//! start. What a record holds and when one is written are the shard's (`shard::persist`,
+//! `dialog::record`); this module moves bytes.
+//!
+//! # Why fjall
+//! A log-structured engine whose journal takes a batch in one append: a shard's round of
+//! writes is one `write(2)` ([`fjall::PersistMode::Buffer`]: in the kernel's hands, so a
+//! `kill -9` right after loses nothing) and, when the policy asks, one `fdatasync`. Deletes
+//! are tombstones, compacted away in the background: the write pattern of a call (a put
+//! at its 2xx, a delete at its BYE) never rewrites a page in place, as a B-tree (redb,
+//! LMDB, SQLite) would. Pure Rust, no C to build.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::dialog::record_call_id;
+use crate::shard::{PersistOp, shard_for_call_id};
+
+/// The layout version written in `VERSION` at the state directory's root.
+const LAYOUT: &str = "sipshard-state 1\n";
+/// The keyspace of each shard's database that holds its dialogs.
+const DIALOGS: &str = "dialogs";
+
+/// When the store asks the disk to make its writes durable.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Never: each batch is handed to the kernel (it survives the process being killed,
+    /// not a power loss or a kernel crash).
+    Never,
+    /// `fdatasync` at most this often, after a batch: a power loss loses at most that much.
+    Every(Duration),
+    /// `fdatasync` after every batch, before its datagrams leave: survives a power loss,
+    /// at the cost of one disk flush per round of the shard's loop.
+    EveryBatch,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+
+    /// `none`, `batch`, or an interval in milliseconds such as `100ms`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" | "never" => Ok(FsyncPolicy::Never),
+            "batch" | "every-batch" => Ok(FsyncPolicy::EveryBatch),
+            other => other
+                .strip_suffix("ms")
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .map(|n| FsyncPolicy::Every(Duration::from_millis(n)))
+                .ok_or_else(|| format!("fsync policy {other:?}: none, batch or <N>ms")),
+        }
+    }
+}
+
+/// Where dialogs are persisted, and how durably.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The state directory (created when missing).
+    pub dir: PathBuf,
+    /// When writes are made durable.
+    pub fsync: FsyncPolicy,
+}
+
+/// Why the store could not be used.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum StoreError {
+    /// The directory holds something else, or another layout version.
+    Layout {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The engine failed on a file of the directory.
+    Engine {
+        /// The shard database at fault.
+        path: PathBuf,
+        /// The engine's error.
+        error: String,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Layout { path, problem } => write!(f, "{}: {problem}", path.display()),
+            StoreError::Engine { path, error } => write!(f, "{}: {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Counters of a shard's store, kept with its I/O counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Batches written (one per round that had writes).
+    pub batches: u64,
+    /// Records written or deleted.
+    pub writes: u64,
+    /// Batches that failed (their records are lost; the calls go on).
+    pub write_errors: u64,
+    /// `fdatasync` calls.
+    pub syncs: u64,
+    /// Total time spent writing batches (and syncing), in microseconds.
+    pub write_micros: u64,
+    /// The longest batch write, in microseconds.
+    pub write_micros_max: u64,
+    /// Records found at start that could not be restored (damaged, other version).
+    pub restore_failures: u64,
+    /// How long this shard's restore took, in microseconds.
+    pub restore_micros: u64,
+}
+
+impl StoreStats {
+    pub(crate) fn merge(&mut self, o: &StoreStats) {
+        self.batches += o.batches;
+        self.writes += o.writes;
+        self.write_errors += o.write_errors;
+        self.syncs += o.syncs;
+        self.write_micros += o.write_micros;
+        self.write_micros_max = self.write_micros_max.max(o.write_micros_max);
+        self.restore_failures += o.restore_failures;
+        self.restore_micros = self.restore_micros.max(o.restore_micros);
+    }
+}
+
+/// One shard's database.
+pub(crate) struct ShardStore {
+    path: PathBuf,
+    db: fjall::Database,
+    dialogs: fjall::Keyspace,
+    fsync: FsyncPolicy,
+    last_sync: Instant,
+    /// When the last write error was logged (errors are logged once per interval).
+    last_error_log: Option<Instant>,
+}
+
+/// How often a failing store is logged.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl ShardStore {
+    fn open(path: PathBuf, fsync: FsyncPolicy) -> Result<ShardStore, StoreError> {
+        let engine = |e: fjall::Error| StoreError::Engine {
+            path: path.clone(),
+            error: e.to_string(),
+        };
+        let db = fjall::Database::builder(&path).open().map_err(engine)?;
+        let dialogs = db
+            .keyspace(DIALOGS, fjall::KeyspaceCreateOptions::default)
+            .map_err(engine)?;
+        Ok(ShardStore {
+            path,
+            db,
+            dialogs,
+            fsync,
+            last_sync: Instant::now(),
+            last_error_log: None,
+        })
+    }
+
+    /// Writes one round's `ops` as one batch, handed to the kernel before this returns (and
+    /// synced to the disk as the policy says). A failure is counted and logged at most once
+    /// per [`ERROR_LOG_EVERY`]; the caller goes on (its calls do not depend on the disk).
+    pub(crate) fn write(&mut self, now: Instant, ops: &[PersistOp], stats: &mut StoreStats) {
+        if ops.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let sync = match self.fsync {
+            FsyncPolicy::Never => false,
+            FsyncPolicy::EveryBatch => true,
+            FsyncPolicy::Every(interval) => {
+                now.saturating_duration_since(self.last_sync) >= interval
+            }
+        };
+        let mode = if sync {
+            fjall::PersistMode::SyncData
+        } else {
+            fjall::PersistMode::Buffer
+        };
+        let mut batch = self.db.batch().durability(Some(mode));
+        for op in ops {
+            match op {
+                PersistOp::Put { key, record } => {
+                    batch.insert(&self.dialogs, key.as_slice(), record.as_slice())
+                }
+                PersistOp::Delete { key } => batch.remove(&self.dialogs, key.as_slice()),
+            }
+        }
+        match batch.commit() {
+            Ok(()) => {
+                stats.batches += 1;
+                stats.writes += ops.len() as u64;
+                if sync {
+                    stats.syncs += 1;
+                    self.last_sync = now;
+                }
+            }
+            Err(e) => {
+                stats.write_errors += 1;
+                if self
+                    .last_error_log
+                    .is_none_or(|at| now.saturating_duration_since(at) >= ERROR_LOG_EVERY)
+                {
+                    self.last_error_log = Some(now);
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %e,
+                        failed_batches = stats.write_errors,
+                        "dialog store write failed: these calls will not survive a restart"
+                    );
+                }
+            }
+        }
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        stats.write_micros += micros;
+        stats.write_micros_max = stats.write_micros_max.max(micros);
+    }
+
+    /// Every record this database holds: (key, record).
+    fn records(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.dialogs.iter() {
+            let (key, value) = item.into_inner().map_err(|e| StoreError::Engine {
+                path: self.path.clone(),
+                error: e.to_string(),
+            })?;
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// The stores of `count` shards, and the records each is to restore. A record too damaged
+/// to say its Call-ID goes to the first shard, whose restore refuses and counts it; it
+/// stays on disk for a person to look at.
+pub(crate) struct Opened {
+    pub(crate) stores: Vec<ShardStore>,
+    pub(crate) records: Vec<Vec<Vec<u8>>>,
+}
+
+/// Opens (or creates) the state directory for `count` shards and reads every record back,
+/// sorted onto the shard its Call-ID hashes to now: a record written by another shard (the
+/// count changed since) moves to its new shard's database before any traffic.
+pub(crate) fn open(config: &StoreConfig, count: usize) -> Result<Opened, StoreError> {
+    check_layout(&config.dir)?;
+    let mut stores = Vec::with_capacity(count);
+    for i in 0..count {
+        stores.push(ShardStore::open(shard_dir(&config.dir, i), config.fsync)?);
+    }
+    // Databases of shards beyond today's count (a restart with fewer shards).
+    let mut extra = Vec::new();
+    for i in count.. {
+        let dir = shard_dir(&config.dir, i);
+        if !dir.exists() {
+            break;
+        }
+        extra.push(ShardStore::open(dir, config.fsync)?);
+    }
+    let mut records = vec![Vec::new(); count];
+    let mut moves: Vec<(usize, usize, Vec<u8>, Vec<u8>)> = Vec::new();
+    for (from, store) in stores.iter().chain(extra.iter()).enumerate() {
+        for (key, value) in store.records()? {
+            let Some(call_id) = record_call_id(&value) else {
+                tracing::warn!(path = %store.path.display(), "unreadable dialog record");
+                records[0].push(value);
+                continue;
+            };
+            let to = shard_for_call_id(call_id, count);
+            if to != from {
+                moves.push((from, to, key, value.clone()));
+            }
+            records[to].push(value);
+        }
+    }
+    let now = Instant::now();
+    let mut ignored = StoreStats::default();
+    for (from, to, key, value) in moves {
+        stores[to].write(
+            now,
+            &[PersistOp::Put {
+                key: key.clone(),
+                record: value,
+            }],
+            &mut ignored,
+        );
+        let source = match from.checked_sub(count) {
+            None => &mut stores[from],
+            Some(i) => &mut extra[i],
+        };
+        source.write(now, &[PersistOp::Delete { key }], &mut ignored);
+    }
+    if ignored.write_errors > 0 {
+        return Err(StoreError::Layout {
+            path: config.dir.clone(),
+            problem: "could not move records to their shards for the new shard count".into(),
+        });
+    }
+    Ok(Opened { stores, records })
+}
+
+fn shard_dir(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("shard-{index}"))
+}
+
+/// Creates the directory and its `VERSION`, or checks that what is there is ours and of
+/// this layout.
+fn check_layout(dir: &Path) -> Result<(), StoreError> {
+    let layout = |path: &Path, problem: String| StoreError::Layout {
+        path: path.to_path_buf(),
+        problem,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| layout(dir, e.to_string()))?;
+    let version = dir.join("VERSION");
+    match std::fs::read_to_string(&version) {
+        Ok(text) if text == LAYOUT => Ok(()),
+        Ok(text) => Err(layout(
+            &version,
+            format!(
+                "state written by another layout ({:?}; this build reads {:?})",
+                text.trim(),
+                LAYOUT.trim()
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let empty = std::fs::read_dir(dir)
+                .map_err(|e| layout(dir, e.to_string()))?
+                .next()
+                .is_none();
+            if !empty {
+                return Err(layout(
+                    dir,
+                    "not a sipshard state directory (no VERSION file, not empty)".into(),
+                ));
+            }
+            std::fs::write(&version, LAYOUT).map_err(|e| layout(&version, e.to_string()))
+        }
+        Err(e) => Err(layout(&version, e.to_string())),
+    }
+}

@@ -1,0 +1,97 @@
+//! Dialogs that survive `kill -9` (issue 22), with real processes: `sipshard serve
+//! --state-dir` is killed with SIGKILL while SIPp holds its calls, started again on the
+//! same port and directory, and answers every BYE as if it had never gone.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::peers::{Server, free_udp_port, sipp, spawn_sipp, wait_metric, wait_sipp};
+
+/// A fresh state directory under the system's temporary one.
+fn state_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sipshard-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn calls_held_across_a_kill_9_of_the_callee_all_end_with_200() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let dir = state_dir("kill9-callee");
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let args = [
+        "--mode",
+        "auto-answer",
+        "--shards",
+        "2",
+        "--no-tcp",
+        "--state-dir",
+        dir.to_str().expect("a UTF-8 temporary path"),
+    ];
+    let server = Server::start_at(&listen, &args);
+    // SIPp's uac: 2,000 calls at 200 per second, each held 20 s after its ACK, then BYE.
+    let calls = 2000u64;
+    let child = spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &[
+            "-sn",
+            "uac",
+            &listen,
+            "-m",
+            "2000",
+            "-r",
+            "200",
+            "-d",
+            "20000",
+            "-timeout",
+            "90",
+            "-timeout_error",
+        ],
+        &std::env::temp_dir(),
+    );
+    let confirmed = wait_metric(
+        &server,
+        "sipshard_dialogs",
+        "state=\"confirmed\"",
+        calls,
+        Duration::from_secs(30),
+    );
+    assert_eq!(confirmed, calls, "every call is up before the kill");
+    let killed_at = Instant::now();
+    server.kill();
+
+    let server = Server::start_at(&listen, &args);
+    assert_eq!(
+        server.metric("sipshard_dialogs_restored_total", ""),
+        calls,
+        "every confirmed call came back"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(8),
+        "the restart took {:?}: the calls' BYEs may have come while it was down",
+        killed_at.elapsed()
+    );
+    let run = wait_sipp(child, Duration::from_secs(120));
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, calls, "{}", run.screen);
+    assert_eq!(run.failed_calls, 0, "{}", run.screen);
+    assert_eq!(
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+        0,
+        "every recovered call ended"
+    );
+    let m = server.metrics();
+    assert_eq!(
+        common::peers::sum_metric(&m, "sipshard_requests_received_total", "method=\"BYE\""),
+        calls
+    );
+    assert_eq!(
+        common::peers::sum_metric(&m, "sipshard_store_events_total", "event=\"write_error\""),
+        0
+    );
+    assert!(server.stop(), "graceful stop exits 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}
