@@ -12,8 +12,8 @@ use common::sim::Conditions;
 use sipshard::dialog::{DialogId, DialogRecord};
 use sipshard::message::IdGenerator;
 use sipshard::shard::{
-    DialogCommand, Refresher, RestoreError, SessionEvent, SessionTimers, Shard, ShardConfig,
-    TerminationReason,
+    DialogCommand, RecoveryProbes, Refresher, RestoreError, SessionEvent, SessionTimers, Shard,
+    ShardConfig, TerminationReason,
 };
 
 /// The wall-clock time both sides agree `now` is: the same mapping before and after a
@@ -199,4 +199,65 @@ fn a_session_timer_ends_a_restored_call_when_no_refresh_comes() {
     );
     assert_eq!(p.uac.dialog_count(), 0);
     assert!(p.uac_store.is_empty());
+}
+
+/// A callee shard that persists and probes what it restores: within 10 s, two attempts.
+fn probing_callee() -> ShardConfig {
+    let mut config = persisting(uas_addr());
+    config.recovery_probes = Some(RecoveryProbes {
+        within: Duration::from_secs(10),
+        attempts: 2,
+    });
+    config
+}
+
+/// Establishes a call, restarts the callee with probes on; the caller is `caller`.
+fn restarted_with_probes(replace_caller: bool) -> (Pair, DialogId) {
+    let (mut p, start) = pair(persisting(uac_addr()), persisting(uas_addr()));
+    let (_, uas_dialog) = established(&mut p);
+    p.uas = restart(&p, start, probing_callee(), &p.uas_store);
+    assert_eq!(recovered(&mut p.uas).len(), 1);
+    if replace_caller {
+        // The caller forgot the call while the callee was down (its BYE met nobody).
+        p.uac = Shard::with_ids(
+            p.now,
+            ShardConfig::new(uac_addr()),
+            IdGenerator::from_seed([5; 32]),
+        );
+    }
+    p.uas_events.clear();
+    (p, uas_dialog)
+}
+
+#[test]
+fn a_restored_dialog_the_peer_no_longer_knows_ends_at_its_probe_s_481() {
+    let (mut p, uas_dialog) = restarted_with_probes(true);
+    p.run(Duration::from_secs(11));
+    assert_eq!(ended(&p.uas_events), vec![TerminationReason::Rejected(481)]);
+    assert_eq!(p.uas.dialog_count(), 0);
+    assert_eq!(p.uas.stats().recovered_dialogs_ended, 1);
+    assert!(p.uas_store.is_empty(), "its record is deleted");
+    let _ = uas_dialog;
+}
+
+#[test]
+fn a_restored_dialog_whose_peer_answers_its_probe_stays() {
+    let (mut p, uas_dialog) = restarted_with_probes(false);
+    p.run(Duration::from_secs(120));
+    assert!(ended(&p.uas_events).is_empty(), "{:?}", p.uas_events);
+    assert_eq!(p.uas.dialog_count(), 1);
+    // The probe went out once, was answered, and none followed.
+    let options = p.uac.stats().requests_in[4];
+    assert_eq!(options, 1, "one OPTIONS reached the caller");
+    let _ = uas_dialog;
+}
+
+#[test]
+fn a_restored_dialog_whose_peer_never_answers_ends_after_its_attempts() {
+    let (mut p, _) = restarted_with_probes(false);
+    p.net.conditions.loss = 1.0;
+    p.run(Duration::from_secs(300));
+    assert_eq!(ended(&p.uas_events), vec![TerminationReason::Timeout]);
+    assert_eq!(p.uas.dialog_count(), 0);
+    assert!(p.uas_store.is_empty());
 }

@@ -46,7 +46,25 @@ impl DialogManager {
             receivers.push(rx);
         }
         let shards = Arc::new(handles);
-        let (mut stores, mut restores) = match &self.config.store {
+        let store = match (
+            self.config.recovery.enable_state_persistence,
+            &self.config.store,
+        ) {
+            (true, Some(store)) => Some(store),
+            (false, None) => None,
+            (true, None) => {
+                return Err(DialogError::SessionCoordinationFailed(
+                    "RecoveryConfig::enable_state_persistence needs RuntimeConfig::store".into(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(DialogError::SessionCoordinationFailed(
+                    "RuntimeConfig::store is set but RecoveryConfig::enable_state_persistence is off"
+                        .into(),
+                ));
+            }
+        };
+        let (mut stores, mut restores) = match store {
             Some(config) => {
                 let opened = super::store::open(config, count)
                     .map_err(|e| DialogError::Transport(format!("dialog store: {e}")))?;
@@ -88,7 +106,15 @@ impl DialogManager {
             shard_config.local_addr = advertised;
             shard_config.owner = Some(ShardOwner { index, count });
             shard_config.tcp = tcp_listening;
-            shard_config.persist = self.config.store.is_some();
+            shard_config.persist = store.is_some();
+            let recovery = self.config.recovery;
+            shard_config.recovery_probes = (store.is_some()
+                && !recovery.recovery_timeout.is_zero()
+                && recovery.max_recovery_attempts > 0)
+                .then_some(crate::shard::RecoveryProbes {
+                    within: recovery.recovery_timeout,
+                    attempts: recovery.max_recovery_attempts,
+                });
             let worker = Worker {
                 index,
                 shard: Shard::new(now, shard_config),

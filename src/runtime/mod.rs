@@ -113,8 +113,42 @@ pub struct RuntimeConfig {
     /// than letting the kernel drop datagrams of every call alike. Zero turns it off.
     pub overload_after: Duration,
     /// Persist confirmed dialogs here, and restore them at start (`store` module); `None`
-    /// (the default) keeps them in memory only.
+    /// (the default) keeps them in memory only. Used when
+    /// [`RecoveryConfig::enable_state_persistence`] is on.
     pub store: Option<StoreConfig>,
+    /// What a restart does with the dialogs of the store.
+    pub recovery: RecoveryConfig,
+}
+
+/// Dialog recovery across restarts, with the reference's (rvoip-dialog-core) names.
+///
+/// With `enable_state_persistence`, confirmed dialogs are written to
+/// [`RuntimeConfig::store`] and taken back when the manager starts again, each announced
+/// with [`SessionEvent::DialogRecovered`](crate::shard::SessionEvent::DialogRecovered).
+/// Each recovered dialog is then probed with an in-dialog OPTIONS at a random moment
+/// within `recovery_timeout` (RFC 5057 §5.1): a 481 ends it, as does a 408 or no answer
+/// `max_recovery_attempts` times; any other answer keeps it. A zero `recovery_timeout`
+/// or `max_recovery_attempts` sends no probes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// Persist confirmed dialogs and restore them at start (needs
+    /// [`RuntimeConfig::store`]).
+    pub enable_state_persistence: bool,
+    /// The window in which each recovered dialog is probed.
+    pub recovery_timeout: Duration,
+    /// Probes that may fail (408, no answer) before a recovered dialog ends.
+    pub max_recovery_attempts: u32,
+}
+
+impl Default for RecoveryConfig {
+    /// Off; when turned on, probes within 30 s, 3 attempts.
+    fn default() -> Self {
+        RecoveryConfig {
+            enable_state_persistence: false,
+            recovery_timeout: Duration::from_secs(30),
+            max_recovery_attempts: 3,
+        }
+    }
 }
 
 impl RuntimeConfig {
@@ -136,6 +170,7 @@ impl RuntimeConfig {
             tcp_max_per_source: 64,
             tcp_incomplete_after: Duration::from_secs(10),
             store: None,
+            recovery: RecoveryConfig::default(),
         }
     }
 }

@@ -79,6 +79,9 @@ pub struct ShardConfig {
     /// [`Shard::poll_persist`]: super::Shard::poll_persist
     /// [`Shard::restore`]: super::Shard::restore
     pub persist: bool,
+    /// Probe each restored dialog with an in-dialog OPTIONS (`None`, the default: no
+    /// probes; [`RecoveryProbes`](super::RecoveryProbes)).
+    pub recovery_probes: Option<super::RecoveryProbes>,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -152,6 +155,7 @@ impl ShardConfig {
             guard: crate::guard::GuardConfig::default(),
             max_call_duration: None,
             persist: false,
+            recovery_probes: None,
         }
     }
 }

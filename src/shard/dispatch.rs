@@ -48,9 +48,11 @@ impl Shard {
                 TxnEvent::Ack { request, .. } => self.on_ack(now, request),
                 TxnEvent::Response { txn, response } => self.on_response(now, txn, response),
                 TxnEvent::StrayResponse { response, .. } => self.on_stray_response(response),
-                TxnEvent::Timeout { txn } => self.on_txn_failure(txn, TerminationReason::Timeout),
+                TxnEvent::Timeout { txn } => {
+                    self.on_txn_failure(now, txn, TerminationReason::Timeout)
+                }
                 TxnEvent::TransportError { txn } => {
-                    self.on_txn_failure(txn, TerminationReason::TransportError)
+                    self.on_txn_failure(now, txn, TerminationReason::TransportError)
                 }
                 TxnEvent::Terminated { txn } => match txn {
                     crate::transaction::TxnId::Client(c) => {
@@ -191,7 +193,7 @@ impl Shard {
     }
 
     /// Timeout or transport error on a transaction the shard waits on.
-    pub(super) fn on_txn_failure(&mut self, txn: TxnId, reason: TerminationReason) {
+    pub(super) fn on_txn_failure(&mut self, now: Instant, txn: TxnId, reason: TerminationReason) {
         let TxnId::Client(client) = txn else { return };
         match self.owners.get(&client) {
             Some(Owner::Call(_)) => return self.end_unanswered(client, reason),
@@ -204,6 +206,9 @@ impl Shard {
             if usage == Usage::Refresh {
                 // RFC 4028 §10: a refresh without an answer ends the session.
                 return self.refresh_failed(index, 408);
+            }
+            if usage == Usage::Probe {
+                return self.probe_failed(now, index);
             }
             if usage == Usage::Notify {
                 // RFC 6665 §4.2.2: the subscriber does not answer.

@@ -126,6 +126,8 @@ pub(super) enum Usage {
     /// Our session refresh (RFC 4028 UPDATE): its failure ends the dialog, its outcome is
     /// the shard's own.
     Refresh,
+    /// Our OPTIONS probing a restored dialog (`recovery` module): the shard's own.
+    Probe,
 }
 
 /// re-INVITEs in progress on a confirmed dialog (boxed in the entry: most dialogs have

@@ -256,6 +256,7 @@ impl Shard {
             self.restore_session_timer(now, index, &st, expires_at);
         }
         self.stats.dialogs_restored += 1;
+        self.schedule_probe(now, index);
         self.events.push_back(SessionEvent::DialogRecovered {
             dialog: id.clone(),
             call,

@@ -212,6 +212,9 @@ impl Shard {
         usage: super::Usage,
     ) {
         let status = response.status().unwrap_or(500);
+        if usage == super::Usage::Probe {
+            return self.probe_answered(now, index, status);
+        }
         if usage == super::Usage::Refresh {
             return match status {
                 481 | 408 => self.refresh_failed(index, status),
@@ -232,7 +235,7 @@ impl Shard {
                 }
                 // RFC 6665 §4.2.2: the subscriber is gone.
                 super::Usage::Notify => self.notify_failed(index, status),
-                super::Usage::Subscription | super::Usage::Refresh => {}
+                super::Usage::Subscription | super::Usage::Refresh | super::Usage::Probe => {}
             }
         }
         if let Some(e) = self.entry_mut(index) {

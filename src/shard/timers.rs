@@ -31,10 +31,12 @@ pub(super) enum DialogTimer {
     Session = 9,
     /// The longest call duration: BYE.
     CallLimit = 10,
+    /// A restored dialog's probe (`recovery` module).
+    RecoveryProbe = 11,
 }
 
 impl DialogTimer {
-    const ALL: [DialogTimer; 9] = [
+    const ALL: [DialogTimer; 10] = [
         DialogTimer::Retransmit2xx,
         DialogTimer::AckGiveUp,
         DialogTimer::ReinviteRetry,
@@ -44,6 +46,7 @@ impl DialogTimer {
         DialogTimer::Watch,
         DialogTimer::Session,
         DialogTimer::CallLimit,
+        DialogTimer::RecoveryProbe,
     ];
 
     fn from_code(code: u8) -> Option<DialogTimer> {
@@ -145,6 +148,7 @@ impl Shard {
             DialogTimer::RingTimeout => self.ring_timeout(now, index),
             DialogTimer::Retransmit2xx => self.retransmit_2xx(now, index),
             DialogTimer::AckGiveUp => self.ack_never_came(now, index),
+            DialogTimer::RecoveryProbe => self.probe_due(now, index),
         }
     }
 

@@ -36,6 +36,8 @@ pub(super) struct Usages {
     /// The peer's in-dialog requests handed to the application and not yet answered:
     /// when the dialog ends they get 487 (§15.1.2).
     pub(super) pending: Vec<ServerTxnId>,
+    /// A restored dialog being probed (`recovery` module): the probes that failed so far.
+    pub(super) probes_failed: Option<u32>,
 }
 
 /// Dialogs with served subscriptions and held ones, kept as they change (the statistics
@@ -163,6 +165,8 @@ impl Shard {
             refers_sent: _,
             replacing: _,
             pending,
+            // Its timer finds the slot taken by another generation, and does nothing.
+            probes_failed: _,
         } = usages;
         if let Some(timer) = session_timer.and_then(|st| st.timer()) {
             self.txn.cancel_timer(timer);

@@ -119,9 +119,23 @@ pub struct StateSection {
     /// When writes reach the disk: `none` (the kernel has them: they survive the process
     /// being killed), `<N>ms` (fsync at most that often), `batch` (fsync each round).
     pub fsync: String,
+    /// Probe each restored dialog with an in-dialog OPTIONS within this many seconds of
+    /// the restart (0, the default: no probes; SIPp's scenarios, say, do not expect one).
+    pub recovery_timeout_s: u64,
+    /// Probes that may go unanswered before a restored dialog ends (481 ends it at once).
+    pub max_recovery_attempts: u32,
 }
 
 impl StateSection {
+    /// The runtime's recovery setting.
+    pub fn recovery(&self) -> sipshard::runtime::RecoveryConfig {
+        sipshard::runtime::RecoveryConfig {
+            enable_state_persistence: !self.dir.is_empty(),
+            recovery_timeout: Duration::from_secs(self.recovery_timeout_s),
+            max_recovery_attempts: self.max_recovery_attempts,
+        }
+    }
+
     /// The runtime's store setting (`None` without a directory).
     pub fn store(&self) -> Result<Option<sipshard::runtime::StoreConfig>, String> {
         if self.dir.is_empty() {
@@ -380,6 +394,8 @@ policy = "bye"
 [state]
 dir = ""
 fsync = "none"
+recovery_timeout_s = 0
+max_recovery_attempts = 3
 "#;
 
 impl Default for Config {
@@ -404,6 +420,8 @@ impl Default for Config {
             state: StateSection {
                 dir: String::new(),
                 fsync: "none".into(),
+                recovery_timeout_s: 0,
+                max_recovery_attempts: 3,
             },
         }
     }

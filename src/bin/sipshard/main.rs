@@ -146,6 +146,13 @@ struct ServeArgs {
     /// When persisted dialogs reach the disk: none, batch, or <N>ms.
     #[arg(long)]
     fsync: Option<String>,
+    /// Probe each restored dialog with an in-dialog OPTIONS within this many seconds
+    /// (0: no probes); 481 or no answer ends it (RFC 5057 §5.1).
+    #[arg(long)]
+    recovery_timeout_s: Option<u64>,
+    /// Probes that may go unanswered before a restored dialog ends.
+    #[arg(long)]
+    max_recovery_attempts: Option<u32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -283,6 +290,12 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.fsync {
         c.state.fsync = v;
     }
+    if let Some(v) = args.recovery_timeout_s {
+        c.state.recovery_timeout_s = v;
+    }
+    if let Some(v) = args.max_recovery_attempts {
+        c.state.max_recovery_attempts = v;
+    }
     if let Some(bad) = c.registrar.users.iter().find(|u| !u.contains(':')) {
         return Err(format!("--auth-user {bad:?}: expected user:password"));
     }
@@ -330,6 +343,7 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
     };
     r.shard.guard = c.security.guard();
     r.store = c.state.store()?;
+    r.recovery = c.state.recovery();
     r.shard.max_call_duration =
         (c.limits.max_call_s > 0).then(|| Duration::from_secs(c.limits.max_call_s));
     if c.mode == Mode::Registrar {
