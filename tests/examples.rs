@@ -79,3 +79,11 @@ fn session_coordination() {
 fn multi_dialog() {
     run_example("multi_dialog", "2000/2000 calls completed");
 }
+
+#[test]
+fn dialog_recovery() {
+    run_example(
+        "dialog_recovery",
+        "done: 1 recovered, 1 ended with BYE, 0 left at bob",
+    );
+}

@@ -95,3 +95,79 @@ fn calls_held_across_a_kill_9_of_the_callee_all_end_with_200() {
     assert!(server.stop(), "graceful stop exits 0");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The built example `name` (cargo builds the examples for `cargo test`).
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join("examples")
+        .join(name)
+}
+
+#[test]
+fn calls_placed_by_a_dialog_manager_killed_with_9_are_ended_by_its_restart() {
+    use std::io::BufRead;
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let dir = state_dir("kill9-caller");
+    let calls = 200;
+    // SIPp's uas answers each call and waits for its BYE.
+    let uas_port = free_udp_port();
+    let uas = spawn_sipp(
+        &sipp,
+        uas_port,
+        &[
+            "-sn",
+            "uas",
+            "-m",
+            &calls.to_string(),
+            "-timeout",
+            "90",
+            "-timeout_error",
+        ],
+        &std::env::temp_dir(),
+    );
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let target = format!("127.0.0.1:{uas_port}");
+    let state = dir.to_str().expect("a UTF-8 temporary path");
+    let binary = example("dialog_recovery");
+    assert!(binary.is_file(), "{} not built", binary.display());
+    let mut caller = std::process::Command::new(&binary)
+        .args(["place", &target, &calls.to_string(), &listen, state])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the example starts");
+    let stdout = caller.stdout.take().expect("piped");
+    let first = std::io::BufReader::new(stdout)
+        .lines()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    assert_eq!(
+        first,
+        format!("confirmed {calls}"),
+        "every call answered before the kill"
+    );
+    // kill -9.
+    caller.kill().expect("SIGKILL");
+    caller.wait().expect("reaped");
+
+    let out = std::process::Command::new(&binary)
+        .args(["recover", &listen, state])
+        .output()
+        .expect("the example runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("recovered {calls}")), "{text}");
+    assert!(text.contains(&format!("ended {calls}, 0 left")), "{text}");
+    let run = wait_sipp(uas, Duration::from_secs(60));
+    assert!(run.success, "sipp uas failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, calls as u64, "{}", run.screen);
+    let _ = std::fs::remove_dir_all(&dir);
+}
