@@ -75,6 +75,7 @@
 #![warn(missing_docs)]
 
 pub mod auto_answer;
+mod codec;
 pub mod dialog;
 pub mod guard;
 mod index_table;

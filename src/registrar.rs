@@ -10,8 +10,11 @@
 //! authenticated first (Digest, `auth` module).
 
 mod auth;
+mod record;
 
 pub use auth::{AuthVerdict, NonceCounts, RegistrarAuth};
+pub(crate) use record::MAGIC as BINDINGS_MAGIC;
+pub use record::bindings_record_aor;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -134,6 +137,21 @@ impl Registrar {
     /// When the next binding lapses.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.expiries.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// Adds restored bindings of `aor` (none lapsed) to the table, beside any it has.
+    fn insert_bindings(&mut self, aor: Box<[u8]>, bindings: Vec<Binding>) {
+        if bindings.is_empty() {
+            return;
+        }
+        for b in &bindings {
+            self.expiries.push(Reverse((b.expires_at, aor.clone())));
+        }
+        let list = self.aors.entry(aor).or_default();
+        for b in bindings {
+            list.retain(|old| old.contact != b.contact);
+            list.push(b);
+        }
     }
 
     /// Drops every binding that lapsed by `now`.

@@ -261,3 +261,117 @@ fn a_restored_dialog_whose_peer_never_answers_ends_after_its_attempts() {
     assert_eq!(p.uas.dialog_count(), 0);
     assert!(p.uas_store.is_empty());
 }
+
+/// A persisting registrar shard whose wall clock follows `t0`.
+fn registrar_shard(t0: Instant, now: Instant) -> Shard {
+    use sipshard::registrar::RegistrarConfig;
+    use sipshard::shard::RegisterMode;
+    let config = ShardConfig {
+        register: RegisterMode::Registrar(RegistrarConfig::default()),
+        persist: true,
+        ..ShardConfig::new(uas_addr())
+    };
+    let mut shard = Shard::new(now, config);
+    shard.set_wall_clock(
+        now,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + (now - t0),
+    );
+    shard
+}
+
+fn status_of(
+    shard: &mut Shard,
+    now: Instant,
+    datagram: bytes::Bytes,
+    store: &mut common::pair::Store,
+) -> u16 {
+    shard.handle_datagram(now, uac_addr(), datagram);
+    common::pair::drain_persist(shard, store);
+    let reply = shard.poll_transmit().expect("an answer");
+    sipshard::message::Message::parse(reply.payload)
+        .expect("our answer parses")
+        .status()
+        .expect("a response")
+}
+
+#[test]
+fn registrar_bindings_survive_a_restart_and_lapsed_ones_do_not_come_back() {
+    use common::pair::register;
+    let t0 = Instant::now();
+    let mut store = common::pair::Store::new();
+    let mut shard = registrar_shard(t0, t0);
+    assert_eq!(
+        status_of(
+            &mut shard,
+            t0,
+            register(5, "<sip:bob@192.0.2.4:5060>", 3600),
+            &mut store
+        ),
+        200
+    );
+    assert_eq!(
+        store.len(),
+        1,
+        "the AOR's record is written before the 200 leaves"
+    );
+    let aor = b"sip:bob@example.com";
+    assert_eq!(shard.registrar().unwrap().bindings(aor).len(), 1);
+
+    // Restarted 10 minutes later: the binding is back, with its Call-ID and CSeq.
+    let later = t0 + Duration::from_secs(600);
+    let mut shard = registrar_shard(t0, later);
+    for record in store.values() {
+        let back = shard.restore(later, record).expect("restores");
+        assert_eq!(
+            back,
+            sipshard::shard::Restored::Bindings {
+                aor: aor.to_vec(),
+                count: 1
+            }
+        );
+    }
+    let bindings = shard.registrar().unwrap().bindings(aor);
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(&*bindings[0].contact, b"sip:bob@192.0.2.4:5060");
+    assert_eq!(bindings[0].cseq, 5);
+    // §10.3 step 7 across the restart: the same Call-ID with a CSeq not above 5 is out
+    // of order.
+    assert_eq!(
+        status_of(
+            &mut shard,
+            later,
+            register(5, "<sip:bob@192.0.2.4:5060>", 3600),
+            &mut store
+        ),
+        500
+    );
+    // Restarted after the binding lapsed: nothing comes back.
+    let much_later = t0 + Duration::from_secs(3700);
+    let mut shard = registrar_shard(t0, much_later);
+    for record in store.values() {
+        let back = shard.restore(much_later, record).expect("restores");
+        assert_eq!(
+            back,
+            sipshard::shard::Restored::Bindings {
+                aor: aor.to_vec(),
+                count: 0
+            }
+        );
+    }
+    assert_eq!(shard.registrar().unwrap().aor_count(), 0);
+    // Expires: 0 removes the binding, and its record.
+    let mut shard = registrar_shard(t0, later);
+    for record in store.clone().values() {
+        shard.restore(later, record).expect("restores");
+    }
+    assert_eq!(
+        status_of(
+            &mut shard,
+            later,
+            register(6, "<sip:bob@192.0.2.4:5060>", 0),
+            &mut store
+        ),
+        200
+    );
+    assert!(store.is_empty(), "no binding left, no record");
+}

@@ -13,12 +13,14 @@
 //! byte strings with a length prefix), then an FNV-1a checksum of everything before it.
 //! A new field means a new version; a decoder refuses versions it does not know.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
 use super::{Dialog, DialogId, DialogState, Role};
+use crate::codec::{
+    ReadError, Reader, begin, from_unix_ms, put_addr, put_bytes, seal, unix_ms, unseal,
+};
 use crate::transaction::Transport;
 
 /// The first bytes of every record.
@@ -89,6 +91,18 @@ impl std::fmt::Display for RecordError {
 
 impl std::error::Error for RecordError {}
 
+impl From<ReadError> for RecordError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Truncated => RecordError::Truncated,
+            ReadError::Malformed(what) => RecordError::Malformed(what),
+            ReadError::NotARecord => RecordError::NotARecord,
+            ReadError::Version(v) => RecordError::Version(v),
+            ReadError::Checksum => RecordError::Checksum,
+        }
+    }
+}
+
 // Flag bits of the record's flags byte.
 const F_UAS: u8 = 1;
 const F_SECURE: u8 = 1 << 1;
@@ -111,23 +125,7 @@ impl DialogRecord {
 
     /// A record from its bytes.
     pub fn decode(bytes: &[u8]) -> Result<DialogRecord, RecordError> {
-        if bytes.len() < MAGIC.len() + 1 {
-            return Err(RecordError::Truncated);
-        }
-        if &bytes[..MAGIC.len()] != MAGIC {
-            return Err(RecordError::NotARecord);
-        }
-        let version = bytes[MAGIC.len()];
-        if version != RECORD_VERSION {
-            return Err(RecordError::Version(version));
-        }
-        let body_len = bytes.len().checked_sub(4).ok_or(RecordError::Truncated)?;
-        let (body, sum) = bytes.split_at(body_len);
-        let sum = u32::from_le_bytes(sum.try_into().map_err(|_| RecordError::Truncated)?);
-        if fnv1a(body) != sum {
-            return Err(RecordError::Checksum);
-        }
-        let mut r = Reader(&body[MAGIC.len() + 1..]);
+        let mut r = unseal(bytes, MAGIC, RECORD_VERSION)?;
         let flags = r.u8()?;
         let local_cseq = r.u32()?;
         let remote_cseq = r.u32()?;
@@ -161,9 +159,7 @@ impl DialogRecord {
         } else {
             None
         };
-        if !r.0.is_empty() {
-            return Err(RecordError::Malformed("trailing bytes"));
-        }
+        r.finish()?;
         let role = if flags & F_UAS != 0 {
             Role::Uas
         } else {
@@ -210,9 +206,7 @@ pub fn encode_record(
     session_timer: Option<&SessionTimerRecord>,
 ) -> Vec<u8> {
     let d = dialog;
-    let mut w = Vec::with_capacity(256 + d.strings.len());
-    w.extend_from_slice(MAGIC);
-    w.push(RECORD_VERSION);
+    let mut w = begin(MAGIC, RECORD_VERSION, 256 + d.strings.len());
     let mut flags = 0;
     flags |= if d.role == Role::Uas { F_UAS } else { 0 };
     flags |= if d.secure { F_SECURE } else { 0 };
@@ -259,9 +253,7 @@ pub fn encode_record(
         w.extend_from_slice(&unix_ms(st.expires_at).to_le_bytes());
         put_bytes(&mut w, &st.local_sdp);
     }
-    let sum = fnv1a(&w);
-    w.extend_from_slice(&sum.to_le_bytes());
-    w
+    seal(w)
 }
 
 /// The Call-ID of the record `bytes`, read without decoding the rest (a restore sorts
@@ -291,98 +283,10 @@ fn key_to_id(key: &[u8]) -> Result<DialogId, RecordError> {
     Ok(DialogId::new(call_id, local, remote))
 }
 
-fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
-    // Every string a dialog keeps came out of one datagram (≤ 65,535 bytes), and an SDP
-    // body likewise; a u32 length holds any of them.
-    w.extend_from_slice(&(b.len() as u32).to_le_bytes());
-    w.extend_from_slice(b);
-}
-
-fn put_addr(w: &mut Vec<u8>, a: SocketAddr) {
-    match a.ip() {
-        IpAddr::V4(ip) => {
-            w.push(4);
-            w.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            w.push(6);
-            w.extend_from_slice(&ip.octets());
-        }
-    }
-    w.extend_from_slice(&a.port().to_le_bytes());
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn from_unix_ms(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-/// FNV-1a, 32 bits: enough to tell a damaged record from an intact one (the store's own
-/// checksums guard its files; this guards the value).
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
-        if self.0.len() < n {
-            return Err(RecordError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, RecordError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, RecordError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, RecordError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8], RecordError> {
-        let len = self.u32()? as usize;
-        self.take(len)
-    }
-
-    fn addr(&mut self) -> Result<SocketAddr, RecordError> {
-        let ip = match self.u8()? {
-            4 => {
-                let b = self.take(4)?;
-                IpAddr::from([b[0], b[1], b[2], b[3]])
-            }
-            6 => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(self.take(16)?);
-                IpAddr::from(a)
-            }
-            _ => return Err(RecordError::Malformed("address family")),
-        };
-        let p = self.take(2)?;
-        Ok(SocketAddr::new(ip, u16::from_le_bytes([p[0], p[1]])))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn record() -> DialogRecord {
         let dialog = Dialog::new(

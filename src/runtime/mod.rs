@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use manager::DialogManager;
-pub use store::{FsyncPolicy, StoreConfig, StoreError, StoreStats};
+pub use store::{FsyncPolicy, ShardStore, StoreConfig, StoreError, StoreStats};
 pub use tcp::TcpStats;
 
 /// `host:port` as a socket address: an IP address (`127.0.0.1:5060`, `[::1]:5060`) as

@@ -19,8 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::dialog::record_call_id;
-use crate::shard::{PersistOp, shard_for_call_id};
+use crate::shard::{PersistOp, record_routing_key, shard_for_call_id};
 
 /// The layout version written in `VERSION` at the state directory's root.
 const LAYOUT: &str = "sipshard-state 1\n";
@@ -133,8 +132,10 @@ impl StoreStats {
     }
 }
 
-/// One shard's database.
-pub(crate) struct ShardStore {
+/// One shard's database: what a shard thread writes its rounds to. Public for those who
+/// drive a [`Shard`](crate::shard::Shard) by hand (benchmarks, another runtime); the
+/// runtime opens one per shard under [`StoreConfig::dir`].
+pub struct ShardStore {
     path: PathBuf,
     db: fjall::Database,
     dialogs: fjall::Keyspace,
@@ -151,7 +152,8 @@ type Keyed = (Vec<u8>, Vec<u8>);
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl ShardStore {
-    fn open(path: PathBuf, fsync: FsyncPolicy) -> Result<ShardStore, StoreError> {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: PathBuf, fsync: FsyncPolicy) -> Result<ShardStore, StoreError> {
         let engine = |e: fjall::Error| StoreError::Engine {
             path: path.clone(),
             error: e.to_string(),
@@ -173,7 +175,7 @@ impl ShardStore {
     /// Writes one round's `ops` as one batch, handed to the kernel before this returns (and
     /// synced to the disk as the policy says). A failure is counted and logged at most once
     /// per [`ERROR_LOG_EVERY`]; the caller goes on (its calls do not depend on the disk).
-    pub(crate) fn write(&mut self, now: Instant, ops: &[PersistOp], stats: &mut StoreStats) {
+    pub fn write(&mut self, now: Instant, ops: &[PersistOp], stats: &mut StoreStats) {
         if ops.is_empty() {
             return;
         }
@@ -273,7 +275,7 @@ pub(crate) fn open(config: &StoreConfig, count: usize) -> Result<Opened, StoreEr
     let mut moves: Vec<(usize, usize, Vec<u8>, Vec<u8>)> = Vec::new();
     for (from, store) in stores.iter().chain(extra.iter()).enumerate() {
         for (key, value) in store.records()? {
-            let Some(call_id) = record_call_id(&value) else {
+            let Some(call_id) = record_routing_key(&value) else {
                 tracing::warn!(path = %store.path.display(), "unreadable dialog record");
                 records[0].push(value);
                 continue;
@@ -411,7 +413,7 @@ mod tests {
     fn call_ids(records: &[Vec<u8>]) -> Vec<String> {
         let mut ids: Vec<String> = records
             .iter()
-            .map(|r| String::from_utf8_lossy(record_call_id(r).unwrap()).into_owned())
+            .map(|r| String::from_utf8_lossy(record_routing_key(r).unwrap()).into_owned())
             .collect();
         ids.sort();
         ids

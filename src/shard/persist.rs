@@ -23,6 +23,43 @@ use super::entry::{Entry, Stored};
 use super::{Phase, SessionEvent, Shard, SlotRef, shard_for_call_id};
 use crate::dialog::{DialogId, DialogRecord, DialogState, RecordError};
 
+/// The first byte of a dialog's key in the store; a binding set's is [`BINDINGS_KEY`]. The
+/// two never collide, whatever Call-ID or AOR a peer chooses.
+const DIALOG_KEY: u8 = b'd';
+/// The first byte of an address-of-record's key in the store.
+const BINDINGS_KEY: u8 = b'r';
+
+fn store_key(kind: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(kind);
+    k.extend_from_slice(key);
+    k
+}
+
+/// What a record routes by: a dialog record's Call-ID, a binding record's AOR (the keys
+/// the runtime hashes datagrams onto shards by). `None`: not a record of this build.
+pub fn record_routing_key(record: &[u8]) -> Option<&[u8]> {
+    if record.starts_with(crate::registrar::BINDINGS_MAGIC) {
+        crate::registrar::bindings_record_aor(record)
+    } else {
+        crate::dialog::record_call_id(record)
+    }
+}
+
+/// What a record brought back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Restored {
+    /// A confirmed dialog.
+    Dialog(DialogId),
+    /// An address-of-record's bindings (those not lapsed meanwhile).
+    Bindings {
+        /// The AOR.
+        aor: Vec<u8>,
+        /// Bindings restored.
+        count: usize,
+    },
+}
+
 /// A write for the store.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +88,8 @@ pub enum RestoreError {
     WrongShard,
     /// The shard already holds a dialog with its id.
     Duplicate,
+    /// A binding record, and this shard keeps no registrar.
+    NoRegistrar,
     /// The shard is at its dialog limit.
     Full,
 }
@@ -62,6 +101,7 @@ impl std::fmt::Display for RestoreError {
             RestoreError::WrongShard => write!(f, "the dialog belongs to another shard"),
             RestoreError::Duplicate => write!(f, "the dialog is already live"),
             RestoreError::Full => write!(f, "the shard is at its dialog limit"),
+            RestoreError::NoRegistrar => write!(f, "a binding record, and no registrar here"),
         }
     }
 }
@@ -125,7 +165,7 @@ impl Shard {
             && matches!(entry.stored, Stored::Written | Stored::WrittenQueued)
         {
             persist.out.push_back(PersistOp::Delete {
-                key: entry.dialog.id.key().to_vec(),
+                key: store_key(DIALOG_KEY, entry.dialog.id.key()),
             });
         }
     }
@@ -161,12 +201,12 @@ impl Shard {
             let was_written = entry.stored == Stored::WrittenQueued;
             if entry.persistable() {
                 Some(PersistOp::Put {
-                    key: entry.dialog.id.key().to_vec(),
+                    key: store_key(DIALOG_KEY, entry.dialog.id.key()),
                     record: self.record_of(entry),
                 })
             } else if was_written {
                 Some(PersistOp::Delete {
-                    key: entry.dialog.id.key().to_vec(),
+                    key: store_key(DIALOG_KEY, entry.dialog.id.key()),
                 })
             } else {
                 None
@@ -212,7 +252,14 @@ impl Shard {
     /// down: the BYE goes out now). Announced with [`SessionEvent::DialogRecovered`].
     ///
     /// Call it before the shard takes traffic, with [`Shard::set_wall_clock`] said.
-    pub fn restore(&mut self, now: Instant, bytes: &[u8]) -> Result<DialogId, RestoreError> {
+    pub fn restore(&mut self, now: Instant, bytes: &[u8]) -> Result<Restored, RestoreError> {
+        if bytes.starts_with(crate::registrar::BINDINGS_MAGIC) {
+            return self.restore_bindings(now, bytes);
+        }
+        self.restore_dialog(now, bytes).map(Restored::Dialog)
+    }
+
+    fn restore_dialog(&mut self, now: Instant, bytes: &[u8]) -> Result<DialogId, RestoreError> {
         let record = DialogRecord::decode(bytes).map_err(RestoreError::Record)?;
         let id = record.dialog.id.clone();
         if let Some(owner) = self.config.owner
@@ -262,6 +309,46 @@ impl Shard {
             call,
         });
         Ok(id)
+    }
+
+    fn restore_bindings(&mut self, now: Instant, bytes: &[u8]) -> Result<Restored, RestoreError> {
+        let wall_now = self.wall_time(now).unwrap_or_else(SystemTime::now);
+        let owner = self.config.owner;
+        let table = self.registrar.as_mut().ok_or(RestoreError::NoRegistrar)?;
+        if let (Some(owner), Some(aor)) = (owner, crate::registrar::bindings_record_aor(bytes))
+            && shard_for_call_id(aor, owner.count) != owner.index
+        {
+            return Err(RestoreError::WrongShard);
+        }
+        let (aor, count) = table
+            .restore_bindings(now, wall_now, bytes)
+            .map_err(RestoreError::Record)?;
+        self.rearm_registrar(now);
+        self.stats.bindings_restored += count as u64;
+        Ok(Restored::Bindings { aor, count })
+    }
+
+    /// A REGISTER changed `aor`'s bindings: its record is rewritten (or deleted when none
+    /// are left), in this round's batch, before the 200 leaves.
+    pub(super) fn bindings_changed(&mut self, aor: &[u8]) {
+        let Some(table) = &self.registrar else {
+            return;
+        };
+        if self.persist.is_none() || self.wall_clock.is_none() {
+            // Expiries are written in wall-clock time: without a clock (the runtime always
+            // sets one) nothing sensible can be written.
+            return;
+        }
+        let record = table.bindings_record(aor, |at| self.wall_time(at));
+        let key = store_key(BINDINGS_KEY, aor);
+        let op = match record {
+            Some(record) => PersistOp::Put { key, record },
+            None => PersistOp::Delete { key },
+        };
+        self.stats.records_written += u64::from(matches!(op, PersistOp::Put { .. }));
+        if let Some(persist) = &mut self.persist {
+            persist.out.push_back(op);
+        }
     }
 
     /// The instant at which the wall clock reads `at`, by the clock [`Shard::set_wall_clock`]

@@ -50,6 +50,13 @@ impl Shard {
                 };
                 match table.register(now, &request) {
                     RegisterOutcome::Ok(bindings) => {
+                        if let Some(aor) = request
+                            .to_header()
+                            .ok()
+                            .and_then(|to| registrar::aor_of(&to.uri))
+                        {
+                            self.bindings_changed(&aor);
+                        }
                         let contact = registrar::contact_header(&bindings);
                         let mut headers: Vec<(&str, &[u8])> = if contact.is_empty() {
                             Vec::new()
@@ -149,7 +156,7 @@ impl Shard {
     }
 
     /// Keeps one wheel timer at the registrar's next expiry.
-    fn rearm_registrar(&mut self, _now: Instant) {
+    pub(super) fn rearm_registrar(&mut self, _now: Instant) {
         let next = self.registrar.as_ref().and_then(|r| r.next_expiry());
         match (next, self.registrar_timer) {
             (Some(at), Some((_, armed))) if armed <= at => {}

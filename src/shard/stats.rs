@@ -76,6 +76,8 @@ pub struct ShardStats {
     pub records_written: u64,
     /// Dialogs taken back from the store at start.
     pub dialogs_restored: u64,
+    /// Registrar bindings taken back from the store at start.
+    pub bindings_restored: u64,
     /// Restored dialogs ended because their probe got 481 or no answer (`recovery`).
     pub recovered_dialogs_ended: u64,
 }
@@ -92,6 +94,7 @@ impl ShardStats {
         self.calls_unanswered += other.calls_unanswered;
         self.records_written += other.records_written;
         self.dialogs_restored += other.dialogs_restored;
+        self.bindings_restored += other.bindings_restored;
         self.recovered_dialogs_ended += other.recovered_dialogs_ended;
         self.dialogs_created += other.dialogs_created;
         self.overload_rejections += other.overload_rejections;

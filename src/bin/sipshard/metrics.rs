@@ -327,6 +327,18 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         &mut per_shard(&|r| r.stats.dialogs_restored).into_iter(),
     );
     family(
+        "sipshard_bindings_restored_total",
+        "counter",
+        "Registrar bindings taken back from the state directory at start (lapsed ones are not).",
+        &mut per_shard(&|r| r.stats.bindings_restored).into_iter(),
+    );
+    family(
+        "sipshard_recovered_dialogs_ended_total",
+        "counter",
+        "Restored dialogs ended because their probe got 481 or no answer (RFC 5057).",
+        &mut per_shard(&|r| r.stats.recovered_dialogs_ended).into_iter(),
+    );
+    family(
         "sipshard_store_events_total",
         "counter",
         "The dialog store (--state-dir), by event: records written or deleted, batches, fsyncs, failed batches, records that could not be restored.",
