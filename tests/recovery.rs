@@ -171,3 +171,93 @@ fn calls_placed_by_a_dialog_manager_killed_with_9_are_ended_by_its_restart() {
     assert_eq!(run.successful_calls, calls as u64, "{}", run.screen);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sends `request` from `socket` to `to` and returns the final response's text.
+fn exchange(socket: &std::net::UdpSocket, to: &str, request: &str) -> String {
+    socket.send_to(request.as_bytes(), to).expect("sent");
+    let mut buf = [0u8; 65_535];
+    loop {
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .expect("an answer within the timeout");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+fn register(
+    to: &str,
+    local: std::net::SocketAddr,
+    call_id: &str,
+    cseq: u32,
+    contact: Option<&str>,
+) -> String {
+    let contact = contact.map_or(String::new(), |c| {
+        format!("Contact: {c}\r\nExpires: 3600\r\n")
+    });
+    format!(
+        "REGISTER sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@{to}>;tag=b{cseq}\r\nTo: <sip:bob@{to}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{contact}Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn registrar_bindings_made_before_a_kill_9_are_listed_after_it() {
+    let dir = state_dir("kill9-registrar");
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let args = [
+        "--mode",
+        "registrar",
+        "--no-tcp",
+        "--state-dir",
+        dir.to_str().expect("a UTF-8 temporary path"),
+    ];
+    let server = Server::start_at(&listen, &args);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a client socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a timeout");
+    let local = socket.local_addr().expect("its address");
+    let ok = exchange(
+        &socket,
+        &listen,
+        &register(
+            &listen,
+            local,
+            "reg-1",
+            7,
+            Some("<sip:bob@192.0.2.10:5060>"),
+        ),
+    );
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    server.kill();
+
+    let server = Server::start_at(&listen, &args);
+    assert_eq!(server.metric("sipshard_bindings_restored_total", ""), 1);
+    // A query (no Contact) from another UA lists the binding (§10.3 step 8).
+    let listed = exchange(
+        &socket,
+        &listen,
+        &register(&listen, local, "query-1", 1, None),
+    );
+    assert!(listed.starts_with("SIP/2.0 200"), "{listed}");
+    assert!(listed.contains("sip:bob@192.0.2.10:5060"), "{listed}");
+    // The binding's Call-ID and CSeq came back too: a replay of CSeq 7 is out of order.
+    let replay = exchange(
+        &socket,
+        &listen,
+        &register(
+            &listen,
+            local,
+            "reg-1",
+            7,
+            Some("<sip:bob@192.0.2.10:5060>"),
+        ),
+    );
+    assert!(replay.starts_with("SIP/2.0 500"), "{replay}");
+    assert!(server.stop(), "graceful stop exits 0");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,6 +2,11 @@
 //! Call-IDs by hash as the runtime's do (each datagram goes to its Call-ID's owner, and
 //! their peer messages, the Replaces queries of RFC 3891, are carried between them) and
 //! answer every call: nothing may panic, and the shards' tables stay consistent.
+//!
+//! The shards persist their confirmed dialogs and bindings (issue 22) into a map each, as
+//! the runtime would before sending; a 0xFA byte crashes both and starts new ones from
+//! those maps: every record restores, and the restored shard holds exactly the dialogs
+//! (and no more) that its records name.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -12,30 +17,64 @@ use libfuzzer_sys::fuzz_target;
 use sipshard::message::IdGenerator;
 use sipshard::registrar::RegistrarConfig;
 use sipshard::shard::{
-    DialogCommand, RegisterMode, SessionEvent, SessionTimers, Shard, ShardConfig, ShardOwner,
-    shard_for_datagram,
+    DialogCommand, PersistOp, RegisterMode, Restored, SessionEvent, SessionTimers, Shard,
+    ShardConfig, ShardOwner, shard_for_datagram,
 };
 use sipshard::transaction::Transport;
 
+/// What each shard's store holds, by key.
+type Store = std::collections::BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn wall(t0: Instant, now: Instant) -> std::time::SystemTime {
+    std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + (now - t0)
+}
+
+fn new_shard(index: u8, t0: Instant, now: Instant) -> Shard {
+    let config = ShardConfig {
+        register: RegisterMode::Registrar(RegistrarConfig::default()),
+        max_dialogs: 8,
+        // Session timers on every call, at the shortest interval (RFC 4028).
+        session_timers: Some(SessionTimers {
+            session_expires: 90,
+            ..SessionTimers::default()
+        }),
+        owner: Some(ShardOwner {
+            index: usize::from(index),
+            count: 2,
+        }),
+        persist: true,
+        ..ShardConfig::new("127.0.0.1:5080".parse().unwrap())
+    };
+    let mut shard = Shard::with_ids(now, config, IdGenerator::from_seed([index + 1; 32]));
+    shard.set_wall_clock(now, wall(t0, now));
+    shard
+}
+
+/// Both shards crash; new ones take back what their stores hold.
+fn crash_and_restore(shards: &mut [Shard; 2], stores: &[Store; 2], t0: Instant, now: Instant) {
+    for (index, store) in stores.iter().enumerate() {
+        let mut shard = new_shard(index as u8, t0, now);
+        let mut dialogs = 0;
+        for record in store.values() {
+            match shard.restore(now, record) {
+                Ok(Restored::Dialog(_)) => dialogs += 1,
+                Ok(_) => {}
+                Err(e) => panic!("a record the shard wrote does not restore: {e}"),
+            }
+        }
+        assert_eq!(
+            shard.dialog_count(),
+            dialogs,
+            "one dialog per dialog record"
+        );
+        shards[index] = shard;
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
-    let mut shards = [0u8, 1].map(|index| {
-        let config = ShardConfig {
-            register: RegisterMode::Registrar(RegistrarConfig::default()),
-            max_dialogs: 8,
-            // Session timers on every call, at the shortest interval (RFC 4028).
-            session_timers: Some(SessionTimers {
-                session_expires: 90,
-                ..SessionTimers::default()
-            }),
-            owner: Some(ShardOwner {
-                index: usize::from(index),
-                count: 2,
-            }),
-            ..ShardConfig::new("127.0.0.1:5080".parse().unwrap())
-        };
-        Shard::with_ids(t0, config, IdGenerator::from_seed([index + 1; 32]))
-    });
+    let mut shards = [0u8, 1].map(|index| new_shard(index, t0, t0));
+    let mut stores: [Store; 2] = Default::default();
     let from: SocketAddr = "127.0.0.1:5070".parse().unwrap();
     let mut now = t0;
     let mut transport = Transport::Udp;
@@ -52,6 +91,8 @@ fuzz_target!(|data: &[u8]| {
                 Transport::Udp => Transport::Tcp,
                 _ => Transport::Udp,
             };
+        } else if chunk == [0xfa] {
+            crash_and_restore(&mut shards, &stores, t0, now);
         } else if chunk == [0xfb] {
             shards
                 .iter_mut()
@@ -60,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
             let owner = shard_for_datagram(chunk, 2).unwrap_or(0);
             shards[owner].handle_message(now, from, transport, Bytes::copy_from_slice(chunk));
         }
-        settle(&mut shards, now);
+        settle(&mut shards, &mut stores, now);
     }
     // Everything ends: after 5 minutes no transaction may be left.
     for _ in 0..400 {
@@ -68,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
         for shard in &mut shards {
             shard.handle_timeout(now);
         }
-        settle(&mut shards, now);
+        settle(&mut shards, &mut stores, now);
     }
     for shard in &shards {
         assert_eq!(shard.transaction_count(), 0);
@@ -76,10 +117,21 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// Answers every call, carries peer messages, drops what was sent, until all is quiet.
-fn settle(shards: &mut [Shard; 2], now: Instant) {
+fn settle(shards: &mut [Shard; 2], stores: &mut [Store; 2], now: Instant) {
     loop {
         let mut busy = false;
         for index in 0..2 {
+            while let Some(op) = shards[index].poll_persist() {
+                match op {
+                    PersistOp::Put { key, record } => {
+                        stores[index].insert(key, record);
+                    }
+                    PersistOp::Delete { key } => {
+                        stores[index].remove(&key);
+                    }
+                    _ => {}
+                }
+            }
             while let Some(e) = shards[index].poll_event() {
                 let dialog = match e {
                     SessionEvent::IncomingCall { dialog, .. }
