@@ -158,7 +158,13 @@ impl ShardStore {
             path: path.clone(),
             error: e.to_string(),
         };
-        let db = fjall::Database::builder(&path).open().map_err(engine)?;
+        // One background worker per shard's database: flushes and compactions of one
+        // shard's writes (a database per shard, so fjall's default of one per core would
+        // put shards × cores threads on the machine).
+        let db = fjall::Database::builder(&path)
+            .worker_threads(1)
+            .open()
+            .map_err(engine)?;
         let dialogs = db
             .keyspace(DIALOGS, fjall::KeyspaceCreateOptions::default)
             .map_err(engine)?;
