@@ -124,7 +124,7 @@ pub struct RuntimeConfig {
 ///
 /// With `enable_state_persistence`, confirmed dialogs are written to
 /// [`RuntimeConfig::store`] and taken back when the manager starts again, each announced
-/// with [`SessionEvent::DialogRecovered`](crate::shard::SessionEvent::DialogRecovered).
+/// with [`SessionEvent::DialogRecovered`].
 /// Each recovered dialog is then probed with an in-dialog OPTIONS at a random moment
 /// within `recovery_timeout` (RFC 5057 §5.1): a 481 ends it, as does a 408 or no answer
 /// `max_recovery_attempts` times; any other answer keeps it. A zero `recovery_timeout`

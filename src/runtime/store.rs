@@ -180,7 +180,7 @@ impl ShardStore {
 
     /// Writes one round's `ops` as one batch, handed to the kernel before this returns (and
     /// synced to the disk as the policy says). A failure is counted and logged at most once
-    /// per [`ERROR_LOG_EVERY`]; the caller goes on (its calls do not depend on the disk).
+    /// per 10 s; the caller goes on (its calls do not depend on the disk).
     pub fn write(&mut self, now: Instant, ops: &[PersistOp], stats: &mut StoreStats) {
         if ops.is_empty() {
             return;
