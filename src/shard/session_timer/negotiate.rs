@@ -154,6 +154,7 @@ pub(super) fn allows_update(message: &Message) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn invite(extra: &str) -> Message {
         let text = format!(
