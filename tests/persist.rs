@@ -317,19 +317,22 @@ fn registrar_bindings_survive_a_restart_and_lapsed_ones_do_not_come_back() {
     let aor = b"sip:bob@example.com";
     assert_eq!(shard.registrar().unwrap().bindings(aor).len(), 1);
 
+    // A registrar restarted at `at` from the store; each record brings back `count`.
+    let restarted = |at: Instant, store: &common::pair::Store, count: usize| {
+        let mut shard = registrar_shard(t0, at);
+        for record in store.values() {
+            let back = shard.restore(at, record).expect("restores");
+            let want = sipshard::shard::Restored::Bindings {
+                aor: aor.to_vec(),
+                count,
+            };
+            assert_eq!(back, want);
+        }
+        shard
+    };
     // Restarted 10 minutes later: the binding is back, with its Call-ID and CSeq.
     let later = t0 + Duration::from_secs(600);
-    let mut shard = registrar_shard(t0, later);
-    for record in store.values() {
-        let back = shard.restore(later, record).expect("restores");
-        assert_eq!(
-            back,
-            sipshard::shard::Restored::Bindings {
-                aor: aor.to_vec(),
-                count: 1
-            }
-        );
-    }
+    let mut shard = restarted(later, &store, 1);
     let bindings = shard.registrar().unwrap().bindings(aor);
     assert_eq!(bindings.len(), 1);
     assert_eq!(&*bindings[0].contact, b"sip:bob@192.0.2.4:5060");
@@ -346,18 +349,7 @@ fn registrar_bindings_survive_a_restart_and_lapsed_ones_do_not_come_back() {
         500
     );
     // Restarted after the binding lapsed: nothing comes back.
-    let much_later = t0 + Duration::from_secs(3700);
-    let mut shard = registrar_shard(t0, much_later);
-    for record in store.values() {
-        let back = shard.restore(much_later, record).expect("restores");
-        assert_eq!(
-            back,
-            sipshard::shard::Restored::Bindings {
-                aor: aor.to_vec(),
-                count: 0
-            }
-        );
-    }
+    let shard = restarted(t0 + Duration::from_secs(3700), &store, 0);
     assert_eq!(shard.registrar().unwrap().aor_count(), 0);
     // Expires: 0 removes the binding, and its record.
     let mut shard = registrar_shard(t0, later);

@@ -15,22 +15,49 @@ fn state_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A server in `mode` (UDP only) that persists into a fresh directory named after `name`,
+/// on a port it keeps across restarts.
+struct Persisting {
+    dir: std::path::PathBuf,
+    listen: String,
+    args: Vec<String>,
+}
+
+impl Persisting {
+    fn new(name: &str, mode: &str, more: &[&str]) -> Persisting {
+        let dir = state_dir(name);
+        let mut args: Vec<String> = ["--mode", mode, "--no-tcp", "--state-dir"]
+            .map(String::from)
+            .into();
+        args.push(dir.to_str().expect("a UTF-8 temporary path").to_owned());
+        args.extend(more.iter().map(|a| a.to_string()));
+        Persisting {
+            dir,
+            listen: format!("127.0.0.1:{}", free_udp_port()),
+            args,
+        }
+    }
+
+    /// Starts it (again) on its port and directory.
+    fn start(&self) -> Server {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Server::start_at(&self.listen, &args)
+    }
+}
+
+impl Drop for Persisting {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn calls_held_across_a_kill_9_of_the_callee_all_end_with_200() {
     let Some(sipp) = sipp() else { return };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let dir = state_dir("kill9-callee");
-    let listen = format!("127.0.0.1:{}", free_udp_port());
-    let args = [
-        "--mode",
-        "auto-answer",
-        "--shards",
-        "2",
-        "--no-tcp",
-        "--state-dir",
-        dir.to_str().expect("a UTF-8 temporary path"),
-    ];
-    let server = Server::start_at(&listen, &args);
+    let callee = Persisting::new("kill9-callee", "auto-answer", &["--shards", "2"]);
+    let listen = callee.listen.clone();
+    let server = callee.start();
     // SIPp's uac: 2,000 calls at 200 per second, each held 20 s after its ACK, then BYE.
     let calls = 2000u64;
     let child = spawn_sipp(
@@ -63,7 +90,7 @@ fn calls_held_across_a_kill_9_of_the_callee_all_end_with_200() {
     let killed_at = Instant::now();
     server.kill();
 
-    let server = Server::start_at(&listen, &args);
+    let server = callee.start();
     assert_eq!(
         server.metric("sipshard_dialogs_restored_total", ""),
         calls,
@@ -93,7 +120,6 @@ fn calls_held_across_a_kill_9_of_the_callee_all_end_with_200() {
         0
     );
     assert!(server.stop(), "graceful stop exits 0");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The built example `name` (cargo builds the examples for `cargo test`).
@@ -206,16 +232,9 @@ fn register(
 
 #[test]
 fn registrar_bindings_made_before_a_kill_9_are_listed_after_it() {
-    let dir = state_dir("kill9-registrar");
-    let listen = format!("127.0.0.1:{}", free_udp_port());
-    let args = [
-        "--mode",
-        "registrar",
-        "--no-tcp",
-        "--state-dir",
-        dir.to_str().expect("a UTF-8 temporary path"),
-    ];
-    let server = Server::start_at(&listen, &args);
+    let registrar = Persisting::new("kill9-registrar", "registrar", &[]);
+    let listen = registrar.listen.clone();
+    let server = registrar.start();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a client socket");
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -235,7 +254,7 @@ fn registrar_bindings_made_before_a_kill_9_are_listed_after_it() {
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     server.kill();
 
-    let server = Server::start_at(&listen, &args);
+    let server = registrar.start();
     assert_eq!(server.metric("sipshard_bindings_restored_total", ""), 1);
     // A query (no Contact) from another UA lists the binding (§10.3 step 8).
     let listed = exchange(
@@ -259,5 +278,4 @@ fn registrar_bindings_made_before_a_kill_9_are_listed_after_it() {
     );
     assert!(replay.starts_with("SIP/2.0 500"), "{replay}");
     assert!(server.stop(), "graceful stop exits 0");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -181,6 +181,9 @@ impl Worker {
             let worked = took || streamed || round.io.datagrams_received != received;
             self.fire_timers(now, &mut round);
             self.poll_app(now, &mut round);
+            // The round's records so far go out before its events: an application told a
+            // call is answered may count on it surviving a crash.
+            self.persist(&mut Some(now), &mut round);
             self.pass_events(now, &mut round);
             self.pass_peer_messages(&mut round);
             self.update_admission(&round);
@@ -642,8 +645,10 @@ impl Worker {
         );
     }
 
-    /// Hands the round's dialog records to the store: before any of the round's datagrams
-    /// leave, so none that confirms a dialog goes out ahead of its record.
+    /// Hands the round's dialog records to the store: before its events reach the
+    /// application and again before its datagrams leave (for what the application's
+    /// commands changed), so no datagram that confirms a dialog, and no event that says it
+    /// is confirmed, goes out ahead of its record.
     fn persist(&mut self, now: &mut Option<Instant>, round: &mut Round) {
         let Some(store) = &mut self.store else {
             return;
