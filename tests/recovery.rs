@@ -279,3 +279,81 @@ fn registrar_bindings_made_before_a_kill_9_are_listed_after_it() {
     assert!(replay.starts_with("SIP/2.0 500"), "{replay}");
     assert!(server.stop(), "graceful stop exits 0");
 }
+
+/// A small tmpfs mounted for a test, unmounted when dropped; `None` where this process may
+/// not mount (not root, or no such privilege in this sandbox).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> Option<SmallDisk> {
+        let dir = state_dir(name);
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_calls_going_and_counts_the_failed_writes() {
+    let Some(sipp) = sipp() else { return };
+    let Some(disk) = SmallDisk::mount("full-disk", "1m") else {
+        eprintln!("\n*** SKIPPED: cannot mount a tmpfs here (needs root) ***\n");
+        return;
+    };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let log_path = disk.0.with_extension("log");
+    let log = std::fs::File::create(&log_path).expect("a log file");
+    let state = disk.0.join("state");
+    let server = Server::start_with(
+        &[
+            "--mode",
+            "auto-answer",
+            "--no-tcp",
+            "--state-dir",
+            state.to_str().expect("a UTF-8 temporary path"),
+        ],
+        std::process::Stdio::from(log),
+    );
+    // 3,000 short calls: their records fill the 1 MB disk long before the last one.
+    let run = common::peers::run_sipp(
+        &sipp,
+        &[
+            "-sn",
+            "uac",
+            &server.sip.to_string(),
+            "-m",
+            "3000",
+            "-r",
+            "500",
+            "-timeout",
+            "60",
+            "-timeout_error",
+        ],
+        Duration::from_secs(90),
+    );
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, 3000, "{}", run.screen);
+    assert_eq!(run.failed_calls, 0, "{}", run.screen);
+    let errors = server.metric("sipshard_store_events_total", "event=\"write_error\"");
+    assert!(errors > 0, "the disk filled up and writes failed");
+    assert!(server.stop(), "graceful stop exits 0");
+    // Logged once per 10 s per shard, not once per failed batch.
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let logged = text.matches("dialog store write failed").count() as u64;
+    assert!(
+        (1..=4).contains(&logged),
+        "{logged} log lines for {errors} failed batches:\n{text}"
+    );
+    let _ = std::fs::remove_file(&log_path);
+}
