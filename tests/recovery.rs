@@ -357,3 +357,67 @@ fn a_full_disk_leaves_calls_going_and_counts_the_failed_writes() {
     );
     let _ = std::fs::remove_file(&log_path);
 }
+
+#[test]
+fn a_session_timer_ends_a_restored_call_at_its_written_deadline() {
+    let Some(sipp) = sipp() else { return };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let callee = Persisting::new(
+        "kill9-session-timer",
+        "auto-answer",
+        &["--session-timers", "accept"],
+    );
+    let server = callee.start();
+    // 20 calls whose 90 s session SIPp is to refresh and never does: the callee's BYE is
+    // due 60 s after its 200 (RFC 4028 §10).
+    let scenario = format!(
+        "{}/tests/data/sipp/session_timer_unrefreshed.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let calls = 20u64;
+    let child = spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &[
+            "-sf",
+            &scenario,
+            &callee.listen,
+            "-m",
+            "20",
+            "-r",
+            "20",
+            "-timeout",
+            "150",
+            "-timeout_error",
+        ],
+        &std::env::temp_dir(),
+    );
+    let confirmed = wait_metric(
+        &server,
+        "sipshard_dialogs",
+        "state=\"confirmed\"",
+        calls,
+        Duration::from_secs(10),
+    );
+    assert_eq!(confirmed, calls);
+    let answered = Instant::now();
+    // Killed 20 s into the session: a timer started afresh by the restart would BYE at
+    // 80 s, the written deadline says 60.
+    std::thread::sleep(Duration::from_secs(20));
+    server.kill();
+    let server = callee.start();
+    assert_eq!(server.metric("sipshard_dialogs_restored_total", ""), calls);
+    let run = wait_sipp(child, Duration::from_secs(120));
+    let took = answered.elapsed();
+    assert!(run.success, "sipp failed:\n{}", run.screen);
+    assert_eq!(run.successful_calls, calls, "{}", run.screen);
+    assert!(
+        took >= Duration::from_secs(50) && took <= Duration::from_secs(72),
+        "the BYEs came {took:?} after the 200s; due at 60 s"
+    );
+    assert_eq!(
+        wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
+        0
+    );
+    assert!(server.stop(), "graceful stop exits 0");
+}
