@@ -60,6 +60,7 @@ fn record(i: usize) -> (Vec<u8>, Vec<u8>, usize) {
         call: None,
         call_limit_at: None,
         session_timer: None,
+        usages: Default::default(),
     }
     .encode();
     let shard = shard_for_call_id(call_id.as_bytes(), SHARDS);

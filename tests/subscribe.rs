@@ -452,3 +452,58 @@ fn a_subscribe_the_application_never_answers_leaves_nothing() {
     assert_eq!(bob.dialog_count(), 0);
     assert_eq!(bob.transaction_count(), 0);
 }
+
+#[test]
+fn a_served_subscription_survives_a_restart_and_expires_with_its_final_notify() {
+    use common::pair::{Store, drain_persist};
+    let t0 = Instant::now();
+    let wall = |at: Instant| {
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000) + (at - t0)
+    };
+    let persisting = |now: Instant| {
+        let mut config = ShardConfig::new("127.0.0.1:5080".parse().unwrap());
+        config.subscriptions = Some(Subscriptions::new(["presence", "dialog"]));
+        config.persist = true;
+        let mut shard = Shard::new(now, config);
+        shard.set_wall_clock(now, wall(now));
+        shard
+    };
+    let mut store = Store::new();
+    let mut bob = persisting(t0);
+    let (dialog, _) = subscribed(&mut bob, t0, 600);
+    drain_persist(&mut bob, &mut store);
+    assert_eq!(store.len(), 1, "the subscription's dialog is written");
+
+    // kill -9 at 100 s; a new notifier takes the subscription back.
+    let t1 = t0 + Duration::from_secs(100);
+    let mut bob = persisting(t1);
+    for record in store.values() {
+        bob.restore(t1, record).expect("restores");
+    }
+    assert_eq!(bob.stats().subscription_dialogs_served, 1);
+    assert!(bob.dialog_state(&dialog).is_some());
+    // The application's NOTIFY goes out in the restored dialog, with the time left.
+    notify(&mut bob, t1, &dialog, NotifyState::Active, "<presence/>");
+    let n = sent(&mut bob).pop().expect("a NOTIFY");
+    assert_eq!(header(&n, "Subscription-State"), Some("active;expires=500"));
+    bob.handle_datagram(t1, watcher(), common::sip::response_to(&n, 200));
+    drain_persist(&mut bob, &mut store);
+
+    // At the deadline written before the restart, the last NOTIFY, and the dialog ends.
+    bob.handle_timeout(t0 + Duration::from_secs(599));
+    assert!(sent(&mut bob).is_empty(), "not before its time");
+    bob.handle_timeout(t0 + Duration::from_secs(601));
+    let last = sent(&mut bob).pop().expect("the last NOTIFY");
+    assert_eq!(
+        header(&last, "Subscription-State"),
+        Some("terminated;reason=timeout")
+    );
+    bob.handle_datagram(
+        t0 + Duration::from_secs(601),
+        watcher(),
+        common::sip::response_to(&last, 200),
+    );
+    assert!(bob.dialog_state(&dialog).is_none());
+    drain_persist(&mut bob, &mut store);
+    assert!(store.is_empty(), "its record is deleted");
+}

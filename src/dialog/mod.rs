@@ -9,7 +9,8 @@
 mod record;
 
 pub use record::{
-    DialogRecord, RECORD_VERSION, RecordError, SessionTimerRecord, encode_record, record_call_id,
+    DialogRecord, RECORD_VERSION, RecordError, ServedRecord, SessionTimerRecord, UsageRecords,
+    encode_record, record_call_id,
 };
 
 use std::borrow::Cow;

@@ -40,6 +40,34 @@ pub struct DialogRecord {
     pub call_limit_at: Option<SystemTime>,
     /// Its session timer (RFC 4028), if one was settled.
     pub session_timer: Option<SessionTimerRecord>,
+    /// The subscriptions it serves (RFC 6665), and whether it is a dialog a SUBSCRIBE made
+    /// (no INVITE usage).
+    pub usages: UsageRecords,
+}
+
+/// A dialog's subscription usages in its record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageRecords {
+    /// The dialog was made by a SUBSCRIBE (or a REFER outside a dialog) and ends with its
+    /// last subscription.
+    pub subscription_only: bool,
+    /// The subscriptions we serve in it, as notifier.
+    pub served: Vec<ServedRecord>,
+}
+
+/// A subscription we serve (RFC 6665 §4.2) as kept across a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedRecord {
+    /// The event package.
+    pub package: Vec<u8>,
+    /// The Event header's `id`, if any.
+    pub id: Option<Vec<u8>>,
+    /// When it lapses without a refresh.
+    pub expires_at: SystemTime,
+    /// A 2xx went to its SUBSCRIBE.
+    pub accepted: bool,
+    /// It is ending: every NOTIFY now says terminated.
+    pub ending: bool,
 }
 
 /// What a running session timer needs across a restart.
@@ -111,6 +139,8 @@ const F_REMOTE_CSEQ: u8 = 1 << 3;
 const F_CALL: u8 = 1 << 4;
 const F_CALL_LIMIT: u8 = 1 << 5;
 const F_SESSION_TIMER: u8 = 1 << 6;
+/// Subscription usages follow (a count of served subscriptions, each as written).
+const F_USAGES: u8 = 1 << 7;
 
 impl DialogRecord {
     /// The record's bytes.
@@ -120,6 +150,7 @@ impl DialogRecord {
             self.call.as_ref(),
             self.call_limit_at,
             self.session_timer.as_ref(),
+            &self.usages,
         )
     }
 
@@ -159,6 +190,32 @@ impl DialogRecord {
         } else {
             None
         };
+        let mut usages = UsageRecords::default();
+        if flags & F_USAGES != 0 {
+            usages.subscription_only = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(RecordError::Malformed("usage kind")),
+            };
+            let count = r.u32()?;
+            for _ in 0..count {
+                let package = r.bytes()?.to_vec();
+                let bits = r.u8()?;
+                let id = if bits & 1 != 0 {
+                    Some(r.bytes()?.to_vec())
+                } else {
+                    None
+                };
+                let expires_at = from_unix_ms(r.u64()?);
+                usages.served.push(ServedRecord {
+                    package,
+                    id,
+                    expires_at,
+                    accepted: bits & 2 != 0,
+                    ending: bits & 4 != 0,
+                });
+            }
+        }
         r.finish()?;
         let role = if flags & F_UAS != 0 {
             Role::Uas
@@ -193,6 +250,7 @@ impl DialogRecord {
             call,
             call_limit_at,
             session_timer,
+            usages,
         })
     }
 }
@@ -204,33 +262,24 @@ pub fn encode_record(
     call: Option<&DialogId>,
     call_limit_at: Option<SystemTime>,
     session_timer: Option<&SessionTimerRecord>,
+    usages: &UsageRecords,
 ) -> Vec<u8> {
     let d = dialog;
     let mut w = begin(MAGIC, RECORD_VERSION, 256 + d.strings.len());
-    let mut flags = 0;
-    flags |= if d.role == Role::Uas { F_UAS } else { 0 };
-    flags |= if d.secure { F_SECURE } else { 0 };
-    flags |= if d.transport == Transport::Tcp {
-        F_TCP
-    } else {
-        0
-    };
-    flags |= if d.remote_cseq.is_some() {
-        F_REMOTE_CSEQ
-    } else {
-        0
-    };
-    flags |= if call.is_some() { F_CALL } else { 0 };
-    flags |= if call_limit_at.is_some() {
-        F_CALL_LIMIT
-    } else {
-        0
-    };
-    flags |= if session_timer.is_some() {
-        F_SESSION_TIMER
-    } else {
-        0
-    };
+    let has_usages = usages.subscription_only || !usages.served.is_empty();
+    let flags = [
+        (d.role == Role::Uas, F_UAS),
+        (d.secure, F_SECURE),
+        (d.transport == Transport::Tcp, F_TCP),
+        (d.remote_cseq.is_some(), F_REMOTE_CSEQ),
+        (call.is_some(), F_CALL),
+        (call_limit_at.is_some(), F_CALL_LIMIT),
+        (session_timer.is_some(), F_SESSION_TIMER),
+        (has_usages, F_USAGES),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |flags, (_, bit)| flags | bit);
     w.push(flags);
     w.extend_from_slice(&d.local_cseq.to_le_bytes());
     w.extend_from_slice(&d.remote_cseq.unwrap_or(0).to_le_bytes());
@@ -252,6 +301,18 @@ pub fn encode_record(
         w.push(u8::from(st.we_refresh) | u8::from(st.peer_update) << 1);
         w.extend_from_slice(&unix_ms(st.expires_at).to_le_bytes());
         put_bytes(&mut w, &st.local_sdp);
+    }
+    if has_usages {
+        w.push(u8::from(usages.subscription_only));
+        w.extend_from_slice(&(usages.served.len() as u32).to_le_bytes());
+        for s in &usages.served {
+            put_bytes(&mut w, &s.package);
+            w.push(u8::from(s.id.is_some()) | u8::from(s.accepted) << 1 | u8::from(s.ending) << 2);
+            if let Some(id) = &s.id {
+                put_bytes(&mut w, id);
+            }
+            w.extend_from_slice(&unix_ms(s.expires_at).to_le_bytes());
+        }
     }
     seal(w)
 }
@@ -315,6 +376,25 @@ mod tests {
                 expires_at: UNIX_EPOCH + Duration::from_millis(1_700_000_900_000),
                 local_sdp: Bytes::from_static(b"v=0\r\n"),
             }),
+            usages: UsageRecords {
+                subscription_only: false,
+                served: vec![
+                    ServedRecord {
+                        package: b"refer".to_vec(),
+                        id: Some(b"7".to_vec()),
+                        expires_at: UNIX_EPOCH + Duration::from_millis(1_700_000_060_000),
+                        accepted: true,
+                        ending: false,
+                    },
+                    ServedRecord {
+                        package: b"dialog".to_vec(),
+                        id: None,
+                        expires_at: UNIX_EPOCH + Duration::from_millis(1_700_003_600_000),
+                        accepted: false,
+                        ending: true,
+                    },
+                ],
+            },
         }
     }
 
@@ -352,6 +432,7 @@ mod tests {
         assert_eq!(original.call, back.call);
         assert_eq!(original.call_limit_at, back.call_limit_at);
         assert_eq!(original.session_timer, back.session_timer);
+        assert_eq!(original.usages, back.usages);
     }
 
     #[test]

@@ -398,6 +398,7 @@ mod tests {
             call: None,
             call_limit_at: None,
             session_timer: None,
+            usages: Default::default(),
         };
         PersistOp::Put {
             key: id.key().to_vec(),

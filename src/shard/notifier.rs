@@ -138,6 +138,30 @@ pub(super) struct Subscription {
 }
 
 impl Subscription {
+    /// What a restarted shard needs of it, its expiry in wall-clock time (`wall`); `None`
+    /// while its SUBSCRIBE is unanswered (that transaction does not survive a restart), or
+    /// without a wall clock.
+    pub(super) fn to_record(
+        &self,
+        wall: impl Fn(Instant) -> Option<std::time::SystemTime>,
+    ) -> Option<crate::dialog::ServedRecord> {
+        if !self.accepted {
+            return None;
+        }
+        Some(crate::dialog::ServedRecord {
+            package: self.package.to_vec(),
+            id: self.id.as_ref().map(|id| id.to_vec()),
+            expires_at: wall(self.expires_at)?,
+            accepted: self.accepted,
+            ending: self.ending,
+        })
+    }
+
+    /// A 2xx went to its SUBSCRIBE.
+    pub(super) fn accepted(&self) -> bool {
+        self.accepted
+    }
+
     /// Its refresh or expiry timer on the wheel.
     pub(super) fn timer(&self) -> Option<TimerHandle> {
         self.timer
@@ -354,6 +378,8 @@ impl Shard {
             {
                 sub.timer = Some(timer);
             }
+            // Its expiry must survive a restart.
+            self.dialog_changed(index);
             return;
         }
         // Refused: a subscription this SUBSCRIBE would have created is dropped; a refused
@@ -609,7 +635,36 @@ impl Shard {
         for timer in timers {
             self.txn.cancel_timer(timer);
         }
+        self.dialog_changed(index);
         self.end_if_unused(index);
+    }
+
+    /// Takes back the subscriptions a restored dialog served, their expiry timers at
+    /// their wall-clock deadlines (`instant` converts them; at once when passed: the
+    /// final NOTIFY goes out then).
+    pub(super) fn restore_served(
+        &mut self,
+        now: Instant,
+        index: u32,
+        served: &[crate::dialog::ServedRecord],
+        instant: impl Fn(std::time::SystemTime) -> Instant,
+    ) {
+        for s in served {
+            let expires_at = instant(s.expires_at).max(now);
+            let token = self.token(index, DialogTimer::Subscription);
+            let timer = self.txn.schedule(expires_at, token);
+            self.push_served(
+                index,
+                Subscription {
+                    package: s.package.clone().into(),
+                    id: s.id.clone().map(Into::into),
+                    expires_at,
+                    timer: Some(timer),
+                    accepted: s.accepted,
+                    ending: s.ending,
+                },
+            );
+        }
     }
 
     /// A dialog SUBSCRIBE made, without subscriptions left: it ends (§4.4.1).

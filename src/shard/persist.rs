@@ -8,7 +8,8 @@
 //! shard stays sans-IO (the runtime writes them before the round's datagrams leave).
 //!
 //! # What is written
-//! A confirmed INVITE dialog in either role ([`DialogRecord`]): written when it is
+//! A confirmed INVITE dialog in either role, or a dialog serving subscriptions as notifier
+//! ([`DialogRecord`]), and a registrar's bindings per AOR: written when it is
 //! confirmed (our 2xx, or our ACK to the peer's 2xx), again when something a restarted
 //! shard needs changes (our CSeq: every request we send in it, RFC 3261 §12.2.1.1 wants
 //! them contiguous; the peer's CSeq; the remote target; the session timer), and deleted
@@ -120,13 +121,18 @@ pub(super) struct Persist {
 }
 
 impl Entry {
-    /// A confirmed INVITE dialog still up: what the store keeps.
+    /// What the store keeps: a confirmed INVITE dialog still up, or a dialog a SUBSCRIBE
+    /// made that serves subscriptions (as notifier; one whose subscription we hold, as
+    /// subscriber, is not kept).
     fn persistable(&self) -> bool {
+        let usages = self.usages.as_deref();
         self.dialog.state == DialogState::Confirmed
-            && matches!(
-                self.phase,
-                Phase::Answered { .. } | Phase::Established { .. }
-            )
+            && match self.phase {
+                Phase::Answered { .. } | Phase::Established { .. } => true,
+                Phase::Subscription => usages
+                    .is_some_and(|u| u.watch.is_none() && u.served.iter().any(|s| s.accepted())),
+                _ => false,
+            }
     }
 }
 
@@ -238,11 +244,20 @@ impl Shard {
             .as_ref()
             .and_then(|u| u.session_timer.as_ref())
             .and_then(|st| st.to_record(wall));
+        let usages = crate::dialog::UsageRecords {
+            subscription_only: matches!(entry.phase, Phase::Subscription),
+            served: entry
+                .usages
+                .as_ref()
+                .map(|u| u.served.iter().filter_map(|s| s.to_record(wall)).collect())
+                .unwrap_or_default(),
+        };
         crate::dialog::encode_record(
             &entry.dialog,
             entry.call.as_ref().filter(|c| **c != entry.dialog.id),
             call_limit_at,
             session_timer.as_ref(),
+            &usages,
         )
     }
 
@@ -279,9 +294,14 @@ impl Shard {
             .clone()
             .map(|st| (self.instant_of_wall(now, st.expires_at), st));
         let call = record.call.clone().unwrap_or_else(|| id.clone());
+        let served = record.usages.served.clone();
+        let phase = match record.usages.subscription_only {
+            true => Phase::Subscription,
+            false => Phase::Established { ack: None },
+        };
         let index = self.insert(Entry {
             dialog: record.dialog,
-            phase: Phase::Established { ack: None },
+            phase,
             reinvite: None,
             call: record.call,
             call_timer: None,
@@ -301,6 +321,10 @@ impl Shard {
         }
         if let Some((expires_at, st)) = session_timer {
             self.restore_session_timer(now, index, &st, expires_at);
+        }
+        if !served.is_empty() {
+            let wall_now = self.wall_time(now);
+            self.restore_served(now, index, &served, |at| instant_at(now, wall_now, at));
         }
         self.stats.dialogs_restored += 1;
         self.schedule_probe(now, index);
@@ -354,13 +378,16 @@ impl Shard {
     /// The instant at which the wall clock reads `at`, by the clock [`Shard::set_wall_clock`]
     /// gave (`now` without one, or when `at` has passed).
     fn instant_of_wall(&self, now: Instant, at: SystemTime) -> Instant {
-        let Some(wall_now) = self.wall_time(now) else {
-            return now;
-        };
-        match at.duration_since(wall_now) {
-            Ok(ahead) => now + ahead,
-            Err(_) => now,
-        }
+        instant_at(now, self.wall_time(now), at)
+    }
+}
+
+/// The instant at which the wall clock reads `at`, when it reads `wall_now` at `now`
+/// (`now` without a clock, or when `at` has passed).
+fn instant_at(now: Instant, wall_now: Option<SystemTime>, at: SystemTime) -> Instant {
+    match wall_now.map(|w| at.duration_since(w)) {
+        Some(Ok(ahead)) => now + ahead,
+        _ => now,
     }
 }
 
