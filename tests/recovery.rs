@@ -45,6 +45,27 @@ impl Persisting {
     }
 }
 
+/// Starts SIPp with `args` against `server` and waits until `calls` dialogs are confirmed
+/// there (within `limit`); returns SIPp, still running.
+fn sipp_with_calls_up(
+    sipp: &std::path::Path,
+    server: &Server,
+    args: &[&str],
+    calls: u64,
+    limit: Duration,
+) -> std::process::Child {
+    let child = spawn_sipp(sipp, free_udp_port(), args, &std::env::temp_dir());
+    let confirmed = wait_metric(
+        server,
+        "sipshard_dialogs",
+        "state=\"confirmed\"",
+        calls,
+        limit,
+    );
+    assert_eq!(confirmed, calls, "every call is up before the kill");
+    child
+}
+
 impl Drop for Persisting {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -60,9 +81,9 @@ fn calls_held_across_a_kill_9_of_the_callee_all_end_with_200() {
     let server = callee.start();
     // SIPp's uac: 2,000 calls at 200 per second, each held 20 s after its ACK, then BYE.
     let calls = 2000u64;
-    let child = spawn_sipp(
+    let child = sipp_with_calls_up(
         &sipp,
-        free_udp_port(),
+        &server,
         &[
             "-sn",
             "uac",
@@ -77,16 +98,9 @@ fn calls_held_across_a_kill_9_of_the_callee_all_end_with_200() {
             "90",
             "-timeout_error",
         ],
-        &std::env::temp_dir(),
-    );
-    let confirmed = wait_metric(
-        &server,
-        "sipshard_dialogs",
-        "state=\"confirmed\"",
         calls,
         Duration::from_secs(30),
     );
-    assert_eq!(confirmed, calls, "every call is up before the kill");
     let killed_at = Instant::now();
     server.kill();
 
@@ -102,8 +116,7 @@ fn calls_held_across_a_kill_9_of_the_callee_all_end_with_200() {
         killed_at.elapsed()
     );
     let run = wait_sipp(child, Duration::from_secs(120));
-    assert!(run.success, "sipp failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, calls, "{}", run.screen);
+    run.assert_completed(calls as u32, "SIPp across the restart");
     assert_eq!(run.failed_calls, 0, "{}", run.screen);
     assert_eq!(
         wait_metric(&server, "sipshard_dialogs", "", 0, Duration::from_secs(10)),
@@ -193,8 +206,7 @@ fn calls_placed_by_a_dialog_manager_killed_with_9_are_ended_by_its_restart() {
     assert!(text.contains(&format!("recovered {calls}")), "{text}");
     assert!(text.contains(&format!("ended {calls}, 0 left")), "{text}");
     let run = wait_sipp(uas, Duration::from_secs(60));
-    assert!(run.success, "sipp uas failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, calls as u64, "{}", run.screen);
+    run.assert_completed(calls, "SIPp's uas");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -342,8 +354,7 @@ fn a_full_disk_leaves_calls_going_and_counts_the_failed_writes() {
         ],
         Duration::from_secs(90),
     );
-    assert!(run.success, "sipp failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, 3000, "{}", run.screen);
+    run.assert_completed(3000, "3,000 calls on a full disk");
     assert_eq!(run.failed_calls, 0, "{}", run.screen);
     let errors = server.metric("sipshard_store_events_total", "event=\"write_error\"");
     assert!(errors > 0, "the disk filled up and writes failed");
@@ -375,9 +386,9 @@ fn a_session_timer_ends_a_restored_call_at_its_written_deadline() {
         env!("CARGO_MANIFEST_DIR")
     );
     let calls = 20u64;
-    let child = spawn_sipp(
+    let child = sipp_with_calls_up(
         &sipp,
-        free_udp_port(),
+        &server,
         &[
             "-sf",
             &scenario,
@@ -390,16 +401,9 @@ fn a_session_timer_ends_a_restored_call_at_its_written_deadline() {
             "150",
             "-timeout_error",
         ],
-        &std::env::temp_dir(),
-    );
-    let confirmed = wait_metric(
-        &server,
-        "sipshard_dialogs",
-        "state=\"confirmed\"",
         calls,
         Duration::from_secs(10),
     );
-    assert_eq!(confirmed, calls);
     let answered = Instant::now();
     // Killed 20 s into the session: a timer started afresh by the restart would BYE at
     // 80 s, the written deadline says 60.
@@ -409,8 +413,7 @@ fn a_session_timer_ends_a_restored_call_at_its_written_deadline() {
     assert_eq!(server.metric("sipshard_dialogs_restored_total", ""), calls);
     let run = wait_sipp(child, Duration::from_secs(120));
     let took = answered.elapsed();
-    assert!(run.success, "sipp failed:\n{}", run.screen);
-    assert_eq!(run.successful_calls, calls, "{}", run.screen);
+    run.assert_completed(calls as u32, "SIPp across the restart");
     assert!(
         took >= Duration::from_secs(50) && took <= Duration::from_secs(72),
         "the BYEs came {took:?} after the 200s; due at 60 s"
