@@ -367,3 +367,22 @@ fn registrar_bindings_survive_a_restart_and_lapsed_ones_do_not_come_back() {
     );
     assert!(store.is_empty(), "no binding left, no record");
 }
+
+#[test]
+fn a_stop_with_bye_ends_restored_calls_like_any_other() {
+    let (mut p, start) = pair(persisting(uac_addr()), persisting(uas_addr()));
+    established(&mut p);
+    p.uas = restart(&p, start, persisting(uas_addr()), &p.uas_store);
+    assert_eq!(recovered(&mut p.uas).len(), 1);
+    // What a graceful stop does past its deadline with the BYE policy.
+    assert_eq!(
+        p.uas.terminate_all(p.now),
+        1,
+        "the restored call is asked to end"
+    );
+    p.uac_events.clear();
+    p.run(Duration::from_secs(1));
+    assert_eq!(ended(&p.uac_events), vec![TerminationReason::RemoteBye]);
+    assert_eq!(p.uas.dialog_count(), 0);
+    assert!(p.uas_store.is_empty() && p.uac_store.is_empty());
+}

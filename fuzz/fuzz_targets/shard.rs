@@ -5,8 +5,8 @@
 //!
 //! The shards persist their confirmed dialogs and bindings (issue 22) into a map each, as
 //! the runtime would before sending; a 0xFA byte crashes both and starts new ones from
-//! those maps: every record restores, and the restored shard holds exactly the dialogs
-//! (and no more) that its records name.
+//! those maps: every record restores, each names a dialog the crashed shard held confirmed,
+//! and the restored shard holds exactly those, confirmed.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -67,6 +67,20 @@ fn crash_and_restore(shards: &mut [Shard; 2], stores: &[Store; 2], t0: Instant, 
             dialogs,
             "one dialog per dialog record"
         );
+        // Each record names a dialog the crashed shard held confirmed, and the new one
+        // holds it confirmed too.
+        for record in store.values() {
+            if let Ok(r) = sipshard::dialog::DialogRecord::decode(record) {
+                let id = &r.dialog.id;
+                let confirmed = Some(sipshard::dialog::DialogState::Confirmed);
+                assert_eq!(
+                    shards[index].dialog_state(id),
+                    confirmed,
+                    "the crashed shard's"
+                );
+                assert_eq!(shard.dialog_state(id), confirmed, "the restored shard's");
+            }
+        }
         shards[index] = shard;
     }
 }
