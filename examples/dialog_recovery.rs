@@ -113,10 +113,20 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
     }
     answer.await?;
     println!("alice: answered; bob's process is gone");
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Bob comes back on the same address and directory.
-    let (bob, mut bob_events) = persisting(&bob_at, dir.clone()).await?;
+    // Bob comes back on the same address and directory, once the old threads have let go
+    // of the port and the database.
+    let mut attempts = 0;
+    let (bob, mut bob_events) = loop {
+        match persisting(&bob_at, dir.clone()).await {
+            Ok(started) => break started,
+            Err(_) if attempts < 40 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let recovered = wait_for(&bob, &mut bob_events, 1, Duration::from_secs(5), |e| {
         matches!(e, SessionEvent::DialogRecovered { .. })
     })
