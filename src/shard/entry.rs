@@ -173,6 +173,22 @@ pub(super) struct Entry {
     pub(super) stored: Stored,
 }
 
+impl Entry {
+    /// A new dialog's entry in `phase`, with the call handle `call` (a call we placed), no
+    /// re-INVITE, timer or usage yet, and nothing in the store.
+    pub(super) fn new(dialog: Dialog, phase: Phase, call: Option<DialogId>) -> Entry {
+        Entry {
+            dialog,
+            phase,
+            reinvite: None,
+            call,
+            call_timer: None,
+            usages: None,
+            stored: Stored::No,
+        }
+    }
+}
+
 /// A dialog's record in the store (`persist` module).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) enum Stored {

@@ -282,15 +282,7 @@ impl Shard {
             self.reject_request(now, txn, request, 400, &[]);
             return None;
         };
-        Some(self.insert(Entry {
-            dialog: d,
-            phase: Phase::Subscription,
-            reinvite: None,
-            call: None,
-            call_timer: None,
-            stored: super::entry::Stored::No,
-            usages: None,
-        }))
+        Some(self.insert(Entry::new(d, Phase::Subscription, None)))
     }
 
     /// A SUBSCRIBE in the dialog at `index`: refreshes or ends the subscription it names,

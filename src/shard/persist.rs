@@ -299,16 +299,10 @@ impl Shard {
             true => Phase::Subscription,
             false => Phase::Established { ack: None },
         };
-        let index = self.insert(Entry {
-            dialog: record.dialog,
-            phase,
-            reinvite: None,
-            call: record.call,
-            call_timer: None,
-            usages: None,
-            // What the store holds is this record.
-            stored: Stored::Written,
-        });
+        let mut entry = Entry::new(record.dialog, phase, record.call);
+        // What the store holds is this record.
+        entry.stored = Stored::Written;
+        let index = self.insert(entry);
         if call != id {
             // The call handle names this dialog too, as it did before.
             let hash = self.key_hasher.hash_one(call.key());

@@ -108,15 +108,7 @@ impl Shard {
             &new.request_uri,
             new.destination,
         );
-        let index = self.insert(Entry {
-            call_timer: None,
-            stored: super::entry::Stored::No,
-            usages: None,
-            dialog: d,
-            phase: Phase::Subscription,
-            reinvite: None,
-            call: Some(id.clone()),
-        });
+        let index = self.insert(Entry::new(d, Phase::Subscription, Some(id.clone())));
         self.set_watch(
             index,
             Watch {
@@ -320,15 +312,7 @@ impl Shard {
             return Some(existing);
         }
         let handle = self.entry_mut(index)?.call.clone();
-        let fork = self.insert(Entry {
-            call_timer: None,
-            stored: super::entry::Stored::No,
-            usages: None,
-            dialog: d,
-            phase: Phase::Subscription,
-            reinvite: None,
-            call: handle,
-        });
+        let fork = self.insert(Entry::new(d, Phase::Subscription, handle));
         self.set_confirmed(fork);
         let watch = self.watch(index)?;
         let copy = Watch {

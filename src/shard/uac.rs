@@ -114,12 +114,9 @@ impl Shard {
             call.request_uri,
             call.destination,
         );
-        let index = self.insert(Entry {
-            call_timer: None,
-            stored: super::entry::Stored::No,
-            usages: None,
-            dialog: d,
-            phase: Phase::Calling {
+        let index = self.insert(Entry::new(
+            d,
+            Phase::Calling {
                 invite,
                 request,
                 branch,
@@ -127,9 +124,8 @@ impl Shard {
                 cancel_pending: false,
                 last_rseq: 0,
             },
-            call: Some(id.clone()),
-            reinvite: None,
-        });
+            Some(id.clone()),
+        ));
         self.owners.insert_call(
             invite,
             super::Call {
@@ -443,18 +439,14 @@ impl Shard {
         let d = dialog_from_response(&p.dialog, tag, response, tcp);
         let call = p.call.clone();
         let invite_offer = matches!(&p.phase, Phase::Calling { request, .. } if super::requests::invite_has_body(request));
-        let index = self.insert(Entry {
-            call_timer: None,
-            stored: super::entry::Stored::No,
-            usages: None,
-            dialog: d,
-            phase: Phase::Early {
+        let index = self.insert(Entry::new(
+            d,
+            Phase::Early {
                 last_rseq: 0,
                 invite_offer,
             },
-            reinvite: None,
             call,
-        });
+        ));
         let fork = self.slot_ref(index);
         if let Some(c) = self.owners.call_mut(&txn) {
             c.forks.push(fork);

@@ -138,20 +138,16 @@ impl Shard {
         let id = d.id.clone();
         let cseq = d.remote_cseq.unwrap_or_default();
         let reliable = self.reliable_for(&request, cseq);
-        let index = self.insert(Entry {
-            call_timer: None,
-            stored: super::entry::Stored::No,
-            usages: None,
-            dialog: d,
-            phase: Phase::Incoming {
+        let index = self.insert(Entry::new(
+            d,
+            Phase::Incoming {
                 invite: txn,
                 request: Box::new(request.clone()),
                 reliable,
                 origin,
             },
-            call: None,
-            reinvite: None,
-        });
+            None,
+        ));
         self.by_server_txn.insert(txn, index);
         if timer.is_some() {
             self.expect_refresh(now, index, &request, timer);
