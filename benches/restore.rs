@@ -18,7 +18,7 @@ use sipshard::runtime::{
     DialogManager, FsyncPolicy, RecoveryConfig, RuntimeConfig, ShardStore, StopPolicy, StoreConfig,
     StoreStats,
 };
-use sipshard::shard::{PersistOp, shard_for_call_id};
+use sipshard::shard::{PersistOp, record_store_key, shard_for_call_id};
 
 const SHARDS: usize = 2;
 
@@ -39,7 +39,7 @@ fn config(dir: &std::path::Path) -> RuntimeConfig {
     c
 }
 
-fn record(i: usize) -> (Vec<u8>, Vec<u8>, usize) {
+fn record(i: usize) -> (Vec<u8>, usize) {
     let call_id = format!("restore-{i:08}@bench.example");
     let id = DialogId::new(call_id.as_bytes(), b"local-tag-1", b"remote-tag-2");
     let dialog = Dialog::new(
@@ -64,7 +64,7 @@ fn record(i: usize) -> (Vec<u8>, Vec<u8>, usize) {
     }
     .encode();
     let shard = shard_for_call_id(call_id.as_bytes(), SHARDS);
-    (call_id.into_bytes(), bytes, shard)
+    (bytes, shard)
 }
 
 #[tokio::main]
@@ -94,11 +94,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut batches = vec![Vec::new(); SHARDS];
     let mut stats = StoreStats::default();
     for i in 0..n {
-        let (key, record, shard) = record(i);
-        let mut store_key = b"d".to_vec();
-        store_key.extend_from_slice(&key);
+        let (record, shard) = record(i);
         batches[shard].push(PersistOp::Put {
-            key: store_key,
+            key: record_store_key(&record).expect("a record this build wrote"),
             record,
         });
         if batches[shard].len() == 1000 {

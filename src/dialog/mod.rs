@@ -10,7 +10,7 @@ mod record;
 
 pub use record::{
     DialogRecord, RECORD_VERSION, RecordError, ServedRecord, SessionTimerRecord, UsageRecords,
-    encode_record, record_call_id,
+    encode_record, record_call_id, record_dialog_key,
 };
 
 use std::borrow::Cow;

@@ -320,12 +320,18 @@ pub fn encode_record(
 /// The Call-ID of the record `bytes`, read without decoding the rest (a restore sorts
 /// records onto shards by it). `None` when the bytes are not a record of this version.
 pub fn record_call_id(bytes: &[u8]) -> Option<&[u8]> {
+    let key = record_dialog_key(bytes)?;
+    let call_id_len = usize::from(u16::from_le_bytes([*key.first()?, *key.get(1)?]));
+    key.get(4..4 + call_id_len)
+}
+
+/// The dialog key ([`DialogId::key`]) of the record `bytes`, read without decoding the
+/// rest. `None` when the bytes are not a record of this version.
+pub fn record_dialog_key(bytes: &[u8]) -> Option<&[u8]> {
     let head = MAGIC.len() + 1 + 1 + 4 + 4;
     let mut r = Reader(bytes.get(head..)?);
     r.addr().ok()?;
-    let key = r.bytes().ok()?;
-    let call_id_len = usize::from(u16::from_le_bytes([*key.first()?, *key.get(1)?]));
-    key.get(4..4 + call_id_len)
+    r.bytes().ok()
 }
 
 fn key_to_id(key: &[u8]) -> Result<DialogId, RecordError> {

@@ -19,10 +19,20 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::shard::{PersistOp, record_routing_key, shard_for_call_id};
+use crate::shard::{PersistOp, record_routing_key, record_store_key, shard_for_call_id};
 
 /// The layout version written in `VERSION` at the state directory's root.
-const LAYOUT: &str = "sipshard-state 1\n";
+const LAYOUT: &str = "sipshard-state 2\n";
+/// The layout before keys began with a hash (`shard::persist`): the same records under
+/// other keys, re-keyed at start.
+const LAYOUT_V1: &str = "sipshard-state 1\n";
+/// Each shard's memtable (fjall's default is 64 MiB). A call's records are small and
+/// short-lived: a memtable that stays in the caches makes each write's ordered insert
+/// cheaper, and frees no large blocks for the allocator to fault in again. Measured on
+/// `shard/call_flow_persisted` (profile shares, normalised to the parser's): the
+/// memtable's search fell from 2.6× the parser's time at 64 MiB to 1.3× at 4 MiB, and the
+/// kernel's page clearing from 2.8× to 0.1×; 2 MiB gained little more.
+const MEMTABLE_BYTES: u64 = 4 << 20;
 /// The keyspace of each shard's database that holds its dialogs.
 const DIALOGS: &str = "dialogs";
 
@@ -166,7 +176,9 @@ impl ShardStore {
             .open()
             .map_err(engine)?;
         let dialogs = db
-            .keyspace(DIALOGS, fjall::KeyspaceCreateOptions::default)
+            .keyspace(DIALOGS, || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
             .map_err(engine)?;
         Ok(ShardStore {
             path,
@@ -263,7 +275,7 @@ pub(crate) struct Opened {
 /// sorted onto the shard its Call-ID hashes to now: a record written by another shard (the
 /// count changed since) moves to its new shard's database before any traffic.
 pub(crate) fn open(config: &StoreConfig, count: usize) -> Result<Opened, StoreError> {
-    check_layout(&config.dir)?;
+    let layout = check_layout(&config.dir)?;
     let mut stores = Vec::with_capacity(count);
     for i in 0..count {
         stores.push(ShardStore::open(shard_dir(&config.dir, i), config.fsync)?);
@@ -287,34 +299,55 @@ pub(crate) fn open(config: &StoreConfig, count: usize) -> Result<Opened, StoreEr
                 continue;
             };
             let to = shard_for_call_id(call_id, count);
-            if to != from {
+            if to != from || record_store_key(&value).is_some_and(|k| k != key) {
                 moves.push((from, to, key, value.clone()));
             }
             records[to].push(value);
         }
     }
+    // Every put before any delete, so that a crash midway leaves a record twice (the
+    // restore keeps one) rather than nowhere.
+    let total = stores.len() + extra.len();
+    let mut puts: Vec<Vec<PersistOp>> = (0..total).map(|_| Vec::new()).collect();
+    let mut deletes: Vec<Vec<PersistOp>> = (0..total).map(|_| Vec::new()).collect();
+    for (from, to, key, value) in moves {
+        let Some(new_key) = record_store_key(&value) else {
+            continue;
+        };
+        if (from, &key) != (to, &new_key) {
+            deletes[from].push(PersistOp::Delete { key });
+        }
+        puts[to].push(PersistOp::Put {
+            key: new_key,
+            record: value,
+        });
+    }
     let now = Instant::now();
     let mut ignored = StoreStats::default();
-    for (from, to, key, value) in moves {
-        stores[to].write(
-            now,
-            &[PersistOp::Put {
-                key: key.clone(),
-                record: value,
-            }],
-            &mut ignored,
-        );
-        let source = match from.checked_sub(count) {
-            None => &mut stores[from],
-            Some(i) => &mut extra[i],
-        };
-        source.write(now, &[PersistOp::Delete { key }], &mut ignored);
+    for ops in [puts, deletes] {
+        for (i, ops) in ops.iter().enumerate() {
+            let store = match i.checked_sub(count) {
+                None => &mut stores[i],
+                Some(i) => &mut extra[i],
+            };
+            for chunk in ops.chunks(1024) {
+                store.write(now, chunk, &mut ignored);
+            }
+        }
     }
     if ignored.write_errors > 0 {
         return Err(StoreError::Layout {
             path: config.dir.clone(),
-            problem: "could not move records to their shards for the new shard count".into(),
+            problem: "could not move records to their shards (new shard count or layout)".into(),
         });
+    }
+    if layout == Layout::Earlier {
+        // Every record is under this layout's key now.
+        let version = config.dir.join("VERSION");
+        std::fs::write(&version, LAYOUT).map_err(|e| StoreError::Layout {
+            path: version,
+            problem: e.to_string(),
+        })?;
     }
     Ok(Opened { stores, records })
 }
@@ -323,9 +356,18 @@ fn shard_dir(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("shard-{index}"))
 }
 
+/// What [`check_layout`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    /// This build's (or a new directory, laid out now).
+    Current,
+    /// The earlier layout, whose records are re-keyed at start.
+    Earlier,
+}
+
 /// Creates the directory and its `VERSION`, or checks that what is there is ours and of
-/// this layout.
-fn check_layout(dir: &Path) -> Result<(), StoreError> {
+/// this layout (or of the earlier one, which this build re-keys).
+fn check_layout(dir: &Path) -> Result<Layout, StoreError> {
     let layout = |path: &Path, problem: String| StoreError::Layout {
         path: path.to_path_buf(),
         problem,
@@ -333,7 +375,8 @@ fn check_layout(dir: &Path) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| layout(dir, e.to_string()))?;
     let version = dir.join("VERSION");
     match std::fs::read_to_string(&version) {
-        Ok(text) if text == LAYOUT => Ok(()),
+        Ok(text) if text == LAYOUT => Ok(Layout::Current),
+        Ok(text) if text == LAYOUT_V1 => Ok(Layout::Earlier),
         Ok(text) => Err(layout(
             &version,
             format!(
@@ -353,7 +396,8 @@ fn check_layout(dir: &Path) -> Result<(), StoreError> {
                     "not a sipshard state directory (no VERSION file, not empty)".into(),
                 ));
             }
-            std::fs::write(&version, LAYOUT).map_err(|e| layout(&version, e.to_string()))
+            std::fs::write(&version, LAYOUT).map_err(|e| layout(&version, e.to_string()))?;
+            Ok(Layout::Current)
         }
         Err(e) => Err(layout(&version, e.to_string())),
     }
@@ -400,9 +444,10 @@ mod tests {
             session_timer: None,
             usages: Default::default(),
         };
+        let record = record.encode();
         PersistOp::Put {
-            key: id.key().to_vec(),
-            record: record.encode(),
+            key: record_store_key(&record).expect("a record this build wrote"),
+            record,
         }
     }
 
@@ -448,6 +493,52 @@ mod tests {
                 "every record once, after reopening with {count} shards"
             );
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_earlier_layout_is_rekeyed_at_start_so_that_deletes_find_its_records() {
+        let dir = temp("rekey");
+        // Records under layout 1's keys: `d` and the dialog's key.
+        {
+            let opened = open(&config(&dir), 1).unwrap();
+            let mut store = opened.stores.into_iter().next().unwrap();
+            let ops: Vec<PersistOp> = ["a", "b", "c"]
+                .iter()
+                .map(|call| match put(call) {
+                    PersistOp::Put { record, .. } => {
+                        let mut key = b"d".to_vec();
+                        key.extend_from_slice(crate::dialog::record_dialog_key(&record).unwrap());
+                        PersistOp::Put { key, record }
+                    }
+                    other => other,
+                })
+                .collect();
+            store.write(Instant::now(), &ops, &mut StoreStats::default());
+        }
+        std::fs::write(dir.join("VERSION"), LAYOUT_V1).unwrap();
+
+        let opened = open(&config(&dir), 1).unwrap();
+        assert_eq!(call_ids(&opened.records[0]), ["a", "b", "c"]);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("VERSION")).unwrap(),
+            LAYOUT
+        );
+        let mut store = opened.stores.into_iter().next().unwrap();
+        let stored = store.records().unwrap();
+        assert_eq!(stored.len(), 3, "each record once, under its new key");
+        for (key, record) in &stored {
+            assert_eq!(Some(key), record_store_key(record).as_ref());
+        }
+        // The shard's delete (by the new key) now removes them.
+        let deletes: Vec<PersistOp> = stored
+            .into_iter()
+            .map(|(key, _)| PersistOp::Delete { key })
+            .collect();
+        store.write(Instant::now(), &deletes, &mut StoreStats::default());
+        drop(store);
+        let opened = open(&config(&dir), 1).unwrap();
+        assert!(opened.records[0].is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -24,17 +24,41 @@ use super::entry::{Entry, Stored};
 use super::{Phase, SessionEvent, Shard, SlotRef, shard_for_call_id};
 use crate::dialog::{DialogId, DialogRecord, DialogState, RecordError};
 
-/// The first byte of a dialog's key in the store; a binding set's is [`BINDINGS_KEY`]. The
+/// The kind byte of a dialog's key in the store; a binding set's is [`BINDINGS_KEY`]. The
 /// two never collide, whatever Call-ID or AOR a peer chooses.
 const DIALOG_KEY: u8 = b'd';
-/// The first byte of an address-of-record's key in the store.
+/// The kind byte of an address-of-record's key in the store.
 const BINDINGS_KEY: u8 = b'r';
 
+/// A record's key in the store: four bytes of an FNV-1a hash of the dialog's key (or the
+/// AOR), the kind byte, then the dialog's key (or the AOR) itself, so keys stay unique.
+///
+/// The hash comes first because an ordered store compares keys on every write: keys that
+/// share long prefixes (`d` and a Call-ID's first characters, a SIPp Call-ID's counter)
+/// make each comparison a `memcmp` over a pointer chase, and fjall's memtable compares
+/// its keys' first four bytes inline before it looks further. Measured on
+/// `shard/call_flow_persisted`: the memtable's `memcmp` fell from 8.9 % to 2.2 % of the
+/// profile.
 fn store_key(kind: u8, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + key.len());
+    let mut k = Vec::with_capacity(5 + key.len());
+    k.extend_from_slice(&crate::codec::fnv1a(key).to_be_bytes());
     k.push(kind);
     k.extend_from_slice(key);
     k
+}
+
+/// The key the record `record` is stored under by this build (a store written by an
+/// earlier layout is re-keyed by it at start). `None`: not a record of this build.
+pub fn record_store_key(record: &[u8]) -> Option<Vec<u8>> {
+    if record.starts_with(crate::registrar::BINDINGS_MAGIC) {
+        let aor = crate::registrar::bindings_record_aor(record)?;
+        Some(store_key(BINDINGS_KEY, aor))
+    } else {
+        Some(store_key(
+            DIALOG_KEY,
+            crate::dialog::record_dialog_key(record)?,
+        ))
+    }
 }
 
 /// What a record routes by: a dialog record's Call-ID, a binding record's AOR (the keys
