@@ -45,6 +45,15 @@ pub(crate) fn unseal<'a>(
     magic: &[u8; 3],
     version: u8,
 ) -> Result<Reader<'a>, ReadError> {
+    unseal_versions(bytes, magic, version..=version).map(|(r, _)| r)
+}
+
+/// [`unseal`] for a format that reads any of `versions`: the body and the version found.
+pub(crate) fn unseal_versions<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 3],
+    versions: std::ops::RangeInclusive<u8>,
+) -> Result<(Reader<'a>, u8), ReadError> {
     let head = magic.len() + 1;
     if bytes.len() < head {
         return Err(ReadError::Truncated);
@@ -52,8 +61,9 @@ pub(crate) fn unseal<'a>(
     if &bytes[..magic.len()] != magic {
         return Err(ReadError::NotARecord);
     }
-    if bytes[magic.len()] != version {
-        return Err(ReadError::Version(bytes[magic.len()]));
+    let version = bytes[magic.len()];
+    if !versions.contains(&version) {
+        return Err(ReadError::Version(version));
     }
     let body_len = bytes
         .len()
@@ -64,7 +74,7 @@ pub(crate) fn unseal<'a>(
     if fnv1a(body) != u32::from_le_bytes([sum[0], sum[1], sum[2], sum[3]]) {
         return Err(ReadError::Checksum);
     }
-    Ok(Reader(&body[head..]))
+    Ok((Reader(&body[head..]), version))
 }
 
 pub(crate) fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {

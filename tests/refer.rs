@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sipshard::dialog::DialogId;
+use sipshard::dialog::{DialogId, DialogRecord};
 use sipshard::message::{HeaderName, Message, Method};
-use sipshard::shard::{DialogCommand, DialogError, SessionEvent, Shard, ShardConfig};
+use sipshard::shard::{DialogCommand, DialogError, PersistOp, SessionEvent, Shard, ShardConfig};
 use sipshard::transaction::ServerTxnId;
 
 fn caller() -> SocketAddr {
@@ -337,6 +337,16 @@ impl Two {
         }
     }
 
+    /// `a` persists its dialogs (issue 22), on a wall clock that reads `wall` now.
+    fn persisting_a(wall: std::time::SystemTime) -> Self {
+        let mut two = Two::new();
+        let mut config = ShardConfig::new(caller());
+        config.persist = true;
+        two.a = Shard::new(two.now, config);
+        two.a.set_wall_clock(two.now, wall);
+        two
+    }
+
     /// Delivers datagrams both ways until both are quiet; returns each side's events.
     fn pump(&mut self) -> (Vec<SessionEvent>, Vec<SessionEvent>) {
         let (mut a_events, mut b_events) = (Vec::new(), Vec::new());
@@ -489,6 +499,69 @@ fn a_refer_we_send_reports_the_peers_notifies_until_the_last() {
         "{b_events:?}"
     );
     assert_eq!((two.a.dialog_count(), two.b.dialog_count()), (1, 1));
+}
+
+#[test]
+fn a_refer_we_sent_is_still_open_after_a_restart_and_its_last_notify_reported() {
+    let wall = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+    let mut two = Two::persisting_a(wall);
+    let (a_dialog, b_dialog) = two.call();
+    assert_eq!(
+        refer_notifies(&two.refer_answered(&a_dialog, 202)),
+        [(Some(100), false)]
+    );
+    let mut store = std::collections::BTreeMap::new();
+    while let Some(op) = two.a.poll_persist() {
+        match op {
+            PersistOp::Put { key, record } => drop(store.insert(key, record)),
+            PersistOp::Delete { key } => drop(store.remove(&key)),
+            other => panic!("{other:?}"),
+        }
+    }
+    let [record] = store.values().collect::<Vec<_>>()[..] else {
+        panic!("one record: {store:?}");
+    };
+    assert_eq!(
+        DialogRecord::decode(record).unwrap().usages.refers_sent,
+        [2],
+        "the REFER's CSeq is kept"
+    );
+
+    // `a` is killed and starts again from its store.
+    let mut config = ShardConfig::new(caller());
+    config.persist = true;
+    two.a = Shard::new(two.now, config);
+    two.a.set_wall_clock(two.now, wall);
+    two.a.restore(two.now, record).unwrap();
+    while two.a.poll_event().is_some() {}
+
+    let done = DialogCommand::ReferStatus {
+        dialog: b_dialog,
+        refer_cseq: 2,
+        status: 200,
+    };
+    two.b.handle_command(two.now, done).unwrap();
+    let (a_events, b_events) = two.pump();
+    assert_eq!(refer_notifies(&a_events), [(Some(200), true)]);
+    assert!(
+        b_events
+            .iter()
+            .any(|e| matches!(e, SessionEvent::RequestResult { status: 200, .. })),
+        "the restarted `a` answered the last NOTIFY 200, not 481: {b_events:?}"
+    );
+    // The closed subscription is written too: a second restart would 481 a late NOTIFY.
+    let rewritten = std::iter::from_fn(|| two.a.poll_persist()).find_map(|op| match op {
+        PersistOp::Put { record, .. } => Some(record),
+        _ => None,
+    });
+    let rewritten = rewritten.expect("the record is rewritten");
+    assert!(
+        DialogRecord::decode(&rewritten)
+            .unwrap()
+            .usages
+            .refers_sent
+            .is_empty()
+    );
 }
 
 #[test]

@@ -3,16 +3,30 @@
 //! NOTIFY that overtakes the 2xx, a forked SUBSCRIBE, and a notifier that went away.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use sipshard::dialog::DialogId;
+use sipshard::dialog::{DialogId, DialogRecord};
 use sipshard::message::{HeaderName, Message, Method};
 use sipshard::shard::{
     CommandOutcome, DialogCommand, NewSubscription, NotifyState, SessionEvent, Shard, ShardConfig,
     SubscriptionEnd, Subscriptions,
 };
 use sipshard::transaction::Transmit;
+
+mod common;
+use common::pair::{Store, drain_persist};
+
+/// The wall-clock time at each test's start.
+fn wall() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+fn persisting_alice() -> ShardConfig {
+    let mut config = ShardConfig::new(alice_addr());
+    config.persist = true;
+    config
+}
 
 fn alice_addr() -> SocketAddr {
     "127.0.0.1:5070".parse().unwrap()
@@ -29,6 +43,9 @@ struct Pair {
     now: Instant,
     /// What Alice's application saw.
     seen: Vec<SessionEvent>,
+    /// Alice's store, when she persists.
+    store: Store,
+    start: Instant,
     /// Bob's application: how it answers SUBSCRIBEs.
     bob_answers: u16,
 }
@@ -43,8 +60,45 @@ impl Pair {
             bob: Shard::new(now, config),
             now,
             seen: Vec::new(),
+            store: Store::new(),
+            start: now,
             bob_answers: 200,
         }
+    }
+
+    /// Alice persists her dialogs (issue 22), on a wall clock that reads [`wall`] at start.
+    fn persisting() -> Pair {
+        let mut p = Pair::new();
+        p.alice = Shard::new(p.now, persisting_alice());
+        p.alice.set_wall_clock(p.now, wall());
+        p.start = p.now;
+        p
+    }
+
+    /// Alice's store after her writes so far.
+    fn alice_store(&mut self) -> Store {
+        drain_persist(&mut self.alice, &mut self.store);
+        self.store.clone()
+    }
+
+    /// Alice is killed and starts again from her store, the records in `order`; returns
+    /// the recovered dialogs' call handles.
+    fn restart_alice(&mut self, order: impl Fn(&DialogRecord) -> bool) -> Vec<DialogId> {
+        let store = self.alice_store();
+        self.alice = Shard::new(self.now, persisting_alice());
+        self.alice
+            .set_wall_clock(self.now, wall() + (self.now - self.start));
+        let mut records: Vec<&Vec<u8>> = store.values().collect();
+        records.sort_by_key(|r| order(&DialogRecord::decode(r).unwrap()));
+        for r in records {
+            self.alice.restore(self.now, r).unwrap();
+        }
+        std::iter::from_fn(|| self.alice.poll_event())
+            .filter_map(|e| match e {
+                SessionEvent::DialogRecovered { call, .. } => Some(call),
+                _ => None,
+            })
+            .collect()
     }
 
     fn subscribe(&mut self, expires: u32) -> DialogId {
@@ -297,13 +351,9 @@ fn a_notify_that_overtakes_the_2xx_starts_the_subscription() {
     assert_eq!(answered, 1);
 }
 
-#[test]
-fn a_second_notifier_makes_a_second_subscription_and_unsubscribe_ends_both() {
-    let mut p = Pair::new();
-    let handle = p.subscribe(600);
-    p.run();
-    let dialog = p.accepted()[0].0.clone();
-    // A NOTIFY from another notifier the SUBSCRIBE forked to (another From tag).
+/// A NOTIFY from another notifier the SUBSCRIBE of `dialog` forked to (another From
+/// tag, at 127.0.0.1:5090), answered 200 by Alice.
+fn fork_notify(p: &mut Pair, dialog: &DialogId) {
     let fork = format!(
         "NOTIFY sip:alice@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKfork1\r\n\
 Max-Forwards: 70\r\nFrom: <sip:bob@127.0.0.1>;tag=other\r\nTo: <sip:alice@127.0.0.1>;tag={}\r\n\
@@ -317,6 +367,15 @@ Subscription-State: active;expires=300\r\nContent-Length: 5\r\n\r\n<on/>",
     let answer = p.alice.poll_transmit().unwrap();
     assert_eq!(answer.destination, other);
     assert_eq!(Message::parse(answer.payload).unwrap().status(), Some(200));
+}
+
+#[test]
+fn a_second_notifier_makes_a_second_subscription_and_unsubscribe_ends_both() {
+    let mut p = Pair::new();
+    let handle = p.subscribe(600);
+    p.run();
+    let dialog = p.accepted()[0].0.clone();
+    fork_notify(&mut p, &dialog);
     p.run();
     let accepted = p.accepted();
     assert_eq!(accepted.len(), 2, "{accepted:?}");
@@ -405,4 +464,77 @@ fn an_unsubscribe_before_any_answer_goes_out_once_the_dialog_exists() {
     assert_eq!(p.ended(), [SubscriptionEnd::ByNotifier]);
     assert_eq!(p.alice.dialog_count(), 0);
     assert_eq!(p.bob.dialog_count(), 0, "Bob's subscription ended too");
+}
+
+#[test]
+fn a_held_subscription_survives_a_restart_and_is_refreshed_when_it_was_due() {
+    let mut p = Pair::persisting();
+    let handle = p.subscribe(600);
+    p.run();
+    assert_eq!(
+        p.alice_store().len(),
+        1,
+        "the accepted subscription's dialog is kept"
+    );
+    p.advance(300);
+    assert_eq!(p.restart_alice(|_| false), std::slice::from_ref(&handle));
+    assert_eq!(p.alice.stats().subscriptions_held, 1);
+
+    // Bob's NOTIFY in the restored dialog is answered and reported under the handle.
+    let dialog = p.accepted()[0].0.clone();
+    let bobs = DialogId::new(dialog.call_id(), dialog.remote_tag(), dialog.local_tag());
+    p.bob_notify(&bobs, NotifyState::Active, "<busy/>");
+    p.run();
+    assert_eq!(
+        p.notifications().last().map(String::as_str),
+        Some("<busy/>")
+    );
+    let reported = p.seen.iter().rev().find_map(|e| match e {
+        SessionEvent::Notification { subscription, .. } => Some(subscription.clone()),
+        _ => None,
+    });
+    assert_eq!(reported, Some(handle));
+
+    // The refresh is due at 540 s, as written before the restart.
+    let before = p.notifications().len();
+    p.advance(239);
+    assert_eq!(p.notifications().len(), before, "no refresh before 540 s");
+    p.advance(1);
+    assert_eq!(p.notifications().len(), before + 1, "refreshed at 540 s");
+    p.advance(1200);
+    assert!(p.ended().is_empty(), "{:?}", p.ended());
+    assert_eq!((p.alice.dialog_count(), p.bob.dialog_count()), (1, 1));
+}
+
+#[test]
+fn a_restored_fork_is_found_by_its_handle_and_unsubscribe_ends_both_dialogs() {
+    let mut p = Pair::persisting();
+    let handle = p.subscribe(600);
+    p.run();
+    let dialog = p.accepted()[0].0.clone();
+    fork_notify(&mut p, &dialog);
+    p.run();
+    p.advance(100);
+    // The fork's record first: it waits for the first dialog to be restored.
+    let calls = p.restart_alice(|r| !r.usages.held.as_ref().unwrap().fork);
+    assert_eq!(calls, [handle.clone(), handle.clone()]);
+    assert_eq!(p.alice.dialog_count(), 2);
+
+    let unsubscribe = DialogCommand::Unsubscribe {
+        subscription: handle,
+    };
+    p.alice.handle_command(p.now, unsubscribe).unwrap();
+    let out: Vec<Transmit> = std::iter::from_fn(|| p.alice.poll_transmit()).collect();
+    let mut targets: Vec<SocketAddr> = out.iter().map(|t| t.destination).collect();
+    targets.sort();
+    assert_eq!(targets, [bob_addr(), "127.0.0.1:5090".parse().unwrap()]);
+    for t in &out {
+        let m = Message::parse(t.payload.clone()).unwrap();
+        assert_eq!(m.method(), Some(Method::Subscribe));
+        assert_eq!(m.header(HeaderName::Expires), Some(&b"0"[..]));
+        assert!(
+            m.cseq().unwrap().seq > 1,
+            "the CSeq goes on from the record"
+        );
+    }
 }

@@ -9,8 +9,8 @@
 mod record;
 
 pub use record::{
-    DialogRecord, RECORD_VERSION, RecordError, ServedRecord, SessionTimerRecord, UsageRecords,
-    encode_record, record_call_id, record_dialog_key,
+    DialogRecord, HeldRecord, RECORD_VERSION, RecordError, ServedRecord, SessionTimerRecord,
+    UsageRecords, encode_record, record_call_id, record_dialog_key,
 };
 
 use std::borrow::Cow;

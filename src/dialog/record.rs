@@ -11,7 +11,8 @@
 //! # The encoding
 //! `SDR` and a version byte, then the fields in a fixed order (integers little-endian,
 //! byte strings with a length prefix), then an FNV-1a checksum of everything before it.
-//! A new field means a new version; a decoder refuses versions it does not know.
+//! A new field means a new version; a decoder reads the versions before its own (version
+//! 1 had no held subscription and no REFERs sent) and refuses later ones.
 
 use std::time::SystemTime;
 
@@ -19,14 +20,16 @@ use bytes::Bytes;
 
 use super::{Dialog, DialogId, DialogState, Role};
 use crate::codec::{
-    ReadError, Reader, begin, from_unix_ms, put_addr, put_bytes, seal, unix_ms, unseal,
+    ReadError, Reader, begin, from_unix_ms, put_addr, put_bytes, seal, unix_ms, unseal_versions,
 };
 use crate::transaction::Transport;
 
 /// The first bytes of every record.
 const MAGIC: &[u8; 3] = b"SDR";
-/// The version this build writes and reads.
-pub const RECORD_VERSION: u8 = 1;
+/// The version this build writes (it reads this one and every earlier one).
+pub const RECORD_VERSION: u8 = 2;
+/// The oldest version this build reads.
+const OLDEST_VERSION: u8 = 1;
 
 /// A confirmed dialog and what its usages need to go on after a restart.
 #[derive(Debug)]
@@ -40,8 +43,8 @@ pub struct DialogRecord {
     pub call_limit_at: Option<SystemTime>,
     /// Its session timer (RFC 4028), if one was settled.
     pub session_timer: Option<SessionTimerRecord>,
-    /// The subscriptions it serves (RFC 6665), and whether it is a dialog a SUBSCRIBE made
-    /// (no INVITE usage).
+    /// Its subscription usages (RFC 6665, RFC 3515) in both roles, and whether it is a
+    /// dialog a SUBSCRIBE made (no INVITE usage).
     pub usages: UsageRecords,
 }
 
@@ -53,6 +56,40 @@ pub struct UsageRecords {
     pub subscription_only: bool,
     /// The subscriptions we serve in it, as notifier.
     pub served: Vec<ServedRecord>,
+    /// The subscription we hold in it, as subscriber.
+    pub held: Option<HeldRecord>,
+    /// The REFERs we sent in it whose implicit subscription is open: their CSeq numbers,
+    /// which the peer's NOTIFYs name in their `id` (RFC 3515 §2.4.6).
+    pub refers_sent: Vec<u32>,
+}
+
+impl UsageRecords {
+    fn is_empty(&self) -> bool {
+        !self.subscription_only
+            && self.served.is_empty()
+            && self.held.is_none()
+            && self.refers_sent.is_empty()
+    }
+}
+
+/// A subscription we hold (RFC 6665 §4.1) as kept across a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldRecord {
+    /// The Event value we subscribed with (package and parameters).
+    pub event: Vec<u8>,
+    /// The interval we ask for in each refresh, in seconds.
+    pub expires: u32,
+    /// When it lapses without a successful refresh.
+    pub expires_at: SystemTime,
+    /// When its timer is due: the next refresh, or its end.
+    pub due_at: Option<SystemTime>,
+    /// A 2xx or a NOTIFY accepted it.
+    pub accepted: bool,
+    /// `Expires: 0` is out: the last NOTIFY (or the timer) ends it.
+    pub unsubscribing: bool,
+    /// It is another notifier's answer to the same SUBSCRIBE (§4.1.2.4): its handle names
+    /// the first dialog, not this one.
+    pub fork: bool,
 }
 
 /// A subscription we serve (RFC 6665 §4.2) as kept across a restart.
@@ -156,7 +193,7 @@ impl DialogRecord {
 
     /// A record from its bytes.
     pub fn decode(bytes: &[u8]) -> Result<DialogRecord, RecordError> {
-        let mut r = unseal(bytes, MAGIC, RECORD_VERSION)?;
+        let (mut r, version) = unseal_versions(bytes, MAGIC, OLDEST_VERSION..=RECORD_VERSION)?;
         let flags = r.u8()?;
         let local_cseq = r.u32()?;
         let remote_cseq = r.u32()?;
@@ -215,6 +252,17 @@ impl DialogRecord {
                     ending: bits & 4 != 0,
                 });
             }
+            if version >= 2 {
+                let refers = r.u32()?;
+                for _ in 0..refers {
+                    usages.refers_sent.push(r.u32()?);
+                }
+                usages.held = match r.u8()? {
+                    0 => None,
+                    1 => Some(read_held(&mut r)?),
+                    _ => return Err(RecordError::Malformed("held subscription")),
+                };
+            }
         }
         r.finish()?;
         let role = if flags & F_UAS != 0 {
@@ -266,7 +314,7 @@ pub fn encode_record(
 ) -> Vec<u8> {
     let d = dialog;
     let mut w = begin(MAGIC, RECORD_VERSION, 256 + d.strings.len());
-    let has_usages = usages.subscription_only || !usages.served.is_empty();
+    let has_usages = !usages.is_empty();
     let flags = [
         (d.role == Role::Uas, F_UAS),
         (d.secure, F_SECURE),
@@ -313,8 +361,54 @@ pub fn encode_record(
             }
             w.extend_from_slice(&unix_ms(s.expires_at).to_le_bytes());
         }
+        w.extend_from_slice(&(usages.refers_sent.len() as u32).to_le_bytes());
+        for cseq in &usages.refers_sent {
+            w.extend_from_slice(&cseq.to_le_bytes());
+        }
+        match &usages.held {
+            None => w.push(0),
+            Some(h) => {
+                w.push(1);
+                put_bytes(&mut w, &h.event);
+                w.extend_from_slice(&h.expires.to_le_bytes());
+                w.extend_from_slice(&unix_ms(h.expires_at).to_le_bytes());
+                w.push(
+                    u8::from(h.accepted)
+                        | u8::from(h.unsubscribing) << 1
+                        | u8::from(h.fork) << 2
+                        | u8::from(h.due_at.is_some()) << 3,
+                );
+                if let Some(at) = h.due_at {
+                    w.extend_from_slice(&unix_ms(at).to_le_bytes());
+                }
+            }
+        }
     }
     seal(w)
+}
+
+fn read_held(r: &mut Reader<'_>) -> Result<HeldRecord, RecordError> {
+    let event = r.bytes()?.to_vec();
+    let expires = r.u32()?;
+    let expires_at = from_unix_ms(r.u64()?);
+    let bits = r.u8()?;
+    if bits > 0b1111 {
+        return Err(RecordError::Malformed("held subscription flags"));
+    }
+    let due_at = if bits & 8 != 0 {
+        Some(from_unix_ms(r.u64()?))
+    } else {
+        None
+    };
+    Ok(HeldRecord {
+        event,
+        expires,
+        expires_at,
+        due_at,
+        accepted: bits & 1 != 0,
+        unsubscribing: bits & 2 != 0,
+        fork: bits & 4 != 0,
+    })
 }
 
 /// The Call-ID of the record `bytes`, read without decoding the rest (a restore sorts
@@ -400,8 +494,47 @@ mod tests {
                         ending: true,
                     },
                 ],
+                held: Some(HeldRecord {
+                    event: b"presence;id=4".to_vec(),
+                    expires: 600,
+                    expires_at: UNIX_EPOCH + Duration::from_millis(1_700_000_600_000),
+                    due_at: Some(UNIX_EPOCH + Duration::from_millis(1_700_000_540_000)),
+                    accepted: true,
+                    unsubscribing: false,
+                    fork: true,
+                }),
+                refers_sent: vec![8, 11],
             },
         }
+    }
+
+    /// A version-1 record (written by the build before held subscriptions were kept) of
+    /// [`record`] without its held subscription and REFERs.
+    const VERSION_1: &str = concat!(
+        "53445201fc0700000003000000040a000002ce13190000000b00040063616c6c2d3140686f73746f",
+        "757273746865697273120000003c7369703a6140683e3b7461673d6f757273140000003c7369703a",
+        "6240683e3b7461673d746865697273130000007369703a624031302e302e302e323a353037301700",
+        "00003c7369703a70313b6c723e2c3c7369703a70323b6c723e130000000b00040063616c6c2d3140",
+        "686f73746f7572737b68e5cf8b010000080700005a00000003a023f3cf8b01000005000000763d30",
+        "0d0a00020000000500000072656665720301000000376052e6cf8b010000060000006469616c6f67",
+        "0480561cd08b010000084c9b55",
+    );
+
+    #[test]
+    fn a_version_1_record_still_decodes() {
+        let bytes: Vec<u8> = (0..VERSION_1.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&VERSION_1[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(bytes[3], 1);
+        let back = DialogRecord::decode(&bytes).unwrap();
+        let mut want = record();
+        want.usages.held = None;
+        want.usages.refers_sent.clear();
+        assert_eq!(back.usages, want.usages);
+        assert_eq!(back.session_timer, want.session_timer);
+        assert_eq!(back.dialog.id, want.dialog.id);
+        assert_eq!(back.dialog.local_cseq, 7);
     }
 
     #[test]

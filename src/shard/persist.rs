@@ -8,12 +8,14 @@
 //! shard stays sans-IO (the runtime writes them before the round's datagrams leave).
 //!
 //! # What is written
-//! A confirmed INVITE dialog in either role, or a dialog serving subscriptions as notifier
-//! ([`DialogRecord`]), and a registrar's bindings per AOR: written when it is
-//! confirmed (our 2xx, or our ACK to the peer's 2xx), again when something a restarted
-//! shard needs changes (our CSeq: every request we send in it, RFC 3261 §12.2.1.1 wants
-//! them contiguous; the peer's CSeq; the remote target; the session timer), and deleted
-//! when the dialog ends or our BYE leaves. Changes within one round are written once.
+//! A confirmed INVITE dialog in either role, or a dialog a SUBSCRIBE (or REFER) made with
+//! an accepted subscription in it, served as notifier or held as subscriber
+//! ([`DialogRecord`]), and a registrar's bindings per AOR: written when it is confirmed
+//! (our 2xx, or our ACK to the peer's 2xx), again when something a restarted shard needs
+//! changes (our CSeq: every request we send in it, RFC 3261 §12.2.1.1 wants them
+//! contiguous; the peer's CSeq; the remote target; the session timer; a subscription
+//! accepted, refreshed, ending or ended; a REFER's implicit subscription opened or
+//! closed), and deleted when the dialog ends or our BYE leaves. Changes within one round are written once.
 //! Early dialogs and transactions are not persisted: an INVITE whose 2xx had not left is
 //! lost, and its retransmission after a restart is a new call.
 
@@ -142,19 +144,24 @@ pub(super) struct Persist {
     dirty: Vec<SlotRef>,
     /// Writes ready for the store, in order.
     out: VecDeque<PersistOp>,
+    /// Restored forks of a held subscription whose first dialog (the one its handle
+    /// names) has not been restored yet: it takes them when it is.
+    unlinked_forks: Vec<(DialogId, SlotRef)>,
 }
 
 impl Entry {
     /// What the store keeps: a confirmed INVITE dialog still up, or a dialog a SUBSCRIBE
-    /// made that serves subscriptions (as notifier; one whose subscription we hold, as
-    /// subscriber, is not kept).
+    /// made with an accepted subscription in it, served (as notifier) or held (as
+    /// subscriber).
     fn persistable(&self) -> bool {
         let usages = self.usages.as_deref();
         self.dialog.state == DialogState::Confirmed
             && match self.phase {
                 Phase::Answered { .. } | Phase::Established { .. } => true,
-                Phase::Subscription => usages
-                    .is_some_and(|u| u.watch.is_none() && u.served.iter().any(|s| s.accepted())),
+                Phase::Subscription => usages.is_some_and(|u| {
+                    u.watch.as_ref().is_some_and(|w| w.accepted())
+                        || u.served.iter().any(|s| s.accepted())
+                }),
                 _ => false,
             }
     }
@@ -268,12 +275,28 @@ impl Shard {
             .as_ref()
             .and_then(|u| u.session_timer.as_ref())
             .and_then(|st| st.to_record(wall));
+        let held = entry.usages.as_ref().and_then(|u| {
+            let w = u.watch.as_ref()?;
+            // A fork: the handle names the first dialog, not this one.
+            let fork = self.find(w.handle()) != self.find(&entry.dialog.id);
+            let due_at = w
+                .timer()
+                .and_then(|t| self.txn.timer_deadline(t))
+                .and_then(wall);
+            w.to_record(fork, due_at, wall)
+        });
         let usages = crate::dialog::UsageRecords {
             subscription_only: matches!(entry.phase, Phase::Subscription),
             served: entry
                 .usages
                 .as_ref()
                 .map(|u| u.served.iter().filter_map(|s| s.to_record(wall)).collect())
+                .unwrap_or_default(),
+            held,
+            refers_sent: entry
+                .usages
+                .as_ref()
+                .map(|u| u.refers_sent.clone())
                 .unwrap_or_default(),
         };
         crate::dialog::encode_record(
@@ -319,6 +342,8 @@ impl Shard {
             .map(|st| (self.instant_of_wall(now, st.expires_at), st));
         let call = record.call.clone().unwrap_or_else(|| id.clone());
         let served = record.usages.served.clone();
+        let held = record.usages.held.clone();
+        let refers_sent = record.usages.refers_sent.clone();
         let phase = match record.usages.subscription_only {
             true => Phase::Subscription,
             false => Phase::Established { ack: None },
@@ -327,8 +352,9 @@ impl Shard {
         // What the store holds is this record.
         entry.stored = Stored::Written;
         let index = self.insert(entry);
-        if call != id {
-            // The call handle names this dialog too, as it did before.
+        if call != id && !held.as_ref().is_some_and(|h| h.fork) {
+            // The call handle names this dialog too, as it did before (a fork of a held
+            // subscription was never named by its handle).
             let hash = self.key_hasher.hash_one(call.key());
             self.by_key.insert(hash, index);
         }
@@ -340,9 +366,20 @@ impl Shard {
         if let Some((expires_at, st)) = session_timer {
             self.restore_session_timer(now, index, &st, expires_at);
         }
+        let wall_now = self.wall_time(now);
         if !served.is_empty() {
-            let wall_now = self.wall_time(now);
             self.restore_served(now, index, &served, |at| instant_at(now, wall_now, at));
+        }
+        if let Some(held) = held {
+            let handle = call.clone();
+            self.restore_watch(now, index, handle, &held, |at| {
+                instant_at(now, wall_now, at)
+            });
+        }
+        if !refers_sent.is_empty()
+            && let Some(usages) = self.usages_made(index)
+        {
+            usages.refers_sent = refers_sent;
         }
         self.stats.dialogs_restored += 1;
         self.schedule_probe(now, index);
@@ -391,6 +428,30 @@ impl Shard {
         if let Some(persist) = &mut self.persist {
             persist.out.push_back(op);
         }
+    }
+
+    /// A restored fork of a held subscription whose first dialog is not back yet.
+    pub(super) fn unlinked_fork(&mut self, handle: DialogId, fork: SlotRef) {
+        if let Some(persist) = &mut self.persist {
+            persist.unlinked_forks.push((handle, fork));
+        }
+    }
+
+    /// The restored forks waiting for the first dialog of `handle`, which is being
+    /// restored now.
+    pub(super) fn linked_forks(&mut self, handle: &DialogId) -> Vec<SlotRef> {
+        let Some(persist) = &mut self.persist else {
+            return Vec::new();
+        };
+        let mut forks = Vec::new();
+        persist.unlinked_forks.retain(|(h, fork)| {
+            let mine = h == handle;
+            if mine {
+                forks.push(*fork);
+            }
+            !mine
+        });
+        forks
     }
 
     /// The instant at which the wall clock reads `at`, by the clock [`Shard::set_wall_clock`]

@@ -214,6 +214,7 @@ impl Shard {
     pub(super) fn refer_sent(&mut self, index: u32, cseq: u32) {
         if let Some(usages) = self.usages_made(index) {
             usages.refers_sent.push(cseq);
+            self.dialog_changed(index);
         }
     }
 
@@ -231,6 +232,7 @@ impl Shard {
     fn close_refer(&mut self, index: u32, cseq: u32) {
         if let Some(usages) = self.usages_mut(index) {
             usages.refers_sent.retain(|&c| c != cseq);
+            self.dialog_changed(index);
         }
     }
 

@@ -15,7 +15,7 @@
 //! 481, which ends it (§4.1.2.2). A dialog SUBSCRIBE made ends with its last subscription.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 
@@ -23,7 +23,7 @@ use super::notifier::SubscriptionEnd;
 use super::reply::Reply;
 use super::timers::DialogTimer;
 use super::{CommandOutcome, DialogError, Entry, Phase, SessionEvent, Shard, SlotRef};
-use crate::dialog::{self, Dialog, DialogId, DialogState, Role};
+use crate::dialog::{self, Dialog, DialogId, DialogState, HeldRecord, Role};
 use crate::message::{BuildError, HeaderName, Message, RequestBuilder};
 use crate::timer::TimerHandle;
 use crate::transaction::{ClientTxnId, ServerTxnId};
@@ -78,6 +78,43 @@ impl Watch {
     /// to cancel.
     pub(super) fn into_parts(self) -> (DialogId, Bytes, Option<TimerHandle>) {
         (self.handle, self.event, self.timer)
+    }
+
+    /// The handle `Subscribe` returned.
+    pub(super) fn handle(&self) -> &DialogId {
+        &self.handle
+    }
+
+    /// A 2xx or a NOTIFY has accepted it.
+    pub(super) fn accepted(&self) -> bool {
+        self.accepted
+    }
+
+    /// Its refresh or expiry timer.
+    pub(super) fn timer(&self) -> Option<TimerHandle> {
+        self.timer
+    }
+
+    /// Its record, once accepted (before, its dialog is not kept): `fork` when the
+    /// handle names another dialog, `due_at` its timer's deadline, in wall-clock time.
+    pub(super) fn to_record(
+        &self,
+        fork: bool,
+        due_at: Option<SystemTime>,
+        wall: impl Fn(Instant) -> Option<SystemTime>,
+    ) -> Option<HeldRecord> {
+        if !self.accepted {
+            return None;
+        }
+        Some(HeldRecord {
+            event: self.event.to_vec(),
+            expires: self.expires,
+            expires_at: wall(self.expires_at)?,
+            due_at,
+            accepted: self.accepted,
+            unsubscribing: self.unsubscribing,
+            fork,
+        })
     }
 }
 
@@ -355,11 +392,13 @@ impl Shard {
             // Ending: the last NOTIFY will say so; the timer ends it if none comes.
             let grace = self.config.timers.timeout();
             self.arm_watch(index, now + grace, true);
+            self.dialog_changed(index);
             return;
         }
         w.expires_at = now + Duration::from_secs(u64::from(seconds));
         let refresh = now + Duration::from_millis(u64::from(seconds) * 900);
         self.arm_watch(index, refresh, false);
+        self.dialog_changed(index);
         if first && let Some(e) = self.entry_mut(index) {
             let dialog = e.dialog.id.clone();
             let subscription = self.watch(index).map(|w| w.handle.clone());
@@ -465,6 +504,7 @@ impl Shard {
             }
             // Without a dialog yet, the 2xx or NOTIFY that makes one finds it ending.
             self.arm_watch(index, now + grace, true);
+            self.dialog_changed(index);
         }
         Ok(())
     }
@@ -590,7 +630,57 @@ impl Shard {
         ) && self.served(index).is_empty()
         {
             self.remove(index);
+        } else {
+            self.dialog_changed(index);
         }
+    }
+
+    /// Takes back the subscription we held in the restored dialog at `index` (its
+    /// handle `handle`), its timer re-armed at its deadline (now, if that passed while
+    /// the process was down: the refresh goes, or it ends). A fork is found again by
+    /// the handle's first dialog, whichever of the two is restored first.
+    pub(super) fn restore_watch(
+        &mut self,
+        now: Instant,
+        index: u32,
+        handle: DialogId,
+        held: &HeldRecord,
+        instant: impl Fn(SystemTime) -> Instant,
+    ) {
+        let expires_at = instant(held.expires_at);
+        let mut forks = Vec::new();
+        if held.fork {
+            let me = self.slot_ref(index);
+            match self
+                .find(&handle)
+                .filter(|&first| self.watch(first).is_some())
+            {
+                Some(first) => {
+                    if let Some(w) = self.watch_mut(first) {
+                        w.forks.push(me);
+                    }
+                }
+                None => self.unlinked_fork(handle.clone(), me),
+            }
+        } else {
+            forks = self.linked_forks(&handle);
+        }
+        self.set_watch(
+            index,
+            Watch {
+                handle,
+                event: Bytes::from(held.event.clone()),
+                expires: held.expires,
+                expires_at,
+                timer: None,
+                accepted: held.accepted,
+                unsubscribing: held.unsubscribing,
+                forks,
+                retry: None,
+            },
+        );
+        let due = held.due_at.map_or(expires_at, &instant).max(now);
+        self.arm_watch(index, due, false);
     }
 
     /// Whether the dialog at `index` holds a subscription of ours.
