@@ -226,6 +226,15 @@ impl Shard {
         self.persist.as_mut()?.out.pop_front()
     }
 
+    /// The record the store would hold for `dialog` now: `None` when it is not kept (not
+    /// confirmed, ended, or not a kind of dialog the store keeps). A later store (a
+    /// peer's takeover) starts from it; the shard fuzz target checks that what a shard
+    /// wrote is what it holds.
+    pub fn dialog_record(&self, dialog: &DialogId) -> Option<Vec<u8>> {
+        let entry = self.slots[self.find(dialog)? as usize].entry.as_ref()?;
+        entry.persistable().then(|| self.record_of(entry))
+    }
+
     /// Writes (or deletes) the record of the dialog `r` points at, if it is still there.
     fn write_record(&mut self, r: SlotRef) {
         let Some(index) = self.resolve(r) else {
