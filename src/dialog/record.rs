@@ -419,7 +419,7 @@ pub fn record_call_id(bytes: &[u8]) -> Option<&[u8]> {
     key.get(4..4 + call_id_len)
 }
 
-/// The dialog key ([`DialogId::key`]) of the record `bytes`, read without decoding the
+/// The dialog key (Call-ID and tags, length-prefixed) of the record `bytes`, read without decoding the
 /// rest. `None` when the bytes are not a record of this version.
 pub fn record_dialog_key(bytes: &[u8]) -> Option<&[u8]> {
     let head = MAGIC.len() + 1 + 1 + 4 + 4;
