@@ -14,7 +14,7 @@ mod record;
 
 pub use auth::{AuthVerdict, NonceCounts, RegistrarAuth};
 pub(crate) use record::MAGIC as BINDINGS_MAGIC;
-pub use record::bindings_record_aor;
+pub use record::{bindings_record_aor, bindings_record_latest_expiry};
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -127,6 +127,11 @@ impl Registrar {
     /// Number of addresses-of-record with bindings.
     pub fn aor_count(&self) -> usize {
         self.aors.len()
+    }
+
+    /// The addresses-of-record with bindings.
+    pub fn aors(&self) -> impl Iterator<Item = &[u8]> {
+        self.aors.keys().map(|aor| &aor[..])
     }
 
     /// The bindings of an AOR (canonical form, see [`aor_of`]).

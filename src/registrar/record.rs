@@ -25,6 +25,24 @@ pub fn bindings_record_aor(bytes: &[u8]) -> Option<&[u8]> {
     r.bytes().ok()
 }
 
+/// The latest expiry among the bindings of a bindings record (how long a store keeps
+/// it); `None` when it does not decode.
+pub fn bindings_record_latest_expiry(bytes: &[u8]) -> Option<SystemTime> {
+    let mut r = unseal(bytes, MAGIC, VERSION).ok()?;
+    r.bytes().ok()?;
+    let count = r.u32().ok()?;
+    let mut latest = None;
+    for _ in 0..count {
+        r.bytes().ok()?;
+        r.bytes().ok()?;
+        r.u32().ok()?;
+        let expires = from_unix_ms(r.u64().ok()?);
+        r.take(2).ok()?;
+        latest = latest.max(Some(expires));
+    }
+    latest
+}
+
 impl Registrar {
     /// The record of `aor`'s bindings, their expiries in wall-clock time (`wall`); `None`
     /// when it has none left (its record is deleted) or there is no wall clock.

@@ -75,6 +75,16 @@ impl DialogManager {
             }
             None => ((0..count).map(|_| None).collect(), vec![Vec::new(); count]),
         };
+        let shared = match &self.config.shared {
+            Some(config) => Some(
+                super::shared::SharedStore::start(
+                    config,
+                    shards.iter().map(|h| h.waker.clone()).collect(),
+                )
+                .map_err(DialogError::Transport)?,
+            ),
+            None => None,
+        };
         let coordinator = self.coordinator.lock().ok().and_then(|c| c.clone());
         let now = Instant::now();
         let mut threads = Vec::with_capacity(count);
@@ -106,7 +116,7 @@ impl DialogManager {
             shard_config.local_addr = advertised;
             shard_config.owner = Some(ShardOwner { index, count });
             shard_config.tcp = tcp_listening;
-            shard_config.persist = store.is_some();
+            shard_config.persist = store.is_some() || shared.is_some();
             let recovery = self.config.recovery;
             shard_config.recovery_probes = (store.is_some()
                 && !recovery.recovery_timeout.is_zero()
@@ -131,6 +141,7 @@ impl DialogManager {
                 tcp,
                 stream_routes: ahash::HashMap::default(),
                 store: stores[index].take(),
+                shared: shared.as_ref().and_then(|s| s.writer(index)),
                 restore: std::mem::take(&mut restores[index]),
             };
             let epoll = worker
@@ -153,6 +164,7 @@ impl DialogManager {
             local_addr,
             tcp: tcp_listening,
             next_call: AtomicUsize::new(0),
+            shared: Mutex::new(shared),
         };
         if self.running.set(running).is_err() {
             // Two concurrent starts: the other won; ours never took a socket's traffic.
@@ -202,6 +214,12 @@ impl DialogManager {
         })
         .await
         .map_err(|e| DialogError::SessionCoordinationFailed(format!("joining the shards: {e}")))?;
+        // The shards are gone: the shared store's writer writes what they queued last.
+        let shared = running.shared.lock().ok().and_then(|mut s| s.take());
+        if let Some(mut shared) = shared {
+            let _ =
+                tokio::task::spawn_blocking(move || shared.finish(Duration::from_secs(5))).await;
+        }
         tracing::info!("dialog manager stopped");
         Ok(DialogStats::from_reports(reports))
     }

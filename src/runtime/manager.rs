@@ -49,9 +49,18 @@ pub(super) struct Running {
     pub(super) tcp: bool,
     /// Round-robin for new calls.
     pub(super) next_call: AtomicUsize,
+    /// The shared store's writer, when clustered (finished at stop).
+    pub(super) shared: Mutex<Option<super::shared::SharedStore>>,
 }
 
 impl DialogManager {
+    /// The shared store's counters, when the node is clustered and running.
+    pub fn shared_store_stats(&self) -> Option<super::SharedStoreStats> {
+        let running = self.running.get()?;
+        let shared = running.shared.lock().ok()?;
+        shared.as_ref().map(|s| s.stats())
+    }
+
     /// A manager that has not started: no socket, no thread yet.
     pub fn new(config: RuntimeConfig) -> Self {
         DialogManager {
@@ -457,7 +466,9 @@ impl DialogManager {
                 DialogError::SessionCoordinationFailed("a shard dropped its report".to_owned())
             })?);
         }
-        Ok(DialogStats::from_reports(reports))
+        let mut stats = DialogStats::from_reports(reports);
+        stats.shared_store = self.shared_store_stats();
+        Ok(stats)
     }
 
     pub(super) fn running(&self) -> Result<&Running, DialogError> {

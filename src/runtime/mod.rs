@@ -30,6 +30,7 @@ mod lifecycle;
 mod manager;
 mod overload;
 mod queue;
+mod shared;
 mod store;
 mod tcp;
 mod udp;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use manager::DialogManager;
+pub use shared::{SharedStoreConfig, SharedStoreStats};
 pub use store::{FsyncPolicy, ShardStore, StoreConfig, StoreError, StoreStats};
 pub use tcp::TcpStats;
 
@@ -118,6 +120,9 @@ pub struct RuntimeConfig {
     pub store: Option<StoreConfig>,
     /// What a restart does with the dialogs of the store.
     pub recovery: RecoveryConfig,
+    /// Write confirmed dialogs and bindings to Redis too, for the nodes of a cluster
+    /// (`shared` module); `None` (the default): this node keeps its state to itself.
+    pub shared: Option<SharedStoreConfig>,
 }
 
 /// Dialog recovery across restarts, with the reference's (rvoip-dialog-core) names.
@@ -171,6 +176,7 @@ impl RuntimeConfig {
             tcp_incomplete_after: Duration::from_secs(10),
             store: None,
             recovery: RecoveryConfig::default(),
+            shared: None,
         }
     }
 }
@@ -418,6 +424,8 @@ pub struct DialogStats {
     pub total: ShardStats,
     /// I/O counters summed.
     pub io: IoStats,
+    /// The shared store's counters, when the node is clustered.
+    pub shared_store: Option<SharedStoreStats>,
 }
 
 impl DialogStats {
@@ -429,7 +437,12 @@ impl DialogStats {
             total.merge(&r.stats);
             io.merge(&r.io);
         }
-        DialogStats { shards, total, io }
+        DialogStats {
+            shards,
+            total,
+            io,
+            shared_store: None,
+        }
     }
 
     /// Live dialogs over all shards.

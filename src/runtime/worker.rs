@@ -60,6 +60,8 @@ pub(crate) struct Worker {
     /// This shard's dialog store, when dialogs are persisted, and the records it restores
     /// before taking traffic.
     pub(crate) store: Option<super::store::ShardStore>,
+    /// This shard's side of the shared store, when the node is clustered.
+    pub(crate) shared: Option<super::shared::SharedWriter>,
     pub(crate) restore: Vec<Vec<u8>>,
 }
 
@@ -649,10 +651,19 @@ impl Worker {
     /// application and again before its datagrams leave (for what the application's
     /// commands changed), so no datagram that confirms a dialog, and no event that says it
     /// is confirmed, goes out ahead of its record.
+    ///
+    /// The shared store (when clustered) gets the same records after the embedded one,
+    /// without waiting: they are queued for its writer thread. When it asks for a resync
+    /// (it lost batches), every live record of this shard goes first.
     fn persist(&mut self, now: &mut Option<Instant>, round: &mut Round) {
-        let Some(store) = &mut self.store else {
+        if self.store.is_none() && self.shared.is_none() {
             return;
-        };
+        }
+        if let Some(shared) = &self.shared
+            && shared.take_resync()
+        {
+            shared.offer(self.shard.persisted_records());
+        }
         round.persist.clear();
         round
             .persist
@@ -660,8 +671,13 @@ impl Worker {
         if round.persist.is_empty() {
             return;
         }
-        let now = *now.get_or_insert_with(Instant::now);
-        store.write(now, &round.persist, &mut round.io.store);
+        if let Some(store) = &mut self.store {
+            let now = *now.get_or_insert_with(Instant::now);
+            store.write(now, &round.persist, &mut round.io.store);
+        }
+        if let Some(shared) = &self.shared {
+            shared.offer(std::mem::take(&mut round.persist));
+        }
     }
 
     /// A stream transmit: on our connection to its destination, else through the shard

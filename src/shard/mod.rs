@@ -89,7 +89,9 @@ use stats::{class_slot, method_slot};
 
 pub use auth::Credentials;
 pub use notifier::{NotifyState, SubscriptionEnd, Subscriptions, subscription_event};
-pub use persist::{PersistOp, RestoreError, Restored, record_routing_key, record_store_key};
+pub use persist::{
+    PersistOp, RestoreError, Restored, is_dialog_store_key, record_routing_key, record_store_key,
+};
 pub use recovery::RecoveryProbes;
 pub use refer::{refer_sub_declined, replaces_of_refer_to};
 pub use replaces::{PeerMessage, ReplacesVerdict};

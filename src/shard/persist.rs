@@ -49,6 +49,11 @@ fn store_key(kind: u8, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Whether a store key is a dialog's (else an address-of-record's bindings).
+pub fn is_dialog_store_key(key: &[u8]) -> bool {
+    key.get(4) == Some(&DIALOG_KEY)
+}
+
 /// The key the record `record` is stored under by this build (a store written by an
 /// earlier layout is re-keyed by it at start). `None`: not a record of this build.
 pub fn record_store_key(record: &[u8]) -> Option<Vec<u8>> {
@@ -233,6 +238,34 @@ impl Shard {
     pub fn dialog_record(&self, dialog: &DialogId) -> Option<Vec<u8>> {
         let entry = self.slots[self.find(dialog)? as usize].entry.as_ref()?;
         entry.persistable().then(|| self.record_of(entry))
+    }
+
+    /// Every record the store should hold now, as writes: each kept dialog's and each
+    /// address-of-record's bindings. A store that lost writes (a shared store that was
+    /// unreachable) is brought back up to date with them.
+    pub fn persisted_records(&self) -> Vec<PersistOp> {
+        let mut ops: Vec<PersistOp> = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.entry.as_ref())
+            .filter(|entry| entry.persistable())
+            .map(|entry| PersistOp::Put {
+                key: store_key(DIALOG_KEY, entry.dialog.id.key()),
+                record: self.record_of(entry),
+            })
+            .collect();
+        if let Some(table) = &self.registrar
+            && self.wall_clock.is_some()
+        {
+            ops.extend(table.aors().filter_map(|aor| {
+                let record = table.bindings_record(aor, |at| self.wall_time(at))?;
+                Some(PersistOp::Put {
+                    key: store_key(BINDINGS_KEY, aor),
+                    record,
+                })
+            }));
+        }
+        ops
     }
 
     /// Writes (or deletes) the record of the dialog `r` points at, if it is still there.

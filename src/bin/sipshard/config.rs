@@ -108,6 +108,46 @@ pub struct Config {
     pub security: SecuritySection,
     pub stop: StopSection,
     pub state: StateSection,
+    pub cluster: ClusterSection,
+}
+
+/// The shared store of a cluster's nodes (`sipshard::runtime::SharedStoreConfig`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The Redis URL (`redis://127.0.0.1:6379/`); empty (the default): not clustered.
+    pub redis: String,
+    /// This node's id, unique in the cluster; empty: the listen address.
+    pub node_id: String,
+    /// Seconds a call without a session timer is kept in Redis after its last write.
+    pub dialog_ttl_s: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            redis: String::new(),
+            node_id: String::new(),
+            dialog_ttl_s: 43_200,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// The runtime's shared store setting (`None` without a Redis URL); `listen` names
+    /// the node when no id is given.
+    pub fn shared(&self, listen: SocketAddr) -> Option<sipshard::runtime::SharedStoreConfig> {
+        if self.redis.is_empty() {
+            return None;
+        }
+        let node_id = match self.node_id.as_str() {
+            "" => listen.to_string(),
+            id => id.to_owned(),
+        };
+        let mut config = sipshard::runtime::SharedStoreConfig::new(self.redis.clone(), node_id);
+        config.dialog_ttl = Duration::from_secs(self.dialog_ttl_s.max(1));
+        Some(config)
+    }
 }
 
 /// Where confirmed dialogs are persisted (`sipshard::runtime::StoreConfig`).
@@ -396,6 +436,11 @@ dir = ""
 fsync = "none"
 recovery_timeout_s = 0
 max_recovery_attempts = 3
+
+[cluster]
+redis = ""
+node_id = ""
+dialog_ttl_s = 43200
 "#;
 
 impl Default for Config {
@@ -423,6 +468,7 @@ impl Default for Config {
                 recovery_timeout_s: 0,
                 max_recovery_attempts: 3,
             },
+            cluster: ClusterSection::default(),
         }
     }
 }

@@ -153,6 +153,13 @@ struct ServeArgs {
     /// Probes that may go unanswered before a restored dialog ends.
     #[arg(long)]
     max_recovery_attempts: Option<u32>,
+    /// Write confirmed dialogs and bindings to this Redis too (`redis://HOST:PORT/`), for
+    /// the nodes of a cluster.
+    #[arg(long, value_name = "REDIS_URL")]
+    cluster: Option<String>,
+    /// This node's id in the cluster (default: its listen address).
+    #[arg(long)]
+    node_id: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -296,6 +303,12 @@ fn settle(args: ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.max_recovery_attempts {
         c.state.max_recovery_attempts = v;
     }
+    if let Some(v) = args.cluster {
+        c.cluster.redis = v;
+    }
+    if let Some(v) = args.node_id {
+        c.cluster.node_id = v;
+    }
     if let Some(bad) = c.registrar.users.iter().find(|u| !u.contains(':')) {
         return Err(format!("--auth-user {bad:?}: expected user:password"));
     }
@@ -344,6 +357,7 @@ fn runtime_config(c: &Config) -> Result<RuntimeConfig, String> {
     r.shard.guard = c.security.guard();
     r.store = c.state.store()?;
     r.recovery = c.state.recovery();
+    r.shared = c.cluster.shared(c.listen);
     r.shard.max_call_duration =
         (c.limits.max_call_s > 0).then(|| Duration::from_secs(c.limits.max_call_s));
     if c.mode == Mode::Registrar {

@@ -372,6 +372,30 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         "How long the shard's restore took at start (microseconds).",
         &mut per_shard(&|r| r.io.store.restore_micros).into_iter(),
     );
+    if let Some(shared) = &stats.shared_store {
+        family(
+            "sipshard_shared_store_events_total",
+            "counter",
+            "The shared store (--cluster), by event: records written or deleted, pipelines, writes refused because a peer owns the dialog, batches lost to a failing or unreachable Redis, batches lost to a full queue, reconnections, resyncs.",
+            &mut [
+                ("write", shared.writes),
+                ("pipeline", shared.pipelines),
+                ("fenced", shared.fenced),
+                ("failed_batch", shared.failed_batches),
+                ("dropped_batch", shared.dropped_batches),
+                ("reconnect", shared.reconnects),
+                ("resync", shared.resyncs),
+            ]
+            .into_iter()
+            .map(|(k, v)| (format!("event=\"{k}\""), v)),
+        );
+        family(
+            "sipshard_shared_store_connected",
+            "gauge",
+            "1 while the shared store (Redis) is connected.",
+            &mut std::iter::once((String::new(), shared.connected)),
+        );
+    }
     family(
         "sipshard_event_channel_full_total",
         "counter",

@@ -1,0 +1,546 @@
+//! The shared store (issue 23, its first step): confirmed dialogs and registrar bindings
+//! written to Redis beside (or instead of) the embedded store, so that the nodes behind one
+//! front can see each other's state.
+//!
+//! # What it owns, what it may not touch
+//! One writer thread per runtime with its Redis connection, the two Lua scripts that fence
+//! dialog writes, the queue of batches and the counters. Shard workers hand it each round's
+//! records with [`SharedWriter::offer`] and never wait: a full queue or an unreachable Redis
+//! costs a counted, lost batch and, once Redis answers again, a resync (each shard hands
+//! every live record again, and the deletes that were lost go first), never a blocked
+//! shard thread. What a record holds and when one is written are the shard's
+//! (`shard::persist`); taking a peer's dialog over is not here yet.
+//!
+//! # In Redis
+//! A dialog is a hash at `sipshard:` and its store key (binary: a hash, a kind byte, the
+//! dialog's Call-ID and tags), with fields `rec` (the record) and `owner` (the node id that
+//! writes it). A node writes or deletes it only while it owns it (or nobody does), checked
+//! in the same Lua script as the write, so a node a peer has taken a dialog from cannot
+//! overwrite the peer's state (fencing). Its TTL is its session timer's deadline plus a
+//! minute, or `dialog_ttl` for a call without one (as Kamailio's dialog `default_timeout`),
+//! renewed by every write. An AOR's bindings are a string at `sipshard:` and its key, with
+//! the TTL of its latest binding; any node may write them (REGISTER ordering is kept by the
+//! Call-ID and CSeq inside the record).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::queue::Waker;
+use crate::shard::{PersistOp, is_dialog_store_key};
+
+/// Where the shared store is and who this node is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedStoreConfig {
+    /// The Redis URL (`redis://127.0.0.1:6379/`).
+    pub url: String,
+    /// This node's id: the owner its dialogs are written under.
+    pub node_id: String,
+    /// The TTL of a dialog without a session timer, renewed by each write of its record.
+    pub dialog_ttl: Duration,
+    /// Batches that may wait for the writer thread; beyond, a batch is lost (counted) and
+    /// a resync follows.
+    pub queue: usize,
+}
+
+impl SharedStoreConfig {
+    /// `url` for node `node_id`; a call without a session timer is kept 12 hours.
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        SharedStoreConfig {
+            url: url.into(),
+            node_id: node_id.into(),
+            dialog_ttl: Duration::from_secs(12 * 3600),
+            queue: 4096,
+        }
+    }
+}
+
+/// What the shared store has done, for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SharedStoreStats {
+    /// Pipelines written (one or more shard batches each).
+    pub pipelines: u64,
+    /// Records written or deleted.
+    pub writes: u64,
+    /// Writes refused because another node owns the dialog.
+    pub fenced: u64,
+    /// Batches lost: Redis failed or could not be reached.
+    pub failed_batches: u64,
+    /// Batches lost: the writer's queue was full.
+    pub dropped_batches: u64,
+    /// Connections made after the first.
+    pub reconnects: u64,
+    /// Resyncs asked of the shards after lost batches.
+    pub resyncs: u64,
+    /// Connected to Redis now (1) or not (0).
+    pub connected: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    pipelines: AtomicU64,
+    writes: AtomicU64,
+    fenced: AtomicU64,
+    failed_batches: AtomicU64,
+    dropped_batches: AtomicU64,
+    reconnects: AtomicU64,
+    resyncs: AtomicU64,
+    connected: AtomicBool,
+}
+
+/// One shard's round of records.
+struct Batch {
+    ops: Vec<PersistOp>,
+}
+
+/// The writer thread and what the shards share with it.
+pub(crate) struct SharedStore {
+    tx: Option<Sender<Batch>>,
+    resync: Arc<[AtomicBool]>,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A shard worker's side of the shared store.
+pub(crate) struct SharedWriter {
+    index: usize,
+    tx: Sender<Batch>,
+    resync: Arc<[AtomicBool]>,
+    counters: Arc<Counters>,
+}
+
+impl SharedStore {
+    /// Starts the writer for the shards woken by `wakers` (one each). Redis need not be
+    /// up: the writer connects when it can. Only a URL that cannot be one is an error.
+    pub(crate) fn start(
+        config: &SharedStoreConfig,
+        wakers: Vec<Arc<Waker>>,
+    ) -> Result<Self, String> {
+        let shards = wakers.len();
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| format!("shared store {}: {e}", config.url))?;
+        let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
+        let resync: Arc<[AtomicBool]> = (0..shards).map(|_| AtomicBool::new(false)).collect();
+        let counters = Arc::new(Counters::default());
+        let writer = Writer {
+            client,
+            config: config.clone(),
+            rx,
+            resync: resync.clone(),
+            wakers,
+            counters: counters.clone(),
+            connection: None,
+            ever_connected: false,
+            next_attempt: Instant::now(),
+            lost: false,
+            pending_deletes: ahash::HashSet::default(),
+            last_error_log: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("sipshard-shared".into())
+            .spawn(move || writer.run())
+            .map_err(|e| format!("shared store thread: {e}"))?;
+        Ok(SharedStore {
+            tx: Some(tx),
+            resync,
+            counters,
+            thread: Some(thread),
+        })
+    }
+
+    /// Shard `index`'s side.
+    pub(crate) fn writer(&self, index: usize) -> Option<SharedWriter> {
+        Some(SharedWriter {
+            index,
+            tx: self.tx.clone()?,
+            resync: self.resync.clone(),
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// The counters so far.
+    pub(crate) fn stats(&self) -> SharedStoreStats {
+        self.counters.snapshot()
+    }
+
+    /// Lets the writer write what is queued (the shards have stopped) and waits for it,
+    /// at most `within`.
+    pub(crate) fn finish(&mut self, within: Duration) {
+        drop(self.tx.take());
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let deadline = Instant::now() + within;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Counters {
+    fn snapshot(&self) -> SharedStoreStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        SharedStoreStats {
+            pipelines: get(&self.pipelines),
+            writes: get(&self.writes),
+            fenced: get(&self.fenced),
+            failed_batches: get(&self.failed_batches),
+            dropped_batches: get(&self.dropped_batches),
+            reconnects: get(&self.reconnects),
+            resyncs: get(&self.resyncs),
+            connected: u64::from(self.connected.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl SharedWriter {
+    /// Hands a round's records to the writer, without waiting. A full queue loses them
+    /// (counted) and asks this shard for a resync, which replaces them.
+    pub(crate) fn offer(&self, ops: Vec<PersistOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        match self.tx.try_send(Batch { ops }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.counters
+                    .dropped_batches
+                    .fetch_add(1, Ordering::Relaxed);
+                self.resync[self.index].store(true, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Whether the writer wants every live record of this shard again (asked once).
+    pub(crate) fn take_resync(&self) -> bool {
+        self.resync[self.index].swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Writes a dialog's record while this node owns it (or nobody does): 1, else 0.
+const PUT_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'rec', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1";
+
+/// Deletes a dialog's record while this node owns it (or nobody does): 1, else 0.
+const DELETE_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1";
+
+/// Keys of lost deletes kept for the next connection; beyond, their TTL removes them.
+const MAX_PENDING_DELETES: usize = 1 << 20;
+/// Batches written in one pipeline at most.
+const MAX_PIPELINE_BATCHES: usize = 64;
+/// How often a failing Redis is logged, and how long between connection attempts.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// How long a connection attempt, a read or a write may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Added to a deadline-bound TTL, so that the owner's timer fires before Redis forgets.
+const TTL_MARGIN: Duration = Duration::from_secs(60);
+
+struct Connected {
+    connection: redis::Connection,
+    put_sha: String,
+    delete_sha: String,
+}
+
+struct Writer {
+    client: redis::Client,
+    config: SharedStoreConfig,
+    rx: Receiver<Batch>,
+    resync: Arc<[AtomicBool]>,
+    /// Each shard's waker: a resync must not wait for the shard's next datagram.
+    wakers: Vec<Arc<Waker>>,
+    counters: Arc<Counters>,
+    connection: Option<Connected>,
+    ever_connected: bool,
+    next_attempt: Instant,
+    /// A batch was lost since the last good write: resync at the next connection.
+    lost: bool,
+    /// Deletes that were lost, written first when Redis answers again.
+    pending_deletes: ahash::HashSet<Vec<u8>>,
+    last_error_log: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let mut batches = Vec::new();
+            match self.rx.recv_timeout(RETRY_EVERY) {
+                Ok(b) => batches.push(b),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            while batches.len() < MAX_PIPELINE_BATCHES {
+                match self.rx.try_recv() {
+                    Ok(b) => batches.push(b),
+                    Err(_) => break,
+                }
+            }
+            if self.connection.is_none() && Instant::now() >= self.next_attempt {
+                self.connect();
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            let written = match &mut self.connection {
+                Some(c) => write(c, &self.config, &batches, &self.counters),
+                None => Err("not connected".to_owned()),
+            };
+            if let Err(e) = written {
+                self.failed(&e);
+                self.lose(&batches);
+            }
+        }
+    }
+
+    /// Connects, loads the scripts, then writes the lost deletes and asks for a resync.
+    fn connect(&mut self) {
+        self.next_attempt = Instant::now() + RETRY_EVERY;
+        let connected = (|| -> redis::RedisResult<Connected> {
+            let mut connection = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
+            connection.set_read_timeout(Some(IO_TIMEOUT))?;
+            connection.set_write_timeout(Some(IO_TIMEOUT))?;
+            let load = |c: &mut redis::Connection, script: &str| -> redis::RedisResult<String> {
+                redis::cmd("SCRIPT").arg("LOAD").arg(script).query(c)
+            };
+            let put_sha = load(&mut connection, PUT_DIALOG)?;
+            let delete_sha = load(&mut connection, DELETE_DIALOG)?;
+            Ok(Connected {
+                connection,
+                put_sha,
+                delete_sha,
+            })
+        })();
+        let mut c = match connected {
+            Ok(c) => c,
+            Err(e) => return self.failed(&e.to_string()),
+        };
+        if self.ever_connected {
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.ever_connected = true;
+        if !self.pending_deletes.is_empty() {
+            let ops: Vec<PersistOp> = self
+                .pending_deletes
+                .iter()
+                .map(|key| PersistOp::Delete { key: key.clone() })
+                .collect();
+            if let Err(e) = write(&mut c, &self.config, &[Batch { ops }], &self.counters) {
+                return self.failed(&e);
+            }
+            self.pending_deletes.clear();
+        }
+        self.counters.connected.store(true, Ordering::Relaxed);
+        tracing::info!(url = %self.config.url, "shared store connected");
+        if std::mem::take(&mut self.lost) {
+            self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+            for (flag, waker) in self.resync.iter().zip(&self.wakers) {
+                flag.store(true, Ordering::Relaxed);
+                waker.wake();
+            }
+        }
+        self.connection = Some(c);
+    }
+
+    /// Redis failed: the connection is dropped, and the failure logged at most once per
+    /// interval.
+    fn failed(&mut self, error: &str) {
+        self.connection = None;
+        self.counters.connected.store(false, Ordering::Relaxed);
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .is_none_or(|at| now.saturating_duration_since(at) >= ERROR_LOG_EVERY)
+        {
+            self.last_error_log = Some(now);
+            tracing::error!(
+                url = %self.config.url,
+                error,
+                failed_batches = self.counters.failed_batches.load(Ordering::Relaxed),
+                "shared store unreachable: calls go on, their records are written when it returns"
+            );
+        }
+    }
+
+    /// `batches` were not written: counted, their deletes kept for the next connection
+    /// (in order: a later put of the same key supersedes a delete), a resync owed.
+    fn lose(&mut self, batches: &[Batch]) {
+        self.counters
+            .failed_batches
+            .fetch_add(batches.len() as u64, Ordering::Relaxed);
+        self.lost = true;
+        for op in batches.iter().flat_map(|b| &b.ops) {
+            match op {
+                PersistOp::Delete { key } => {
+                    if self.pending_deletes.len() < MAX_PENDING_DELETES {
+                        self.pending_deletes.insert(key.clone());
+                    }
+                }
+                PersistOp::Put { key, .. } => {
+                    self.pending_deletes.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// The Redis key of a store key.
+fn redis_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.extend_from_slice(b"sipshard:");
+    k.extend_from_slice(key);
+    k
+}
+
+/// Writes `batches` in one pipeline; counts what was written and what was fenced.
+fn write(
+    c: &mut Connected,
+    config: &SharedStoreConfig,
+    batches: &[Batch],
+    counters: &Counters,
+) -> Result<(), String> {
+    let mut pipe = redis::pipe();
+    let wall = SystemTime::now();
+    let mut scripted = Vec::new();
+    for op in batches.iter().flat_map(|b| &b.ops) {
+        match op {
+            PersistOp::Put { key, record } if is_dialog_store_key(key) => {
+                let ttl = ttl_ms(dialog_deadline(record), wall, config.dialog_ttl);
+                pipe.cmd("EVALSHA")
+                    .arg(&c.put_sha)
+                    .arg(1)
+                    .arg(redis_key(key))
+                    .arg(&config.node_id)
+                    .arg(record.as_slice())
+                    .arg(ttl);
+                scripted.push(true);
+            }
+            PersistOp::Put { key, record } => {
+                let deadline = crate::registrar::bindings_record_latest_expiry(record);
+                let ttl = ttl_ms(deadline, wall, config.dialog_ttl);
+                pipe.cmd("SET")
+                    .arg(redis_key(key))
+                    .arg(record.as_slice())
+                    .arg("PX")
+                    .arg(ttl);
+                scripted.push(false);
+            }
+            PersistOp::Delete { key } if is_dialog_store_key(key) => {
+                pipe.cmd("EVALSHA")
+                    .arg(&c.delete_sha)
+                    .arg(1)
+                    .arg(redis_key(key))
+                    .arg(&config.node_id);
+                scripted.push(true);
+            }
+            PersistOp::Delete { key } => {
+                pipe.cmd("DEL").arg(redis_key(key));
+                scripted.push(false);
+            }
+        }
+    }
+    if scripted.is_empty() {
+        return Ok(());
+    }
+    let results: Vec<redis::Value> = pipe.query(&mut c.connection).map_err(|e| e.to_string())?;
+    let fenced = results
+        .iter()
+        .zip(&scripted)
+        .filter(|(r, s)| **s && matches!(r, redis::Value::Int(0)))
+        .count() as u64;
+    counters.pipelines.fetch_add(1, Ordering::Relaxed);
+    counters
+        .writes
+        .fetch_add(scripted.len() as u64 - fenced, Ordering::Relaxed);
+    counters.fenced.fetch_add(fenced, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The session timer's deadline of a dialog record, if it has one.
+fn dialog_deadline(record: &[u8]) -> Option<SystemTime> {
+    let r = crate::dialog::DialogRecord::decode(record).ok()?;
+    let held = r.usages.held.as_ref().map(|h| h.expires_at);
+    let served = r.usages.served.iter().map(|s| s.expires_at).max();
+    match (&r.session_timer, r.usages.subscription_only) {
+        (Some(st), _) => Some(st.expires_at),
+        // A dialog a SUBSCRIBE made lives as long as its subscriptions.
+        (None, true) => held.max(served),
+        (None, false) => None,
+    }
+}
+
+/// A TTL in milliseconds: until `deadline` and a margin, or `default` without one.
+fn ttl_ms(deadline: Option<SystemTime>, now: SystemTime, default: Duration) -> u64 {
+    let ttl = deadline
+        .and_then(|d| d.duration_since(now).ok())
+        .map_or(default, |left| left + TTL_MARGIN);
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_gives_its_ttl_and_a_margin_else_the_default() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            ttl_ms(Some(now + Duration::from_secs(90)), now, day),
+            150_000
+        );
+        assert_eq!(ttl_ms(None, now, day), 86_400_000);
+        // A deadline already passed: the default (the owner's timer is about to act).
+        assert_eq!(
+            ttl_ms(Some(now - Duration::from_secs(1)), now, day),
+            86_400_000
+        );
+    }
+
+    #[test]
+    fn lost_deletes_wait_for_the_next_connection_unless_a_later_put_supersedes_them() {
+        let (_tx, rx) = crossbeam_channel::bounded(1);
+        let mut w = Writer {
+            client: redis::Client::open("redis://127.0.0.1:1/").unwrap(),
+            config: SharedStoreConfig::new("redis://127.0.0.1:1/", "n1"),
+            rx,
+            resync: Arc::from(vec![AtomicBool::new(false)]),
+            wakers: Vec::new(),
+            counters: Arc::new(Counters::default()),
+            connection: None,
+            ever_connected: false,
+            next_attempt: Instant::now(),
+            lost: false,
+            pending_deletes: ahash::HashSet::default(),
+            last_error_log: None,
+        };
+        let delete = |k: &[u8]| PersistOp::Delete { key: k.to_vec() };
+        let put = |k: &[u8]| PersistOp::Put {
+            key: k.to_vec(),
+            record: b"r".to_vec(),
+        };
+        w.lose(&[Batch {
+            ops: vec![delete(b"a"), delete(b"b"), put(b"b")],
+        }]);
+        w.lose(&[Batch {
+            ops: vec![delete(b"c")],
+        }]);
+        let mut pending: Vec<_> = w.pending_deletes.iter().cloned().collect();
+        pending.sort();
+        assert_eq!(pending, [b"a".to_vec(), b"c".to_vec()]);
+        assert!(w.lost);
+        assert_eq!(w.counters.failed_batches.load(Ordering::Relaxed), 2);
+    }
+}

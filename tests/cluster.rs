@@ -1,0 +1,235 @@
+//! The shared store of a cluster (issue 23, its first step), with real processes:
+//! `sipshard serve --cluster` writes each confirmed call to a real `redis-server` under its
+//! node id, deletes it when the call ends, goes on answering while Redis is killed, and
+//! catches Redis up when it comes back.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::peers::{
+    Server, free_udp_port, required_tool, sipp, spawn_sipp, sum_metric, wait_metric, wait_sipp,
+};
+use sipshard::dialog::{DialogRecord, DialogState};
+
+/// A `redis-server` child on a loopback port, keeping nothing on disk.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// Starts one on a free port; `None` where a skip is allowed and it is not installed.
+    fn start() -> Option<Redis> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free TCP port")
+            .port();
+        Redis::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Option<Redis> {
+        let binary = required_tool("redis-server", "redis-server")?;
+        let child = Command::new(binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let redis = Redis { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis.connection().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn connection(&self) -> Option<redis::Connection> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        redis::cmd("PING").query::<String>(&mut c).ok()?;
+        Some(c)
+    }
+
+    /// The dialog records it holds (hashes under `sipshard:`), with their owner and TTL.
+    fn dialogs(&self) -> Vec<(Vec<u8>, String, i64)> {
+        let mut c = self.connection().expect("redis answers");
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg("sipshard:*")
+            .query(&mut c)
+            .expect("KEYS");
+        keys.into_iter()
+            .filter_map(|key| {
+                let kind: String = redis::cmd("TYPE").arg(&key).query(&mut c).ok()?;
+                if kind != "hash" {
+                    return None;
+                }
+                let (record, owner): (Vec<u8>, String) = redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("rec")
+                    .arg("owner")
+                    .query(&mut c)
+                    .ok()?;
+                let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).ok()?;
+                Some((record, owner, ttl))
+            })
+            .collect()
+    }
+
+    /// Waits (within `limit`) until it holds `want` dialog records; returns how many.
+    fn wait_dialogs(&self, want: usize, limit: Duration) -> usize {
+        self.wait_dialogs_until(|n| n == want, limit)
+    }
+
+    /// Waits (within `limit`) until the number of dialog records it holds passes `done`;
+    /// returns the last number seen. (The node writes after it answers, not before.)
+    fn wait_dialogs_until(&self, done: impl Fn(usize) -> bool, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = self.dialogs().len();
+            if done(n) || Instant::now() >= deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn calls_are_kept_in_redis_while_up_and_redis_is_caught_up_after_a_kill() {
+    let Some(sipp) = sipp() else { return };
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let url = redis.url();
+    let args = [
+        "--mode",
+        "auto-answer",
+        "--no-tcp",
+        "--shards",
+        "2",
+        "--cluster",
+        &url,
+        "--node-id",
+        "node-a",
+    ];
+    let server = Server::start_at(&listen, &args);
+
+    // 300 calls at 100 per second, each held 8 s after its ACK.
+    let calls = 300u64;
+    let child = spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &[
+            "-sn",
+            "uac",
+            &listen,
+            "-m",
+            "300",
+            "-r",
+            "100",
+            "-d",
+            "8000",
+            "-timeout",
+            "60",
+            "-timeout_error",
+        ],
+        &std::env::temp_dir(),
+    );
+    // The first hundred calls are up, and each is in Redis under this node.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("sipshard_dialogs", "state=\"confirmed\"") < 100 {
+        assert!(Instant::now() < deadline, "100 calls never came up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let held = redis.wait_dialogs_until(|n| n >= 100, Duration::from_secs(5));
+    assert!(
+        held >= 100,
+        "{held} records for 100 calls; {}",
+        server
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("sipshard_shared") || l.starts_with("sipshard_dialogs{"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let held = redis.dialogs();
+    for (record, owner, ttl) in &held {
+        assert_eq!(owner, "node-a");
+        assert!(
+            *ttl > 0 && *ttl <= 12 * 3600 * 1000,
+            "a call without a session timer is kept 12 h: {ttl} ms"
+        );
+        let record = DialogRecord::decode(record).expect("a record this build wrote");
+        assert_eq!(record.dialog.state, DialogState::Confirmed);
+    }
+
+    // Redis dies while calls are up and new ones come: they are answered all the same.
+    redis.kill();
+    let down_at = Instant::now();
+    wait_metric(
+        &server,
+        "sipshard_dialogs",
+        "state=\"confirmed\"",
+        calls,
+        Duration::from_secs(10),
+    );
+    assert!(
+        down_at.elapsed() < Duration::from_secs(6),
+        "the calls made while Redis was down were not answered in time"
+    );
+    let redis = Redis::start_on(redis.port).expect("redis-server starts again");
+    // It comes back empty; the node writes every live call again.
+    assert_eq!(
+        redis.wait_dialogs(calls as usize, Duration::from_secs(5)),
+        calls as usize,
+        "Redis holds the live calls again"
+    );
+    let m = server.metrics();
+    assert!(
+        sum_metric(
+            &m,
+            "sipshard_shared_store_events_total",
+            "event=\"failed_batch\""
+        ) > 0
+    );
+    assert!(sum_metric(&m, "sipshard_shared_store_events_total", "event=\"resync\"") >= 1);
+    assert_eq!(sum_metric(&m, "sipshard_shared_store_connected", ""), 1);
+
+    let run = wait_sipp(child, Duration::from_secs(60));
+    run.assert_completed(calls as u32, "SIPp across a Redis kill");
+    assert_eq!(run.failed_calls, 0, "{}", run.screen);
+    // Every call ended: its record is deleted.
+    assert_eq!(
+        redis.wait_dialogs(0, Duration::from_secs(5)),
+        0,
+        "ended calls leave no record"
+    );
+    assert!(server.stop(), "graceful stop exits 0");
+}
