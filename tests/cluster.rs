@@ -233,3 +233,65 @@ fn calls_are_kept_in_redis_while_up_and_redis_is_caught_up_after_a_kill() {
     );
     assert!(server.stop(), "graceful stop exits 0");
 }
+
+#[test]
+fn a_node_never_overwrites_nor_deletes_a_dialog_a_peer_owns() {
+    let Some(sipp) = sipp() else { return };
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let url = redis.url();
+    let args = [
+        "--mode",
+        "auto-answer",
+        "--no-tcp",
+        "--cluster",
+        &url,
+        "--node-id",
+        "node-a",
+    ];
+    let server = Server::start_at(&listen, &args);
+    // 20 calls held 3 s after their ACK.
+    let calls = 20usize;
+    let child = spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &[
+            "-sn", "uac", &listen, "-m", "20", "-r", "50", "-d", "3000", "-timeout", "30",
+        ],
+        &std::env::temp_dir(),
+    );
+    assert_eq!(
+        redis.wait_dialogs(calls, Duration::from_secs(10)),
+        calls,
+        "every call is in Redis"
+    );
+    // A peer takes every dialog over (what a takeover's compare-and-set leaves behind).
+    let mut c = redis.connection().expect("redis answers");
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("sipshard:*")
+        .query(&mut c)
+        .expect("KEYS");
+    for key in &keys {
+        let _: i64 = redis::cmd("HSET")
+            .arg(key)
+            .arg("owner")
+            .arg("node-b")
+            .query(&mut c)
+            .expect("HSET");
+    }
+    // The calls end on node-a: its deletes are refused, the peer's records stay.
+    let run = wait_sipp(child, Duration::from_secs(30));
+    run.assert_completed(calls as u32, "SIPp");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.metric("sipshard_shared_store_events_total", "event=\"fenced\"") < calls as u64 {
+        assert!(Instant::now() < deadline, "the deletes were not fenced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left = redis.dialogs();
+    assert_eq!(left.len(), calls, "the peer's records are still there");
+    assert!(left.iter().all(|(_, owner, _)| owner == "node-b"));
+    assert!(server.stop(), "graceful stop exits 0");
+}
