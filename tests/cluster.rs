@@ -1,7 +1,8 @@
-//! The shared store of a cluster (issue 23, its first step), with real processes:
-//! `sipshard serve --cluster` writes each confirmed call to a real `redis-server` under its
-//! node id, deletes it when the call ends, goes on answering while Redis is killed, and
-//! catches Redis up when it comes back.
+//! A cluster's parts (issue 23, its first steps), with real processes: `sipshard serve
+//! --cluster` writes each confirmed call to a real `redis-server` under its node id,
+//! deletes it when the call ends, goes on answering while Redis is killed, and catches
+//! Redis up when it comes back; and the front, Kamailio with `deploy/kamailio/front.cfg`,
+//! spreads calls over three nodes by Call-ID and leaves a dead one out.
 
 mod common;
 
@@ -10,7 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::peers::{
-    Server, free_udp_port, required_tool, sipp, spawn_sipp, sum_metric, wait_metric, wait_sipp,
+    KamailioProcess, Server, free_udp_port, kamailio, required_tool, run_sipp, sipp, spawn_sipp,
+    sum_metric, wait_metric, wait_options_through, wait_sipp,
 };
 use sipshard::dialog::{DialogRecord, DialogState};
 
@@ -294,4 +296,85 @@ fn a_node_never_overwrites_nor_deletes_a_dialog_a_peer_owns() {
     assert_eq!(left.len(), calls, "the peer's records are still there");
     assert!(left.iter().all(|(_, owner, _)| owner == "node-b"));
     assert!(server.stop(), "graceful stop exits 0");
+}
+
+/// `deploy/kamailio/front.cfg`, run as the README says, in front of `nodes`.
+fn front(binary: &std::path::Path, nodes: &[std::net::SocketAddr]) -> (KamailioProcess, String) {
+    let port = free_udp_port();
+    let dir = std::env::temp_dir().join(format!("sipshard-front-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let list = dir.join("dispatcher.list");
+    let lines: String = nodes.iter().map(|n| format!("1 sip:{n} 0 0\n")).collect();
+    std::fs::write(&list, lines).expect("the list is written");
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kamailio/front.cfg");
+    let listen = format!("LISTEN=udp:127.0.0.1:{port}");
+    let list = format!("DISPATCHER_LIST=\"{}\"", list.display());
+    let process = KamailioProcess::spawn(binary, &config, &["-A", &listen, "-A", &list], dir);
+    let addr = format!("127.0.0.1:{port}");
+    wait_options_through(addr.parse().expect("an address"), || process.log());
+    (process, addr)
+}
+
+/// INVITEs a node received.
+fn invites(node: &Server) -> u64 {
+    node.metric("sipshard_requests_received_total", "method=\"INVITE\"")
+}
+
+#[test]
+fn the_front_spreads_calls_by_call_id_and_leaves_a_dead_node_out() {
+    let (Some(sipp), Some(kamailio)) = (sipp(), kamailio()) else {
+        return;
+    };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| Server::start(&["--mode", "auto-answer", "--no-tcp", "--shards", "1"]))
+        .collect();
+    let addrs: Vec<_> = nodes.iter().map(|n| n.sip).collect();
+    let (front, at) = front(&kamailio, &addrs);
+    let scenario = format!(
+        "{}/tests/data/sipp/proxied_call.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let calls = |n: &str| {
+        run_sipp(
+            &sipp,
+            &[
+                "-sf",
+                &scenario,
+                &at,
+                "-m",
+                n,
+                "-r",
+                "100",
+                "-timeout",
+                "60",
+                "-timeout_error",
+            ],
+            Duration::from_secs(90),
+        )
+    };
+
+    // Every call through the front completes, ACK and BYE by its Record-Route, and the
+    // Call-ID hash gives each node a share.
+    let run = calls("300");
+    run.assert_completed(300, "through the front");
+    assert_eq!(run.failed_calls, 0, "{}", run.screen);
+    let shares: Vec<u64> = nodes.iter().map(invites).collect();
+    assert_eq!(shares.iter().sum::<u64>(), 300, "{shares:?}");
+    assert!(
+        shares.iter().all(|&s| s >= 45),
+        "each node a share: {shares:?}"
+    );
+
+    // One node dies: the probes mark it inactive, and the next calls go to the others.
+    let mut nodes = nodes;
+    let dead = nodes.remove(1);
+    dead.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    let before: u64 = nodes.iter().map(invites).sum();
+    let run = calls("150");
+    run.assert_completed(150, "with a node dead");
+    assert_eq!(run.failed_calls, 0, "{}", run.screen);
+    assert_eq!(nodes.iter().map(invites).sum::<u64>() - before, 150);
+    drop(front);
 }

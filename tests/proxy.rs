@@ -12,33 +12,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use common::peers::{
-    Server, free_udp_port, run_sipp, sipp, sipp_run_lock, spawn_sipp, wait_metric, wait_sipp,
+    KamailioProcess, Server, free_udp_port, kamailio, run_sipp, sipp, sipp_run_lock, spawn_sipp,
+    wait_metric, wait_options_through, wait_sipp,
 };
-
-/// The kamailio binary, or `None` (loudly) where a skip is allowed; under `CI=true` a
-/// missing one fails the test.
-fn kamailio() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|d| d.join("kamailio"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "kamailio is not installed, and CI=true: .ci/run must install it"
-        );
-        eprintln!("\n*** SKIPPED: kamailio not found (apt-get install kamailio) ***\n");
-    }
-    found
-}
 
 /// A stateful, record-routing Kamailio in front of `target`: requests without a To tag
 /// are record-routed and relayed there; in-dialog ones follow their Route (loose routing).
@@ -130,9 +111,8 @@ impl Leg {
 
 /// A running Kamailio, killed (and its directory removed) on drop.
 struct Kamailio {
-    child: Child,
+    process: KamailioProcess,
     addr: SocketAddr,
-    dir: PathBuf,
 }
 
 impl Kamailio {
@@ -159,25 +139,9 @@ impl Kamailio {
             .replace("@AUTH@", auth);
         let file = dir.join("kamailio.cfg");
         std::fs::write(&file, config).expect("the config is written");
-        // Its own process group: Kamailio forks workers, and all of them must go on drop.
-        // Its log goes to a file (read on failure): a worker outliving the test must not
-        // hold the test's output open.
-        let log = std::fs::File::create(dir.join("kamailio.log")).expect("a log file");
-        let child = Command::new(binary)
-            .args(["-DD", "-E", "-m", "32", "-M", "4", "-f"])
-            .arg(&file)
-            .arg("-w")
-            .arg(&dir)
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("kamailio starts");
         let kamailio = Kamailio {
-            child,
+            process: KamailioProcess::spawn(binary, &file, &[], dir),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
         };
         kamailio.wait_ready();
         kamailio
@@ -185,58 +149,14 @@ impl Kamailio {
 
     /// Sends OPTIONS through the proxy until the server's 200 comes back (10 s at most).
     fn wait_ready(&self) {
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("a client socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let local = socket.local_addr().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for attempt in 0u32.. {
-            assert!(
-                Instant::now() < deadline,
-                "kamailio did not relay OPTIONS in 10 s:\n{}",
-                self.log()
-            );
-            let options = format!(
-                "OPTIONS sip:service@{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKready{attempt}\r\n\
-Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p{attempt}\r\nTo: <sip:service@{proxy}>\r\n\
-Call-ID: ready-{attempt}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-                proxy = self.addr
-            );
-            let _ = socket.send_to(options.as_bytes(), self.addr);
-            let mut buf = [0u8; 4096];
-            if let Ok((n, _)) = socket.recv_from(&mut buf)
-                && buf[..n].starts_with(b"SIP/2.0 200")
-            {
-                return;
-            }
-        }
+        wait_options_through(self.addr, || self.log());
     }
 }
 
 impl Kamailio {
     /// What Kamailio logged.
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        // SIGTERM to the group lets the main process take its workers down; SIGKILL to the
-        // group after a second leaves none behind either way.
-        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("kamailio's log:\n{}", self.log());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.process.log()
     }
 }
 

@@ -292,3 +292,106 @@ fn last_count(screen: &str, label: &str) -> u64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The kamailio binary (also looked for in the sbin directories), or `None` (loudly)
+/// where a skip is allowed; under `CI=true` a missing one fails the test, because
+/// `.ci/run` installs it.
+pub fn kamailio() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|d| d.join("kamailio"))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "kamailio is not installed, and CI=true: .ci/run must install it"
+        );
+        eprintln!("\n*** SKIPPED: kamailio not found (apt-get install kamailio) ***\n");
+    }
+    found
+}
+
+/// A Kamailio process group, its working directory (config and log), taken down on drop.
+pub struct KamailioProcess {
+    child: Child,
+    /// Its working directory: its config and `kamailio.log`.
+    pub dir: PathBuf,
+}
+
+impl KamailioProcess {
+    /// Runs `binary -DD -E -m 32 -M 4 -f config <extra>` in its own process group (it
+    /// forks workers, and all must go on drop), in `dir`, its log in `dir/kamailio.log`
+    /// (read on failure: a worker outliving the test must not hold the test's output).
+    pub fn spawn(binary: &Path, config: &Path, extra: &[&str], dir: PathBuf) -> KamailioProcess {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(dir.join("kamailio.log")).expect("a log file");
+        let child = Command::new(binary)
+            .args(["-DD", "-E", "-m", "32", "-M", "4", "-f"])
+            .arg(config)
+            .arg("-w")
+            .arg(&dir)
+            .args(extra)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("kamailio starts");
+        KamailioProcess { child, dir }
+    }
+
+    /// What Kamailio logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kamailio.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for KamailioProcess {
+    fn drop(&mut self) {
+        // SIGTERM to the group lets the main process take its workers down; SIGKILL to the
+        // group after a second leaves none behind either way.
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("kamailio's log:\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Sends OPTIONS to the proxy at `proxy` until a 200 comes back through it (10 s at most);
+/// `log` says what the proxy logged, for the failure message.
+pub fn wait_options_through(proxy: SocketAddr, log: impl Fn() -> String) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("a client socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a read timeout");
+    let local = socket.local_addr().expect("a local address");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for attempt in 0u32.. {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy did not relay OPTIONS in 10 s:\n{}",
+            log()
+        );
+        let options = format!(
+            "OPTIONS sip:service@{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKready{attempt}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p{attempt}\r\nTo: <sip:service@{proxy}>\r\n\
+Call-ID: ready-{attempt}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        let _ = socket.send_to(options.as_bytes(), proxy);
+        let mut buf = [0u8; 4096];
+        if let Ok((n, _)) = socket.recv_from(&mut buf)
+            && buf[..n].starts_with(b"SIP/2.0 200")
+        {
+            return;
+        }
+    }
+}
