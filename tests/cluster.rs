@@ -276,7 +276,8 @@ fn a_node_never_overwrites_nor_deletes_a_dialog_a_peer_owns() {
         .arg("sipshard:*")
         .query(&mut c)
         .expect("KEYS");
-    for key in &keys {
+    // (The node's heartbeat, `sipshard:node:<id>`, is no dialog.)
+    for key in keys.iter().filter(|k| !k.starts_with(b"sipshard:node:")) {
         let _: i64 = redis::cmd("HSET")
             .arg(key)
             .arg("owner")
@@ -376,5 +377,89 @@ fn the_front_spreads_calls_by_call_id_and_leaves_a_dead_node_out() {
     run.assert_completed(150, "with a node dead");
     assert_eq!(run.failed_calls, 0, "{}", run.screen);
     assert_eq!(nodes.iter().map(invites).sum::<u64>() - before, 150);
+    drop(front);
+}
+
+#[test]
+fn a_dead_nodes_calls_are_taken_over_by_its_peers_and_every_bye_gets_200() {
+    let (Some(sipp), Some(kamailio)) = (sipp(), kamailio()) else {
+        return;
+    };
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let url = redis.url();
+    let nodes: Vec<Server> = ["node-1", "node-2", "node-3"]
+        .iter()
+        .map(|id| {
+            Server::start(&[
+                "--mode",
+                "auto-answer",
+                "--no-tcp",
+                "--shards",
+                "1",
+                "--cluster",
+                &url,
+                "--node-id",
+                id,
+            ])
+        })
+        .collect();
+    let addrs: Vec<_> = nodes.iter().map(|n| n.sip).collect();
+    let (front, at) = front(&kamailio, &addrs);
+    let scenario = format!(
+        "{}/tests/data/sipp/proxied_call_hold.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    // 300 calls at 100 per second, each held 10 s after its ACK, then BYE.
+    let calls = 300u64;
+    let child = spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &[
+            "-sf",
+            &scenario,
+            &at,
+            "-m",
+            "300",
+            "-r",
+            "100",
+            "-d",
+            "10000",
+            "-timeout",
+            "60",
+            "-timeout_error",
+        ],
+        &std::env::temp_dir(),
+    );
+    assert_eq!(
+        redis.wait_dialogs(calls as usize, Duration::from_secs(10)),
+        calls as usize,
+        "every call is up, and in Redis"
+    );
+    // The second node dies with its calls up; its peers carry them on.
+    let mut nodes = nodes;
+    let dead = nodes.remove(1);
+    let dead_calls = invites(&dead);
+    assert!(dead_calls > 0, "the dead node had calls");
+    dead.kill();
+
+    let run = wait_sipp(child, Duration::from_secs(60));
+    run.assert_completed(calls as u32, "calls across a node's death");
+    assert_eq!(run.failed_calls, 0, "{}", run.screen);
+    let taken: u64 = nodes
+        .iter()
+        .map(|n| n.metric("sipshard_dialogs_taken_over_total", ""))
+        .sum();
+    assert_eq!(
+        taken, dead_calls,
+        "each of the dead node's calls was taken over once"
+    );
+    assert_eq!(
+        redis.wait_dialogs(0, Duration::from_secs(5)),
+        0,
+        "every call ended, taken over or not"
+    );
     drop(front);
 }

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::pair::{Pair, UasPolicy, established, reinvite_results, uac_addr, uas_addr};
+use common::pair::{
+    Pair, UasPolicy, established, reinvite_results, request_results, uac_addr, uas_addr,
+};
 use common::sim::Conditions;
 use sipshard::dialog::{DialogId, DialogRecord};
 use sipshard::message::IdGenerator;
@@ -385,4 +387,69 @@ fn a_stop_with_bye_ends_restored_calls_like_any_other() {
     assert_eq!(ended(&p.uac_events), vec![TerminationReason::RemoteBye]);
     assert_eq!(p.uas.dialog_count(), 0);
     assert!(p.uas_store.is_empty() && p.uac_store.is_empty());
+}
+
+/// A shard of another node (`takeover` on): no dialogs of its own, the wall clock of the
+/// pair's.
+fn peer_node(p: &Pair, start: Instant) -> Shard {
+    let mut config = persisting(uas_addr());
+    config.takeover = true;
+    let mut shard = Shard::with_ids(p.now, config, IdGenerator::from_seed([11; 32]));
+    shard.set_wall_clock(p.now, wall(p, start));
+    shard
+}
+
+#[test]
+fn a_peer_takes_a_dead_node_s_call_over_when_its_bye_arrives_and_answers_it() {
+    let (mut p, start) = pair(persisting(uac_addr()), persisting(uas_addr()));
+    let (uac_dialog, _) = established(&mut p);
+    let record = p
+        .uas_store
+        .values()
+        .next()
+        .cloned()
+        .expect("the callee's record");
+    // The callee's node dies; the caller's BYE reaches a peer that never saw the call.
+    p.uas = peer_node(&p, start);
+    p.uac
+        .handle_command(p.now, DialogCommand::Bye { dialog: uac_dialog })
+        .unwrap();
+    p.flush();
+    p.run(Duration::from_millis(1));
+    // The BYE waits (no 481) while the record is claimed.
+    let key = p.uas.poll_claim().expect("a claim of the call's record");
+    assert_eq!(
+        Some(key.clone()),
+        sipshard::shard::record_store_key(&record)
+    );
+    assert!(p.uas.poll_claim().is_none(), "one claim per dialog");
+    assert!(ended(&p.uac_events).is_empty(), "no answer yet");
+
+    // The shared store hands the record over: the call is this node's, and ends here.
+    p.uas.handle_claim(p.now, &key, Some(&record));
+    p.run(Duration::from_secs(1));
+    assert_eq!(ended(&p.uac_events), vec![TerminationReason::LocalBye]);
+    assert_eq!(p.uas.stats().dialogs_taken_over, 1);
+    assert_eq!(p.uas.dialog_count(), 0);
+}
+
+#[test]
+fn a_claim_that_finds_nothing_answers_the_waiting_request_481() {
+    let (mut p, start) = pair(persisting(uac_addr()), persisting(uas_addr()));
+    let (uac_dialog, _) = established(&mut p);
+    p.uas = peer_node(&p, start);
+    p.uac_sends(&uac_dialog, b"INFO", None);
+    p.flush();
+    p.run(Duration::from_millis(1));
+    let key = p.uas.poll_claim().expect("a claim");
+    p.uas.handle_claim(p.now, &key, None);
+    p.run(Duration::from_secs(1));
+    assert_eq!(
+        request_results(&p.uac_events)
+            .into_iter()
+            .map(|(status, _)| status)
+            .collect::<Vec<_>>(),
+        vec![481]
+    );
+    assert_eq!(p.uas.stats().dialogs_taken_over, 0);
 }

@@ -77,11 +77,8 @@ impl DialogManager {
         };
         let shared = match &self.config.shared {
             Some(config) => Some(
-                super::shared::SharedStore::start(
-                    config,
-                    shards.iter().map(|h| h.waker.clone()).collect(),
-                )
-                .map_err(DialogError::Transport)?,
+                super::shared::SharedStore::start(config, shards.clone())
+                    .map_err(DialogError::Transport)?,
             ),
             None => None,
         };
@@ -117,6 +114,7 @@ impl DialogManager {
             shard_config.owner = Some(ShardOwner { index, count });
             shard_config.tcp = tcp_listening;
             shard_config.persist = store.is_some() || shared.is_some();
+            shard_config.takeover = shared.is_some();
             let recovery = self.config.recovery;
             shard_config.recovery_probes = (store.is_some()
                 && !recovery.recovery_timeout.is_zero()

@@ -48,6 +48,12 @@ pub(crate) enum Inbound {
     Peer(crate::shard::PeerMessage),
     /// A snapshot of the counters.
     Stats(tokio::sync::oneshot::Sender<ShardReport>),
+    /// The shared store's answer to a claim (`shared` module): the dialog record at `key`,
+    /// now this node's, or nothing.
+    Claimed {
+        key: Vec<u8>,
+        record: Option<Vec<u8>>,
+    },
     /// Stop taking calls; end by `deadline` as the policy says.
     Stop {
         policy: StopPolicy,

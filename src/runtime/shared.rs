@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use super::queue::Waker;
+use super::queue::{Inbound, ShardHandle};
 use crate::shard::{PersistOp, is_dialog_store_key};
 
 /// Where the shared store is and who this node is.
@@ -75,6 +75,8 @@ pub struct SharedStoreStats {
     pub reconnects: u64,
     /// Resyncs asked of the shards after lost batches.
     pub resyncs: u64,
+    /// Dialog records claimed from a dead peer (takeovers).
+    pub claims: u64,
     /// Connected to Redis now (1) or not (0).
     pub connected: u64,
 }
@@ -88,6 +90,7 @@ struct Counters {
     dropped_batches: AtomicU64,
     reconnects: AtomicU64,
     resyncs: AtomicU64,
+    claims: AtomicU64,
     connected: AtomicBool,
 }
 
@@ -96,9 +99,18 @@ struct Batch {
     ops: Vec<PersistOp>,
 }
 
+/// What a shard asks of the writer.
+enum Work {
+    /// A round's records.
+    Batch(Batch),
+    /// Claim the dialog record at this store key for this node (a takeover), and answer
+    /// shard `shard`.
+    Claim { shard: usize, key: Vec<u8> },
+}
+
 /// The writer thread and what the shards share with it.
 pub(crate) struct SharedStore {
-    tx: Option<Sender<Batch>>,
+    tx: Option<Sender<Work>>,
     resync: Arc<[AtomicBool]>,
     counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
@@ -107,19 +119,20 @@ pub(crate) struct SharedStore {
 /// A shard worker's side of the shared store.
 pub(crate) struct SharedWriter {
     index: usize,
-    tx: Sender<Batch>,
+    tx: Sender<Work>,
     resync: Arc<[AtomicBool]>,
     counters: Arc<Counters>,
 }
 
 impl SharedStore {
-    /// Starts the writer for the shards woken by `wakers` (one each). Redis need not be
-    /// up: the writer connects when it can. Only a URL that cannot be one is an error.
+    /// Starts the writer for `shards` (it wakes them for a resync, and answers their
+    /// claims through their queues). Redis need not be up: the writer connects when it
+    /// can. Only a URL that cannot be one is an error.
     pub(crate) fn start(
         config: &SharedStoreConfig,
-        wakers: Vec<Arc<Waker>>,
+        handles: Arc<Vec<ShardHandle>>,
     ) -> Result<Self, String> {
-        let shards = wakers.len();
+        let shards = handles.len();
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| format!("shared store {}: {e}", config.url))?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
@@ -130,7 +143,7 @@ impl SharedStore {
             config: config.clone(),
             rx,
             resync: resync.clone(),
-            wakers,
+            handles,
             counters: counters.clone(),
             connection: None,
             ever_connected: false,
@@ -138,6 +151,7 @@ impl SharedStore {
             lost: false,
             pending_deletes: ahash::HashSet::default(),
             last_error_log: None,
+            next_heartbeat: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("sipshard-shared".into())
@@ -194,6 +208,7 @@ impl Counters {
             dropped_batches: get(&self.dropped_batches),
             reconnects: get(&self.reconnects),
             resyncs: get(&self.resyncs),
+            claims: get(&self.claims),
             connected: u64::from(self.connected.load(Ordering::Relaxed)),
         }
     }
@@ -206,7 +221,7 @@ impl SharedWriter {
         if ops.is_empty() {
             return;
         }
-        match self.tx.try_send(Batch { ops }) {
+        match self.tx.try_send(Work::Batch(Batch { ops })) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.counters
@@ -216,6 +231,18 @@ impl SharedWriter {
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
+    }
+
+    /// Asks the writer to claim the dialog record at `key` for this node; false when it
+    /// cannot be asked (its queue is full or it is gone): the caller answers the claim
+    /// itself, with nothing.
+    pub(crate) fn claim(&self, key: Vec<u8>) -> bool {
+        self.tx
+            .try_send(Work::Claim {
+                shard: self.index,
+                key,
+            })
+            .is_ok()
     }
 
     /// Whether the writer wants every live record of this shard again (asked once).
@@ -230,6 +257,21 @@ if owner and owner ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'rec', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1";
+
+/// Claims a dialog's record for this node (ARGV[1]) when its owner is this node or a
+/// dead one (its heartbeat key is gone): the record, else nil.
+const CLAIM_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return false end
+if owner ~= ARGV[1] and redis.call('EXISTS', 'sipshard:node:' .. owner) == 1 then
+  return false
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+return redis.call('HGET', KEYS[1], 'rec')";
+
+/// A live node's heartbeat: `sipshard:node:<id>`, renewed every second, gone 3 s after
+/// its node stops renewing it (a takeover waits for that).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const HEARTBEAT_TTL_MS: u64 = 3000;
 
 /// Deletes a dialog's record while this node owns it (or nobody does): 1, else 0.
 const DELETE_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
@@ -257,15 +299,17 @@ struct Connected {
     connection: redis::Connection,
     put_sha: String,
     delete_sha: String,
+    claim_sha: String,
 }
 
 struct Writer {
     client: redis::Client,
     config: SharedStoreConfig,
-    rx: Receiver<Batch>,
+    rx: Receiver<Work>,
     resync: Arc<[AtomicBool]>,
-    /// Each shard's waker: a resync must not wait for the shard's next datagram.
-    wakers: Vec<Arc<Waker>>,
+    /// Each shard's queue and waker: a resync must not wait for the shard's next
+    /// datagram, and claims are answered there.
+    handles: Arc<Vec<ShardHandle>>,
     counters: Arc<Counters>,
     connection: Option<Connected>,
     ever_connected: bool,
@@ -275,41 +319,114 @@ struct Writer {
     /// Deletes that were lost, written first when Redis answers again.
     pending_deletes: ahash::HashSet<Vec<u8>>,
     last_error_log: Option<Instant>,
+    /// When this node's heartbeat is due again.
+    next_heartbeat: Instant,
 }
 
 impl Writer {
     fn run(mut self) {
         loop {
-            let mut batches = Vec::new();
+            let mut work = Vec::new();
             match self.rx.recv_timeout(RETRY_EVERY) {
-                Ok(b) => {
-                    batches.push(b);
+                Ok(w) => {
                     // Let the shards' next rounds join this pipeline: fewer, fuller
-                    // pipelines, and shards that send while this thread sleeps wake nobody.
-                    std::thread::sleep(GATHER);
+                    // pipelines, and shards that send while this thread sleeps wake
+                    // nobody. A claim does not wait: a request is waiting for it.
+                    if matches!(w, Work::Batch(_)) {
+                        std::thread::sleep(GATHER);
+                    }
+                    work.push(w);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            while batches.len() < MAX_PIPELINE_BATCHES {
+            while work.len() < MAX_PIPELINE_BATCHES {
                 match self.rx.try_recv() {
-                    Ok(b) => batches.push(b),
+                    Ok(w) => work.push(w),
                     Err(_) => break,
                 }
             }
             if self.connection.is_none() && Instant::now() >= self.next_attempt {
                 self.connect();
             }
-            if batches.is_empty() {
-                continue;
+            self.heartbeat();
+            let mut batches = Vec::new();
+            let mut claims = Vec::new();
+            for w in work {
+                match w {
+                    Work::Batch(b) => batches.push(b),
+                    Work::Claim { shard, key } => claims.push((shard, key)),
+                }
             }
-            let written = match &mut self.connection {
-                Some(c) => write(c, &self.config, &batches, &self.counters),
-                None => Err("not connected".to_owned()),
-            };
-            if let Err(e) = written {
-                self.failed(&e);
-                self.lose(&batches);
+            if !batches.is_empty() {
+                let written = match &mut self.connection {
+                    Some(c) => write(c, &self.config, &batches, &self.counters),
+                    None => Err("not connected".to_owned()),
+                };
+                if let Err(e) = written {
+                    self.failed(&e);
+                    self.lose(&batches);
+                }
+            }
+            if !claims.is_empty() {
+                self.claim(claims);
+            }
+        }
+    }
+
+    /// Renews this node's heartbeat when it is due (and Redis is there).
+    fn heartbeat(&mut self) {
+        let now = Instant::now();
+        let Some(c) = &mut self.connection else {
+            return;
+        };
+        if now < self.next_heartbeat {
+            return;
+        }
+        self.next_heartbeat = now + HEARTBEAT_EVERY;
+        let key = format!("sipshard:node:{}", self.config.node_id);
+        let set: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("PX")
+            .arg(HEARTBEAT_TTL_MS)
+            .query(&mut c.connection);
+        if let Err(e) = set {
+            self.failed(&e.to_string());
+        }
+    }
+
+    /// Claims each record for this node, in one pipeline, and answers each shard: the
+    /// record, or nothing (none, a live owner, or Redis failed).
+    fn claim(&mut self, claims: Vec<(usize, Vec<u8>)>) {
+        let records: Vec<Option<Vec<u8>>> = match &mut self.connection {
+            Some(c) => {
+                let mut pipe = redis::pipe();
+                for (_, key) in &claims {
+                    pipe.cmd("EVALSHA")
+                        .arg(&c.claim_sha)
+                        .arg(1)
+                        .arg(redis_key(key))
+                        .arg(&self.config.node_id);
+                }
+                match pipe.query::<Vec<Option<Vec<u8>>>>(&mut c.connection) {
+                    Ok(records) => records,
+                    Err(e) => {
+                        self.failed(&e.to_string());
+                        Vec::new()
+                    }
+                }
+            }
+            None => Vec::new(),
+        };
+        let mut records = records.into_iter();
+        for (shard, key) in claims {
+            let record = records.next().flatten();
+            if record.is_some() {
+                self.counters.claims.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(handle) = self.handles.get(shard) {
+                let _ = handle.try_send(Inbound::Claimed { key, record });
             }
         }
     }
@@ -326,10 +443,12 @@ impl Writer {
             };
             let put_sha = load(&mut connection, PUT_DIALOG)?;
             let delete_sha = load(&mut connection, DELETE_DIALOG)?;
+            let claim_sha = load(&mut connection, CLAIM_DIALOG)?;
             Ok(Connected {
                 connection,
                 put_sha,
                 delete_sha,
+                claim_sha,
             })
         })();
         let mut c = match connected {
@@ -355,9 +474,9 @@ impl Writer {
         tracing::info!(url = %self.config.url, "shared store connected");
         if std::mem::take(&mut self.lost) {
             self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
-            for (flag, waker) in self.resync.iter().zip(&self.wakers) {
+            for (flag, handle) in self.resync.iter().zip(self.handles.iter()) {
                 flag.store(true, Ordering::Relaxed);
-                waker.wake();
+                handle.waker.wake();
             }
         }
         self.connection = Some(c);
@@ -526,7 +645,7 @@ mod tests {
             config: SharedStoreConfig::new("redis://127.0.0.1:1/", "n1"),
             rx,
             resync: Arc::from(vec![AtomicBool::new(false)]),
-            wakers: Vec::new(),
+            handles: Arc::new(Vec::new()),
             counters: Arc::new(Counters::default()),
             connection: None,
             ever_connected: false,
@@ -534,6 +653,7 @@ mod tests {
             lost: false,
             pending_deletes: ahash::HashSet::default(),
             last_error_log: None,
+            next_heartbeat: Instant::now(),
         };
         let delete = |k: &[u8]| PersistOp::Delete { key: k.to_vec() };
         let put = |k: &[u8]| PersistOp::Put {

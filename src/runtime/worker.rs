@@ -419,6 +419,9 @@ impl Worker {
                     let _ = reply.send(outcome);
                 }
                 Ok(Inbound::Peer(message)) => self.shard.handle_peer(now, message),
+                Ok(Inbound::Claimed { key, record }) => {
+                    self.shard.handle_claim(now, &key, record.as_deref());
+                }
                 Ok(Inbound::Stats(reply)) => {
                     let mut io = round.io;
                     io.event_backlog = round.backlog.iter().map(Vec::len).sum::<usize>() as u64;
@@ -664,6 +667,7 @@ impl Worker {
         {
             shared.offer(self.shard.persisted_records());
         }
+        self.ask_claims(now);
         round.persist.clear();
         round
             .persist
@@ -677,6 +681,20 @@ impl Worker {
         }
         if let Some(shared) = &self.shared {
             shared.offer(std::mem::take(&mut round.persist));
+        }
+    }
+
+    /// Hands the shard's claims (takeovers) to the shared store; one it cannot take is
+    /// answered at once, with nothing (the request gets its 481).
+    fn ask_claims(&mut self, now: &mut Option<Instant>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        while let Some(key) = self.shard.poll_claim() {
+            if !shared.claim(key.clone()) {
+                let now = *now.get_or_insert_with(Instant::now);
+                self.shard.handle_claim(now, &key, None);
+            }
         }
     }
 

@@ -82,6 +82,10 @@ pub struct ShardConfig {
     /// Probe each restored dialog with an in-dialog OPTIONS (`None`, the default: no
     /// probes; [`RecoveryProbes`](super::RecoveryProbes)).
     pub recovery_probes: Option<super::RecoveryProbes>,
+    /// An in-dialog request for a dialog this shard does not hold waits for a claim of
+    /// its record ([`Shard::poll_claim`](super::Shard::poll_claim)) instead of its 481:
+    /// the dialog may be a dead peer's (a cluster node; off by default).
+    pub takeover: bool,
 }
 
 /// When the UAS sends its 18x reliably (RFC 3262: `Require: 100rel`, `RSeq`, retransmitted
@@ -156,6 +160,7 @@ impl ShardConfig {
             max_call_duration: None,
             persist: false,
             recovery_probes: None,
+            takeover: false,
         }
     }
 }

@@ -73,6 +73,7 @@ mod standalone;
 mod stats;
 mod subscriber;
 mod table;
+mod takeover;
 mod timers;
 mod uac;
 mod uas;
@@ -170,6 +171,8 @@ pub struct Shard {
     nonce_counts: crate::registrar::NonceCounts,
     /// Dialog records for the store, when [`ShardConfig::persist`] is on.
     persist: Option<persist::Persist>,
+    /// Requests waiting for a peer's dialog to be claimed (`takeover`), when on.
+    takeover: Option<takeover::Takeover>,
 }
 
 /// Nonces whose counts a shard keeps at most (each about 40 bytes).
@@ -200,6 +203,7 @@ impl Shard {
         };
         let guard = crate::guard::Guard::new(config.guard.clone());
         let config_persist = config.persist;
+        let config_takeover = config.takeover;
         Shard {
             guard,
             nonce_counts: crate::registrar::NonceCounts::new(NONCES_TRACKED),
@@ -236,6 +240,7 @@ impl Shard {
             contacts,
             wall_clock: None,
             persist: persist::persist_state(config_persist),
+            takeover: takeover::takeover_state(config_takeover),
         }
     }
 

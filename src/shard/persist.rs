@@ -49,6 +49,11 @@ fn store_key(kind: u8, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The store key of the dialog `id`'s record.
+pub(super) fn dialog_store_key(id: &DialogId) -> Vec<u8> {
+    store_key(DIALOG_KEY, id.key())
+}
+
 /// Whether a store key is a dialog's (else an address-of-record's bindings).
 pub fn is_dialog_store_key(key: &[u8]) -> bool {
     key.get(4) == Some(&DIALOG_KEY)

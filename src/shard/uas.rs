@@ -190,6 +190,12 @@ impl Shard {
             {
                 return;
             }
+            // In a cluster the dialog may be a dead peer's: claimed from the shared store.
+            if request.method() != Some(Method::Ack)
+                && self.wait_for_claim(txn, &request, &DialogId::new(call_id, local, remote))
+            {
+                return;
+            }
             return self.reject_request(now, txn, &request, 481, &[]);
         };
         let Some(entry) = self.entry_mut(index) else {

@@ -327,6 +327,12 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         &mut per_shard(&|r| r.stats.dialogs_restored).into_iter(),
     );
     family(
+        "sipshard_dialogs_taken_over_total",
+        "counter",
+        "Dialogs of a dead peer claimed from the shared store when their in-dialog requests came here (--cluster).",
+        &mut per_shard(&|r| r.stats.dialogs_taken_over).into_iter(),
+    );
+    family(
         "sipshard_bindings_restored_total",
         "counter",
         "Registrar bindings taken back from the state directory at start (lapsed ones are not).",
@@ -385,6 +391,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
                 ("dropped_batch", shared.dropped_batches),
                 ("reconnect", shared.reconnects),
                 ("resync", shared.resyncs),
+                ("claim", shared.claims),
             ]
             .into_iter()
             .map(|(k, v)| (format!("event=\"{k}\""), v)),

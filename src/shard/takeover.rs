@@ -1,0 +1,107 @@
+//! Taking a peer's dialog over (issue 23): an in-dialog request for a dialog this shard
+//! does not hold waits while the shared store is asked for the dialog's record; if a dead
+//! peer owned it, the record comes back claimed for this node, the dialog is restored (its
+//! timers re-armed: this node runs them now) and the request is handled as if the dialog
+//! had always been here. Otherwise the request gets its 481.
+//!
+//! # What it owns, what it may not touch
+//! The requests waiting for a claim and the claims asked for. It touches no store: claims
+//! leave through [`Shard::poll_claim`] and their answers come back through
+//! [`Shard::handle_claim`] (the runtime asks Redis, with the compare-and-set that makes
+//! one node the owner); the restore is `persist`'s.
+
+use std::time::Instant;
+
+use super::Shard;
+use crate::dialog::DialogId;
+use crate::message::Message;
+use crate::transaction::ServerTxnId;
+
+/// Requests that may wait for claims at once; beyond, they get their 481 at once.
+const MAX_WAITING: usize = 4096;
+
+/// The shard's side of takeovers (present when [`ShardConfig::takeover`] is on).
+///
+/// [`ShardConfig::takeover`]: super::ShardConfig::takeover
+#[derive(Default)]
+pub(super) struct Takeover {
+    /// Requests waiting for the claim of their dialog's record.
+    waiting: Vec<Waiting>,
+    /// Store keys of records to claim, not yet handed out.
+    asks: Vec<Vec<u8>>,
+}
+
+struct Waiting {
+    key: Vec<u8>,
+    txn: ServerTxnId,
+    request: Message,
+}
+
+impl Shard {
+    /// An in-dialog request for the dialog `id`, which this shard does not hold: with
+    /// takeovers on, it waits for the claim of the dialog's record and this returns true;
+    /// else the caller answers it 481.
+    pub(super) fn wait_for_claim(
+        &mut self,
+        txn: ServerTxnId,
+        request: &Message,
+        id: &DialogId,
+    ) -> bool {
+        let Some(takeover) = &mut self.takeover else {
+            return false;
+        };
+        if takeover.waiting.len() >= MAX_WAITING {
+            return false;
+        }
+        let key = super::persist::dialog_store_key(id);
+        if !takeover.waiting.iter().any(|w| w.key == key) {
+            takeover.asks.push(key.clone());
+        }
+        takeover.waiting.push(Waiting {
+            key,
+            txn,
+            request: request.clone(),
+        });
+        true
+    }
+
+    /// The store key of a dialog record to claim for this node (see the module doc);
+    /// each is answered with [`Shard::handle_claim`].
+    pub fn poll_claim(&mut self) -> Option<Vec<u8>> {
+        self.takeover.as_mut()?.asks.pop()
+    }
+
+    /// The answer to a claim: the record, now this node's, or `None` (no such dialog, a
+    /// live peer owns it, or the store could not be asked). The requests that waited for
+    /// it are handled now: in the restored dialog, or with their 481.
+    pub fn handle_claim(&mut self, now: Instant, key: &[u8], record: Option<&[u8]>) {
+        let Some(takeover) = &mut self.takeover else {
+            return;
+        };
+        let (done, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut takeover.waiting)
+            .into_iter()
+            .partition(|w| w.key == key);
+        takeover.waiting = rest;
+        if let Some(record) = record {
+            match self.restore(now, record) {
+                Ok(_) => self.stats.dialogs_taken_over += 1,
+                Err(e) => tracing::warn!(error = %e, "a claimed dialog record did not restore"),
+            }
+        }
+        // Handled with takeovers off for the moment: a dialog still missing gets its 481
+        // rather than another claim.
+        let takeover = self.takeover.take();
+        for w in done {
+            if let Ok(Some(local)) = w.request.to_tag() {
+                let local = local.to_vec();
+                self.in_dialog_request(now, w.txn, w.request, &local);
+            }
+        }
+        self.takeover = takeover;
+    }
+}
+
+/// The shard's takeover state, when `on`.
+pub(super) fn takeover_state(on: bool) -> Option<Takeover> {
+    on.then(Takeover::default)
+}
