@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::peers::{
-    KamailioProcess, Server, free_udp_port, kamailio, required_tool, run_sipp, sipp, spawn_sipp,
-    sum_metric, wait_metric, wait_options_through, wait_sipp,
+    KamailioProcess, Server, free_udp_port, kamailio, required_tool, run_sipp, scenario, sipp,
+    spawn_sipp, sum_metric, wait_metric, wait_options_through, wait_sipp,
 };
 use sipshard::dialog::{DialogRecord, DialogState};
 
@@ -115,6 +115,23 @@ impl Redis {
     }
 }
 
+/// `sipshard serve` auto-answering over UDP with `shards` shards, clustered on `redis` as
+/// `node_id`.
+fn clustered_node(redis: &Redis, node_id: &str, shards: &str) -> Server {
+    let url = redis.url();
+    Server::start(&[
+        "--mode",
+        "auto-answer",
+        "--no-tcp",
+        "--shards",
+        shards,
+        "--cluster",
+        &url,
+        "--node-id",
+        node_id,
+    ])
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
@@ -128,20 +145,8 @@ fn calls_are_kept_in_redis_while_up_and_redis_is_caught_up_after_a_kill() {
         return;
     };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let listen = format!("127.0.0.1:{}", free_udp_port());
-    let url = redis.url();
-    let args = [
-        "--mode",
-        "auto-answer",
-        "--no-tcp",
-        "--shards",
-        "2",
-        "--cluster",
-        &url,
-        "--node-id",
-        "node-a",
-    ];
-    let server = Server::start_at(&listen, &args);
+    let server = clustered_node(&redis, "node-a", "2");
+    let listen = server.sip.to_string();
 
     // 300 calls at 100 per second, each held 8 s after its ACK.
     let calls = 300u64;
@@ -243,18 +248,8 @@ fn a_node_never_overwrites_nor_deletes_a_dialog_a_peer_owns() {
         return;
     };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let listen = format!("127.0.0.1:{}", free_udp_port());
-    let url = redis.url();
-    let args = [
-        "--mode",
-        "auto-answer",
-        "--no-tcp",
-        "--cluster",
-        &url,
-        "--node-id",
-        "node-a",
-    ];
-    let server = Server::start_at(&listen, &args);
+    let server = clustered_node(&redis, "node-a", "1");
+    let listen = server.sip.to_string();
     // 20 calls held 3 s after their ACK.
     let calls = 20usize;
     let child = spawn_sipp(
@@ -389,29 +384,13 @@ fn a_dead_nodes_calls_are_taken_over_by_its_peers_and_every_bye_gets_200() {
         return;
     };
     let _one_at_a_time = common::peers::sipp_run_lock();
-    let url = redis.url();
     let nodes: Vec<Server> = ["node-1", "node-2", "node-3"]
         .iter()
-        .map(|id| {
-            Server::start(&[
-                "--mode",
-                "auto-answer",
-                "--no-tcp",
-                "--shards",
-                "1",
-                "--cluster",
-                &url,
-                "--node-id",
-                id,
-            ])
-        })
+        .map(|id| clustered_node(&redis, id, "1"))
         .collect();
     let addrs: Vec<_> = nodes.iter().map(|n| n.sip).collect();
     let (front, at) = front(&kamailio, &addrs);
-    let scenario = format!(
-        "{}/tests/data/sipp/proxied_call_hold.xml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let scenario = scenario("proxied_call_hold.xml");
     // 300 calls at 100 per second, each held 10 s after its ACK, then BYE.
     let calls = 300u64;
     let child = spawn_sipp(

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::peers::{
-    KamailioProcess, Server, free_udp_port, kamailio, run_sipp, sipp, sipp_run_lock, spawn_sipp,
-    wait_metric, wait_options_through, wait_sipp,
+    KamailioProcess, Server, free_udp_port, kamailio, run_sipp, scenario, sipp, sipp_run_lock,
+    spawn_sipp, wait_metric, wait_options_through, wait_sipp,
 };
 
 /// A stateful, record-routing Kamailio in front of `target`: requests without a To tag
@@ -158,10 +158,6 @@ impl Kamailio {
     fn log(&self) -> String {
         self.process.log()
     }
-}
-
-fn scenario(file: &str) -> String {
-    format!("{}/tests/data/sipp/{file}", env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]

@@ -138,21 +138,14 @@ impl SharedStore {
         let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
         let resync: Arc<[AtomicBool]> = (0..shards).map(|_| AtomicBool::new(false)).collect();
         let counters = Arc::new(Counters::default());
-        let writer = Writer {
+        let writer = Writer::new(
             client,
-            config: config.clone(),
+            config,
             rx,
-            resync: resync.clone(),
+            resync.clone(),
             handles,
-            counters: counters.clone(),
-            connection: None,
-            ever_connected: false,
-            next_attempt: Instant::now(),
-            lost: false,
-            pending_deletes: ahash::HashSet::default(),
-            last_error_log: None,
-            next_heartbeat: Instant::now(),
-        };
+            counters.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("sipshard-shared".into())
             .spawn(move || writer.run())
@@ -324,6 +317,32 @@ struct Writer {
 }
 
 impl Writer {
+    /// A writer, not connected yet.
+    fn new(
+        client: redis::Client,
+        config: &SharedStoreConfig,
+        rx: Receiver<Work>,
+        resync: Arc<[AtomicBool]>,
+        handles: Arc<Vec<ShardHandle>>,
+        counters: Arc<Counters>,
+    ) -> Writer {
+        Writer {
+            client,
+            config: config.clone(),
+            rx,
+            resync,
+            handles,
+            counters,
+            connection: None,
+            ever_connected: false,
+            next_attempt: Instant::now(),
+            lost: false,
+            pending_deletes: ahash::HashSet::default(),
+            last_error_log: None,
+            next_heartbeat: Instant::now(),
+        }
+    }
+
     fn run(mut self) {
         loop {
             let mut work = Vec::new();
@@ -640,21 +659,14 @@ mod tests {
     #[test]
     fn lost_deletes_wait_for_the_next_connection_unless_a_later_put_supersedes_them() {
         let (_tx, rx) = crossbeam_channel::bounded(1);
-        let mut w = Writer {
-            client: redis::Client::open("redis://127.0.0.1:1/").unwrap(),
-            config: SharedStoreConfig::new("redis://127.0.0.1:1/", "n1"),
+        let mut w = Writer::new(
+            redis::Client::open("redis://127.0.0.1:1/").unwrap(),
+            &SharedStoreConfig::new("redis://127.0.0.1:1/", "n1"),
             rx,
-            resync: Arc::from(vec![AtomicBool::new(false)]),
-            handles: Arc::new(Vec::new()),
-            counters: Arc::new(Counters::default()),
-            connection: None,
-            ever_connected: false,
-            next_attempt: Instant::now(),
-            lost: false,
-            pending_deletes: ahash::HashSet::default(),
-            last_error_log: None,
-            next_heartbeat: Instant::now(),
-        };
+            Arc::from(vec![AtomicBool::new(false)]),
+            Arc::new(Vec::new()),
+            Arc::new(Counters::default()),
+        );
         let delete = |k: &[u8]| PersistOp::Delete { key: k.to_vec() };
         let put = |k: &[u8]| PersistOp::Put {
             key: k.to_vec(),

@@ -395,3 +395,8 @@ Call-ID: ready-{attempt}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
         }
     }
 }
+
+/// The path of the SIPp scenario `file` in `tests/data/sipp/`.
+pub fn scenario(file: &str) -> String {
+    format!("{}/tests/data/sipp/{file}", env!("CARGO_MANIFEST_DIR"))
+}
