@@ -442,3 +442,94 @@ fn a_dead_nodes_calls_are_taken_over_by_its_peers_and_every_bye_gets_200() {
     );
     drop(front);
 }
+
+#[test]
+fn a_returning_node_restores_only_the_calls_no_peer_took_over() {
+    let Some(sipp) = sipp() else { return };
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let _one_at_a_time = common::peers::sipp_run_lock();
+    let dir = std::env::temp_dir().join(format!("sipshard-returning-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let url = redis.url();
+    let dir_arg = dir.to_str().expect("a UTF-8 temporary path").to_owned();
+    let args = [
+        "--mode",
+        "auto-answer",
+        "--no-tcp",
+        "--state-dir",
+        &dir_arg,
+        "--cluster",
+        &url,
+        "--node-id",
+        "node-a",
+    ];
+    let listen = format!("127.0.0.1:{}", free_udp_port());
+    let node = Server::start_at(&listen, &args);
+    // 20 calls held a minute.
+    let mut child = spawn_sipp(
+        &sipp,
+        free_udp_port(),
+        &["-sn", "uac", &listen, "-m", "20", "-r", "50", "-d", "60000"],
+        &std::env::temp_dir(),
+    );
+    assert_eq!(redis.wait_dialogs(20, Duration::from_secs(10)), 20);
+    node.kill();
+
+    // While it is down, a live peer takes half of its calls over.
+    let mut c = redis.connection().expect("redis answers");
+    let _: () = redis::cmd("SET")
+        .arg("sipshard:node:node-b")
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut c)
+        .expect("node-b's heartbeat");
+    let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+        .arg("sipshard:*")
+        .query(&mut c)
+        .expect("KEYS");
+    let dialogs: Vec<&Vec<u8>> = keys
+        .iter()
+        .filter(|k| !k.starts_with(b"sipshard:node:"))
+        .collect();
+    assert_eq!(dialogs.len(), 20);
+    for key in &dialogs[..10] {
+        let _: i64 = redis::cmd("HSET")
+            .arg(key.as_slice())
+            .arg("owner")
+            .arg("node-b")
+            .query(&mut c)
+            .expect("HSET");
+    }
+
+    // Back, it holds only its own ten, and has let go of the others for good.
+    let node = Server::start_at(&listen, &args);
+    assert_eq!(node.metric("sipshard_dialogs_restored_total", ""), 10);
+    assert_eq!(node.metric("sipshard_dialogs", "state=\"confirmed\""), 10);
+    node.kill();
+    let node = Server::start_at(&listen, &args);
+    assert_eq!(
+        node.metric("sipshard_dialogs_restored_total", ""),
+        10,
+        "the peer's calls left the node's own store too"
+    );
+    let owners: Vec<String> = redis
+        .dialogs()
+        .into_iter()
+        .map(|(_, owner, _)| owner)
+        .collect();
+    assert_eq!(owners.iter().filter(|o| *o == "node-b").count(), 10);
+    node.kill();
+
+    // A node that cannot ask the shared store does not pretend to own what it cannot
+    // check: it restores no dialog, and keeps the records for a start that can.
+    redis.kill();
+    let node = Server::start_at(&listen, &args);
+    assert_eq!(node.metric("sipshard_dialogs_restored_total", ""), 0);
+    node.kill();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

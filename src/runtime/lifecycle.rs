@@ -75,6 +75,20 @@ impl DialogManager {
             }
             None => ((0..count).map(|_| None).collect(), vec![Vec::new(); count]),
         };
+        if let Some(config) = &self.config.shared
+            && restores.iter().any(|r| !r.is_empty())
+        {
+            // A peer may have taken some of our calls over while we were down: those are
+            // its now, and this node must not act on them.
+            let dropped = super::shared::drop_taken_over(config, &mut restores);
+            for (store, deletes) in stores.iter_mut().zip(dropped) {
+                if let Some(store) = store
+                    && !deletes.is_empty()
+                {
+                    store.write(Instant::now(), &deletes, &mut Default::default());
+                }
+            }
+        }
         let shared = match &self.config.shared {
             Some(config) => Some(
                 super::shared::SharedStore::start(config, shards.clone())

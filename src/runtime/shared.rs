@@ -543,6 +543,93 @@ impl Writer {
     }
 }
 
+/// Leaves out of `restores` (per shard) the dialog records a peer owns in the shared store
+/// now (it took them over while this node was down), and returns, per shard, the deletes
+/// that remove them from the embedded store. When the shared store cannot be asked, no
+/// dialog record is restored (this node cannot know which are still its own), and none
+/// is deleted. Binding records always restore.
+pub(crate) fn drop_taken_over(
+    config: &SharedStoreConfig,
+    restores: &mut [Vec<Vec<u8>>],
+) -> Vec<Vec<PersistOp>> {
+    let mut deletes: Vec<Vec<PersistOp>> = restores.iter().map(|_| Vec::new()).collect();
+    let owners = (|| -> redis::RedisResult<Vec<Vec<Option<String>>>> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let mut c = client.get_connection_with_timeout(IO_TIMEOUT)?;
+        c.set_read_timeout(Some(IO_TIMEOUT))?;
+        // Alive before we look: from now on no peer claims what is still ours.
+        redis::cmd("SET")
+            .arg(format!("sipshard:node:{}", config.node_id))
+            .arg(1)
+            .arg("PX")
+            .arg(HEARTBEAT_TTL_MS)
+            .query::<()>(&mut c)?;
+        let mut owners = Vec::new();
+        for records in restores.iter() {
+            // Each dialog record's owner (bindings have none: `None` in their places).
+            let keys: Vec<Option<Vec<u8>>> = records
+                .iter()
+                .map(|r| {
+                    let dialog = !r.starts_with(crate::registrar::BINDINGS_MAGIC);
+                    dialog.then(|| crate::shard::record_store_key(r)).flatten()
+                })
+                .collect();
+            let mut pipe = redis::pipe();
+            for key in keys.iter().flatten() {
+                pipe.cmd("HGET").arg(redis_key(key)).arg("owner");
+            }
+            let mut found: std::vec::IntoIter<Option<String>> = if keys.iter().any(Option::is_some)
+            {
+                pipe.query::<Vec<Option<String>>>(&mut c)?.into_iter()
+            } else {
+                Vec::new().into_iter()
+            };
+            owners.push(
+                keys.iter()
+                    .map(|k| k.as_ref().and_then(|_| found.next().flatten()))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        Ok(owners)
+    })();
+    let owners = match owners {
+        Ok(owners) => owners,
+        Err(e) => {
+            let held: usize = restores.iter().map(Vec::len).sum();
+            tracing::error!(
+                url = %config.url,
+                error = %e,
+                records = held,
+                "shared store unreachable at start: no dialog is restored, for a peer may own it"
+            );
+            for records in restores.iter_mut() {
+                records.retain(|r| r.starts_with(crate::registrar::BINDINGS_MAGIC));
+            }
+            return deletes;
+        }
+    };
+    let mut dropped = 0;
+    for ((records, owners), deletes) in restores.iter_mut().zip(owners).zip(&mut deletes) {
+        let mut owners = owners.into_iter();
+        records.retain(|record| {
+            let owner = owners.next().flatten();
+            let theirs = owner.is_some_and(|o| o != config.node_id);
+            if theirs && let Some(key) = crate::shard::record_store_key(record) {
+                deletes.push(PersistOp::Delete { key });
+                dropped += 1;
+            }
+            !theirs
+        });
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "dialogs taken over by peers while this node was down are theirs"
+        );
+    }
+    deletes
+}
+
 /// The Redis key of a store key.
 fn redis_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + key.len());
