@@ -159,6 +159,12 @@ impl Registrar {
         }
     }
 
+    /// Forgets `aor`'s bindings here (another copy, a shared store's, is about to take
+    /// their place); nothing is written anywhere.
+    pub fn forget(&mut self, aor: &[u8]) {
+        self.aors.remove(aor);
+    }
+
     /// Drops every binding that lapsed by `now`.
     pub fn expire(&mut self, now: Instant) {
         while let Some(Reverse((t, _))) = self.expiries.peek() {

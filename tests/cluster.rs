@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::peers::{
-    KamailioProcess, Server, free_udp_port, kamailio, required_tool, run_sipp, scenario, sipp,
-    spawn_sipp, sum_metric, wait_metric, wait_options_through, wait_sipp,
+    KamailioProcess, Server, exchange, free_udp_port, kamailio, register, required_tool, run_sipp,
+    scenario, sipp, spawn_sipp, sum_metric, wait_metric, wait_options_through, wait_sipp,
 };
 use sipshard::dialog::{DialogRecord, DialogState};
 
@@ -87,6 +87,24 @@ impl Redis {
                     .ok()?;
                 let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).ok()?;
                 Some((record, owner, ttl))
+            })
+            .collect()
+    }
+
+    /// The bindings records it holds (strings under `sipshard:`, heartbeats left out).
+    fn bindings(&self) -> Vec<Vec<u8>> {
+        let mut c = self.connection().expect("redis answers");
+        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+            .arg("sipshard:*")
+            .query(&mut c)
+            .expect("KEYS");
+        keys.iter()
+            .filter(|k| !k.starts_with(b"sipshard:node:"))
+            .filter_map(|k| {
+                redis::cmd("GET")
+                    .arg(k)
+                    .query::<Option<Vec<u8>>>(&mut c)
+                    .ok()?
             })
             .collect()
     }
@@ -532,4 +550,68 @@ fn a_returning_node_restores_only_the_calls_no_peer_took_over() {
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_registration_made_through_one_node_is_what_a_query_through_another_sees() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let registrar = |id: &str| {
+        Server::start(&[
+            "--mode",
+            "registrar",
+            "--no-tcp",
+            "--cluster",
+            &url,
+            "--node-id",
+            id,
+            "--domain",
+            "example.com",
+        ])
+    };
+    let (a, b) = (registrar("node-a"), registrar("node-b"));
+    let (a_at, b_at) = (a.sip.to_string(), b.sip.to_string());
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a client socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("a timeout");
+    let local = socket.local_addr().expect("its address");
+    let domain = "example.com";
+    // Binds `contact` through the node at `at`, then waits until Redis holds it: the node
+    // writes after it answers, a couple of milliseconds behind.
+    let bind = |at: &str, call_id: &str, contact: &str| {
+        let ok = exchange(
+            &socket,
+            at,
+            &register(domain, local, call_id, 1, Some(contact)),
+        );
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        let uri = contact.trim_matches(|c| c == '<' || c == '>').as_bytes();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !redis
+            .bindings()
+            .iter()
+            .any(|r| r.windows(uri.len()).any(|w| w == uri))
+        {
+            assert!(Instant::now() < deadline, "the binding never reached Redis");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let query = |at: &str, call_id: &str| {
+        let listed = exchange(&socket, at, &register(domain, local, call_id, 1, None));
+        assert!(listed.starts_with("SIP/2.0 200"), "{listed}");
+        listed
+    };
+
+    // Bob's phone registers through node A; a query through node B lists it.
+    bind(&a_at, "phone", "<sip:bob@192.0.2.10:5060>");
+    let listed = query(&b_at, "query-1");
+    assert!(listed.contains("sip:bob@192.0.2.10:5060"), "{listed}");
+    // His softphone registers through node B; node A's next query lists both.
+    bind(&b_at, "softphone", "<sip:bob@192.0.2.20:5060>");
+    let listed = query(&a_at, "query-2");
+    assert!(listed.contains("sip:bob@192.0.2.10:5060"), "{listed}");
+    assert!(listed.contains("sip:bob@192.0.2.20:5060"), "{listed}");
 }

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peers::{Server, free_udp_port, sipp, spawn_sipp, wait_metric, wait_sipp};
+use common::peers::{
+    Server, exchange, free_udp_port, register, sipp, spawn_sipp, wait_metric, wait_sipp,
+};
 
 /// A fresh state directory under the system's temporary one.
 fn state_dir(name: &str) -> std::path::PathBuf {
@@ -211,37 +213,6 @@ fn calls_placed_by_a_dialog_manager_killed_with_9_are_ended_by_its_restart() {
 }
 
 /// Sends `request` from `socket` to `to` and returns the final response's text.
-fn exchange(socket: &std::net::UdpSocket, to: &str, request: &str) -> String {
-    socket.send_to(request.as_bytes(), to).expect("sent");
-    let mut buf = [0u8; 65_535];
-    loop {
-        let (n, _) = socket
-            .recv_from(&mut buf)
-            .expect("an answer within the timeout");
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if !text.starts_with("SIP/2.0 1") {
-            return text;
-        }
-    }
-}
-
-fn register(
-    to: &str,
-    local: std::net::SocketAddr,
-    call_id: &str,
-    cseq: u32,
-    contact: Option<&str>,
-) -> String {
-    let contact = contact.map_or(String::new(), |c| {
-        format!("Contact: {c}\r\nExpires: 3600\r\n")
-    });
-    format!(
-        "REGISTER sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-{cseq}\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:bob@{to}>;tag=b{cseq}\r\nTo: <sip:bob@{to}>\r\n\
-         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{contact}Content-Length: 0\r\n\r\n"
-    )
-}
-
 #[test]
 fn registrar_bindings_made_before_a_kill_9_are_listed_after_it() {
     let registrar = Persisting::new("kill9-registrar", "registrar", &[]);

@@ -103,8 +103,8 @@ struct Batch {
 enum Work {
     /// A round's records.
     Batch(Batch),
-    /// Claim the dialog record at this store key for this node (a takeover), and answer
-    /// shard `shard`.
+    /// Claim the dialog record at this store key for this node (a takeover), or read an
+    /// AOR's bindings record, and answer shard `shard`.
     Claim { shard: usize, key: Vec<u8> },
 }
 
@@ -422,11 +422,16 @@ impl Writer {
             Some(c) => {
                 let mut pipe = redis::pipe();
                 for (_, key) in &claims {
-                    pipe.cmd("EVALSHA")
-                        .arg(&c.claim_sha)
-                        .arg(1)
-                        .arg(redis_key(key))
-                        .arg(&self.config.node_id);
+                    if is_dialog_store_key(key) {
+                        pipe.cmd("EVALSHA")
+                            .arg(&c.claim_sha)
+                            .arg(1)
+                            .arg(redis_key(key))
+                            .arg(&self.config.node_id);
+                    } else {
+                        // An AOR's bindings: read, owned by nobody.
+                        pipe.cmd("GET").arg(redis_key(key));
+                    }
                 }
                 match pipe.query::<Vec<Option<Vec<u8>>>>(&mut c.connection) {
                     Ok(records) => records,
@@ -441,7 +446,7 @@ impl Writer {
         let mut records = records.into_iter();
         for (shard, key) in claims {
             let record = records.next().flatten();
-            if record.is_some() {
+            if record.is_some() && is_dialog_store_key(&key) {
                 self.counters.claims.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(handle) = self.handles.get(shard) {

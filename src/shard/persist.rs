@@ -54,6 +54,11 @@ pub(super) fn dialog_store_key(id: &DialogId) -> Vec<u8> {
     store_key(DIALOG_KEY, id.key())
 }
 
+/// The store key of `aor`'s bindings record.
+pub(super) fn bindings_store_key(aor: &[u8]) -> Vec<u8> {
+    store_key(BINDINGS_KEY, aor)
+}
+
 /// Whether a store key is a dialog's (else an address-of-record's bindings).
 pub fn is_dialog_store_key(key: &[u8]) -> bool {
     key.get(4) == Some(&DIALOG_KEY)

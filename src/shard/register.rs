@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::reply::Reply;
 use super::timers::ShardTimer;
 use super::{DialogError, RegisterMode, SessionEvent, Shard};
-use crate::message::{Message, Method};
+use crate::message::{HeaderName, Message, Method};
 use crate::registrar::{self, RegisterOutcome};
 use crate::transaction::ServerTxnId;
 
@@ -41,6 +41,17 @@ impl Shard {
                 if self.registrar.as_ref().is_some_and(|r| !r.serves(&request)) {
                     return self.reject_request(now, txn, &request, 404, &[]);
                 }
+                // In a cluster, the AOR's bindings as the shared store holds them first
+                // (before authentication, which runs once, on the REGISTER's return).
+                if self.takeover.is_some()
+                    && let Some(aor) = request
+                        .to_header()
+                        .ok()
+                        .and_then(|to| registrar::aor_of(&to.uri))
+                    && self.wait_for_bindings(txn, &request, &aor, from)
+                {
+                    return;
+                }
                 if self.config.registrar_auth.is_some() && !self.authorize(now, txn, &request, from)
                 {
                     return;
@@ -50,10 +61,14 @@ impl Shard {
                 };
                 match table.register(now, &request) {
                     RegisterOutcome::Ok(bindings) => {
-                        if let Some(aor) = request
-                            .to_header()
-                            .ok()
-                            .and_then(|to| registrar::aor_of(&to.uri))
+                        // A query (no Contact, §10.3 step 6) changed nothing: nothing to
+                        // write (in a cluster, it must not overwrite another node's newer
+                        // record with this one's view).
+                        if request.header(HeaderName::Contact).is_some()
+                            && let Some(aor) = request
+                                .to_header()
+                                .ok()
+                                .and_then(|to| registrar::aor_of(&to.uri))
                         {
                             self.bindings_changed(&aor);
                         }

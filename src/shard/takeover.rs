@@ -4,12 +4,18 @@
 //! timers re-armed: this node runs them now) and the request is handled as if the dialog
 //! had always been here. Otherwise the request gets its 481.
 //!
+//! A REGISTER waits the same way for its address-of-record's bindings as the shared store
+//! holds them (any node may have changed them since): they replace this shard's copy, and
+//! the REGISTER is handled against them, so a registration made through one node is what a
+//! query through another sees.
+//!
 //! # What it owns, what it may not touch
 //! The requests waiting for a claim and the claims asked for. It touches no store: claims
 //! leave through [`Shard::poll_claim`] and their answers come back through
 //! [`Shard::handle_claim`] (the runtime asks Redis, with the compare-and-set that makes
 //! one node the owner); the restore is `persist`'s.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Shard;
@@ -35,6 +41,8 @@ struct Waiting {
     key: Vec<u8>,
     txn: ServerTxnId,
     request: Message,
+    /// A REGISTER from here (handled again as one); `None`: an in-dialog request.
+    register_from: Option<SocketAddr>,
 }
 
 impl Shard {
@@ -47,13 +55,36 @@ impl Shard {
         request: &Message,
         id: &DialogId,
     ) -> bool {
+        let key = super::persist::dialog_store_key(id);
+        self.wait_for(key, txn, request, None)
+    }
+
+    /// A REGISTER for `aor` from `from`: with takeovers on it waits for the AOR's
+    /// bindings as the shared store holds them, and this returns true.
+    pub(super) fn wait_for_bindings(
+        &mut self,
+        txn: ServerTxnId,
+        request: &Message,
+        aor: &[u8],
+        from: SocketAddr,
+    ) -> bool {
+        let key = super::persist::bindings_store_key(aor);
+        self.wait_for(key, txn, request, Some(from))
+    }
+
+    fn wait_for(
+        &mut self,
+        key: Vec<u8>,
+        txn: ServerTxnId,
+        request: &Message,
+        register_from: Option<SocketAddr>,
+    ) -> bool {
         let Some(takeover) = &mut self.takeover else {
             return false;
         };
         if takeover.waiting.len() >= MAX_WAITING {
             return false;
         }
-        let key = super::persist::dialog_store_key(id);
         if !takeover.waiting.iter().any(|w| w.key == key) {
             takeover.asks.push(key.clone());
         }
@@ -61,6 +92,7 @@ impl Shard {
             key,
             txn,
             request: request.clone(),
+            register_from,
         });
         true
     }
@@ -82,19 +114,34 @@ impl Shard {
             .into_iter()
             .partition(|w| w.key == key);
         takeover.waiting = rest;
-        if let Some(record) = record {
+        if !super::persist::is_dialog_store_key(key) {
+            // An AOR's bindings: the shared store's copy replaces ours (none: it has none).
+            if let (Some(table), Some(aor)) = (&mut self.registrar, key.get(5..)) {
+                table.forget(aor);
+            }
+            if let Some(record) = record
+                && let Err(e) = self.restore(now, record)
+            {
+                tracing::warn!(error = %e, "shared bindings did not restore");
+            }
+        } else if let Some(record) = record {
             match self.restore(now, record) {
                 Ok(_) => self.stats.dialogs_taken_over += 1,
                 Err(e) => tracing::warn!(error = %e, "a claimed dialog record did not restore"),
             }
         }
         // Handled with takeovers off for the moment: a dialog still missing gets its 481
-        // rather than another claim.
+        // rather than another claim, a REGISTER is handled against what is here now.
         let takeover = self.takeover.take();
         for w in done {
-            if let Ok(Some(local)) = w.request.to_tag() {
-                let local = local.to_vec();
-                self.in_dialog_request(now, w.txn, w.request, &local);
+            match w.register_from {
+                Some(from) => self.on_register(now, w.txn, w.request, from),
+                None => {
+                    if let Ok(Some(local)) = w.request.to_tag() {
+                        let local = local.to_vec();
+                        self.in_dialog_request(now, w.txn, w.request, &local);
+                    }
+                }
             }
         }
         self.takeover = takeover;

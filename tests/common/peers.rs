@@ -400,3 +400,37 @@ Call-ID: ready-{attempt}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
 pub fn scenario(file: &str) -> String {
     format!("{}/tests/data/sipp/{file}", env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Sends `request` to `to` from `socket` and returns the first final answer (as text).
+pub fn exchange(socket: &UdpSocket, to: &str, request: &str) -> String {
+    socket.send_to(request.as_bytes(), to).expect("sent");
+    let mut buf = [0u8; 65_535];
+    loop {
+        let (n, _) = socket
+            .recv_from(&mut buf)
+            .expect("an answer within the timeout");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+}
+
+/// A REGISTER for `sip:bob@<domain>` from `local`, binding `contact` for an hour (a
+/// query without one).
+pub fn register(
+    domain: &str,
+    local: SocketAddr,
+    call_id: &str,
+    cseq: u32,
+    contact: Option<&str>,
+) -> String {
+    let contact = contact.map_or(String::new(), |c| {
+        format!("Contact: {c}\r\nExpires: 3600\r\n")
+    });
+    format!(
+        "REGISTER sip:{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@{domain}>;tag=b{cseq}\r\nTo: <sip:bob@{domain}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{contact}Content-Length: 0\r\n\r\n"
+    )
+}
