@@ -33,11 +33,16 @@ pub fn sipp() -> Option<PathBuf> {
 /// `CI=true` a missing one fails the test, because `.ci/run` installs its Debian
 /// `package`.
 pub fn required_tool(program: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(program))
-            .find(|p| p.is_file())
-    });
+    required_tool_in(program, package, &[])
+}
+
+/// [`required_tool`], looking in the directories `also` after the PATH.
+pub fn required_tool_in(program: &str, package: &str, also: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(also.iter().map(PathBuf::from))
+        .map(|d| d.join(program))
+        .find(|p| p.is_file());
     if found.is_none() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -297,19 +302,7 @@ fn last_count(screen: &str, label: &str) -> u64 {
 /// where a skip is allowed; under `CI=true` a missing one fails the test, because
 /// `.ci/run` installs it.
 pub fn kamailio() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|d| d.join("kamailio"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "kamailio is not installed, and CI=true: .ci/run must install it"
-        );
-        eprintln!("\n*** SKIPPED: kamailio not found (apt-get install kamailio) ***\n");
-    }
-    found
+    required_tool_in("kamailio", "kamailio", &["/usr/sbin", "/usr/local/sbin"])
 }
 
 /// A Kamailio process group, its working directory (config and log), taken down on drop.
