@@ -35,6 +35,7 @@ mod store;
 mod tcp;
 mod udp;
 mod worker;
+mod worker_stores;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
