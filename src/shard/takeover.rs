@@ -105,7 +105,9 @@ impl Shard {
 
     /// The answer to a claim: the record, now this node's, or `None` (no such dialog, a
     /// live peer owns it, or the store could not be asked). The requests that waited for
-    /// it are handled now: in the restored dialog, or with their 481.
+    /// it are handled now: in the restored dialog, or with their 481. For an AOR's
+    /// bindings key, the record (or its absence) replaces this shard's bindings of the
+    /// AOR, and the REGISTERs that waited are handled against them.
     pub fn handle_claim(&mut self, now: Instant, key: &[u8], record: Option<&[u8]>) {
         let Some(takeover) = &mut self.takeover else {
             return;
