@@ -11,17 +11,9 @@ set -euo pipefail
 RATE=${1:-2000}
 CALLS=${2:-20000}
 ROUNDS=${3:-3}
-cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin sipshard
-TICK=$(getconf CLK_TCK)
-WORK=$(mktemp -d)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-RPID=$!
+# shellcheck source=scripts/cluster_common.sh
+. "$(dirname "$0")/cluster_common.sh"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-sleep 0.5
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 run() { # label, then extra server args
   local label=$1; shift
@@ -30,7 +22,7 @@ run() { # label, then extra server args
   ./target/release/sipshard serve --listen "127.0.0.1:$port" --shards 2 --no-tcp "$@" \
     >"$WORK/server.log" 2>&1 &
   pid=$!
-  sleep 1
+  wait_udp_port "$port"
   c0=$(ticks "$pid"); r0=$(ticks "$RPID")
   (cd "$WORK" && sipp -sn uac "127.0.0.1:$port" -i 127.0.0.1 -p 0 -m "$CALLS" -r "$RATE" \
     -l $((RATE * 2)) -nostdin -timeout 120 -timeout_error >"$WORK/sipp.out" 2>&1) || true

@@ -15,29 +15,22 @@
 set -euo pipefail
 RATE=${1:-1000}
 CALLS=${2:-15000}
-cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin sipshard
-TICK=$(getconf CLK_TCK)
-WORK=$(mktemp -d)
+# shellcheck source=scripts/cluster_common.sh
+. "$(dirname "$0")/cluster_common.sh"
 KAMAILIO=$(command -v kamailio || echo /usr/sbin/kamailio)
-free_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cleanup() { kill $(jobs -p) 2>/dev/null || true; pkill -f "$WORK/front.cfg" 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-# CPU ticks of a process (and, for the front, of all processes whose command names its config).
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU ticks of the front: all processes whose command names its config.
 front_ticks() { local t=0; for p in $(pgrep -f "$WORK/front.cfg"); do t=$((t + $(ticks "$p"))); done; echo $t; }
 per_call() { awk -v t="$1" -v hz="$TICK" -v n="$CALLS" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }'; }
 
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
-RPID=$!
-sleep 0.5
 
 start_node() { # port, extra args...
   local port=$1; shift
   ./target/release/sipshard serve --listen "127.0.0.1:$port" --shards 1 --no-tcp "$@" \
     >"$WORK/node-$port.log" 2>&1 &
   echo $!
+  wait_udp_port "$port"
 }
 
 run() { # label scenario target-port node-pids...
@@ -66,12 +59,12 @@ run() { # label scenario target-port node-pids...
 }
 
 # One node alone, SIPp straight at it (proxied_call.xml works without a proxy too).
-P=$(free_port); N=$(start_node "$P"); sleep 1
+P=$(free_port); N=$(start_node "$P")
 run "one node alone" "-sn uac" "$P" "$N"
 kill "$N"; wait "$N" 2>/dev/null || true
 
 # One node writing to Redis.
-P=$(free_port); N=$(start_node "$P" --cluster "redis://127.0.0.1:$RPORT/" --node-id solo); sleep 1
+P=$(free_port); N=$(start_node "$P" --cluster "redis://127.0.0.1:$RPORT/" --node-id solo)
 run "one node + redis" "-sn uac" "$P" "$N"
 kill "$N"; wait "$N" 2>/dev/null || true
 
@@ -87,5 +80,5 @@ FPORT=$(free_port)
 "$KAMAILIO" -DD -E -x tlsf -m 256 -M 8 -f "$WORK/front.cfg" -w "$WORK" \
   -A "LISTEN=udp:127.0.0.1:$FPORT" -A "DISPATCHER_LIST=\"$WORK/dispatcher.list\"" \
   >"$WORK/front.log" 2>&1 &
-sleep 2
+wait_udp_port "$FPORT"
 run "three nodes + redis behind the front" "-sf proxied_call.xml" "$FPORT" "${PIDS[@]}"

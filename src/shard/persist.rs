@@ -59,6 +59,11 @@ pub(super) fn bindings_store_key(aor: &[u8]) -> Vec<u8> {
     store_key(BINDINGS_KEY, aor)
 }
 
+/// The AOR of an address-of-record's bindings key (`None`: not one).
+pub(super) fn bindings_key_aor(key: &[u8]) -> Option<&[u8]> {
+    (key.get(4) == Some(&BINDINGS_KEY)).then(|| &key[5..])
+}
+
 /// Whether a store key is a dialog's (else an address-of-record's bindings).
 pub fn is_dialog_store_key(key: &[u8]) -> bool {
     key.get(4) == Some(&DIALOG_KEY)

@@ -116,9 +116,9 @@ impl Shard {
             .into_iter()
             .partition(|w| w.key == key);
         takeover.waiting = rest;
-        if !super::persist::is_dialog_store_key(key) {
+        if let Some(aor) = super::persist::bindings_key_aor(key) {
             // An AOR's bindings: the shared store's copy replaces ours (none: it has none).
-            if let (Some(table), Some(aor)) = (&mut self.registrar, key.get(5..)) {
+            if let Some(table) = &mut self.registrar {
                 table.forget(aor);
             }
             if let Some(record) = record
