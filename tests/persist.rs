@@ -392,11 +392,99 @@ fn a_stop_with_bye_ends_restored_calls_like_any_other() {
 /// A shard of another node (`takeover` on): no dialogs of its own, the wall clock of the
 /// pair's.
 fn peer_node(p: &Pair, start: Instant) -> Shard {
-    let mut config = persisting(uas_addr());
+    peer_node_with(p, start, persisting(uas_addr()))
+}
+
+/// As [`peer_node`], configured as `config` otherwise.
+fn peer_node_with(p: &Pair, start: Instant, mut config: ShardConfig) -> Shard {
     config.takeover = true;
     let mut shard = Shard::with_ids(p.now, config, IdGenerator::from_seed([11; 32]));
     shard.set_wall_clock(p.now, wall(p, start));
     shard
+}
+
+/// A call whose callee persists and would end it with BYE 60 s after the answer (a 90 s
+/// session the caller must refresh); returns the pair, its start and the callee's record.
+fn call_the_callee_times(timers_on_callee: bool) -> (Pair, Instant, Vec<u8>, SessionTimers) {
+    let timers = SessionTimers {
+        session_expires: 90,
+        min_se: 90,
+        refresher: Refresher::Uac,
+        ..SessionTimers::default()
+    };
+    let mut uac = ShardConfig::new(uac_addr());
+    uac.session_timers = Some(timers);
+    let mut uas = persisting(uas_addr());
+    uas.session_timers = timers_on_callee.then_some(timers);
+    let (mut p, start) = pair(uac, uas);
+    established(&mut p);
+    let record = p
+        .uas_store
+        .values()
+        .next()
+        .cloned()
+        .expect("the callee's record");
+    // The caller will never refresh (it forgot the call): only the callee's timer acts.
+    p.uac = Shard::with_ids(
+        p.now,
+        ShardConfig::new(uac_addr()),
+        IdGenerator::from_seed([3; 32]),
+    );
+    (p, start, record, timers)
+}
+
+#[test]
+fn a_dead_node_s_call_swept_by_a_peer_ends_by_its_session_timer_there() {
+    let (mut p, start, record, timers) = call_the_callee_times(true);
+    let expires_at = DialogRecord::decode(&record)
+        .unwrap()
+        .session_timer
+        .expect("a session timer")
+        .expires_at;
+    // The callee's node dies. No request comes: a peer's sweep hands it the record.
+    let mut config = persisting(uas_addr());
+    config.session_timers = Some(timers);
+    p.uas = peer_node_with(&p, start, config);
+    let key = sipshard::shard::record_store_key(&record).expect("a record's key");
+    p.uas.handle_claim(p.now, &key, Some(&record));
+    assert_eq!(p.uas.stats().dialogs_taken_over, 1);
+    let limit = p.now + Duration::from_secs(200);
+    while ended(&p.uas_events).is_empty() && p.now < limit && p.step() {}
+    assert_eq!(
+        ended(&p.uas_events),
+        vec![TerminationReason::SessionExpired],
+        "the new owner ends the unrefreshed call"
+    );
+    let at = wall(&p, start);
+    assert!(
+        at >= expires_at - Duration::from_secs(31) && at <= expires_at,
+        "BYE at {at:?}, session ends at {expires_at:?}"
+    );
+    assert_eq!(
+        p.uac.stats().requests_in.iter().sum::<u64>(),
+        1,
+        "one BYE reached the caller"
+    );
+}
+
+#[test]
+fn a_call_a_live_peer_took_leaves_without_a_word_and_its_timer_dies_with_it() {
+    let (mut p, _, record, _) = call_the_callee_times(true);
+    let key = sipshard::shard::record_store_key(&record).expect("a record's key");
+    p.uas_events.clear();
+    assert!(p.uas.handle_released(&key));
+    assert!(!p.uas.handle_released(&key), "gone already");
+    p.run(Duration::from_millis(1));
+    assert_eq!(ended(&p.uas_events), vec![TerminationReason::TakenOver]);
+    assert_eq!(p.uas.stats().dialogs_released, 1);
+    assert_eq!(p.uas.dialog_count(), 0);
+    assert!(
+        p.uas_store.is_empty(),
+        "its record left the node's own store"
+    );
+    // Past the session's end: the peer runs its timer now, this node sends nothing.
+    p.run(Duration::from_secs(200));
+    assert_eq!(p.uac.stats().datagrams_in, 0, "nothing reached the caller");
 }
 
 #[test]

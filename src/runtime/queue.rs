@@ -54,6 +54,8 @@ pub(crate) enum Inbound {
         key: Vec<u8>,
         record: Option<Vec<u8>>,
     },
+    /// Store keys of dialogs a peer took from this node (`shared` module): they leave.
+    Released(Vec<Vec<u8>>),
     /// Stop taking calls; end by `deadline` as the policy says.
     Stop {
         policy: StopPolicy,

@@ -422,6 +422,11 @@ impl Worker {
                 Ok(Inbound::Claimed { key, record }) => {
                     self.shard.handle_claim(now, &key, record.as_deref());
                 }
+                Ok(Inbound::Released(keys)) => {
+                    for key in keys {
+                        self.shard.handle_released(&key);
+                    }
+                }
                 Ok(Inbound::Stats(reply)) => {
                     let mut io = round.io;
                     io.event_backlog = round.backlog.iter().map(Vec::len).sum::<usize>() as u64;

@@ -44,6 +44,9 @@ pub enum TerminationReason {
     SessionExpired,
     /// The call lasted [`ShardConfig::max_call_duration`](super::ShardConfig::max_call_duration); we sent BYE.
     MaxDuration,
+    /// Another node of the cluster took the dialog over (the front sends its requests
+    /// there now): it left this node without a word on the wire, and lives on there.
+    TakenOver,
 }
 
 /// What the shard tells the application (names as the reference's session coordination).

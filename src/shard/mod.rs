@@ -92,6 +92,7 @@ pub use auth::Credentials;
 pub use notifier::{NotifyState, SubscriptionEnd, Subscriptions, subscription_event};
 pub use persist::{
     PersistOp, RestoreError, Restored, is_dialog_store_key, record_routing_key, record_store_key,
+    store_key_routing_key,
 };
 pub use recovery::RecoveryProbes;
 pub use refer::{refer_sub_declined, replaces_of_refer_to};

@@ -93,6 +93,26 @@ pub fn record_routing_key(record: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// What a store key routes by (as [`record_routing_key`] for its record): a dialog's
+/// Call-ID, an address-of-record itself. `None`: not a key of this build.
+pub fn store_key_routing_key(key: &[u8]) -> Option<&[u8]> {
+    match *key.get(4)? {
+        DIALOG_KEY => {
+            // The dialog key: the Call-ID's and local tag's lengths, then the Call-ID.
+            let dialog = &key[5..];
+            let call_id = usize::from(u16::from_le_bytes([*dialog.first()?, *dialog.get(1)?]));
+            dialog.get(4..4 + call_id)
+        }
+        BINDINGS_KEY => Some(&key[5..]),
+        _ => None,
+    }
+}
+
+/// The dialog key (as the table holds it) inside a dialog's store key.
+pub(super) fn store_key_dialog_key(key: &[u8]) -> Option<&[u8]> {
+    is_dialog_store_key(key).then(|| &key[5..])
+}
+
 /// What a record brought back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Restored {
@@ -530,4 +550,27 @@ fn instant_at(now: Instant, wall_now: Option<SystemTime>, at: SystemTime) -> Ins
 /// Whether `persist` is on: the shard's [`Persist`] state, made at creation.
 pub(super) fn persist_state(on: bool) -> Option<Persist> {
     on.then(Persist::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_key_routes_by_its_call_id_or_its_aor() {
+        let id = DialogId::new(b"call-1@h", b"ours", b"theirs");
+        let key = dialog_store_key(&id);
+        assert_eq!(store_key_routing_key(&key), Some(&b"call-1@h"[..]));
+        assert_eq!(store_key_dialog_key(&key), Some(id.key()));
+        let key = bindings_store_key(b"sip:alice@example.com");
+        assert_eq!(
+            store_key_routing_key(&key),
+            Some(&b"sip:alice@example.com"[..])
+        );
+        assert_eq!(store_key_dialog_key(&key), None);
+        // Cut short, or of no kind this build writes.
+        assert_eq!(store_key_routing_key(b"\0\0\0\0d\x05"), None);
+        assert_eq!(store_key_routing_key(b"\0\0\0\0x\x05"), None);
+        assert_eq!(store_key_routing_key(b"\0\0"), None);
+    }
 }

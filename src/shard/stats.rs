@@ -80,8 +80,10 @@ pub struct ShardStats {
     pub bindings_restored: u64,
     /// Restored dialogs ended because their probe got 481 or no answer (`recovery`).
     pub recovered_dialogs_ended: u64,
-    /// Dialogs of a dead peer taken over from the shared store (`takeover`).
+    /// Dialogs of a peer taken over from the shared store (`takeover`).
     pub dialogs_taken_over: u64,
+    /// Dialogs a live peer took from this node, dropped here (`takeover`).
+    pub dialogs_released: u64,
 }
 
 impl ShardStats {
@@ -97,6 +99,7 @@ impl ShardStats {
         self.records_written += other.records_written;
         self.dialogs_restored += other.dialogs_restored;
         self.dialogs_taken_over += other.dialogs_taken_over;
+        self.dialogs_released += other.dialogs_released;
         self.bindings_restored += other.bindings_restored;
         self.recovered_dialogs_ended += other.recovered_dialogs_ended;
         self.dialogs_created += other.dialogs_created;

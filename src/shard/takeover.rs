@@ -4,6 +4,10 @@
 //! timers re-armed: this node runs them now) and the request is handled as if the dialog
 //! had always been here. Otherwise the request gets its 481.
 //!
+//! A peer may take a dialog from this node while it lives (the front sends the call's
+//! requests to the peer now): the shared store tells this node, and
+//! [`Shard::handle_released`] drops the dialog here without a word on the wire.
+//!
 //! A REGISTER waits the same way for its address-of-record's bindings as the shared store
 //! holds them (any node may have changed them since): they replace this shard's copy, and
 //! the REGISTER is handled against them, so a registration made through one node is what a
@@ -129,6 +133,8 @@ impl Shard {
         } else if let Some(record) = record {
             match self.restore(now, record) {
                 Ok(_) => self.stats.dialogs_taken_over += 1,
+                // Both a request's claim and the sweep brought it: it is here.
+                Err(super::RestoreError::Duplicate) => {}
                 Err(e) => tracing::warn!(error = %e, "a claimed dialog record did not restore"),
             }
         }
@@ -147,6 +153,30 @@ impl Shard {
             }
         }
         self.takeover = takeover;
+    }
+}
+
+impl Shard {
+    /// A peer took the dialog at store key `key` over while this node was alive (the front
+    /// sends its requests there now; the shared store said so): it leaves this shard
+    /// without a word on the wire (no BYE, no NOTIFY: its timers die with it), its record
+    /// leaves the embedded store, and the application hears
+    /// [`TerminationReason::TakenOver`](super::TerminationReason::TakenOver). Returns
+    /// whether the dialog was here.
+    pub fn handle_released(&mut self, key: &[u8]) -> bool {
+        let Some(index) = super::persist::store_key_dialog_key(key).and_then(|k| self.find_key(k))
+        else {
+            return false;
+        };
+        let Some(entry) = self.remove(index) else {
+            return false;
+        };
+        self.stats.dialogs_released += 1;
+        self.events.push_back(super::SessionEvent::CallTerminated {
+            dialog: entry.call.unwrap_or(entry.dialog.id),
+            reason: super::TerminationReason::TakenOver,
+        });
+        true
     }
 }
 

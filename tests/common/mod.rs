@@ -5,6 +5,7 @@
 pub mod calls;
 pub mod pair;
 pub mod peers;
+pub mod redis;
 pub mod sim;
 pub mod sip;
 

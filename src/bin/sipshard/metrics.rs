@@ -329,8 +329,14 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
     family(
         "sipshard_dialogs_taken_over_total",
         "counter",
-        "Dialogs of a dead peer claimed from the shared store when their in-dialog requests came here (--cluster).",
+        "Dialogs of a peer taken over from the shared store (--cluster): a dead peer's, found by the sweep or asked for by an in-dialog request that came here, or a live peer's whose requests the front sends here now.",
         &mut per_shard(&|r| r.stats.dialogs_taken_over).into_iter(),
+    );
+    family(
+        "sipshard_dialogs_released_total",
+        "counter",
+        "Dialogs a live peer took from this node (--cluster): dropped here without a word on the wire.",
+        &mut per_shard(&|r| r.stats.dialogs_released).into_iter(),
     );
     family(
         "sipshard_bindings_restored_total",
@@ -382,7 +388,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         family(
             "sipshard_shared_store_events_total",
             "counter",
-            "The shared store (--cluster), by event: records written or deleted, pipelines, writes refused because a peer owns the dialog, batches lost to a failing or unreachable Redis, batches lost to a full queue, reconnections, resyncs.",
+            "The shared store (--cluster), by event: records written or deleted, pipelines, writes refused because a peer owns the dialog, batches lost to a failing or unreachable Redis, batches lost to a full queue, reconnections, resyncs, dialogs claimed for a request that came here, dead peers' dialogs taken over by the sweep.",
             &mut [
                 ("write", shared.writes),
                 ("pipeline", shared.pipelines),
@@ -392,6 +398,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
                 ("reconnect", shared.reconnects),
                 ("resync", shared.resyncs),
                 ("claim", shared.claims),
+                ("sweep", shared.swept),
             ]
             .into_iter()
             .map(|(k, v)| (format!("event=\"{k}\""), v)),

@@ -1,26 +1,25 @@
-//! The shared store (issue 23, its first step): confirmed dialogs and registrar bindings
+//! The shared store (issue 23): confirmed dialogs and registrar bindings
 //! written to Redis beside (or instead of) the embedded store, so that the nodes behind one
 //! front can see each other's state.
 //!
 //! # What it owns, what it may not touch
-//! One writer thread per runtime with its Redis connection, the two Lua scripts that fence
-//! dialog writes, the queue of batches and the counters. Shard workers hand it each round's
+//! One writer thread per runtime with its Redis connection, the queue of batches, the
+//! heartbeat and the counters. Shard workers hand it each round's
 //! records with [`SharedWriter::offer`] and never wait: a full queue or an unreachable Redis
 //! costs a counted, lost batch and, once Redis answers again, a resync (each shard hands
 //! every live record again, and the deletes that were lost go first), never a blocked
 //! shard thread. What a record holds and when one is written are the shard's
-//! (`shard::persist`); taking a peer's dialog over is not here yet.
+//! (`shard::persist`); the Redis side of taking a peer's dialog over is `takeover`'s, the
+//! key layout and scripts `scripts`'.
 //!
 //! # In Redis
-//! A dialog is a hash at `sipshard:` and its store key (binary: a hash, a kind byte, the
-//! dialog's Call-ID and tags), with fields `rec` (the record) and `owner` (the node id that
-//! writes it). A node writes or deletes it only while it owns it (or nobody does), checked
-//! in the same Lua script as the write, so a node a peer has taken a dialog from cannot
-//! overwrite the peer's state (fencing). Its TTL is its session timer's deadline plus a
-//! minute, or `dialog_ttl` for a call without one (as Kamailio's dialog `default_timeout`),
-//! renewed by every write. An AOR's bindings are a string at `sipshard:` and its key, with
-//! the TTL of its latest binding; any node may write them (REGISTER ordering is kept by the
-//! Call-ID and CSeq inside the record).
+//! Dialogs as hashes fenced by their `owner` field, bindings as strings, each node's
+//! heartbeat, the set of nodes, each node's owned dialogs and the dialogs moved from it:
+//! `scripts` has the layout. A dialog's TTL is its session timer's deadline plus a
+//! minute, or `dialog_ttl` for a call without one (as Kamailio's dialog
+//! `default_timeout`), renewed by every write; an AOR's bindings keep the TTL of its
+//! latest binding. Any node may write bindings (REGISTER ordering is kept by the Call-ID
+//! and CSeq inside the record).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +30,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use super::queue::{Inbound, ShardHandle};
 use crate::shard::{PersistOp, is_dialog_store_key};
+use scripts::{HEARTBEAT_EVERY, HEARTBEAT_TTL_MS, Loaded, redis_key};
+
+mod scripts;
+mod takeover;
+
+pub(crate) use takeover::drop_taken_over;
 
 /// Where the shared store is and who this node is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +80,10 @@ pub struct SharedStoreStats {
     pub reconnects: u64,
     /// Resyncs asked of the shards after lost batches.
     pub resyncs: u64,
-    /// Dialog records claimed from a dead peer (takeovers).
+    /// Dialog records claimed because a request for them reached this node (takeovers).
     pub claims: u64,
+    /// Dialog records of dead peers taken over by the sweep, before any request asked.
+    pub swept: u64,
     /// Connected to Redis now (1) or not (0).
     pub connected: u64,
 }
@@ -91,6 +98,7 @@ struct Counters {
     reconnects: AtomicU64,
     resyncs: AtomicU64,
     claims: AtomicU64,
+    swept: AtomicU64,
     connected: AtomicBool,
 }
 
@@ -202,6 +210,7 @@ impl Counters {
             reconnects: get(&self.reconnects),
             resyncs: get(&self.resyncs),
             claims: get(&self.claims),
+            swept: get(&self.swept),
             connected: u64::from(self.connected.load(Ordering::Relaxed)),
         }
     }
@@ -244,34 +253,6 @@ impl SharedWriter {
     }
 }
 
-/// Writes a dialog's record while this node owns it (or nobody does): 1, else 0.
-const PUT_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'rec', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1";
-
-/// Claims a dialog's record for this node (ARGV[1]) when its owner is this node or a
-/// dead one (its heartbeat key is gone): the record, else nil.
-const CLAIM_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
-if not owner then return false end
-if owner ~= ARGV[1] and redis.call('EXISTS', 'sipshard:node:' .. owner) == 1 then
-  return false
-end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-return redis.call('HGET', KEYS[1], 'rec')";
-
-/// A live node's heartbeat: `sipshard:node:<id>`, renewed every second, gone 3 s after
-/// its node stops renewing it (a takeover waits for that).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-const HEARTBEAT_TTL_MS: u64 = 3000;
-
-/// Deletes a dialog's record while this node owns it (or nobody does): 1, else 0.
-const DELETE_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return 1";
-
 /// Keys of lost deletes kept for the next connection; beyond, their TTL removes them.
 const MAX_PENDING_DELETES: usize = 1 << 20;
 /// Batches written in one pipeline at most.
@@ -283,6 +264,8 @@ const GATHER: Duration = Duration::from_millis(2);
 /// How often a failing Redis is logged, and how long between connection attempts.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// How soon messages for a full shard queue are tried again.
+const UNDELIVERED_RETRY: Duration = Duration::from_millis(2);
 /// How long a connection attempt, a read or a write may take.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Added to a deadline-bound TTL, so that the owner's timer fires before Redis forgets.
@@ -290,9 +273,7 @@ const TTL_MARGIN: Duration = Duration::from_secs(60);
 
 struct Connected {
     connection: redis::Connection,
-    put_sha: String,
-    delete_sha: String,
-    claim_sha: String,
+    scripts: Loaded,
 }
 
 struct Writer {
@@ -314,6 +295,11 @@ struct Writer {
     last_error_log: Option<Instant>,
     /// When this node's heartbeat is due again.
     next_heartbeat: Instant,
+    /// Messages for shards whose queues were full, sent again before anything newer.
+    undelivered: std::collections::VecDeque<(usize, Inbound)>,
+    /// The heartbeat has been renewed once (a gone one since is a lapse: Redis lost it,
+    /// or this node could not renew it in time and peers may have taken its dialogs).
+    has_beaten: bool,
 }
 
 impl Writer {
@@ -340,13 +326,20 @@ impl Writer {
             pending_deletes: ahash::HashSet::default(),
             last_error_log: None,
             next_heartbeat: Instant::now(),
+            undelivered: std::collections::VecDeque::new(),
+            has_beaten: false,
         }
     }
 
     fn run(mut self) {
         loop {
             let mut work = Vec::new();
-            match self.rx.recv_timeout(RETRY_EVERY) {
+            self.deliver_again();
+            let wait = match self.undelivered.is_empty() {
+                true => RETRY_EVERY,
+                false => UNDELIVERED_RETRY,
+            };
+            match self.rx.recv_timeout(wait) {
                 Ok(w) => {
                     // Let the shards' next rounds join this pipeline: fewer, fuller
                     // pipelines, and shards that send while this thread sleeps wake
@@ -382,9 +375,14 @@ impl Writer {
                     Some(c) => write(c, &self.config, &batches, &self.counters),
                     None => Err("not connected".to_owned()),
                 };
-                if let Err(e) = written {
-                    self.failed(&e);
-                    self.lose(&batches);
+                match written {
+                    // A peer owns what this node wrote: it took the dialog over while this
+                    // node was thought dead. It leaves here.
+                    Ok(fenced) => self.release(fenced),
+                    Err(e) => {
+                        self.failed(&e);
+                        self.lose(&batches);
+                    }
                 }
             }
             if !claims.is_empty() {
@@ -393,7 +391,11 @@ impl Writer {
         }
     }
 
-    /// Renews this node's heartbeat when it is due (and Redis is there).
+    /// Renews this node's heartbeat when it is due (and Redis is there), then takes over
+    /// the dialogs of dead peers and drops those live peers took from this node
+    /// (`takeover`). A heartbeat found gone means peers thought this node dead and may
+    /// have taken its dialogs: every shard writes its records again, and those fenced
+    /// leave.
     fn heartbeat(&mut self) {
         let now = Instant::now();
         let Some(c) = &mut self.connection else {
@@ -403,56 +405,30 @@ impl Writer {
             return;
         }
         self.next_heartbeat = now + HEARTBEAT_EVERY;
-        let key = format!("sipshard:node:{}", self.config.node_id);
-        let set: redis::RedisResult<()> = redis::cmd("SET")
-            .arg(key)
+        let beat: redis::RedisResult<(Option<String>, i64)> = redis::pipe()
+            .cmd("SET")
+            .arg(scripts::heartbeat_key(&self.config.node_id))
             .arg(1)
             .arg("PX")
             .arg(HEARTBEAT_TTL_MS)
+            .arg("GET")
+            .cmd("SADD")
+            .arg(scripts::NODES)
+            .arg(&self.config.node_id)
             .query(&mut c.connection);
-        if let Err(e) = set {
-            self.failed(&e.to_string());
-        }
-    }
-
-    /// Claims each record for this node, in one pipeline, and answers each shard: the
-    /// record, or nothing (none, a live owner, or Redis failed).
-    fn claim(&mut self, claims: Vec<(usize, Vec<u8>)>) {
-        let records: Vec<Option<Vec<u8>>> = match &mut self.connection {
-            Some(c) => {
-                let mut pipe = redis::pipe();
-                for (_, key) in &claims {
-                    if is_dialog_store_key(key) {
-                        pipe.cmd("EVALSHA")
-                            .arg(&c.claim_sha)
-                            .arg(1)
-                            .arg(redis_key(key))
-                            .arg(&self.config.node_id);
-                    } else {
-                        // An AOR's bindings: read, owned by nobody.
-                        pipe.cmd("GET").arg(redis_key(key));
-                    }
-                }
-                match pipe.query::<Vec<Option<Vec<u8>>>>(&mut c.connection) {
-                    Ok(records) => records,
-                    Err(e) => {
-                        self.failed(&e.to_string());
-                        Vec::new()
-                    }
+        match beat {
+            Ok((previous, _)) => {
+                if previous.is_none() && std::mem::replace(&mut self.has_beaten, true) {
+                    tracing::warn!(
+                        "this node's heartbeat had lapsed: its records are written again"
+                    );
+                    self.ask_resync();
                 }
             }
-            None => Vec::new(),
-        };
-        let mut records = records.into_iter();
-        for (shard, key) in claims {
-            let record = records.next().flatten();
-            if record.is_some() && is_dialog_store_key(&key) {
-                self.counters.claims.fetch_add(1, Ordering::Relaxed);
-            }
-            if let Some(handle) = self.handles.get(shard) {
-                let _ = handle.try_send(Inbound::Claimed { key, record });
-            }
+            Err(e) => return self.failed(&e.to_string()),
         }
+        self.sweep();
+        self.take_moved();
     }
 
     /// Connects, loads the scripts, then writes the lost deletes and asks for a resync.
@@ -462,17 +438,10 @@ impl Writer {
             let mut connection = self.client.get_connection_with_timeout(IO_TIMEOUT)?;
             connection.set_read_timeout(Some(IO_TIMEOUT))?;
             connection.set_write_timeout(Some(IO_TIMEOUT))?;
-            let load = |c: &mut redis::Connection, script: &str| -> redis::RedisResult<String> {
-                redis::cmd("SCRIPT").arg("LOAD").arg(script).query(c)
-            };
-            let put_sha = load(&mut connection, PUT_DIALOG)?;
-            let delete_sha = load(&mut connection, DELETE_DIALOG)?;
-            let claim_sha = load(&mut connection, CLAIM_DIALOG)?;
+            let scripts = Loaded::load(&mut connection)?;
             Ok(Connected {
                 connection,
-                put_sha,
-                delete_sha,
-                claim_sha,
+                scripts,
             })
         })();
         let mut c = match connected {
@@ -497,13 +466,18 @@ impl Writer {
         self.counters.connected.store(true, Ordering::Relaxed);
         tracing::info!(url = %self.config.url, "shared store connected");
         if std::mem::take(&mut self.lost) {
-            self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
-            for (flag, handle) in self.resync.iter().zip(self.handles.iter()) {
-                flag.store(true, Ordering::Relaxed);
-                handle.waker.wake();
-            }
+            self.ask_resync();
         }
         self.connection = Some(c);
+    }
+
+    /// Asks every shard for all its live records again.
+    fn ask_resync(&mut self) {
+        self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+        for (flag, handle) in self.resync.iter().zip(self.handles.iter()) {
+            flag.store(true, Ordering::Relaxed);
+            handle.waker.wake();
+        }
     }
 
     /// Redis failed: the connection is dropped, and the failure logged at most once per
@@ -548,123 +522,30 @@ impl Writer {
     }
 }
 
-/// Leaves out of `restores` (per shard) the dialog records a peer owns in the shared store
-/// now (it took them over while this node was down), and returns, per shard, the deletes
-/// that remove them from the embedded store. When the shared store cannot be asked, no
-/// dialog record is restored (this node cannot know which are still its own), and none
-/// is deleted. Binding records always restore.
-pub(crate) fn drop_taken_over(
-    config: &SharedStoreConfig,
-    restores: &mut [Vec<Vec<u8>>],
-) -> Vec<Vec<PersistOp>> {
-    let mut deletes: Vec<Vec<PersistOp>> = restores.iter().map(|_| Vec::new()).collect();
-    let owners = (|| -> redis::RedisResult<Vec<Vec<Option<String>>>> {
-        let client = redis::Client::open(config.url.as_str())?;
-        let mut c = client.get_connection_with_timeout(IO_TIMEOUT)?;
-        c.set_read_timeout(Some(IO_TIMEOUT))?;
-        // Alive before we look: from now on no peer claims what is still ours.
-        redis::cmd("SET")
-            .arg(format!("sipshard:node:{}", config.node_id))
-            .arg(1)
-            .arg("PX")
-            .arg(HEARTBEAT_TTL_MS)
-            .query::<()>(&mut c)?;
-        let mut owners = Vec::new();
-        for records in restores.iter() {
-            // Each dialog record's owner (bindings have none: `None` in their places).
-            let keys: Vec<Option<Vec<u8>>> = records
-                .iter()
-                .map(|r| {
-                    let dialog = !r.starts_with(crate::registrar::BINDINGS_MAGIC);
-                    dialog.then(|| crate::shard::record_store_key(r)).flatten()
-                })
-                .collect();
-            let mut pipe = redis::pipe();
-            for key in keys.iter().flatten() {
-                pipe.cmd("HGET").arg(redis_key(key)).arg("owner");
-            }
-            let mut found: std::vec::IntoIter<Option<String>> = if keys.iter().any(Option::is_some)
-            {
-                pipe.query::<Vec<Option<String>>>(&mut c)?.into_iter()
-            } else {
-                Vec::new().into_iter()
-            };
-            owners.push(
-                keys.iter()
-                    .map(|k| k.as_ref().and_then(|_| found.next().flatten()))
-                    .collect::<Vec<_>>(),
-            );
-        }
-        Ok(owners)
-    })();
-    let owners = match owners {
-        Ok(owners) => owners,
-        Err(e) => {
-            let held: usize = restores.iter().map(Vec::len).sum();
-            tracing::error!(
-                url = %config.url,
-                error = %e,
-                records = held,
-                "shared store unreachable at start: no dialog is restored, for a peer may own it"
-            );
-            for records in restores.iter_mut() {
-                records.retain(|r| r.starts_with(crate::registrar::BINDINGS_MAGIC));
-            }
-            return deletes;
-        }
-    };
-    let mut dropped = 0;
-    for ((records, owners), deletes) in restores.iter_mut().zip(owners).zip(&mut deletes) {
-        let mut owners = owners.into_iter();
-        records.retain(|record| {
-            let owner = owners.next().flatten();
-            let theirs = owner.is_some_and(|o| o != config.node_id);
-            if theirs && let Some(key) = crate::shard::record_store_key(record) {
-                deletes.push(PersistOp::Delete { key });
-                dropped += 1;
-            }
-            !theirs
-        });
-    }
-    if dropped > 0 {
-        tracing::warn!(
-            dropped,
-            "dialogs taken over by peers while this node was down are theirs"
-        );
-    }
-    deletes
-}
-
-/// The Redis key of a store key.
-fn redis_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9 + key.len());
-    k.extend_from_slice(b"sipshard:");
-    k.extend_from_slice(key);
-    k
-}
-
-/// Writes `batches` in one pipeline; counts what was written and what was fenced.
+/// Writes `batches` in one pipeline; counts what was written and what was fenced, and
+/// returns the keys of the records a peer owns (their puts were fenced).
 fn write(
     c: &mut Connected,
     config: &SharedStoreConfig,
     batches: &[Batch],
     counters: &Counters,
-) -> Result<(), String> {
+) -> Result<Vec<Vec<u8>>, String> {
     let mut pipe = redis::pipe();
     let wall = SystemTime::now();
-    let mut scripted = Vec::new();
+    // Per command: a fenced script's dialog key (puts), or whether it was a script.
+    let mut scripted: Vec<Sent<'_>> = Vec::new();
     for op in batches.iter().flat_map(|b| &b.ops) {
         match op {
             PersistOp::Put { key, record } if is_dialog_store_key(key) => {
                 let ttl = ttl_ms(dialog_deadline(record), wall, config.dialog_ttl);
                 pipe.cmd("EVALSHA")
-                    .arg(&c.put_sha)
+                    .arg(&c.scripts.put)
                     .arg(1)
                     .arg(redis_key(key))
                     .arg(&config.node_id)
                     .arg(record.as_slice())
                     .arg(ttl);
-                scripted.push(true);
+                scripted.push(Sent::Put(key));
             }
             PersistOp::Put { key, record } => {
                 let deadline = crate::registrar::bindings_record_latest_expiry(record);
@@ -674,37 +555,53 @@ fn write(
                     .arg(record.as_slice())
                     .arg("PX")
                     .arg(ttl);
-                scripted.push(false);
+                scripted.push(Sent::Plain);
             }
             PersistOp::Delete { key } if is_dialog_store_key(key) => {
                 pipe.cmd("EVALSHA")
-                    .arg(&c.delete_sha)
+                    .arg(&c.scripts.delete)
                     .arg(1)
                     .arg(redis_key(key))
                     .arg(&config.node_id);
-                scripted.push(true);
+                scripted.push(Sent::Delete);
             }
             PersistOp::Delete { key } => {
                 pipe.cmd("DEL").arg(redis_key(key));
-                scripted.push(false);
+                scripted.push(Sent::Plain);
             }
         }
     }
     if scripted.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let results: Vec<redis::Value> = pipe.query(&mut c.connection).map_err(|e| e.to_string())?;
-    let fenced = results
-        .iter()
-        .zip(&scripted)
-        .filter(|(r, s)| **s && matches!(r, redis::Value::Int(0)))
-        .count() as u64;
+    let mut fenced = 0;
+    let mut taken = Vec::new();
+    for (result, sent) in results.iter().zip(&scripted) {
+        let refused = matches!(result, redis::Value::Int(0));
+        match sent {
+            Sent::Put(key) if refused => taken.push(key.to_vec()),
+            Sent::Delete if refused => {}
+            _ => continue,
+        }
+        fenced += 1;
+    }
     counters.pipelines.fetch_add(1, Ordering::Relaxed);
     counters
         .writes
         .fetch_add(scripted.len() as u64 - fenced, Ordering::Relaxed);
     counters.fenced.fetch_add(fenced, Ordering::Relaxed);
-    Ok(())
+    Ok(taken)
+}
+
+/// What one command of a pipeline was.
+enum Sent<'a> {
+    /// A dialog record's fenced put (of this key).
+    Put(&'a [u8]),
+    /// A dialog record's fenced delete.
+    Delete,
+    /// A bindings record's write: nobody owns those.
+    Plain,
 }
 
 /// The session timer's deadline of a dialog record, if it has one.
