@@ -300,14 +300,23 @@ fn a_dead_nodes_calls_are_taken_over_by_its_peers_and_every_bye_gets_200() {
     run.assert_completed(calls as u32, "calls across a node's death");
     assert_eq!(run.failed_calls, 0, "{}", run.screen);
     // A call the sweep gave one peer while the front sent its BYE to the other moved
-    // again: taken by the second, released by the first.
+    // again: taken by the second, released by the first (which reads what it lost once a
+    // second).
     let sum = |name: &str| -> u64 { nodes.iter().map(|n| n.metric(name, "")).sum() };
-    let (taken, released) = (
-        sum("sipshard_dialogs_taken_over_total"),
-        sum("sipshard_dialogs_released_total"),
-    );
+    let counts = || {
+        (
+            sum("sipshard_dialogs_taken_over_total"),
+            sum("sipshard_dialogs_released_total"),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut taken, mut released) = counts();
+    while taken.saturating_sub(released) != dead_calls && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        (taken, released) = counts();
+    }
     assert_eq!(
-        taken - released,
+        taken.saturating_sub(released),
         dead_calls,
         "each of the dead node's calls lives on one peer (taken {taken}, released {released})"
     );
