@@ -19,7 +19,7 @@ run() { # label, then extra server args
   local label=$1; shift
   local port pid c0 c1 r0 r1 failed
   port=$(free_port)
-  ./target/release/sipshard serve --listen "127.0.0.1:$port" --shards 2 --no-tcp "$@" \
+  "${SIPSHARD_BIN:-./target/release/sipshard}" serve --listen "127.0.0.1:$port" --shards 2 --no-tcp "$@" \
     >"$WORK/server.log" 2>&1 &
   pid=$!
   wait_udp_port "$port"
