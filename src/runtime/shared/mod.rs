@@ -559,8 +559,10 @@ impl Writer {
     }
 }
 
-/// Writes `batches` in one pipeline; counts what was written and what was fenced, and
-/// returns the keys of the records a peer owns (their puts were fenced).
+/// Writes `batches` in one pipeline: bindings as plain writes, dialog records through
+/// [`scripts::WRITE_DIALOGS`] (one call per [`scripts::WRITE_BATCH`] records, in order);
+/// counts what was written and what was fenced, and returns the keys of the records a
+/// peer owns (their puts were fenced).
 fn write(
     c: &mut Connected,
     config: &SharedStoreConfig,
@@ -569,21 +571,15 @@ fn write(
 ) -> Result<Vec<Vec<u8>>, String> {
     let mut pipe = redis::pipe();
     let wall = SystemTime::now();
-    // Per command: a fenced script's dialog key (puts), or whether it was a script.
-    let mut scripted: Vec<Sent<'_>> = Vec::new();
+    let mut plain = 0u64;
+    // Each dialog op: its key, and its record (a put) or none (a delete).
+    let mut dialogs: Vec<(&[u8], Option<&[u8]>)> = Vec::new();
     for op in batches.iter().flat_map(|b| &b.ops) {
         match op {
             PersistOp::Put { key, record } if is_dialog_store_key(key) => {
-                let ttl = ttl_ms(dialog_deadline(record), wall, config.dialog_ttl);
-                pipe.cmd("EVALSHA")
-                    .arg(&c.scripts.put)
-                    .arg(1)
-                    .arg(redis_key(key))
-                    .arg(&config.node_id)
-                    .arg(record.as_slice())
-                    .arg(ttl);
-                scripted.push(Sent::Put(key));
+                dialogs.push((key, Some(record)));
             }
+            PersistOp::Delete { key } if is_dialog_store_key(key) => dialogs.push((key, None)),
             PersistOp::Put { key, record } => {
                 let deadline = crate::registrar::bindings_record_latest_expiry(record);
                 let ttl = ttl_ms(deadline, wall, config.dialog_ttl);
@@ -592,53 +588,67 @@ fn write(
                     .arg(record.as_slice())
                     .arg("PX")
                     .arg(ttl);
-                scripted.push(Sent::Plain);
-            }
-            PersistOp::Delete { key } if is_dialog_store_key(key) => {
-                pipe.cmd("EVALSHA")
-                    .arg(&c.scripts.delete)
-                    .arg(1)
-                    .arg(redis_key(key))
-                    .arg(&config.node_id);
-                scripted.push(Sent::Delete);
+                plain += 1;
             }
             PersistOp::Delete { key } => {
                 pipe.cmd("DEL").arg(redis_key(key));
-                scripted.push(Sent::Plain);
+                plain += 1;
             }
         }
     }
-    if scripted.is_empty() {
+    if plain == 0 && dialogs.is_empty() {
         return Ok(Vec::new());
     }
+    for chunk in dialogs.chunks(scripts::WRITE_BATCH) {
+        let call = pipe.cmd("EVALSHA").arg(&c.scripts.write).arg(chunk.len());
+        for (key, _) in chunk {
+            call.arg(redis_key(key));
+        }
+        call.arg(&config.node_id);
+        for (_, record) in chunk {
+            match record {
+                Some(record) => {
+                    let ttl = ttl_ms(dialog_deadline(record), wall, config.dialog_ttl);
+                    call.arg(*record).arg(ttl)
+                }
+                None => call.arg("").arg(""),
+            };
+        }
+    }
     let results: Vec<redis::Value> = pipe.query(&mut c.connection).map_err(|e| e.to_string())?;
+    // After the plain writes' answers, one array per script call: 1 done, 0 fenced.
+    let done: Vec<bool> = results
+        .iter()
+        .skip(plain as usize)
+        .flat_map(|r| match r {
+            redis::Value::Array(items) => items.as_slice(),
+            _ => &[],
+        })
+        .map(|r| matches!(r, redis::Value::Int(1)))
+        .collect();
+    if done.len() != dialogs.len() {
+        return Err(format!(
+            "the dialog script answered {} of {} records",
+            done.len(),
+            dialogs.len()
+        ));
+    }
     let mut fenced = 0;
     let mut taken = Vec::new();
-    for (result, sent) in results.iter().zip(&scripted) {
-        let refused = matches!(result, redis::Value::Int(0));
-        match sent {
-            Sent::Put(key) if refused => taken.push(key.to_vec()),
-            Sent::Delete if refused => {}
-            _ => continue,
+    for ((key, record), done) in dialogs.iter().zip(done) {
+        if !done {
+            fenced += 1;
+            if record.is_some() {
+                taken.push(key.to_vec());
+            }
         }
-        fenced += 1;
     }
     counters.pipelines.fetch_add(1, Ordering::Relaxed);
     counters
         .writes
-        .fetch_add(scripted.len() as u64 - fenced, Ordering::Relaxed);
+        .fetch_add(plain + dialogs.len() as u64 - fenced, Ordering::Relaxed);
     counters.fenced.fetch_add(fenced, Ordering::Relaxed);
     Ok(taken)
-}
-
-/// What one command of a pipeline was.
-enum Sent<'a> {
-    /// A dialog record's fenced put (of this key).
-    Put(&'a [u8]),
-    /// A dialog record's fenced delete.
-    Delete,
-    /// A bindings record's write: nobody owns those.
-    Plain,
 }
 
 /// The session timer's deadline of a dialog record, if it has one.

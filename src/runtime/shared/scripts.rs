@@ -19,21 +19,35 @@
 
 use std::time::Duration;
 
-/// Writes a dialog's record while this node (ARGV[1]) owns it or nobody does, and files it
-/// under this node's dialogs: 1, else 0 (fenced).
-pub(super) const PUT_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'rec', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', 'sipshard:owned:' .. ARGV[1], KEYS[1])
-return 1";
+/// Writes and deletes dialog records (KEYS), each while this node (ARGV[1]) owns it or
+/// nobody does, filing each under this node's dialogs: for key `i`, ARGV[2i] is the record
+/// and ARGV[2i+1] its TTL in ms, or both empty for a delete. Returns, per key, 1 (done) or
+/// 0 (fenced: a peer owns it). One script call per pipeline, not per record: a Lua call
+/// costs Redis more than the few commands inside it.
+pub(super) const WRITE_DIALOGS: &str = "local me = ARGV[1]
+local owned = 'sipshard:owned:' .. me
+local out = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('HGET', key, 'owner')
+  local rec = ARGV[2 * i]
+  if owner and owner ~= me then
+    out[i] = 0
+  elseif rec == '' then
+    redis.call('DEL', key)
+    redis.call('SREM', owned, key)
+    out[i] = 1
+  else
+    redis.call('HSET', key, 'owner', me, 'rec', rec)
+    redis.call('PEXPIRE', key, ARGV[2 * i + 1])
+    redis.call('SADD', owned, key)
+    out[i] = 1
+  end
+end
+return out";
 
-/// Deletes a dialog's record while this node (ARGV[1]) owns it or nobody does: 1, else 0.
-pub(super) const DELETE_DIALOG: &str = "local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('SREM', 'sipshard:owned:' .. ARGV[1], KEYS[1])
-return 1";
+/// Dialog records written by one call of [`WRITE_DIALOGS`] at most (a script blocks Redis
+/// while it runs).
+pub(super) const WRITE_BATCH: usize = 256;
 
 /// Claims a dialog's record for this node (ARGV[1]), because a request for it reached this
 /// node: the record, else nil (no such dialog). From a dead owner it is a takeover; from a
@@ -118,8 +132,7 @@ pub(super) fn moved_key(id: &str) -> String {
 
 /// The scripts as loaded on one connection (their SHA1s).
 pub(super) struct Loaded {
-    pub(super) put: String,
-    pub(super) delete: String,
+    pub(super) write: String,
     pub(super) claim: String,
     pub(super) sweep: String,
 }
@@ -131,8 +144,7 @@ impl Loaded {
             redis::cmd("SCRIPT").arg("LOAD").arg(script).query(c)
         };
         Ok(Loaded {
-            put: load(PUT_DIALOG)?,
-            delete: load(DELETE_DIALOG)?,
+            write: load(WRITE_DIALOGS)?,
             claim: load(CLAIM_DIALOG)?,
             sweep: load(SWEEP_DEAD)?,
         })
