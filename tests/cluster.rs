@@ -12,7 +12,7 @@ use common::peers::{
     KamailioProcess, Server, exchange, free_udp_port, kamailio, register, run_sipp, scenario, sipp,
     spawn_sipp, sum_metric, wait_metric, wait_options_through, wait_sipp,
 };
-use common::redis::{Redis, clustered_node};
+use common::redis::{Redis, clustered_node, clustered_node_with};
 use sipshard::dialog::{DialogRecord, DialogState};
 
 #[test]
@@ -256,15 +256,19 @@ fn a_dead_nodes_calls_are_taken_over_by_its_peers_and_every_bye_gets_200() {
         return;
     };
     let _one_at_a_time = common::peers::sipp_run_lock();
+    // Each call rings 20 ms before its answer, as phones do: the 180 and the 200 sent
+    // back to back could pass each other between two Kamailio children, and SIPp's
+    // scenario would abort a call on a 180 after its 200.
     let nodes: Vec<Server> = ["node-1", "node-2", "node-3"]
         .iter()
-        .map(|id| clustered_node(&redis, id, "1"))
+        .map(|id| clustered_node_with(&redis, id, "1", &["--answer-delay-ms", "20"]))
         .collect();
     let addrs: Vec<_> = nodes.iter().map(|n| n.sip).collect();
     let (front, at) = front(&kamailio, &addrs);
     let scenario = scenario("proxied_call_hold.xml");
-    // 300 calls at 100 per second, each held 10 s after its ACK, then BYE.
-    let calls = 300u64;
+    // 3,000 calls at 300 per second, each held 20 s after its ACK, then BYE: all are up
+    // from the 10th second to the 20th.
+    let calls = 3000u64;
     let child = spawn_sipp(
         &sipp,
         free_udp_port(),
@@ -273,19 +277,19 @@ fn a_dead_nodes_calls_are_taken_over_by_its_peers_and_every_bye_gets_200() {
             &scenario,
             &at,
             "-m",
-            "300",
+            "3000",
             "-r",
-            "100",
+            "300",
             "-d",
-            "10000",
+            "20000",
             "-timeout",
-            "60",
+            "90",
             "-timeout_error",
         ],
         &std::env::temp_dir(),
     );
     assert_eq!(
-        redis.wait_dialogs(calls as usize, Duration::from_secs(10)),
+        redis.wait_dialogs(calls as usize, Duration::from_secs(40)),
         calls as usize,
         "every call is up, and in Redis"
     );
@@ -296,7 +300,7 @@ fn a_dead_nodes_calls_are_taken_over_by_its_peers_and_every_bye_gets_200() {
     assert!(dead_calls > 0, "the dead node had calls");
     dead.kill();
 
-    let run = wait_sipp(child, Duration::from_secs(60));
+    let run = wait_sipp(child, Duration::from_secs(90));
     run.assert_completed(calls as u32, "calls across a node's death");
     assert_eq!(run.failed_calls, 0, "{}", run.screen);
     // A call the sweep gave one peer while the front sent its BYE to the other moved

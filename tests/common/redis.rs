@@ -150,8 +150,13 @@ impl Drop for Redis {
 /// `sipshard serve` auto-answering over UDP with `shards` shards, clustered on `redis` as
 /// `node_id`.
 pub fn clustered_node(redis: &Redis, node_id: &str, shards: &str) -> Server {
+    clustered_node_with(redis, node_id, shards, &[])
+}
+
+/// As [`clustered_node`], with `extra` arguments.
+pub fn clustered_node_with(redis: &Redis, node_id: &str, shards: &str, extra: &[&str]) -> Server {
     let url = redis.url();
-    Server::start(&[
+    let mut args = vec![
         "--mode",
         "auto-answer",
         "--no-tcp",
@@ -161,5 +166,7 @@ pub fn clustered_node(redis: &Redis, node_id: &str, shards: &str) -> Server {
         &url,
         "--node-id",
         node_id,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
