@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::peers::{Server, free_udp_port, wait_metric};
-use common::redis::{Redis, clustered_node};
+use common::redis::{Redis, clustered_node_with};
 use sipshard::message::{Message, Method};
 
 /// A request a node sent the caller.
@@ -26,6 +26,8 @@ struct Received {
     method: String,
     call_id: String,
     branch: String,
+    /// Its Subscription-State, for a NOTIFY.
+    state: String,
 }
 
 /// The caller: one socket (a dialog's requests come back to where it began, the node's
@@ -82,12 +84,14 @@ impl Caller {
                     .ok()
                     .and_then(|v| v.branch().map(|b| String::from_utf8_lossy(b).into_owned()))
                     .unwrap_or_default();
+                let state = text(request.header(sipshard::message::HeaderName::SubscriptionState));
                 log.lock().expect("not poisoned").push(Received {
                     at: Instant::now(),
                     from,
                     method: text(request.method_bytes()),
                     call_id: text(request.call_id()),
                     branch,
+                    state,
                 });
                 let _ = listen.send_to(&common::sip::response_to(&request, 200), from);
             }
@@ -142,6 +146,23 @@ impl Caller {
         let ack = self.in_dialog(&call, node, "ACK", 1);
         self.socket.send_to(ack.as_bytes(), node).expect("sent");
         call
+    }
+
+    /// Subscribes to `node`'s presence for `expires` seconds (RFC 6665), never to
+    /// refresh: the node's initial NOTIFY reaches the listener, its last one comes at the
+    /// expiry.
+    fn subscribe(&self, node: SocketAddr, call_id: &str, expires: u32) {
+        let local = self.socket.local_addr().expect("bound");
+        let subscribe = format!(
+            "SUBSCRIBE sip:callee@{node} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-1;rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=caller-{call_id}\r\n\
+             To: <sip:callee@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 SUBSCRIBE\r\n\
+             Contact: <sip:caller@{contact}>\r\nEvent: presence\r\nExpires: {expires}\r\n\
+             Content-Length: 0\r\n\r\n",
+            contact = self.contact,
+        );
+        let ok = self.transact(node, subscribe);
+        assert!(ok.status().is_some_and(|s| s / 100 == 2), "{ok:?}");
     }
 
     /// An in-dialog request of `call` to `node` (its remote target: the node's address).
@@ -203,29 +224,33 @@ fn a_dead_node_s_calls_are_carried_on_by_a_peer_and_the_returning_node_sends_not
         "node-a",
         "--stop-deadline-s",
         "1",
+        "--event-packages",
+        "presence",
     ];
     let a_listen = format!("127.0.0.1:{}", free_udp_port());
     let a = Server::start_at(&a_listen, &a_args);
-    let b = clustered_node(&redis, "node-b", "2");
+    let b = clustered_node_with(&redis, "node-b", "2", &["--event-packages", "presence"]);
     let caller = Caller::new();
 
-    // Two calls through node A, each to be ended by A's session timer 60 s on.
+    // Two calls through node A, each to be ended by A's session timer 60 s on, and a
+    // subscription to A that ends 65 s on with A's last NOTIFY.
     let x = caller.call(a.sip, "call-x");
     let mut y = caller.call(a.sip, "call-y");
     let answered = Instant::now();
-    assert_eq!(redis.wait_dialogs(2, Duration::from_secs(10)), 2);
+    caller.subscribe(a.sip, "sub-z", 65);
+    assert_eq!(redis.wait_dialogs(3, Duration::from_secs(10)), 3);
     a.kill();
 
     // No request comes for them: B finds them by its sweep, once A's heartbeat is gone.
     let limit = Duration::from_secs(15);
     assert_eq!(
-        wait_metric(&b, "sipshard_dialogs_taken_over_total", "", 2, limit),
-        2
+        wait_metric(&b, "sipshard_dialogs_taken_over_total", "", 3, limit),
+        3
     );
     let owners: Vec<String> = redis.dialogs().into_iter().map(|(_, o, _)| o).collect();
-    assert_eq!(owners, ["node-b", "node-b"]);
+    assert_eq!(owners, ["node-b", "node-b", "node-b"]);
 
-    // A comes back: both calls are B's, A restores neither.
+    // A comes back: all three are B's, A restores none.
     let a = Server::start_at(&a_listen, &a_args);
     assert_eq!(a.metric("sipshard_dialogs_restored_total", ""), 0);
     assert_eq!(a.metric("sipshard_dialogs", "state=\"confirmed\""), 0);
@@ -237,39 +262,57 @@ fn a_dead_node_s_calls_are_carried_on_by_a_peer_and_the_returning_node_sends_not
         wait_metric(&b, "sipshard_dialogs_released_total", "", 1, limit),
         1
     );
-    assert_eq!(b.metric("sipshard_dialogs", "state=\"confirmed\""), 1);
+    assert_eq!(b.metric("sipshard_dialogs", "state=\"confirmed\""), 2);
 
-    // A stops with its BYE policy: it ends Y, its own now, and nothing of X, B's.
+    // A stops with its BYE policy: it ends Y, its own now, and nothing of X or Z, B's.
     let a_sip = a.sip;
     assert!(a.stop(), "node A stops cleanly");
     let stopped = Instant::now();
 
-    // X still ends when its session runs out unrefreshed: one BYE, from B.
-    let deadline = answered + Duration::from_secs(75);
-    while Instant::now() < deadline
-        && !caller
-            .received()
-            .iter()
-            .any(|r| r.call_id == "call-x" && r.method == "BYE")
-    {
+    // X still ends when its session runs out unrefreshed: one BYE, from B; and Z when
+    // it expires: B's NOTIFY saying so.
+    let deadline = answered + Duration::from_secs(80);
+    let ended = |r: &Received| {
+        (r.call_id == "call-x" && r.method == "BYE")
+            || (r.call_id == "sub-z" && r.state.starts_with("terminated"))
+    };
+    while Instant::now() < deadline && caller.received().iter().filter(|r| ended(r)).count() < 2 {
         std::thread::sleep(Duration::from_millis(100));
     }
     // A little longer: a second BYE, from anyone, would show now.
     std::thread::sleep(Duration::from_secs(3));
     let received = caller.received();
-    let summary: Vec<(SocketAddr, &str, &str)> = received
+    let mut summary: Vec<(SocketAddr, &str, &str, &str)> = received
         .iter()
-        .map(|r| (r.from, r.method.as_str(), r.call_id.as_str()))
+        .map(|r| {
+            let state = r.state.split(';').next().unwrap_or("");
+            (r.from, r.method.as_str(), r.call_id.as_str(), state)
+        })
         .collect();
+    summary.sort_by_key(|&(from, method, call_id, _)| (from == b.sip, method, call_id));
     assert_eq!(
         summary,
-        [(a_sip, "BYE", "call-y"), (b.sip, "BYE", "call-x")],
-        "Y's BYE from A at its stop, X's from B at its session's end, nothing else"
+        [
+            (a_sip, "BYE", "call-y", ""),
+            (a_sip, "NOTIFY", "sub-z", "active"),
+            (b.sip, "BYE", "call-x", ""),
+            (b.sip, "NOTIFY", "sub-z", "terminated"),
+        ],
+        "Z's first NOTIFY from A; Y's BYE from A at its stop; X's BYE from B at its \
+         session's end and Z's last NOTIFY from B at its expiry; nothing else"
     );
-    let y_bye = &received[0];
+    let y_bye = received
+        .iter()
+        .find(|r| r.call_id == "call-y")
+        .expect("Y's BYE");
     assert!(y_bye.at >= stopped - Duration::from_secs(20) && y_bye.at <= stopped);
     // RFC 4028 §10: 90 s session, BYE min(32 s, 30 s) before its end: 60 s on.
-    let x_bye = received[1].at.duration_since(answered);
+    let x_bye = received
+        .iter()
+        .find(|r| r.call_id == "call-x")
+        .expect("X's BYE")
+        .at
+        .duration_since(answered);
     assert!(
         x_bye >= Duration::from_secs(55) && x_bye <= Duration::from_secs(66),
         "X's BYE {x_bye:?} after the answer"
