@@ -12,7 +12,7 @@ use common::peers::{
     KamailioProcess, Server, exchange, free_udp_port, kamailio, register, run_sipp, scenario, sipp,
     spawn_sipp, sum_metric, wait_metric, wait_options_through, wait_sipp,
 };
-use common::redis::{Redis, clustered_node, clustered_node_with};
+use common::redis::{Redis, clustered_node, clustered_node_with, stateful_node_args};
 use sipshard::dialog::{DialogRecord, DialogState};
 
 #[test]
@@ -343,17 +343,7 @@ fn a_returning_node_restores_only_the_calls_no_peer_took_over() {
     let _ = std::fs::remove_dir_all(&dir);
     let url = redis.url();
     let dir_arg = dir.to_str().expect("a UTF-8 temporary path").to_owned();
-    let args = [
-        "--mode",
-        "auto-answer",
-        "--no-tcp",
-        "--state-dir",
-        &dir_arg,
-        "--cluster",
-        &url,
-        "--node-id",
-        "node-a",
-    ];
+    let args = stateful_node_args(&url, &dir_arg, "node-a");
     let listen = format!("127.0.0.1:{}", free_udp_port());
     let node = Server::start_at(&listen, &args);
     // 20 calls held a minute.

@@ -389,6 +389,15 @@ fn a_stop_with_bye_ends_restored_calls_like_any_other() {
     assert!(p.uas_store.is_empty() && p.uac_store.is_empty());
 }
 
+/// The callee's (only) record in its store.
+fn callee_record(p: &Pair) -> Vec<u8> {
+    p.uas_store
+        .values()
+        .next()
+        .cloned()
+        .expect("the callee's record")
+}
+
 /// A shard of another node (`takeover` on): no dialogs of its own, the wall clock of the
 /// pair's.
 fn peer_node(p: &Pair, start: Instant) -> Shard {
@@ -418,12 +427,7 @@ fn call_the_callee_times(timers_on_callee: bool) -> (Pair, Instant, Vec<u8>, Ses
     uas.session_timers = timers_on_callee.then_some(timers);
     let (mut p, start) = pair(uac, uas);
     established(&mut p);
-    let record = p
-        .uas_store
-        .values()
-        .next()
-        .cloned()
-        .expect("the callee's record");
+    let record = callee_record(&p);
     // The caller will never refresh (it forgot the call): only the callee's timer acts.
     p.uac = Shard::with_ids(
         p.now,
@@ -491,12 +495,7 @@ fn a_call_a_live_peer_took_leaves_without_a_word_and_its_timer_dies_with_it() {
 fn a_peer_takes_a_dead_node_s_call_over_when_its_bye_arrives_and_answers_it() {
     let (mut p, start) = pair(persisting(uac_addr()), persisting(uas_addr()));
     let (uac_dialog, _) = established(&mut p);
-    let record = p
-        .uas_store
-        .values()
-        .next()
-        .cloned()
-        .expect("the callee's record");
+    let record = callee_record(&p);
     // The callee's node dies; the caller's BYE reaches a peer that never saw the call.
     p.uas = peer_node(&p, start);
     p.uac

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::peers::{Server, free_udp_port, wait_metric};
-use common::redis::{Redis, clustered_node_with};
+use common::redis::{Redis, clustered_node_with, stateful_node_args};
 use sipshard::message::{Message, Method};
 
 /// A request a node sent the caller.
@@ -212,21 +212,8 @@ fn a_dead_node_s_calls_are_carried_on_by_a_peer_and_the_returning_node_sends_not
     let dir = std::env::temp_dir().join(format!("sipshard-takeover-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let (url, dir_arg) = (redis.url(), dir.to_str().expect("UTF-8").to_owned());
-    let a_args = [
-        "--mode",
-        "auto-answer",
-        "--no-tcp",
-        "--state-dir",
-        &dir_arg,
-        "--cluster",
-        &url,
-        "--node-id",
-        "node-a",
-        "--stop-deadline-s",
-        "1",
-        "--event-packages",
-        "presence",
-    ];
+    let mut a_args = stateful_node_args(&url, &dir_arg, "node-a");
+    a_args.extend(["--stop-deadline-s", "1", "--event-packages", "presence"]);
     let a_listen = format!("127.0.0.1:{}", free_udp_port());
     let a = Server::start_at(&a_listen, &a_args);
     let b = clustered_node_with(&redis, "node-b", "2", &["--event-packages", "presence"]);

@@ -56,19 +56,30 @@ impl Redis {
         Some(c)
     }
 
-    /// The dialog records it holds (hashes under `sipshard:`), with their owner and TTL.
-    pub fn dialogs(&self) -> Vec<(Vec<u8>, String, i64)> {
+    /// The keys under `sipshard:` whose Redis type is `kind`, and the connection.
+    fn keys_of_type(&self, kind: &str) -> (redis::Connection, Vec<Vec<u8>>) {
         let mut c = self.connection().expect("redis answers");
         let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
             .arg("sipshard:*")
             .query(&mut c)
             .expect("KEYS");
+        let keys = keys
+            .into_iter()
+            .filter(|key| {
+                redis::cmd("TYPE")
+                    .arg(key)
+                    .query::<String>(&mut c)
+                    .is_ok_and(|t| t == kind)
+            })
+            .collect();
+        (c, keys)
+    }
+
+    /// The dialog records it holds (hashes under `sipshard:`), with their owner and TTL.
+    pub fn dialogs(&self) -> Vec<(Vec<u8>, String, i64)> {
+        let (mut c, keys) = self.keys_of_type("hash");
         keys.into_iter()
             .filter_map(|key| {
-                let kind: String = redis::cmd("TYPE").arg(&key).query(&mut c).ok()?;
-                if kind != "hash" {
-                    return None;
-                }
                 let (record, owner): (Vec<u8>, String) = redis::cmd("HMGET")
                     .arg(&key)
                     .arg("rec")
@@ -84,28 +95,12 @@ impl Redis {
     /// The keys of the dialog records it holds (hashes under `sipshard:`; the nodes'
     /// heartbeats, sets and lists are not).
     pub fn dialog_keys(&self) -> Vec<Vec<u8>> {
-        let mut c = self.connection().expect("redis answers");
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
-            .arg("sipshard:*")
-            .query(&mut c)
-            .expect("KEYS");
-        keys.into_iter()
-            .filter(|key| {
-                redis::cmd("TYPE")
-                    .arg(key)
-                    .query::<String>(&mut c)
-                    .is_ok_and(|t| t == "hash")
-            })
-            .collect()
+        self.keys_of_type("hash").1
     }
 
     /// The bindings records it holds (strings under `sipshard:`, heartbeats left out).
     pub fn bindings(&self) -> Vec<Vec<u8>> {
-        let mut c = self.connection().expect("redis answers");
-        let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
-            .arg("sipshard:*")
-            .query(&mut c)
-            .expect("KEYS");
+        let (mut c, keys) = self.keys_of_type("string");
         keys.iter()
             .filter(|k| !k.starts_with(b"sipshard:node:"))
             .filter_map(|k| {
@@ -169,4 +164,20 @@ pub fn clustered_node_with(redis: &Redis, node_id: &str, shards: &str, extra: &[
     ];
     args.extend_from_slice(extra);
     Server::start(&args)
+}
+
+/// `sipshard serve` arguments of an auto-answering UDP node clustered on `url` as
+/// `node_id`, keeping its own records in `state_dir` too.
+pub fn stateful_node_args<'a>(url: &'a str, state_dir: &'a str, node_id: &'a str) -> Vec<&'a str> {
+    vec![
+        "--mode",
+        "auto-answer",
+        "--no-tcp",
+        "--state-dir",
+        state_dir,
+        "--cluster",
+        url,
+        "--node-id",
+        node_id,
+    ]
 }
