@@ -2,6 +2,9 @@
 //! two `sipshard serve --cluster` nodes on one `redis-server`, and a caller played by hand
 //! over UDP that answers every request it gets and notes who sent it.
 //!
+//! And a node whose heartbeat lapsed (peers may have taken its calls) writes its records
+//! again and lets go of those a peer owns.
+//!
 //! The caller talks to the nodes directly (the front's part, sending a dead node's requests
 //! to a live one, is `tests/cluster.rs`'s): what is checked here is what each node sends
 //! on its own, from its timers and at its stop.
@@ -307,4 +310,38 @@ fn a_dead_node_s_calls_are_carried_on_by_a_peer_and_the_returning_node_sends_not
     assert_eq!(b.metric("sipshard_dialogs", "state=\"confirmed\""), 0);
     let _ = std::fs::remove_dir_all(&dir);
     drop(x);
+}
+
+#[test]
+fn a_node_whose_heartbeat_lapsed_drops_the_calls_a_peer_took_meanwhile() {
+    let Some(redis) = Redis::start() else { return };
+    let a = clustered_node_with(&redis, "node-a", "1", &[]);
+    let caller = Caller::new();
+    let _x = caller.call(a.sip, "call-lapse");
+    assert_eq!(redis.wait_dialogs(1, Duration::from_secs(10)), 1);
+    // As if node A had not renewed its heartbeat for 3 s and a peer had swept its call:
+    // the peer owns the record, A's heartbeat is gone.
+    let mut c = redis.connection().expect("redis answers");
+    for key in redis.dialog_keys() {
+        let _: i64 = redis::cmd("HSET")
+            .arg(key)
+            .arg("owner")
+            .arg("node-b")
+            .query(&mut c)
+            .expect("HSET");
+    }
+    let _: i64 = redis::cmd("DEL")
+        .arg("sipshard:node:node-a")
+        .query(&mut c)
+        .expect("DEL");
+    // A finds its heartbeat gone, writes its records again, is fenced, and lets go.
+    let limit = Duration::from_secs(10);
+    assert_eq!(
+        wait_metric(&a, "sipshard_dialogs_released_total", "", 1, limit),
+        1
+    );
+    assert!(a.metric("sipshard_shared_store_events_total", "event=\"resync\"") >= 1);
+    assert_eq!(a.metric("sipshard_dialogs", "state=\"confirmed\""), 0);
+    let owners: Vec<String> = redis.dialogs().into_iter().map(|(_, o, _)| o).collect();
+    assert_eq!(owners, ["node-b"], "the peer's record stands");
 }

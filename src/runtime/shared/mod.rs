@@ -456,7 +456,9 @@ impl Writer {
             .query(&mut c.connection);
         match beat {
             Ok((previous, _)) => {
-                if previous.is_none() && std::mem::replace(&mut self.has_beaten, true) {
+                let lapsed = previous.is_none() && self.has_beaten;
+                self.has_beaten = true;
+                if lapsed {
                     tracing::warn!(
                         "this node's heartbeat had lapsed: its records are written again"
                     );
