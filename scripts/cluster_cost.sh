@@ -5,6 +5,8 @@
 # included).
 #
 #   scripts/cluster_cost.sh [RATE] [CALLS] [ROUNDS]     (defaults: 2000 20000 3)
+#   SHARDS=1 scripts/cluster_cost.sh ...                (the server's shards; default 2)
+#   SIPSHARD_BIN=/tmp/old scripts/cluster_cost.sh ...   (another build, for an A/B)
 #
 # Needs sipp and redis-server; starts its own Redis on a free loopback port (nothing saved).
 set -euo pipefail
@@ -19,7 +21,7 @@ run() { # label, then extra server args
   local label=$1; shift
   local port pid c0 c1 r0 r1 failed
   port=$(free_port)
-  "${SIPSHARD_BIN:-./target/release/sipshard}" serve --listen "127.0.0.1:$port" --shards 2 --no-tcp "$@" \
+  "${SIPSHARD_BIN:-./target/release/sipshard}" serve --listen "127.0.0.1:$port" --shards "${SHARDS:-2}" --no-tcp "$@" \
     >"$WORK/server.log" 2>&1 &
   pid=$!
   wait_udp_port "$port"
