@@ -271,16 +271,20 @@ impl SharedWriter {
 const MAX_PENDING_DELETES: usize = 1 << 20;
 /// Batches written in one pipeline at most.
 const MAX_PIPELINE_BATCHES: usize = 256;
-/// How long the writer lets batches gather after the first before it writes them: Redis
-/// is this much behind the node at most (plus its round trip), for a pipeline per 10 ms at
-/// most instead of one per shard round. What is urgent (a claim, for which a request
-/// waits; a REGISTER's bindings, which a query through another node may read next)
-/// unparks the writer at once. Measured (`scripts/cluster_cost.sh`, BENCHMARKS.md): a
-/// pipeline costs the node a send to Redis and Redis a wake-up, so 10 ms against 2 ms
-/// (with the writer no longer woken by each batch) cut the node's cost of `--cluster`
-/// from +20 % to +9–14 % CPU per call at 2,000 calls/s (medians of alternated rounds).
-/// Kamailio's dialog module, for comparison, writes its database every 60 s by default.
+/// How often the writer looks at its queue while batches flow (parked between, so the
+/// shards that send wake nobody). What is urgent (a claim, for which a request waits; a
+/// REGISTER's bindings, which a query through another node may read next) unparks it and
+/// is written at once.
 const GATHER: Duration = Duration::from_millis(10);
+/// A pipeline goes once it holds this many records, or its first batch is this old,
+/// whichever comes first: Redis is at most this much behind a node (and a round trip).
+/// A pipeline costs the node a send to Redis and Redis a wake-up (BENCHMARKS.md, session
+/// 17): one per shard round, then one per 2 ms, cost a node +20 % CPU per call at 2,000
+/// calls/s; gathering brought it to +9–14 %, and the size rule halves Redis's cost per
+/// call at 1,000 calls/s. Kamailio's dialog module, for comparison, writes its database
+/// every 60 s by default.
+const FULL_PIPELINE: usize = 64;
+const MAX_LAG: Duration = Duration::from_millis(50);
 /// How often a failing Redis is logged, and how long between connection attempts.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 const RETRY_EVERY: Duration = Duration::from_millis(500);
@@ -356,6 +360,10 @@ impl Writer {
         // time and takes what came, instead of waiting on the queue (a shard that sends
         // to a thread waiting on it pays a futex wake, one per pipeline).
         let mut busy = false;
+        // Batches waiting for a fuller pipeline, their records, and when the first came.
+        let mut held: Vec<Batch> = Vec::new();
+        let mut held_records = 0usize;
+        let mut held_since = Instant::now();
         loop {
             let mut work = Vec::new();
             self.deliver_again();
@@ -382,7 +390,7 @@ impl Writer {
             }
             // The shards are gone (a stop): what is queued is written, then the thread ends.
             let mut gone = false;
-            while work.len() < MAX_PIPELINE_BATCHES {
+            while held.len() + work.len() < MAX_PIPELINE_BATCHES {
                 match self.rx.try_recv() {
                     Ok(w) => work.push(w),
                     Err(TryRecvError::Empty) => break,
@@ -396,16 +404,34 @@ impl Writer {
                 self.connect();
             }
             self.heartbeat();
-            busy = work.iter().any(|w| matches!(w, Work::Batch(_)));
-            let mut batches = Vec::new();
             let mut claims = Vec::new();
+            let mut urgent = false;
             for w in work {
                 match w {
-                    Work::Batch(b) => batches.push(b),
+                    Work::Batch(b) => {
+                        if held.is_empty() {
+                            held_since = Instant::now();
+                        }
+                        held_records += b.ops.len();
+                        urgent |= b.ops.iter().any(|op| match op {
+                            PersistOp::Put { key, .. } | PersistOp::Delete { key } => {
+                                !is_dialog_store_key(key)
+                            }
+                        });
+                        held.push(b);
+                    }
                     Work::Claim { shard, key } => claims.push((shard, key)),
                 }
             }
-            if !batches.is_empty() {
+            busy = !held.is_empty();
+            let due = gone
+                || urgent
+                || held_records >= FULL_PIPELINE
+                || held_since.elapsed() >= MAX_LAG
+                || held.len() >= MAX_PIPELINE_BATCHES;
+            if busy && due {
+                let batches = std::mem::take(&mut held);
+                held_records = 0;
                 let written = match &mut self.connection {
                     Some(c) => write(c, &self.config, &batches, &self.counters),
                     None => Err("not connected".to_owned()),
