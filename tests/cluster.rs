@@ -143,15 +143,7 @@ fn a_node_never_overwrites_nor_deletes_a_dialog_a_peer_owns() {
         "every call is in Redis"
     );
     // A peer takes every dialog over (what a takeover's compare-and-set leaves behind).
-    let mut c = redis.connection().expect("redis answers");
-    for key in redis.dialog_keys() {
-        let _: i64 = redis::cmd("HSET")
-            .arg(key)
-            .arg("owner")
-            .arg("node-b")
-            .query(&mut c)
-            .expect("HSET");
-    }
+    redis.set_owner(&redis.dialog_keys(), "node-b");
     // The calls end on node-a: its deletes are refused, the peer's records stay.
     let run = wait_sipp(child, Duration::from_secs(30));
     run.assert_completed(calls as u32, "SIPp");
@@ -367,14 +359,7 @@ fn a_returning_node_restores_only_the_calls_no_peer_took_over() {
         .expect("node-b's heartbeat");
     let dialogs = redis.dialog_keys();
     assert_eq!(dialogs.len(), 20);
-    for key in &dialogs[..10] {
-        let _: i64 = redis::cmd("HSET")
-            .arg(key.as_slice())
-            .arg("owner")
-            .arg("node-b")
-            .query(&mut c)
-            .expect("HSET");
-    }
+    redis.set_owner(&dialogs[..10], "node-b");
 
     // Back, it holds only its own ten, and has let go of the others for good.
     let node = Server::start_at(&listen, &args);

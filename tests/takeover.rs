@@ -321,15 +321,8 @@ fn a_node_whose_heartbeat_lapsed_drops_the_calls_a_peer_took_meanwhile() {
     assert_eq!(redis.wait_dialogs(1, Duration::from_secs(10)), 1);
     // As if node A had not renewed its heartbeat for 3 s and a peer had swept its call:
     // the peer owns the record, A's heartbeat is gone.
+    redis.set_owner(&redis.dialog_keys(), "node-b");
     let mut c = redis.connection().expect("redis answers");
-    for key in redis.dialog_keys() {
-        let _: i64 = redis::cmd("HSET")
-            .arg(key)
-            .arg("owner")
-            .arg("node-b")
-            .query(&mut c)
-            .expect("HSET");
-    }
     let _: i64 = redis::cmd("DEL")
         .arg("sipshard:node:node-a")
         .query(&mut c)

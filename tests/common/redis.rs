@@ -98,6 +98,20 @@ impl Redis {
         self.keys_of_type("hash").1
     }
 
+    /// Makes `owner` the owner of the dialog records at `keys` (what a peer's takeover
+    /// leaves behind).
+    pub fn set_owner(&self, keys: &[Vec<u8>], owner: &str) {
+        let mut c = self.connection().expect("redis answers");
+        for key in keys {
+            let _: i64 = redis::cmd("HSET")
+                .arg(key)
+                .arg("owner")
+                .arg(owner)
+                .query(&mut c)
+                .expect("HSET");
+        }
+    }
+
     /// The bindings records it holds (strings under `sipshard:`, heartbeats left out).
     pub fn bindings(&self) -> Vec<Vec<u8>> {
         let (mut c, keys) = self.keys_of_type("string");
