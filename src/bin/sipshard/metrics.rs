@@ -388,7 +388,7 @@ pub fn render(stats: &DialogStats, channel_depth: Option<usize>) -> String {
         family(
             "sipshard_shared_store_events_total",
             "counter",
-            "The shared store (--cluster), by event: records written or deleted, pipelines, writes refused because a peer owns the dialog, batches lost to a failing or unreachable Redis, batches lost to a full queue, reconnections, resyncs, dialogs claimed for a request that came here, dead peers' dialogs taken over by the sweep.",
+            "The shared store (--cluster), by event: records written or deleted, pipelines, writes refused because a peer owns the dialog, batches lost to a failing or unreachable Redis, batches lost to a full queue, reconnections, resyncs (after lost batches or a lapsed heartbeat), dialogs claimed for a request that came here, dead peers' dialogs taken over by the sweep.",
             &mut [
                 ("write", shared.writes),
                 ("pipeline", shared.pipelines),

@@ -78,7 +78,7 @@ pub struct SharedStoreStats {
     pub dropped_batches: u64,
     /// Connections made after the first.
     pub reconnects: u64,
-    /// Resyncs asked of the shards after lost batches.
+    /// Resyncs asked of the shards (after lost batches, or a lapsed heartbeat).
     pub resyncs: u64,
     /// Dialog records claimed because a request for them reached this node (takeovers).
     pub claims: u64,
