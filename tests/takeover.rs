@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::peers::{Server, free_udp_port, wait_metric};
+use common::peers::{Server, free_udp_port, wait_metric, wait_until};
 use common::redis::{Redis, clustered_node_with, stateful_node_args};
 use sipshard::message::{Message, Method};
 
@@ -261,15 +261,17 @@ fn a_dead_node_s_calls_are_carried_on_by_a_peer_and_the_returning_node_sends_not
 
     // X still ends when its session runs out unrefreshed: one BYE, from B; and Z when
     // it expires: B's NOTIFY saying so.
-    let deadline = answered + Duration::from_secs(80);
     let ended = |r: &Received| {
         (r.call_id == "call-x" && r.method == "BYE")
             || (r.call_id == "sub-z" && r.state.starts_with("terminated"))
     };
-    while Instant::now() < deadline && caller.received().iter().filter(|r| ended(r)).count() < 2 {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // A little longer: a second BYE, from anyone, would show now.
+    let limit = (answered + Duration::from_secs(80)).saturating_duration_since(Instant::now());
+    wait_until(limit, Duration::from_millis(100), || {
+        caller.received().iter().filter(|r| ended(r)).count() >= 2
+    });
+    // What must not come would come now: a BYE for Y from B (had B kept it, its session
+    // ends with X's, answered the same moment), or a second one for X. Absence takes a
+    // wait; 3 s covers the timer wheel's tick and a retransmission.
     std::thread::sleep(Duration::from_secs(3));
     let received = caller.received();
     let mut summary: Vec<(SocketAddr, &str, &str, &str)> = received

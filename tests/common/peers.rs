@@ -213,13 +213,26 @@ impl SippRun {
 /// Polls the server's metrics until `name` (filtered) reaches `want`, up to `limit`;
 /// returns the last value read.
 pub fn wait_metric(server: &Server, name: &str, filter: &str, want: u64, limit: Duration) -> u64 {
+    let mut v = 0;
+    wait_until(limit, Duration::from_millis(100), || {
+        v = server.metric(name, filter);
+        v == want
+    });
+    v
+}
+
+/// Asks `done` every `every` until it says yes or `limit` has passed; whether it did. For
+/// what a real process (a server, Redis, SIPp) does in its own time.
+pub fn wait_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        let v = server.metric(name, filter);
-        if v == want || Instant::now() > deadline {
-            return v;
+        if done() {
+            return true;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
     }
 }
 

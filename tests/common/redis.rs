@@ -2,9 +2,9 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::peers::{Server, required_tool};
+use super::peers::{Server, required_tool, wait_until};
 
 /// A `redis-server` child on a loopback port, keeping nothing on disk.
 pub struct Redis {
@@ -32,14 +32,13 @@ impl Redis {
             .spawn()
             .expect("redis-server starts");
         let redis = Redis { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.connection().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {port} never answered"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let every = Duration::from_millis(20);
+        assert!(
+            wait_until(Duration::from_secs(10), every, || redis
+                .connection()
+                .is_some()),
+            "redis-server on {port} never answered"
+        );
         Some(redis)
     }
 
@@ -134,14 +133,12 @@ impl Redis {
     /// Waits (within `limit`) until the number of dialog records it holds passes `done`;
     /// returns the last number seen. (The node writes after it answers, not before.)
     pub fn wait_dialogs_until(&self, done: impl Fn(usize) -> bool, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        loop {
-            let n = self.dialogs().len();
-            if done(n) || Instant::now() >= deadline {
-                return n;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut n = 0;
+        wait_until(limit, Duration::from_millis(50), || {
+            n = self.dialogs().len();
+            done(n)
+        });
+        n
     }
 
     pub fn kill(&mut self) {
