@@ -87,6 +87,13 @@ impl DialogId {
     }
 }
 
+/// The Call-ID inside a dialog table key (the form [`DialogId`] holds, a record or a
+/// store key carries). `None`: too short to be one.
+pub(crate) fn key_call_id(key: &[u8]) -> Option<&[u8]> {
+    let call_id = usize::from(u16::from_le_bytes([*key.first()?, *key.get(1)?]));
+    key.get(KEY_PREFIX..KEY_PREFIX + call_id)
+}
+
 /// At most what a key's u16 length can say.
 fn cap(part: &[u8]) -> &[u8] {
     &part[..part.len().min(usize::from(u16::MAX))]

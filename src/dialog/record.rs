@@ -414,9 +414,7 @@ fn read_held(r: &mut Reader<'_>) -> Result<HeldRecord, RecordError> {
 /// The Call-ID of the record `bytes`, read without decoding the rest (a restore sorts
 /// records onto shards by it). `None` when the bytes are not a record of this version.
 pub fn record_call_id(bytes: &[u8]) -> Option<&[u8]> {
-    let key = record_dialog_key(bytes)?;
-    let call_id_len = usize::from(u16::from_le_bytes([*key.first()?, *key.get(1)?]));
-    key.get(4..4 + call_id_len)
+    super::key_call_id(record_dialog_key(bytes)?)
 }
 
 /// The dialog key (Call-ID and tags, length-prefixed) of the record `bytes`, read without decoding the

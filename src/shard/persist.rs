@@ -97,12 +97,7 @@ pub fn record_routing_key(record: &[u8]) -> Option<&[u8]> {
 /// Call-ID, an address-of-record itself. `None`: not a key of this build.
 pub fn store_key_routing_key(key: &[u8]) -> Option<&[u8]> {
     match *key.get(4)? {
-        DIALOG_KEY => {
-            // The dialog key: the Call-ID's and local tag's lengths, then the Call-ID.
-            let dialog = &key[5..];
-            let call_id = usize::from(u16::from_le_bytes([*dialog.first()?, *dialog.get(1)?]));
-            dialog.get(4..4 + call_id)
-        }
+        DIALOG_KEY => crate::dialog::key_call_id(&key[5..]),
         BINDINGS_KEY => Some(&key[5..]),
         _ => None,
     }

@@ -105,6 +105,9 @@ struct Counters {
 /// One shard's round of records.
 struct Batch {
     ops: Vec<PersistOp>,
+    /// It holds a REGISTER's bindings: written at once (a query through another node
+    /// may follow).
+    urgent: bool,
 }
 
 /// What a shard asks of the writer.
@@ -226,11 +229,10 @@ impl SharedWriter {
         if ops.is_empty() {
             return;
         }
-        // A REGISTER's bindings go at once: a query through another node may follow.
         let urgent = ops.iter().any(|op| match op {
             PersistOp::Put { key, .. } | PersistOp::Delete { key } => !is_dialog_store_key(key),
         });
-        match self.tx.try_send(Work::Batch(Batch { ops })) {
+        match self.tx.try_send(Work::Batch(Batch { ops, urgent })) {
             Ok(()) if urgent => self.thread.unpark(),
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -413,11 +415,7 @@ impl Writer {
                             held_since = Instant::now();
                         }
                         held_records += b.ops.len();
-                        urgent |= b.ops.iter().any(|op| match op {
-                            PersistOp::Put { key, .. } | PersistOp::Delete { key } => {
-                                !is_dialog_store_key(key)
-                            }
-                        });
+                        urgent |= b.urgent;
                         held.push(b);
                     }
                     Work::Claim { shard, key } => claims.push((shard, key)),
@@ -524,7 +522,12 @@ impl Writer {
                 .iter()
                 .map(|key| PersistOp::Delete { key: key.clone() })
                 .collect();
-            if let Err(e) = write(&mut c, &self.config, &[Batch { ops }], &self.counters) {
+            if let Err(e) = write(
+                &mut c,
+                &self.config,
+                &[Batch { ops, urgent: false }],
+                &self.counters,
+            ) {
                 return self.failed(&e);
             }
             self.pending_deletes.clear();
@@ -739,9 +742,11 @@ mod tests {
         };
         w.lose(&[Batch {
             ops: vec![delete(b"a"), delete(b"b"), put(b"b")],
+            urgent: false,
         }]);
         w.lose(&[Batch {
             ops: vec![delete(b"c")],
+            urgent: false,
         }]);
         let mut pending: Vec<_> = w.pending_deletes.iter().cloned().collect();
         pending.sort();
